@@ -1,0 +1,42 @@
+"""Names of the engine objects a lab makes, derived deterministically from lab + endpoint.
+
+Linux interface names are at most 15 bytes, so per-endpoint interfaces get a short hash;
+everything else carries the readable ``hnb-<lab>-<name>`` prefix so that a person looking at
+``docker ps`` or ``virsh list`` sees which lab owns what.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "hnb"
+
+
+def _h(*parts: str, n: int = 8) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:n]
+
+
+def object_name(lab: str, name: str) -> str:
+    """Container, domain and namespace name of an endpoint: ``hnb-<lab>-<name>``."""
+    return f"{PREFIX}-{lab}-{name}"
+
+
+def docker_network(lab: str) -> str:
+    return f"{PREFIX}-{lab}"
+
+
+def veth_pair(lab: str, name: str) -> tuple[str, str]:
+    """(bridge side, endpoint side before it is renamed to eth0) — both ≤ 15 bytes."""
+    h = _h(lab, name, n=10)
+    return (f"hv{h}", f"hv{h}p")
+
+
+def mac_address(lab: str, name: str) -> str:
+    """Stable locally administered MAC in QEMU's 52:54:00 range."""
+    h = _h("mac", lab, name, n=6)
+    return "52:54:00:" + ":".join(h[i:i + 2] for i in range(0, 6, 2))
+
+
+def owner_tag(lab: str) -> str:
+    """The ownership mark written on objects: labels, aliases, metadata, rule comments."""
+    return f"hybridnb:{lab}"

@@ -1,0 +1,29 @@
+"""Where a lab lives: the *target* names the engines a backend talks to.
+
+A target is plain data: the network namespace the lab's bridge lives in (``None`` for the
+host's own namespace), the Docker engine URL and the libvirt URI.  The sandbox
+(:mod:`hybridnb.sandbox`) produces a target for its isolated lab host; ``Target.host()`` is the
+machine's own engines.  Drivers receive a target and never guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    netns: str | None = None            # network namespace holding the lab bridges (None: host)
+    docker_url: str | None = None       # e.g. unix:///run/hybridnb/sandbox/docker.sock
+    libvirt_uri: str | None = None      # e.g. qemu:///system?socket=/run/hybridnb/.../libvirt-sock
+
+    @classmethod
+    def host(cls) -> "Target":
+        """The machine's own namespace and default engines."""
+        return cls(name="host", netns=None, docker_url="unix:///var/run/docker.sock",
+                   libvirt_uri="qemu:///system")
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "netns": self.netns, "docker_url": self.docker_url,
+                "libvirt_uri": self.libvirt_uri}
