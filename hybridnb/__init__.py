@@ -1,0 +1,54 @@
+"""hybridnb — Docker containers and libvirt VMs on one Linux bridge, from a notebook.
+
+``import hybridnb`` is cheap: the public names are loaded on first use, and heavy libraries
+(docker, libvirt, pyroute2, matplotlib, networkx, IPython) only when a feature needs them.
+
+    from hybridnb import Lab
+    lab = Lab("demo", backend="dry-run").add_container("web").add_vm("vm1")
+    lab.plan()
+
+In Jupyter: ``%load_ext hybridnb`` and then ``%hybrid help``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Lab": "hybridnb.lab",
+    "open_lab": "hybridnb.lab",
+    "Sandbox": "hybridnb.sandbox",
+    "Target": "hybridnb.target",
+    "HybridError": "hybridnb.errors",
+    "ValidationError": "hybridnb.errors",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.errors import HybridError, ValidationError
+    from hybridnb.lab import Lab, open_lab
+    from hybridnb.sandbox import Sandbox
+    from hybridnb.target import Target
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hybridnb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext hybridnb`` registers the ``%hybrid`` magics."""
+    from hybridnb.notebook.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+__all__ = ["Lab", "open_lab", "Sandbox", "Target", "HybridError", "ValidationError",
+           "load_ipython_extension", "__version__"]

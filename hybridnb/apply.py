@@ -1,0 +1,198 @@
+"""Executing a plan through a backend, with the intent journal and progress reports.
+
+Actions run stage by stage in the plan's order: first the deletes, then each resource kind in
+turn (bridge, firewall, network, hosts, containers, VMs, DNS).  Inside one stage, a driver that
+says ``concurrent = True`` gets its actions on a thread pool — twenty containers come up
+together, not one after another.  Before the driver is called, the state records the intent
+(``creating``/``deleting``); after it returns, the outcome.  A crash at any point therefore
+leaves a state from which the next apply or destroy converges.
+
+Before any action runs, every create/replace is offered to its driver's optional ``check``
+hook (e.g. "this subnet overlaps a host route"), so a doomed lab is refused before anything
+is made.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from hybridnb.core.plan import Action, Plan
+from hybridnb.core.resource import KIND_ORDER
+from hybridnb.drivers.base import Backend
+from hybridnb.errors import EngineError, HybridError
+from hybridnb.state import LabState
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of an apply: ``phase`` is ``start``, ``done`` or ``error``."""
+
+    phase: str
+    action: Action
+    done: int
+    total: int
+    seconds: float = 0.0
+    error: str = ""
+
+    def __str__(self) -> str:
+        head = f"[{self.done}/{self.total}]"
+        text = f"{head} {self.action.op} {self.action.kind} {self.action.name}"
+        if self.phase == "done":
+            return f"{text} ({self.seconds:.2f}s)"
+        if self.phase == "error":
+            return f"{text} FAILED: {self.error}"
+        return text + " ..."
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class ActionOutcome:
+    action: Action
+    seconds: float
+    error: HybridError | None = None
+
+
+@dataclass
+class ApplyResult:
+    """What an apply or destroy did: each action with its time, and the total."""
+
+    plan: Plan
+    outcomes: list[ActionOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(o.error is None for o in self.outcomes)
+
+    def to_text(self) -> str:
+        if self.plan.empty:
+            return f"{self.plan.headline()}; nothing to do ({self.seconds:.2f}s)"
+        lines = [f"{self.plan.headline()}; done in {self.seconds:.2f}s"]
+        for o in self.outcomes:
+            status = "ok" if o.error is None else f"FAILED: {o.error.message}"
+            lines.append(f"  {o.action.describe()}  [{o.seconds:.2f}s {status}]")
+        return "\n".join(lines)
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def _repr_html_(self) -> str:
+        from hybridnb.render.html import table
+
+        rows = [[o.action.op, o.action.kind, o.action.name,
+                 o.action.resource.summary if o.action.resource else "", f"{o.seconds:.2f}s",
+                 "ok" if o.error is None else o.error.message] for o in self.outcomes]
+        classes = [o.action.op if o.error is None else "delete" for o in self.outcomes]
+        caption = f"{self.plan.headline()} — {self.seconds:.2f}s"
+        return table(["action", "kind", "name", "what", "time", "result"], rows,
+                     caption=caption, row_classes=classes)
+
+
+def _stages(actions: Iterable[Action]) -> list[list[Action]]:
+    """Deletes grouped by kind (reverse order), then the rest grouped by kind."""
+    actions = list(actions)
+    stages: list[list[Action]] = []
+    for kind in reversed(KIND_ORDER):
+        group = [a for a in actions if a.op == "delete" and a.kind == kind]
+        if group:
+            stages.append(group)
+    for kind in KIND_ORDER:
+        group = [a for a in actions if a.op != "delete" and a.kind == kind]
+        if group:
+            stages.append(group)
+    return stages
+
+
+def preflight(plan: Plan, backend: Backend) -> None:
+    """Run every driver's optional ``check`` on what the plan will create."""
+    for action in plan.actions:
+        if action.op in ("create", "replace") and action.resource is not None:
+            check = getattr(backend.driver(action.kind), "check", None)
+            if check is not None:
+                check(plan.lab, action.resource)
+
+
+def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress | None = None,
+            workers: int = 8) -> ApplyResult:
+    """Carry out ``plan``; raise the first error after its stage finished (the result so far
+    is attached to the exception as ``.result``)."""
+    result = ApplyResult(plan)
+    t0 = time.perf_counter()
+    total = len(plan.actions)
+    counter = {"done": 0}
+    lock = threading.Lock()
+
+    def report(phase: str, action: Action, seconds: float = 0.0, error: str = "") -> None:
+        if progress is None:
+            return
+        with lock:
+            if phase != "start":
+                counter["done"] += 1
+            event = ProgressEvent(phase, action, counter["done"], total, seconds, error)
+        progress(event)
+
+    def mark(action: Action, status: str | None) -> None:
+        fp = action.resource.fingerprint if action.resource is not None else None
+        with lock:
+            state.mark(action.kind, action.name, status, fp)
+
+    def run(action: Action) -> ActionOutcome:
+        driver = backend.driver(action.kind)
+        report("start", action)
+        started = time.perf_counter()
+        try:
+            if action.op == "delete":
+                mark(action, "deleting")
+                driver.delete(plan.lab, action.name)
+                mark(action, None)
+            elif action.op == "update":
+                mark(action, "updating")
+                driver.update(plan.lab, action.resource)  # type: ignore[attr-defined]
+                mark(action, "created")
+            else:
+                mark(action, "creating" if action.op == "create" else "replacing")
+                if action.op == "replace":
+                    driver.delete(plan.lab, action.name)
+                driver.create(plan.lab, action.resource)  # type: ignore[arg-type]
+                mark(action, "created")
+        except HybridError as exc:
+            seconds = time.perf_counter() - started
+            report("error", action, seconds, exc.message)
+            return ActionOutcome(action, seconds, exc)
+        except Exception as exc:  # a driver bug or an untranslated engine error
+            seconds = time.perf_counter() - started
+            err = EngineError(f"{action.op} {action.kind} {action.name} failed: {exc!r}",
+                              engine=backend.name)
+            report("error", action, seconds, err.message)
+            return ActionOutcome(action, seconds, err)
+        seconds = time.perf_counter() - started
+        report("done", action, seconds)
+        return ActionOutcome(action, seconds)
+
+    for stage in _stages(plan.actions):
+        driver = backend.driver(stage[0].kind)
+        if len(stage) > 1 and getattr(driver, "concurrent", False):
+            with ThreadPoolExecutor(max_workers=min(workers, len(stage))) as pool:
+                outcomes = list(pool.map(run, stage))
+        else:
+            outcomes = [run(a) for a in stage]
+        result.outcomes.extend(outcomes)
+        failed = [o for o in outcomes if o.error is not None]
+        if failed:
+            result.seconds = time.perf_counter() - t0
+            first = failed[0].error
+            assert first is not None
+            if len(failed) > 1:
+                names = ", ".join(f"{o.action.kind} {o.action.name}" for o in failed)
+                first = EngineError(f"{len(failed)} actions failed ({names}); first: "
+                                    f"{first.message}", hint=first.hint)
+            first.result = result  # type: ignore[attr-defined]
+            raise first
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,76 @@
+"""Choosing a backend: ``"dry-run"``, ``"sandbox"`` (the isolated lab host) or ``"host"``.
+
+The dry-run backend lives in memory (persisted next to the lab state so a dry-run lab lasts
+from one command to the next).  The real backends bundle the real drivers — pyroute2 for
+bridges and namespace hosts, the docker SDK for networks and containers, iptables for the
+DOCKER-USER rule, libvirt-python for VMs, our own DNS server — bound to a
+:class:`~hybridnb.target.Target`: the sandbox's namespace and private daemons, or the
+machine's own.  Driver modules are imported only when a real backend is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hybridnb.drivers.base import Backend
+from hybridnb.errors import EngineUnavailable, HybridError
+from hybridnb.target import Target
+
+BACKENDS = ("dry-run", "sandbox", "host")
+
+
+def resolve_backend(backend: str | Backend | None, *, state_dir: Path,
+                    sandbox: str = "default") -> Backend:
+    """A :class:`Backend` for a name (or the backend itself)."""
+    if isinstance(backend, Backend):
+        return backend
+    name = backend or os.environ.get("HYBRIDNB_BACKEND", "sandbox")
+    if name == "dry-run":
+        from hybridnb.drivers.dryrun import dry_run_backend
+
+        return dry_run_backend(state_dir / "dry-run-engine.json")
+    if name == "sandbox":
+        from hybridnb.sandbox import Sandbox
+
+        box = Sandbox(sandbox)
+        if not box.is_up():
+            raise EngineUnavailable(f"the sandbox {sandbox!r} is not running",
+                                    hint="start it with `hybridnb sandbox up`")
+        return real_backend(box.target(), state_dir=state_dir, name="sandbox")
+    if name == "host":
+        return real_backend(Target.host(), state_dir=state_dir, name="host")
+    raise HybridError(f"unknown backend {name!r}", hint=f"use one of: {', '.join(BACKENDS)}")
+
+
+def real_backend(target: Target, *, state_dir: Path, name: str = "real") -> Backend:
+    """The real drivers for ``target``; each kind's driver module is imported lazily."""
+    drivers: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    from hybridnb.drivers.bridge import BridgeDriver
+    from hybridnb.drivers.netns import HostDriver
+
+    drivers["bridge"] = BridgeDriver(target)
+    drivers["host"] = HostDriver(target)
+    if target.docker_url:
+        from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
+        from hybridnb.drivers.firewall import FirewallDriver
+
+        drivers["firewall"] = FirewallDriver(target)
+        drivers["network"] = NetworkDriver(target)
+        drivers["container"] = ContainerDriver(target)
+    if target.libvirt_uri:
+        try:
+            from hybridnb.drivers.libvirt import VMDriver
+        except ImportError:                      # libvirt extra not installed
+            pass
+        else:
+            drivers["vm"] = VMDriver(target, state_dir=state_dir / "vms")
+    try:
+        from hybridnb.drivers.dns import DnsDriver
+    except ImportError:
+        pass
+    else:
+        drivers["dns"] = DnsDriver(target, state_dir=state_dir / "dns")
+    return Backend(name, target, drivers, extras)

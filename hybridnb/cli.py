@@ -1,0 +1,151 @@
+"""The ``hybridnb`` command line: the notebook's operations from a shell.
+
+A thin layer: parse arguments, call :class:`hybridnb.Lab` (or the sandbox), print the result
+object's text.  Errors from the library are printed as one message with its hint — never a
+traceback — and mapped to exit codes:
+
+    0  success (status: the lab is up; plan --detailed-exitcode: no changes)
+    1  the operation ran but the lab is not as wanted (status: changes pending)
+    2  the lab description or the command line is wrong
+    3  the state or the host is in the way (lock held, subnet collides with a route)
+    4  an engine refused or failed an action
+    5  an engine is not available (sandbox not up, daemon missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from hybridnb.errors import HybridError
+
+EXIT_OK, EXIT_PENDING, EXIT_USAGE = 0, 1, 2
+
+
+def _lab(args: argparse.Namespace) -> Any:
+    from hybridnb.lab import open_lab
+
+    backend = "dry-run" if args.dry_run else args.backend
+    return open_lab(args.lab, backend=backend, state_dir=args.state_dir, sandbox=args.sandbox)
+
+
+def _progress(args: argparse.Namespace) -> Callable[[Any], None] | None:
+    if args.quiet:
+        return None
+
+    def show(event: Any) -> None:
+        if event.phase != "start":
+            print(str(event), file=sys.stderr, flush=True)
+    return show
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _lab(args).plan()
+    print(plan.to_text())
+    return 2 if (args.detailed_exitcode and not plan.empty) else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    print(_lab(args).apply(progress=_progress(args)).to_text())
+    return EXIT_OK
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    print(_lab(args).destroy(progress=_progress(args)).to_text())
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = _lab(args).status()
+    if args.json:
+        print(json.dumps({"lab": status.lab, "backend": status.backend, "up": status.up,
+                          "pending": status.pending, "endpoints": status.records()}, indent=2))
+    else:
+        print(status.to_text())
+    return EXIT_OK if status.up else EXIT_PENDING
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from hybridnb.sandbox import Sandbox
+
+    box = Sandbox(args.name)
+    if args.action == "up":
+        box.up(progress=None if args.quiet else lambda msg: print(msg, file=sys.stderr, flush=True))
+    elif args.action == "down":
+        box.down(purge=args.purge)
+    print(box.status())
+    return EXIT_OK
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from hybridnb.images import testvm
+
+    image = testvm.build(progress=None if args.quiet else
+                         (lambda msg: print(msg, file=sys.stderr, flush=True)))
+    print(f"test VM image {image.version}: kernel {image.kernel}, initrd {image.initrd}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridnb",
+        description="Docker containers and libvirt VMs on one Linux bridge: plan, apply, test "
+                    "and destroy a hybrid lab described in a YAML file.",
+        epilog="exit codes: 0 ok, 1 lab not as wanted, 2 bad lab file or usage, 3 state/host "
+               "conflict, 4 engine error, 5 engine unavailable")
+    parser.add_argument("--version", action="version", version="hybridnb 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("lab", metavar="LAB", help="lab file (YAML) or the name of an applied lab")
+    common.add_argument("--backend", choices=["sandbox", "host", "dry-run"], default=None,
+                        help="where the lab lives (default: $HYBRIDNB_BACKEND or sandbox)")
+    common.add_argument("--dry-run", action="store_true",
+                        help="use the in-memory dry-run backend (same as --backend dry-run)")
+    common.add_argument("--sandbox", default="default", help="sandbox name (default: default)")
+    common.add_argument("--state-dir", default=None,
+                        help="state directory (default: $HYBRIDNB_STATE_DIR or "
+                             "$XDG_STATE_HOME/hybridnb)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("plan", parents=[common], help="show what apply would do")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 2 when the plan has changes, 0 when it has none")
+    p.set_defaults(func=cmd_plan)
+    sub.add_parser("apply", parents=[common], help="create or converge the lab").set_defaults(func=cmd_apply)
+    sub.add_parser("destroy", parents=[common], help="remove everything the lab owns").set_defaults(func=cmd_destroy)
+    p = sub.add_parser("status", parents=[common], help="endpoints as the engines see them")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("sandbox", help="the isolated lab host with private dockerd and libvirtd")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--name", default="default", help="sandbox name (default: default)")
+    p.add_argument("--purge", action="store_true", help="with down: also delete images and data")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("images", help="build the images labs use (the small test VM)")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_images)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HybridError as exc:
+        print(f"hybridnb: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hybridnb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Small helpers shared by the netlink drivers (bridge, namespace hosts).
+
+Ownership of a link is written on the link itself, in its *ifalias*, which starts with the lab's
+owner tag (``hybridnb:<lab>:``).  The kernel cannot set an alias in the request that creates a
+link, so a link is created with :data:`CREATING_GROUP` as its device group (that attribute *is*
+applied atomically at creation) and gets its alias right after: a link with our group and no
+alias is a half-made leftover of a crashed earlier attempt and may be removed safely.
+
+``netlink_errors(what)`` translates pyroute2's ``NetlinkError`` and ``OSError`` into
+:class:`~hybridnb.errors.EngineError` at the driver edge.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from hybridnb.errors import EngineError, HybridError
+
+#: Device group stamped on links while hybridnb creates them ("hnb" in ASCII).
+CREATING_GROUP = 0x686E62
+
+
+@contextmanager
+def netlink_errors(what: str, *, hint: str | None = None) -> Iterator[None]:
+    """Re-raise netlink / OS failures inside the block as ``EngineError("<what>: ...")``."""
+    try:
+        yield
+    except HybridError:
+        raise
+    except OSError as exc:  # NetlinkError is not an OSError; handled below
+        raise EngineError(f"{what}: {exc.strerror or exc}", engine="kernel", hint=hint) from exc
+    except Exception as exc:
+        code = getattr(exc, "code", None)
+        if isinstance(code, int) and code > 0:
+            raise EngineError(f"{what}: {os.strerror(code)}", engine="kernel",
+                              hint=hint) from exc
+        raise
+
+
+def is_missing(exc: BaseException) -> bool:
+    """True for the netlink errors that mean "no such object"."""
+    return getattr(exc, "code", None) in (errno.ENODEV, errno.ENOENT, errno.ESRCH,
+                                          errno.EADDRNOTAVAIL)
+
+
+def link_kind(link: Any) -> str | None:
+    return link.get(("linkinfo", "kind"))
+
+
+def link_alias(link: Any) -> str:
+    return link.get("ifalias") or ""
+
+
+def get_link(ipr: Any, name: str) -> Any | None:
+    """The link called ``name`` or None."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+
+
+def half_made(link: Any) -> bool:
+    """A link we started creating but never labelled (crash between create and alias)."""
+    return link.get("group") == CREATING_GROUP and not link_alias(link)

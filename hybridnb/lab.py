@@ -1,0 +1,348 @@
+"""``Lab``: the one API the notebook, the CLI, the widgets and user code all call.
+
+A ``Lab`` holds a lab description (the same mapping a YAML lab file holds), a backend and a
+state store.  Editing methods (``add_container``, ``add_vm``, ``add_host``, ``remove``)
+re-validate the whole description and roll back on error, so a Lab is never invalid.
+``plan()`` compiles the description into resources and diffs them against what the backend
+observes; ``apply()`` executes that plan under the lab's lock, recording intent first;
+``destroy()`` removes everything the lab owns; ``status()`` reports each endpoint as the
+engines see it.  Every method returns an object that renders itself.
+
+    lab = Lab("demo", backend="dry-run")
+    lab.add_container("web", image="busybox").add_vm("vm1")
+    lab.apply()
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hybridnb.apply import ApplyResult, Progress, execute, preflight
+from hybridnb.core.compile import compile_lab
+from hybridnb.core.ipam import assign_addresses
+from hybridnb.core.plan import Plan, destroy_plan, diff
+from hybridnb.core.resource import Resource
+from hybridnb.core.spec import LabSpec, endpoint_to_dict, lab_to_dict, parse_lab
+from hybridnb.drivers.base import Backend
+from hybridnb.errors import HybridError, NotFoundError
+from hybridnb.state import StateStore
+
+
+def load_yaml(text: str, *, source: str | None = None) -> Any:
+    """Parse YAML text into plain data, turning syntax errors into a ValidationError."""
+    import yaml
+
+    from hybridnb.errors import Problem, ValidationError
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationError([Problem(where, f"YAML syntax error: {problem}",
+                                       "check the indentation and the quoting around it")],
+                              source=source) from None
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    name: str
+    kind: str
+    address: str
+    fqdn: str
+    state: str          # up | missing | differs | stopped | not applied
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """The lab as the engines see it: one row per endpoint, plus the shared pieces."""
+
+    lab: str
+    backend: str
+    bridge: str
+    subnet: str
+    gateway: str
+    endpoints: tuple[EndpointStatus, ...] = ()
+    infra: tuple[tuple[str, str, str], ...] = ()       # (kind, name, state)
+    pending: int = 0                                   # actions an apply would run
+
+    @property
+    def up(self) -> bool:
+        return self.pending == 0 and all(e.state == "up" for e in self.endpoints)
+
+    def headline(self) -> str:
+        state = "up" if self.up else f"{self.pending} change(s) pending"
+        return (f"Lab {self.lab} on {self.backend}: bridge {self.bridge} {self.subnet} "
+                f"gateway {self.gateway} — {state}")
+
+    def rows(self) -> list[list[str]]:
+        return [[e.name, e.kind, e.address, e.fqdn, e.state] for e in self.endpoints]
+
+    def to_text(self) -> str:
+        from hybridnb.render.html import text_table
+
+        text = self.headline()
+        if self.endpoints:
+            text += "\n" + text_table(["name", "kind", "address", "fqdn", "state"], self.rows())
+        return text
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def records(self) -> list[dict[str, str]]:
+        return [{"name": e.name, "kind": e.kind, "address": e.address, "fqdn": e.fqdn,
+                 "state": e.state} for e in self.endpoints]
+
+    def _repr_html_(self) -> str:
+        from hybridnb.render.html import table
+
+        return table(["name", "kind", "address", "fqdn", "state"], self.rows(),
+                     caption=self.headline(),
+                     row_classes=[("up" if e.state == "up" else "missing") for e in self.endpoints])
+
+
+class Lab:
+    """A hybrid lab: one bridge, one subnet, containers, VMs and hosts on it."""
+
+    def __init__(self, name: str = "hybrid", *, subnet: str | None = None,
+                 bridge: str | None = None, gateway: str | None = None,
+                 domain: str | None = None, mtu: int | None = None,
+                 backend: str | Backend | None = None,
+                 state_dir: str | os.PathLike[str] | None = None,
+                 sandbox: str = "default") -> None:
+        network: dict[str, Any] = {}
+        for key, value in (("subnet", subnet), ("bridge", bridge), ("gateway", gateway),
+                           ("domain", domain), ("mtu", mtu)):
+            if value is not None:
+                network[key] = value
+        self._init({"name": name, "network": network, "endpoints": {}}, backend, state_dir,
+                   sandbox, source=None)
+
+    def _init(self, doc: dict[str, Any], backend: str | Backend | None,
+              state_dir: str | os.PathLike[str] | None, sandbox: str,
+              source: str | None) -> None:
+        self._spec = parse_lab(doc, source=source)
+        self._doc = doc
+        self.source = source
+        self.store = StateStore(state_dir)
+        self._backend_choice = backend
+        self._sandbox = sandbox
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, backend: str | Backend | None = None,
+                  state_dir: str | os.PathLike[str] | None = None, sandbox: str = "default",
+                  source: str | None = None) -> "Lab":
+        lab = cls.__new__(cls)
+        lab._init(copy.deepcopy(dict(data)) if isinstance(data, Mapping) else data, backend,
+                  state_dir, sandbox, source)
+        return lab
+
+    @classmethod
+    def from_yaml(cls, text: str, **kw: Any) -> "Lab":
+        source = kw.pop("source", None)
+        return cls.from_dict(load_yaml(text, source=source), source=source, **kw)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], **kw: Any) -> "Lab":
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise NotFoundError(f"lab file {p} does not exist",
+                                hint="check the path, or create one (see README)") from None
+        return cls.from_yaml(text, source=str(p), **kw)
+
+    # --------------------------------------------------------------------- properties
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def spec(self) -> LabSpec:
+        return self._spec
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            from hybridnb.backends import resolve_backend
+
+            self._backend = resolve_backend(self._backend_choice, state_dir=self.store.dir,
+                                            sandbox=self._sandbox)
+        return self._backend
+
+    def to_dict(self) -> dict[str, Any]:
+        return lab_to_dict(self._spec)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def __repr__(self) -> str:
+        net = self._spec.network
+        return (f"<Lab {self.name}: {net.bridge} {net.subnet}, "
+                f"{len(self._spec.endpoints)} endpoint(s)>")
+
+    # ------------------------------------------------------------------------ editing
+
+    def _edit(self, mutate: Any) -> "Lab":
+        doc = copy.deepcopy(self._doc)
+        mutate(doc)
+        self._spec = parse_lab(doc, source=self.source)     # raises, leaving self untouched
+        self._doc = doc
+        return self
+
+    def _add(self, name: str, entry: dict[str, Any]) -> "Lab":
+        def mutate(doc: dict[str, Any]) -> None:
+            eps = doc.setdefault("endpoints", {}) or {}
+            doc["endpoints"] = eps
+            if name in eps:
+                from hybridnb.errors import Problem, ValidationError
+
+                raise ValidationError([Problem(f"endpoints.{name}",
+                                               f"an endpoint named {name!r} already exists",
+                                               "pick another name, or remove() it first")])
+            eps[name] = {k: v for k, v in entry.items() if v is not None}
+        return self._edit(mutate)
+
+    def add_container(self, name: str, image: str = "busybox", *, address: str | None = None,
+                      command: str | list[str] | None = None, env: Mapping[str, str] | None = None,
+                      ports: list[str] | None = None, labels: Mapping[str, str] | None = None) -> "Lab":
+        return self._add(name, {"kind": "container", "image": image, "address": address,
+                                "command": command, "env": dict(env) if env else None,
+                                "ports": ports, "labels": dict(labels) if labels else None})
+
+    def add_vm(self, name: str, template: str = "test", *, address: str | None = None,
+               memory: int | None = None, vcpus: int | None = None, image: str | None = None,
+               kernel: str | None = None, initrd: str | None = None) -> "Lab":
+        return self._add(name, {"kind": "vm", "template": template, "address": address,
+                                "memory": memory, "vcpus": vcpus, "image": image,
+                                "kernel": kernel, "initrd": initrd})
+
+    def add_host(self, name: str, *, address: str | None = None) -> "Lab":
+        return self._add(name, {"kind": "host", "address": address})
+
+    def remove(self, name: str) -> "Lab":
+        if name not in {e.name for e in self._spec.endpoints}:
+            raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",
+                                hint="see status() for the endpoints")
+
+        def mutate(doc: dict[str, Any]) -> None:
+            del doc["endpoints"][name]
+        return self._edit(mutate)
+
+    # ----------------------------------------------------------------------- planning
+
+    def addresses(self) -> dict[str, ipaddress.IPv4Address]:
+        """Every endpoint's address: explicit, else as allocated before, else newly chosen."""
+        previous = self.store.read(self.name).get("addresses", {})
+        return assign_addresses(self._spec, previous)
+
+    def resources(self) -> list[Resource]:
+        return compile_lab(self._spec, self.addresses())
+
+    def _observe(self) -> dict[str, dict[str, str]]:
+        backend = self.backend
+        return {kind: dict(drv.observe(self.name)) for kind, drv in sorted(backend.drivers.items())}
+
+    def _updatable(self) -> list[str]:
+        return [k for k, d in self.backend.drivers.items() if hasattr(d, "update")]
+
+    def plan(self) -> Plan:
+        """What ``apply()`` would do now (nothing is changed)."""
+        recorded = [tuple(k.split("/", 1)) for k in self.store.read(self.name).get("resources", {})]
+        return diff(self.name, self.resources(), self._observe(), recorded,  # type: ignore[arg-type]
+                    updatable=self._updatable())
+
+    def apply(self, progress: Progress | None = None) -> ApplyResult:
+        """Make the engines match the lab; re-applying an unchanged lab does nothing."""
+        with self.store.transaction(self.name) as st:
+            addresses = assign_addresses(self._spec, st.addresses)
+            resources = compile_lab(self._spec, addresses)
+            plan = diff(self.name, resources, self._observe(), st.recorded(),
+                        updatable=self._updatable())
+            if plan.empty:
+                return ApplyResult(plan)
+            preflight(plan, self.backend)
+            # intent first: the addresses and the description are persisted before acting
+            st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
+            st.data["kinds"] = {e.name: e.kind for e in self._spec.endpoints}
+            st.data["spec"] = lab_to_dict(self._spec)
+            st.data["backend"] = self.backend.name
+            st.data["target"] = self.backend.target.to_dict()
+            st.save()
+            return execute(plan, self.backend, st, progress=progress)
+
+    def destroy(self, progress: Progress | None = None) -> ApplyResult:
+        """Remove everything this lab owns; its addresses are released."""
+        with self.store.transaction(self.name) as st:
+            plan = destroy_plan(self.name, self._observe(), st.recorded())
+            result = execute(plan, self.backend, st, progress=progress) if not plan.empty \
+                else ApplyResult(plan)
+            st.data["addresses"] = {}
+            st.data["kinds"] = {}
+            st.data["resources"] = {}
+            st.save()
+            self.store.forget(self.name)
+            return result
+
+    # ------------------------------------------------------------------------- status
+
+    def status(self) -> LabStatus:
+        net = self._spec.network
+        resources = self.resources()
+        observed = self._observe()
+        recorded = [tuple(k.split("/", 1)) for k in self.store.read(self.name).get("resources", {})]
+        plan = diff(self.name, resources, observed, recorded,  # type: ignore[arg-type]
+                    updatable=self._updatable())
+        applied = bool(recorded) or any(observed.values())
+        rows = []
+        for res in sorted(resources, key=lambda r: r.name):
+            if res.kind not in ("host", "container", "vm"):
+                continue
+            fp = observed.get(res.kind, {}).get(res.name)
+            if fp is None:
+                state = "missing" if applied else "not applied"
+            elif fp == res.fingerprint:
+                state = "up"
+            elif fp.endswith(":stopped"):
+                state = "stopped"
+            else:
+                state = "differs"
+            rows.append(EndpointStatus(res.name, res.kind, str(res.spec["address"]),
+                                       f"{res.name}.{net.domain}", state))
+        infra = []
+        for res in resources:
+            if res.kind in ("host", "container", "vm"):
+                continue
+            fp = observed.get(res.kind, {}).get(res.name)
+            infra.append((res.kind, res.name, "up" if fp == res.fingerprint
+                          else ("missing" if fp is None else "differs")))
+        return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
+                         str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
+
+
+def open_lab(path_or_name: str, **kw: Any) -> Lab:
+    """A lab from a YAML file path, or from the description saved in the state of an applied
+    lab of that name."""
+    if os.path.exists(path_or_name) or path_or_name.endswith((".yaml", ".yml")):
+        return Lab.load(path_or_name, **kw)
+    store = StateStore(kw.get("state_dir"))
+    data = store.read(path_or_name)
+    if not data.get("spec"):
+        raise NotFoundError(f"no lab file and no applied lab named {path_or_name!r}",
+                            hint="pass the path of a lab YAML file")
+    return Lab.from_dict(data["spec"], **kw)
+
+
+__all__ = ["Lab", "LabStatus", "EndpointStatus", "open_lab", "HybridError", "endpoint_to_dict"]
