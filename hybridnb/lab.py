@@ -29,7 +29,7 @@ from hybridnb.core.plan import Plan, destroy_plan, diff
 from hybridnb.core.resource import Resource
 from hybridnb.core.spec import LabSpec, endpoint_to_dict, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend
-from hybridnb.errors import HybridError, NotFoundError
+from hybridnb.errors import HybridError, NotFoundError, ValidationError
 from hybridnb.state import StateStore
 
 
@@ -245,8 +245,13 @@ class Lab:
 
     def addresses(self) -> dict[str, ipaddress.IPv4Address]:
         """Every endpoint's address: explicit, else as allocated before, else newly chosen."""
-        previous = self.store.read(self.name).get("addresses", {})
-        return assign_addresses(self._spec, previous)
+        return self._assign(self.store.read(self.name).get("addresses", {}))
+
+    def _assign(self, previous: Mapping[str, str]) -> dict[str, ipaddress.IPv4Address]:
+        try:
+            return assign_addresses(self._spec, previous)
+        except ValidationError as exc:
+            raise ValidationError(exc.problems, source=self.source) from None
 
     def resources(self) -> list[Resource]:
         return compile_lab(self._spec, self.addresses())
@@ -267,7 +272,7 @@ class Lab:
     def apply(self, progress: Progress | None = None) -> ApplyResult:
         """Make the engines match the lab; re-applying an unchanged lab does nothing."""
         with self.store.transaction(self.name) as st:
-            addresses = assign_addresses(self._spec, st.addresses)
+            addresses = self._assign(st.addresses)
             resources = compile_lab(self._spec, addresses)
             plan = diff(self.name, resources, self._observe(), st.recorded(),
                         updatable=self._updatable())

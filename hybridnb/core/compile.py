@@ -85,6 +85,6 @@ def compile_lab(spec: LabSpec, addresses: Mapping[str, IPv4]) -> list[Resource]:
         out.append(Resource("dns", lab, {
             "domain": net.domain, "listen": gw, "subnet": str(net.subnet), "gateway": gw,
             "bridge": net.bridge, "records": records, "upstream": list(net.upstream),
-        }, f"{net.domain} on {gw}:53, {len(records)} names"))
+        }, f"{net.domain} on {gw}:53, {len(records)} name{'' if len(records) == 1 else 's'}"))
     out.sort(key=Resource.sort_key)
     return out

@@ -58,7 +58,8 @@ def pools_for(net: NetworkSpec) -> dict[str, Pool]:
         if kind in net.pools:
             starts[kind] = int(net.pools[kind])
         else:
-            starts[kind] = base + max(2, int(BASE_OFFSETS[kind] * scale))
+            # scaled starts skip the ".0" of a block in subnets larger than a /24
+            starts[kind] = base + max(2, int(BASE_OFFSETS[kind] * scale) + (scale > 1))
     order = sorted(KINDS, key=lambda k: (starts[k], k))
     last_host = int(subnet.broadcast_address) - 1
     pools: dict[str, Pool] = {}
@@ -101,7 +102,7 @@ def assign_addresses(spec: LabSpec, previous: Mapping[str, str] | None = None) -
             pool = pools[ep.kind]
             problems.append(Problem(
                 f"{ep.path}.address", f"the {ep.kind} pool {pool.first}-{pool.last} is full "
-                f"({pool.size} addresses)",
+                f"({pool.size} address{'es' if pool.size != 1 else ''})",
                 "use a larger subnet, move the pool starts (network.pools), or give explicit "
                 "addresses"))
             continue

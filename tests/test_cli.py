@@ -1,0 +1,57 @@
+"""The command line: output, exit codes, errors without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hybridnb.cli import main
+
+SEED = Path(__file__).resolve().parent.parent / "examples" / "seed.yaml"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_apply_status_destroy(capsys, state_dir):
+    common = ["--dry-run", "--state-dir", str(state_dir)]
+    code, out, _ = run(capsys, "plan", str(SEED), *common, "--detailed-exitcode")
+    assert code == 2 and "6 to create" in out
+    code, out, err = run(capsys, "status", str(SEED), *common)
+    assert code == 1 and "not applied" in out
+    code, out, err = run(capsys, "apply", str(SEED), *common)
+    assert code == 0 and "[6/6]" in err
+    code, out, _ = run(capsys, "plan", str(SEED), *common, "--detailed-exitcode")
+    assert code == 0 and "no changes" in out
+    code, out, _ = run(capsys, "status", str(SEED), *common, "--json")
+    assert code == 0 and '"up": true' in out
+    code, out, _ = run(capsys, "destroy", "seed", *common, "-q")
+    assert code == 0 and "6 to delete" in out
+
+
+def test_invalid_lab_exit_code_and_message(capsys, tmp_path, state_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: {mtu: 1}\nendpoints: {A: {kind: host}}\n")
+    code, out, err = run(capsys, "plan", str(bad), "--dry-run", "--state-dir", str(state_dir))
+    assert code == 2
+    assert "2 problems in" in err and "Traceback" not in err and "hint" in err
+
+
+def test_missing_file(capsys, state_dir):
+    code, _, err = run(capsys, "apply", "/nonexistent/lab.yaml", "--dry-run",
+                       "--state-dir", str(state_dir))
+    assert code == 2 and "does not exist" in err
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "hybridnb.cli", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "exit codes" in out.stdout
+    for cmd in ("plan", "apply", "destroy", "status", "sandbox"):
+        assert cmd in out.stdout

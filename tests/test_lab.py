@@ -1,0 +1,120 @@
+"""The Lab API on the dry-run backend: editing, plan/apply/destroy, convergence after faults."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridnb.drivers.dryrun import dry_run_backend
+from hybridnb.errors import EngineError, NotFoundError, ValidationError
+from hybridnb.lab import Lab, open_lab
+
+
+@pytest.fixture
+def backend():
+    return dry_run_backend()
+
+
+def make(backend, state_dir, name="t"):
+    return (Lab(name, backend=backend, state_dir=state_dir)
+            .add_container("web", address="10.0.1.100").add_vm("vm1").add_host("h1"))
+
+
+def test_edit_validates_and_rolls_back(backend, state_dir):
+    lab = make(backend, state_dir)
+    with pytest.raises(ValidationError):
+        lab.add_host("h2", address="10.0.1.100")          # taken by web
+    assert [e.name for e in lab.spec.endpoints] == ["h1", "vm1", "web"]
+    with pytest.raises(ValidationError):
+        lab.add_host("h1")
+    with pytest.raises(NotFoundError):
+        lab.remove("nope")
+    assert "web" in lab.to_yaml()
+
+
+def test_apply_then_reapply_is_a_noop(backend, state_dir):
+    lab = make(backend, state_dir)
+    events = []
+    result = lab.apply(progress=events.append)
+    assert result.ok and result.plan.count("create") == 7
+    assert sum(1 for e in events if e.phase == "done") == 7
+    engine = backend.extras["engine"]
+    n = len(engine.log)
+    again = lab.apply()
+    assert again.plan.empty and len(engine.log) == n       # nothing written to the engines
+    status = lab.status()
+    assert status.up and {e.state for e in status.endpoints} == {"up"}
+    assert "web.hybrid.local" in status.to_text() and "<table" in status._repr_html_()
+
+
+def test_removed_behind_our_back_is_recreated(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    backend.extras["engine"].tamper("t", "container", "web", None)
+    assert lab.status().endpoints[2].state == "missing"
+    plan = lab.plan()
+    assert [(a.op, a.name) for a in plan.actions] == [("create", "web")]
+    lab.apply()
+    assert lab.plan().empty
+
+
+def test_addresses_stick_across_edits(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    before = lab.addresses()
+    lab.add_host("h0")                 # sorts before h1 but must not take h1's address
+    lab.apply()
+    after = lab.addresses()
+    assert after["h1"] == before["h1"] and after["h0"] != before["h1"]
+
+
+def test_failure_then_reapply_converges(backend, state_dir):
+    lab = make(backend, state_dir)
+    engine = backend.extras["engine"]
+    engine.fail_on.add("create container/web")
+    with pytest.raises(EngineError) as info:
+        lab.apply()
+    assert info.value.result.outcomes                         # partial result attached
+    engine.fail_on.clear()
+    result = lab.apply()
+    assert [(a.op, a.kind) for a in result.plan.actions] == [
+        ("create", "container"), ("create", "vm"), ("create", "dns")]
+    assert lab.plan().empty
+
+
+def test_destroy_removes_everything_including_leftovers(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    # a resource recorded as "creating" but never observed (a crash mid-create)
+    with lab.store.transaction("t") as st:
+        st.mark("host", "ghost", "creating", "abc")
+    result = lab.destroy()
+    names = {(a.kind, a.name) for a in result.plan.actions}
+    assert ("host", "ghost") in names and ("bridge", "hybr0") in names
+    assert backend.extras["engine"].objects["t"] == {k: {} for k in backend.extras["engine"].objects["t"]}
+    assert not lab.store.path("t").exists()
+    assert lab.destroy().plan.empty
+
+
+def test_removing_an_endpoint_updates_dns_and_deletes_it(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    lab.remove("h1")
+    plan = lab.plan()
+    assert [(a.op, a.kind, a.name) for a in plan.actions] == [
+        ("delete", "host", "h1"), ("update", "dns", "t")]
+
+
+def test_from_yaml_and_open_lab(tmp_path, state_dir):
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: y\nendpoints:\n  a: {kind: host}\n")
+    lab = open_lab(str(path), backend="dry-run", state_dir=state_dir)
+    lab.apply()
+    again = open_lab("y", backend="dry-run", state_dir=state_dir)   # by name, from the state
+    assert again.spec == lab.spec and again.plan().empty
+    with pytest.raises(NotFoundError):
+        open_lab("nothing-here", backend="dry-run", state_dir=state_dir)
+
+
+def test_dry_run_engine_persists_between_labs(state_dir):
+    Lab("p", backend="dry-run", state_dir=state_dir).add_host("a").apply()
+    assert Lab("p", backend="dry-run", state_dir=state_dir).add_host("a").plan().empty
