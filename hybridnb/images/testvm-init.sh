@@ -35,6 +35,7 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 
+say "modules loaded at $(cut -d" " -f1 /proc/uptime)"
 hostname "$NAME"
 echo "$NAME" > /etc/hostname
 ip link set lo up
@@ -46,6 +47,7 @@ if [ -e /sys/class/net/eth0 ]; then
     [ -n "$IP" ] && ip addr add "$IP" dev eth0
     ip link set eth0 up
     [ -n "$GW" ] && ip route add default via "$GW"
+    say "eth0 up at $(cut -d" " -f1 /proc/uptime)"
 else
     say "no eth0 (virtio_net did not find a NIC)"
 fi
@@ -84,6 +86,6 @@ else
     say "no guest agent channel"
 fi
 
-echo "HYBRIDNB-READY name=$NAME ip=$ADDR"
+echo "HYBRIDNB-READY name=$NAME ip=$ADDR uptime=$(cut -d" " -f1 /proc/uptime)"
 # PID 1 must never exit.
 while :; do sleep 3600; done

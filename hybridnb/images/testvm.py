@@ -138,9 +138,7 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         deb = {name: _one(debs, name) for name in (kernel_pkg, "qemu-guest-agent",
                                                      "busybox-static")}
         report("extracting kernel and modules", 0.35)
-        kfiles = _extract(deb[kernel_pkg], lambda n: ("/boot/vmlinuz-" in n
-                                                       or (n.endswith(".ko") and "/virtio" in n)
-                                                       or n.endswith("/failover.ko")))
+        kfiles = _extract(deb[kernel_pkg], _kernel_member)
         vmlinuz = [v for k, v in kfiles.items() if "/boot/vmlinuz-" in k]
         if len(vmlinuz) != 1:
             raise EngineError(f"{kernel_pkg} holds {len(vmlinuz)} kernels, expected one",
@@ -195,6 +193,13 @@ def extract_vmlinux(bzimage: bytes) -> bytes:
         start = bzimage.find(_XZ_MAGIC, start + 1)
     raise EngineError("no xz-compressed ELF kernel found in the bzImage", engine="images",
                       hint="the kernel package must be built with CONFIG_KERNEL_XZ")
+
+
+def _kernel_member(name: str) -> bool:
+    """The bzImage and the modules that may be needed (virtio* and their failover deps)."""
+    base = name.rsplit("/", 1)[-1]
+    return "/boot/vmlinuz-" in name or (base.endswith(".ko") and (
+        base.startswith("virtio") or "failover" in base))
 
 
 _DEPENDS = re.compile(rb"(?:^|\x00)depends=([^\x00]*)\x00")

@@ -1,0 +1,238 @@
+"""A private libvirtd (and its virtlogd) for one network namespace.
+
+The sandbox runs VMs through a libvirtd of its own, inside the isolated lab host, so that the
+domains' tap devices land next to the lab bridge and a libvirtd the user runs is never touched.
+A root libvirtd hard-codes its QEMU driver paths (``/run/libvirt``, ``/var/lib/libvirt``,
+``/var/cache/libvirt``, ``/var/log/libvirt``, ``/etc/libvirt``), so the daemons are started in
+a private *mount* namespace (``nsenter --net=/run/netns/NS unshare --mount --propagation
+private``) in which private directories are bind-mounted over those paths:
+
+* ``root`` (persistent: configuration, domain definitions, the QEMU capability cache — keep it
+  between runs to skip the ~7 s capability probe) holds ``etc/ lib/ cache/ log/``;
+* ``run`` (runtime) holds ``libvirt/`` (bound over ``/run/libvirt``), the pidfiles and the
+  client socket ``libvirt-sock``, reachable from outside because ``unix_sock_dir`` points here.
+
+Clients connect with ``qemu:///system?socket=<run>/libvirt-sock``.  The private ``qemu.conf``
+runs QEMU as root without relabelling files, cgroups or per-VM mount namespaces, so every
+process the daemon starts stays in its mount namespace; :func:`stop` ends exactly the
+processes in that namespace (QEMU first, then libvirtd, then virtlogd), by pid.
+
+The only host path this may create is an empty ``/run/libvirt`` used as a mount point when
+no libvirt ever ran on the machine (it is on tmpfs and holds nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from hybridnb.daemons import Daemon
+from hybridnb.errors import EngineError, EngineUnavailable
+
+Progress = Callable[[str, float], None]
+
+#: Host paths the QEMU driver of a root libvirtd uses → our private subdirectory.
+_BINDS = (("etc", "/etc/libvirt"), ("lib", "/var/lib/libvirt"), ("cache", "/var/cache/libvirt"),
+          ("log", "/var/log/libvirt"))
+
+_QEMU_CONF = """\
+# hybridnb private libvirtd: QEMU runs as root, no relabelling, no cgroups, no per-VM
+# mount namespaces (every process stays in this daemon's mount namespace).
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "logd"
+"""
+
+
+def uri(run: Path) -> str:
+    """The libvirt URI of the private daemon whose runtime directory is ``run``."""
+    return f"qemu:///system?socket={Path(run) / 'libvirt-sock'}"
+
+
+def _write_config(root: Path, run: Path) -> None:
+    etc = root / "etc"
+    (etc / "qemu").mkdir(parents=True, exist_ok=True)
+    (etc / "libvirtd.conf").write_text(
+        "# hybridnb private libvirtd\n"
+        f'unix_sock_dir = "{run}"\n'
+        'unix_sock_rw_perms = "0700"\n'
+        'unix_sock_ro_perms = "0700"\n'
+        'unix_sock_admin_perms = "0700"\n'
+        f'log_outputs = "3:file:{root / "log" / "libvirtd.log"}"\n')
+    (etc / "virtlogd.conf").write_text(
+        f'log_outputs = "3:file:{root / "log" / "virtlogd.log"}"\n')
+    (etc / "qemu.conf").write_text(_QEMU_CONF)
+
+
+def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *,
+          timeout: float = 60.0, connect: bool = True) -> Daemon:
+    """Start virtlogd + libvirtd in network namespace ``netns`` with private paths.
+
+    Returns when the daemon accepts connections; with ``connect`` (default) also after a first
+    connection has succeeded, which includes QEMU's capability probe (~7.5 s the first time
+    for a fresh ``root``, ~0.1 s afterwards).  ``progress(event, fraction)`` reports steps.
+    """
+    report = progress or (lambda event, fraction: None)
+    root, run = Path(root).absolute(), Path(run).absolute()
+    nspath = Path("/run/netns") / netns
+    if not nspath.exists():
+        raise EngineUnavailable(f"network namespace {netns} does not exist", engine="libvirt")
+    for tool in ("libvirtd", "virtlogd"):
+        if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
+            raise EngineUnavailable(f"{tool} is not installed", engine="libvirt",
+                                    hint="apt-get install libvirt-daemon-system qemu-system-x86")
+    for sub, _ in _BINDS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (run / "libvirt").mkdir(parents=True, exist_ok=True)
+    _write_config(root, run)
+    sock = run / "libvirt-sock"
+    lpid, vpid = run / "libvirtd.pid", run / "virtlogd.pid"
+    for stale in (sock, lpid, vpid):
+        stale.unlink(missing_ok=True)
+    made = []
+    for path in ["/run/libvirt"] + [host for _, host in _BINDS]:
+        if not Path(path).exists():
+            os.makedirs(path, exist_ok=True)
+            made.append(path)
+    q = shlex.quote
+    script = ["set -e"]
+    script += [f"mount --bind {q(str(root / sub))} {q(host)}" for sub, host in _BINDS]
+    script += [f"mount --bind {q(str(run / 'libvirt'))} /run/libvirt",
+               f"virtlogd -d --pid-file {q(str(vpid))}",
+               f"exec libvirtd -d --pid-file {q(str(lpid))}"]
+    argv = ["nsenter", f"--net={nspath}", "--", "unshare", "--mount", "--propagation",
+            "private", "--", "/bin/sh", "-c", "\n".join(script)]
+    report("starting virtlogd and libvirtd", 0.1)
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        _kill_pidfiles(lpid, vpid)
+        raise EngineError(f"libvirtd did not start in {netns}: "
+                          f"{(proc.stderr or proc.stdout).strip()[-800:]}", engine="libvirt",
+                          hint=f"see {root / 'log'}")
+    pid = _wait_pidfile(lpid, t0 + timeout)
+    vlog = _wait_pidfile(vpid, t0 + timeout)
+    daemon = Daemon(name="libvirtd", pid=pid, endpoint=uri(run), pidfile=str(lpid), extra={
+        "virtlogd_pid": vlog, "virtlogd_pidfile": str(vpid), "netns": netns,
+        "root": str(root), "run": str(run), "mntns": _ns(pid, "mnt"),
+        "created_mountpoints": made})
+    while not sock.exists():
+        if time.monotonic() > t0 + timeout or not _alive(pid):
+            stop(daemon)
+            raise EngineError(f"libvirtd in {netns} did not open {sock}", engine="libvirt",
+                              hint=f"see {root / 'log' / 'libvirtd.log'}")
+        time.sleep(0.02)
+    report("libvirtd listening", 0.3)
+    if connect:
+        report("first connection (QEMU capability probe)", 0.4)
+        try:
+            import libvirt  # noqa: PLC0415  (heavy, optional)
+        except ImportError:
+            report("libvirtd ready", 1.0)
+            return daemon
+        try:
+            conn = libvirt.open(daemon.endpoint)
+            conn.getCapabilities()
+            conn.close()
+        except libvirt.libvirtError as exc:
+            stop(daemon)
+            raise EngineError(f"cannot talk to the private libvirtd: {exc}",
+                              engine="libvirt") from exc
+    report("libvirtd ready", 1.0)
+    return daemon
+
+
+def stop(daemon: Daemon, timeout: float = 10.0) -> None:
+    """Stop the daemons and every QEMU they started (the processes of their mount
+    namespace), by pid.  Stopping an already stopped daemon is not an error."""
+    mntns = daemon.extra.get("mntns")
+    pids = _ns_members(mntns) if mntns else []
+    vlog = daemon.extra.get("virtlogd_pid")
+    daemons = {daemon.pid, vlog}
+    guests = [p for p in pids if p not in daemons]
+    # QEMU first (so nothing is left running), then libvirtd, then virtlogd.
+    for group in (guests, [daemon.pid], [vlog]):
+        group = [p for p in group if p and _alive(p) and (not mntns or _ns(p, "mnt") == mntns)]
+        _terminate(group, timeout)
+    for path in (daemon.pidfile, daemon.extra.get("virtlogd_pidfile")):
+        if path:
+            Path(path).unlink(missing_ok=True)
+    run = daemon.extra.get("run")
+    if run:
+        for name in ("libvirt-sock", "libvirt-sock-ro", "libvirt-admin-sock"):
+            (Path(run) / name).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- processes
+
+def _ns(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def _ns_members(ns: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _ns(int(entry), "mnt") == ns:
+            out.append(int(entry))
+    return sorted(out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _terminate(pids: list[int], timeout: float) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for p in pids:
+        if _alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _wait_pidfile(path: Path, deadline: float) -> int:
+    while True:
+        try:
+            text = path.read_text().strip()
+            if text:
+                return int(text)
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise EngineError(f"no pid in {path}", engine="libvirt")
+        time.sleep(0.02)
+
+
+def _kill_pidfiles(*paths: Path) -> None:
+    for path in paths:
+        try:
+            pid = int(path.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        _terminate([pid], 5.0)
+        path.unlink(missing_ok=True)
