@@ -208,7 +208,11 @@ class BridgeDriver:
                     f"bridge {name} was adopted by lab {lab!r}, it cannot become owned",
                     hint="destroy the lab first, or keep network.adopt: true")
         else:
-            ipr.link("add", ifname=name, kind="bridge", group=CREATING_GROUP, mtu=mtu)
+            # The kernel pins a bridge's MTU (instead of following its smallest port, and
+            # 1500 once it has none) only when a request *changes* it; an MTU given at
+            # creation does not count.  So create it one off and set the real value below.
+            ipr.link("add", ifname=name, kind="bridge", group=CREATING_GROUP,
+                     mtu=mtu - 1 if mtu > 68 else mtu + 1)
             link = ipr.link("get", ifname=name)[0]
         index = link["index"]
         alias = BridgeMark(lab, resource.fingerprint).alias()

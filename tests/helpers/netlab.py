@@ -1,6 +1,6 @@
 """Private network namespaces and tiny probes for real-kernel driver tests.
 
-``private_netns()`` makes an isolated namespace (only ``lo``, up; no default route) that stands
+``private_netns()`` makes an isolated namespace (only ``lo``, up; no default route; IPv6 off) that stands
 in for the lab host, and removes it — and any host namespace named after the test's lab — at
 the end.  ``icmp_ping(ns, dst)`` sends one raw ICMP echo from inside a namespace; tests only
 ever aim it at addresses they created themselves on their own bridge.
@@ -33,6 +33,9 @@ def private_netns(lab: str | None = None) -> Iterator[str]:
     name = f"hnb-{unique('ns')}"
     nsutil.create_netns(name)
     try:
+        # no IPv6: link-local addresses appear asynchronously and would make snapshots racy
+        for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+            nsutil.write_sysctl(name, key, "1")
         with nsutil.iproute(name) as ipr:
             ipr.link("set", index=1, state="up")
         yield name
