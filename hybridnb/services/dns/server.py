@@ -1,0 +1,407 @@
+"""The lab's name server process.
+
+Run as its own process (so it outlives the notebook kernel that started it)::
+
+    python -m hybridnb.services.dns.server --zone ZONE.json --listen 10.0.1.1 --port 53 \\
+        --subnet 10.0.1.0/24 --log query.log --pidfile dns.pid --status status.json
+
+* UDP: one blocking ``recvfrom``/``sendto`` loop on the main thread; plain questions are
+  answered by :func:`~hybridnb.services.dns.wire.fast_answer` from pre-encoded templates,
+  everything else by the strict slow path.  Answers too large for UDP are truncated (TC).
+* TCP: an accept thread and one short-lived thread per connection (bounded), RFC 7766 framing.
+* Access: only clients in ``--subnet`` (repeatable) and loopback get answers; others get
+  REFUSED (never larger than their query), so the server is not an open resolver.
+* Names outside the lab are relayed to the zone's ``upstream`` resolvers, if any (none by
+  default), else REFUSED.
+* ``SIGHUP`` reloads the zone file: the new answers are built on a thread and swapped in, the
+  socket keeps receiving meanwhile, so no query is dropped.  ``SIGTERM``/``SIGINT`` stop.
+* The pidfile is written once the sockets are bound and the zone is loaded (readiness); the
+  status file (JSON: fingerprint, serial, names, load time) after every (re)load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from hybridnb.core.dnszone import Zone
+from hybridnb.services.dns import wire
+from hybridnb.services.dns.querylog import QueryLog
+
+log = logging.getLogger("hybridnb.dns")
+
+MAX_TCP_CLIENTS = 64
+TCP_IDLE = 10.0
+FORWARD_TIMEOUT = 3.0
+RCVBUF = 4 * 1024 * 1024
+
+
+class _Stop(Exception):
+    pass
+
+
+def load_zone(path: str | os.PathLike[str]) -> tuple[Zone, str]:
+    """The zone in a zone file and the fingerprint to report for it (the ``fingerprint``
+    the writer stored in the file, else the zone's own)."""
+    data = json.loads(Path(path).read_text())
+    zone = Zone.from_dict(data)
+    return zone, str(data.get("fingerprint") or zone.fingerprint)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Forwarder:
+    """Relays out-of-lab questions to upstream resolvers over UDP with fresh IDs."""
+
+    def __init__(self, upstream: Sequence[str], deliver: Any, querylog: QueryLog) -> None:
+        self.upstream = [(u, 53) for u in upstream]
+        self.deliver = deliver                       # deliver(wire, addr)
+        self.querylog = querylog
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("0.0.0.0", 0))
+        self.pending: dict[int, tuple[bytes, Any, float, tuple[str, str, str]]] = {}
+        self.lock = threading.Lock()
+        self.rng = random.SystemRandom()
+        self.thread = threading.Thread(target=self._run, name="dns-forward", daemon=True)
+        self.thread.start()
+
+    def set_upstream(self, upstream: Sequence[str]) -> None:
+        self.upstream = [(u, 53) for u in upstream]
+
+    def _new_id(self) -> int:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.pending) > 4096:
+                for k in [k for k, v in self.pending.items() if now - v[2] > FORWARD_TIMEOUT]:
+                    del self.pending[k]
+            for _ in range(32):
+                qid = self.rng.getrandbits(16)
+                if qid not in self.pending:
+                    return qid
+        raise OSError("too many forwarded queries in flight")
+
+    def forward(self, data: bytes, addr: Any, t0: float, info: tuple[str, str, str]) -> None:
+        if not self.upstream:
+            return
+        qid = self._new_id()
+        with self.lock:
+            self.pending[qid] = (data[:2], addr, t0, info)
+        msg = struct.pack(">H", qid) + data[2:]
+        for up in self.upstream:
+            self.sock.sendto(msg, up)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data, src = self.sock.recvfrom(65535)
+            except OSError:
+                return
+            if len(data) < 12 or src not in self.upstream:
+                continue
+            qid = (data[0] << 8) | data[1]
+            with self.lock:
+                entry = self.pending.pop(qid, None)
+            if entry is None:
+                continue
+            orig_id, addr, t0, info = entry
+            try:
+                self.deliver(orig_id + data[2:], addr)
+            except OSError:
+                continue
+            rcode = wire.RCODE_NAMES.get(data[3] & 0x0F, str(data[3] & 0x0F))
+            self.querylog.append((t0, addr[0], (info[0], info[1], "FWD:" + rcode),
+                                  time.perf_counter() - t0))
+
+    def ask(self, data: bytes) -> bytes | None:
+        """Blocking relay for TCP clients: the first upstream that answers."""
+        for up in self.upstream:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(FORWARD_TIMEOUT / max(1, len(self.upstream)))
+                qid = self.rng.getrandbits(16)
+                try:
+                    s.sendto(struct.pack(">H", qid) + data[2:], up)
+                    while True:
+                        resp, src = s.recvfrom(65535)
+                        if src == up and len(resp) >= 12 and resp[:2] == struct.pack(">H", qid):
+                            return data[:2] + resp[2:]
+                except OSError:
+                    continue
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Server:
+    """One authoritative server instance (UDP + TCP on one address)."""
+
+    def __init__(self, zone_file: str, listen: str, port: int = 53,
+                 subnets: Sequence[str] = (), querylog: QueryLog | None = None,
+                 status_file: str | None = None) -> None:
+        self.zone_file = zone_file
+        self.listen = listen
+        self.subnets = [ipaddress.ip_network(s, strict=False) for s in subnets]
+        self.querylog = querylog or QueryLog(None)
+        self.status_file = Path(status_file) if status_file else None
+        self._acl: dict[str, bool] = {}
+        self._reload_lock = threading.Lock()
+        self.answers = self._load()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+            try:
+                self.udp.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
+                break
+            except OSError:
+                continue
+        self.udp.bind((listen, port))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((listen, self.port))
+        self.tcp.listen(64)
+        self._tcp_slots = threading.BoundedSemaphore(MAX_TCP_CLIENTS)
+        self.forwarder = Forwarder(self.answers.zone.upstream, self.udp.sendto, self.querylog)
+
+    # --------------------------------------------------------------------- zone
+    def _load(self) -> wire.Answers:
+        zone, fingerprint = load_zone(self.zone_file)
+        answers = wire.Answers(zone)
+        if self.status_file is not None:
+            _write_atomic(self.status_file, json.dumps({
+                "pid": os.getpid(), "fingerprint": fingerprint,
+                "zone_fingerprint": zone.fingerprint, "serial": zone.serial,
+                "names": len(zone.names()), "loaded_at": time.time()}, sort_keys=True))
+        return answers
+
+    def reload(self) -> None:
+        """Rebuild the answers from the zone file and swap them in (keeps the old ones if
+        the file is broken)."""
+        with self._reload_lock:
+            try:
+                answers = self._load()
+            except Exception as exc:  # noqa: BLE001 - a bad file must not kill the server
+                log.error("zone reload failed, keeping the old zone: %s", exc)
+                return
+            self.answers = answers
+            self.forwarder.set_upstream(answers.zone.upstream)
+            log.info("zone reloaded: serial %s, %d names", answers.zone.serial,
+                     len(answers.zone.names()))
+
+    # ---------------------------------------------------------------------- acl
+    def allowed(self, ip: str) -> bool:
+        ok = self._acl.get(ip)
+        if ok is None:
+            try:
+                addr = ipaddress.ip_address(ip.split("%", 1)[0])
+                ok = addr.is_loopback or any(addr in net for net in self.subnets)
+            except ValueError:
+                ok = False
+            if len(self._acl) > 65536:
+                self._acl.clear()
+            self._acl[ip] = ok
+        return ok
+
+    # ---------------------------------------------------------------------- udp
+    def serve_udp(self) -> None:
+        """The hot loop (main thread).  :func:`wire.fast_answer` inlined: a function call and
+        its result tuple are a measurable share of the per-query cost in CPython."""
+        recv = self.udp.recvfrom
+        send = self.udp.sendto
+        clock = time.perf_counter
+        acl = self._acl
+        log_on = self.querylog.enabled
+        log_append = self.querylog.append
+        qd1, ar0, ar1, opt_head, opts = wire._QD1, wire._AR0, wire._AR1, wire._OPT_HEAD, wire._OPT
+        max_udp = wire.MAX_UDP
+        while True:
+            try:
+                data, addr = recv(4096)
+                if log_on:
+                    t0 = clock()
+                ok = acl.get(addr[0])
+                if ok:
+                    n = len(data)
+                    if n >= 17 and not data[2] & 0xFA and data[4:10] == qd1:
+                        ar = data[10:12]
+                        qe = 0
+                        if ar == ar0:
+                            qe = n
+                        elif ar == ar1 and n >= 28 and data[n - 11:n - 8] == opt_head \
+                                and data[n - 2:] == ar0 and not data[n - 5]:
+                            qe = n - 11
+                        by_type = self.answers.table.get(data[qe - 4:qe]) if qe else None
+                        t = by_type.get(data[12:qe - 4].lower()) if by_type else None
+                        if t is not None:
+                            flags = t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)]
+                            if qe == n:
+                                if t.length <= 512:
+                                    send(data[:2] + flags + t.counts + data[12:] + t.body, addr)
+                                    if log_on:
+                                        log_append((t0, addr[0], t.info, clock() - t0))
+                                    continue
+                            else:
+                                payload = (data[n - 8] << 8) | data[n - 7]
+                                if t.length + 11 <= (max_udp if payload >= max_udp else
+                                                     payload if payload > 512 else 512):
+                                    send(b"".join((data[:2], flags, t.counts_edns, data[12:qe],
+                                                   t.body, opts[data[n - 4] >> 7])), addr)
+                                    if log_on:
+                                        log_append((t0, addr[0], t.info, clock() - t0))
+                                    continue
+                elif ok is None:
+                    ok = self.allowed(addr[0])
+                if not log_on:
+                    t0 = 0.0
+                self._slow_udp(data, addr, t0, ok)
+            except (_Stop, KeyboardInterrupt):
+                return
+            except OSError as exc:
+                log.debug("udp: %s", exc)
+
+    def _slow_udp(self, data: bytes, addr: Any, t0: float, ok: bool) -> None:
+        reply = wire.slow_answer(self.answers, data, allowed=ok)
+        if reply.forward:
+            self.forwarder.forward(data, addr, t0, (reply.name, reply.qtype, reply.rcode))
+            return
+        if reply.wire is not None:
+            self.udp.sendto(reply.wire, addr)
+        if self.querylog.enabled:
+            self.querylog.append((t0, addr[0], (reply.name, reply.qtype, reply.rcode),
+                                  time.perf_counter() - t0))
+
+    # ---------------------------------------------------------------------- tcp
+    def serve_tcp(self) -> None:
+        while True:
+            try:
+                conn, addr = self.tcp.accept()
+            except OSError:
+                return
+            if not self._tcp_slots.acquire(blocking=False):
+                conn.close()
+                continue
+            threading.Thread(target=self._tcp_client, args=(conn, addr), daemon=True,
+                             name="dns-tcp").start()
+
+    def _tcp_client(self, conn: socket.socket, addr: Any) -> None:
+        try:
+            conn.settimeout(TCP_IDLE)
+            ok = self.allowed(addr[0])
+            while True:
+                head = _recv_exact(conn, 2)
+                if head is None:
+                    return
+                data = _recv_exact(conn, struct.unpack(">H", head)[0])
+                if data is None:
+                    return
+                t0 = time.perf_counter()
+                reply = wire.slow_answer(self.answers, data, tcp=True, allowed=ok)
+                out = reply.wire
+                rcode = reply.rcode
+                if reply.forward:
+                    out = self.forwarder.ask(data)
+                    if out is None:
+                        out = wire.slow_answer(self.answers, data, tcp=True,
+                                               allowed=False).wire
+                        rcode = "FWD:TIMEOUT"
+                    else:
+                        rcode = "FWD:" + wire.RCODE_NAMES.get(out[3] & 0x0F, "?")
+                if out is None:
+                    return
+                conn.sendall(struct.pack(">H", len(out)) + out)
+                if self.querylog.enabled:
+                    self.querylog.append((t0, addr[0], (reply.name, reply.qtype, rcode + "/TCP"),
+                                          time.perf_counter() - t0))
+        except OSError:
+            return
+        finally:
+            conn.close()
+            self._tcp_slots.release()
+
+    # ------------------------------------------------------------------- running
+    def run(self, pidfile: str | None = None) -> None:
+        def on_hup(_sig: int, _frm: Any) -> None:
+            threading.Thread(target=self.reload, name="dns-reload", daemon=True).start()
+
+        def on_term(_sig: int, _frm: Any) -> None:
+            raise _Stop
+
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        self.querylog.start()
+        threading.Thread(target=self.serve_tcp, name="dns-tcp-accept", daemon=True).start()
+        if pidfile:
+            _write_atomic(Path(pidfile), f"{os.getpid()}\n")
+        try:
+            self.serve_udp()
+        finally:
+            self.close()
+            if pidfile:
+                try:
+                    if Path(pidfile).read_text().strip() == str(os.getpid()):
+                        os.unlink(pidfile)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        for s in (self.udp, self.tcp):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.forwarder.close()
+        self.querylog.close()
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hybridnb.services.dns.server",
+                                description="hybridnb's authoritative DNS server for a lab")
+    p.add_argument("--zone", required=True, help="zone file (JSON, see hybridnb.core.dnszone)")
+    p.add_argument("--listen", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=53)
+    p.add_argument("--subnet", action="append", default=[],
+                   help="client subnet allowed to query (repeatable; loopback always is)")
+    p.add_argument("--log", help="query log file (rotating); omit to log nothing")
+    p.add_argument("--log-max-bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--pidfile")
+    p.add_argument("--status", help="status file (JSON) rewritten after every zone load")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    querylog = QueryLog(args.log, max_bytes=args.log_max_bytes)
+    server = Server(args.zone, args.listen, args.port, args.subnet, querylog, args.status)
+    log.info("serving %s on %s:%d (serial %s)", server.answers.zone.domain, args.listen,
+             server.port, server.answers.zone.serial)
+    server.run(args.pidfile)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
