@@ -182,9 +182,9 @@ class Sandbox:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def up(self, progress: Progress = None) -> SandboxStatus:
+    def up(self, progress: Progress = None, *, libvirt: bool = True) -> SandboxStatus:
         """Create the namespace and start the engines; what already runs is kept (idempotent).
-        Returns :meth:`status`."""
+        ``libvirt=False`` skips libvirtd (containers only).  Returns :meth:`status`."""
         from hybridnb.daemons import dockerd
         from hybridnb.drivers import nsutil
 
@@ -225,27 +225,36 @@ class Sandbox:
             from hybridnb.images.busybox import ensure_busybox_image
 
             ensure_busybox_image(docker.endpoint, progress=progress)
-            # 4. libvirtd, when available
-            state["notes"].pop("libvirtd", None)
-            rec = state["daemons"].get("libvirtd")
-            try:
-                libvirtd = _daemon_module("libvirtd")
-            except ImportError:
-                state["notes"]["libvirtd"] = "hybridnb.daemons.libvirtd is not available"
-            else:
-                lv = Daemon.from_dict(rec) if rec else None
-                if lv is None or not _daemon_alive(libvirtd, lv):
-                    try:
-                        lv = libvirtd.start(self.netns, self.data_dir, self.run_dir,
-                                            _adapt(progress))
-                    except EngineUnavailable as exc:
-                        state["notes"]["libvirtd"] = exc.message
-                        if progress:
-                            progress(f"libvirt unavailable: {exc.message}")
-                    else:
-                        state["daemons"]["libvirtd"] = lv.to_dict()
+            # 4. libvirtd, when wanted and available
+            if libvirt:
+                state["notes"].pop("libvirtd", None)
+                self._up_libvirtd(state, progress)
+            elif "libvirtd" not in state["daemons"]:
+                state["notes"]["libvirtd"] = "not requested"
             self._save(state)
         return self.status()
+
+    def _up_libvirtd(self, state: dict[str, Any], progress: Progress) -> None:
+        rec = state["daemons"].get("libvirtd")
+        try:
+            libvirtd = _daemon_module("libvirtd")
+        except ImportError:
+            state["notes"]["libvirtd"] = "hybridnb.daemons.libvirtd is not available"
+            return
+        lv = Daemon.from_dict(rec) if rec else None
+        if lv is not None and _daemon_alive(libvirtd, lv):
+            return
+        if lv is not None:
+            libvirtd.stop(lv)                            # sweep what a dead one left
+            state["daemons"].pop("libvirtd", None)
+        try:
+            lv = libvirtd.start(self.netns, self.data_dir, self.run_dir, _adapt(progress))
+        except EngineUnavailable as exc:
+            state["notes"]["libvirtd"] = exc.message
+            if progress:
+                progress(f"libvirt unavailable: {exc.message}")
+            return
+        state["daemons"]["libvirtd"] = lv.to_dict()
 
     def down(self, purge: bool = False, progress: Progress = None) -> SandboxStatus:
         """Stop every daemon the sandbox started (by pid), delete its namespace and run
@@ -383,7 +392,14 @@ def _daemon_alive(module: Any, daemon: Daemon) -> bool:
         return bool(fn(daemon))
     from hybridnb.daemons import process
 
-    return process.alive(daemon.pid)
+    if not process.alive(daemon.pid):
+        return False
+    if daemon.pidfile:                           # pid reuse: the pidfile must still name it
+        try:
+            return Path(daemon.pidfile).read_text().strip() == str(daemon.pid)
+        except OSError:
+            return False
+    return True
 
 
 def _stop_at(base: Path, default: str) -> Path:

@@ -27,14 +27,16 @@ from hybridnb.errors import EngineError, EngineUnavailable
 BUSYBOX = "/bin/busybox"
 DEFAULT_TAGS = ("hybridnb/busybox:latest", "busybox:latest")
 LABEL = "hybridnb.image"
+#: Bumped whenever the image content changes: an older import is replaced.
+VERSION = "busybox-2"
 INDEX_HTML = ("<!doctype html>\n<html><head><title>hybridnb busybox</title></head>\n"
               "<body><h1>hybridnb busybox</h1><p>served by busybox httpd</p></body></html>\n")
 CHANGES = (
-    'CMD ["/bin/httpd", "-f", "-p", "80", "-h", "/www"]',
+    'CMD ["httpd", "-f", "-p", "80", "-h", "/www"]',
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "WORKDIR /",
     "EXPOSE 80/tcp",
-    f"LABEL {LABEL}=busybox",
+    f"LABEL {LABEL}={VERSION}",
 )
 
 
@@ -122,11 +124,16 @@ def ensure_busybox_image(docker_url: str, tags: Iterable[str] = DEFAULT_TAGS,
                                 engine="docker", hint="hybridnb sandbox up") from exc
     try:
         found: dict[str, str] = {}
+        stale: set[str] = set()
         for tag in tags:
             try:
-                found[tag] = client.inspect_image(tag)["Id"]
+                info = client.inspect_image(tag)
             except docker.errors.ImageNotFound:
-                pass
+                continue
+            if ((info.get("Config") or {}).get("Labels") or {}).get(LABEL) == VERSION:
+                found[tag] = info["Id"]
+            else:
+                stale.add(info["Id"])
         ours = [i for t, i in found.items() if t == tags[0]] or list(found.values())
         if ours:
             image_id = ours[0]
@@ -144,6 +151,11 @@ def ensure_busybox_image(docker_url: str, tags: Iterable[str] = DEFAULT_TAGS,
             if found.get(tag) is None:
                 repo, _, t = tag.rpartition(":")
                 client.tag(image_id, repo, t)
+        for old in sorted(stale - {image_id}):          # an older version, now untagged
+            try:
+                client.remove_image(old)
+            except docker.errors.APIError:
+                pass                                    # still used by a container: keep
         return image_id
     except docker.errors.APIError as exc:
         raise EngineError(f"cannot import the busybox image: {exc.explanation or exc}",

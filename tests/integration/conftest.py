@@ -1,0 +1,116 @@
+"""Real-engine test support: the gating rule and the session's sandbox (the isolated lab host).
+
+* :func:`require_engines` — the gating rule for ``@pytest.mark.real`` tests that need the
+  sandbox: not root or an engine binary missing → skip locally, FAIL under ``CI=true``.
+* ``sandbox`` (session scope) — one :class:`~hybridnb.sandbox.Sandbox` per test session
+  (name ``test``, or ``$HYBRIDNB_TEST_SANDBOX``), brought up at first use and taken down when
+  the session ends (the image cache in its data directory is kept).
+* ``sandbox_target`` — its :class:`~hybridnb.target.Target`.
+* ``lab_bridge`` — a factory making a lab bridge (with the gateway address) inside the
+  sandbox namespace through the bridge driver, removed after the test; each call gets its own
+  bridge name and /24, so tests never share addresses.
+
+Test modules outside this directory use these fixtures by importing them
+(``from tests.integration.conftest import sandbox, lab_bridge``); the sandbox is a
+per-session singleton kept on the pytest config, so importing the fixture into several
+modules never starts a second one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import pytest
+
+from hybridnb.core.resource import Resource
+from hybridnb.sandbox import Sandbox
+from hybridnb.target import Target
+
+ENGINE_TOOLS = ("dockerd", "containerd", "nsenter", "iptables", "iptables-save", "ip")
+SANDBOX_NAME = os.environ.get("HYBRIDNB_TEST_SANDBOX", "test")
+_KEY = pytest.StashKey[dict]()
+_subnets = itertools.count(0)
+
+
+def require_engines() -> None:
+    """Skip (locally) or fail (under CI=true) unless root and the engines are installed."""
+    import shutil
+
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    try:
+        from tests.conftest import require_real
+    except ImportError:                                  # pragma: no cover
+        require_real = None
+    if require_real is not None:
+        require_real(tools=ENGINE_TOOLS)
+        return
+    missing = [t for t in ENGINE_TOOLS if shutil.which(t) is None]
+    why = "needs root" if os.geteuid() != 0 else (
+        f"missing tools: {', '.join(missing)}" if missing else None)
+    if why:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"real-engine test cannot run under CI: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    """The session's sandbox, up (dockerd + busybox image, libvirtd when available)."""
+    require_engines()
+    slot = request.config.stash.setdefault(_KEY, {})
+    if "box" not in slot:
+        box = Sandbox(SANDBOX_NAME)
+        slot["box"] = box
+        request.config.add_cleanup(lambda: box.down())  # also after a failed up
+        try:
+            box.up()
+        except Exception as exc:
+            slot["error"] = exc
+    if "error" in slot:
+        raise slot["error"]
+    return slot["box"]
+
+
+@pytest.fixture(scope="session")
+def sandbox_target(sandbox: Sandbox) -> Target:
+    return sandbox.target()
+
+
+@dataclass(frozen=True)
+class LabBridge:
+    """A bridge made for one test: name, subnet, gateway (the bridge's address), prefix."""
+
+    name: str
+    subnet: str
+    gateway: str
+    prefix: int
+    netns: str
+
+    def addr(self, host: int) -> str:
+        return self.subnet.rsplit(".", 1)[0] + f".{host}"
+
+
+@pytest.fixture
+def lab_bridge(sandbox: Sandbox) -> Iterator[Callable[[str], LabBridge]]:
+    """``make(lab)`` → a fresh bridge in the sandbox namespace owned by ``lab``."""
+    from hybridnb.drivers.bridge import BridgeDriver
+
+    drv = BridgeDriver(sandbox.target())
+    made: list[tuple[str, str]] = []
+
+    def make(lab: str) -> LabBridge:
+        n = next(_subnets)
+        name = f"hbt{os.getpid() % 10000}x{n}"
+        subnet = f"10.{200 + n // 250}.{n % 250}.0"
+        res = Resource("bridge", name, {"bridge": name, "address": subnet[:-1] + "1/24",
+                                        "subnet": subnet + "/24", "mtu": 1500, "adopt": False})
+        drv.create(lab, res)
+        made.append((lab, name))
+        return LabBridge(name, subnet + "/24", subnet[:-1] + "1", 24, sandbox.netns)
+
+    yield make
+    for lab, name in reversed(made):
+        drv.delete(lab, name)
