@@ -201,7 +201,7 @@ class ConnectivityMatrix:
         if r is None:
             return "."
         if r.ok:
-            return _fmt_ms(r.rtt_median)
+            return _fmt_ms(r.rtt_median) if r.rtts else "ok"
         return "FAIL" if r.ok is False else "skip"
 
     def grid_text(self, check: str) -> str:
@@ -243,7 +243,8 @@ class ConnectivityMatrix:
             tip = (f"{r.check} {r.source} → {r.target}: min {_fmt_ms(r.rtt_min)} / "
                    f"median {_fmt_ms(r.rtt_median)} / p99 {_fmt_ms(r.rtt_p99)} ms, "
                    f"{r.received}/{r.sent}" + (f", {r.detail}" if r.detail else ""))
-            return f'<td class="ok" title="{escape(tip)}">{_fmt_ms(r.rtt_median)}</td>'
+            text = _fmt_ms(r.rtt_median) if r.rtts else "ok"
+            return f'<td class="ok" title="{escape(tip)}">{text}</td>'
         tip = f"{r.check} {r.source} → {r.target}: {r.reason}"
         if r.ok is False:
             return f'<td class="fail" title="{escape(tip)}">✗ {escape(_short(r.reason))}</td>'

@@ -1,0 +1,172 @@
+"""Probing from inside an endpoint the engine cannot enter: one shell script per source.
+
+A VM's network stack is out of this process's reach, so a VM source probes with a POSIX shell
+script that its :class:`~hybridnb.services.probe.endpoint.Executor` runs inside the guest
+(qemu-guest-agent ``guest-exec`` for libvirt domains).  The script uses only what a minimal
+busybox guest has — ``ping``, ``nc`` (the small variant: no ``-z``, no ``-u``), ``nslookup``
+and ``timeout`` — starts every probe as a background job so that they run concurrently (one
+timeout for all), and prints one line per pair::
+
+    R <index> ok|fail <rtt ms,rtt ms,...|-> <detail or reason>
+
+:func:`build_script` writes it, :func:`parse_output` reads it back, :func:`run_pairs` is what
+the engine calls.  UDP needs a datagram-capable ``nc`` that busybox guests lack, so UDP from an
+executor source is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from hybridnb.services.probe.matrix import ProbeResult
+
+if TYPE_CHECKING:
+    from hybridnb.services.probe.engine import _Pair
+
+_PRELUDE = r"""
+T=%(t)d
+C=%(c)d
+W=%(w)d
+rs() { tr '\n' ',' | sed 's/,$//'; }
+fail_reason() {
+  case "$1" in
+    *refused*) echo refused ;;
+    *"timed out"*|*imeout*) echo timeout ;;
+    *"No route"*|*"unreachable"*) echo "host unreachable" ;;
+    *"Network is unreachable"*) echo "network unreachable" ;;
+    *) echo "$1" | head -n1 | tr -s ' ' | cut -c1-60 ;;
+  esac
+}
+p_icmp() {
+  o=$(ping -c "$C" -i 0.2 -W "$T" -w "$W" "$2" 2>&1)
+  r=$(echo "$o" | sed -n 's/.*time[=<]\([0-9.]*\).*/\1/p' | rs)
+  if [ -n "$r" ]; then echo "R $1 ok $r -"; else echo "R $1 fail - timeout"; fi
+}
+p_tcp() {
+  o=$(timeout "$W" nc -w "$T" "$2" "$3" </dev/null 2>&1 >/dev/null)
+  case "$o" in
+    *"can't connect"*|*"nc:"*) echo "R $1 fail - $(fail_reason "$o")" ;;
+    *) echo "R $1 ok - -" ;;
+  esac
+}
+p_http() {
+  o=$(printf 'GET / HTTP/1.0\r\nHost: %%s\r\nConnection: close\r\n\r\n' "$4" |
+      timeout "$W" nc -w "$T" "$2" "$3" 2>&1 | head -n1 | tr -d '\r')
+  case "$o" in
+    HTTP/*) s=$(echo "$o" | cut -d' ' -f2)
+            if [ "$s" -lt 400 ] 2>/dev/null; then echo "R $1 ok - HTTP_$s";
+            else echo "R $1 fail - HTTP_$s"; fi ;;
+    *"can't connect"*|*"nc:"*) echo "R $1 fail - $(fail_reason "$o")" ;;
+    "") echo "R $1 fail - timeout" ;;
+    *) echo "R $1 fail - not_an_HTTP_response" ;;
+  esac
+}
+p_dns() {
+  o=$(timeout "$W" nslookup "$3" "$2" 2>&1)
+  if echo "$o" | sed -n '/^Name:/,$p' | grep -qw "$4"; then echo "R $1 ok - $4";
+  elif echo "$o" | grep -qi "NXDOMAIN\|can't find"; then echo "R $1 fail - NXDOMAIN";
+  elif echo "$o" | grep -qi "timed out\|no servers"; then echo "R $1 fail - timeout";
+  else echo "R $1 fail - no_matching_A_record"; fi
+}
+"""
+
+_LINE = re.compile(r"^R (\d+) (ok|fail) (\S+) (.*)$")
+
+
+@dataclass(frozen=True)
+class ScriptProbe:
+    """One pair as the script sees it."""
+
+    index: int
+    protocol: str
+    address: str
+    port: int | None = None
+    name: str = ""          # HTTP Host / DNS query name
+    expected: str = ""      # DNS: the expected address
+
+
+def build_script(probes: Sequence[ScriptProbe], *, timeout: float, count: int) -> str:
+    t = max(1, math.ceil(timeout))
+    w = t + math.ceil(0.2 * count) + 1
+    lines = [_PRELUDE % {"t": t, "c": count, "w": w}]
+    for p in probes:
+        q = shlex.quote
+        if p.protocol == "icmp":
+            lines.append(f"p_icmp {p.index} {q(p.address)} &")
+        elif p.protocol == "tcp":
+            lines.append(f"p_tcp {p.index} {q(p.address)} {p.port} &")
+        elif p.protocol == "http":
+            lines.append(f"p_http {p.index} {q(p.address)} {p.port} {q(p.name)} &")
+        elif p.protocol == "dns":
+            lines.append(f"p_dns {p.index} {q(p.address)} {q(p.name)} {q(p.expected)} &")
+    lines.append("wait")
+    return "\n".join(lines) + "\n"
+
+
+def parse_output(text: str) -> dict[int, tuple[bool, tuple[float, ...], str]]:
+    """``{index: (ok, rtts in seconds, detail-or-reason)}`` from the script's output."""
+    out: dict[int, tuple[bool, tuple[float, ...], str]] = {}
+    for line in text.splitlines():
+        m = _LINE.match(line.strip())
+        if not m:
+            continue
+        rtts: tuple[float, ...] = ()
+        if m.group(3) != "-":
+            try:
+                rtts = tuple(float(x) / 1000.0 for x in m.group(3).split(",") if x)
+            except ValueError:
+                rtts = ()
+        note = m.group(4).strip()
+        out[int(m.group(1))] = (m.group(2) == "ok", rtts,
+                                "" if note == "-" else note.replace("_", " "))
+    return out
+
+
+def run_pairs(pairs: list["_Pair"], *, timeout: float, count: int, domain: str) -> None:
+    """Probe ``pairs`` (all from one executor source) and set each pair's final result."""
+    src = pairs[0].src
+    assert src.executor is not None
+    probes = []
+    for i, p in enumerate(pairs):
+        if p.protocol == "udp":
+            p.final = ProbeResult(p.check, src.name, p.dst.name, None,
+                                  "UDP probes need a datagram-capable nc in the guest",
+                                  port=p.port, address=p.address)
+            continue
+        fqdn = f"{p.dst.name}.{domain.strip('.')}"
+        probes.append(ScriptProbe(i, p.protocol, p.address, p.port,
+                                  name=fqdn if p.dst.kind != "gateway" else p.address,
+                                  expected=p.dst.address if p.protocol == "dns" else ""))
+    if not probes:
+        return
+    script = build_script(probes, timeout=timeout, count=count)
+    limit = timeout + 0.2 * count + 10.0
+    try:
+        rc, stdout, stderr = src.executor(["/bin/sh", "-c", script], limit)
+    except Exception as exc:   # the executor's own errors become a reason on every pair
+        reason = f"cannot run probes in {src.name}: {exc}".splitlines()[0]
+        for pr in probes:
+            p = pairs[pr.index]
+            p.final = ProbeResult(p.check, src.name, p.dst.name, False, reason,
+                                  port=p.port, address=p.address)
+        return
+    parsed = parse_output(stdout)
+    for pr in probes:
+        p = pairs[pr.index]
+        sent = count if p.protocol == "icmp" else 1
+        got = parsed.get(pr.index)
+        if got is None:
+            tail = (stderr or stdout).strip().splitlines()[-1:] or [f"exit {rc}"]
+            p.final = ProbeResult(p.check, src.name, p.dst.name, False,
+                                  f"no result from the probe script ({tail[0][:80]})",
+                                  sent=sent, port=p.port, address=p.address)
+            continue
+        ok, rtts, note = got
+        p.final = ProbeResult(
+            p.check, src.name, p.dst.name, ok, "" if ok else (note or "failed"),
+            rtts=rtts, sent=sent, received=(len(rtts) if p.protocol == "icmp" else int(ok)),
+            port=p.port, address=p.address, detail=note if ok else "")

@@ -1,0 +1,177 @@
+"""The probe engine against real namespaces on a private bridge (root, kernel only)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from hybridnb.core.expect import evaluate, parse_expectations
+from hybridnb.services.probe import ProbeEndpoint, probe_matrix
+from tests.conftest import require_real
+from tests.services.probe.netlab import NetLab
+
+pytestmark = pytest.mark.real
+
+CHECKS = ("icmp", "tcp", "udp", "http", "dns")
+DOMAIN = "probe.test"
+
+
+class TinyDNS:
+    """A test-only authoritative responder on the gateway (dnslib, one thread)."""
+
+    def __init__(self, netns: str, address: str, records: dict[str, str]) -> None:
+        from hybridnb.drivers import nsutil
+
+        self.records = records
+        self.sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.sock.settimeout(0.1)
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+        while not self.stop:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except OSError:
+                continue
+            q = DNSRecord.parse(data)
+            reply = q.reply()
+            name = str(q.q.qname).rstrip(".")
+            host = name[: -len(DOMAIN) - 1] if name.endswith("." + DOMAIN) else None
+            if host in self.records:
+                reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.records[host]), ttl=5))
+            else:
+                reply.header.rcode = RCODE.NXDOMAIN
+            self.sock.sendto(reply.pack(), addr)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def lab():
+    require_real(tools=("ip", "nsenter", "busybox"))
+    with NetLab(4) as lab:
+        records = {ep.name: ep.address for ep in lab.endpoints()}
+        dns = TinyDNS(lab.lab, lab.gateway, records)
+        try:
+            yield lab
+        finally:
+            dns.close()
+
+
+def run(lab, endpoints=None, checks=CHECKS, **kw):
+    kw.setdefault("timeout", 0.5)
+    kw.setdefault("count", 2)
+    return probe_matrix(endpoints or lab.endpoints(), checks, gateway=lab.gateway_endpoint(),
+                        domain=DOMAIN, **kw)
+
+
+def test_all_green_every_protocol(lab):
+    m = run(lab)
+    assert m.failures() == [], m.to_text()
+    n = 4
+    # icmp/tcp/udp/http: every ordered pair + the gateway; dns: every ordered pair
+    assert m.counts() == {"ok": 4 * n * n + n * (n - 1), "fail": 0, "skip": 0}
+    icmp = m.get("icmp", "h00", "h01")
+    assert icmp.received == 2 and 0 < icmp.rtt_min <= icmp.rtt_median <= icmp.rtt_p99 < 0.05
+    assert m.get("http", "h02", "gateway").detail == "HTTP 200"
+    assert m.get("dns", "h03", "h01").detail == lab.address(1)
+    assert m.get("tcp", "h01", "h02").port == 7
+    # everything answered well before the timeout
+    assert m.duration < 0.5
+
+
+def test_dead_endpoint_fails_exactly_its_rows_and_columns_in_one_timeout(lab):
+    lab.link(2, False)
+    try:
+        start = time.perf_counter()
+        m = run(lab, checks=("icmp", "tcp", "udp", "http"), timeout=0.5)
+        took = time.perf_counter() - start
+    finally:
+        lab.link(2, True)
+        for _ in range(20):   # let h02 answer again (neighbour entries recover) for later tests
+            if run(lab, checks=("icmp",), timeout=0.1, count=1).ok:
+                break
+    failed = {(r.check, r.source, r.target) for r in m.failures()}
+    expected = set()
+    for check in ("icmp", "tcp", "udp", "http"):
+        for other in ("h00", "h01", "h03"):
+            expected |= {(check, "h02", other), (check, other, "h02")}
+        expected.add((check, "h02", "gateway"))
+    assert failed == expected
+    assert all(r.reason for r in m.failures())
+    # 40 failed pairs share one timeout
+    assert 0.5 <= took < 0.5 + 0.6, took
+
+
+def test_expectations_pass_and_fail(lab):
+    eps = lab.endpoints()
+    # h01 declares a real postgres port; nothing listens there, so it is refused
+    eps[1] = ProbeEndpoint(eps[1].name, eps[1].address, netns=eps[1].netns,
+                           services=("tcp/5432",))
+    m = run(lab, eps, checks=("icmp", "tcp", "tcp/5432", "dns"))
+    assert m.get("tcp/5432", "h00", "h01").reason == "refused"
+    exps = parse_expectations([
+        "h00 -> h01 icmp ok",
+        "h00 -> gateway icmp ok",
+        "h00 -> h01 tcp/5432 blocked",
+        "h00 -> h02 tcp/5432 ok",          # our responder answers on 5432
+        "h00 -> h03 dns ok",
+        "h00 -> h01 tcp/5432 ok",          # wrong: refused
+        "h03 -> h02 icmp blocked",         # wrong: reachable
+        "h00 -> h02 udp/53 ok",            # wrong: never probed
+    ], names=[e.name for e in eps])
+    report = evaluate(exps, m)
+    assert [r.holds for r in report.results] == [True] * 5 + [False] * 3
+    assert report.exit_code == 1
+    assert evaluate(exps[:5], m).exit_code == 0
+
+
+class NsenterExec:
+    """Stands in for a VM's guest agent: runs the command inside a namespace with busybox."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+
+    def __call__(self, argv, timeout):
+        r = subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "busybox", "sh", *argv[1:]],
+                           capture_output=True, text=True, timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+
+def test_executor_source_probes_with_a_script(lab):
+    eps = lab.endpoints()
+    eps[3] = ProbeEndpoint("h03", lab.address(3), executor=NsenterExec(lab.netns(3)), kind="vm")
+    m = run(lab, eps, checks=("icmp", "tcp", "http", "dns", "udp"))
+    for target in ("h00", "h01", "h02", "gateway"):
+        for check in ("icmp", "tcp", "http"):
+            r = m.get(check, "h03", target)
+            assert r.ok, (check, target, r)
+        assert m.get("udp", "h03", target).ok is None           # busybox nc has no -u
+    assert m.get("icmp", "h03", "h00").rtts                       # parsed from ping
+    assert m.get("http", "h03", "h01").detail == "HTTP 200"
+    assert m.get("dns", "h03", "h00").ok
+    # the VM-like target gets no responder: tcp/udp/http to it are skipped, icmp works
+    assert m.get("icmp", "h00", "h03").ok
+    assert m.get("tcp", "h00", "h03").ok is None
+    assert "no tcp service declared" in m.get("tcp", "h00", "h03").reason
+
+
+def test_source_namespace_gone_is_a_reason_not_a_crash(lab):
+    eps = lab.endpoints()[:2] + [ProbeEndpoint("ghost", "10.77.0.99",
+                                               netns="/run/netns/hnb-pt-does-not-exist")]
+    m = run(lab, eps, checks=("icmp",))
+    rows = [r for r in m.results if r.source == "ghost"]
+    assert rows and all(r.ok is False and "cannot open sockets" in r.reason for r in rows)
+    assert m.get("icmp", "h00", "h01").ok
