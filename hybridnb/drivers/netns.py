@@ -164,6 +164,10 @@ class NetnsHostDriver:
         veth, peer = naming.veth_pair(lab, name)
         ns = naming.object_name(lab, name)
         with netlink_errors(f"cannot delete host {name!r} (namespace {ns})"):
+            if self.netns is not None and not nsutil.netns_exists(self.netns):
+                # the lab host is gone, and the veth with it: only the namespace is left
+                self._remove(None, lab, name, None, ns)
+                return
             self._remove_leftovers(self._ipr(), lab, name, veth, peer, ns)
 
     def _remove_leftovers(self, ipr: Any, lab: str, ep: str, veth: str, peer: str | None,

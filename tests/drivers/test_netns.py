@@ -163,3 +163,20 @@ def test_root_namespace_is_untouched_by_a_whole_cycle():
         hosts.close()
         assert diff(before_ns, snapshot(ns, netns_filter=lambda e: name in e)) == []
     assert diff(before, snapshot(None, netns_filter=lambda e: name in e)) == []
+
+
+def test_delete_after_the_lab_host_is_gone_still_removes_the_namespace():
+    _require_root()
+    name = unique("t")
+    with private_netns(lab=name) as ns:
+        target = Target("t", netns=ns)
+        BridgeDriver(target).create(name, Resource("bridge", BR, {
+            "bridge": BR, "address": f"{GW}/24", "subnet": SUBNET, "mtu": 1500,
+            "adopt": False}))
+        hosts = NetnsHostDriver(target, etc_netns=f"/run/hnb-test-{name}/etc-netns")
+        hosts.create(name, host_res(name, "z", "10.79.0.90"))
+        hosts.close()
+    # the lab-host namespace is gone now (private_netns removed it, host namespace kept)
+    nsutil.create_netns(naming.object_name(name, "z"))      # stands for the survivor
+    hosts.delete(name, "z")
+    assert not nsutil.netns_exists(naming.object_name(name, "z"))
