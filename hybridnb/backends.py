@@ -49,10 +49,10 @@ def real_backend(target: Target, *, state_dir: Path, name: str = "real") -> Back
     drivers: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     from hybridnb.drivers.bridge import BridgeDriver
-    from hybridnb.drivers.netns import HostDriver
+    from hybridnb.drivers.netns import NetnsHostDriver
 
     drivers["bridge"] = BridgeDriver(target)
-    drivers["host"] = HostDriver(target)
+    drivers["host"] = NetnsHostDriver(target)
     if target.docker_url:
         from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
         from hybridnb.drivers.firewall import FirewallDriver

@@ -301,6 +301,68 @@ class Lab:
             self.store.forget(self.name)
             return result
 
+    # -------------------------------------------------------------------------- tests
+
+    def probe_endpoints(self) -> tuple[list[Any], Any]:
+        """(endpoints, gateway) as the probe engine sees them: each with the network namespace
+        its sockets open in (hosts, containers) or a guest-agent executor (VMs)."""
+        from hybridnb.drivers.nsutil import netns_path
+        from hybridnb.services.probe import ProbeEndpoint
+
+        backend = self.backend
+        if backend.name == "dry-run":
+            raise HybridError("the dry-run backend sends no packets",
+                              hint="use the sandbox backend to probe for real")
+        containers: Mapping[str, str] = {}
+        if backend.supports("container") and self._spec.of_kind("container"):
+            containers = backend.driver("container").netns_paths(self.name)  # type: ignore[attr-defined]
+        eps = []
+        for res in self.resources():
+            addr = str(res.spec.get("address", ""))
+            if res.kind == "host":
+                eps.append(ProbeEndpoint(res.name, addr, netns=netns_path(res.spec["netns"]),
+                                         kind="host"))
+            elif res.kind == "container":
+                eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
+                                         kind="container"))
+            elif res.kind == "vm" and backend.supports("vm"):
+                eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
+                    backend.driver("vm"), self.name, res.name), kind="vm",
+                    services=("http/80",)))
+        target_ns = backend.target.netns
+        gateway = ProbeEndpoint("gateway", str(self._spec.network.gateway),
+                                netns=netns_path(target_ns) if target_ns else None,
+                                kind="gateway")
+        return sorted(eps, key=lambda e: e.name), gateway
+
+    def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
+             count: int = 3) -> Any:
+        """Probe every endpoint against every other (and the gateway); returns a
+        :class:`~hybridnb.services.probe.ConnectivityMatrix`."""
+        from hybridnb.services.probe import probe_matrix
+
+        if protocols is None:
+            protocols = ("icmp", "tcp", "udp", "http") + (
+                ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
+        eps, gateway = self.probe_endpoints()
+        return probe_matrix(eps, protocols, gateway=gateway, domain=self._spec.network.domain,
+                            timeout=timeout, count=count)
+
+    def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
+        """Check the lab file's ``expect:`` lines against a probe run; the report's
+        ``exit_code`` is 0 when all hold and 1 when some fail (2: the lab is not up)."""
+        from hybridnb.core.expect import evaluate, parse_expectations
+
+        expectations = parse_expectations(self._spec.expect,
+                                          names=[e.name for e in self._spec.endpoints])
+        status = self.status()
+        if not status.up:
+            raise LabNotUp(f"lab {self.name} is not up ({status.pending} change(s) pending)",
+                           hint="run apply first")
+        checks = sorted({e.check for e in expectations})
+        matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count)
+        return evaluate(expectations, matrix)
+
     # ------------------------------------------------------------------------- status
 
     def status(self) -> LabStatus:
@@ -335,6 +397,23 @@ class Lab:
                           else ("missing" if fp is None else "differs")))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
+
+
+class LabNotUp(HybridError):
+    """An operation needs the lab applied and healthy."""
+
+    exit_code = 2
+
+
+class _GuestExec:
+    """Probe executor running commands inside a VM through its driver (qemu-guest-agent)."""
+
+    def __init__(self, driver: Any, lab: str, endpoint: str) -> None:
+        self.driver, self.lab, self.endpoint = driver, lab, endpoint
+
+    def __call__(self, argv: Any, timeout: float) -> tuple[int, str, str]:
+        result = self.driver.guest_exec(self.lab, self.endpoint, list(argv), timeout=timeout)
+        return (int(result[0]), str(result[1]), str(result[2]))
 
 
 def open_lab(path_or_name: str, **kw: Any) -> Lab:

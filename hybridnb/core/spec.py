@@ -442,6 +442,13 @@ def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
     elif not all(isinstance(e, str) for e in expect):
         c.add("expect", "every expectation is one string", "e.g. - web -> db tcp/5432 ok")
         expect = []
+    else:
+        from hybridnb.core.expect import parse_expectations
+
+        try:
+            parse_expectations(expect, names=[e.name for e in endpoints])
+        except ValidationError as exc:
+            c.problems.extend(exc.problems)
 
     if c.problems:
         raise ValidationError(c.problems, source=source)

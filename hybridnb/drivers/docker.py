@@ -231,6 +231,19 @@ class ContainerDriver(_DockerDriver):
                 for c in sorted(found, key=lambda c: c["Names"][0])
                 if (c.get("Labels") or {}).get(LAB) == lab and ENDPOINT in c["Labels"]}
 
+    def netns_paths(self, lab: str) -> dict[str, str]:
+        """Per running endpoint: its network namespace (``/proc/<pid>/ns/net``), where the
+        probe engine opens sockets — no exec into the container, no tools in the image."""
+        out: dict[str, str] = {}
+        for endpoint, info in self.state(lab).items():
+            if info.get("state") != "running":
+                continue
+            with docker_errors(f"inspect container {info['name']}"):
+                pid = self.api.inspect_container(info["id"])["State"].get("Pid") or 0
+            if pid:
+                out[endpoint] = f"/proc/{pid}/ns/net"
+        return out
+
     def create(self, lab: str, resource: Resource) -> None:
         spec = resource.spec
         cname = spec["container"]
