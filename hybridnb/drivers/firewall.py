@@ -10,10 +10,14 @@ the chain Docker leaves to its users and jumps to first from FORWARD::
 The comment carries the owner tag (:func:`hybridnb.core.naming.owner_tag`) and the resource
 fingerprint, so ``observe`` reads ownership and state back from the rule itself
 (``iptables -S``).  Nothing else is ever flushed or rewritten: ``create`` inserts the rule
-(creating ``DOCKER-USER`` if it does not exist yet — dockerd adopts an existing one), and
-``delete`` removes exactly the rules carrying our tag for that bridge, and the chain only
-when it is left empty and nothing jumps to it (so a chain Docker made stays).  After a
-create/delete round trip ``iptables-save`` of the namespace is what it was before.
+(creating ``DOCKER-USER`` if it does not exist yet — dockerd adopts an existing one — and,
+while dockerd has not put its own ``FORWARD -j DOCKER-USER`` jump in place, which it does only
+when it creates its first network, a jump of ours tagged ``jump:BR``), and
+``delete`` removes exactly the rules carrying our tag for that bridge, and the chain only if
+we created it (the rule's comment records ``+chain``) and it is empty and unreferenced — and
+then, with iptables-nft, the ``ip filter`` table if we created that too (``+table``) and it
+holds only empty built-in chains.
+After a create/delete round trip ``iptables-save`` of the namespace is what it was before.
 
 iptables runs inside the target's network namespace (``nsenter --net=/run/netns/NS``); a
 target without a namespace means the machine's own tables.
@@ -21,6 +25,7 @@ target without a namespace means the machine's own tables.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -33,6 +38,9 @@ from hybridnb.target import Target
 
 BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT")
 DEFAULT_CHAIN = "DOCKER-USER"
+JUMP = "jump:"                           # comment word marking our FORWARD -> chain jump
+MADE_CHAIN = "+chain"                    # comment words: we created the chain / the table
+MADE_TABLE = "+table"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -44,6 +52,8 @@ class Rule:
     bridge: str
     fingerprint: str
     args: tuple[str, ...]                # everything after ``-A CHAIN``
+    jump: bool = False                   # our FORWARD -> DOCKER-USER jump, not the accept rule
+    made: frozenset[str] = frozenset()   # MADE_CHAIN / MADE_TABLE: what create had to make
 
 
 class FirewallDriver:
@@ -58,20 +68,30 @@ class FirewallDriver:
     # -- protocol -----------------------------------------------------------------------
 
     def observe(self, lab: str) -> dict[str, str]:
-        return dict(sorted((r.bridge, r.fingerprint) for r in self.rules(lab)))
+        return dict(sorted((r.bridge, r.fingerprint) for r in self.rules(lab) if not r.jump))
 
     def create(self, lab: str, resource: Resource) -> None:
         bridge = resource.spec["bridge"]
         chain = resource.spec.get("chain") or DEFAULT_CHAIN
-        self._delete_rules(lab, bridge, drop_chains=False)       # leftovers of an earlier run
+        # leftovers of an earlier run go first; what they recorded having made carries over
+        made = set().union(*[r.made for r in self.rules(lab) if r.bridge == bridge])
+        self._delete_rules(lab, bridge, drop=False)
+        if not self._table_shown():
+            made.add(MADE_TABLE)
         if self._run("-S", chain, check=False).returncode != 0:
             self._run("-N", chain)
-        comment = f"{owner_tag(lab)} {resource.fingerprint}"
+            made.add(MADE_CHAIN)
+        words = [owner_tag(lab), resource.fingerprint, *sorted(made)]
         self._run("-I", chain, "1", "-i", bridge, "-o", bridge, "-m", "comment",
-                  "--comment", comment, "-j", "ACCEPT")
+                  "--comment", " ".join(words), "-j", "ACCEPT")
+        if chain not in BUILTIN_CHAINS and not self._jumped_to_by_others(chain):
+            # dockerd adds its FORWARD jump only once it creates a network; until then (a lab
+            # of VMs and hosts only) the rule would never be reached
+            self._run("-I", "FORWARD", "1", "-m", "comment", "--comment",
+                      " ".join(words[:2] + [JUMP + bridge]), "-j", chain)
 
     def delete(self, lab: str, name: str) -> None:
-        self._delete_rules(lab, name, drop_chains=True)
+        self._delete_rules(lab, name, drop=True)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -87,37 +107,87 @@ class FirewallDriver:
             words = comment.split()
             if not words or words[0] != tag:
                 continue
-            bridge = _opt(rest, "-i") or ""
-            out.append(Rule(chain, bridge, words[1] if len(words) > 1 else "", rest))
+            jump = next((w[len(JUMP):] for w in words[2:] if w.startswith(JUMP)), None)
+            bridge = jump if jump is not None else (_opt(rest, "-i") or "")
+            made = frozenset(w for w in words[2:] if w in (MADE_CHAIN, MADE_TABLE))
+            out.append(Rule(chain, bridge, words[1] if len(words) > 1 else "", rest,
+                            jump is not None, made))
         return out
 
     def save(self) -> str:
-        """``iptables-save`` of the target namespace (all tables, counters omitted)."""
+        """``iptables-save`` of the target namespace (all tables)."""
         return self._exec(["iptables-save"]).stdout
 
     # -- internals ----------------------------------------------------------------------
 
-    def _delete_rules(self, lab: str, bridge: str, *, drop_chains: bool) -> None:
-        chains = set()
+    def _delete_rules(self, lab: str, bridge: str, *, drop: bool) -> None:
+        """Delete this lab's rules for ``bridge``; with ``drop`` also the chain and table
+        they recorded having made, when nothing else uses them any more."""
+        made: dict[str, set[str]] = {}
         for rule in self.rules(lab):
             if rule.bridge != bridge:
                 continue
             self._run("-D", rule.chain, *rule.args, check=False)
-            chains.add(rule.chain)
-        if drop_chains:
-            for chain in sorted(chains):
-                self._drop_chain_if_unused(chain)
-
-    def _drop_chain_if_unused(self, chain: str) -> None:
-        if chain in BUILTIN_CHAINS:
+            if not rule.jump:
+                made.setdefault(rule.chain, set()).update(rule.made)
+        if not drop:
             return
+        for chain, what in sorted(made.items()):
+            if MADE_CHAIN in what and self._drop_chain_if_unused(chain) and MADE_TABLE in what:
+                self._drop_table_if_empty()
+
+    def _table_shown(self) -> bool:
+        """True when ``iptables-save`` lists the filter table (with iptables-nft an absent or
+        chain-less table is not shown)."""
+        # (not ``-t filter``: asked for one table, iptables-nft prints it even when absent)
+        out = self._exec(["iptables-save"], check=False).stdout
+        return any(line.startswith("*filter") for line in out.splitlines())
+
+    def _jumped_to_by_others(self, chain: str) -> bool:
+        """True when a FORWARD rule that is not ours (dockerd's) jumps to ``chain``."""
+        for args in self._all_rules():
+            rest = args[2:]
+            if args[1] == "FORWARD" and _opt(rest, "-j") == chain:
+                comment = _opt(rest, "--comment") or ""
+                if not comment.startswith("hybridnb:"):
+                    return True
+        return False
+
+    def _drop_chain_if_unused(self, chain: str) -> bool:
+        """Remove ``chain`` if it is empty and nothing jumps to it; True if removed."""
+        if chain in BUILTIN_CHAINS:
+            return False
         rules = self._all_rules()
         if any(a[1] == chain for a in rules):
-            return                                               # not empty
-        if any(_opt(tuple(a[2:]), "-j") == chain or _opt(tuple(a[2:]), "-g") == chain
-               for a in rules):
-            return                                               # something jumps to it
-        self._run("-X", chain, check=False)
+            return False                                         # not empty
+        if any(_opt(a[2:], "-j") == chain or _opt(a[2:], "-g") == chain for a in rules):
+            return False                                         # something jumps to it
+        return self._run("-X", chain, check=False).returncode == 0
+
+    def _drop_table_if_empty(self) -> None:
+        """With iptables-nft, making our chain also made the ``ip filter`` table (and adding
+        our jump its FORWARD chain).  When we recorded that the table was not there before and
+        it now holds only empty built-in chains with policy ACCEPT, remove it, so that
+        ``iptables-save`` shows what it showed before."""
+        if shutil.which("nft", path=_PATH) is None:
+            return
+        if "nf_tables" not in self._exec(["iptables", "--version"], check=False).stdout:
+            return
+        listed = self._exec(["nft", "-j", "list", "table", "ip", "filter"], check=False)
+        if listed.returncode != 0:
+            return
+        try:
+            items = json.loads(listed.stdout).get("nftables", [])
+        except ValueError:
+            return
+        for item in items:
+            if "metainfo" in item or "table" in item:
+                continue
+            chain = item.get("chain")
+            if chain is None or chain.get("name") not in BUILTIN_CHAINS \
+                    or chain.get("policy", "accept") != "accept":
+                return                                           # a rule, set, other chain
+        self._exec(["nft", "delete", "table", "ip", "filter"], check=False)
 
     def _all_rules(self) -> list[list[str]]:
         """Every ``-A`` line of the filter table, split like a shell would."""
