@@ -152,7 +152,8 @@ def parse_metadata(xml: str) -> dict[str, str] | None:
     except ET.ParseError:
         return None
     tag = f"{{{METADATA_NS}}}lab"
-    el = root if root.tag == tag else root.find(f".//{tag}")
+    # virDomainGetMetadata returns the bare element, without its namespace: <lab .../>
+    el = root if root.tag in (tag, "lab") else root.find(f".//{tag}")
     if el is None:
         return None
     return {k: el.get(k, "") for k in ("name", "endpoint", "fingerprint")}

@@ -18,6 +18,7 @@ mkdir -p /run/qga
 ln -sf /run /var/run
 
 say() { echo "hybridnb-init: $*"; }
+say "started at $(cut -d" " -f1 /proc/uptime)"
 
 for m in $(cat /etc/modules-order); do
     insmod "/lib/modules/$m.ko" || say "insmod $m failed"

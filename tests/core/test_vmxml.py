@@ -49,6 +49,8 @@ def test_metadata_carries_owner_and_fingerprint() -> None:
     root = ET.fromstring(xml)
     element = ET.tostring(root.find(f".//{{{vmxml.METADATA_NS}}}lab"), encoding="unicode")
     assert vmxml.parse_metadata(element) == meta
+    bare = f'<lab name="seed" endpoint="vm1" fingerprint="{meta["fingerprint"]}"/>'
+    assert vmxml.parse_metadata(bare) == meta
     assert vmxml.parse_metadata("<domain/>") is None
     assert vmxml.parse_metadata("not xml") is None
 

@@ -1,0 +1,480 @@
+"""The VM driver: lab VMs as libvirt domains on the lab bridge (libvirt-python).
+
+Handles resources of kind ``vm`` (spec fields: see :mod:`hybridnb.core.compile`).  A VM is a
+persistent libvirt domain named ``hnb-<lab>-<name>`` whose XML comes from
+:func:`hybridnb.core.vmxml.domain_xml`; its ``<metadata>`` element names the lab, the endpoint
+and the resource fingerprint, which is how :meth:`LibvirtDriver.observe` recognizes this lab's
+domains (and nothing else) without any local state.
+
+* template ``test``: direct boot of the small test image (:mod:`hybridnb.images.testvm`, or
+  the spec's own ``kernel``/``initrd``), identity on the kernel command line;
+* templates ``base``/``docker``: a qcow2 overlay on the spec's cloud ``image`` plus a NoCloud
+  seed ISO built from :mod:`hybridnb.core.cloudinit` (``genisoimage``).
+
+A VM counts as *up* when its ready marker (``HYBRIDNB-READY``) has appeared on the serial
+console and the QEMU guest agent answers a ping.  Boot progress is reported through
+``progress(event, fraction)``: ``event`` is ``"<endpoint>: <stage>"`` (stages: ``defining``,
+``starting``, ``kernel booting``, ``init running``, ``ready marker seen``, ``agent up``) and
+``fraction`` runs from 0.0 to 1.0 for that VM.  A boot that fails (QEMU refuses the kernel,
+the guest panics, the timeout passes) raises :class:`~hybridnb.errors.BootError` carrying the
+console tail, after removing the domain and its files — a failed create leaves nothing.
+
+Per-VM files (serial console log, seed ISO, disk overlay) live in
+``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a command in the guest
+through the agent (``guest-exec`` / ``guest-exec-status``), so a guest whose network is
+broken can still be diagnosed.  One libvirt connection is shared by all threads (libvirt's
+client is thread-safe), so creates of different VMs may run concurrently.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+from hybridnb.core import cloudinit, naming, vmxml
+from hybridnb.core.resource import Resource
+from hybridnb.errors import (BootError, ConflictError, EngineError, EngineUnavailable,
+                             NotFoundError)
+from hybridnb.target import Target
+
+Progress = Callable[[str, float], None]
+
+READY_MARKER = "HYBRIDNB-READY"
+STOPPED_PREFIX = "stopped:"
+
+#: Console text → (stage, fraction) for progress reports, in boot order.
+_STAGES = (("Linux version", "kernel booting", 0.3), ("Run /init", "init running", 0.5),
+           ("hybridnb-init:", "init running", 0.6), ("Cloud-init", "cloud-init running", 0.5))
+
+
+class ExecResult(NamedTuple):
+    """What a command run in the guest returned (unpacks as ``code, out, err``)."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def default_files_dir(target: Target) -> Path:
+    """``/var/lib/hybridnb/targets/<target>/vms`` for root, else under ``$XDG_STATE_HOME``."""
+    if os.geteuid() == 0:
+        base = Path("/var/lib/hybridnb")
+    else:
+        base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") \
+            / "hybridnb"
+    return base / "targets" / target.name / "vms"
+
+
+def _libvirt():
+    try:
+        import libvirt  # noqa: PLC0415  (heavy: imported on first use)
+    except ImportError as exc:
+        raise EngineUnavailable("libvirt-python is not installed", engine="libvirt",
+                                hint="pip install 'hybridnb[libvirt]' (needs libvirt-dev "
+                                     "and pkg-config to build)") from exc
+    if not getattr(_libvirt, "_quiet", False):
+        # libvirt's default handler prints every error on stderr; we raise them instead.
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _libvirt._quiet = True  # type: ignore[attr-defined]
+    return libvirt
+
+
+class LibvirtDriver:
+    """Driver for kind ``vm`` on the libvirt daemon at ``target.libvirt_uri``."""
+
+    kind = "vm"
+    concurrent = True
+
+    def __init__(self, target: Target, *, files_dir: Path | None = None,
+                 image_dir: Path | None = None, boot_timeout: float = 60.0,
+                 progress: Progress | None = None, ssh_keys: Sequence[str] | None = None) -> None:
+        if not target.libvirt_uri:
+            raise EngineUnavailable(f"target {target.name!r} has no libvirt URI",
+                                    engine="libvirt")
+        self.target = target
+        self.uri = target.libvirt_uri
+        self.files_dir = Path(files_dir) if files_dir else default_files_dir(target)
+        self.image_dir = image_dir
+        self.boot_timeout = boot_timeout
+        self.progress = progress
+        self.ssh_keys = ssh_keys
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ connection
+
+    def connection(self) -> Any:
+        """The shared libvirt connection (opened on first use, reopened if it died)."""
+        libvirt = _libvirt()
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise EngineUnavailable(f"cannot connect to libvirt at {self.uri}: "
+                                        f"{exc.get_error_message()}", engine="libvirt",
+                                        hint="is libvirtd running for this target?") from exc
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # noqa: BLE001  (closing a dead connection)
+                    pass
+                self._conn = None
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        libvirt = _libvirt()
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            raise EngineError(f"{what}: {exc.get_error_message()}", engine="libvirt") from exc
+
+    def _lookup(self, domain_name: str) -> Any | None:
+        libvirt = _libvirt()
+        try:
+            return self.connection().lookupByName(domain_name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise EngineError(f"looking up domain {domain_name}: {exc.get_error_message()}",
+                              engine="libvirt") from exc
+
+    @staticmethod
+    def _metadata(dom: Any) -> dict[str, str] | None:
+        libvirt = _libvirt()
+        try:
+            text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, vmxml.METADATA_NS, 0)
+        except libvirt.libvirtError:
+            return None          # no metadata (not ours) or the domain vanished meanwhile
+        return vmxml.parse_metadata(text)
+
+    # ------------------------------------------------------------------ protocol
+
+    def observe(self, lab: str) -> dict[str, str]:
+        """``{endpoint: fingerprint}`` of this lab's domains; a domain that is not running
+        reports ``"stopped:<fingerprint>"`` so the planner sees it differ."""
+        libvirt = _libvirt()
+        out: dict[str, str] = {}
+        with self._errors("listing domains"):
+            domains = self.connection().listAllDomains(0)
+        for dom in domains:
+            meta = self._metadata(dom)
+            if not meta or meta["name"] != lab or not meta["endpoint"]:
+                continue
+            try:
+                active = bool(dom.isActive())
+            except libvirt.libvirtError:
+                continue
+            fp = meta["fingerprint"]
+            out[meta["endpoint"]] = fp if active else STOPPED_PREFIX + fp
+        return dict(sorted(out.items()))
+
+    def create(self, lab: str, resource: Resource, progress: Progress | None = None) -> None:
+        """Define and start the VM, wait until it is up; BootError (nothing left) if not."""
+        libvirt = _libvirt()
+        spec = dict(resource.spec)
+        endpoint, dname = spec["endpoint"], spec["domain_name"]
+        report = self._reporter(endpoint, progress)
+        report("defining", 0.0)
+        self._remove(lab, dname)
+        vmdir = self.files_dir / dname
+        vmdir.mkdir(parents=True, exist_ok=True)
+        console = vmdir / "console.log"
+        try:
+            xml = self._domain_xml(lab, spec, resource.fingerprint, vmdir, console)
+        except BaseException:
+            shutil.rmtree(vmdir, ignore_errors=True)
+            raise
+        conn = self.connection()
+        try:
+            dom = conn.defineXML(xml)
+        except libvirt.libvirtError as exc:
+            shutil.rmtree(vmdir, ignore_errors=True)
+            raise EngineError(f"libvirt refused the domain of {endpoint}: "
+                              f"{exc.get_error_message()}", engine="libvirt") from exc
+        report("starting", 0.1)
+        try:
+            dom.create()
+        except libvirt.libvirtError as exc:
+            tail = _tail(console)
+            self._remove(lab, dname)
+            raise BootError(f"VM {endpoint} did not start: {exc.get_error_message()}",
+                            console=tail or exc.get_error_message(),
+                            hint="check the kernel/initrd or image path and the memory size"
+                            ) from exc
+        try:
+            self._wait_ready(dom, endpoint, console, report)
+        except BootError:
+            self._remove(lab, dname)
+            raise
+
+    def delete(self, lab: str, name: str) -> None:
+        """Destroy and undefine the VM and remove its files; already gone is fine."""
+        self._remove(lab, naming.object_name(lab, name))
+
+    # ------------------------------------------------------------------ extras
+
+    def guest_exec(self, lab: str, endpoint: str, argv: Sequence[str], timeout: float = 10.0,
+                   input: bytes | str | None = None) -> ExecResult:
+        """Run ``argv`` in the guest through the QEMU guest agent; return its exit code and
+        output.  EngineError when the agent does not answer or the command outlives
+        ``timeout`` seconds."""
+        if not argv:
+            raise ValueError("argv is empty")
+        dom = self._owned(lab, endpoint)
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
+        if input is not None:
+            data = input.encode() if isinstance(input, str) else input
+            args["input-data"] = base64.b64encode(data).decode()
+        started = self._agent(dom, endpoint, "guest-exec", args, timeout=max(5, int(timeout)))
+        pid = started["pid"]
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            st = self._agent(dom, endpoint, "guest-exec-status", {"pid": pid}, timeout=5)
+            if st.get("exited"):
+                break
+            if time.monotonic() > deadline:
+                raise EngineError(f"{' '.join(argv)} in {endpoint} still running after "
+                                  f"{timeout} s", engine="libvirt")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        code = st.get("exitcode")
+        if code is None:
+            code = -int(st.get("signal", 0))
+        out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
+        err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
+        return ExecResult(int(code), out, err)
+
+    def agent_ping(self, lab: str, endpoint: str, timeout: int = 2) -> bool:
+        """True when the guest agent of the VM answers."""
+        try:
+            self._agent(self._owned(lab, endpoint), endpoint, "guest-ping", None, timeout)
+            return True
+        except EngineError:
+            return False
+
+    def state(self, lab: str, endpoint: str) -> str | None:
+        """``running``, ``shut off``, ``paused``, ... or None when the domain does not exist."""
+        dom = self._lookup(naming.object_name(lab, endpoint))
+        if dom is None:
+            return None
+        with self._errors(f"reading the state of {endpoint}"):
+            code = dom.state()[0]
+        return _STATE_NAMES.get(code, f"state {code}")
+
+    def console(self, lab: str, endpoint: str, lines: int = 40) -> str:
+        """The last ``lines`` lines of the VM's serial console."""
+        return _tail(self.files_dir / naming.object_name(lab, endpoint) / "console.log", lines)
+
+    # ------------------------------------------------------------------ internals
+
+    def _reporter(self, endpoint: str, progress: Progress | None) -> Callable[[str, float], None]:
+        sink = progress or self.progress
+
+        def report(stage: str, fraction: float) -> None:
+            if sink is not None:
+                sink(f"{endpoint}: {stage}", fraction)
+        return report
+
+    def _owned(self, lab: str, endpoint: str) -> Any:
+        dname = naming.object_name(lab, endpoint)
+        dom = self._lookup(dname)
+        meta = self._metadata(dom) if dom is not None else None
+        if dom is None or not meta or meta["name"] != lab:
+            raise NotFoundError(f"no VM {endpoint} in lab {lab}")
+        return dom
+
+    def _agent(self, dom: Any, endpoint: str, command: str, arguments: Mapping[str, Any] | None,
+               timeout: int) -> Any:
+        libvirt = _libvirt()
+        import libvirt_qemu  # noqa: PLC0415
+
+        msg: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            msg["arguments"] = dict(arguments)
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(dom, json.dumps(msg), int(timeout), 0)
+        except libvirt.libvirtError as exc:
+            raise EngineError(f"guest agent of {endpoint} ({command}): "
+                              f"{exc.get_error_message()}", engine="libvirt",
+                              hint="the guest agent runs once the VM is up") from exc
+        data = json.loads(reply)
+        if "error" in data:
+            raise EngineError(f"guest agent of {endpoint} ({command}): "
+                              f"{data['error'].get('desc', data['error'])}", engine="libvirt")
+        return data.get("return")
+
+    def _domain_xml(self, lab: str, spec: dict[str, Any], fingerprint: str, vmdir: Path,
+                    console: Path) -> str:
+        template = spec.get("template", "test")
+        if template == "test":
+            kernel, initrd = spec.get("kernel"), spec.get("initrd")
+            if not kernel or not initrd:
+                from hybridnb.images import testvm  # noqa: PLC0415
+
+                img = testvm.find(self.image_dir)
+                kernel = kernel or str(img.kernel)
+                initrd = initrd or str(img.initrd)
+            return vmxml.domain_xml(lab, spec, kernel=str(kernel), initrd=str(initrd),
+                                    console_log=str(console), fingerprint=fingerprint)
+        image = spec.get("image")
+        if not image or not Path(image).is_file():
+            raise NotFoundError(f"cloud image {image!r} of VM {spec['endpoint']} not found",
+                                hint="set image: to a downloaded cloud image (qcow2), e.g. "
+                                     "debian-12-genericcloud-amd64.qcow2")
+        disk = vmdir / "disk.qcow2"
+        _make_overlay(Path(image), disk)
+        seed = vmdir / "seed.iso"
+        keys = self.ssh_keys if self.ssh_keys is not None else _default_ssh_keys()
+        _make_seed_iso(cloudinit.seed_files(lab, spec, ssh_keys=keys), seed)
+        return vmxml.domain_xml(lab, spec, kernel=None, initrd=None, console_log=str(console),
+                                seed_iso=str(seed), disk=str(disk), fingerprint=fingerprint)
+
+    def _wait_ready(self, dom: Any, endpoint: str, console: Path,
+                    report: Callable[[str, float], None]) -> None:
+        libvirt = _libvirt()
+        deadline = time.monotonic() + self.boot_timeout
+        seen = 0.1
+        marker = False
+        while True:
+            text = _read(console)
+            if not marker:
+                for needle, stage, fraction in _STAGES:
+                    if fraction > seen and needle in text:
+                        seen = fraction
+                        report(stage, fraction)
+                if READY_MARKER in text:
+                    marker = True
+                    seen = 0.8
+                    report("ready marker seen", 0.8)
+            try:
+                active = dom.isActive()
+            except libvirt.libvirtError:
+                active = False
+            if not active:
+                text = _read(console)
+                panic = next((line.split("] ", 1)[-1] for line in text.splitlines()
+                              if "Kernel panic" in line), None)
+                why = f": {panic.strip()}" if panic else (
+                    " before printing anything (too little memory?)" if not text.strip() else "")
+                raise BootError(f"VM {endpoint} stopped while booting{why}",
+                                console=_tail(console),
+                                hint="the console tail shows why; the test VM needs at least "
+                                     "96 MiB")
+            if marker:
+                try:
+                    self._agent(dom, endpoint, "guest-ping", None, 1)
+                    report("agent up", 1.0)
+                    return
+                except EngineError:
+                    pass
+            if time.monotonic() > deadline:
+                what = "its guest agent did not answer" if marker else "no ready marker"
+                raise BootError(f"VM {endpoint} not up after {self.boot_timeout:.0f} s "
+                                f"({what})", console=_tail(console))
+            time.sleep(0.05)
+
+    def _remove(self, lab: str, dname: str) -> None:
+        """Destroy + undefine domain ``dname`` if it is this lab's, then remove its files."""
+        libvirt = _libvirt()
+        dom = self._lookup(dname)
+        if dom is not None:
+            meta = self._metadata(dom)
+            if not meta or meta["name"] != lab:
+                owner = f"lab {meta['name']!r}" if meta else "someone else"
+                raise ConflictError(f"domain {dname} exists and belongs to {owner}",
+                                    hint="remove it, or rename the endpoint")
+            try:
+                if dom.isActive():
+                    dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN,
+                                                libvirt.VIR_ERR_OPERATION_INVALID):
+                    raise EngineError(f"destroying {dname}: {exc.get_error_message()}",
+                                      engine="libvirt") from exc
+            try:
+                flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                         | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                         | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise EngineError(f"undefining {dname}: {exc.get_error_message()}",
+                                      engine="libvirt") from exc
+        shutil.rmtree(self.files_dir / dname, ignore_errors=True)
+
+
+_STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down",
+                5: "shut off", 6: "crashed", 7: "suspended"}
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(_read(path).splitlines()[-lines:])
+
+
+def _default_ssh_keys() -> list[str]:
+    ssh = Path.home() / ".ssh"
+    keys = []
+    for name in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"):
+        try:
+            keys.append((ssh / name).read_text().strip())
+        except OSError:
+            pass
+    return keys
+
+
+def _run(argv: list[str], what: str) -> str:
+    try:
+        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    except FileNotFoundError as exc:
+        raise EngineUnavailable(f"{argv[0]} is not installed ({what})", engine="libvirt",
+                                hint="apt-get install qemu-utils genisoimage") from exc
+    except subprocess.CalledProcessError as exc:
+        raise EngineError(f"{what} failed: {exc.stderr.strip()[-500:]}",
+                          engine="libvirt") from exc
+
+
+def _make_overlay(image: Path, disk: Path) -> None:
+    info = json.loads(_run(["qemu-img", "info", "--output=json", str(image)],
+                           "reading the cloud image"))
+    _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", info.get("format", "qcow2"),
+          "-b", str(image.absolute()), str(disk)], "creating the disk overlay")
+
+
+def _make_seed_iso(files: Mapping[str, str], iso: Path) -> None:
+    tool = next((t for t in ("genisoimage", "mkisofs", "xorrisofs") if shutil.which(t)), None)
+    if tool is None:
+        raise EngineUnavailable("no ISO tool (genisoimage/mkisofs/xorrisofs)", engine="libvirt",
+                                hint="apt-get install genisoimage")
+    with tempfile.TemporaryDirectory(prefix="hnb-seed-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        _run([tool, "-quiet", "-output", str(iso), "-volid", cloudinit.SEED_LABEL, "-joliet",
+              "-rock", *sorted(str(Path(tmp) / n) for n in files)], "building the seed ISO")
