@@ -111,6 +111,11 @@ def start(netns: str, root: Path, run: Path, progress: Progress = None, *,
     if not os.path.exists(ns_path):
         raise EngineUnavailable(f"network namespace {netns} does not exist", engine="docker")
     paths = layout(netns, root, run)
+    longest = paths["exec_root"] + "/containerd/containerd.sock.ttrpc"
+    if len(longest.encode()) > 107:
+        raise EngineUnavailable(f"the run directory {run} is too deep for unix sockets "
+                                f"({longest} is longer than 107 bytes)", engine="docker",
+                                hint="use a shorter run directory (HYBRIDNB_SANDBOX_RUN)")
     previous = record(netns, root, run)
     if alive(previous):
         raise ConflictError(f"a private dockerd for {netns} already runs (pid {previous.pid})",
