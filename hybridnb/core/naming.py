@@ -40,3 +40,14 @@ def mac_address(lab: str, name: str) -> str:
 def owner_tag(lab: str) -> str:
     """The ownership mark written on objects: labels, aliases, metadata, rule comments."""
     return f"hybridnb:{lab}"
+
+
+def bridge_mac(lab: str, bridge: str) -> str:
+    """Fixed, locally administered MAC of an owned lab bridge.
+
+    A Linux bridge without an explicit address takes the lowest MAC among its ports, so it
+    changes whenever a container is re-created; every neighbour's ARP entry for the gateway
+    then points at a MAC nobody answers to until it expires.  A set address never changes.
+    """
+    h = _h("bridge", lab, bridge, n=10)
+    return "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core.naming import owner_tag
+from hybridnb.core import naming
 from hybridnb.core.resource import Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
@@ -216,7 +217,10 @@ class BridgeDriver:
             link = ipr.link("get", ifname=name)[0]
         index = link["index"]
         alias = BridgeMark(lab, resource.fingerprint).alias()
-        ipr.link("set", index=index, ifalias=alias, group=0, mtu=mtu)
+        # a fixed MAC: otherwise the bridge takes its lowest port's, and the gateway's MAC
+        # changes (stale ARP everywhere) whenever a container is re-created
+        ipr.link("set", index=index, ifalias=alias, group=0, mtu=mtu,
+                 address=naming.bridge_mac(lab, name))
         have = _ipv4_addrs(ipr, index)
         for stale in sorted(have - {address}):
             _del_addr(ipr, index, stale)

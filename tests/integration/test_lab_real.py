@@ -33,8 +33,24 @@ def ours(name: str) -> bool:
     return name.startswith("hnb-it")
 
 
+_made: list[Lab] = []
+
+
+@pytest.fixture(autouse=True)
+def _destroy_labs_afterwards():
+    """Whatever a test leaves (it failed half way), its labs are destroyed afterwards."""
+    yield
+    while _made:
+        lab = _made.pop()
+        try:
+            lab.destroy()
+        except Exception:  # the test's own failure is the one worth reading
+            pass
+
+
 def make_lab(state_dir: Path, name: str = "it", subnet: str = "10.0.1.0/24") -> Lab:
     lab = Lab(name, subnet=subnet, backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
+    _made.append(lab)
     lab._edit(lambda doc: doc["network"].update({"dns": False}))
     lab.add_container("web", command=["httpd", "-f", "-p", "80", "-h", "/www"])
     lab.add_container("c2", command=["sleep", "3600"])
@@ -48,9 +64,21 @@ def docker_api(box):
     return docker.APIClient(base_url=box.target().docker_url, version="auto")
 
 
-def test_two_containers_two_hosts_full_cycle(sandbox, state_dir):  # noqa: F811
+@pytest.fixture
+def primed(sandbox):  # noqa: F811
+    """The sandbox after dockerd has set up its own iptables chains (it does so once, at its
+    first network — that is dockerd's doing, not the lab's, so snapshots start after it)."""
+    api = docker_api(sandbox)
+    net = api.create_network("hnb-prime", driver="bridge",
+                             options={"com.docker.network.bridge.name": "hnbprime0"})
+    api.remove_network(net["Id"])
+    return sandbox
+
+
+def test_two_containers_two_hosts_full_cycle(primed, state_dir):
+    sandbox = primed
     root_before = hostsnap.snapshot(None, netns_filter=ours)
-    box_before = hostsnap.snapshot(sandbox.netns)
+    box_before = hostsnap.snapshot(sandbox.netns, netns_filter=ours)
     lab = make_lab(state_dir)
     result = lab.apply()
     assert result.ok and result.plan.count("create") == 7
@@ -76,30 +104,31 @@ def test_two_containers_two_hosts_full_cycle(sandbox, state_dir):  # noqa: F811
     assert lab.test(("icmp",), timeout=1.0, count=1).ok
 
     lab.destroy()
-    assert hostsnap.diff(box_before, hostsnap.snapshot(sandbox.netns)) == []
+    assert hostsnap.diff(box_before, hostsnap.snapshot(sandbox.netns, netns_filter=ours)) == []
     assert hostsnap.diff(root_before, hostsnap.snapshot(None, netns_filter=ours)) == []
     assert api.containers(all=True, filters={"label": "hybridnb.lab=it"}) == []
 
 
 def test_subnet_colliding_with_a_route_is_refused_before_anything(sandbox, state_dir):  # noqa: F811
     ns = sandbox.netns
-    subprocess.run(["ip", "-n", ns, "link", "add", "hnbcollide0", "type", "dummy"], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "add", "hnbcollide0", "type", "bridge"], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "addr", "add", "10.77.0.1/16", "dev", "hnbcollide0"],
                        check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "hnbcollide0", "up"], check=True)
-        before = hostsnap.snapshot(ns)
+        before = hostsnap.snapshot(ns, netns_filter=ours)
         lab = make_lab(state_dir, name="itcol", subnet="10.77.3.0/24")
         with pytest.raises(ConflictError) as info:
             lab.apply()
         assert "10.77.0.0/16" in str(info.value)
-        assert hostsnap.diff(before, hostsnap.snapshot(ns)) == []
+        assert hostsnap.diff(before, hostsnap.snapshot(ns, netns_filter=ours)) == []
         assert all(not v for v in lab._observe().values())
     finally:
         subprocess.run(["ip", "-n", ns, "link", "del", "hnbcollide0"], check=False)
 
 
-def test_killed_apply_converges(sandbox, state_dir, tmp_path):  # noqa: F811
+def test_killed_apply_converges(primed, state_dir, tmp_path):
+    sandbox = primed
     """SIGKILL the applying process at random points; re-apply converges, destroy is clean."""
     lab_file = tmp_path / "kill.yaml"
     lab_file.write_text(
@@ -107,7 +136,7 @@ def test_killed_apply_converges(sandbox, state_dir, tmp_path):  # noqa: F811
         "  k1: {kind: container, command: [sleep, '3600']}\n"
         "  k2: {kind: container, command: [sleep, '3600']}\n"
         "  h1: {kind: host}\n  h2: {kind: host}\n  h3: {kind: host}\n")
-    box_before = hostsnap.snapshot(sandbox.netns)
+    box_before = hostsnap.snapshot(sandbox.netns, netns_filter=ours)
     rng = random.Random(int(os.environ.get("HYBRIDNB_KILL_SEED", "11")))
     env = dict(os.environ, HYBRIDNB_STATE_DIR=str(state_dir), PYTHONPATH=str(ROOT))
     api = docker_api(sandbox)
@@ -122,12 +151,13 @@ def test_killed_apply_converges(sandbox, state_dir, tmp_path):  # noqa: F811
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         lab = Lab.load(lab_file, backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
+        _made.append(lab)
         if trial % 2 == 0:
             lab.apply()
             assert lab.plan().empty, f"trial {trial}: {lab.plan().to_text()}"
             assert lab.status().up
         lab.destroy()
         assert api.containers(all=True, filters={"label": "hybridnb.lab=itkill"}) == []
-        assert hostsnap.diff(box_before, hostsnap.snapshot(sandbox.netns)) == [], f"trial {trial}"
+        assert hostsnap.diff(box_before, hostsnap.snapshot(sandbox.netns, netns_filter=ours)) == [], f"trial {trial}"
         assert not [n for n in os.listdir("/run/netns") if n.startswith("hnb-itkill")]
     assert killed_mid_apply >= 5, "the kills never landed inside an apply"
