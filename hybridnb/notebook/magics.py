@@ -1,0 +1,530 @@
+"""``%hybrid`` and ``%%hybrid``: the lab, one subcommand at a time, from a notebook cell.
+
+``%load_ext hybridnb`` registers :class:`HybridMagics`.  ``%hybrid SUBCOMMAND ...`` looks the
+subcommand up in a small router (one handler per subcommand, the way jupysql's ``%sqlcmd``
+does it); each handler parses its own arguments with argparse, calls :class:`hybridnb.Lab`
+and returns an object that renders itself (the status table, the plan, the apply result…).
+
+* The *current lab* lives on the magics instance: ``create`` (or ``open``, or ``%%hybrid``
+  with a YAML lab in the cell) sets it; any other subcommand reopens the lab named by
+  ``HybridMagics.lab`` from its saved state when there is none yet.
+* Options: ``%config HybridMagics.backend = "dry-run"`` (also ``lab``, ``state_dir``,
+  ``sandbox``).
+* ``-o NAME`` on any subcommand also stores the result in the user namespace as ``NAME``.
+* ``$name`` is expanded by IPython on the line; in a ``%%hybrid`` cell body ``$name`` and
+  ``${name}`` are replaced by user variables too (``$$`` is a literal ``$``).
+* Every :class:`~hybridnb.errors.HybridError` and every argument error becomes a
+  :class:`~IPython.core.error.UsageError` carrying the message and its hint — never a
+  traceback from the library.
+
+This module imports only the standard library, IPython and traitlets at load time, so
+``%load_ext hybridnb`` stays fast; the Lab, widgets and plots are imported on use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import shlex
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Unicode
+
+from hybridnb.errors import HybridError
+
+
+class _Exit(Exception):
+    """argparse wanted to exit (after printing -h/--help)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing to stderr and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}\nusage: {self.format_usage().strip()[7:]}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if status:
+            raise UsageError(f"{self.prog}: {message or 'error'}")
+        raise _Exit()
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_vars(text: str, namespace: dict[str, Any]) -> str:
+    """Replace ``$name`` and ``${name}`` by ``str(namespace[name])``; unknown names stay as
+    they are, ``$$`` becomes ``$``."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(2)
+        return str(namespace[name]) if name in namespace else m.group(0)
+    return _VAR.sub(sub, text)
+
+
+def _usage_error(exc: HybridError) -> UsageError:
+    return UsageError(str(exc))
+
+
+def active_magics(shell: Any = None) -> "HybridMagics | None":
+    """The HybridMagics registered in ``shell`` (default: the running IPython), if any."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        return None
+    found = shell.magics_manager.registry.get("HybridMagics")
+    return found if isinstance(found, HybridMagics) else None
+
+
+#: (usage, help) per subcommand, in the order ``help`` lists them.
+USAGE: dict[str, tuple[str, str]] = {
+    "create": ("create [LABFILE] [--name N --subnet S --bridge B --gateway G --domain D] [--apply]",
+               "start a lab from flags or a YAML lab file; it becomes the current lab"),
+    "open": ("open NAME|LABFILE", "reopen an applied lab by name (from its state) or a lab file"),
+    "container": ("container NAME [--image I --address A --command C --env K=V --port P]",
+                  "add (or redefine) a Docker container"),
+    "vm": ("vm NAME [--template T --memory MiB --vcpus N --address A]",
+           "add (or redefine) a libvirt VM"),
+    "host": ("host NAME [--address A]", "add (or redefine) a plain network-namespace host"),
+    "remove": ("remove NAME", "take an endpoint out of the lab (apply deletes it)"),
+    "status": ("status", "every endpoint as the engines see it"),
+    "plan": ("plan", "what apply would do, without doing it"),
+    "apply": ("apply [-q]", "make the engines match the lab (progress bar while it runs)"),
+    "test": ("test [--checks icmp,tcp,...] [--timeout S] [--count N]",
+             "probe every endpoint pair: the connectivity matrix"),
+    "validate": ("validate", "check the lab's expect: lines against a fresh probe run"),
+    "dns": ("dns | dns logs [-n N]", "the names the lab's DNS serves; its query log"),
+    "graph": ("graph [--matrix VAR] [--live [--interval S]]",
+              "topology drawing: kinds, states, failed probe pairs (--live: refreshing)"),
+    "destroy": ("destroy [-q]", "remove everything the lab owns"),
+    "sandbox": ("sandbox up|down|status [--name N] [--purge]",
+                "the isolated lab host with private engines"),
+    "yaml": ("yaml", "the current lab as a YAML lab file"),
+    "help": ("help", "this list"),
+}
+
+
+@magics_class
+class HybridMagics(Magics):
+    """``%hybrid SUBCOMMAND ...`` — build, apply, test and destroy a hybrid lab."""
+
+    backend = Unicode("", config=True,
+                      help="Backend for new labs: dry-run, sandbox or host "
+                           "(empty: $HYBRIDNB_BACKEND, else sandbox).")
+    lab = Unicode("hybrid", config=True,
+                  help="Name of the lab to reopen from its state when no lab is current.")
+    state_dir = Unicode("", config=True,
+                        help="State directory (empty: $HYBRIDNB_STATE_DIR or "
+                             "$XDG_STATE_HOME/hybridnb).")
+    sandbox = Unicode("default", config=True, help="Name of the sandbox the sandbox backend uses.")
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.current_lab: Any = None
+        self.last_matrix: Any = None
+        self._parsers: dict[str, _Parser] = {}
+        self.handlers: dict[str, Callable[[argparse.Namespace], Any]] = {
+            name: getattr(self, f"_cmd_{name}") for name in USAGE}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def lab_options(self, backend: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for a new Lab from the configured options."""
+        return {"backend": backend or self.backend or None,
+                "state_dir": self.state_dir or None, "sandbox": self.sandbox or "default"}
+
+    def require_lab(self) -> Any:
+        if self.current_lab is None:
+            from hybridnb.lab import open_lab
+
+            try:
+                self.current_lab = open_lab(self.lab, **self.lab_options())
+            except HybridError:
+                raise UsageError(
+                    f"no current lab, and no applied lab named {self.lab!r} to reopen\n"
+                    "  hint: start one with `%hybrid create --name NAME` (or a lab file), "
+                    "or `%hybrid open NAME`") from None
+        return self.current_lab
+
+    def _parser(self, cmd: str) -> _Parser:
+        parser = self._parsers.get(cmd)
+        if parser is None:
+            parser = _Parser(prog=f"%hybrid {cmd}", description=USAGE[cmd][1], add_help=True)
+            parser.add_argument("-o", "--output", metavar="NAME",
+                                help="also store the result in this variable")
+            getattr(self, f"_args_{cmd}", lambda p: None)(parser)
+            self._parsers[cmd] = parser
+        return parser
+
+    def run(self, line: str, cell: str | None = None) -> Any:
+        """Route one ``%hybrid`` line (``cell``: the body of ``%%hybrid``)."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%hybrid: cannot parse the line: {exc}") from None
+        if cell is not None:
+            return self._cell(argv, cell)
+        if not argv:
+            return self._cmd_help(argparse.Namespace())
+        cmd, rest = argv[0], argv[1:]
+        if cmd in ("-h", "--help"):
+            cmd = "help"
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            close = difflib.get_close_matches(cmd, list(self.handlers), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"%hybrid: unknown subcommand {cmd!r}\n  hint: {hint}"
+                             f"see `%hybrid help` for the subcommands")
+        try:
+            args = self._parser(cmd).parse_args(rest)
+        except _Exit:
+            return None
+        try:
+            result = handler(args)
+        except HybridError as exc:
+            raise _usage_error(exc) from None
+        if getattr(args, "output", None):
+            self.shell.user_ns[args.output] = result
+        return result
+
+    @line_cell_magic
+    def hybrid(self, line: str = "", cell: str | None = None) -> Any:
+        """Build and test a hybrid lab: ``%hybrid help`` lists the subcommands;
+        ``%%hybrid [--apply]`` takes a YAML lab in the cell body."""
+        return self.run(line, cell)
+
+    # ------------------------------------------------------------------ %%hybrid
+
+    def _cell(self, argv: list[str], body: str) -> Any:
+        if argv and argv[0] == "create":
+            argv = argv[1:]
+        parser = _Parser(prog="%%hybrid", description="a YAML lab in the cell body")
+        parser.add_argument("-o", "--output", metavar="NAME")
+        parser.add_argument("--apply", action="store_true", help="apply the lab at once")
+        parser.add_argument("--backend", choices=["dry-run", "sandbox", "host"], default=None)
+        parser.add_argument("-q", "--quiet", action="store_true")
+        try:
+            args = parser.parse_args(argv)
+        except _Exit:
+            return None
+        from hybridnb.lab import Lab
+        from hybridnb.notebook.results import LabSummary
+
+        text = expand_vars(body, self.shell.user_ns)
+        try:
+            lab = Lab.from_yaml(text, source="%%hybrid cell", **self.lab_options(args.backend))
+            self.current_lab = lab
+            result: Any = self._apply(lab, args.quiet) if args.apply else LabSummary.of(lab)
+        except HybridError as exc:
+            raise _usage_error(exc) from None
+        if args.output:
+            self.shell.user_ns[args.output] = result
+        return result
+
+    # ------------------------------------------------------------------ lab editing
+
+    @staticmethod
+    def _args_create(p: _Parser) -> None:
+        p.add_argument("labfile", nargs="?", help="a YAML lab file")
+        p.add_argument("--name", help="lab name (default: HybridMagics.lab)")
+        p.add_argument("--subnet")
+        p.add_argument("--bridge")
+        p.add_argument("--gateway")
+        p.add_argument("--domain")
+        p.add_argument("--mtu", type=int)
+        p.add_argument("--backend", choices=["dry-run", "sandbox", "host"])
+        p.add_argument("--apply", action="store_true", help="apply it at once")
+        p.add_argument("-q", "--quiet", action="store_true")
+
+    def _cmd_create(self, a: argparse.Namespace) -> Any:
+        from hybridnb.lab import Lab
+        from hybridnb.notebook.results import LabSummary
+
+        opts = self.lab_options(a.backend)
+        if a.labfile:
+            flags = [f for f in ("subnet", "bridge", "gateway", "domain", "mtu")
+                     if getattr(a, f) is not None]
+            if flags:
+                raise UsageError(f"%hybrid create: --{flags[0]} cannot be combined with a lab "
+                                 "file\n  hint: edit the network section of the file instead")
+            lab = Lab.load(a.labfile, **opts)
+        else:
+            lab = Lab(a.name or self.lab, subnet=a.subnet, bridge=a.bridge, gateway=a.gateway,
+                      domain=a.domain, mtu=a.mtu, **opts)
+        self.current_lab = lab
+        if a.apply:
+            return self._apply(lab, a.quiet)
+        return LabSummary.of(lab, note="created (nothing applied yet)")
+
+    @staticmethod
+    def _args_open(p: _Parser) -> None:
+        p.add_argument("lab", metavar="NAME|LABFILE")
+        p.add_argument("--backend", choices=["dry-run", "sandbox", "host"])
+
+    def _cmd_open(self, a: argparse.Namespace) -> Any:
+        from hybridnb.lab import open_lab
+        from hybridnb.notebook.results import LabSummary
+
+        self.current_lab = open_lab(a.lab, **self.lab_options(a.backend))
+        return LabSummary.of(self.current_lab, note="opened")
+
+    def _upsert(self, name: str, kind: str, add: Callable[[Any], Any]) -> Any:
+        from hybridnb.notebook.results import LabSummary
+
+        lab = self.require_lab()
+        outcome = upsert_endpoint(lab, name, add)
+        return LabSummary.of(lab, note=f"{kind} {name} {outcome}")
+
+    @staticmethod
+    def _args_container(p: _Parser) -> None:
+        p.add_argument("name")
+        p.add_argument("--image", default="busybox")
+        p.add_argument("--address")
+        p.add_argument("--command", help="command line (one quoted string)")
+        p.add_argument("--env", action="append", type=_key_value, default=[], metavar="K=V")
+        p.add_argument("--port", action="append", default=[], metavar="[HOST:]PORT[/PROTO]")
+        p.add_argument("--label", action="append", type=_key_value, default=[], metavar="K=V")
+
+    def _cmd_container(self, a: argparse.Namespace) -> Any:
+        return self._upsert(a.name, "container", lambda lab: lab.add_container(
+            a.name, a.image, address=a.address, command=a.command, env=dict(a.env) or None,
+            ports=a.port or None, labels=dict(a.label) or None))
+
+    @staticmethod
+    def _args_vm(p: _Parser) -> None:
+        p.add_argument("name")
+        p.add_argument("--template", default="test")
+        p.add_argument("--memory", type=int, metavar="MiB")
+        p.add_argument("--vcpus", type=int)
+        p.add_argument("--address")
+        p.add_argument("--image", help="cloud image (templates base/docker)")
+
+    def _cmd_vm(self, a: argparse.Namespace) -> Any:
+        return self._upsert(a.name, "vm", lambda lab: lab.add_vm(
+            a.name, a.template, address=a.address, memory=a.memory, vcpus=a.vcpus,
+            image=a.image))
+
+    @staticmethod
+    def _args_host(p: _Parser) -> None:
+        p.add_argument("name")
+        p.add_argument("--address")
+
+    def _cmd_host(self, a: argparse.Namespace) -> Any:
+        return self._upsert(a.name, "host", lambda lab: lab.add_host(a.name, address=a.address))
+
+    @staticmethod
+    def _args_remove(p: _Parser) -> None:
+        p.add_argument("name")
+
+    def _cmd_remove(self, a: argparse.Namespace) -> Any:
+        from hybridnb.notebook.results import LabSummary
+
+        lab = self.require_lab()
+        lab.remove(a.name)
+        return LabSummary.of(lab, note=f"removed {a.name} (apply to delete it)")
+
+    def _cmd_yaml(self, a: argparse.Namespace) -> Any:
+        from IPython.display import Code
+
+        return Code(self.require_lab().to_yaml(), language="yaml")
+
+    # ------------------------------------------------------------------ engines
+
+    def _cmd_status(self, a: argparse.Namespace) -> Any:
+        return self.require_lab().status()
+
+    def _cmd_plan(self, a: argparse.Namespace) -> Any:
+        return self.require_lab().plan()
+
+    def _apply(self, lab: Any, quiet: bool, *, destroy: bool = False) -> Any:
+        from hybridnb.notebook.progress import ProgressBar
+
+        bar = None if quiet else ProgressBar(title="destroy" if destroy else "apply").show()
+        run = lab.destroy if destroy else lab.apply
+        try:
+            result = run(progress=bar)
+        except HybridError as exc:
+            if bar is not None:
+                bar.finish(ok=False, message=exc.message)
+            raise
+        if bar is not None:
+            bar.finish(ok=result.ok, message=result.plan.headline())
+        return result
+
+    @staticmethod
+    def _args_apply(p: _Parser) -> None:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    def _cmd_apply(self, a: argparse.Namespace) -> Any:
+        return self._apply(self.require_lab(), a.quiet)
+
+    _args_destroy = _args_apply
+
+    def _cmd_destroy(self, a: argparse.Namespace) -> Any:
+        return self._apply(self.require_lab(), a.quiet, destroy=True)
+
+    # ------------------------------------------------------------------ probes and DNS
+
+    @staticmethod
+    def _args_test(p: _Parser) -> None:
+        p.add_argument("--checks", help="comma-separated: icmp,tcp,udp,http,dns (default: all "
+                                        "the lab supports)")
+        p.add_argument("--timeout", type=float, default=1.0,
+                       help="seconds (one deadline for the whole run)")
+        p.add_argument("--count", type=int, default=3, help="attempts per pair")
+
+    def _cmd_test(self, a: argparse.Namespace) -> Any:
+        lab = self.require_lab()
+        checks = tuple(c.strip() for c in a.checks.split(",") if c.strip()) if a.checks else None
+        self.last_matrix = lab.test(checks, timeout=a.timeout, count=a.count)
+        return self.last_matrix
+
+    @staticmethod
+    def _args_validate(p: _Parser) -> None:
+        p.add_argument("--timeout", type=float, default=1.0)
+        p.add_argument("--count", type=int, default=2)
+
+    def _cmd_validate(self, a: argparse.Namespace) -> Any:
+        lab = self.require_lab()
+        if not lab.spec.expect:
+            raise UsageError(f"%hybrid validate: lab {lab.name} has no expect: lines\n  hint: "
+                             "add lines like 'web -> db tcp/5432 ok' under expect: in the lab")
+        return lab.validate(timeout=a.timeout, count=a.count)
+
+    @staticmethod
+    def _args_dns(p: _Parser) -> None:
+        p.add_argument("what", nargs="?", choices=["records", "logs"], default="records")
+        p.add_argument("-n", "--lines", type=int, default=50, help="with logs: how many")
+
+    def _cmd_dns(self, a: argparse.Namespace) -> Any:
+        from hybridnb.notebook.results import DnsLog, DnsRecords
+
+        lab = self.require_lab()
+        if a.what == "records":
+            return DnsRecords.of(lab)
+        driver = lab.backend.drivers.get("dns")
+        if driver is None or not hasattr(driver, "logs"):
+            raise UsageError(f"%hybrid dns logs: the {lab.backend.name} backend runs no DNS "
+                             "server, so there is no query log\n  hint: use the sandbox "
+                             "backend (and keep network.dns on)")
+        return DnsLog(lab.name, tuple(driver.logs(lab.name, a.lines)))
+
+    @staticmethod
+    def _args_graph(p: _Parser) -> None:
+        p.add_argument("--matrix", metavar="VAR",
+                       help="variable holding a connectivity matrix (default: the last test)")
+        p.add_argument("--no-matrix", action="store_true", help="do not mark failed pairs")
+        p.add_argument("--live", action="store_true",
+                       help="a widget that redraws from status every --interval seconds")
+        p.add_argument("--interval", type=float, default=2.0, metavar="S")
+
+    def _cmd_graph(self, a: argparse.Namespace) -> Any:
+        from hybridnb.render.topology import draw_topology
+
+        lab = self.require_lab()
+        matrix = None
+        if a.matrix:
+            if a.matrix not in self.shell.user_ns:
+                raise UsageError(f"%hybrid graph: no variable named {a.matrix!r}")
+            matrix = self.shell.user_ns[a.matrix]
+        elif not a.no_matrix:
+            matrix = self.last_matrix
+        if a.live:
+            from hybridnb.notebook.live import LiveTopology
+
+            live = LiveTopology(lab, interval=a.interval,
+                                matrix=matrix if a.matrix else (
+                                    None if a.no_matrix else (lambda: self.last_matrix)))
+            live.layout = _layout_for(self, lab.name)
+            return live
+        return draw_topology(lab.status(), matrix, layout=_layout_for(self, lab.name))
+
+    # ------------------------------------------------------------------ sandbox and help
+
+    @staticmethod
+    def _args_sandbox(p: _Parser) -> None:
+        p.add_argument("action", choices=["up", "down", "status"])
+        p.add_argument("--name", help="sandbox name (default: HybridMagics.sandbox)")
+        p.add_argument("--purge", action="store_true", help="with down: delete images and data")
+        p.add_argument("-q", "--quiet", action="store_true")
+
+    def _cmd_sandbox(self, a: argparse.Namespace) -> Any:
+        from hybridnb.sandbox import Sandbox
+
+        box = Sandbox(a.name or self.sandbox or "default")
+        if a.action == "up":
+            box.up(progress=None if a.quiet else print)
+        elif a.action == "down":
+            box.down(purge=a.purge)
+        return box.status()
+
+    def _cmd_help(self, a: argparse.Namespace) -> Any:
+        from hybridnb.notebook.results import HelpText
+
+        return HelpText(tuple(USAGE.values()))
+
+
+def upsert_endpoint(lab: Any, name: str, add: Callable[[Any], Any]) -> str:
+    """Add an endpoint with ``add(lab)``, or redefine it when it exists (a cell or a form
+    that runs twice must not fail): returns ``added``, ``redefined`` or ``unchanged``.
+    On a validation error the old definition is put back, so the lab stays as it was."""
+    from hybridnb.lab import endpoint_to_dict
+
+    old = next((ep for ep in lab.spec.endpoints if ep.name == name), None)
+    if old is None:
+        add(lab)
+        return "added"
+    before = endpoint_to_dict(old)
+    lab.remove(name)
+    try:
+        add(lab)
+    except HybridError:
+        _re_add(lab, name, before)
+        raise
+    return "unchanged" if endpoint_to_dict(lab.spec.endpoint(name)) == before else "redefined"
+
+
+def _re_add(lab: Any, name: str, entry: dict[str, Any]) -> None:
+    """Put back an endpoint in its mapping form through the public editing methods."""
+    kw = {k: v for k, v in entry.items() if k != "kind"}
+    kind = entry["kind"]
+    if kind == "container":
+        lab.add_container(name, **kw)
+    elif kind == "vm":
+        lab.add_vm(name, **kw)
+    else:
+        lab.add_host(name, **kw)
+
+
+def _layout_for(magics: HybridMagics, lab: str) -> Any:
+    """One layout cache per lab, so ``%hybrid graph`` keeps nodes where they were."""
+    cache = magics.__dict__.setdefault("_layouts", {})
+    if lab not in cache:
+        from hybridnb.render.topology import RingLayout
+
+        cache[lab] = RingLayout()
+    return cache[lab]
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Register :class:`HybridMagics` with ``ip`` (what ``%load_ext hybridnb`` calls)."""
+    # %reload_ext: forget the previous instance so %config reaches only the new one
+    ip.configurables[:] = [c for c in ip.configurables if type(c).__name__ != "HybridMagics"]
+    ip.register_magics(HybridMagics(ip))
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    ip.configurables[:] = [c for c in ip.configurables if type(c).__name__ != "HybridMagics"]
