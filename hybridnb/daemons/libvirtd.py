@@ -7,8 +7,8 @@ A root libvirtd hard-codes its QEMU driver paths (``/run/libvirt``, ``/var/lib/l
 a private *mount* namespace (``nsenter --net=/run/netns/NS unshare --mount --propagation
 private``) in which private directories are bind-mounted over those paths:
 
-* ``root`` (persistent: configuration, domain definitions, the QEMU capability cache — keep it
-  between runs to skip the ~7 s capability probe) holds ``etc/ lib/ cache/ log/``;
+* ``root/libvirt`` (persistent: configuration, domain definitions, the QEMU capability cache —
+  keep it between runs to skip the ~7 s capability probe) holds ``etc/ lib/ cache/ log/``;
 * ``run`` (runtime) holds ``libvirt/`` (bound over ``/run/libvirt``), the pidfiles and the
   client socket ``libvirt-sock``, reachable from outside because ``unix_sock_dir`` points here.
 
@@ -59,8 +59,8 @@ def uri(run: Path) -> str:
     return f"qemu:///system?socket={Path(run) / 'libvirt-sock'}"
 
 
-def _write_config(root: Path, run: Path) -> None:
-    etc = root / "etc"
+def _write_config(base: Path, run: Path) -> None:
+    etc = base / "etc"
     (etc / "qemu").mkdir(parents=True, exist_ok=True)
     (etc / "libvirtd.conf").write_text(
         "# hybridnb private libvirtd\n"
@@ -68,9 +68,9 @@ def _write_config(root: Path, run: Path) -> None:
         'unix_sock_rw_perms = "0700"\n'
         'unix_sock_ro_perms = "0700"\n'
         'unix_sock_admin_perms = "0700"\n'
-        f'log_outputs = "3:file:{root / "log" / "libvirtd.log"}"\n')
+        f'log_outputs = "3:file:{base / "log" / "libvirtd.log"}"\n')
     (etc / "virtlogd.conf").write_text(
-        f'log_outputs = "3:file:{root / "log" / "virtlogd.log"}"\n')
+        f'log_outputs = "3:file:{base / "log" / "virtlogd.log"}"\n')
     (etc / "qemu.conf").write_text(_QEMU_CONF)
 
 
@@ -91,10 +91,11 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
         if not any((Path(d) / tool).exists() for d in ("/usr/sbin", "/usr/bin", "/sbin")):
             raise EngineUnavailable(f"{tool} is not installed", engine="libvirt",
                                     hint="apt-get install libvirt-daemon-system qemu-system-x86")
+    base = root / "libvirt"
     for sub, _ in _BINDS:
-        (root / sub).mkdir(parents=True, exist_ok=True)
+        (base / sub).mkdir(parents=True, exist_ok=True)
     (run / "libvirt").mkdir(parents=True, exist_ok=True)
-    _write_config(root, run)
+    _write_config(base, run)
     sock = run / "libvirt-sock"
     lpid, vpid = run / "libvirtd.pid", run / "virtlogd.pid"
     for stale in (sock, lpid, vpid):
@@ -106,7 +107,7 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
             made.append(path)
     q = shlex.quote
     script = ["set -e"]
-    script += [f"mount --bind {q(str(root / sub))} {q(host)}" for sub, host in _BINDS]
+    script += [f"mount --bind {q(str(base / sub))} {q(host)}" for sub, host in _BINDS]
     script += [f"mount --bind {q(str(run / 'libvirt'))} /run/libvirt",
                f"virtlogd -d --pid-file {q(str(vpid))}",
                f"exec libvirtd -d --pid-file {q(str(lpid))}"]
@@ -119,7 +120,7 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
         _kill_pidfiles(lpid, vpid)
         raise EngineError(f"libvirtd did not start in {netns}: "
                           f"{(proc.stderr or proc.stdout).strip()[-800:]}", engine="libvirt",
-                          hint=f"see {root / 'log'}")
+                          hint=f"see {base / 'log'}")
     pid = _wait_pidfile(lpid, t0 + timeout)
     vlog = _wait_pidfile(vpid, t0 + timeout)
     daemon = Daemon(name="libvirtd", pid=pid, endpoint=uri(run), pidfile=str(lpid), extra={
@@ -130,7 +131,7 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
         if time.monotonic() > t0 + timeout or not _alive(pid):
             stop(daemon)
             raise EngineError(f"libvirtd in {netns} did not open {sock}", engine="libvirt",
-                              hint=f"see {root / 'log' / 'libvirtd.log'}")
+                              hint=f"see {base / 'log' / 'libvirtd.log'}")
         time.sleep(0.02)
     report("libvirtd listening", 0.3)
     if connect:
@@ -150,6 +151,36 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
                               engine="libvirt") from exc
     report("libvirtd ready", 1.0)
     return daemon
+
+
+def alive(daemon: Daemon) -> bool:
+    """True while the recorded libvirtd runs (same pid, same private mount namespace)."""
+    mntns = daemon.extra.get("mntns")
+    return _alive(daemon.pid) and (not mntns or _ns(daemon.pid, "mnt") == mntns)
+
+
+def record(netns: str, root: Path, run: Path) -> Daemon:
+    """A :class:`Daemon` rebuilt from the pidfiles under ``run`` (pid 0 when none): lets
+    :func:`stop` clean up after a start whose record was never saved."""
+    run = Path(run).absolute()
+    lpid, vpid = run / "libvirtd.pid", run / "virtlogd.pid"
+
+    def read(path: Path) -> int:
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    pid = read(lpid)
+    mntns = _ns(pid, "mnt") if pid and _alive(pid) else None
+    if mntns == _ns(os.getpid(), "mnt"):
+        mntns = None                      # a reused pid outside any private namespace
+    return Daemon(name="libvirtd", pid=pid if mntns else 0, endpoint=uri(run),
+                  pidfile=str(lpid), extra={
+                      "virtlogd_pid": read(vpid) if mntns else 0,
+                      "virtlogd_pidfile": str(vpid), "netns": netns,
+                      "root": str(Path(root).absolute()), "run": str(run), "mntns": mntns,
+                      "created_mountpoints": []})
 
 
 def stop(daemon: Daemon, timeout: float = 10.0) -> None:

@@ -96,7 +96,9 @@ class LibvirtDriver:
 
     def __init__(self, target: Target, *, files_dir: Path | None = None,
                  image_dir: Path | None = None, boot_timeout: float = 60.0,
-                 progress: Progress | None = None, ssh_keys: Sequence[str] | None = None) -> None:
+                 progress: Progress | None = None, ssh_keys: Sequence[str] | None = None,
+                 state_dir: Path | None = None) -> None:
+        files_dir = files_dir or state_dir          # ``state_dir``: the backends' spelling
         if not target.libvirt_uri:
             raise EngineUnavailable(f"target {target.name!r} has no libvirt URI",
                                     engine="libvirt")
@@ -423,6 +425,9 @@ class LibvirtDriver:
                                       engine="libvirt") from exc
         shutil.rmtree(self.files_dir / dname, ignore_errors=True)
 
+
+#: The name the backends use for this driver.
+VMDriver = LibvirtDriver
 
 _STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down",
                 5: "shut off", 6: "crashed", 7: "suspended"}

@@ -47,10 +47,15 @@ def test_start_stop_private_libvirtd() -> None:
         for pid in (d.pid, d.extra["virtlogd_pid"]):
             assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
             assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
-        assert (work / "root" / "etc" / "qemu.conf").exists()
+        assert (work / "root" / "libvirt" / "etc" / "qemu.conf").exists()
+        assert libvirtd.alive(d)
+        rec = libvirtd.record(ns, work / "root", work / "run")
+        assert (rec.pid, rec.extra["mntns"]) == (d.pid, d.extra["mntns"])
         # the record survives a round trip (stop from another process)
         again = Daemon.from_dict(d.to_dict())
         libvirtd.stop(again)
+        assert not libvirtd.alive(d)
+        assert libvirtd.record(ns, work / "root", work / "run").pid == 0
         assert _procs_in(d.extra["mntns"]) == []
         assert not (work / "run" / "libvirt-sock").exists()
         libvirtd.stop(again)                                  # already stopped: fine
