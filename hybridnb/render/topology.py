@@ -67,7 +67,9 @@ class RingLayout:
             slot -= self.capacity(ring)
             ring += 1
         start, span = SECTORS.get(kind, SECTORS["host"])
-        angle = math.radians(start + (slot + 0.5) / self.capacity(ring) * span)
+        cap = self.capacity(ring)
+        cell = _spread_order(cap)[slot]
+        angle = math.radians(start + (cell + 0.5) / cap * span)
         radius = self.inner + ring * self.step
         return (round(radius * math.cos(angle), 6), round(radius * math.sin(angle), 6))
 
@@ -91,6 +93,97 @@ class RingLayout:
         for name, kind in nodes:
             out[name] = self.place(kind, self.slots[name][1])
         return out
+
+
+#: Labels are drawn as glyph outlines of a monospaced font, one path per label, all in one
+#: PathCollection: composing cached per-character outlines is ~10x cheaper than laying out
+#: and rasterising hundreds of Text artists, and monospace keeps addresses aligned.
+LABEL_FONT = "DejaVu Sans Mono"
+_GLYPHS: dict[str, tuple[Any, Any]] = {}
+_ADVANCE: list[float] = []
+
+
+_ORDERS: dict[int, tuple[int, ...]] = {}
+
+
+def _spread_order(cells: int) -> tuple[int, ...]:
+    """The order in which a ring's cells are handed out: middle first, then halving the gaps
+    (van der Corput), so a few endpoints spread over their sector instead of bunching at one
+    end — while a slot's place still depends on nothing but its number."""
+    order = _ORDERS.get(cells)
+    if order is None:
+        seen: list[int] = []
+        used = set()
+        i = 1
+        while len(seen) < cells:
+            f, denom, k = 0.0, 1.0, i
+            while k:
+                denom *= 2
+                f += (k & 1) / denom
+                k >>= 1
+            cell = min(int(f * cells), cells - 1)
+            if cell not in used:
+                used.add(cell)
+                seen.append(cell)
+            i += 1
+            if i > 64 * cells:                   # cannot happen; never loop forever
+                seen += [c for c in range(cells) if c not in used]
+        order = _ORDERS[cells] = tuple(seen)
+    return order
+
+
+def _glyph(ch: str) -> tuple[Any, Any]:
+    """Outline (vertices, codes) of one character at size 1 pt, cached."""
+    got = _GLYPHS.get(ch)
+    if got is None:
+        from matplotlib.font_manager import FontProperties
+        from matplotlib.textpath import TextPath
+
+        p = TextPath((0, 0), ch, size=10, prop=FontProperties(family=LABEL_FONT))
+        got = (p.vertices / 10.0, p.codes)
+        _GLYPHS[ch] = got
+    return got
+
+
+def _advance() -> float:
+    """Horizontal advance of one character (monospace) at size 1 pt."""
+    if not _ADVANCE:
+        from matplotlib.font_manager import FontProperties
+        from matplotlib.textpath import TextPath
+
+        prop = FontProperties(family=LABEL_FONT)
+        one = TextPath((0, 0), "M", size=10, prop=prop).vertices[:, 0].max()
+        ten = TextPath((0, 0), "M" * 10, size=10, prop=prop).vertices[:, 0].max()
+        _ADVANCE.append((ten - one) / 9 / 10.0)
+    return _ADVANCE[0]
+
+
+def _label_paths(texts: list[str], size: float, drops: list[float]) -> list[Any]:
+    """One Path per label, in points, centred horizontally under its anchor (``drops[i]``
+    points below it), lines stacked downwards."""
+    import numpy as np
+    from matplotlib.path import Path
+
+    adv = _advance() * size
+    line_height = 1.1 * size
+    out = []
+    for text, drop in zip(texts, drops):
+        verts, codes = [], []
+        for row, line in enumerate(text.split("\n")):
+            x0 = -len(line) * adv / 2.0
+            y0 = -drop - size * 0.8 - row * line_height
+            for i, ch in enumerate(line):
+                if ch == " ":
+                    continue
+                v, c = _glyph(ch)
+                if len(v):
+                    verts.append(v * size + (x0 + i * adv, y0))
+                    codes.append(c)
+        if verts:
+            out.append(Path(np.concatenate(verts), np.concatenate(codes)))
+        else:
+            out.append(Path(np.zeros((1, 2)), [Path.MOVETO]))
+    return out
 
 
 def _node_id(name: str) -> str:
@@ -179,8 +272,9 @@ class Topology:
 def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None = None,
                   title: str | None = None, figsize: tuple[float, float] | None = None) -> Topology:
     """Draw the lab from its status (and failed pairs from ``matrix``) on a new Figure."""
-    from matplotlib.collections import LineCollection
+    from matplotlib.collections import LineCollection, PathCollection
     from matplotlib.colors import to_rgba
+    from matplotlib.transforms import Affine2D
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -225,13 +319,20 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
                    c=[to_rgba(base, a) for a in alphas], edgecolors=[e[0] for e in edges],
                    linewidths=[e[1] for e in edges], marker="s" if kind == "bridge" else "o",
                    zorder=3)
-    # big labs: one-line labels (half the glyph runs, and they fit between ring neighbours)
-    fontsize = 8 if n <= 30 else (6 if n <= 80 else 4.5)
+    # big labs: one-line labels (they fit between ring neighbours)
+    fontsize = 8.0 if n <= 30 else (6.0 if n <= 80 else 4.5)
+    texts, offsets, drops = [], [], []
+    radius = math.sqrt(size) / 2.0                     # marker radius in points
     for nid, d in graph.nodes(data=True):
-        x, y = pos[nid]
-        label = d["label"] if n <= 60 else d["label"].replace("\n", " ")
-        ax.text(x, y - (0.16 if nid != "bridge" else 0.24), label, ha="center",
-                va="top", fontsize=fontsize, zorder=4, linespacing=0.95)
+        texts.append(d["label"] if n <= 60 else d["label"].replace("\n", " "))
+        offsets.append(pos[nid])
+        scale = 3.0 if d["kind"] == "bridge" else 1.4 if d["kind"] == "gateway" else 1.0
+        drops.append(radius * math.sqrt(scale) + 1.5)
+    labels = PathCollection(_label_paths(texts, fontsize, drops), offsets=offsets,
+                            offset_transform=ax.transData, facecolors="#222222",
+                            edgecolors="none", linewidths=0.0, zorder=4)
+    labels.set_transform(Affine2D().scale(fig.dpi / 72.0))
+    ax.add_artist(labels)
 
     handles = [Line2D([], [], marker="o", linestyle="", color=KIND_COLOURS[k], label=k)
                for k in ("gateway",) + ENDPOINT_KINDS]
