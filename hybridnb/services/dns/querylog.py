@@ -1,21 +1,24 @@
 """The DNS query log: every query with time, client, name, type, answer code and latency.
 
-The server's hot loop only appends a small tuple per query to an in-memory list; a writer
-thread takes the list in batches every ``interval`` seconds, formats it and appends it to a
-log file.  The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the
+The server's hot loop only appends a small tuple per query to an in-memory list and writes
+the list out itself once it holds ``batch`` entries (no lock handoff between threads on the
+busy path); a writer thread flushes what is left when traffic is light, every ``interval``
+seconds.  The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the
 pair of files is a bounded ring of the most recent queries; :func:`read_log` returns its tail.
 
-One line per query, tab-separated::
-
-    1732751234.123456  10.0.1.100  web.hybrid.local.  A  NOERROR  12
-
-(the last field is the server-side latency in microseconds: from receiving the packet to
-handing the answer to the kernel).
+Each query is one tuple ``(time, client, "name\ttype\trcode", latency)`` (seconds, wall
+clock).  Batches are written as frames — a 4-byte big-endian length and a :mod:`marshal`
+dump of the batch's list — because that costs about 0.15 µs per query (repeated strings
+become back-references) where formatting text lines costs over 1 µs, a large share of a
+~10 µs query.  :func:`read_log` turns the tail back into dicts; ``python -m
+hybridnb.services.dns.querylog FILE [N]`` prints it as tab-separated text.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
+import struct
 import threading
 import time
 from pathlib import Path
@@ -27,26 +30,27 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 class QueryLog:
     """Batched, rotating query log.  ``append`` is the hot-path entry point:
-    ``append((t_received, client_ip, info, latency))`` with times from ``time.perf_counter``
-    and ``info`` a ``(name, type, rcode)`` tuple."""
+    ``append((t_received, client_ip, "name\ttype\trcode", latency))`` with ``time.time()``
+    seconds."""
 
     def __init__(self, path: str | os.PathLike[str] | None, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES, interval: float = 0.25) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, interval: float = 0.25,
+                 batch: int = 4096) -> None:
         self.path = Path(path) if path is not None else None
         self.max_bytes = max_bytes
         self.interval = interval
-        self.pending: list[tuple[float, str, tuple[str, str, str], float]] = []
+        self.batch = batch
+        self._last = time.monotonic()
+        self.pending: list[tuple[float, str, str, float]] = []
         self.append = self.pending.append
         self.written = 0
-        # perf_counter -> wall clock
-        self._offset = time.time() - time.perf_counter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._file: Any = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "ab")
 
     @property
     def enabled(self) -> bool:
@@ -59,11 +63,13 @@ class QueryLog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.flush()
+            if time.monotonic() - self._last >= self.interval:
+                self.flush()
 
     def flush(self) -> None:
         """Write what is pending (safe to call from any thread)."""
         with self._lock:
+            self._last = time.monotonic()
             pending = self.pending
             count = len(pending)
             if not count or self._file is None:
@@ -72,12 +78,8 @@ class QueryLog:
                 return
             batch = pending[:count]
             del pending[:count]            # appends made meanwhile stay in the list
-            off = self._offset
-            text = "".join([
-                "%.6f\t%s\t%s\t%s\t%s\t%d\n" % (t + off, client, info[0], info[1], info[2],
-                                                 lat * 1e6)
-                for t, client, info, lat in batch])
-            self._file.write(text)
+            frame = marshal.dumps(batch)
+            self._file.write(struct.pack(">I", len(frame)) + frame)
             self._file.flush()
             self.written += count
             if self._file.tell() >= self.max_bytes:
@@ -87,7 +89,7 @@ class QueryLog:
         assert self.path is not None
         self._file.close()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "ab")
 
     def close(self) -> None:
         self._stop.set()
@@ -101,47 +103,58 @@ class QueryLog:
                 self._file = None
 
 
-def _parse(line: str) -> dict[str, Any] | None:
-    parts = line.rstrip("\n").split("\t")
-    if len(parts) != len(FIELDS):
-        return None
+def _entries(path: Path) -> list[tuple[Any, ...]]:
+    """Every entry of one log file; a torn or foreign frame ends the file."""
     try:
-        return {"time": float(parts[0]), "client": parts[1], "name": parts[2],
-                "type": parts[3], "rcode": parts[4], "latency_us": int(parts[5])}
-    except ValueError:
-        return None
-
-
-def _tail_lines(path: Path, limit: int) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            block = 64 * 1024
-            data = b""
-            pos = size
-            while pos > 0 and data.count(b"\n") <= limit:
-                step = min(block, pos)
-                pos -= step
-                f.seek(pos)
-                data = f.read(step) + data
+        data = path.read_bytes()
     except OSError:
         return []
-    lines = data.decode("utf-8", "replace").splitlines(keepends=True)
-    if pos > 0 and lines:
-        lines = lines[1:]                  # first line may be cut
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]                 # a batch being written
-    return lines[-limit:] if limit else []
+    out: list[tuple[Any, ...]] = []
+    i, n = 0, len(data)
+    while i + 4 <= n:
+        size = struct.unpack_from(">I", data, i)[0]
+        if i + 4 + size > n:
+            break
+        try:
+            batch = marshal.loads(data[i + 4:i + 4 + size])
+        except (ValueError, EOFError, TypeError):
+            break
+        if isinstance(batch, list):
+            out.extend(e for e in batch if isinstance(e, tuple) and len(e) == 4)
+        i += 4 + size
+    return out
+
+
+def _entry(e: tuple[Any, ...]) -> dict[str, Any]:
+    t, client, text, lat = e
+    name, qtype, rcode = (str(text).split("\t") + ["", "", ""])[:3]
+    return {"time": float(t), "client": str(client), "name": name, "type": qtype,
+            "rcode": rcode, "latency_us": round(float(lat) * 1e6, 1)}
 
 
 def read_log(path: str | os.PathLike[str], limit: int = 100) -> list[dict[str, Any]]:
     """The last ``limit`` queries (oldest first) from a query log and its rotated
     generation, as dicts with the keys in :data:`FIELDS`."""
+    if limit <= 0:
+        return []
     path = Path(path)
-    lines = _tail_lines(path, limit)
-    if len(lines) < limit:
-        older = _tail_lines(path.with_name(path.name + ".1"), limit - len(lines))
-        lines = older + lines
-    out = [e for e in (_parse(line) for line in lines) if e is not None]
-    return out[-limit:] if limit else []
+    entries = _entries(path)
+    if len(entries) < limit:
+        entries = _entries(path.with_name(path.name + ".1")) + entries
+    return [_entry(e) for e in entries[-limit:]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        sys.stderr.write("usage: python -m hybridnb.services.dns.querylog FILE [N]\n")
+        return 2
+    for e in read_log(args[0], int(args[1]) if len(args) > 1 else 100):
+        sys.stdout.write("%.6f\t%s\t%s\t%s\t%s\t%.1f\n" % tuple(e[f] for f in FIELDS))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

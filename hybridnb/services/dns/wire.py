@@ -52,7 +52,7 @@ _OPT = (b"\x00\x00\x29" + struct.pack(">HBBHH", MAX_UDP, 0, 0, 0, 0),
 class Template:
     """A pre-encoded response for one (qname, qtype): see the module docstring."""
 
-    __slots__ = ("flags", "counts", "counts_edns", "body", "length", "rcode", "info")
+    __slots__ = ("flags", "counts", "counts_edns", "body", "length", "rcode", "info", "logtext")
 
     def __init__(self, rcode: int, ancount: int, nscount: int, body: bytes, qlen: int,
                  ra: bool, info: tuple[str, str, str]) -> None:
@@ -65,6 +65,7 @@ class Template:
         self.length = 12 + qlen + len(body)
         self.rcode = rcode
         self.info = info
+        self.logtext = "\t".join(info)          # name, type, rcode as the query log writes them
 
 
 # ------------------------------------------------------------------------------ names
