@@ -177,7 +177,7 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
 
     for stage in _stages(plan.actions):
         driver = backend.driver(stage[0].kind)
-        if len(stage) > 1 and getattr(driver, "concurrent", False):
+        if len(stage) > 1 and workers > 1 and getattr(driver, "concurrent", False):
             with ThreadPoolExecutor(max_workers=min(workers, len(stage))) as pool:
                 outcomes = list(pool.map(run, stage))
         else:

@@ -83,7 +83,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     from hybridnb.images import testvm
 
     image = testvm.build(progress=None if args.quiet else
-                         (lambda msg: print(msg, file=sys.stderr, flush=True)))
+                         (lambda event, _fraction=None: print(event, file=sys.stderr, flush=True)))
     print(f"test VM image {image.version}: kernel {image.kernel}, initrd {image.initrd}")
     return EXIT_OK
 

@@ -269,8 +269,10 @@ class Lab:
         return diff(self.name, self.resources(), self._observe(), recorded,  # type: ignore[arg-type]
                     updatable=self._updatable())
 
-    def apply(self, progress: Progress | None = None) -> ApplyResult:
-        """Make the engines match the lab; re-applying an unchanged lab does nothing."""
+    def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
+        """Make the engines match the lab; re-applying an unchanged lab does nothing.
+
+        ``workers`` bounds how many actions of one stage run at once (1: one at a time)."""
         with self.store.transaction(self.name) as st:
             addresses = self._assign(st.addresses)
             resources = compile_lab(self._spec, addresses)
@@ -286,7 +288,7 @@ class Lab:
             st.data["backend"] = self.backend.name
             st.data["target"] = self.backend.target.to_dict()
             st.save()
-            return execute(plan, self.backend, st, progress=progress)
+            return execute(plan, self.backend, st, progress=progress, workers=workers)
 
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
         """Remove everything this lab owns; its addresses are released."""

@@ -31,6 +31,7 @@ DEFAULT_SUBNET = "10.0.1.0/24"
 DEFAULT_BRIDGE = "hybr0"
 DEFAULT_DOMAIN = "hybrid.local"
 DEFAULT_LAB = "hybrid"
+RESERVED_LAB_NAMES = ("sbx",)
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -421,6 +422,10 @@ def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
     if not isinstance(name, str) or not _LABNAME.match(name):
         c.add("name", f"{name!r} is not a valid lab name",
               "use 1-24 lowercase letters, digits and '-', e.g. demo")
+        name = DEFAULT_LAB
+    elif name in RESERVED_LAB_NAMES:
+        c.add("name", f"the lab name {name!r} is reserved",
+              "it would clash with the sandbox's own namespaces (hnb-sbx-*); pick another")
         name = DEFAULT_LAB
 
     network = _parse_network(c, top.get("network"))
