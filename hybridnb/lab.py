@@ -328,13 +328,15 @@ class Lab:
                 eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
                                          kind="container"))
             elif res.kind == "vm" and backend.supports("vm"):
+                # the test VM serves HTTP on 80 (busybox httpd); no responder can be placed
                 eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
                     backend.driver("vm"), self.name, res.name), kind="vm",
-                    services=("http/80",)))
+                    services=("http/80", "tcp/80")))
         target_ns = backend.target.netns
-        gateway = ProbeEndpoint("gateway", str(self._spec.network.gateway),
-                                netns=netns_path(target_ns) if target_ns else None,
-                                kind="gateway")
+        # the lab host itself (the namespace holding the bridge) probes and is probed as
+        # "gateway": host -> endpoint checks are part of every run
+        gateway = ProbeEndpoint(GATEWAY, str(self._spec.network.gateway),
+                                netns=netns_path(target_ns) if target_ns else None, kind="host")
         return sorted(eps, key=lambda e: e.name), gateway
 
     def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
@@ -347,7 +349,9 @@ class Lab:
             protocols = ("icmp", "tcp", "udp", "http") + (
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
-        return probe_matrix(eps, protocols, gateway=gateway, domain=self._spec.network.domain,
+        net = self._spec.network
+        return probe_matrix(eps + [gateway], protocols, domain=net.domain,
+                            dns_server=str(net.gateway) if net.dns else None,
                             timeout=timeout, count=count)
 
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
@@ -399,6 +403,9 @@ class Lab:
                           else ("missing" if fp is None else "differs")))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
+
+
+GATEWAY = "gateway"
 
 
 class LabNotUp(HybridError):
