@@ -320,18 +320,25 @@ class Lab:
             containers = backend.driver("container").netns_paths(self.name)  # type: ignore[attr-defined]
         eps = []
         for res in self.resources():
-            addr = str(res.spec.get("address", ""))
+            if res.kind not in ("host", "container", "vm"):
+                continue
+            addr = str(res.spec["address"])
+            ep = self._spec.endpoint(res.name)
+            # declared services are probed for real (no responder is opened on their ports)
+            services = tuple(f"{'http' if s.name == 'http' else s.protocol}/{s.port}"
+                             for s in ep.services)
             if res.kind == "host":
                 eps.append(ProbeEndpoint(res.name, addr, netns=netns_path(res.spec["netns"]),
-                                         kind="host"))
+                                         kind="host", services=services))
             elif res.kind == "container":
                 eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
-                                         kind="container"))
-            elif res.kind == "vm" and backend.supports("vm"):
-                # the test VM serves HTTP on 80 (busybox httpd); no responder can be placed
+                                         kind="container", services=services))
+            elif backend.supports("vm"):
+                if res.spec.get("template") == "test":   # the test VM's busybox httpd
+                    services += ("http/80", "tcp/80")
                 eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
                     backend.driver("vm"), self.name, res.name), kind="vm",
-                    services=("http/80", "tcp/80")))
+                    services=tuple(dict.fromkeys(services))))
         target_ns = backend.target.netns
         # the lab host itself (the namespace holding the bridge) probes and is probed as
         # "gateway": host -> endpoint checks are part of every run

@@ -82,9 +82,15 @@ def compile_lab(spec: LabSpec, addresses: Mapping[str, IPv4]) -> list[Resource]:
                                 f"{addr} template {ep.template} {ep.memory} MiB"))
     if net.dns:
         records = {ep.name: str(addresses[ep.name]) for ep in spec.endpoints}
-        out.append(Resource("dns", lab, {
+        services = [{"service": s.name, "proto": s.protocol, "endpoint": ep.name, "port": s.port}
+                    for ep in spec.endpoints for s in ep.services]
+        dns_spec: dict[str, Any] = {
             "domain": net.domain, "listen": gw, "subnet": str(net.subnet), "gateway": gw,
-            "bridge": net.bridge, "records": records, "upstream": list(net.upstream),
-        }, f"{net.domain} on {gw}:53, {len(records)} name{'' if len(records) == 1 else 's'}"))
+            "bridge": net.bridge, "records": records, "upstream": list(net.upstream)}
+        if services:
+            dns_spec["services"] = services
+        srv = f", {len(services)} service{'' if len(services) == 1 else 's'}" if services else ""
+        out.append(Resource("dns", lab, dns_spec, f"{net.domain} on {gw}:53, {len(records)} "
+                            f"name{'' if len(records) == 1 else 's'}{srv}"))
     out.sort(key=Resource.sort_key)
     return out

@@ -52,6 +52,20 @@ class PortMap:
 
 
 @dataclass(frozen=True)
+class ServiceSpec:
+    """A service an endpoint offers (``http/80``, ``postgresql/5432``, ``dns/53/udp``): it
+    becomes an SRV record ``_http._tcp.NAME.<domain>`` and a real port the probes test."""
+
+    name: str
+    port: int
+    protocol: str = "tcp"
+
+    def __str__(self) -> str:
+        tail = f"/{self.protocol}" if self.protocol != "tcp" else ""
+        return f"{self.name}/{self.port}{tail}"
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     bridge: str = DEFAULT_BRIDGE
     subnet: ipaddress.IPv4Network = ipaddress.IPv4Network(DEFAULT_SUBNET)
@@ -69,6 +83,7 @@ class EndpointSpec:
     name: str
     kind: str
     address: ipaddress.IPv4Address | None = None
+    services: tuple[ServiceSpec, ...] = ()
 
     @property
     def path(self) -> str:
@@ -122,7 +137,9 @@ class LabSpec:
 
 _TOP_KEYS = ("name", "network", "endpoints", "expect")
 _NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools")
-_COMMON_KEYS = ("kind", "address")
+_COMMON_KEYS = ("kind", "address", "services")
+_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+RESERVED_ENDPOINT_NAMES = ("gateway",)
 _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "container": _COMMON_KEYS + ("image", "command", "env", "ports", "labels"),
     "vm": _COMMON_KEYS + ("template", "memory", "vcpus", "image", "kernel", "initrd"),
@@ -289,6 +306,10 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
               "names are DNS labels: lowercase letters, digits and '-', at most 63, "
               "not starting or ending with '-'")
         ok = False
+    if name in RESERVED_ENDPOINT_NAMES:
+        c.add(path, f"the name {name!r} is reserved for the lab's gateway",
+              "pick another name; the gateway is gateway.<domain> already")
+        ok = False
     data = c.mapping(raw, path)
     if data is None:
         return None
@@ -307,6 +328,21 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
         if addr is None:
             ok = False
         kw["address"] = addr
+    services = data.get("services", [])
+    if c.typed(services, list, f"{path}.services", "a list like [http/80, postgresql/5432]") is None:
+        ok = False
+    else:
+        parsed_services = []
+        for i, svc in enumerate(services):
+            m = _SERVICE.match(str(svc))
+            if not m or not 1 <= int(m.group("port")) <= 65535:
+                c.add(f"{path}.services[{i}]", f"{svc!r} is not a service",
+                      "write NAME/PORT or NAME/PORT/udp, e.g. http/80 or dns/53/udp")
+                ok = False
+                continue
+            parsed_services.append(ServiceSpec(m.group("name"), int(m.group("port")),
+                                               m.group("proto") or "tcp"))
+        kw["services"] = tuple(parsed_services)
 
     if kind == "container":
         image = data.get("image", "busybox")
@@ -529,7 +565,7 @@ def endpoint_to_dict(ep: EndpointSpec) -> dict[str, Any]:
             continue
         if key == "address":
             value = str(value)
-        elif key == "ports":
+        elif key in ("ports", "services"):
             value = [str(p) for p in value]
         elif key == "command":
             value = list(value)
