@@ -139,6 +139,8 @@ class Form:
         self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
 
     def _clicked(self, _button: Any) -> None:
+        from hybridnb.notebook.threads import off_loop
+
         if not self.validate():
             self._say("fix the fields marked ✗ first", False)
             return
@@ -149,7 +151,7 @@ class Form:
         self.progress.bar_style = "info"
         self._say("working…", None)
         try:
-            self.result = self._submit()
+            self.result = off_loop(self._submit)
         except HybridError as exc:
             self.error = exc
             self.progress.bar_style = "danger"

@@ -192,8 +192,10 @@ class HybridMagics(Magics):
             args = self._parser(cmd).parse_args(rest)
         except _Exit:
             return None
+        from hybridnb.notebook.threads import off_loop
+
         try:
-            result = handler(args)
+            result = off_loop(lambda: handler(args))
         except HybridError as exc:
             raise _usage_error(exc) from None
         if getattr(args, "output", None):
@@ -223,11 +225,14 @@ class HybridMagics(Magics):
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
+        from hybridnb.notebook.threads import off_loop
+
         text = expand_vars(body, self.shell.user_ns)
         try:
             lab = Lab.from_yaml(text, source="%%hybrid cell", **self.lab_options(args.backend))
             self.current_lab = lab
-            result: Any = self._apply(lab, args.quiet) if args.apply else LabSummary.of(lab)
+            result: Any = off_loop(lambda: self._apply(lab, args.quiet) if args.apply
+                                   else LabSummary.of(lab))
         except HybridError as exc:
             raise _usage_error(exc) from None
         if args.output:

@@ -1,0 +1,48 @@
+"""Running lab operations off the kernel's event loop.
+
+A Jupyter kernel executes cells (and widget callbacks) inside a running asyncio event loop on
+its main thread.  Some engine libraries drive their own loop synchronously on the calling
+thread — pyroute2's ``IPRoute`` calls ``run_until_complete`` — and fail there with "This event
+loop is already running".  :func:`off_loop` runs such a call on a short-lived worker thread
+when (and only when) the calling thread has a running loop, waits for it and hands back its
+result or re-raises its exception; in a terminal IPython or a plain script it simply calls
+the function.  Widgets may be updated from the worker: their state changes are sent as comm
+messages from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def off_loop(fn: Callable[[], T]) -> T:
+    """``fn()``, on a worker thread if this thread is running an asyncio loop."""
+    if not loop_running():
+        return fn()
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised on the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="hybridnb-call", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]

@@ -1,0 +1,102 @@
+"""The walkthrough notebooks, executed headless by nbclient the way CI runs them.
+
+Parameters are injected papermill-style: a cell tagged ``injected-parameters`` is inserted
+right after the cell tagged ``parameters``.  The dry-run run is a unit test; the sandbox run
+(``real``) drives the real engines and must finish without errors.  Saved notebooks must have
+no outputs in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ROOT / "notebooks"
+BASICS = NOTEBOOKS / "01-hybrid-basics.ipynb"
+
+
+def inject(nb, params: dict) -> None:
+    index = next(i for i, c in enumerate(nb.cells)
+                 if "parameters" in c.get("metadata", {}).get("tags", []))
+    source = "# Injected parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, cell)
+
+
+def execute(path: Path, params: dict, monkeypatch, timeout: int = 600):
+    nb = nbformat.read(path, as_version=4)
+    inject(nb, params)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    return nb
+
+
+def outputs(nb, kind: str = "text/plain") -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") or out.get("data", {}).get(kind, ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_saved_notebooks_have_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_basics_on_dry_run(tmp_path, monkeypatch):
+    nb = execute(BASICS, {"BACKEND": "dry-run", "LAB": "nbdry", "STATE_DIR": str(tmp_path)},
+                 monkeypatch)
+    text = outputs(nb)
+    assert "Plan for lab nbdry: 3 to create" in text           # the bridge on its own
+    assert "No probes on this backend" in text and "dry-run backend sends no packets" in text
+    assert "web.hybrid.local." in text                          # the DNS records
+    assert "<Topology of lab nbdry: 1 containers, 1 VMs, 1 hosts" in text
+    assert "8 to delete" in text                    # bridge, firewall, network, dns, 2 hosts, web, vm1
+    html = outputs(nb, "text/html")
+    assert "probe2" in html and "vm1.hybrid.local" in html
+    assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.real
+def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
+    """The walkthrough against the real engines in the session's sandbox (CI acceptance)."""
+    from hybridnb.lab import open_lab
+    from tests.integration.conftest import SANDBOX_NAME
+
+    params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "nbbasics",
+              "SUBNET": "10.0.61.0/24", "BRIDGE": "hnbnb0","STATE_DIR": str(tmp_path), "WITH_VM": True,
+              "REQUIRE_PROBES": True}
+    try:
+        nb = execute(BASICS, params, monkeypatch, timeout=900)
+    finally:
+        try:            # whatever the notebook left (it failed half way) is destroyed
+            open_lab("nbbasics", backend="sandbox", sandbox=SANDBOX_NAME,
+                     state_dir=tmp_path).destroy()
+        except Exception:
+            pass
+    text = outputs(nb)
+    assert "probes over" in text and "No probes" not in text    # a real matrix was made
+    html = outputs(nb, "text/html")
+    assert "container &lt;-&gt; VM, both ways" in html or "container <-> VM" in html
+    assert "lookups" in html
+    assert "not applied" in text
+
+
+from tests.integration.conftest import sandbox  # noqa: E402,F401  (the session fixture)
