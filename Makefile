@@ -15,13 +15,13 @@ APT_PACKAGES := docker.io iptables busybox-static iproute2 nftables kmod \
 
 .PHONY: test unit real demo bench deps venv images clean sandbox-down
 
-test: deps venv
+test: deps venv images
 	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
 
 unit: venv
 	$(VPY) -m pytest -q -m "not real" $(PYTEST_ARGS) tests
 
-real: deps venv
+real: deps venv images
 	$(VPY) -m pytest -q -ra -m real $(PYTEST_ARGS) tests
 
 # System packages (Debian/Ubuntu, as root). Skipped when not root: the unit tests need none.
@@ -46,6 +46,11 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# The small test VM (Debian kernel + busybox initramfs), cached under /var/cache/hybridnb.
+images: venv
+	@if [ "$$(id -u)" = 0 ]; then $(VPY) -m hybridnb.cli images build -q; \
+	else echo "== not root: skipping the test VM image"; fi
 
 demo: deps venv
 	$(VPY) -m hybridnb.demo $(if $(KEEP),--keep,)

@@ -217,20 +217,24 @@ class Lab:
 
     def add_container(self, name: str, image: str = "busybox", *, address: str | None = None,
                       command: str | list[str] | None = None, env: Mapping[str, str] | None = None,
-                      ports: list[str] | None = None, labels: Mapping[str, str] | None = None) -> "Lab":
+                      ports: list[str] | None = None, labels: Mapping[str, str] | None = None,
+                      services: list[str] | None = None) -> "Lab":
         return self._add(name, {"kind": "container", "image": image, "address": address,
                                 "command": command, "env": dict(env) if env else None,
-                                "ports": ports, "labels": dict(labels) if labels else None})
+                                "ports": ports, "labels": dict(labels) if labels else None,
+                                "services": services})
 
     def add_vm(self, name: str, template: str = "test", *, address: str | None = None,
                memory: int | None = None, vcpus: int | None = None, image: str | None = None,
-               kernel: str | None = None, initrd: str | None = None) -> "Lab":
+               kernel: str | None = None, initrd: str | None = None,
+               services: list[str] | None = None) -> "Lab":
         return self._add(name, {"kind": "vm", "template": template, "address": address,
                                 "memory": memory, "vcpus": vcpus, "image": image,
-                                "kernel": kernel, "initrd": initrd})
+                                "kernel": kernel, "initrd": initrd, "services": services})
 
-    def add_host(self, name: str, *, address: str | None = None) -> "Lab":
-        return self._add(name, {"kind": "host", "address": address})
+    def add_host(self, name: str, *, address: str | None = None,
+                 services: list[str] | None = None) -> "Lab":
+        return self._add(name, {"kind": "host", "address": address, "services": services})
 
     def remove(self, name: str) -> "Lab":
         if name not in {e.name for e in self._spec.endpoints}:

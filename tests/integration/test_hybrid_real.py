@@ -1,0 +1,172 @@
+"""VMs and containers on one bridge, by address and by name (issues 4 and 5, real engines).
+
+One module-scoped lab in the session sandbox: three containers, three test VMs (QEMU/TCG
+through the private libvirtd), a namespace host and the lab DNS service.  It reproduces the
+seed's Phase 2 — VM→container and container→VM ping and HTTP, the lab host to both, RTTs
+reported — then checks names with the clients inside the endpoints (busybox nslookup and ping
+inside a container and inside a VM), that a new endpoint resolves within a second and a
+removed one is NXDOMAIN, and that destroy leaves no domain, no container and the sandbox
+exactly as before.  A VM that cannot boot gives a clear error with its console, and leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hybridnb.errors import BootError
+from hybridnb.lab import Lab
+from tests.helpers import hostsnap
+from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.real, pytest.mark.vm]
+CONTAINERS = ("c1", "c2", "c3")
+VMS = ("v1", "v2", "v3")
+
+
+def ours(name: str) -> bool:
+    return name.startswith("hnb-hy")
+
+
+def docker_api(box):
+    import docker
+
+    return docker.APIClient(base_url=box.target().docker_url, version="auto")
+
+
+def domains(box) -> list[str]:
+    import libvirt
+
+    conn = libvirt.open(box.target().libvirt_uri)
+    try:
+        return sorted(d.name() for d in conn.listAllDomains())
+    finally:
+        conn.close()
+
+
+def docker_exec(api, container: str, argv: list[str]) -> tuple[int, str]:
+    ex = api.exec_create(container, argv)
+    out = api.exec_start(ex["Id"]).decode(errors="replace")
+    return api.exec_inspect(ex["Id"])["ExitCode"], out
+
+
+def dig(box, name: str, rtype: str = "A") -> str:
+    """``dig +short`` from the lab host (the sandbox namespace) at the lab's DNS server."""
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{box.netns}", "dig", "+short",
+                          "+tries=1", "+time=1", "@10.0.1.1", name, rtype],
+                         capture_output=True, text=True, timeout=10)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def hybrid(sandbox, tmp_path_factory):  # noqa: F811
+    api = docker_api(sandbox)
+    net = api.create_network("hnb-prime", driver="bridge",        # dockerd's own chains first
+                             options={"com.docker.network.bridge.name": "hnbprime0"})
+    api.remove_network(net["Id"])
+    before = hostsnap.snapshot(sandbox.netns, netns_filter=ours)
+    state = tmp_path_factory.mktemp("hybrid-state")
+    lab = Lab("hy", backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state)
+    lab.add_container("c1", services=["http/80"])           # the image's default: httpd on 80
+    for name in CONTAINERS[1:]:
+        lab.add_container(name)
+    for name in VMS:
+        lab.add_vm(name, memory=128)
+    lab.add_host("h1")
+    try:
+        result = lab.apply()
+        assert result.ok
+        yield lab, sandbox, before
+    finally:
+        lab.destroy()
+
+
+def test_seed_phase2_vm_and_container_both_ways(hybrid):
+    lab, _, _ = hybrid
+    m = lab.test(("icmp", "http"), timeout=2.0, count=3)
+    for src, dst in (("v1", "c1"), ("c1", "v1"), ("gateway", "v1"), ("gateway", "c1")):
+        for check in ("icmp", "http"):
+            r = m.get(check, src, dst)
+            assert r is not None and r.ok, m.to_text()
+        rtt = m.get("icmp", src, dst).rtt_median
+        assert rtt is not None and rtt > 0
+        print(f"{src} -> {dst}: icmp median {rtt * 1000:.3f} ms")
+
+
+def test_three_vms_three_containers_all_reach_each_other(hybrid):
+    lab, _, _ = hybrid
+    m = lab.test(("icmp", "tcp", "http", "dns"), timeout=2.0, count=2)
+    assert m.ok, m.to_text()
+    for check in ("icmp", "tcp", "http", "dns"):
+        counts = m.counts(check)
+        assert counts["fail"] == 0 and counts["skip"] == 0, (check, m.to_text())
+    names = set(CONTAINERS + VMS + ("h1",))
+    pairs = {(r.source, r.target) for r in m.of("icmp") if r.ok}
+    assert {(a, b) for a in names for b in names if a != b} <= pairs
+
+
+def test_names_resolve_inside_container_and_vm(hybrid):
+    lab, box, _ = hybrid
+    api = docker_api(box)
+    code, out = docker_exec(api, "hnb-hy-c1", ["nslookup", "v1.hybrid.local"])
+    assert code == 0 and "10.0.1.200" in out, out
+    code, out = docker_exec(api, "hnb-hy-c1", ["nslookup", "10.0.1.200"])
+    assert code == 0 and "v1.hybrid.local" in out, out
+    code, out = docker_exec(api, "hnb-hy-c1", ["ping", "-c1", "-W2", "v1.hybrid.local"])
+    assert code == 0, out
+    code, out = docker_exec(api, "hnb-hy-c1", ["ping", "-c1", "-W2", "v2"])   # search domain
+    assert code == 0, out
+
+    vm = lab.backend.driver("vm")
+    rc, out, err = vm.guest_exec("hy", "v1", ["nslookup", "c1.hybrid.local"], timeout=10)
+    assert rc == 0 and "10.0.1.100" in out, out + err
+    rc, out, err = vm.guest_exec("hy", "v1", ["nslookup", "10.0.1.100"], timeout=10)
+    assert rc == 0 and "c1.hybrid.local" in out, out + err
+    rc, out, err = vm.guest_exec("hy", "v1", ["ping", "-c1", "-W2", "c2"], timeout=10)
+    assert rc == 0, out + err
+
+
+def test_new_endpoint_resolves_within_a_second_and_removed_is_nxdomain(hybrid):
+    lab, box, _ = hybrid
+    assert dig(box, "late.hybrid.local") == ""
+    lab.add_host("late")
+    plan = lab.plan()
+    assert ("update", "dns") in {(a.op, a.kind) for a in plan.actions}
+    lab.apply()
+    t0 = time.monotonic()
+    while dig(box, "late.hybrid.local") != str(lab.addresses()["late"]):
+        assert time.monotonic() - t0 < 1.0, "new name not served within 1 s"
+        time.sleep(0.05)
+    lab.remove("late")
+    lab.apply()
+    out = subprocess.run(["nsenter", f"--net=/run/netns/{box.netns}", "dig", "+tries=1",
+                          "+time=1", "@10.0.1.1", "late.hybrid.local"],
+                         capture_output=True, text=True).stdout
+    assert "status: NXDOMAIN" in out
+
+
+def test_destroy_leaves_nothing(hybrid):
+    lab, box, before = hybrid
+    lab.destroy()
+    assert [d for d in domains(box) if d.startswith("hnb-hy-")] == []
+    assert docker_api(box).containers(all=True, filters={"label": "hybridnb.lab=hy"}) == []
+    assert hostsnap.diff(before, hostsnap.snapshot(box.netns, netns_filter=ours)) == []
+
+
+def test_vm_that_cannot_boot_is_a_clear_error_and_leaves_nothing(sandbox, state_dir):  # noqa: F811
+    lab = Lab("hybad", backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
+    lab.add_vm("broken", kernel="/nonexistent/vmlinux")
+    try:
+        with pytest.raises(BootError) as info:
+            lab.apply()
+        text = str(info.value)
+        assert "broken" in text and "/nonexistent/vmlinux" in text
+        assert lab._observe()["vm"] == {}
+        assert [d for d in domains(sandbox) if d.startswith("hnb-hybad-")] == []
+    finally:
+        lab.destroy()
+    assert not Path(state_dir / "hybad.json").exists()
