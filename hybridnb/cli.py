@@ -67,6 +67,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if status.up else EXIT_PENDING
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    protocols = tuple(p for p in args.protocols.split(",") if p) if args.protocols else None
+    matrix = _lab(args).test(protocols, timeout=args.timeout, count=args.count)
+    print(matrix.to_json() if args.json else matrix.to_text())
+    return EXIT_OK if matrix.ok else EXIT_PENDING
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    report = _lab(args).validate(timeout=args.timeout)
+    print(report.to_json() if args.json else report.to_text())
+    return int(report.exit_code)
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    print((lab.dns_logs(args.logs) if args.logs else lab.dns()).to_text())
+    return EXIT_OK
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from hybridnb.sandbox import Sandbox
 
@@ -119,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="endpoints as the engines see them")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("test", parents=[common],
+                       help="probe every endpoint against every other (exit 1 if any fails)")
+    p.add_argument("--protocols", default=None,
+                   help="comma-separated checks: icmp,tcp,udp,http,dns,tcp/PORT (default: all)")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
+    p.add_argument("--count", type=int, default=3, help="attempts per pair (default 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_test)
+    p = sub.add_parser("validate", parents=[common],
+                       help="check the lab file's expect: lines (exit 0 all hold, 1 some "
+                            "fail, 2 lab not up)")
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("dns", parents=[common], help="the lab's DNS records, or its query log")
+    p.add_argument("--logs", type=int, metavar="N", default=0, help="show the last N queries")
+    p.set_defaults(func=cmd_dns)
 
     p = sub.add_parser("sandbox", help="the isolated lab host with private dockerd and libvirtd")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -29,7 +29,7 @@ from hybridnb.core.plan import Plan, destroy_plan, diff
 from hybridnb.core.resource import Resource
 from hybridnb.core.spec import LabSpec, endpoint_to_dict, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend
-from hybridnb.errors import HybridError, NotFoundError, ValidationError
+from hybridnb.errors import EngineUnavailable, HybridError, NotFoundError, ValidationError
 from hybridnb.state import StateStore
 
 
@@ -317,7 +317,7 @@ class Lab:
 
         backend = self.backend
         if backend.name == "dry-run":
-            raise HybridError("the dry-run backend sends no packets",
+            raise EngineUnavailable("the dry-run backend sends no packets",
                               hint="use the sandbox backend to probe for real")
         containers: Mapping[str, str] = {}
         if backend.supports("container") and self._spec.of_kind("container"):
@@ -379,6 +379,35 @@ class Lab:
         checks = sorted({e.check for e in expectations})
         matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count)
         return evaluate(expectations, matrix)
+
+    # ---------------------------------------------------------------------------- dns
+
+    def _dns_resource(self) -> Resource:
+        for res in self.resources():
+            if res.kind == "dns":
+                return res
+        raise HybridError(f"lab {self.name} has no DNS service",
+                          hint="set network.dns: true (the default)")
+
+    def dns(self) -> Any:
+        """The records the lab's DNS serves (computed from the lab; the server serves the
+        same zone)."""
+        from hybridnb.drivers.dns import zone_from_spec
+        from hybridnb.services.dns.results import DnsRecords
+
+        res = self._dns_resource()
+        zone = zone_from_spec(res.spec)
+        return DnsRecords(self.name, zone.domain, str(res.spec["listen"]), zone.all_records)
+
+    def dns_logs(self, limit: int = 50) -> Any:
+        """The last ``limit`` queries the lab's DNS server answered."""
+        from hybridnb.services.dns.results import QueryLogView
+
+        self._dns_resource()
+        driver = self.backend.driver("dns")
+        logs = getattr(driver, "logs", None)
+        entries = logs(self.name, limit) if logs is not None else []
+        return QueryLogView(self.name, tuple(entries))
 
     # ------------------------------------------------------------------------- status
 
