@@ -30,6 +30,7 @@ from hybridnb.core.resource import Resource
 from hybridnb.core.spec import LabSpec, endpoint_to_dict, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend
 from hybridnb.errors import EngineUnavailable, HybridError, NotFoundError, ValidationError
+from hybridnb.offloop import engine_call
 from hybridnb.state import StateStore
 
 
@@ -267,12 +268,14 @@ class Lab:
     def _updatable(self) -> list[str]:
         return [k for k, d in self.backend.drivers.items() if hasattr(d, "update")]
 
+    @engine_call
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed)."""
         recorded = [tuple(k.split("/", 1)) for k in self.store.read(self.name).get("resources", {})]
         return diff(self.name, self.resources(), self._observe(), recorded,  # type: ignore[arg-type]
                     updatable=self._updatable())
 
+    @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
         """Make the engines match the lab; re-applying an unchanged lab does nothing.
 
@@ -294,6 +297,7 @@ class Lab:
             st.save()
             return execute(plan, self.backend, st, progress=progress, workers=workers)
 
+    @engine_call
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
         """Remove everything this lab owns; its addresses are released."""
         with self.store.transaction(self.name) as st:
@@ -350,6 +354,7 @@ class Lab:
                                 netns=netns_path(target_ns) if target_ns else None, kind="host")
         return sorted(eps, key=lambda e: e.name), gateway
 
+    @engine_call
     def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
              count: int = 3) -> Any:
         """Probe every endpoint against every other (and the gateway); returns a
@@ -365,6 +370,7 @@ class Lab:
                             dns_server=str(net.gateway) if net.dns else None,
                             timeout=timeout, count=count)
 
+    @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
         """Check the lab file's ``expect:`` lines against a probe run; the report's
         ``exit_code`` is 0 when all hold and 1 when some fail (2: the lab is not up)."""
@@ -399,6 +405,7 @@ class Lab:
         zone = zone_from_spec(res.spec)
         return DnsRecords(self.name, zone.domain, str(res.spec["listen"]), zone.all_records)
 
+    @engine_call
     def dns_logs(self, limit: int = 50) -> Any:
         """The last ``limit`` queries the lab's DNS server answered."""
         from hybridnb.services.dns.results import QueryLogView
@@ -411,6 +418,7 @@ class Lab:
 
     # ------------------------------------------------------------------------- status
 
+    @engine_call
     def status(self) -> LabStatus:
         net = self._spec.network
         resources = self.resources()

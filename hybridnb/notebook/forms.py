@@ -139,7 +139,7 @@ class Form:
         self.status.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
 
     def _clicked(self, _button: Any) -> None:
-        from hybridnb.notebook.threads import off_loop
+        from hybridnb.offloop import off_loop
 
         if not self.validate():
             self._say("fix the fields marked ✗ first", False)

@@ -192,7 +192,7 @@ class HybridMagics(Magics):
             args = self._parser(cmd).parse_args(rest)
         except _Exit:
             return None
-        from hybridnb.notebook.threads import off_loop
+        from hybridnb.offloop import off_loop
 
         try:
             result = off_loop(lambda: handler(args))
@@ -225,7 +225,7 @@ class HybridMagics(Magics):
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
-        from hybridnb.notebook.threads import off_loop
+        from hybridnb.offloop import off_loop
 
         text = expand_vars(body, self.shell.user_ns)
         try:

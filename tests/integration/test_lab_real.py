@@ -10,6 +10,7 @@ killed ``apply`` (at random points, 20 times) always converges on re-apply and d
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -161,3 +162,19 @@ def test_killed_apply_converges(primed, state_dir, tmp_path):
         assert hostsnap.diff(box_before, hostsnap.snapshot(sandbox.netns, netns_filter=ours)) == [], f"trial {trial}"
         assert not [n for n in os.listdir("/run/netns") if n.startswith("hnb-itkill")]
     assert killed_mid_apply >= 5, "the kills never landed inside an apply"
+
+
+def test_lab_works_inside_a_running_event_loop(primed, state_dir):
+    """A Jupyter kernel runs cells inside an asyncio loop; pyroute2 drives a loop of its own
+    and fails there unless Lab moves the engine calls off the loop thread."""
+    async def cell() -> None:
+        lab = Lab("itloop", subnet="10.0.5.0/24", backend="sandbox", sandbox=SANDBOX_NAME,
+                  state_dir=state_dir)
+        _made.append(lab)
+        lab._edit(lambda doc: doc["network"].update({"dns": False}))
+        lab.add_host("a").add_host("b")
+        assert lab.apply().ok
+        assert lab.status().up
+        assert lab.test(("icmp",), timeout=1.0, count=1).ok
+        lab.destroy()
+    asyncio.run(cell())
