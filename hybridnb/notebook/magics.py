@@ -415,17 +415,14 @@ class HybridMagics(Magics):
         p.add_argument("-n", "--lines", type=int, default=50, help="with logs: how many")
 
     def _cmd_dns(self, a: argparse.Namespace) -> Any:
-        from hybridnb.notebook.results import DnsLog, DnsRecords
-
         lab = self.require_lab()
         if a.what == "records":
-            return DnsRecords.of(lab)
-        driver = lab.backend.drivers.get("dns")
-        if driver is None or not hasattr(driver, "logs"):
-            raise UsageError(f"%hybrid dns logs: the {lab.backend.name} backend runs no DNS "
-                             "server, so there is no query log\n  hint: use the sandbox "
-                             "backend (and keep network.dns on)")
-        return DnsLog(lab.name, tuple(driver.logs(lab.name, a.lines)))
+            return lab.dns()
+        if lab.backend.name == "dry-run":
+            raise UsageError("%hybrid dns logs: the dry-run backend runs no DNS server, so "
+                             "there is no query log\n  hint: use the sandbox backend (and keep "
+                             "network.dns on)")
+        return lab.dns_logs(a.lines)
 
     @staticmethod
     def _args_graph(p: _Parser) -> None:

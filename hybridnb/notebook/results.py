@@ -3,9 +3,6 @@
 * :class:`LabSummary` — the lab *as described* (not as the engines see it): network and one
   row per endpoint with the address it has or will get.  Editing commands (``create``,
   ``container``, ``vm``, ``host``, ``remove``) return it; it needs no engine.
-* :class:`DnsRecords` — the records the lab's name server serves, built from the pure
-  :class:`~hybridnb.core.dnszone.Zone`.
-* :class:`DnsLog` — the tail of the name server's query log.
 * :class:`HelpText` — ``%hybrid help``.
 
 Each renders as text (``repr``) and as HTML (``_repr_html_``), like every hybridnb result.
@@ -69,102 +66,6 @@ class LabSummary:
         from hybridnb.render.html import table
 
         return table(["name", "kind", "address", "details"], self.rows, caption=self.headline())
-
-
-@dataclass(frozen=True)
-class DnsRecords:
-    """The lab's zone as a table: name, type, data."""
-
-    domain: str
-    server: str
-    records: tuple[tuple[str, str, str], ...] = ()
-
-    @classmethod
-    def of(cls, lab: Any) -> "DnsRecords":
-        """The records of ``lab``: what its running name server loaded when the backend runs
-        one, else the zone the lab would serve (built from its description)."""
-        net = lab.spec.network
-        backend = lab.backend
-        records = None
-        driver = backend.drivers.get("dns") if backend.name != "dry-run" else None
-        if driver is not None and hasattr(driver, "records"):
-            from hybridnb.errors import NotFoundError
-
-            try:
-                records = driver.records(lab.name)
-            except NotFoundError:          # not applied yet: show what it will serve
-                records = None
-        if records is None:
-            from hybridnb.core.dnszone import Zone
-
-            zone = Zone(domain=net.domain,
-                        records={k: str(v) for k, v in lab.addresses().items()},
-                        gateway=str(net.gateway), subnet=str(net.subnet),
-                        upstream=tuple(net.upstream))
-            records = zone.all_records
-        rows = tuple((r.name, r.rtype, " ".join(str(d) for d in r.data))
-                     for r in records if r.rtype in ("A", "PTR", "SRV", "NS"))
-        return cls(net.domain, str(net.gateway), rows)
-
-    def lookup(self, name: str, rtype: str = "A") -> list[str]:
-        """The data of the records for ``name`` (relative names get the lab domain)."""
-        fq = name if name.endswith(".") else (
-            name + "." if name.endswith(self.domain) else f"{name}.{self.domain}.")
-        return [d for n, t, d in self.records if n == fq.lower() and t == rtype]
-
-    def headline(self) -> str:
-        return (f"DNS for {self.domain} served on {self.server}:53 — "
-                f"{len(self.records)} records")
-
-    def to_text(self) -> str:
-        from hybridnb.render.html import text_table
-
-        return self.headline() + "\n" + text_table(["name", "type", "data"], self.records)
-
-    __repr__ = to_text
-    __str__ = to_text
-
-    def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
-
-        return table(["name", "type", "data"], self.records, caption=self.headline())
-
-
-@dataclass(frozen=True)
-class DnsLog:
-    """The last queries the lab's name server answered (oldest first)."""
-
-    lab: str
-    entries: tuple[dict[str, Any], ...] = ()
-
-    def rows(self) -> list[list[str]]:
-        import time
-
-        out = []
-        for e in self.entries:
-            when = time.strftime("%H:%M:%S", time.localtime(float(e.get("time", 0))))
-            out.append([when, str(e.get("client", "")), str(e.get("name", "")),
-                        str(e.get("type", "")), str(e.get("rcode", "")),
-                        f"{e.get('latency_us', '')} µs"])
-        return out
-
-    def headline(self) -> str:
-        return f"DNS query log of lab {self.lab}: last {len(self.entries)} queries"
-
-    def to_text(self) -> str:
-        from hybridnb.render.html import text_table
-
-        return self.headline() + "\n" + text_table(
-            ["time", "client", "name", "type", "rcode", "latency"], self.rows())
-
-    __repr__ = to_text
-    __str__ = to_text
-
-    def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
-
-        return table(["time", "client", "name", "type", "rcode", "latency"], self.rows(),
-                     caption=self.headline())
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from IPython.core.error import UsageError
 from hybridnb.apply import ApplyResult
 from hybridnb.core.plan import Plan
 from hybridnb.lab import LabStatus
-from hybridnb.notebook.results import DnsRecords, HelpText, LabSummary
+from hybridnb.notebook.results import HelpText, LabSummary
+from hybridnb.services.dns.results import DnsRecords
 from tests.notebook.conftest import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +148,7 @@ def test_dns_records_and_logs(shell):
     assert isinstance(records, DnsRecords)
     assert records.lookup("web") == ["10.0.5.100"]
     assert records.lookup("gateway") == ["10.0.5.1"]
-    assert ("10.5.0.10.in-addr.arpa.", "PTR", "h1.hybrid.local.") in records.records
+    assert records.lookup("10.5.0.10.in-addr.arpa.", "PTR") == ["h1.hybrid.local."]
     assert "PTR" in records._repr_html_()
     assert "no query log" in usage_error(shell, "%hybrid dns logs -n 5")
 

@@ -27,6 +27,14 @@ class DnsRecords:
         return [[r.name, r.rtype, " ".join(str(d) for d in r.data), str(r.ttl)]
                 for r in self.records]
 
+    def lookup(self, name: str, rtype: str = "A") -> list[str]:
+        """The data of the records for ``name`` (relative names get the lab domain)."""
+        domain = self.domain.rstrip(".")
+        fq = name if name.endswith(".") else (
+            name + "." if name.endswith(domain) else f"{name}.{domain}.")
+        return [" ".join(str(d) for d in r.data) for r in self.records
+                if r.name == fq.lower() and r.rtype == rtype]
+
     def records_list(self) -> list[dict[str, Any]]:
         return [{"name": r.name, "type": r.rtype, "data": list(r.data), "ttl": r.ttl}
                 for r in self.records]
