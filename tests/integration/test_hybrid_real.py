@@ -149,6 +149,26 @@ def test_new_endpoint_resolves_within_a_second_and_removed_is_nxdomain(hybrid):
     assert "status: NXDOMAIN" in out
 
 
+def test_stopped_endpoint_turns_exactly_its_rows_and_columns_red(hybrid):
+    lab, box, _ = hybrid
+    api = docker_api(box)
+    api.stop("hnb-hy-c3", timeout=1)
+    try:
+        t0 = time.monotonic()
+        m = lab.test(("icmp",), timeout=1.0, count=1)
+        elapsed = time.monotonic() - t0
+        failed = {(r.source, r.target) for r in m.failures()}
+        others = [n for n in CONTAINERS + VMS + ("h1", "gateway") if n != "c3"]
+        assert failed == {(n, "c3") for n in others}, m.to_text()   # c3 cannot source:
+        assert all(r.reason for r in m.failures())                    # it has no namespace
+        assert all(r.ok is None for r in m.results if r.source == "c3")
+        assert elapsed < 6.0, f"a dead endpoint cost {elapsed:.1f} s, not one timeout"
+        assert lab.status().endpoints[2].state == "stopped"
+    finally:
+        lab.apply()                                  # the stopped container is replaced
+    assert lab.status().up
+
+
 def test_destroy_leaves_nothing(hybrid):
     lab, box, before = hybrid
     lab.destroy()
