@@ -68,7 +68,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    protocols = tuple(p for p in args.protocols.split(",") if p) if args.protocols else None
+    protocols = tuple(p for p in args.checks.split(",") if p) if args.checks else None
     matrix = _lab(args).test(protocols, timeout=args.timeout, count=args.count)
     print(matrix.to_json() if args.json else matrix.to_text())
     return EXIT_OK if matrix.ok else EXIT_PENDING
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", parents=[common],
                        help="probe every endpoint against every other (exit 1 if any fails)")
-    p.add_argument("--protocols", default=None,
+    p.add_argument("--checks", default=None,
                    help="comma-separated checks: icmp,tcp,udp,http,dns,tcp/PORT (default: all)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
     p.add_argument("--count", type=int, default=3, help="attempts per pair (default 3)")

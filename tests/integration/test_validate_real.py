@@ -43,8 +43,8 @@ def test_validate_exit_codes(sandbox, tmp_path, state_dir, capsys):  # noqa: F81
         assert main(["validate", fails, *common]) == 1
         out = capsys.readouterr().out
         assert "tcp/5432" in out
-        assert main(["test", holds, *common, "--protocols", "icmp"]) == 0
+        assert main(["test", holds, *common, "--checks", "icmp"]) == 0
         # h2 declares postgresql/5432 and nothing listens: the tcp matrix is not all green
-        assert main(["test", holds, *common, "--protocols", "icmp,tcp"]) == 1
+        assert main(["test", holds, *common, "--checks", "icmp,tcp"]) == 1
     finally:
         main(["destroy", holds, *common])
