@@ -4,8 +4,8 @@
 # Reads its identity from the kernel command line:
 #   hybrid.ip=10.0.1.200/24 hybrid.gw=10.0.1.1 hybrid.dns=10.0.1.1[,..]
 #   hybrid.domain=hybrid.local hybrid.name=vm1 [hybrid.mtu=1500]
-# loads the virtio modules, configures eth0, serves HTTP on port 80 (busybox httpd), runs
-# qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0, and prints the ready
+# loads the virtio modules, configures eth0, serves HTTP on port 80 (busybox httpd), echoes
+# UDP on port 7 (hnb-udp, when the image has it), runs qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0, and prints the ready
 # marker "HYBRIDNB-READY name=<name> ip=<ip>" on the console (ttyS0).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
@@ -67,6 +67,8 @@ cat > /www/index.html <<EOF
 <body><h1>hybridnb test VM $NAME</h1><p>name=$NAME ip=$ADDR</p></body></html>
 EOF
 httpd -p 80 -h /www
+# UDP echo on the probe engine's UDP port (busybox has no UDP server)
+[ -x /bin/hnb-udp ] && { hnb-udp echo 7 </dev/null & }
 
 # The guest agent: devtmpfs has no udev, so find the named virtio-serial port ourselves.
 QGA=

@@ -10,13 +10,17 @@ virtualization) but this: Debian's own kernel, uncompressed from its bzImage to 
   in dependency order (read from each module's ``.modinfo``);
 * Debian's ``qemu-ga`` with the shared libraries it links (resolved with ``ldd`` on the host,
   which runs the same distribution), so commands can be run in the guest out of band;
+* ``/bin/hnb-udp`` (``guest/hnb-udp.c`` beside this module, compiled statically with the
+  host's ``gcc`` while building): a UDP echo server and UDP probe client, because busybox has
+  neither.  Without ``gcc`` the image is built without it (and UDP probes from and to the VM
+  are skipped);
 * ``/init`` (``testvm-init.sh`` beside this module), which takes the VM's address, gateway,
   DNS, search domain and name from the kernel command line (``hybrid.ip=10.0.1.200/24
   hybrid.gw=10.0.1.1 hybrid.dns=10.0.1.1 hybrid.domain=hybrid.local hybrid.name=vm1``), serves
-  a page naming the VM over HTTP (busybox httpd), starts the guest agent and prints
-  :data:`READY_MARKER` on the serial console.
+  a page naming the VM over HTTP (busybox httpd), echoes UDP on port 7 (``hnb-udp echo 7``),
+  starts the guest agent and prints :data:`READY_MARKER` on the serial console.
 
-The initramfs is a gzip-compressed newc archive (~3.8 MB; the guest needs at least 96 MiB of
+The initramfs is a gzip-compressed newc archive (~4.1 MB; the guest needs at least 96 MiB of
 RAM, of which the kernel keeps ~48 MiB).  Everything comes from Debian packages fetched with ``apt-get download``; nothing is installed
 on the host.  :func:`build` is idempotent (a second call returns the cached image at once) and
 :func:`find` returns the built image or says how to build it.
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from hybridnb.errors import EngineError, NotFoundError
+from hybridnb.errors import EngineError, EngineUnavailable, NotFoundError
 
 #: What /init prints on ttyS0 once networking, httpd and the guest agent are up.
 READY_MARKER = "HYBRIDNB-READY"
@@ -54,6 +58,10 @@ KERNEL_META = "linux-image-amd64"
 Progress = Callable[[str, float], None]
 
 _INIT = Path(__file__).with_name("testvm-init.sh")
+#: The guest's UDP echo server / probe client (C source, compiled statically at build time).
+UDP_HELPER_SOURCE = Path(__file__).with_name("guest") / "hnb-udp.c"
+#: Where the helper goes in the initramfs (what the probe script runs).
+UDP_HELPER_PATH = "bin/hnb-udp"
 _MANIFEST = "manifest.json"
 
 
@@ -85,11 +93,28 @@ def init_script() -> bytes:
 
 
 #: Bump when the image layout changes, so cached images of the old layout are rebuilt.
-_FORMAT = b"hybridnb-testvm-2\n"
+_FORMAT = b"hybridnb-testvm-3\n"
 
 
 def _init_hash() -> str:
-    return hashlib.sha256(_FORMAT + init_script()).hexdigest()[:8]
+    """The cache key: the layout version, /init and the guest helper's source."""
+    return hashlib.sha256(_FORMAT + init_script() + b"\0"
+                          + UDP_HELPER_SOURCE.read_bytes()).hexdigest()[:8]
+
+
+def compile_udp_helper(work: Path) -> bytes:
+    """``hnb-udp`` compiled statically for the guest (``gcc -static -Os``, stripped).
+
+    EngineUnavailable when there is no ``gcc``; EngineError when it does not compile (for a
+    static link ``libc6-dev`` must be installed)."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise EngineUnavailable("gcc not found: cannot compile the guest's UDP helper",
+                                engine="images", hint="apt-get install gcc libc6-dev")
+    out = work / "hnb-udp"
+    _run([gcc, "-static", "-Os", "-s", "-Wall", "-Wextra", "-o", str(out),
+          str(UDP_HELPER_SOURCE)])
+    return out.read_bytes()
 
 
 def find(cache: Path | None = None) -> TestVMImage:
@@ -106,6 +131,8 @@ def find(cache: Path | None = None) -> TestVMImage:
             continue
         img = TestVMImage(manifest.parent / "vmlinux", manifest.parent / "initrd.img",
                           data.get("version", ""))
+        if data.get("udp_helper") is False and shutil.which("gcc"):
+            continue                     # built without gcc, which is here now: rebuild
         if img.kernel.is_file() and img.initrd.is_file():
             built = float(data.get("built", 0))
             if best is None or built > best[0]:
@@ -162,7 +189,14 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
                               engine="images")
         busybox = next(iter(bb.values()))
         qemu_ga = next(iter(qga.values()))
-        entries = _initramfs_entries(busybox, qemu_ga, work, modules, order)
+        try:
+            helper: bytes | None = compile_udp_helper(work)
+            report("compiled the guest's UDP helper (hnb-udp)", 0.75)
+        except EngineUnavailable as exc:
+            helper = None
+            report(f"{exc.message}; the image has no UDP helper, so UDP probes from and to "
+                   "the VM will be skipped", 0.75)
+        entries = _initramfs_entries(busybox, qemu_ga, work, modules, order, helper)
         version = f"{kver}-{_deb_version(deb['qemu-guest-agent'])}-{_init_hash()}"
         out = root / f"testvm-{_safe(version)}"
         if out.exists():
@@ -177,7 +211,8 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         (stage / "initrd.img").write_bytes(gzip.compress(raw.getvalue(), 6, mtime=0))
         (stage / _MANIFEST).write_text(json.dumps({
             "version": version, "init": _init_hash(), "kernel_package": kernel_pkg,
-            "modules": order, "built": time.time()}, indent=1, sort_keys=True))
+            "modules": order, "udp_helper": helper is not None, "built": time.time()},
+            indent=1, sort_keys=True))
         os.rename(stage, out)
     for old in root.glob("testvm-*"):
         if old != out and (old / _MANIFEST).exists():
@@ -333,7 +368,7 @@ def _shared_libs(binary: Path) -> list[str]:
 
 
 def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict[str, bytes],
-                       order: list[str]) -> list[_Entry]:
+                       order: list[str], udp_helper: bytes | None = None) -> list[_Entry]:
     d, f, ln = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755, stat.S_IFLNK | 0o777
     entries: dict[str, _Entry] = {}
 
@@ -356,6 +391,8 @@ def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict
         if applet != "bin/busybox" and applet.rsplit("/", 1)[-1] != "init":
             add(_Entry(applet, ln, b"/bin/busybox"))
     add(_Entry("init", f, init_script()))
+    if udp_helper is not None:
+        add(_Entry(UDP_HELPER_PATH, f, udp_helper))
     qga = work / "qemu-ga"
     qga.write_bytes(qemu_ga)
     qga.chmod(0o755)

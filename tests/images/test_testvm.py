@@ -77,7 +77,7 @@ def test_build_real(tmp_path: Path) -> None:
     assert events[-1] == ("built", 1.0)
     assert img.kernel.read_bytes()[:4] == b"\x7fELF"
     cpio = gzip.decompress(img.initrd.read_bytes())
-    for member in (b"init\0", b"bin/busybox\0", b"usr/sbin/qemu-ga\0",
+    for member in (b"init\0", b"bin/busybox\0", b"usr/sbin/qemu-ga\0", b"bin/hnb-udp\0",
                    b"lib/modules/virtio_net.ko\0", b"lib/modules/virtio_console.ko\0",
                    b"etc/modules-order\0"):
         assert member in cpio, member

@@ -3,15 +3,20 @@
 A VM's network stack is out of this process's reach, so a VM source probes with a POSIX shell
 script that its :class:`~hybridnb.services.probe.endpoint.Executor` runs inside the guest
 (qemu-guest-agent ``guest-exec`` for libvirt domains).  The script uses only what a minimal
-busybox guest has — ``ping``, ``nc`` (the small variant: no ``-z``, no ``-u``), ``nslookup``
-and ``timeout`` — starts every probe as a background job so that they run concurrently (one
-timeout for all), and prints one line per pair::
+busybox guest has — ``ping``, ``nc`` (the small variant: no ``-z``, no ``-u``), ``nslookup``,
+``awk`` and ``timeout`` — starts every probe as a background job so that they run
+concurrently (one timeout for all), and prints one line per pair::
 
-    R <index> ok|fail <rtt ms,rtt ms,...|-> <detail or reason>
+    R <index> ok|fail|skip <rtt ms,rtt ms,...|-> <detail or reason>
+
+Busybox has no datagram client, so UDP uses :data:`UDP_HELPER` (``hnb-udp``, a small static
+program the test VM image carries, see ``hybridnb/images/guest/hnb-udp.c``): ``hnb-udp probe
+ADDR PORT COUNT TIMEOUT_MS`` prints ``reply SEQ RTT_US`` / ``timeout SEQ`` / ``refused SEQ``
+/ ``error SEQ TEXT`` lines, which the script folds into its ``R`` line.  A guest without the
+helper reports its UDP pairs as skipped.
 
 :func:`build_script` writes it, :func:`parse_output` reads it back, :func:`run_pairs` is what
-the engine calls.  UDP needs a datagram-capable ``nc`` that busybox guests lack, so UDP from an
-executor source is reported as skipped.
+the engine calls.
 """
 
 from __future__ import annotations
@@ -27,10 +32,19 @@ from hybridnb.services.probe.matrix import ProbeResult
 if TYPE_CHECKING:
     from hybridnb.services.probe.engine import _Pair
 
+#: Where the UDP helper lives in the guest (the test VM image installs it there).
+UDP_HELPER = "/bin/hnb-udp"
+#: Why UDP from a guest without the helper is skipped ({} is the helper's path).
+NO_UDP_HELPER = ("UDP probes need {} in the guest (rebuild the test VM image: "
+                 "hybridnb images build)")
+
 _PRELUDE = r"""
 T=%(t)d
+TM=%(tm)d
 C=%(c)d
 W=%(w)d
+U=%(u)s
+NOU=%(nou)s
 rs() { tr '\n' ',' | sed 's/,$//'; }
 fail_reason() {
   case "$1" in
@@ -65,6 +79,19 @@ p_http() {
     *) echo "R $1 fail - not_an_HTTP_response" ;;
   esac
 }
+p_udp() {
+  if [ ! -x "$U" ]; then echo "R $1 skip - $NOU"; return; fi
+  o=$(timeout "$W" "$U" probe "$2" "$3" "$C" "$TM" 2>&1)
+  r=$(echo "$o" | awk '$1 == "reply" { printf "%%s%%.3f", s, $3 / 1000; s = "," }')
+  if [ -n "$r" ]; then echo "R $1 ok $r -"; return; fi
+  case "$o" in
+    *refused*) echo "R $1 fail - refused (port unreachable)" ;;
+    *timeout*) echo "R $1 fail - timeout" ;;
+    *error*) echo "R $1 fail - $(echo "$o" | sed -n 's/^error [-0-9]* //p' | head -n1 | cut -c1-60)" ;;
+    "") echo "R $1 fail - timeout" ;;
+    *) echo "R $1 fail - $(fail_reason "$o")" ;;
+  esac
+}
 p_dns() {
   o=$(timeout "$W" nslookup "$3" "$2" 2>&1)
   if echo "$o" | sed -n '/^Name:/,$p' | grep -qw "$4"; then echo "R $1 ok - $4";
@@ -74,7 +101,7 @@ p_dns() {
 }
 """
 
-_LINE = re.compile(r"^R (\d+) (ok|fail) (\S+) (.*)$")
+_LINE = re.compile(r"^R (\d+) (ok|fail|skip) (\S+) (.*)$")
 
 
 @dataclass(frozen=True)
@@ -89,16 +116,21 @@ class ScriptProbe:
     expected: str = ""      # DNS: the expected address
 
 
-def build_script(probes: Sequence[ScriptProbe], *, timeout: float, count: int) -> str:
+def build_script(probes: Sequence[ScriptProbe], *, timeout: float, count: int,
+                 udp_helper: str = UDP_HELPER) -> str:
     t = max(1, math.ceil(timeout))
     w = t + math.ceil(0.2 * count) + 1
-    lines = [_PRELUDE % {"t": t, "c": count, "w": w}]
+    q = shlex.quote
+    lines = [_PRELUDE % {"t": t, "tm": max(1, round(timeout * 1000)), "c": count, "w": w,
+                         "u": q(udp_helper),
+                         "nou": q(NO_UDP_HELPER.format(udp_helper))}]
     for p in probes:
-        q = shlex.quote
         if p.protocol == "icmp":
             lines.append(f"p_icmp {p.index} {q(p.address)} &")
         elif p.protocol == "tcp":
             lines.append(f"p_tcp {p.index} {q(p.address)} {p.port} &")
+        elif p.protocol == "udp":
+            lines.append(f"p_udp {p.index} {q(p.address)} {p.port} &")
         elif p.protocol == "http":
             lines.append(f"p_http {p.index} {q(p.address)} {p.port} {q(p.name)} &")
         elif p.protocol == "dns":
@@ -107,9 +139,10 @@ def build_script(probes: Sequence[ScriptProbe], *, timeout: float, count: int) -
     return "\n".join(lines) + "\n"
 
 
-def parse_output(text: str) -> dict[int, tuple[bool, tuple[float, ...], str]]:
-    """``{index: (ok, rtts in seconds, detail-or-reason)}`` from the script's output."""
-    out: dict[int, tuple[bool, tuple[float, ...], str]] = {}
+def parse_output(text: str) -> dict[int, tuple[bool | None, tuple[float, ...], str]]:
+    """``{index: (ok, rtts in seconds, detail-or-reason)}`` from the script's output; ``ok``
+    is None for a pair the guest could not attempt."""
+    out: dict[int, tuple[bool | None, tuple[float, ...], str]] = {}
     for line in text.splitlines():
         m = _LINE.match(line.strip())
         if not m:
@@ -121,7 +154,8 @@ def parse_output(text: str) -> dict[int, tuple[bool, tuple[float, ...], str]]:
             except ValueError:
                 rtts = ()
         note = m.group(4).strip()
-        out[int(m.group(1))] = (m.group(2) == "ok", rtts,
+        verdict = m.group(2)
+        out[int(m.group(1))] = (None if verdict == "skip" else verdict == "ok", rtts,
                                 "" if note == "-" else note.replace("_", " "))
     return out
 
@@ -132,18 +166,13 @@ def run_pairs(pairs: list["_Pair"], *, timeout: float, count: int, domain: str) 
     assert src.executor is not None
     probes = []
     for i, p in enumerate(pairs):
-        if p.protocol == "udp":
-            p.final = ProbeResult(p.check, src.name, p.dst.name, None,
-                                  "UDP probes need a datagram-capable nc in the guest",
-                                  port=p.port, address=p.address)
-            continue
         fqdn = f"{p.dst.name}.{domain.strip('.')}"
         probes.append(ScriptProbe(i, p.protocol, p.address, p.port,
                                   name=fqdn if p.dst.kind != "gateway" else p.address,
                                   expected=p.dst.address if p.protocol == "dns" else ""))
     if not probes:
         return
-    script = build_script(probes, timeout=timeout, count=count)
+    script = build_script(probes, timeout=timeout, count=count, udp_helper=UDP_HELPER)
     limit = timeout + 0.2 * count + 10.0
     try:
         rc, stdout, stderr = src.executor(["/bin/sh", "-c", script], limit)
@@ -157,7 +186,7 @@ def run_pairs(pairs: list["_Pair"], *, timeout: float, count: int, domain: str) 
     parsed = parse_output(stdout)
     for pr in probes:
         p = pairs[pr.index]
-        sent = count if p.protocol == "icmp" else 1
+        sent = count if p.protocol in ("icmp", "udp") else 1
         got = parsed.get(pr.index)
         if got is None:
             tail = (stderr or stdout).strip().splitlines()[-1:] or [f"exit {rc}"]
@@ -166,7 +195,12 @@ def run_pairs(pairs: list["_Pair"], *, timeout: float, count: int, domain: str) 
                                   sent=sent, port=p.port, address=p.address)
             continue
         ok, rtts, note = got
+        if ok is None:
+            p.final = ProbeResult(p.check, src.name, p.dst.name, None, note or "skipped",
+                                  port=p.port, address=p.address)
+            continue
         p.final = ProbeResult(
             p.check, src.name, p.dst.name, ok, "" if ok else (note or "failed"),
-            rtts=rtts, sent=sent, received=(len(rtts) if p.protocol == "icmp" else int(ok)),
+            rtts=rtts, sent=sent,
+            received=(len(rtts) if p.protocol in ("icmp", "udp") else int(ok)),
             port=p.port, address=p.address, detail=note if ok else "")
