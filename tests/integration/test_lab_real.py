@@ -178,3 +178,35 @@ def test_lab_works_inside_a_running_event_loop(primed, state_dir):
         assert lab.test(("icmp",), timeout=1.0, count=1).ok
         lab.destroy()
     asyncio.run(cell())
+
+
+def _bare_image(api) -> str:
+    """An image with the busybox binary and nothing else: no ping, no wget, no nc in PATH."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+    api.import_image_from_data(buf.getvalue(), repository="hnb-test/bare", tag="latest",
+                               changes=['CMD ["/bin/busybox", "sleep", "3600"]'])
+    return "hnb-test/bare:latest"
+
+
+def test_probing_an_image_without_any_tools(primed, state_dir):
+    """The probes open sockets inside the container's namespace: nothing runs in the image."""
+    api = docker_api(primed)
+    image = _bare_image(api)
+    lab = Lab("itbare", subnet="10.0.6.0/24", backend="sandbox", sandbox=SANDBOX_NAME,
+              state_dir=state_dir)
+    _made.append(lab)
+    lab._edit(lambda doc: doc["network"].update({"dns": False}))
+    lab.add_container("bare", image=image).add_container("bare2", image=image).add_host("h")
+    lab.apply()
+    for tool in (["ping", "-c1", "10.0.6.1"], ["wget", "http://10.0.6.1/"], ["nc"]):
+        ex = api.exec_create("hnb-itbare-bare", tool)
+        api.exec_start(ex["Id"])
+        assert api.exec_inspect(ex["Id"])["ExitCode"] != 0, f"{tool[0]} exists in the image"
+    m = lab.test(("icmp", "tcp", "udp", "http"), timeout=1.0, count=2)
+    assert m.ok and m.counts()["skip"] == 0, m.to_text()
+    lab.destroy()
