@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -12,6 +11,7 @@ from hybridnb.drivers.bridge import BridgeDriver
 from hybridnb.drivers.links import CREATING_GROUP
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
+from tests.conftest import require_real
 from tests.helpers.hostsnap import diff, snapshot
 from tests.helpers.netlab import private_netns, unique
 
@@ -19,14 +19,6 @@ pytestmark = pytest.mark.real
 
 
 def _require_root() -> None:
-    try:
-        from tests.conftest import require_real
-    except ImportError:  # pragma: no cover - until the shared helper lands
-        if os.geteuid() != 0:
-            if os.environ.get("CI") == "true":
-                pytest.fail("real-engine test cannot run under CI: needs root")
-            pytest.skip("needs root")
-        return
     require_real()
 
 

@@ -17,6 +17,7 @@ from hybridnb.drivers.links import CREATING_GROUP
 from hybridnb.drivers.netns import NetnsHostDriver
 from hybridnb.errors import ConflictError
 from hybridnb.target import Target
+from tests.conftest import require_real
 from tests.helpers.hostsnap import diff, snapshot
 from tests.helpers.netlab import icmp_ping, private_netns, unique
 
@@ -26,14 +27,6 @@ SUBNET, GW, BR = "10.79.0.0/24", "10.79.0.1", "hbt1"
 
 
 def _require_root() -> None:
-    try:
-        from tests.conftest import require_real
-    except ImportError:  # pragma: no cover - until the shared helper lands
-        if os.geteuid() != 0:
-            if os.environ.get("CI") == "true":
-                pytest.fail("real-engine test cannot run under CI: needs root")
-            pytest.skip("needs root")
-        return
     require_real()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from hybridnb.drivers import nsutil
 from hybridnb.errors import ConflictError, NotFoundError
+from tests.conftest import require_real
 from tests.helpers.netlab import private_netns, unique
 
 pytestmark = pytest.mark.real
@@ -17,14 +18,6 @@ pytestmark = pytest.mark.real
 
 @pytest.fixture(autouse=True)
 def _root():
-    try:
-        from tests.conftest import require_real
-    except ImportError:  # pragma: no cover - until the shared helper lands
-        if os.geteuid() != 0:
-            if os.environ.get("CI") == "true":
-                pytest.fail("real-engine test cannot run under CI: needs root")
-            pytest.skip("needs root")
-        return
     require_real()
 
 
