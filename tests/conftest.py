@@ -35,3 +35,7 @@ def state_dir(tmp_path):
     d = tmp_path / "state"
     d.mkdir()
     return d
+
+
+# the session sandbox and the other real-engine fixtures, for every test module
+from tests.realengines import lab_bridge, sandbox, sandbox_target  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """The sandbox (isolated lab host with private engines): up/status/down/target, for real.
 
-The session sandbox (``tests/integration/conftest.py``) covers idempotence and the target;
+The session sandbox (``tests/realengines.py``) covers idempotence and the target;
 fresh sandboxes with their run/data directories under ``tmp_path`` prove that two concurrent
 ``up`` start one engine, that another process can take a sandbox down, and that ``down``
 leaves no process, mount, cgroup, namespace or directory behind — also after dockerd was
@@ -26,7 +26,7 @@ from hybridnb.drivers import nsutil
 from hybridnb.images.busybox import DEFAULT_TAGS, ensure_busybox_image
 from hybridnb.sandbox import Sandbox
 from tests.helpers.netlab import unique
-from tests.integration.conftest import require_engines, sandbox  # noqa: F401
+from tests.realengines import require_engines
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def _leftovers(box: Sandbox, record: dict) -> list[str]:
     return out
 
 
-def test_session_sandbox_is_up_isolated_and_idempotent(sandbox):  # noqa: F811
+def test_session_sandbox_is_up_isolated_and_idempotent(sandbox):
     st = sandbox.status()
     assert st.up and st.netns_exists, st
     docker = st.daemon("dockerd")
@@ -82,7 +82,7 @@ def test_session_sandbox_is_up_isolated_and_idempotent(sandbox):  # noqa: F811
         assert target.libvirt_uri is None and lv.note
 
 
-def test_busybox_image_is_there_and_ensure_is_cheap(sandbox):  # noqa: F811
+def test_busybox_image_is_there_and_ensure_is_cheap(sandbox):
     import docker
 
     url = sandbox.target().docker_url

@@ -315,7 +315,7 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
         return None
     kind = data.get("kind")
     if kind is None:
-        c.add(f"{path}.kind", "missing kind", f"add 'kind: container', 'kind: vm' or 'kind: host'")
+        c.add(f"{path}.kind", "missing kind", "add 'kind: container', 'kind: vm' or 'kind: host'")
         return None
     if kind not in KINDS:
         c.add(f"{path}.kind", f"unknown kind {kind!r}", did_you_mean(str(kind), KINDS)

@@ -140,8 +140,8 @@ def ensure_busybox_image(docker_url: str, tags: Iterable[str] = DEFAULT_TAGS,
         else:
             t0 = time.monotonic()
             repo, _, tag = tags[0].rpartition(":")
-            out = client.import_image_from_data(rootfs_tar(), repository=repo, tag=tag,
-                                                changes=list(CHANGES))
+            client.import_image_from_data(rootfs_tar(), repository=repo, tag=tag,
+                                        changes=list(CHANGES))
             image_id = client.inspect_image(tags[0])["Id"]
             if progress:
                 progress(f"imported {tags[0]} from {BUSYBOX} in {time.monotonic() - t0:.2f} s"

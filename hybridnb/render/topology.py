@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 KIND_COLOURS: dict[str, str] = {
     "bridge": "#7f7f7f", "gateway": "#d4a017", "container": "#1f77b4", "vm": "#9467bd",

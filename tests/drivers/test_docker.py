@@ -17,7 +17,6 @@ from hybridnb.drivers.docker import STOPPED, ContainerDriver, NetworkDriver
 from hybridnb.errors import ConflictError, EngineError, EngineUnavailable
 from hybridnb.target import Target
 from tests.helpers.netlab import unique
-from tests.integration.conftest import lab_bridge, sandbox, sandbox_target  # noqa: F401
 
 
 def network_res(lab: str, br, **over) -> Resource:
@@ -39,7 +38,7 @@ def container_res(lab: str, br, name: str, host: int, **over) -> Resource:
 
 
 @pytest.fixture
-def drivers(sandbox_target):  # noqa: F811
+def drivers(sandbox_target):
     net, ctr = NetworkDriver(sandbox_target), ContainerDriver(sandbox_target)
     yield net, ctr
     net.close()
@@ -69,7 +68,7 @@ def _exec(api, cname: str, cmd: list[str]) -> tuple[int, str]:
 
 
 @pytest.mark.real
-def test_network_on_existing_bridge_round_trip(drivers, lab, lab_bridge):  # noqa: F811
+def test_network_on_existing_bridge_round_trip(drivers, lab, lab_bridge):
     net, _ = drivers
     br = lab_bridge(lab)
     res = network_res(lab, br)
@@ -98,7 +97,7 @@ def test_network_on_existing_bridge_round_trip(drivers, lab, lab_bridge):  # noq
 
 
 @pytest.mark.real
-def test_only_one_docker_network_per_bridge(drivers, lab, lab_bridge):  # noqa: F811
+def test_only_one_docker_network_per_bridge(drivers, lab, lab_bridge):
     net, _ = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
@@ -139,7 +138,7 @@ def test_containers_get_their_address_and_reach_each_other(drivers, lab, lab_bri
 
 
 @pytest.mark.real
-def test_observe_create_delete_idempotence(drivers, lab, lab_bridge):  # noqa: F811
+def test_observe_create_delete_idempotence(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
@@ -158,7 +157,7 @@ def test_observe_create_delete_idempotence(drivers, lab, lab_bridge):  # noqa: F
 
 
 @pytest.mark.real
-def test_container_removed_behind_our_back_is_missing(drivers, lab, lab_bridge):  # noqa: F811
+def test_container_removed_behind_our_back_is_missing(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
@@ -188,7 +187,7 @@ def test_stopped_container_is_observed_differently_and_stops_fast(drivers, lab, 
 
 
 @pytest.mark.real
-def test_published_port_and_concurrent_creates(drivers, lab, lab_bridge):  # noqa: F811
+def test_published_port_and_concurrent_creates(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
@@ -206,7 +205,7 @@ def test_published_port_and_concurrent_creates(drivers, lab, lab_bridge):  # noq
 
 
 @pytest.mark.real
-def test_missing_image_says_how_to_get_it(drivers, lab, lab_bridge):  # noqa: F811
+def test_missing_image_says_how_to_get_it(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
@@ -221,7 +220,7 @@ def test_missing_image_says_how_to_get_it(drivers, lab, lab_bridge):  # noqa: F8
 
 
 @pytest.mark.real
-def test_foreign_container_with_our_name_is_a_conflict(drivers, lab, lab_bridge):  # noqa: F811
+def test_foreign_container_with_our_name_is_a_conflict(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))

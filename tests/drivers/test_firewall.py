@@ -19,8 +19,7 @@ from hybridnb.drivers.firewall import FirewallDriver
 from hybridnb.target import Target
 from tests.helpers.hostsnap import diff, snapshot
 from tests.helpers.netlab import icmp_ping, private_netns, unique
-from tests.integration.conftest import (lab_bridge, require_engines, sandbox,  # noqa: F401
-                                        sandbox_target)
+from tests.realengines import require_engines
 
 pytestmark = pytest.mark.real
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
@@ -41,7 +40,7 @@ def chain(drv: FirewallDriver, name: str) -> list[str]:
     return done.stdout.splitlines() if done.returncode == 0 else []
 
 
-def test_round_trip_in_the_sandbox_leaves_iptables_identical(sandbox, lab_bridge):  # noqa: F811
+def test_round_trip_in_the_sandbox_leaves_iptables_identical(sandbox, lab_bridge):
     from hybridnb.core import naming
     from hybridnb.drivers.docker import NetworkDriver
 
@@ -127,7 +126,7 @@ def _host(sbx: str, bridge: str, address: str) -> str:
     return name
 
 
-def test_rule_lets_bridged_traffic_pass_forward_drop(sandbox, lab_bridge):  # noqa: F811
+def test_rule_lets_bridged_traffic_pass_forward_drop(sandbox, lab_bridge):
     ns = sandbox.netns
     if nsutil.read_sysctl(ns, "net.bridge.bridge-nf-call-iptables") != "1":
         pytest.skip("bridged frames bypass iptables here (bridge-nf-call-iptables=0)")

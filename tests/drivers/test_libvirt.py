@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
+
 import subprocess
 import tempfile
-import threading
+
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

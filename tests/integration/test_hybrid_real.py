@@ -21,7 +21,7 @@ import pytest
 from hybridnb.errors import BootError
 from hybridnb.lab import Lab
 from tests.helpers import hostsnap
-from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+from tests.realengines import SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
 CONTAINERS = ("c1", "c2", "c3")
@@ -63,7 +63,7 @@ def dig(box, name: str, rtype: str = "A") -> str:
 
 
 @pytest.fixture(scope="module")
-def hybrid(sandbox, tmp_path_factory):  # noqa: F811
+def hybrid(sandbox, tmp_path_factory):
     api = docker_api(sandbox)
     net = api.create_network("hnb-prime", driver="bridge",        # dockerd's own chains first
                              options={"com.docker.network.bridge.name": "hnbprime0"})
@@ -177,7 +177,7 @@ def test_destroy_leaves_nothing(hybrid):
     assert hostsnap.diff(before, hostsnap.snapshot(box.netns, netns_filter=ours)) == []
 
 
-def test_vm_that_cannot_boot_is_a_clear_error_and_leaves_nothing(sandbox, state_dir):  # noqa: F811
+def test_vm_that_cannot_boot_is_a_clear_error_and_leaves_nothing(sandbox, state_dir):
     lab = Lab("hybad", backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
     lab.add_vm("broken", kernel="/nonexistent/vmlinux")
     try:

@@ -24,7 +24,7 @@ import pytest
 from hybridnb.errors import ConflictError
 from hybridnb.lab import Lab
 from tests.helpers import hostsnap
-from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def docker_api(box):
 
 
 @pytest.fixture
-def primed(sandbox):  # noqa: F811
+def primed(sandbox):
     """The sandbox after dockerd has set up its own iptables chains (it does so once, at its
     first network — that is dockerd's doing, not the lab's, so snapshots start after it)."""
     api = docker_api(sandbox)
@@ -110,7 +110,7 @@ def test_two_containers_two_hosts_full_cycle(primed, state_dir):
     assert api.containers(all=True, filters={"label": "hybridnb.lab=it"}) == []
 
 
-def test_subnet_colliding_with_a_route_is_refused_before_anything(sandbox, state_dir):  # noqa: F811
+def test_subnet_colliding_with_a_route_is_refused_before_anything(sandbox, state_dir):
     ns = sandbox.netns
     subprocess.run(["ip", "-n", ns, "link", "add", "hnbcollide0", "type", "bridge"], check=True)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hybridnb.cli import main
-from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
 
@@ -27,7 +27,7 @@ def write(tmp_path, *lines):
     return str(path)
 
 
-def test_validate_exit_codes(sandbox, tmp_path, state_dir, capsys):  # noqa: F811
+def test_validate_exit_codes(sandbox, tmp_path, state_dir, capsys):
     common = ["--backend", "sandbox", "--sandbox", SANDBOX_NAME, "--state-dir", str(state_dir),
               "-q"]
     holds = write(tmp_path, "h1 -> h2 icmp ok", "h2 -> h1 icmp ok", "h1 -> gateway icmp ok",

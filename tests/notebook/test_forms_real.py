@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hybridnb.notebook.forms import container_form, host_form, network_form, vm_form
-from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
 

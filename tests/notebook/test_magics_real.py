@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import SANDBOX_NAME, sandbox  # noqa: F401  (fixture)
+from tests.realengines import SANDBOX_NAME
 from tests.notebook.conftest import run
 
 pytestmark = pytest.mark.real

@@ -78,7 +78,7 @@ def test_basics_on_dry_run(tmp_path, monkeypatch):
 def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     """The walkthrough against the real engines in the session's sandbox (CI acceptance)."""
     from hybridnb.lab import open_lab
-    from tests.integration.conftest import SANDBOX_NAME
+    from tests.realengines import SANDBOX_NAME
 
     params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "nbbasics",
               "SUBNET": "10.0.61.0/24", "BRIDGE": "hnbnb0","STATE_DIR": str(tmp_path), "WITH_VM": True,
@@ -99,4 +99,3 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     assert "not applied" in text
 
 
-from tests.integration.conftest import sandbox  # noqa: E402,F401  (the session fixture)

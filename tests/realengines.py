@@ -10,10 +10,9 @@
   sandbox namespace through the bridge driver, removed after the test; each call gets its own
   bridge name and /24, so tests never share addresses.
 
-Test modules outside this directory use these fixtures by importing them
-(``from tests.integration.conftest import sandbox, lab_bridge``); the sandbox is a
-per-session singleton kept on the pytest config, so importing the fixture into several
-modules never starts a second one.
+``tests/conftest.py`` imports the fixtures, so every test module can ask for them by name;
+modules import only the plain names (``SANDBOX_NAME``, ``require_engines``) from here.  The
+sandbox is a per-session singleton kept on the pytest config.
 """
 
 from __future__ import annotations
