@@ -1,11 +1,16 @@
 """The lab's DNS server for real: started by the dns driver in a private namespace, asked by
 dig and dnspython over UDP and TCP (A, PTR, SRV, NODATA, NXDOMAIN, case, EDNS0, truncation),
-an outside client refused, records following the lab without a restart, the query log."""
+an outside client refused, records following the lab without a restart, the query log; and
+forwarding of out-of-lab names to an upstream (dnsmasq on the namespace's loopback): answers
+and NXDOMAIN passed through, SERVFAIL in bounded time from a silent or unreachable upstream,
+still no open resolver."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -26,10 +31,10 @@ SERVICES = [{"service": "http", "proto": "tcp", "endpoint": "web", "port": 80}] 
     {"service": "many", "proto": "tcp", "endpoint": "h1", "port": 1000 + i} for i in range(80)]
 
 
-def spec(records=RECORDS):
+def spec(records=RECORDS, upstream=()):
     return {"domain": "hybrid.local", "listen": GW, "subnet": "10.77.1.0/24", "gateway": GW,
-            "bridge": "lab0", "records": dict(records), "upstream": [], "services": [
-                s for s in SERVICES if s["endpoint"] in records]}
+            "bridge": "lab0", "records": dict(records), "upstream": list(upstream),
+            "services": [s for s in SERVICES if s["endpoint"] in records]}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,8 @@ def lab(tmp_path_factory):
         ns.close()
 
 
-def ask(ns, name, rdtype, *, edns=-1, payload=1232, tcp=False, source=None, want_dnssec=False):
+def ask(ns, name, rdtype, *, edns=-1, payload=1232, tcp=False, source=None, want_dnssec=False,
+        timeout=3):
     import dns.message
     import dns.query
 
@@ -56,11 +62,14 @@ def ask(ns, name, rdtype, *, edns=-1, payload=1232, tcp=False, source=None, want
         s = ns.socket_in(socket.SOCK_STREAM, connect=(GW, 53))
         s.setblocking(False)
         with s:
-            return dns.query.tcp(q, GW, timeout=3, sock=s)
-    s = ns.socket_in(bind=(source, 0) if source else None)
-    s.setblocking(False)
-    with s:
-        return dns.query.udp(q, GW, timeout=3, sock=s)
+            r = dns.query.tcp(q, GW, timeout=timeout, sock=s)
+    else:
+        s = ns.socket_in(bind=(source, 0) if source else None)
+        s.setblocking(False)
+        with s:
+            r = dns.query.udp(q, GW, timeout=timeout, sock=s)
+    assert r.id == q.id
+    return r
 
 
 def dig(ns, *args):
@@ -226,3 +235,128 @@ def test_lifecycle_create_delete(tmp_path):
     finally:
         driver.delete("lc", "other")
         ns.close()
+
+
+# ------------------------------------------------------------------------ forwarding
+UPSTREAM = "127.0.0.2"          # dnsmasq, on the test namespace's loopback
+SILENT = "127.0.0.3"            # a socket that reads and never answers
+UNROUTABLE = "10.77.9.9"        # a 'prohibit' route in the namespace: sendto fails at once
+
+
+@pytest.fixture(scope="module")
+def fwd(tmp_path_factory):
+    require_root("dig", "nsenter", "ip", "dnsmasq")
+    pytest.importorskip("dns.message")
+    tmp = tmp_path_factory.mktemp("fwd")
+    ns = LabNetns("df", [f"{GW}/24", f"{OUTSIDE}/24"])
+    driver = DnsDriver(Target("dnstest", netns=ns.name), tmp / "state")
+    dnsmasq = None
+    try:
+        ns.exec("ip", "addr", "add", f"{UPSTREAM}/8", "dev", "lo")
+        ns.exec("ip", "route", "add", "prohibit", f"{UNROUTABLE}/32")
+        # nsenter execs dnsmasq: the Popen pid is dnsmasq's
+        dnsmasq = subprocess.Popen(
+            ["nsenter", f"--net={ns.path}", "dnsmasq", "--keep-in-foreground", "-C", "/dev/null",
+             "--no-resolv", "--no-hosts", f"--listen-address={UPSTREAM}", "--bind-interfaces",
+             "--port", "53", "--host-record=outside.example,192.0.2.7", "--local=/example/",
+             f"--pid-file={tmp / 'dnsmasq.pid'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while ns.exec("dig", f"@{UPSTREAM}", "+short", "+tries=1", "+time=1",
+                      "outside.example", check=False).stdout.strip() != "192.0.2.7":
+            assert dnsmasq.poll() is None and time.monotonic() < deadline, "dnsmasq not up"
+            time.sleep(0.05)
+        driver.create(LAB, Resource("dns", LAB, spec(upstream=[UPSTREAM])))
+        yield ns, driver
+    finally:
+        driver.delete(LAB, LAB)
+        if dnsmasq is not None:
+            dnsmasq.send_signal(signal.SIGTERM)
+            try:
+                dnsmasq.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                dnsmasq.kill()
+                dnsmasq.wait()
+        ns.close()
+
+
+def test_forwarded_answers_come_from_upstream(fwd):
+    import dns.flags
+    import dns.rcode
+
+    ns, _ = fwd
+    for edns in (-1, 0):
+        r = ask(ns, "OutSide.Example", "A", edns=edns)
+        assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.RA
+        assert r.question[0].name.to_text() == "OutSide.Example."            # case kept
+        assert [rr.address for rr in r.answer[0]] == ["192.0.2.7"]
+    assert (r.edns, r.payload) == (0, 1232)                                  # dnsmasq's OPT
+    nx = ask(ns, "nothere.example", "A")
+    assert nx.rcode() == dns.rcode.NXDOMAIN and not nx.answer
+    tcp = ask(ns, "outside.example", "A", tcp=True)
+    assert [rr.address for rr in tcp.answer[0]] == ["192.0.2.7"]
+    assert dig(ns, "+short", "outside.example").split() == ["192.0.2.7"]
+    lab_name = ask(ns, "web.hybrid.local", "A")                               # still ours
+    assert lab_name.flags & dns.flags.AA and lab_name.flags & dns.flags.RA
+    assert [rr.address for rr in lab_name.answer[0]] == ["10.77.1.100"]
+    assert ask(ns, "nothere.hybrid.local", "A").rcode() == dns.rcode.NXDOMAIN   # not forwarded
+
+
+def test_forwarding_is_not_an_open_resolver(fwd):
+    import dns.rcode
+
+    ns, driver = fwd
+    r = ask(ns, "outside.example", "A", source=OUTSIDE)
+    assert r.rcode() == dns.rcode.REFUSED and not r.answer
+    entries = wait_log(driver, lambda e: e["client"] == OUTSIDE)
+    assert [e["rcode"] for e in entries if e["client"] == OUTSIDE] == ["REFUSED"]
+
+
+def test_query_log_records_forwarded_queries(fwd):
+    ns, driver = fwd
+    ask(ns, "outside.example", "A")
+    ask(ns, "nothere.example", "AAAA")
+    entries = wait_log(driver, lambda e: e["name"] == "nothere.example." and e["type"] == "AAAA")
+    out = [e for e in entries if e["name"] == "outside.example." and e["type"] == "A"][-1]
+    nx = [e for e in entries if e["name"] == "nothere.example." and e["type"] == "AAAA"][-1]
+    assert out["rcode"] == "FWD:NOERROR" and nx["rcode"] == "FWD:NXDOMAIN"
+    assert out["client"] == GW and 0 < out["latency_us"] < 2e6
+
+
+def test_silent_or_unreachable_upstream_gives_servfail_in_bounded_time(fwd):
+    import dns.rcode
+
+    from hybridnb.services.dns.server import FORWARD_TIMEOUT
+
+    ns, driver = fwd
+    silent = ns.socket_in(bind=(SILENT, 53))
+    try:
+        driver.update(LAB, Resource("dns", LAB, spec(upstream=[SILENT])))
+        for tcp in (False, True):
+            t0 = time.monotonic()
+            r = ask(ns, "outside.example", "A", tcp=tcp, timeout=FORWARD_TIMEOUT + 3)
+            took = time.monotonic() - t0
+            assert r.rcode() == dns.rcode.SERVFAIL and not r.answer
+            assert FORWARD_TIMEOUT - 0.2 < took < FORWARD_TIMEOUT + 1.5, took
+        silent.settimeout(1)
+        assert b"\x07outside\x07example\x00" in silent.recv(4096)              # it was asked
+        driver.update(LAB, Resource("dns", LAB, spec(upstream=[UNROUTABLE])))
+        t0 = time.monotonic()
+        r = ask(ns, "outside.example", "A")
+        assert r.rcode() == dns.rcode.SERVFAIL and time.monotonic() - t0 < 1.0
+        entries = wait_log(driver, lambda e: e["rcode"] == "FWD:UNREACHABLE")
+        assert {"FWD:TIMEOUT", "FWD:TIMEOUT/TCP"} <= {e["rcode"] for e in entries}
+    finally:
+        silent.close()
+        driver.update(LAB, Resource("dns", LAB, spec(upstream=[UPSTREAM])))
+    r = ask(ns, "outside.example", "A")                                        # back again
+    assert [rr.address for rr in r.answer[0]] == ["192.0.2.7"]
+
+
+def wait_log(driver, found, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = driver.logs(LAB, 200)
+        if any(found(e) for e in entries) or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)

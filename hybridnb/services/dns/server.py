@@ -11,8 +11,10 @@ Run as its own process (so it outlives the notebook kernel that started it)::
 * TCP: an accept thread and one short-lived thread per connection (bounded), RFC 7766 framing.
 * Access: only clients in ``--subnet`` (repeatable) and loopback get answers; others get
   REFUSED (never larger than their query), so the server is not an open resolver.
-* Names outside the lab are relayed to the zone's ``upstream`` resolvers, if any (none by
-  default), else REFUSED.
+* Names outside the lab are relayed to the zone's ``upstream`` resolvers (the lab's
+  ``network.upstream``; none by default), else REFUSED; the upstream's answer (rcode, RA,
+  records) goes back under the client's ID, and a question no upstream answers within
+  ``FORWARD_TIMEOUT`` gets SERVFAIL.  Only allowed clients are ever forwarded.
 * ``SIGHUP`` reloads the zone file: the new answers are built on a thread and swapped in, the
   socket keeps receiving meanwhile, so no query is dropped.  ``SIGTERM``/``SIGINT`` stop.
 * The pidfile is written once the sockets are bound and the zone is loaded (readiness); the
@@ -44,7 +46,8 @@ log = logging.getLogger("hybridnb.dns")
 
 MAX_TCP_CLIENTS = 64
 TCP_IDLE = 10.0
-FORWARD_TIMEOUT = 3.0
+FORWARD_TIMEOUT = 2.0                 # then SERVFAIL
+MAX_FORWARDS = 4096                   # questions in flight upstream
 RCVBUF = 4 * 1024 * 1024
 
 
@@ -66,85 +69,160 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class Forwarder:
-    """Relays out-of-lab questions to upstream resolvers over UDP with fresh IDs."""
+def _question_end(data: bytes) -> int:
+    """Offset just past the (already validated, uncompressed) question of a query."""
+    i = 12
+    while data[i]:
+        i += 1 + data[i]
+    return i + 5
 
-    def __init__(self, upstream: Sequence[str], deliver: Any, querylog: QueryLog) -> None:
+
+class Forwarder:
+    """Relays out-of-lab questions to the upstream resolvers over UDP, each under a fresh
+    random ID.  The first reply whose source, ID and question match goes back to the client
+    under the client's ID; a question no upstream answers within ``timeout`` seconds (or that
+    cannot be sent at all) gets the SERVFAIL the slow path prepared, so a silent upstream
+    costs the client a bounded wait, not a retry loop."""
+
+    def __init__(self, upstream: Sequence[str], deliver: Any, querylog: QueryLog,
+                 timeout: float = FORWARD_TIMEOUT) -> None:
         self.upstream = [(u, 53) for u in upstream]
         self.deliver = deliver                       # deliver(wire, addr)
         self.querylog = querylog
+        self.timeout = timeout
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("0.0.0.0", 0))
-        self.pending: dict[int, tuple[bytes, Any, float, tuple[str, str, str]]] = {}
+        self.sock.settimeout(min(0.1, timeout / 4))  # how often expired questions are failed
+        # qid -> (client id, question, client addr, t0, name, type, SERVFAIL wire, deadline);
+        # insertion order is deadline order (one timeout for all)
+        self.pending: dict[int, tuple[bytes, bytes, Any, float, str, str, bytes, float]] = {}
         self.lock = threading.Lock()
         self.rng = random.SystemRandom()
+        self._closed = False
         self.thread = threading.Thread(target=self._run, name="dns-forward", daemon=True)
         self.thread.start()
 
     def set_upstream(self, upstream: Sequence[str]) -> None:
         self.upstream = [(u, 53) for u in upstream]
 
-    def _new_id(self) -> int:
-        now = time.monotonic()
+    def forward(self, data: bytes, addr: Any, t0: float, name: str, qtype: str,
+                fail: bytes) -> None:
+        """Send ``data`` (a validated query) upstream; ``fail`` answers it if none replies."""
+        upstream = self.upstream
+        entry = (data[:2], data[12:_question_end(data)], addr, t0, name, qtype, fail,
+                 time.monotonic() + self.timeout)
+        qid = None
         with self.lock:
-            if len(self.pending) > 4096:
-                for k in [k for k, v in self.pending.items() if now - v[2] > FORWARD_TIMEOUT]:
-                    del self.pending[k]
-            for _ in range(32):
-                qid = self.rng.getrandbits(16)
-                if qid not in self.pending:
-                    return qid
-        raise OSError("too many forwarded queries in flight")
-
-    def forward(self, data: bytes, addr: Any, t0: float, info: tuple[str, str, str]) -> None:
-        if not self.upstream:
+            if upstream and len(self.pending) < MAX_FORWARDS:
+                for _ in range(32):
+                    qid = self.rng.getrandbits(16)
+                    if qid not in self.pending:
+                        self.pending[qid] = entry
+                        break
+                else:
+                    qid = None
+        if qid is None:
+            self._finish(entry, fail, "FWD:BUSY")
             return
-        qid = self._new_id()
-        with self.lock:
-            self.pending[qid] = (data[:2], addr, t0, info)
         msg = struct.pack(">H", qid) + data[2:]
-        for up in self.upstream:
-            self.sock.sendto(msg, up)
+        sent = 0
+        for up in upstream:
+            try:
+                self.sock.sendto(msg, up)
+                sent += 1
+            except OSError as exc:
+                log.debug("forward to %s: %s", up[0], exc)
+        if not sent:
+            with self.lock:
+                gone = self.pending.pop(qid, None)
+            if gone is not None:
+                self._finish(entry, fail, "FWD:UNREACHABLE")
+
+    def _finish(self, entry: tuple[Any, ...], out: bytes, rcode: str) -> None:
+        orig_id, _question, addr, t0, name, qtype = entry[:6]
+        try:
+            self.deliver(orig_id + out[2:], addr)
+        except OSError as exc:
+            log.debug("forward reply to %s: %s", addr, exc)
+            return
+        if self.querylog.enabled:
+            self.querylog.append((t0, addr[0], f"{name}\t{qtype}\t{rcode}", time.time() - t0))
 
     def _run(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 data, src = self.sock.recvfrom(65535)
+            except socket.timeout:
+                data = None
             except OSError:
-                return
-            if len(data) < 12 or src not in self.upstream:
+                if self._closed:
+                    return
+                time.sleep(0.01)
                 continue
-            qid = (data[0] << 8) | data[1]
-            with self.lock:
-                entry = self.pending.pop(qid, None)
-            if entry is None:
-                continue
-            orig_id, addr, t0, info = entry
-            try:
-                self.deliver(orig_id + data[2:], addr)
-            except OSError:
-                continue
-            rcode = wire.RCODE_NAMES.get(data[3] & 0x0F, str(data[3] & 0x0F))
-            self.querylog.append((t0, addr[0], f"{info[0]}\t{info[1]}\tFWD:{rcode}",
-                                  time.time() - t0))
+            if data is not None:
+                self._reply(data, src)
+            self._expire()
+
+    def _reply(self, data: bytes, src: Any) -> None:
+        if len(data) < 17 or not data[2] & 0x80 or src not in self.upstream:
+            return
+        qid = (data[0] << 8) | data[1]
+        with self.lock:
+            entry = self.pending.get(qid)
+            if entry is None or data[12:12 + len(entry[1])] != entry[1]:
+                return                                   # late, duplicate or forged
+            del self.pending[qid]
+        rcode = data[3] & 0x0F
+        self._finish(entry, data, "FWD:" + wire.RCODE_NAMES.get(rcode, str(rcode)))
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self.lock:
+            for qid, entry in self.pending.items():
+                if entry[7] > now:
+                    break
+                expired.append(qid)
+            entries = [self.pending.pop(qid) for qid in expired]
+        for entry in entries:
+            self._finish(entry, entry[6], "FWD:TIMEOUT")
 
     def ask(self, data: bytes) -> bytes | None:
-        """Blocking relay for TCP clients: the first upstream that answers."""
-        for up in self.upstream:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(FORWARD_TIMEOUT / max(1, len(self.upstream)))
-                qid = self.rng.getrandbits(16)
-                try:
-                    s.sendto(struct.pack(">H", qid) + data[2:], up)
+        """Blocking relay for TCP clients: the first upstream that answers in time (over TCP
+        if its UDP answer is truncated), or ``None``."""
+        upstream = self.upstream
+        question = data[12:_question_end(data)]
+        deadline = time.monotonic() + self.timeout
+        for k, up in enumerate(upstream):
+            left = (deadline - time.monotonic()) / (len(upstream) - k)
+            if left <= 0:
+                break
+            qid = struct.pack(">H", self.rng.getrandbits(16))
+            msg = qid + data[2:]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.settimeout(left)
+                    s.sendto(msg, up)
                     while True:
                         resp, src = s.recvfrom(65535)
-                        if src == up and len(resp) >= 12 and resp[:2] == struct.pack(">H", qid):
-                            return data[:2] + resp[2:]
-                except OSError:
-                    continue
+                        if src == up and len(resp) >= 12 and resp[:2] == qid \
+                                and resp[2] & 0x80 and resp[12:12 + len(question)] == question:
+                            break
+                if resp[2] & 0x02:                      # TC: ask again over TCP
+                    with socket.create_connection(up, timeout=left) as t:
+                        t.sendall(struct.pack(">H", len(msg)) + msg)
+                        head = _recv_exact(t, 2)
+                        resp = _recv_exact(t, struct.unpack(">H", head)[0]) if head else None
+                    if resp is None or len(resp) < 12 or resp[:2] != qid:
+                        continue
+                return data[:2] + resp[2:]
+            except OSError:
+                continue
         return None
 
     def close(self) -> None:
+        self._closed = True
+        self.thread.join(timeout=1)
         self.sock.close()
 
 
@@ -285,7 +363,7 @@ class Server:
     def _slow_udp(self, data: bytes, addr: Any, t0: float, ok: bool) -> None:
         reply = wire.slow_answer(self.answers, data, allowed=ok)
         if reply.forward:
-            self.forwarder.forward(data, addr, t0, (reply.name, reply.qtype, reply.rcode))
+            self.forwarder.forward(data, addr, t0, reply.name, reply.qtype, reply.wire)
             return
         if reply.wire is not None:
             self.udp.sendto(reply.wire, addr)
@@ -324,8 +402,7 @@ class Server:
                 if reply.forward:
                     out = self.forwarder.ask(data)
                     if out is None:
-                        out = wire.slow_answer(self.answers, data, tcp=True,
-                                               allowed=False).wire
+                        out = reply.wire                # SERVFAIL
                         rcode = "FWD:TIMEOUT"
                     else:
                         rcode = "FWD:" + wire.RCODE_NAMES.get(out[3] & 0x0F, "?")

@@ -267,7 +267,8 @@ def fast_answer(table: dict[bytes, dict[bytes, Template]], data: bytes
 @dataclass(frozen=True)
 class Reply:
     """What the slow path decided: ``wire`` to send (``None``: send nothing), the log fields,
-    and ``forward`` when the question is outside the lab and should go upstream."""
+    and ``forward`` when the question is outside the lab and should go upstream (then
+    ``wire`` is the SERVFAIL to send if no upstream answers in time)."""
 
     wire: bytes | None
     name: str = ""
@@ -389,8 +390,8 @@ def slow_answer(answers: Answers, data: bytes, *, tcp: bool = False,
     except Exception:  # pragma: no cover - defensive
         return refuse("SERVFAIL")
     if t is None:
-        if answers.zone.upstream:
-            return Reply(None, name, tname, "FWD", forward=True)
+        if answers.zone.upstream:       # wire: the SERVFAIL to send if no upstream answers
+            return Reply(refuse("SERVFAIL").wire, name, tname, "FWD", forward=True)
         return refuse("REFUSED")
     if tcp:
         limit = 65535
