@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -342,8 +342,8 @@ class Lab:
                 eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
                                          kind="container", services=services))
             elif backend.supports("vm"):
-                if res.spec.get("template") == "test":   # the test VM's busybox httpd
-                    services += ("http/80", "tcp/80")
+                if res.spec.get("template") == "test":   # busybox httpd, hnb-udp echo
+                    services += ("http/80", "tcp/80", "udp/7")
                 eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
                     backend.driver("vm"), self.name, res.name), kind="vm",
                     services=tuple(dict.fromkeys(services))))

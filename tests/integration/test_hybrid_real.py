@@ -3,8 +3,9 @@
 One module-scoped lab in the session sandbox: three containers, three test VMs (QEMU/TCG
 through the private libvirtd), a namespace host and the lab DNS service.  It reproduces the
 seed's Phase 2 — VM→container and container→VM ping and HTTP, the lab host to both, RTTs
-reported — then checks names with the clients inside the endpoints (busybox nslookup and ping
-inside a container and inside a VM), that a new endpoint resolves within a second and a
+reported — and UDP between every pair, VMs included in both directions, then checks names
+with the clients inside the endpoints (busybox nslookup and ping inside a container and
+inside a VM), that a new endpoint resolves within a second and a
 removed one is NXDOMAIN, and that destroy leaves no domain, no container and the sandbox
 exactly as before.  A VM that cannot boot gives a clear error with its console, and leaves
 nothing behind.
@@ -107,6 +108,21 @@ def test_three_vms_three_containers_all_reach_each_other(hybrid):
     names = set(CONTAINERS + VMS + ("h1",))
     pairs = {(r.source, r.target) for r in m.of("icmp") if r.ok}
     assert {(a, b) for a in names for b in names if a != b} <= pairs
+
+
+def test_udp_every_pair_both_ways_including_vms(hybrid):
+    """Issue 6: UDP from and to VMs too (the test VM's hnb-udp probes and echoes on port 7)."""
+    lab, _, _ = hybrid
+    m = lab.test(("udp",), timeout=2.0, count=3)
+    counts = m.counts("udp")
+    assert counts["fail"] == 0 and counts["skip"] == 0, m.to_text()
+    names = set(CONTAINERS + VMS + ("h1", "gateway"))
+    pairs = {(r.source, r.target) for r in m.of("udp") if r.ok}
+    assert {(a, b) for a in names for b in names if a != b} <= pairs
+    for src, dst in (("v1", "c1"), ("c1", "v1"), ("v1", "v2"), ("gateway", "v1")):
+        r = m.get("udp", src, dst)
+        assert r.received == 3 and len(r.rtts) == 3 and r.port == 7, r
+        print(f"{src} -> {dst}: udp median {r.rtt_median * 1000:.3f} ms")
 
 
 def test_names_resolve_inside_container_and_vm(hybrid):
