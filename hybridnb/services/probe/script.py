@@ -87,7 +87,8 @@ p_udp() {
   case "$o" in
     *refused*) echo "R $1 fail - refused (port unreachable)" ;;
     *timeout*) echo "R $1 fail - timeout" ;;
-    *error*) echo "R $1 fail - $(echo "$o" | sed -n 's/^error [-0-9]* //p' | head -n1 | cut -c1-60)" ;;
+    *error*) e=$(echo "$o" | sed -n 's/^error [-0-9]* //p' | head -n1 | cut -c1-60)
+             echo "R $1 fail - ${e:-error}" ;;
     "") echo "R $1 fail - timeout" ;;
     *) echo "R $1 fail - $(fail_reason "$o")" ;;
   esac

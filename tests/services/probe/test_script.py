@@ -44,6 +44,26 @@ def test_parse_output_ok_fail_skip_and_noise():
                    3: (True, (), "HTTP 200")}
 
 
+@pytest.mark.parametrize("helper_out, expected", [
+    ("reply 0 1500\ntimeout 1\nreply 2 250\n", (True, (0.0015, 0.00025), "")),
+    ("timeout 0\ntimeout 1\n", (False, (), "timeout")),
+    ("refused 0\nrefused 1\n", (False, (), "refused (port unreachable)")),
+    ("error - Network is unreachable\n", (False, (), "Network is unreachable")),
+    ("", (False, (), "timeout")),
+])
+def test_script_folds_helper_lines_into_one_result(tmp_path, helper_out, expected):
+    """The shell side alone, with a fake helper printing fixed lines (no packets)."""
+    fake = tmp_path / "fake-udp"
+    (tmp_path / "out").write_text(helper_out)
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\ncat {tmp_path}/out\n")
+    fake.chmod(0o755)
+    text = script.build_script([script.ScriptProbe(0, "udp", "10.0.1.5", 7)], timeout=0.25,
+                               count=2, udp_helper=str(fake))
+    out = subprocess.run(["sh", "-c", text], capture_output=True, text=True, timeout=10)
+    assert script.parse_output(out.stdout) == {0: expected}, out
+    assert (tmp_path / "args").read_text().split() == ["probe", "10.0.1.5", "7", "2", "250"]
+
+
 # ----------------------------------------------------------------- end to end on loopback
 
 @pytest.fixture(scope="module")
