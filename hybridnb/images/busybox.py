@@ -146,7 +146,6 @@ def ensure_busybox_image(docker_url: str, tags: Iterable[str] = DEFAULT_TAGS,
             if progress:
                 progress(f"imported {tags[0]} from {BUSYBOX} in {time.monotonic() - t0:.2f} s"
                          f" ({image_id[:19]})")
-            del out
         for tag in tags:
             if found.get(tag) is None:
                 repo, _, t = tag.rpartition(":")
