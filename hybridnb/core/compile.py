@@ -59,7 +59,7 @@ def compile_lab(spec: LabSpec, addresses: Mapping[str, IPv4]) -> list[Resource]:
         if isinstance(ep, HostSpec):
             veth, peer = naming.veth_pair(lab, ep.name)
             common.update({"netns": naming.object_name(lab, ep.name), "veth": veth,
-                           "peer": peer})
+                           "peer": peer, "mac": naming.mac_address(lab, ep.name)})
             out.append(Resource("host", ep.name, common, f"{addr} netns {common['netns']}"))
         elif isinstance(ep, ContainerSpec):
             common.update({

@@ -138,8 +138,12 @@ class NetnsHostDriver:
         ns, veth, mtu = spec["netns"], spec["veth"], int(spec["mtu"])
         fd = os.open(nsutil.netns_path(ns), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link("add", ifname=veth, kind="veth", group=CREATING_GROUP, mtu=mtu,
-                     peer={"ifname": "eth0", "mtu": mtu, "net_ns_fd": fd})
+            # a stable MAC: a re-created host keeps its address, so its peers' ARP entries
+            # (and the gateway's) stay right
+            peer = {"ifname": "eth0", "mtu": mtu, "net_ns_fd": fd}
+            if spec.get("mac"):
+                peer["address"] = spec["mac"]
+            ipr.link("add", ifname=veth, kind="veth", group=CREATING_GROUP, mtu=mtu, peer=peer)
         finally:
             os.close(fd)
         index = ipr.link_lookup(ifname=veth)[0]

@@ -35,7 +35,8 @@ def host_res(lab: str, name: str, address: str, dns: bool = False) -> Resource:
     return Resource("host", name, {
         "endpoint": name, "hostname": name, "address": address, "prefix": 24, "gateway": GW,
         "bridge": BR, "mtu": 1450, "dns": [GW] if dns else [], "domain": "hybrid.local",
-        "netns": naming.object_name(lab, name), "veth": veth, "peer": peer})
+        "netns": naming.object_name(lab, name), "veth": veth, "peer": peer,
+        "mac": naming.mac_address(lab, name)})
 
 
 @pytest.fixture
@@ -105,6 +106,9 @@ def test_create_cleans_up_leftovers_of_a_crash(lab):
     assert icmp_ping(spec["netns"], GW) is not None
     hosts.create(name, res)                     # re-create over a complete host converges too
     assert icmp_ping(spec["netns"], GW) is not None
+    with nsutil.iproute(spec["netns"]) as ipr:  # with the same MAC: peers' ARP stays right
+        eth0 = ipr.link("get", ifname="eth0")[0]
+    assert eth0.get_attr("IFLA_ADDRESS") == spec["mac"]
     hosts.delete(name, "c")
     assert hosts.observe(name) == {}
 
