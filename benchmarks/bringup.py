@@ -110,10 +110,10 @@ def lab_round(lab: Lab, workers: int | None) -> tuple[float, float, float]:
     kw = {} if workers is None else {"workers": workers}
     result = lab.apply(**kw)
     stage = {"container": 0.0, "host": 0.0}
-    for kind in stage:
-        outs = [o.seconds for o in result.outcomes if o.action.kind == kind]
+    for kind in stage:                       # wall time of the stage, first start to last end
+        outs = [o for o in result.outcomes if o.action.kind == kind]
         if outs:
-            stage[kind] = sum(outs) if workers == 1 else max(outs)
+            stage[kind] = max(o.ended for o in outs) - min(o.started for o in outs)
     total = result.seconds
     return total, stage["container"], stage["host"]
 

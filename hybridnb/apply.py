@@ -3,9 +3,10 @@
 Actions run stage by stage in the plan's order: first the deletes, then each resource kind in
 turn (bridge, firewall, network, hosts, containers, VMs, DNS).  Inside one stage, a driver that
 says ``concurrent = True`` gets its actions on a thread pool — twenty containers come up
-together, not one after another.  Before the driver is called, the state records the intent
-(``creating``/``deleting``); after it returns, the outcome.  A crash at any point therefore
-leaves a state from which the next apply or destroy converges.
+together, not one after another.  Before a stage's drivers are called, the state records
+their intents (``creating``/``deleting``…, one atomic write per stage); after the stage, the
+outcomes.  A crash at any point therefore leaves a state from which the next apply or destroy
+converges: whatever may be half made is recorded, and drivers clean up half-made leftovers.
 
 Before any action runs, every create/replace is offered to its driver's optional ``check``
 hook (e.g. "this subnet overlaps a host route"), so a doomed lab is refused before anything
@@ -56,6 +57,11 @@ class ActionOutcome:
     action: Action
     seconds: float
     error: HybridError | None = None
+    started: float = 0.0               # seconds since the apply began
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.seconds
 
 
 @dataclass
@@ -109,6 +115,14 @@ def _stages(actions: Iterable[Action]) -> list[list[Action]]:
     return stages
 
 
+_INTENT = {"create": "creating", "replace": "replacing", "update": "updating",
+           "delete": "deleting"}
+
+
+def _fp(action: Action) -> str | None:
+    return action.resource.fingerprint if action.resource is not None else None
+
+
 def preflight(plan: Plan, backend: Backend) -> None:
     """Run every driver's optional ``check`` on what the plan will create."""
     for action in plan.actions:
@@ -137,51 +151,47 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
             event = ProgressEvent(phase, action, counter["done"], total, seconds, error)
         progress(event)
 
-    def mark(action: Action, status: str | None) -> None:
-        fp = action.resource.fingerprint if action.resource is not None else None
-        with lock:
-            state.mark(action.kind, action.name, status, fp)
-
     def run(action: Action) -> ActionOutcome:
         driver = backend.driver(action.kind)
         report("start", action)
         started = time.perf_counter()
         try:
             if action.op == "delete":
-                mark(action, "deleting")
                 driver.delete(plan.lab, action.name)
-                mark(action, None)
             elif action.op == "update":
-                mark(action, "updating")
                 driver.update(plan.lab, action.resource)  # type: ignore[attr-defined]
-                mark(action, "created")
             else:
-                mark(action, "creating" if action.op == "create" else "replacing")
                 if action.op == "replace":
                     driver.delete(plan.lab, action.name)
                 driver.create(plan.lab, action.resource)  # type: ignore[arg-type]
-                mark(action, "created")
         except HybridError as exc:
             seconds = time.perf_counter() - started
             report("error", action, seconds, exc.message)
-            return ActionOutcome(action, seconds, exc)
+            return ActionOutcome(action, seconds, exc, started - t0)
         except Exception as exc:  # a driver bug or an untranslated engine error
             seconds = time.perf_counter() - started
             err = EngineError(f"{action.op} {action.kind} {action.name} failed: {exc!r}",
                               engine=backend.name)
             report("error", action, seconds, err.message)
-            return ActionOutcome(action, seconds, err)
+            return ActionOutcome(action, seconds, err, started - t0)
         seconds = time.perf_counter() - started
         report("done", action, seconds)
-        return ActionOutcome(action, seconds)
+        return ActionOutcome(action, seconds, None, started - t0)
 
     for stage in _stages(plan.actions):
         driver = backend.driver(stage[0].kind)
+        # intent first, one state write per stage: what may be half made if we die now
+        state.mark_many((a.kind, a.name, _INTENT[a.op], _fp(a)) for a in stage)
         if len(stage) > 1 and workers > 1 and getattr(driver, "concurrent", False):
             with ThreadPoolExecutor(max_workers=min(workers, len(stage))) as pool:
                 outcomes = list(pool.map(run, stage))
         else:
             outcomes = [run(a) for a in stage]
+        # outcomes: done deletes are forgotten, done creations recorded; failures keep their
+        # intent, so a later apply or destroy cleans up after them
+        state.mark_many((o.action.kind, o.action.name,
+                         None if o.action.op == "delete" else "created", _fp(o.action))
+                        for o in outcomes if o.error is None)
         result.outcomes.extend(outcomes)
         failed = [o for o in outcomes if o.error is not None]
         if failed:

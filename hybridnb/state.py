@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from hybridnb.errors import StateError
 
@@ -75,6 +75,19 @@ class LabState:
         else:
             self.resources[key] = {"status": status, "fingerprint": fingerprint}
         self.save()
+
+    def mark_many(self, entries: Iterable[tuple[str, str, str | None, str | None]]) -> None:
+        """:meth:`mark` for several ``(kind, name, status, fingerprint)`` at once, one write."""
+        changed = False
+        for kind, name, status, fingerprint in entries:
+            key = f"{kind}/{name}"
+            if status is None:
+                changed |= self.resources.pop(key, None) is not None
+            else:
+                self.resources[key] = {"status": status, "fingerprint": fingerprint}
+                changed = True
+        if changed:
+            self.save()
 
     def save(self) -> None:
         if self._store is None:
