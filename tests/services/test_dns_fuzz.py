@@ -65,6 +65,10 @@ def check(answers: wire.Answers, data: bytes) -> None:
     fast = wire.fast_answer(answers.table, data)
     if fast is not None:
         assert fast[0] == slow.wire, data.hex()
+    plain = wire.plain_answer(answers.plain, data)
+    if plain is not None:
+        assert plain[0] == slow.wire, data.hex()
+        assert plain[1] == "\t".join((slow.name, slow.qtype, slow.rcode))
     if slow.wire is not None:
         out = slow.wire
         assert len(out) >= 12 and out[:2] == data[:2] and out[2] & 0x80
@@ -172,6 +176,14 @@ def test_random_loop_in_process(answers):
 def test_fast_path_needs_exact_structure(answers):
     good = query("h1.hybrid.local.", 1)
     assert wire.fast_answer(answers.table, good) is not None
+    assert wire.plain_answer(answers.plain, good) is not None
+    assert wire.plain_answer(answers.plain, good + b"\x00") is None
+    assert wire.plain_answer(answers.plain, good[:-1]) is None
+    assert wire.plain_answer(answers.plain, good.replace(b"\x02h1", b"\x02H1")) is None  # fast
+    assert wire.plain_answer(answers.plain, query("h1.hybrid.local.", 1, flags=0x0110)) is None
+    big = query("_http._tcp.h1.hybrid.local.", 33)              # > 512 bytes: TC, slow path
+    assert wire.plain_answer(answers.plain, big) is None and \
+        wire.slow_answer(answers, big).rcode.endswith("+TC")
     assert wire.fast_answer(answers.table, good + b"\x00") is None          # trailing byte
     assert wire.fast_answer(answers.table, good[:-1]) is None
     assert wire.fast_answer(answers.table, query("h1.hybrid.local.", 1, flags=0x8100)) is None

@@ -10,7 +10,7 @@ def test_batches_rotate_and_tail(tmp_path):
     log = QueryLog(path, max_bytes=5000)
     t = time.time()
     for i in range(200):
-        log.append((t, "10.0.1.5", f"h{i}.hybrid.local.\tA\tNOERROR", 12e-6))
+        log.append((t, "10.0.1.5", f"h{i}.hybrid.local.\tA\tNOERROR", t + 12e-6))
         if i % 50 == 49:
             log.flush()
     log.close()
@@ -20,7 +20,8 @@ def test_batches_rotate_and_tail(tmp_path):
     assert [e["name"] for e in last] == [f"h{i}.hybrid.local." for i in range(195, 200)]
     assert last[-1] == {"time": last[-1]["time"], "client": "10.0.1.5",
                         "name": "h199.hybrid.local.", "type": "A", "rcode": "NOERROR",
-                        "latency_us": 12.0}
+                        "latency_us": last[-1]["latency_us"]}
+    assert abs(last[-1]["latency_us"] - 12.0) < 0.5          # wall-clock float resolution
     assert abs(last[-1]["time"] - time.time()) < 60
     both = read_log(path, 10_000)                             # spans the rotated file
     assert len(both) > 50 and both[-1]["name"] == "h199.hybrid.local."
@@ -44,3 +45,20 @@ def test_writer_thread_flushes(tmp_path):
         time.sleep(0.01)
     log.close()
     assert read_log(tmp_path / "q.log", 1)[0]["type"] == "AAAA"
+
+
+def test_reads_frames_of_the_older_format(tmp_path):
+    """Frames holding a bare list (4th field: latency) stay readable next to new ones."""
+    import marshal
+    import struct
+
+    path = tmp_path / "q.log"
+    old = marshal.dumps([(1000.0, "10.0.1.7", "old.hybrid.local.\tA\tNOERROR", 5e-6)])
+    path.write_bytes(struct.pack(">I", len(old)) + old)
+    log = QueryLog(path)
+    log.append((2000.0, "10.0.1.8", "new.hybrid.local.\tPTR\tNXDOMAIN", 2000.25))
+    log.close()
+    old_e, new_e = read_log(path, 10)
+    assert (old_e["name"], old_e["latency_us"], old_e["time"]) == ("old.hybrid.local.", 5.0, 1000.0)
+    assert (new_e["client"], new_e["type"], new_e["rcode"], new_e["latency_us"]) == \
+        ("10.0.1.8", "PTR", "NXDOMAIN", 250000.0)

@@ -1,17 +1,17 @@
 """The DNS query log: every query with time, client, name, type, answer code and latency.
 
-The server's hot loop only appends a small tuple per query to an in-memory list and writes
-the list out itself once it holds ``batch`` entries (no lock handoff between threads on the
-busy path); a writer thread flushes what is left when traffic is light, every ``interval``
-seconds.  The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the
-pair of files is a bounded ring of the most recent queries; :func:`read_log` returns its tail.
-
-Each query is one tuple ``(time, client, "name\ttype\trcode", latency)`` (seconds, wall
-clock).  Batches are written as frames — a 4-byte big-endian length and a :mod:`marshal`
-dump of the batch's list — because that costs about 0.15 µs per query (repeated strings
-become back-references) where formatting text lines costs over 1 µs, a large share of a
-~10 µs query.  :func:`read_log` turns the tail back into dicts; ``python -m
-hybridnb.services.dns.querylog FILE [N]`` prints it as tab-separated text.
+The server's hot loop only appends one small tuple per query to an in-memory list
+(``list.append``, bound once): ``(received, client, "name\ttype\trcode", answered)`` — the
+client's address string, the answer template's shared log text and two wall-clock readings.
+Nothing is formatted or subtracted on the hot path: the latency is ``answered - received``,
+computed by the reader.  A writer thread takes the pending list every ``interval`` seconds and
+writes it as one frame — a 4-byte big-endian length and a :mod:`marshal` dump of
+``(FORMAT, entries)`` — which costs well under 0.1 µs per query (repeated log texts become
+back-references) where formatting text lines costs over 1 µs, a large share of a ~10 µs
+query.  (Frames holding a bare list are the older format, whose 4th field is the latency.)
+The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the pair of
+files is a bounded ring of the most recent queries; :func:`read_log` returns its tail as
+dicts; ``python -m hybridnb.services.dns.querylog FILE [N]`` prints it as tab-separated text.
 """
 
 from __future__ import annotations
@@ -26,21 +26,21 @@ from typing import Any
 
 FIELDS = ("time", "client", "name", "type", "rcode", "latency_us")
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+#: Marker of frames whose entries carry the answer time (not the latency) as 4th field.
+FORMAT = 2
 
 
 class QueryLog:
     """Batched, rotating query log.  ``append`` is the hot-path entry point:
-    ``append((t_received, client_ip, "name\ttype\trcode", latency))`` with ``time.time()``
-    seconds."""
+    ``append((t_received, client_ip, "name\ttype\trcode", t_answered))`` with
+    ``time.time()`` seconds; the writer thread (:meth:`start`) writes what is pending every
+    ``interval`` seconds."""
 
     def __init__(self, path: str | os.PathLike[str] | None, *,
-                 max_bytes: int = DEFAULT_MAX_BYTES, interval: float = 0.25,
-                 batch: int = 4096) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, interval: float = 0.25) -> None:
         self.path = Path(path) if path is not None else None
         self.max_bytes = max_bytes
         self.interval = interval
-        self.batch = batch
-        self._last = time.monotonic()
         self.pending: list[tuple[float, str, str, float]] = []
         self.append = self.pending.append
         self.written = 0
@@ -63,13 +63,11 @@ class QueryLog:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if time.monotonic() - self._last >= self.interval:
-                self.flush()
+            self.flush()
 
     def flush(self) -> None:
         """Write what is pending (safe to call from any thread)."""
         with self._lock:
-            self._last = time.monotonic()
             pending = self.pending
             count = len(pending)
             if not count or self._file is None:
@@ -78,7 +76,7 @@ class QueryLog:
                 return
             batch = pending[:count]
             del pending[:count]            # appends made meanwhile stay in the list
-            frame = marshal.dumps(batch)
+            frame = marshal.dumps((FORMAT, batch))
             self._file.write(struct.pack(">I", len(frame)) + frame)
             self._file.flush()
             self.written += count
@@ -116,20 +114,24 @@ def _entries(path: Path) -> list[tuple[Any, ...]]:
         if i + 4 + size > n:
             break
         try:
-            batch = marshal.loads(data[i + 4:i + 4 + size])
+            frame = marshal.loads(data[i + 4:i + 4 + size])
         except (ValueError, EOFError, TypeError):
             break
-        if isinstance(batch, list):
-            out.extend(e for e in batch if isinstance(e, tuple) and len(e) == 4)
+        if isinstance(frame, tuple) and len(frame) == 2 and frame[0] == FORMAT \
+                and isinstance(frame[1], list):
+            out.extend((*e, True) for e in frame[1] if isinstance(e, tuple) and len(e) == 4)
+        elif isinstance(frame, list):                  # older frames: 4th field = latency
+            out.extend((*e, False) for e in frame if isinstance(e, tuple) and len(e) == 4)
         i += 4 + size
     return out
 
 
 def _entry(e: tuple[Any, ...]) -> dict[str, Any]:
-    t, client, text, lat = e
+    t, client, text, last, answered = e
     name, qtype, rcode = (str(text).split("\t") + ["", "", ""])[:3]
+    lat = float(last) - float(t) if answered else float(last)
     return {"time": float(t), "client": str(client), "name": name, "type": qtype,
-            "rcode": rcode, "latency_us": round(float(lat) * 1e6, 1)}
+            "rcode": rcode, "latency_us": round(lat * 1e6, 1)}
 
 
 def read_log(path: str | os.PathLike[str], limit: int = 100) -> list[dict[str, Any]]:

@@ -6,9 +6,11 @@ the parts that depend on the query: the ID, the RD/CD bits (copied from the quer
 question (copied byte for byte, so the client's letter case is preserved; the answers'
 compression pointers point at it, so they inherit that case too) and the EDNS OPT record.
 
-:func:`fast_answer` is the hot path.  It looks only at the header, the byte ranges of a
-question and, optionally, a bare 11-byte OPT record at the very end; the qname is never
-walked: a dictionary hit on the exact byte slice proves the slice is a well-formed name (keys
+:func:`plain_answer` is the hot path for the commonest query (RD set, no EDNS, lowercase
+name): the whole query minus its ID is the key of a dictionary holding the whole answer minus
+the ID.  :func:`fast_answer` is the hot path for the rest.  It looks only at the header, the
+byte ranges of a question and, optionally, a bare 11-byte OPT record at the very end; the
+qname is never walked: a dictionary hit on the exact byte slice proves the slice is a well-formed name (keys
 are well-formed names, and lowercasing cannot turn a length byte into a letter).  Anything
 else — other opcodes, extra sections, EDNS options, names not in the table, answers that do
 not fit — returns ``None`` and goes to :func:`slow_answer`, a strict bounds-checked parser that
@@ -47,6 +49,10 @@ _AR0 = b"\x00\x00"
 _OPT_HEAD = b"\x00\x00\x29"                  # root owner name + type OPT
 _OPT = (b"\x00\x00\x29" + struct.pack(">HBBHH", MAX_UDP, 0, 0, 0, 0),
         b"\x00\x00\x29" + struct.pack(">HBBHH", MAX_UDP, 0, 0, 0x8000, 0))
+#: Bytes 2-11 of the header of a *plain* query — what stub resolvers send: RD set, AD clear
+#: or set, one question, nothing else.  The answers to those are looked up whole, see
+#: :attr:`Answers.plain`.
+_PLAIN_HEADS = (b"\x01\x00" + _QD1 + _AR0, b"\x01\x20" + _QD1 + _AR0)
 
 
 class Template:
@@ -160,13 +166,21 @@ def encode_template(lookup: "Lookup", qname: bytes, qtype: int, ra: bool,
 
 
 class Answers:
-    """Every pre-encoded answer of one zone, plus the origin test for other names."""
+    """Every pre-encoded answer of one zone, plus the origin test for other names.
+
+    ``table`` maps qtype+qclass bytes → lowercased wire qname → :class:`Template`.
+    ``plain`` maps a whole plain query minus its ID (``data[2:]``: header flags and counts,
+    the question exactly as a lowercase client sends it) → (the whole answer minus the ID,
+    the query log text), for every template that fits in 512 bytes: the commonest query is
+    answered with one slice, one dictionary lookup and one concatenation.
+    """
 
     def __init__(self, zone: "Zone", *, ra: bool | None = None) -> None:
         self.zone = zone
         self.ra = bool(zone.upstream) if ra is None else ra
         self.origins = {name_to_wire(o): o for o in zone.origins}
         self.table: dict[bytes, dict[bytes, Template]] = {}
+        self.plain: dict[bytes, tuple[bytes, str]] = {}
         self.cached = 0
         self._rdata: dict[Any, bytes] = {}
         for name in sorted(self._all_names()):
@@ -184,7 +198,13 @@ class Answers:
         return names
 
     def _put(self, qname: bytes, qtype: int, t: Template) -> None:
-        self.table.setdefault(struct.pack(">HH", qtype, 1), {})[qname] = t
+        qtail = struct.pack(">HH", qtype, 1)
+        self.table.setdefault(qtail, {})[qname] = t
+        if t.length <= 512:
+            question = qname + qtail
+            hit = (t.flags[1] + t.counts + question + t.body, t.logtext)    # flags[1]: RD
+            for head in _PLAIN_HEADS:
+                self.plain[head + question] = hit
 
     def _build(self, qname: bytes, text: str | None, qtype: int) -> Template:
         from hybridnb.core.dnszone import Lookup
@@ -228,6 +248,15 @@ class Answers:
 
 
 # ------------------------------------------------------------------------- hot path
+def plain_answer(plain: dict[bytes, tuple[bytes, str]], data: bytes) -> tuple[bytes, str] | None:
+    """Answer a plain query (see :attr:`Answers.plain`) and its log text, or ``None``.  An
+    exact hit proves the query well-formed: every key is a well-formed query."""
+    hit = plain.get(data[2:])
+    if hit is None:
+        return None
+    return data[:2] + hit[0], hit[1]
+
+
 def fast_answer(table: dict[bytes, dict[bytes, Template]], data: bytes
                 ) -> tuple[bytes, Template] | None:
     """Answer a plain query from the table, or ``None`` (then use :func:`slow_answer`)."""
@@ -414,6 +443,9 @@ def answer(answers: Answers, data: bytes, *, tcp: bool = False) -> Reply:
     """Fast path if it applies, else the slow path (used by TCP and tests)."""
     data = bytes(data)
     if not tcp:
+        plain = plain_answer(answers.plain, data)
+        if plain is not None:
+            return Reply(plain[0], *plain[1].split("\t"))
         hit = fast_answer(answers.table, data)
         if hit is not None:
             wire, t = hit
