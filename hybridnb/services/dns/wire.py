@@ -10,12 +10,13 @@ compression pointers point at it, so they inherit that case too) and the EDNS OP
 name): the whole query minus its ID is the key of a dictionary holding the whole answer minus
 the ID.  :func:`fast_answer` is the hot path for the rest.  It looks only at the header, the
 byte ranges of a question and, optionally, a bare 11-byte OPT record at the very end; the
-qname is never walked: a dictionary hit on the exact byte slice proves the slice is a well-formed name (keys
-are well-formed names, and lowercasing cannot turn a length byte into a letter).  Anything
-else — other opcodes, extra sections, EDNS options, names not in the table, answers that do
-not fit — returns ``None`` and goes to :func:`slow_answer`, a strict bounds-checked parser that
-answers FORMERR/NOTIMP/REFUSED/BADVERS where the RFCs say so, truncates (TC) what does not fit
-in UDP, and signals out-of-zone questions for forwarding.  Neither path raises on any input.
+qname is never walked: a dictionary hit on the exact byte slice proves the slice is a
+well-formed name (keys are well-formed names, and lowercasing cannot turn a length byte into
+a letter).  Anything else — other opcodes, extra sections, EDNS options, names not in the
+table, answers that do not fit — returns ``None`` and goes to :func:`slow_answer`, a strict
+bounds-checked parser that answers FORMERR/NOTIMP/REFUSED/BADVERS where the RFCs say so,
+truncates (TC) what does not fit in UDP, and signals out-of-zone questions for forwarding.
+Neither path raises on any input.
 
 dnslib is imported lazily, only to build templates.
 """
