@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from typing import Any, Mapping
 
 from hybridnb.core import naming
@@ -153,6 +154,9 @@ class NetnsHostDriver:
         nsutil.run_in_netns(ns, _configure_inside, spec)
         if spec.get("dns"):
             self._write_resolv(ns, spec)
+        _wait_forwarding(ipr, index)
+
+
 
     def _write_resolv(self, ns: str, spec: Mapping[str, Any]) -> None:
         d = os.path.join(self.etc_netns, ns)
@@ -223,3 +227,17 @@ def _configure_inside(spec: Mapping[str, Any]) -> None:
             ipr.route("add", dst="0.0.0.0/0", gateway=spec["gateway"], oif=eth0)
     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
         f.write(PING_GROUP_RANGE)
+
+
+def _wait_forwarding(ipr: Any, index: int, timeout: float = 3.0) -> None:
+    """Return once the bridge side of the veth is operationally up.  The kernel reports a new
+    port's carrier through linkwatch, which may lag up to a second behind; until then the
+    bridge does not forward to it, and a probe right after apply would be lost."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while time.monotonic() < deadline:
+        link = ipr.link("get", index=index)[0]
+        if link.get_attr("IFLA_OPERSTATE") == "UP":
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -2,7 +2,7 @@
 
 ``private_netns()`` makes an isolated namespace (only ``lo``, up; no default route; IPv6 off) that stands
 in for the lab host, and removes it — and any host namespace named after the test's lab — at
-the end.  ``icmp_ping(ns, dst)`` sends one raw ICMP echo from inside a namespace; tests only
+the end.  ``icmp_ping(ns, dst)`` sends raw ICMP echoes from inside a namespace; tests only
 ever aim it at addresses they created themselves on their own bridge.
 """
 
@@ -56,29 +56,34 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_ping(netns: str, dst: str, timeout: float = 1.0) -> float | None:
-    """Round-trip time in seconds of one ICMP echo from ``netns`` to ``dst``; None if lost."""
+def icmp_ping(netns: str, dst: str, timeout: float = 1.0, attempts: int = 3) -> float | None:
+    """Round-trip time in seconds of an ICMP echo from ``netns`` to ``dst`` — up to
+    ``attempts`` echoes, each waited for ``timeout`` seconds (a loaded 2-core CI machine may
+    drop a first packet while ARP resolves); None if every one was lost."""
     sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
         ident = (os.getpid() + next(_seq)) & 0xFFFF
         payload = b"hybridnb-test"
-        header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-        packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, 1) + payload
-        start = time.perf_counter()
-        sock.sendto(packet, (dst, 0))
-        deadline = start + timeout
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return None
-            sock.settimeout(left)
-            try:
-                data, addr = sock.recvfrom(2048)
-            except socket.timeout:
-                return None
-            ihl = (data[0] & 0x0F) * 4
-            kind, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-            if kind == 0 and rid == ident and addr[0] == dst:
-                return time.perf_counter() - start
+        for seq in range(1, attempts + 1):
+            header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) \
+                + payload
+            start = time.perf_counter()
+            sock.sendto(packet, (dst, 0))
+            deadline = start + timeout
+            while True:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                try:
+                    data, addr = sock.recvfrom(2048)
+                except socket.timeout:
+                    break
+                ihl = (data[0] & 0x0F) * 4
+                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+                if kind == 0 and rid == ident and rseq == seq and addr[0] == dst:
+                    return time.perf_counter() - start
+        return None
     finally:
         sock.close()
