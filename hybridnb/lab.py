@@ -366,9 +366,11 @@ class Lab:
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        return probe_matrix(eps + [gateway], protocols, domain=net.domain,
-                            dns_server=str(net.gateway) if net.dns else None,
-                            timeout=timeout, count=count)
+        matrix = probe_matrix(eps + [gateway], protocols, domain=net.domain,
+                              dns_server=str(net.gateway) if net.dns else None,
+                              timeout=timeout, count=count)
+        down = {e.name for e in eps if e.netns is None and e.executor is None}
+        return _mark_down_sources(matrix, down) if down else matrix
 
     @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
@@ -460,6 +462,20 @@ class LabNotUp(HybridError):
     """An operation needs the lab applied and healthy."""
 
     exit_code = 2
+
+
+def _mark_down_sources(matrix: Any, down: set[str]) -> Any:
+    """An endpoint that is not running (a stopped container has no namespace to probe from)
+    fails as a source too: its row turns red with the reason, like its column."""
+    import dataclasses
+
+    from hybridnb.services.probe import ConnectivityMatrix
+
+    results = [dataclasses.replace(r, ok=False, reason=f"{r.source} is not running")
+               if r.source in down and r.ok is None else r for r in matrix.results]
+    return ConnectivityMatrix(results=results, sources=matrix.sources, targets=matrix.targets,
+                              checks=matrix.checks, duration=matrix.duration,
+                              timeout=matrix.timeout, count=matrix.count)
 
 
 class _GuestExec:
