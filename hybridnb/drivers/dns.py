@@ -33,30 +33,12 @@ from typing import Any, Mapping
 
 from hybridnb.core.dnszone import Record, Zone
 from hybridnb.core.resource import Resource
+from hybridnb.daemons import process
 from hybridnb.errors import EngineError, NotFoundError
 from hybridnb.target import Target
 
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
-
-
-def _pid_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2:].split(" ", 1)[0]
-
-
-def _alive(pid: int, marker: str) -> bool:
-    """``pid`` runs (not a zombie) and its command line holds ``marker`` (pids are reused)."""
-    if pid <= 0 or _pid_state(pid) in (None, "Z", "X"):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(marker.encode() in a for a in argv)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -105,7 +87,7 @@ class DnsDriver:
             pid = int((d / "dns.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid, str(d / "dns.pid")) else None
+        return pid if process.alive(pid, str(d / "dns.pid")) else None
 
     # ---------------------------------------------------------------- protocol
     def observe(self, lab: str) -> dict[str, str]:
@@ -170,11 +152,11 @@ class DnsDriver:
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline and _alive(pid, str(d / "dns.pid")):
+            while time.monotonic() < deadline and process.alive(pid, str(d / "dns.pid")):
                 if proc is not None:
                     proc.poll()
                 time.sleep(0.02)
-            if _alive(pid, str(d / "dns.pid")):
+            if process.alive(pid, str(d / "dns.pid")):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
