@@ -203,39 +203,45 @@ class Lab:
         self._doc = doc
         return self
 
-    def _add(self, name: str, entry: dict[str, Any]) -> "Lab":
+    def _add(self, name: str, entry: dict[str, Any], replace: bool) -> "Lab":
         def mutate(doc: dict[str, Any]) -> None:
             eps = doc.setdefault("endpoints", {}) or {}
             doc["endpoints"] = eps
-            if name in eps:
+            if name in eps and not replace:
                 from hybridnb.errors import Problem, ValidationError
 
                 raise ValidationError([Problem(f"endpoints.{name}",
                                                f"an endpoint named {name!r} already exists",
-                                               "pick another name, or remove() it first")])
+                                               "pick another name, remove() it first, or "
+                                               "pass replace=True")])
             eps[name] = {k: v for k, v in entry.items() if v is not None}
         return self._edit(mutate)
 
     def add_container(self, name: str, image: str = "busybox", *, address: str | None = None,
                       command: str | list[str] | None = None, env: Mapping[str, str] | None = None,
                       ports: list[str] | None = None, labels: Mapping[str, str] | None = None,
-                      services: list[str] | None = None) -> "Lab":
+                      services: list[str] | None = None, replace: bool = False) -> "Lab":
+        """Add a container; ``replace=True`` redefines it if it exists (a cell run twice)."""
         return self._add(name, {"kind": "container", "image": image, "address": address,
                                 "command": command, "env": dict(env) if env else None,
                                 "ports": ports, "labels": dict(labels) if labels else None,
-                                "services": services})
+                                "services": services}, replace)
 
     def add_vm(self, name: str, template: str = "test", *, address: str | None = None,
                memory: int | None = None, vcpus: int | None = None, image: str | None = None,
                kernel: str | None = None, initrd: str | None = None,
-               services: list[str] | None = None) -> "Lab":
+               services: list[str] | None = None, replace: bool = False) -> "Lab":
+        """Add a VM; ``replace=True`` redefines it if it exists."""
         return self._add(name, {"kind": "vm", "template": template, "address": address,
                                 "memory": memory, "vcpus": vcpus, "image": image,
-                                "kernel": kernel, "initrd": initrd, "services": services})
+                                "kernel": kernel, "initrd": initrd, "services": services},
+                         replace)
 
     def add_host(self, name: str, *, address: str | None = None,
-                 services: list[str] | None = None) -> "Lab":
-        return self._add(name, {"kind": "host", "address": address, "services": services})
+                 services: list[str] | None = None, replace: bool = False) -> "Lab":
+        """Add a namespace host; ``replace=True`` redefines it if it exists."""
+        return self._add(name, {"kind": "host", "address": address, "services": services},
+                         replace)
 
     def remove(self, name: str) -> "Lab":
         if name not in {e.name for e in self._spec.endpoints}:

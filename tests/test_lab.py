@@ -118,3 +118,12 @@ def test_from_yaml_and_open_lab(tmp_path, state_dir):
 def test_dry_run_engine_persists_between_labs(state_dir):
     Lab("p", backend="dry-run", state_dir=state_dir).add_host("a").apply()
     assert Lab("p", backend="dry-run", state_dir=state_dir).add_host("a").plan().empty
+
+
+def test_replace_redefines_atomically(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.add_container("web", image="nginx", replace=True)
+    assert lab.spec.endpoint("web").image == "nginx"
+    with pytest.raises(ValidationError):                 # invalid: the old definition stays
+        lab.add_container("web", address="10.9.9.9", replace=True)
+    assert lab.spec.endpoint("web").image == "nginx"

@@ -365,7 +365,8 @@ class ContainerForm(EndpointForm):
         return lab.add_container(self._field_text("name"), self._field_text("image"),
                                  address=self._address(),
                                  command=self._field_text("command") or None,
-                                 env=self._env() or None, ports=self._ports() or None)
+                                 env=self._env() or None, ports=self._ports() or None,
+                                 replace=True)
 
 
 class VMForm(EndpointForm):
@@ -396,7 +397,7 @@ class VMForm(EndpointForm):
     def _add(self, lab: Any) -> Any:
         return lab.add_vm(self._field_text("name"), self.fields["template"].value,
                           address=self._address(), memory=int(self.fields["memory"].value),
-                          vcpus=int(self.fields["vcpus"].value))
+                          vcpus=int(self.fields["vcpus"].value), replace=True)
 
 
 class HostForm(EndpointForm):
@@ -414,7 +415,7 @@ class HostForm(EndpointForm):
         return entry
 
     def _add(self, lab: Any) -> Any:
-        return lab.add_host(self._field_text("name"), address=self._address())
+        return lab.add_host(self._field_text("name"), address=self._address(), replace=True)
 
 
 def network_form(**kw: Any) -> NetworkForm:

@@ -306,7 +306,7 @@ class HybridMagics(Magics):
     def _cmd_container(self, a: argparse.Namespace) -> Any:
         return self._upsert(a.name, "container", lambda lab: lab.add_container(
             a.name, a.image, address=a.address, command=a.command, env=dict(a.env) or None,
-            ports=a.port or None, labels=dict(a.label) or None))
+            ports=a.port or None, labels=dict(a.label) or None, replace=True))
 
     @staticmethod
     def _args_vm(p: _Parser) -> None:
@@ -320,7 +320,7 @@ class HybridMagics(Magics):
     def _cmd_vm(self, a: argparse.Namespace) -> Any:
         return self._upsert(a.name, "vm", lambda lab: lab.add_vm(
             a.name, a.template, address=a.address, memory=a.memory, vcpus=a.vcpus,
-            image=a.image))
+            image=a.image, replace=True))
 
     @staticmethod
     def _args_host(p: _Parser) -> None:
@@ -328,7 +328,8 @@ class HybridMagics(Magics):
         p.add_argument("--address")
 
     def _cmd_host(self, a: argparse.Namespace) -> Any:
-        return self._upsert(a.name, "host", lambda lab: lab.add_host(a.name, address=a.address))
+        return self._upsert(a.name, "host", lambda lab: lab.add_host(
+            a.name, address=a.address, replace=True))
 
     @staticmethod
     def _args_remove(p: _Parser) -> None:
@@ -480,35 +481,18 @@ class HybridMagics(Magics):
 
 
 def upsert_endpoint(lab: Any, name: str, add: Callable[[Any], Any]) -> str:
-    """Add an endpoint with ``add(lab)``, or redefine it when it exists (a cell or a form
-    that runs twice must not fail): returns ``added``, ``redefined`` or ``unchanged``.
-    On a validation error the old definition is put back, so the lab stays as it was."""
+    """Add an endpoint with ``add(lab)`` — which calls ``lab.add_*(..., replace=True)`` — so a
+    cell or a form that runs twice redefines it instead of failing.  ``Lab`` validates the
+    edit atomically (on an error the lab stays as it was).  Returns ``added``, ``redefined``
+    or ``unchanged``."""
     from hybridnb.lab import endpoint_to_dict
 
     old = next((ep for ep in lab.spec.endpoints if ep.name == name), None)
+    add(lab)
     if old is None:
-        add(lab)
         return "added"
-    before = endpoint_to_dict(old)
-    lab.remove(name)
-    try:
-        add(lab)
-    except HybridError:
-        _re_add(lab, name, before)
-        raise
-    return "unchanged" if endpoint_to_dict(lab.spec.endpoint(name)) == before else "redefined"
-
-
-def _re_add(lab: Any, name: str, entry: dict[str, Any]) -> None:
-    """Put back an endpoint in its mapping form through the public editing methods."""
-    kw = {k: v for k, v in entry.items() if k != "kind"}
-    kind = entry["kind"]
-    if kind == "container":
-        lab.add_container(name, **kw)
-    elif kind == "vm":
-        lab.add_vm(name, **kw)
-    else:
-        lab.add_host(name, **kw)
+    return ("unchanged" if endpoint_to_dict(lab.spec.endpoint(name)) == endpoint_to_dict(old)
+            else "redefined")
 
 
 def _layout_for(magics: HybridMagics, lab: str) -> Any:
