@@ -1,17 +1,26 @@
 """The DNS query log: every query with time, client, name, type, answer code and latency.
 
-The server's hot loop only appends one small tuple per query to an in-memory list
-(``list.append``, bound once): ``(received, client, "name\ttype\trcode", answered)`` — the
-client's address string, the answer template's shared log text and two wall-clock readings.
-Nothing is formatted or subtracted on the hot path: the latency is ``answered - received``,
-computed by the reader.  A writer thread takes the pending list every ``interval`` seconds and
-writes it as one frame — a 4-byte big-endian length and a :mod:`marshal` dump of
-``(FORMAT, entries)`` — which costs well under 0.1 µs per query (repeated log texts become
-back-references) where formatting text lines costs over 1 µs, a large share of a ~10 µs
-query.  (Frames holding a bare list are the older format, whose 4th field is the latency.)
-The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the pair of
-files is a bounded ring of the most recent queries; :func:`read_log` returns its tail as
-dicts; ``python -m hybridnb.services.dns.querylog FILE [N]`` prints it as tab-separated text.
+The server's hot loop logs a query as three floats appended to one :class:`array.array`
+(``fast_append``, bound once): the monotonic receive time, a code ``client * 2**32 + text``
+and the monotonic time after the answer was sent.  ``client`` numbers the client address in
+the log's client table (:meth:`QueryLog.client_code`, looked up once per address with the
+access check) and ``text`` numbers the answer template's ``"name\ttype\trcode"`` in the
+process-wide text table (:func:`text_code`, assigned when the template is built).  No object
+outlives the query and nothing is formatted on the hot path.  Other paths (slow path, TCP,
+forwarding) append a tuple ``(received, client, "name\ttype\trcode", answered)`` of
+``time.time()`` readings to ``pending``.
+
+A writer thread takes what is pending every ``interval`` seconds and writes it as one frame:
+a 4-byte big-endian length and a :mod:`marshal` dump of ``(3, wall - monotonic, little
+endian?, floats as bytes, k, clients[k:], j, texts[j:], tuples)``: the array is copied as
+raw bytes and only the table entries the file has not seen yet are written (each file
+starts from full tables), so a flush is a few memory copies however many queries it holds.
+Older frames — ``(2, tuples)`` and a bare list whose 4th field is the latency — stay
+readable.  The file rotates at ``max_bytes`` into ``<file>.1`` (one generation kept), so the
+pair of files is a bounded ring of the most recent queries; :func:`read_log` returns its
+tail as dicts; ``python -m hybridnb.services.dns.querylog FILE [N]`` prints it as
+tab-separated text.  The tables grow with the distinct allowed clients and the answer
+templates the process has built.
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from __future__ import annotations
 import marshal
 import os
 import struct
+import sys
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +39,26 @@ FIELDS = ("time", "client", "name", "type", "rcode", "latency_us")
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 #: Marker of frames whose entries carry the answer time (not the latency) as 4th field.
 FORMAT = 2
+#: Marker of frames that also carry the hot loop's float records and table updates.
+FORMAT_FAST = 3
+#: The client number's weight in a record's code (the text number is below it).
+CLIENT_UNIT = float(1 << 32)
+
+_TEXTS: list[str] = []
+_TEXT_CODES: dict[str, float] = {}
+_TEXTS_LOCK = threading.Lock()
+
+
+def text_code(text: str) -> float:
+    """The number of a log text (``"name\ttype\trcode"``) in the process-wide text table."""
+    code = _TEXT_CODES.get(text)
+    if code is None:
+        with _TEXTS_LOCK:
+            code = _TEXT_CODES.get(text)
+            if code is None:
+                _TEXTS.append(text)                  # in the table before its code is used
+                code = _TEXT_CODES[text] = float(len(_TEXTS) - 1)
+    return code
 
 
 class QueryLog:
@@ -43,6 +74,13 @@ class QueryLog:
         self.interval = interval
         self.pending: list[tuple[float, str, str, float]] = []
         self.append = self.pending.append
+        #: hot-loop records: (monotonic received, client code + text code, monotonic answered)
+        self.fast = array("d")
+        self.fast_append = self.fast.append
+        self.clients: list[str] = [""]           # number 0: no client (codes stay nonzero)
+        self._client_codes: dict[str, float] = {}
+        self._clients_lock = threading.Lock()
+        self._sent = (0, 0)                       # table lengths the current file has seen
         self.written = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -56,6 +94,17 @@ class QueryLog:
     def enabled(self) -> bool:
         return self._file is not None
 
+    def client_code(self, ip: str) -> float:
+        """The (nonzero) code of a client address: its number times :data:`CLIENT_UNIT`."""
+        code = self._client_codes.get(ip)
+        if code is None:
+            with self._clients_lock:
+                code = self._client_codes.get(ip)
+                if code is None:
+                    self.clients.append(ip)
+                    code = self._client_codes[ip] = (len(self.clients) - 1) * CLIENT_UNIT
+        return code
+
     def start(self) -> None:
         if self.enabled and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="dns-querylog", daemon=True)
@@ -68,18 +117,29 @@ class QueryLog:
     def flush(self) -> None:
         """Write what is pending (safe to call from any thread)."""
         with self._lock:
-            pending = self.pending
+            pending, fast = self.pending, self.fast
             count = len(pending)
-            if not count or self._file is None:
-                if self._file is None:
-                    del pending[:count]
+            n = len(fast)
+            n -= n % 3                     # a record still being appended stays
+            if not count and not n:
+                return
+            if self._file is None:
+                del pending[:count]
+                del fast[:n]
                 return
             batch = pending[:count]
             del pending[:count]            # appends made meanwhile stay in the list
-            frame = marshal.dumps((FORMAT, batch))
+            records = fast[:n]
+            del fast[:n]
+            k, j = self._sent
+            clients, texts = (self.clients[k:], _TEXTS[j:]) if n else ([], [])
+            self._sent = (k + len(clients), j + len(texts))
+            frame = marshal.dumps((FORMAT_FAST, time.time() - time.monotonic(),
+                                   sys.byteorder == "little", records.tobytes(),
+                                   k, clients, j, texts, batch))
             self._file.write(struct.pack(">I", len(frame)) + frame)
             self._file.flush()
-            self.written += count
+            self.written += count + n // 3
             if self._file.tell() >= self.max_bytes:
                 self._rotate()
 
@@ -88,6 +148,7 @@ class QueryLog:
         self._file.close()
         os.replace(self.path, self.path.with_name(self.path.name + ".1"))
         self._file = open(self.path, "ab")
+        self._sent = (0, 0)
 
     def close(self) -> None:
         self._stop.set()
@@ -108,6 +169,8 @@ def _entries(path: Path) -> list[tuple[Any, ...]]:
     except OSError:
         return []
     out: list[tuple[Any, ...]] = []
+    clients: list[str] = []
+    texts: list[str] = []
     i, n = 0, len(data)
     while i + 4 <= n:
         size = struct.unpack_from(">I", data, i)[0]
@@ -117,12 +180,42 @@ def _entries(path: Path) -> list[tuple[Any, ...]]:
             frame = marshal.loads(data[i + 4:i + 4 + size])
         except (ValueError, EOFError, TypeError):
             break
-        if isinstance(frame, tuple) and len(frame) == 2 and frame[0] == FORMAT \
+        if isinstance(frame, tuple) and len(frame) == 9 and frame[0] == FORMAT_FAST:
+            try:
+                out.extend(_fast_entries(frame, clients, texts))
+            except (TypeError, ValueError):
+                break
+        elif isinstance(frame, tuple) and len(frame) == 2 and frame[0] == FORMAT \
                 and isinstance(frame[1], list):
             out.extend((*e, True) for e in frame[1] if isinstance(e, tuple) and len(e) == 4)
         elif isinstance(frame, list):                  # older frames: 4th field = latency
             out.extend((*e, False) for e in frame if isinstance(e, tuple) and len(e) == 4)
         i += 4 + size
+    return out
+
+
+def _fast_entries(frame: tuple[Any, ...], clients: list[str],
+                  texts: list[str]) -> list[tuple[Any, ...]]:
+    """The entries of one frame of :data:`FORMAT_FAST` (updating the file's tables), in
+    order of receipt."""
+    _, offset, little, raw, k, new_clients, j, new_texts, batch = frame
+    del clients[k:]
+    clients.extend(new_clients)
+    del texts[j:]
+    texts.extend(new_texts)
+    records = array("d")
+    records.frombytes(raw)
+    if bool(little) != (sys.byteorder == "little"):
+        records.byteswap()
+    out: list[tuple[Any, ...]] = []
+    nc, nt = len(clients), len(texts)
+    for r in range(0, len(records) - 2, 3):
+        t0, code, t1 = records[r], int(records[r + 1]), records[r + 2]
+        c, t = code >> 32, code & 0xFFFFFFFF
+        out.append((t0 + offset, clients[c] if c < nc else "?",
+                    texts[t] if t < nt else "?\t?\t?", t1 - t0, False))
+    out.extend((*e, True) for e in batch if isinstance(e, tuple) and len(e) == 4)
+    out.sort(key=lambda e: e[0])
     return out
 
 

@@ -27,6 +27,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hybridnb.services.dns.querylog import text_code
+
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.dnszone import Lookup, Zone
 
@@ -59,7 +61,8 @@ _PLAIN_HEADS = (b"\x01\x00" + _QD1 + _AR0, b"\x01\x20" + _QD1 + _AR0)
 class Template:
     """A pre-encoded response for one (qname, qtype): see the module docstring."""
 
-    __slots__ = ("flags", "counts", "counts_edns", "body", "length", "rcode", "info", "logtext")
+    __slots__ = ("flags", "counts", "counts_edns", "body", "length", "rcode", "info", "logtext",
+                 "logcode")
 
     def __init__(self, rcode: int, ancount: int, nscount: int, body: bytes, qlen: int,
                  ra: bool, info: tuple[str, str, str]) -> None:
@@ -73,6 +76,7 @@ class Template:
         self.rcode = rcode
         self.info = info
         self.logtext = "\t".join(info)          # name, type, rcode as the query log writes them
+        self.logcode = text_code(self.logtext)  # its number in the query log's text table
 
 
 # ------------------------------------------------------------------------------ names
@@ -172,8 +176,8 @@ class Answers:
     ``table`` maps qtype+qclass bytes → lowercased wire qname → :class:`Template`.
     ``plain`` maps a whole plain query minus its ID (``data[2:]``: header flags and counts,
     the question exactly as a lowercase client sends it) → (the whole answer minus the ID,
-    the query log text), for every template that fits in 512 bytes: the commonest query is
-    answered with one slice, one dictionary lookup and one concatenation.
+    the query log's text code and text), for every template that fits in 512 bytes: the
+    commonest query is answered with one slice, one dictionary lookup and one concatenation.
     """
 
     def __init__(self, zone: "Zone", *, ra: bool | None = None) -> None:
@@ -181,7 +185,7 @@ class Answers:
         self.ra = bool(zone.upstream) if ra is None else ra
         self.origins = {name_to_wire(o): o for o in zone.origins}
         self.table: dict[bytes, dict[bytes, Template]] = {}
-        self.plain: dict[bytes, tuple[bytes, str]] = {}
+        self.plain: dict[bytes, tuple[bytes, float, str]] = {}
         self.cached = 0
         self._rdata: dict[Any, bytes] = {}
         for name in sorted(self._all_names()):
@@ -203,7 +207,7 @@ class Answers:
         self.table.setdefault(qtail, {})[qname] = t
         if t.length <= 512:
             question = qname + qtail
-            hit = (t.flags[1] + t.counts + question + t.body, t.logtext)    # flags[1]: RD
+            hit = (t.flags[1] + t.counts + question + t.body, t.logcode, t.logtext)  # RD
             for head in _PLAIN_HEADS:
                 self.plain[head + question] = hit
 
@@ -249,13 +253,14 @@ class Answers:
 
 
 # ------------------------------------------------------------------------- hot path
-def plain_answer(plain: dict[bytes, tuple[bytes, str]], data: bytes) -> tuple[bytes, str] | None:
+def plain_answer(plain: dict[bytes, tuple[bytes, float, str]],
+                 data: bytes) -> tuple[bytes, str] | None:
     """Answer a plain query (see :attr:`Answers.plain`) and its log text, or ``None``.  An
     exact hit proves the query well-formed: every key is a well-formed query."""
     hit = plain.get(data[2:])
     if hit is None:
         return None
-    return data[:2] + hit[0], hit[1]
+    return data[:2] + hit[0], hit[2]
 
 
 def fast_answer(table: dict[bytes, dict[bytes, Template]], data: bytes
