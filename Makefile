@@ -32,7 +32,7 @@ deps:
 	    echo "== installing system packages:" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	      --no-install-recommends $$missing >/dev/null; \
-	  elif ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then \
+	  elif ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then \
 	    echo "== apt package lists missing (the test VM image is built from them): apt-get update"; \
 	    apt-get update -qq; \
 	  fi; \
