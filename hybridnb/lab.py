@@ -406,7 +406,7 @@ class Lab:
     def dns(self) -> Any:
         """The records the lab's DNS serves (computed from the lab; the server serves the
         same zone)."""
-        from hybridnb.drivers.dns import zone_from_spec
+        from hybridnb.core.dnszone import zone_from_spec
         from hybridnb.services.dns.results import DnsRecords
 
         res = self._dns_resource()

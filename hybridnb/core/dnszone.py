@@ -310,3 +310,11 @@ class Zone:
     def to_text(self) -> str:
         """The whole record set as zone-file lines (sorted, for humans and golden files)."""
         return "".join(r.text + "\n" for r in self._all)
+
+
+def zone_from_spec(spec: Mapping[str, Any]) -> Zone:
+    """The zone a ``dns`` resource spec describes."""
+    return Zone(domain=spec["domain"], records=dict(spec.get("records", {})),
+                gateway=spec["gateway"], services=tuple(spec.get("services", ())),
+                ttl=int(spec.get("ttl", 60)), subnet=spec.get("subnet"),
+                upstream=tuple(spec.get("upstream", ())))

@@ -298,6 +298,24 @@ def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
     return NetworkSpec(**kw)
 
 
+def _pattern_list(c: _Collector, raw: Any, path: str, pattern: re.Pattern[str],
+                  port_groups: tuple[str, ...], what: str, hint: str,
+                  build: Callable[[re.Match[str]], Any]) -> tuple[Any, ...] | None:
+    """A list of strings each matching ``pattern`` with its port groups in 1-65535 (ports,
+    services); every bad item is reported.  None when anything was wrong."""
+    if c.typed(raw, list, path, "a list", hint) is None:
+        return None
+    out, ok = [], True
+    for i, item in enumerate(raw):
+        m = pattern.match(str(item))
+        if not m or not all(1 <= int(m.group(g)) <= 65535 for g in port_groups if m.group(g)):
+            c.add(f"{path}[{i}]", f"{item!r} is not {what}", hint)
+            ok = False
+            continue
+        out.append(build(m))
+    return tuple(out) if ok else None
+
+
 def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
     path = f"endpoints.{name}"
     ok = True
@@ -328,21 +346,14 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
         if addr is None:
             ok = False
         kw["address"] = addr
-    services = data.get("services", [])
-    if c.typed(services, list, f"{path}.services", "a list like [http/80, postgresql/5432]") is None:
+    services = _pattern_list(
+        c, data.get("services", []), f"{path}.services", _SERVICE, ("port",), "a service",
+        "write NAME/PORT or NAME/PORT/udp, e.g. http/80 or dns/53/udp",
+        lambda m: ServiceSpec(m.group("name"), int(m.group("port")), m.group("proto") or "tcp"))
+    if services is None:
         ok = False
     else:
-        parsed_services = []
-        for i, svc in enumerate(services):
-            m = _SERVICE.match(str(svc))
-            if not m or not 1 <= int(m.group("port")) <= 65535:
-                c.add(f"{path}.services[{i}]", f"{svc!r} is not a service",
-                      "write NAME/PORT or NAME/PORT/udp, e.g. http/80 or dns/53/udp")
-                ok = False
-                continue
-            parsed_services.append(ServiceSpec(m.group("name"), int(m.group("port")),
-                                               m.group("proto") or "tcp"))
-        kw["services"] = tuple(parsed_services)
+        kw["services"] = services
 
     if kind == "container":
         image = data.get("image", "busybox")
@@ -376,23 +387,17 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
                     c.add(f"{path}.env.{key}", "expected a string value", "quote it")
                     ok = False
             kw["env"] = {str(k): str(v) for k, v in sorted(env.items(), key=lambda kv: str(kv[0]))}
-        ports = data.get("ports", [])
-        if c.typed(ports, list, f"{path}.ports", "a list like ['8080:80/tcp']") is None:
+        ports = _pattern_list(
+            c, data.get("ports", []), f"{path}.ports", _PORT, ("host", "container"),
+            "a port mapping",
+            "write HOST:CONTAINER/PROTO, e.g. '8080:80/tcp', with ports 1-65535",
+            lambda m: PortMap(int(m.group("container")),
+                              int(m.group("host")) if m.group("host") else None,
+                              m.group("proto") or "tcp"))
+        if ports is None:
             ok = False
         else:
-            parsed_ports = []
-            for i, p in enumerate(ports):
-                m = _PORT.match(str(p))
-                nums = [int(m.group(g)) for g in ("host", "container") if m and m.group(g)] if m else []
-                if not m or not all(1 <= n <= 65535 for n in nums):
-                    c.add(f"{path}.ports[{i}]", f"{p!r} is not a port mapping",
-                          "write HOST:CONTAINER/PROTO, e.g. '8080:80/tcp', with ports 1-65535")
-                    ok = False
-                    continue
-                parsed_ports.append(PortMap(int(m.group("container")),
-                                            int(m.group("host")) if m.group("host") else None,
-                                            m.group("proto") or "tcp"))
-            kw["ports"] = tuple(parsed_ports)
+            kw["ports"] = ports
         labels = c.mapping(data.get("labels"), f"{path}.labels")
         if labels is None:
             ok = False

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridnb.core.dnszone import Record, Zone
+from hybridnb.core.dnszone import Record, Zone, zone_from_spec
 from hybridnb.core.resource import Resource
 from hybridnb.daemons import process
 from hybridnb.errors import EngineError, NotFoundError
@@ -53,14 +53,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def zone_from_spec(spec: Mapping[str, Any]) -> Zone:
-    """The zone a ``dns`` resource spec describes."""
-    return Zone(domain=spec["domain"], records=dict(spec.get("records", {})),
-                gateway=spec["gateway"], services=tuple(spec.get("services", ())),
-                ttl=int(spec.get("ttl", 60)), subnet=spec.get("subnet"),
-                upstream=tuple(spec.get("upstream", ())))
 
 
 class DnsDriver:
