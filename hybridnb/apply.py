@@ -8,6 +8,12 @@ their intents (``creating``/``deleting``…, one atomic write per stage); after 
 outcomes.  A crash at any point therefore leaves a state from which the next apply or destroy
 converges: whatever may be half made is recorded, and drivers clean up half-made leftovers.
 
+A call whose process died may still be carried out after the death: dockerd finishes the
+network or container a killed client asked for, libvirtd the domain.  Drivers of such engines
+say how long that can take (``settle`` seconds); :func:`observe_settled` gives the
+interrupted actions that much time, counted from when their intent was written, to land
+before the next apply or destroy plans — instead of racing them.
+
 Before any action runs, every create/replace is offered to its driver's optional ``check``
 hook (e.g. "this subnet overlaps a host route"), so a doomed lab is refused before anything
 is made.
@@ -19,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from hybridnb.core.plan import Action, Plan
 from hybridnb.core.resource import KIND_ORDER
@@ -117,6 +123,47 @@ def _stages(actions: Iterable[Action]) -> list[list[Action]]:
 
 _INTENT = {"create": "creating", "replace": "replacing", "update": "updating",
            "delete": "deleting"}
+#: Journal status of an action whose driver call returned an error (nothing in flight).
+FAILED = "failed"
+
+
+def observe_settled(lab: str, backend: Backend, journal: Mapping[str, Mapping[str, Any]],
+                    *, clock: Callable[[], float] = time.time,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, str]]:
+    """What the engines hold for ``lab`` (``{kind: {name: fingerprint}}``), once calls that a
+    dead process left in flight had their driver's ``settle`` time to land: a resource
+    journalled as being created (or deleted) that is not there (or still there) is waited
+    for, at most until ``settle`` seconds after its intent was written."""
+
+    def observe(kinds: Iterable[str]) -> dict[str, dict[str, str]]:
+        return {k: dict(backend.drivers[k].observe(lab)) for k in kinds}
+
+    observed = observe(sorted(backend.drivers))
+    now = clock()
+    waits: dict[tuple[str, str], tuple[bool, float]] = {}
+    for key, rec in journal.items():
+        kind, _, name = key.partition("/")
+        settle = float(getattr(backend.drivers.get(kind), "settle", 0.0) or 0.0)
+        status, at = rec.get("status"), rec.get("at")
+        if not settle or not isinstance(at, (int, float)) or status not in _INTENT.values():
+            continue
+        until = float(at) + settle
+        if until > now:
+            waits[(kind, name)] = (status != "deleting", until)
+
+    def pending() -> list[float]:
+        return [until for (kind, name), (present, until) in waits.items()
+                if (name in observed[kind]) != present]
+
+    left = pending()
+    while left:
+        remaining = max(left) - clock()
+        if remaining <= 0:
+            break
+        sleep(min(0.1, remaining))
+        observed.update(observe({kind for kind, _ in waits}))
+        left = pending()
+    return observed
 
 
 def _fp(action: Action) -> str | None:
@@ -187,11 +234,12 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
                 outcomes = list(pool.map(run, stage))
         else:
             outcomes = [run(a) for a in stage]
-        # outcomes: done deletes are forgotten, done creations recorded; failures keep their
-        # intent, so a later apply or destroy cleans up after them
+        # outcomes: done deletes are forgotten, done creations recorded; failures stay
+        # recorded (as failed, not in flight), so a later apply or destroy cleans up after them
         state.mark_many((o.action.kind, o.action.name,
-                         None if o.action.op == "delete" else "created", _fp(o.action))
-                        for o in outcomes if o.error is None)
+                         (None if o.action.op == "delete" else "created") if o.error is None
+                         else FAILED, _fp(o.action))
+                        for o in outcomes)
         result.outcomes.extend(outcomes)
         failed = [o for o in outcomes if o.error is not None]
         if failed:

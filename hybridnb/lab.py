@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from hybridnb.apply import ApplyResult, Progress, execute, preflight
+from hybridnb.apply import ApplyResult, Progress, execute, observe_settled, preflight
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.ipam import assign_addresses
 from hybridnb.core.plan import Plan, destroy_plan, diff
@@ -271,6 +271,10 @@ class Lab:
         backend = self.backend
         return {kind: dict(drv.observe(self.name)) for kind, drv in sorted(backend.drivers.items())}
 
+    def _settled(self, st: Any) -> dict[str, dict[str, str]]:
+        """:meth:`_observe`, after what a killed apply left in flight had time to land."""
+        return observe_settled(self.name, self.backend, st.resources)
+
     def _updatable(self) -> list[str]:
         return [k for k, d in self.backend.drivers.items() if hasattr(d, "update")]
 
@@ -289,7 +293,7 @@ class Lab:
         with self.store.transaction(self.name) as st:
             addresses = self._assign(st.addresses)
             resources = compile_lab(self._spec, addresses)
-            plan = diff(self.name, resources, self._observe(), st.recorded(),
+            plan = diff(self.name, resources, self._settled(st), st.recorded(),
                         updatable=self._updatable())
             if plan.empty:
                 return ApplyResult(plan)
@@ -307,7 +311,7 @@ class Lab:
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
         """Remove everything this lab owns; its addresses are released."""
         with self.store.transaction(self.name) as st:
-            plan = destroy_plan(self.name, self._observe(), st.recorded())
+            plan = destroy_plan(self.name, self._settled(st), st.recorded())
             result = execute(plan, self.backend, st, progress=progress) if not plan.empty \
                 else ApplyResult(plan)
             st.data["addresses"] = {}

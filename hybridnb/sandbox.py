@@ -17,6 +17,12 @@ the image cache lives in ``$HYBRIDNB_SANDBOX_DATA/NAME`` (default
 (``purge=True`` also removes the data).  ``up()`` and ``down()`` hold a file lock, so two
 processes bringing the same sandbox up never start two engines.  :meth:`Sandbox.target`
 is the :class:`~hybridnb.target.Target` the drivers use to build labs inside it.
+
+Labs live as long as the namespace: ``down()`` (or a reboot) ends them.  The engines remember
+their containers, Docker networks and VM definitions in the data directory, so an ``up()``
+that makes the namespace anew first removes what labs left there (dockerd would otherwise
+re-create a lab's bridge by itself, unlabelled, and the lab could no longer claim it); a lab
+applied again afterwards is rebuilt with the addresses it had.
 """
 
 from __future__ import annotations
@@ -202,7 +208,8 @@ class Sandbox:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._save(state)
             # 1. the namespace: only lo, never a default route
-            if not nsutil.netns_exists(self.netns):
+            fresh = not nsutil.netns_exists(self.netns)
+            if fresh:
                 if progress:
                     progress(f"creating network namespace {self.netns}")
                 nsutil.create_netns(self.netns)
@@ -217,10 +224,14 @@ class Sandbox:
             # 2. dockerd
             rec = state["daemons"].get("dockerd")
             docker = Daemon.from_dict(rec) if rec else None
+            if docker is not None and fresh and dockerd.alive(docker):
+                dockerd.stop(docker)                     # it lives in a namespace now gone
             if docker is None or not dockerd.alive(docker):
                 docker = dockerd.start(self.netns, self.data_dir, self.run_dir, progress)
                 state["daemons"]["dockerd"] = docker.to_dict()
                 self._save(state)
+            if fresh:
+                self._forget_labs(("container", "network"), progress)
             # 3. the busybox image, for `image: busybox`
             from hybridnb.images.busybox import ensure_busybox_image
 
@@ -229,10 +240,63 @@ class Sandbox:
             if libvirt:
                 state["notes"].pop("libvirtd", None)
                 self._up_libvirtd(state, progress)
+                if fresh and "libvirtd" in state["daemons"]:
+                    self._save(state)
+                    self._forget_labs(("vm",), progress)
             elif "libvirtd" not in state["daemons"]:
                 state["notes"]["libvirtd"] = "not requested"
             self._save(state)
         return self.status()
+
+    def _forget_labs(self, kinds: tuple[str, ...], progress: Progress) -> list[str]:
+        """Remove what labs made in the engines (containers, Docker networks, VM domains)
+        before the sandbox's namespace was (re)made: engines keep them in their data
+        directories, but the bridges they hang on died with the old namespace — and dockerd
+        would even re-create a lab's bridge on its own, unlabelled, so the lab could no longer
+        claim it.  The labs' next apply builds them again (their addresses are kept)."""
+        from hybridnb.drivers.docker import drivers as docker_drivers
+
+        target = self.target()
+        drivers: dict[str, Any] = {}
+        if "vm" in kinds and target.libvirt_uri:
+            from hybridnb.drivers.libvirt import LibvirtDriver
+
+            drivers["vm"] = LibvirtDriver(target)
+        if "container" in kinds or "network" in kinds:
+            drivers.update(docker_drivers(target))
+        removed: list[str] = []
+        try:
+            for kind in ("vm", "container", "network"):      # users before what they use
+                if kind not in kinds or kind not in drivers:
+                    continue
+                drv = drivers[kind]
+                for lab in sorted(drv.labs()):
+                    bridges = drv.bridges(lab) if kind == "network" else {}
+                    for name in drv.observe(lab):
+                        drv.delete(lab, name)
+                        removed.append(f"{kind} {name} of lab {lab}")
+                        if bridges.get(name) and self._delete_docker_bridge(bridges[name]):
+                            removed.append(f"bridge {bridges[name]} dockerd re-made for it")
+        finally:
+            for drv in drivers.values():
+                drv.close()
+        if removed and progress:
+            progress("removed what labs left in the engines before the namespace was made: "
+                     + ", ".join(removed))
+        return removed
+
+    def _delete_docker_bridge(self, name: str) -> bool:
+        """Delete bridge ``name`` if dockerd made it (it carries no hybridnb mark): removing
+        a network leaves the bridge dockerd re-made for it when it started."""
+        from hybridnb.drivers import nsutil
+        from hybridnb.drivers.links import get_link, link_alias, link_kind
+
+        with nsutil.iproute(self.netns) as ipr:
+            link = get_link(ipr, name)
+            if link is None or link_kind(link) != "bridge" or link_alias(link):
+                return False
+            ipr.link("del", index=link["index"])
+        return True
 
     def _up_libvirtd(self, state: dict[str, Any], progress: Progress) -> None:
         rec = state["daemons"].get("libvirtd")
@@ -293,6 +357,7 @@ class Sandbox:
                 recs.pop(name, None)
                 if state:
                     self._save(state)
+            self._stop_lab_processes(progress)
             if nsutil.netns_exists(self.netns) or os.path.lexists(f"/run/netns/{self.netns}"):
                 if progress:
                     progress(f"deleting network namespace {self.netns}")
@@ -312,6 +377,28 @@ class Sandbox:
                 (_run_base() / f".{self.name}.lock").unlink()
         _rmdir_empty(_run_base(), _stop_at(_run_base(), RUN_BASE))
         return self.status()
+
+    def _stop_lab_processes(self, progress: Progress) -> None:
+        """Stop what labs run inside the namespace besides the engines (their DNS servers):
+        a process keeps a deleted namespace alive, and a lab that was never destroyed would
+        leave its server serving nobody.  Foreign processes (a shell someone opened in the
+        namespace) are named, not killed."""
+        from hybridnb.daemons import process
+
+        ns = process.namespace_of_path(f"/run/netns/{self.netns}", "net")
+        if ns is None:
+            return
+        left = process.namespace_members("net", ns)
+        ours = [p for p in left if any(a.startswith("hybridnb.") for a in process.cmdline(p))]
+        if ours:
+            if progress:
+                progress(f"stopping {len(ours)} lab process(es) in {self.netns}: "
+                         + ", ".join(str(p) for p in ours))
+            process.terminate(ours, timeout=5.0)
+        others = [p for p in left if p not in ours and process.alive(p)]
+        if others and progress:
+            progress(f"still inside {self.netns} (not started by hybridnb, left alone): "
+                     + ", ".join(f"{p} {' '.join(process.cmdline(p)[:2])}" for p in others))
 
     # -- inspection --------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 The state remembers what cannot be read back from the engines: the addresses handed out (so a
 re-run never moves anyone), the lab description last applied, and the *intent journal* — a
-resource is marked ``creating``/``deleting`` before the driver is called and
-``created``/removed after, so after a crash (a killed kernel, a SIGKILL) the next apply or
+resource is marked ``creating``/``deleting`` (with the time) before the driver is called and
+``created``/removed (or ``failed``) after, so after a crash (a killed kernel, a SIGKILL) the next apply or
 destroy knows what may have been half made and cleans it up.
 
 Files live in ``$HYBRIDNB_STATE_DIR`` or ``$XDG_STATE_HOME/hybridnb`` (default
@@ -73,18 +73,20 @@ class LabState:
         if status is None:
             self.resources.pop(key, None)
         else:
-            self.resources[key] = {"status": status, "fingerprint": fingerprint}
+            self.resources[key] = {"status": status, "fingerprint": fingerprint,
+                                   "at": round(time.time(), 3)}
         self.save()
 
     def mark_many(self, entries: Iterable[tuple[str, str, str | None, str | None]]) -> None:
         """:meth:`mark` for several ``(kind, name, status, fingerprint)`` at once, one write."""
         changed = False
+        at = round(time.time(), 3)
         for kind, name, status, fingerprint in entries:
             key = f"{kind}/{name}"
             if status is None:
                 changed |= self.resources.pop(key, None) is not None
             else:
-                self.resources[key] = {"status": status, "fingerprint": fingerprint}
+                self.resources[key] = {"status": status, "fingerprint": fingerprint, "at": at}
                 changed = True
         if changed:
             self.save()

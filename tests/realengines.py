@@ -3,8 +3,9 @@
 * :func:`require_engines` — the gating rule for ``@pytest.mark.real`` tests that need the
   sandbox: not root or an engine binary missing → skip locally, FAIL under ``CI=true``.
 * ``sandbox`` (session scope) — one :class:`~hybridnb.sandbox.Sandbox` per test session
-  (name ``test``, or ``$HYBRIDNB_TEST_SANDBOX``), brought up at first use and taken down when
-  the session ends (the image cache in its data directory is kept).
+  (name ``test``, or ``$HYBRIDNB_TEST_SANDBOX``), brought up afresh at first use (one an
+  earlier, killed run left up is taken down first) and taken down when the session ends (the
+  image cache in its data directory is kept).
 * ``sandbox_target`` — its :class:`~hybridnb.target.Target`.
 * ``lab_bridge`` — a factory making a lab bridge (with the gateway address) inside the
   sandbox namespace through the bridge driver, removed after the test; each call gets its own
@@ -65,6 +66,7 @@ def sandbox(request: pytest.FixtureRequest) -> Sandbox:
         slot["box"] = box
         request.config.add_cleanup(lambda: box.down())  # also after a failed up
         try:
+            box.down()                    # what a killed earlier run left up starts over
             box.up()
         except Exception as exc:
             slot["error"] = exc

@@ -161,3 +161,42 @@ def test_up_starts_libvirtd_too_when_available(fresh):
     fresh.down(purge=True)
     assert not process.alive(lv_pid)
     assert _leftovers(fresh, record) == []
+
+
+def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
+    """``down`` with a lab still applied ends it (its DNS server too); the next ``up`` starts
+    from a clean engine although dockerd remembers the lab's network in its data directory
+    (it would re-create the bridge by itself, unlabelled, and the lab could not claim it);
+    and the lab applies again, on the same addresses."""
+    import docker
+
+    from hybridnb.lab import Lab, open_lab
+
+    fresh.up(libvirt=False)
+    state = tmp_path / "state"
+    lab = Lab("left", backend="sandbox", sandbox=fresh.name, state_dir=state)
+    lab.add_container("c1").add_host("h1")
+    lab.apply()
+    addresses = {e.name: e.address for e in lab.status().endpoints}
+    dns_pid = lab.backend.driver("dns").status("left")["pid"]
+    assert process.alive(dns_pid)
+
+    fresh.down()
+    assert not process.alive(dns_pid), "the lab's DNS server outlived the sandbox"
+    fresh.up(libvirt=False)
+    links = subprocess.run(["ip", "-n", fresh.netns, "-o", "link", "show"], capture_output=True,
+                           text=True, check=True).stdout
+    assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    api = docker.APIClient(base_url=fresh.target().docker_url, version="auto")
+    try:
+        assert api.containers(all=True) == []
+        assert sorted(n["Name"] for n in api.networks()) == ["host", "none"]
+    finally:
+        api.close()
+
+    again = open_lab("left", backend="sandbox", sandbox=fresh.name, state_dir=state)
+    assert again.apply().ok
+    status = again.status()
+    assert status.up and {e.name: e.address for e in status.endpoints} == addresses
+    assert again.test(("icmp", "dns"), timeout=1.0, count=1).ok
+    again.destroy()

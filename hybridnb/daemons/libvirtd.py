@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
-from hybridnb.daemons import Daemon
+from hybridnb.daemons import Daemon, process
 from hybridnb.errors import EngineError, EngineUnavailable
 
 Progress = Callable[[str, float], None]
@@ -125,10 +124,10 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
     vlog = _wait_pidfile(vpid, t0 + timeout)
     daemon = Daemon(name="libvirtd", pid=pid, endpoint=uri(run), pidfile=str(lpid), extra={
         "virtlogd_pid": vlog, "virtlogd_pidfile": str(vpid), "netns": netns,
-        "root": str(root), "run": str(run), "mntns": _ns(pid, "mnt"),
+        "root": str(root), "run": str(run), "mntns": process.namespace(pid, "mnt"),
         "created_mountpoints": made})
     while not sock.exists():
-        if time.monotonic() > t0 + timeout or not _alive(pid):
+        if time.monotonic() > t0 + timeout or not process.alive(pid):
             stop(daemon)
             raise EngineError(f"libvirtd in {netns} did not open {sock}", engine="libvirt",
                               hint=f"see {base / 'log' / 'libvirtd.log'}")
@@ -156,7 +155,7 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
 def alive(daemon: Daemon) -> bool:
     """True while the recorded libvirtd runs (same pid, same private mount namespace)."""
     mntns = daemon.extra.get("mntns")
-    return _alive(daemon.pid) and (not mntns or _ns(daemon.pid, "mnt") == mntns)
+    return process.alive(daemon.pid) and (not mntns or process.namespace(daemon.pid, "mnt") == mntns)
 
 
 def record(netns: str, root: Path, run: Path) -> Daemon:
@@ -172,8 +171,8 @@ def record(netns: str, root: Path, run: Path) -> Daemon:
             return 0
 
     pid = read(lpid)
-    mntns = _ns(pid, "mnt") if pid and _alive(pid) else None
-    if mntns == _ns(os.getpid(), "mnt"):
+    mntns = process.namespace(pid, "mnt") if pid and process.alive(pid) else None
+    if mntns == process.namespace(os.getpid(), "mnt"):
         mntns = None                      # a reused pid outside any private namespace
     return Daemon(name="libvirtd", pid=pid if mntns else 0, endpoint=uri(run),
                   pidfile=str(lpid), extra={
@@ -187,14 +186,14 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> None:
     """Stop the daemons and every QEMU they started (the processes of their mount
     namespace), by pid.  Stopping an already stopped daemon is not an error."""
     mntns = daemon.extra.get("mntns")
-    pids = _ns_members(mntns) if mntns else []
+    pids = process.namespace_members("mnt", mntns) if mntns else []
     vlog = daemon.extra.get("virtlogd_pid")
     daemons = {daemon.pid, vlog}
     guests = [p for p in pids if p not in daemons]
     # QEMU first (so nothing is left running), then libvirtd, then virtlogd.
     for group in (guests, [daemon.pid], [vlog]):
-        group = [p for p in group if p and _alive(p) and (not mntns or _ns(p, "mnt") == mntns)]
-        _terminate(group, timeout)
+        group = [p for p in group if p and process.alive(p) and (not mntns or process.namespace(p, "mnt") == mntns)]
+        process.terminate(group, timeout=timeout)
     for path in (daemon.pidfile, daemon.extra.get("virtlogd_pidfile")):
         if path:
             Path(path).unlink(missing_ok=True)
@@ -205,46 +204,6 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> None:
 
 
 # ----------------------------------------------------------------------------- processes
-
-def _ns(pid: int, kind: str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/{kind}")
-    except OSError:
-        return None
-
-
-def _ns_members(ns: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _ns(int(entry), "mnt") == ns:
-            out.append(int(entry))
-    return sorted(out)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _terminate(pids: list[int], timeout: float) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    for p in pids:
-        if _alive(p):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
 
 def _wait_pidfile(path: Path, deadline: float) -> int:
     while True:
@@ -265,5 +224,5 @@ def _kill_pidfiles(*paths: Path) -> None:
             pid = int(path.read_text().strip())
         except (OSError, ValueError):
             continue
-        _terminate([pid], 5.0)
+        process.terminate([pid], timeout=5.0)
         path.unlink(missing_ok=True)

@@ -120,6 +120,29 @@ def _cgroup_mounts() -> list[str]:
     return out
 
 
+def namespace(pid: int, kind: str) -> str | None:
+    """The identity of ``pid``'s namespace of ``kind`` (``"net"``, ``"mnt"``), e.g.
+    ``"net:[4026532281]"``; None if the process is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+def namespace_of_path(path: str, kind: str) -> str | None:
+    """The identity of the namespace a bind mount such as ``/run/netns/NAME`` holds."""
+    try:
+        return f"{kind}:[{os.stat(path).st_ino}]"
+    except OSError:
+        return None
+
+
+def namespace_members(kind: str, ns: str) -> list[int]:
+    """Live pids (never our own) whose namespace of ``kind`` is ``ns``."""
+    me = os.getpid()
+    return [p for p in pids() if p != me and namespace(p, kind) == ns and alive(p)]
+
+
 def signal_all(pids_: Iterable[int], sig: int) -> None:
     for pid in pids_:
         try:

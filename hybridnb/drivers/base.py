@@ -11,6 +11,11 @@ Each capability is one small protocol handling one resource *kind* (``bridge``, 
 * ``delete(lab, name)`` — remove it and everything it made; deleting something already gone
   is not an error.
 
+Optional: ``update(lab, resource)`` (change in place), ``check(lab, resource)`` (refuse before
+anything is made), ``settle`` (seconds a daemon may still spend carrying out a call whose
+caller died: see :func:`hybridnb.apply.observe_settled`) and ``labs()`` (every lab that owns
+something in the engine: the sandbox sweeps what outlived its namespace).
+
 Drivers translate engine exceptions into :mod:`hybridnb.errors` at this edge.  A
 :class:`Backend` is a bundle of drivers (one per kind) plus the :class:`~hybridnb.target.Target`
 they talk to; the planner and ``Lab`` only ever see a backend — the dry-run backend and the real

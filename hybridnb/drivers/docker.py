@@ -120,6 +120,8 @@ class _Clients:
 
 class _DockerDriver:
     concurrent = True
+    #: dockerd carries out a request whose client died; seconds it may still take to land
+    settle = 2.0
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -138,6 +140,12 @@ class NetworkDriver(_DockerDriver):
 
     kind = "network"
 
+    def labs(self) -> set[str]:
+        """Every lab that has a Docker network in this engine."""
+        with docker_errors("list docker networks"):
+            nets = self.api.networks(filters={"label": LAB})
+        return {(n.get("Labels") or {}).get(LAB) or "" for n in nets} - {""}
+
     def observe(self, lab: str) -> dict[str, str]:
         with docker_errors("list docker networks"):
             nets = self.api.networks(filters={"label": f"{LAB}={lab}"})
@@ -148,6 +156,14 @@ class NetworkDriver(_DockerDriver):
                 continue
             out[labels.get(NAME) or net["Name"]] = labels.get(FINGERPRINT, "")
         return dict(sorted(out.items()))
+
+    def bridges(self, lab: str) -> dict[str, str]:
+        """``{network: the bridge it is bound to}`` for this lab's Docker networks."""
+        with docker_errors("list docker networks"):
+            nets = self.api.networks(filters={"label": f"{LAB}={lab}"})
+        return {(n.get("Labels") or {}).get(NAME) or n["Name"]:
+                (n.get("Options") or {}).get(BRIDGE_OPT, "") for n in nets
+                if (n.get("Labels") or {}).get(LAB) == lab}
 
     def create(self, lab: str, resource: Resource) -> None:
         import docker.types
@@ -207,6 +223,12 @@ class ContainerDriver(_DockerDriver):
     """Kind ``container``: one container per endpoint with a static address on the network."""
 
     kind = "container"
+
+    def labs(self) -> set[str]:
+        """Every lab that has a container in this engine."""
+        with docker_errors("list containers"):
+            found = self.api.containers(all=True, filters={"label": LAB})
+        return {(c.get("Labels") or {}).get(LAB) or "" for c in found} - {""}
 
     def observe(self, lab: str) -> dict[str, str]:
         with docker_errors("list containers"):

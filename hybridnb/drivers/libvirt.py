@@ -93,6 +93,8 @@ class LibvirtDriver:
 
     kind = "vm"
     concurrent = True
+    #: libvirtd finishes a define/start whose client died; seconds it may still take to land
+    settle = 2.0
 
     def __init__(self, target: Target, *, files_dir: Path | None = None,
                  image_dir: Path | None = None, boot_timeout: float = 60.0,
@@ -170,6 +172,13 @@ class LibvirtDriver:
         return vmxml.parse_metadata(text)
 
     # ------------------------------------------------------------------ protocol
+
+    def labs(self) -> set[str]:
+        """Every lab that has a domain defined in this libvirt."""
+        with self._errors("listing domains"):
+            domains = self.connection().listAllDomains(0)
+        metas = (self._metadata(dom) for dom in domains)
+        return {m["name"] for m in metas if m and m.get("name") and m.get("endpoint")}
 
     def observe(self, lab: str) -> dict[str, str]:
         """``{endpoint: fingerprint}`` of this lab's domains; a domain that is not running

@@ -4,7 +4,9 @@
 bridge carrying the addresses a test asks for; ``socket_in`` creates a socket inside the
 namespace from a short-lived thread that ``setns``-es itself (a socket keeps the namespace it
 was created in), so tests can talk to servers in the namespace with plain sockets and
-dnspython.  Nothing here can send a packet outside the namespace.
+dnspython.  ``client`` adds a second namespace on a veth port of that bridge (a machine that
+is not the lab host), whose default route points into the first.  Nothing here can send a
+packet outside these namespaces.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def run(*cmd: str) -> str:
 class LabNetns:
     def __init__(self, tag: str, addresses: list[str]) -> None:
         self.name = f"hnb-{tag}-{os.getpid()}"
+        self._clients: list[LabNetns] = []
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         run("ip", "netns", "add", self.name)
         try:
@@ -92,5 +95,27 @@ class LabNetns:
             raise out["error"]  # type: ignore[misc]
         return out["sock"]  # type: ignore[return-value]
 
+    def client(self, tag: str, address: str, via: str) -> "LabNetns":
+        """Another namespace plugged into ``lab0`` by a veth, holding ``address`` (CIDR) and
+        routing everything else via ``via`` (an address of this namespace): a client that is
+        *not* the lab host.  Closed together with this namespace."""
+        other = LabNetns.__new__(LabNetns)
+        other.name = f"hnb-{tag}-{os.getpid()}"
+        other._clients = []
+        subprocess.run(["ip", "netns", "del", other.name], capture_output=True)
+        run("ip", "netns", "add", other.name)
+        self._clients.append(other)
+        veth = f"v{tag}{os.getpid() % 100000}"[:15]
+        run("ip", "-n", self.name, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+            "netns", other.name)
+        run("ip", "-n", self.name, "link", "set", veth, "master", "lab0", "up")
+        run("ip", "-n", other.name, "link", "set", "lo", "up")
+        run("ip", "-n", other.name, "addr", "add", address, "dev", "eth0")
+        run("ip", "-n", other.name, "link", "set", "eth0", "up")
+        run("ip", "-n", other.name, "route", "add", "default", "via", via)
+        return other
+
     def close(self) -> None:
+        for other in self._clients:
+            other.close()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True)

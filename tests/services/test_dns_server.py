@@ -24,7 +24,8 @@ from .netns_helpers import LabNetns, require_root
 pytestmark = pytest.mark.real
 
 GW = "10.77.1.1"
-OUTSIDE = "10.99.0.2"
+OUTSIDE = "10.99.0.2"            # a client in a namespace of its own, outside the lab subnet
+HOST_OTHER = "10.99.0.1"         # another address of the lab host itself
 LAB = "dt"
 RECORDS = {"web": "10.77.1.100", "db": "10.77.1.200", "h1": "10.77.1.10"}
 SERVICES = [{"service": "http", "proto": "tcp", "endpoint": "web", "port": 80}] + [
@@ -41,7 +42,8 @@ def spec(records=RECORDS, upstream=()):
 def lab(tmp_path_factory):
     require_root("dig", "nsenter", "ip")
     pytest.importorskip("dns.message")
-    ns = LabNetns("dt", [f"{GW}/24", f"{OUTSIDE}/24"])
+    ns = LabNetns("dt", [f"{GW}/24", f"{HOST_OTHER}/24"])
+    ns.outside = ns.client("dto", f"{OUTSIDE}/24", via=HOST_OTHER)
     driver = DnsDriver(Target("dnstest", netns=ns.name), tmp_path_factory.mktemp("state"))
     try:
         driver.create(LAB, Resource("dns", LAB, spec()))
@@ -154,10 +156,21 @@ def test_outside_client_is_refused(lab):
     import dns.rcode
 
     ns, _ = lab
-    r = ask(ns, "web.hybrid.local", "A", source=OUTSIDE)
+    r = ask(ns.outside, "web.hybrid.local", "A")
     assert r.rcode() == dns.rcode.REFUSED and not r.answer
     inside = ask(ns, "web.hybrid.local", "A", source=GW)
     assert inside.rcode() == dns.rcode.NOERROR and inside.answer
+
+
+def test_the_lab_host_itself_is_answered_from_any_of_its_addresses(lab):
+    """Docker masquerades the lab subnet leaving by any interface but the bridge — also the
+    lab host's queries to its own gateway address, which leave by ``lo`` with the source
+    rewritten to another of the host's addresses.  The lab host is never an outsider."""
+    import dns.rcode
+
+    ns, _ = lab
+    r = ask(ns, "web.hybrid.local", "A", source=HOST_OTHER)
+    assert r.rcode() == dns.rcode.NOERROR and r.answer
 
 
 def test_out_of_zone_refused_without_upstream(lab):
@@ -232,6 +245,13 @@ def test_lifecycle_create_delete(tmp_path):
             driver.create("lc", Resource("dns", "other", bad))
         assert "assign" in str(err.value)
         assert driver.observe("lc") == {}
+        # two servers on one address: the second fails, it does not share the queries
+        driver.create("lc", res)
+        rival = DnsDriver(Target("dnstest", netns=ns.name), tmp_path / "rival")
+        with pytest.raises(EngineError) as err:
+            rival.create("lc2", Resource("dns", "rival", spec()))
+        assert "already in use" in str(err.value)
+        assert rival.observe("lc2") == {} and driver.status("lc")["pid"] != pid
     finally:
         driver.delete("lc", "other")
         ns.close()
@@ -248,7 +268,8 @@ def fwd(tmp_path_factory):
     require_root("dig", "nsenter", "ip", "dnsmasq")
     pytest.importorskip("dns.message")
     tmp = tmp_path_factory.mktemp("fwd")
-    ns = LabNetns("df", [f"{GW}/24", f"{OUTSIDE}/24"])
+    ns = LabNetns("df", [f"{GW}/24", f"{HOST_OTHER}/24"])
+    ns.outside = ns.client("dfo", f"{OUTSIDE}/24", via=HOST_OTHER)
     driver = DnsDriver(Target("dnstest", netns=ns.name), tmp / "state")
     dnsmasq = None
     try:
@@ -306,7 +327,7 @@ def test_forwarding_is_not_an_open_resolver(fwd):
     import dns.rcode
 
     ns, driver = fwd
-    r = ask(ns, "outside.example", "A", source=OUTSIDE)
+    r = ask(ns.outside, "outside.example", "A")
     assert r.rcode() == dns.rcode.REFUSED and not r.answer
     entries = wait_log(driver, lambda e: e["client"] == OUTSIDE)
     assert [e["rcode"] for e in entries if e["client"] == OUTSIDE] == ["REFUSED"]

@@ -9,8 +9,12 @@ Run as its own process (so it outlives the notebook kernel that started it)::
   answered by :func:`~hybridnb.services.dns.wire.fast_answer` from pre-encoded templates,
   everything else by the strict slow path.  Answers too large for UDP are truncated (TC).
 * TCP: an accept thread and one short-lived thread per connection (bounded), RFC 7766 framing.
-* Access: only clients in ``--subnet`` (repeatable) and loopback get answers; others get
-  REFUSED (never larger than their query), so the server is not an open resolver.
+* Access: only clients in ``--subnet`` (repeatable), loopback and the lab host itself (any
+  address of the server's own namespace) get answers; others get REFUSED (never larger than
+  their query), so the server is not an open resolver.  The lab host counts whatever its
+  source address: Docker masquerades the lab subnet leaving by any interface but the bridge,
+  which rewrites the host's own queries to its gateway address (they leave by ``lo``) to
+  another of its addresses.
 * Names outside the lab are relayed to the zone's ``upstream`` resolvers (the lab's
   ``network.upstream``; none by default), else REFUSED; the upstream's answer (rcode, RA,
   records) goes back under the client's ID, and a question no upstream answers within
@@ -24,6 +28,7 @@ Run as its own process (so it outlives the notebook kernel that started it)::
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import ipaddress
 import json
@@ -237,6 +242,24 @@ class Forwarder:
         self.sock.close()
 
 
+def _is_own_address(ip: str) -> bool:
+    """True when ``ip`` is an address of this network namespace (the lab host): binding to it
+    succeeds.  Unless the namespace allows binding to any address at all."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+            if f.read().strip() != "0":
+                return False
+    except OSError:
+        return False
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
 class Server:
     """One authoritative server instance (UDP + TCP on one address)."""
 
@@ -251,8 +274,9 @@ class Server:
         self._acl: dict[str, float] = {}
         self._reload_lock = threading.Lock()
         self.answers = self._load()
+        # no SO_REUSEADDR on UDP: a second server on the same address must fail, not
+        # silently share the queries with the first
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
             try:
                 self.udp.setsockopt(socket.SOL_SOCKET, opt, RCVBUF)
@@ -304,7 +328,8 @@ class Server:
         if code is None:
             try:
                 addr = ipaddress.ip_address(ip.split("%", 1)[0])
-                ok = addr.is_loopback or any(addr in net for net in self.subnets)
+                ok = addr.is_loopback or any(addr in net for net in self.subnets) \
+                    or _is_own_address(str(addr))
             except ValueError:
                 ok = False
             code = self.querylog.client_code(ip) if ok else 0.0
@@ -507,7 +532,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     querylog = QueryLog(args.log, max_bytes=args.log_max_bytes)
-    server = Server(args.zone, args.listen, args.port, args.subnet, querylog, args.status)
+    try:
+        server = Server(args.zone, args.listen, args.port, args.subnet, querylog, args.status)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        log.error("%s:%d is already in use: another name server (another lab on the same "
+                  "gateway address?) serves there", args.listen, args.port)
+        return 1
     log.info("serving %s on %s:%d (serial %s)", server.answers.zone.domain, args.listen,
              server.port, server.answers.zone.serial)
     server.run(args.pidfile)
