@@ -157,6 +157,29 @@ def test_up_starts_libvirtd_too_when_available(fresh):
     target = fresh.target()
     assert target.libvirt_uri and str(fresh.run_dir) in target.libvirt_uri
     lv_pid = st.daemon("libvirtd").pid
+    # a lab's VM defined when the sandbox goes down is not there after the next up
+    import libvirt
+
+    from hybridnb.core import vmxml
+    from tests.core.vmlabs import vm_specs
+
+    xml = vmxml.domain_xml("seed", vm_specs("seed")["vm1"], kernel="/nonexistent/vmlinux",
+                           initrd="/nonexistent/initrd", console_log="/dev/null")
+    conn = libvirt.open(target.libvirt_uri)
+    try:
+        conn.defineXML(xml)
+        assert [d.name() for d in conn.listAllDomains(0)] == ["hnb-seed-vm1"]
+    finally:
+        conn.close()
+    fresh.down()
+    assert not process.alive(lv_pid)
+    st = fresh.up()
+    conn = libvirt.open(fresh.target().libvirt_uri)
+    try:
+        assert conn.listAllDomains(0) == []
+    finally:
+        conn.close()
+    lv_pid = st.daemon("libvirtd").pid
     record = fresh.daemon("dockerd").to_dict()
     fresh.down(purge=True)
     assert not process.alive(lv_pid)
