@@ -249,15 +249,22 @@ class Sandbox:
         return self.status()
 
     def _forget_labs(self, kinds: tuple[str, ...], progress: Progress) -> list[str]:
-        """Remove what labs made in the engines (containers, Docker networks, VM domains)
-        before the sandbox's namespace was (re)made: engines keep them in their data
-        directories, but the bridges they hang on died with the old namespace — and dockerd
-        would even re-create a lab's bridge on its own, unlabelled, so the lab could no longer
-        claim it.  The labs' next apply builds them again (their addresses are kept)."""
+        """Remove the resources of ``kinds`` that any lab holds in this sandbox.
+
+        ``up`` of a new namespace removes the containers, Docker networks and VM domains the
+        engines remember in their data directories: the bridges they hung on died with the
+        old namespace — and dockerd would even re-create a lab's bridge on its own,
+        unlabelled, so the lab could no longer claim it.  ``down`` removes the labs' host
+        namespaces, which live beside the sandbox's and would outlive it.  A lab's next apply
+        builds everything again (its addresses are kept)."""
         from hybridnb.drivers.docker import drivers as docker_drivers
 
         target = self.target()
         drivers: dict[str, Any] = {}
+        if "host" in kinds:
+            from hybridnb.drivers.netns import NetnsHostDriver
+
+            drivers["host"] = NetnsHostDriver(target)
         if "vm" in kinds and target.libvirt_uri:
             from hybridnb.drivers.libvirt import LibvirtDriver
 
@@ -266,7 +273,7 @@ class Sandbox:
             drivers.update(docker_drivers(target))
         removed: list[str] = []
         try:
-            for kind in ("vm", "container", "network"):      # users before what they use
+            for kind in ("vm", "container", "host", "network"):  # users before what they use
                 if kind not in kinds or kind not in drivers:
                     continue
                 drv = drivers[kind]
@@ -281,8 +288,7 @@ class Sandbox:
             for drv in drivers.values():
                 drv.close()
         if removed and progress:
-            progress("removed what labs left in the engines before the namespace was made: "
-                     + ", ".join(removed))
+            progress("removed what labs left: " + ", ".join(removed))
         return removed
 
     def _delete_docker_bridge(self, name: str) -> bool:
@@ -358,6 +364,8 @@ class Sandbox:
                 if state:
                     self._save(state)
             self._stop_lab_processes(progress)
+            if nsutil.netns_exists(self.netns):
+                self._forget_labs(("host",), progress)
             if nsutil.netns_exists(self.netns) or os.path.lexists(f"/run/netns/{self.netns}"):
                 if progress:
                     progress(f"deleting network namespace {self.netns}")

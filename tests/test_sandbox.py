@@ -187,8 +187,8 @@ def test_up_starts_libvirtd_too_when_available(fresh):
 
 
 def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
-    """``down`` with a lab still applied ends it (its DNS server too); the next ``up`` starts
-    from a clean engine although dockerd remembers the lab's network in its data directory
+    """``down`` with a lab still applied ends it (its DNS server and host namespaces too); the
+    next ``up`` starts from a clean engine although dockerd remembers the lab's network in its data directory
     (it would re-create the bridge by itself, unlabelled, and the lab could not claim it);
     and the lab applies again, on the same addresses."""
     import docker
@@ -204,8 +204,11 @@ def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
     dns_pid = lab.backend.driver("dns").status("left")["pid"]
     assert process.alive(dns_pid)
 
+    host_ns = next(r.spec["netns"] for r in lab.resources() if r.kind == "host")
+    assert nsutil.netns_exists(host_ns)
     fresh.down()
     assert not process.alive(dns_pid), "the lab's DNS server outlived the sandbox"
+    assert not nsutil.netns_exists(host_ns), "the lab's host namespace outlived the sandbox"
     fresh.up(libvirt=False)
     links = subprocess.run(["ip", "-n", fresh.netns, "-o", "link", "show"], capture_output=True,
                            text=True, check=True).stdout

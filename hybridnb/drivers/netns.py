@@ -98,6 +98,14 @@ class NetnsHostDriver:
 
     # -- observe --------------------------------------------------------------------------
 
+    def labs(self) -> set[str]:
+        """Every lab with a host on a bridge of this namespace."""
+        with netlink_errors(f"cannot list hosts in {self._where}"):
+            links = self._ipr().get_links()
+        marks = (parse_host_alias(link_alias(link)) for link in links
+                 if link_kind(link) == "veth")
+        return {mark[0] for mark in marks if mark is not None}
+
     def observe(self, lab: str) -> Mapping[str, str]:
         out: dict[str, str] = {}
         with netlink_errors(f"cannot list hosts in {self._where}"):
