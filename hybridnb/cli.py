@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logs", type=int, metavar="N", default=0, help="show the last N queries")
     p.set_defaults(func=cmd_dns)
 
-    p = sub.add_parser("sandbox", help="the isolated lab host with private dockerd and libvirtd")
+    p = sub.add_parser(
+        "sandbox", help="the isolated lab host with private dockerd and libvirtd",
+        description="up: create the namespace and start the engines (a new namespace starts "
+                    "without the labs an earlier one held); down: end the labs in it, stop "
+                    "the engines, delete the namespace; status: what runs.")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--name", default="default", help="sandbox name (default: default)")
     p.add_argument("--purge", action="store_true", help="with down: also delete images and data")

@@ -3,8 +3,9 @@
 The state remembers what cannot be read back from the engines: the addresses handed out (so a
 re-run never moves anyone), the lab description last applied, and the *intent journal* — a
 resource is marked ``creating``/``deleting`` (with the time) before the driver is called and
-``created``/removed (or ``failed``) after, so after a crash (a killed kernel, a SIGKILL) the next apply or
-destroy knows what may have been half made and cleans it up.
+``created``/removed (or ``failed``) after, so after a crash (a killed kernel, a SIGKILL) the
+next apply or destroy knows what may have been half made — or still be in the making — and
+cleans it up.
 
 Files live in ``$HYBRIDNB_STATE_DIR`` or ``$XDG_STATE_HOME/hybridnb`` (default
 ``~/.local/state/hybridnb``): ``<lab>.json`` and ``<lab>.lock``.  Writes go to a temporary

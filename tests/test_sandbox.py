@@ -187,10 +187,10 @@ def test_up_starts_libvirtd_too_when_available(fresh):
 
 
 def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
-    """``down`` with a lab still applied ends it (its DNS server and host namespaces too); the
-    next ``up`` starts from a clean engine although dockerd remembers the lab's network in its data directory
-    (it would re-create the bridge by itself, unlabelled, and the lab could not claim it);
-    and the lab applies again, on the same addresses."""
+    """``down`` with a lab still applied ends it (its DNS server and host namespaces too);
+    the next ``up`` starts from a clean engine although dockerd remembers the lab's network
+    in its data directory (it would re-create the bridge by itself, unlabelled, and the lab
+    could not claim it); and the lab applies again, on the same addresses."""
     import docker
 
     from hybridnb.lab import Lab, open_lab

@@ -155,7 +155,8 @@ def start(netns: str, root: Path, run: Path, progress: Progress | None = None, *
 def alive(daemon: Daemon) -> bool:
     """True while the recorded libvirtd runs (same pid, same private mount namespace)."""
     mntns = daemon.extra.get("mntns")
-    return process.alive(daemon.pid) and (not mntns or process.namespace(daemon.pid, "mnt") == mntns)
+    return process.alive(daemon.pid) and (
+        not mntns or process.namespace(daemon.pid, "mnt") == mntns)
 
 
 def record(netns: str, root: Path, run: Path) -> Daemon:
@@ -192,7 +193,8 @@ def stop(daemon: Daemon, timeout: float = 10.0) -> None:
     guests = [p for p in pids if p not in daemons]
     # QEMU first (so nothing is left running), then libvirtd, then virtlogd.
     for group in (guests, [daemon.pid], [vlog]):
-        group = [p for p in group if p and process.alive(p) and (not mntns or process.namespace(p, "mnt") == mntns)]
+        group = [p for p in group if p and process.alive(p)
+                 and (not mntns or process.namespace(p, "mnt") == mntns)]
         process.terminate(group, timeout=timeout)
     for path in (daemon.pidfile, daemon.extra.get("virtlogd_pidfile")):
         if path:

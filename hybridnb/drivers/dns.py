@@ -11,7 +11,8 @@ Everything the driver makes lives in one directory per lab, ``<state_dir>/<lab>/
 * ``dns.pid``     written by the server once it serves (readiness); the driver stops by this pid
 * ``status.json`` written by the server after every (re)load: the fingerprint it serves
 * ``launch.json`` how it was started (address, port, subnet, netns) and the resource name
-* ``query.log``   (+ ``query.log.1``) the query log; ``server.err`` its stderr
+* ``query.log``   (+ ``query.log.1``) the query log (``query.log.flushed``: the server's
+  answer to "write what you hold now"); ``server.err`` its stderr
 
 The server is started in the target's network namespace (``nsenter --net=/run/netns/NS``) in a
 session of its own, so it survives the notebook kernel.  ``update`` rewrites the zone file and
@@ -39,12 +40,21 @@ from hybridnb.target import Target
 
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
+#: How long :meth:`DnsDriver.logs` waits for the server to write its pending queries.
+FLUSH_TIMEOUT = 1.0
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -170,10 +180,24 @@ class DnsDriver:
         return list(Zone.from_dict(data).all_records)
 
     def logs(self, lab: str, limit: int = 100) -> list[dict[str, Any]]:
-        """The last ``limit`` queries the lab's server answered (oldest first)."""
+        """The last ``limit`` queries the lab's server answered (oldest first), up to the
+        moment of the call: the running server is asked to write what it holds first."""
         from hybridnb.services.dns.querylog import read_log
 
-        return read_log(self.directory(lab) / "query.log", limit)
+        log = self.directory(lab) / "query.log"
+        pid = self._pid(lab)
+        if pid is not None:
+            mark = log.with_name(log.name + ".flushed")
+            before = _read_text(mark)
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except OSError:
+                pass
+            else:
+                deadline = time.monotonic() + FLUSH_TIMEOUT
+                while _read_text(mark) == before and time.monotonic() < deadline:
+                    time.sleep(0.002)
+        return read_log(log, limit)
 
     def status(self, lab: str) -> dict[str, Any] | None:
         """What the running server reports (pid, fingerprint, serial, names), or None."""

@@ -143,6 +143,16 @@ class QueryLog:
             if self._file.tell() >= self.max_bytes:
                 self._rotate()
 
+    def flush_marked(self) -> None:
+        """:meth:`flush` now, then rewrite ``<log>.flushed`` (a token that changes every time):
+        a reader that asked for a flush waits for the token to change."""
+        self.flush()
+        if self.path is not None:
+            mark = self.path.with_name(self.path.name + ".flushed")
+            tmp = mark.with_name(mark.name + ".tmp")
+            tmp.write_text(str(time.monotonic_ns()))
+            os.replace(tmp, mark)
+
     def _rotate(self) -> None:
         assert self.path is not None
         self._file.close()

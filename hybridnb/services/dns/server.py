@@ -19,6 +19,8 @@ Run as its own process (so it outlives the notebook kernel that started it)::
   ``network.upstream``; none by default), else REFUSED; the upstream's answer (rcode, RA,
   records) goes back under the client's ID, and a question no upstream answers within
   ``FORWARD_TIMEOUT`` gets SERVFAIL.  Only allowed clients are ever forwarded.
+* ``SIGUSR1`` writes the query log's pending records now (readers need not wait for the
+  writer thread) and then rewrites ``<log>.flushed``.
 * ``SIGHUP`` reloads the zone file: the new answers are built on a thread and swapped in, the
   socket keeps receiving meanwhile, so no query is dropped.  ``SIGTERM``/``SIGINT`` stop.
 * The pidfile is written once the sockets are bound and the zone is loaded (readiness); the
@@ -477,7 +479,11 @@ class Server:
         def on_term(_sig: int, _frm: Any) -> None:
             raise _Stop
 
+        def on_usr1(_sig: int, _frm: Any) -> None:
+            self.querylog.flush_marked()
+
         signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGUSR1, on_usr1)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         self.querylog.start()
