@@ -356,7 +356,7 @@ class Lab:
                     services += ("http/80", "tcp/80", "udp/7")
                 eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
                     backend.driver("vm"), self.name, res.name), kind="vm",
-                    services=tuple(dict.fromkeys(services))))
+                    services=tuple(dict.fromkeys(services)), mac=res.spec.get("mac")))
         target_ns = backend.target.netns
         # the lab host itself (the namespace holding the bridge) probes and is probed as
         # "gateway": host -> endpoint checks are part of every run
@@ -366,9 +366,11 @@ class Lab:
 
     @engine_call
     def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
-             count: int = 3) -> Any:
+             count: int = 3, pin_neighbours: bool | None = None) -> Any:
         """Probe every endpoint against every other (and the gateway); returns a
-        :class:`~hybridnb.services.probe.ConnectivityMatrix`."""
+        :class:`~hybridnb.services.probe.ConnectivityMatrix`.  ``pin_neighbours``: see
+        :func:`~hybridnb.services.probe.probe_matrix` (default: when the lab is too big for
+        the kernel's neighbour table)."""
         from hybridnb.services.probe import probe_matrix
 
         if protocols is None:
@@ -378,7 +380,7 @@ class Lab:
         net = self._spec.network
         matrix = probe_matrix(eps + [gateway], protocols, domain=net.domain,
                               dns_server=str(net.gateway) if net.dns else None,
-                              timeout=timeout, count=count)
+                              timeout=timeout, count=count, pin_neighbours=pin_neighbours)
         down = {e.name for e in eps if e.netns is None and e.executor is None}
         return _mark_down_sources(matrix, down) if down else matrix
 

@@ -110,6 +110,32 @@ def test_three_vms_three_containers_all_reach_each_other(hybrid):
     assert {(a, b) for a in names for b in names if a != b} <= pairs
 
 
+def test_pinned_neighbour_entries_carry_the_right_macs(hybrid):
+    """Big labs get permanent neighbour entries for the probe run (the kernel's table is
+    shared and capped): the MACs must be right for hosts, containers, the gateway and VMs
+    (from the lab, since a VM's interface is out of reach), or those pairs go dark."""
+    from hybridnb.services.probe.neighbours import pinned_neighbours
+
+    lab, _, _ = hybrid
+    eps, gateway = lab.probe_endpoints()
+    for ep in eps + [gateway]:                     # forget what was learned: pin everything
+        if ep.netns:
+            dev = lab.spec.network.bridge if ep is gateway else "eth0"
+            subprocess.run(["nsenter", f"--net={ep.netns}", "ip", "-4", "neigh", "flush",
+                            "dev", dev], check=True)
+    h1 = next(e for e in eps if e.name == "h1")
+    v1_mac = next(r.spec["mac"] for r in lab.resources() if r.name == "v1")
+    with pinned_neighbours(eps + [gateway], budget=0) as pinned:
+        assert pinned > 0
+        table = subprocess.run(["nsenter", f"--net={h1.netns}", "ip", "-4", "neigh", "show",
+                                "nud", "permanent"], capture_output=True, text=True,
+                               check=True).stdout
+        v1 = next(e for e in eps if e.name == "v1")
+        assert f"{v1.address} dev eth0 lladdr {v1_mac} PERMANENT" in table, table
+        m = lab.test(("icmp", "tcp"), timeout=2.0, count=1, pin_neighbours=False)
+        assert m.ok, m.to_text()
+
+
 def test_udp_every_pair_both_ways_including_vms(hybrid):
     """Issue 6: UDP from and to VMs too (the test VM's hnb-udp probes and echoes on port 7)."""
     lab, _, _ = hybrid

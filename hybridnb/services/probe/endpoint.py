@@ -41,6 +41,8 @@ class ProbeEndpoint:
     executor: Executor | None = None
     kind: str = "host"                     # host | container | vm | gateway
     services: tuple[str, ...] = ()
+    #: the MAC of an endpoint with no namespace here (a VM), for pinned neighbour entries
+    mac: str | None = None
 
     def declared_port(self, protocol: str) -> int | None:
         """The first port declared for ``protocol`` in ``services``."""

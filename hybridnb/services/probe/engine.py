@@ -21,6 +21,8 @@ How it stays fast and tool-free:
 4. **Kernel timestamps.**  ICMP and UDP replies carry their kernel receive time
    (``SO_TIMESTAMPNS``); the RTT is that minus the time taken just before ``sendto``, so a busy
    loop does not inflate it.  TCP/HTTP times are measured in user space.
+5. **No ARP storm past the kernel's cap.**  A mesh too big for the machine-wide neighbour
+   table gets permanent entries for the run (:mod:`hybridnb.services.probe.neighbours`).
 
 Sources that have no namespace but an ``executor`` (VMs, through qemu-guest-agent) probe with a
 shell script run inside them (:mod:`hybridnb.services.probe.script`), concurrently with the
@@ -48,6 +50,7 @@ from typing import Any, Callable, Iterable, Sequence
 from hybridnb.errors import EngineError
 from hybridnb.services.probe.endpoint import DEFAULT_PORTS, ProbeEndpoint
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
+from hybridnb.services.probe.neighbours import pinned_neighbours
 
 DEFAULT_CHECKS = ("icmp", "tcp", "udp", "http", "dns")
 PROTOCOLS = ("icmp", "tcp", "udp", "http", "dns")
@@ -282,6 +285,7 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
                  gateway: ProbeEndpoint | str | None = None,
                  dns_server: str | None = None, domain: str = "hybrid.local",
                  timeout: float = 1.0, count: int = 3, responders: bool = True,
+                 pin_neighbours: bool | None = None,
                  progress: Progress | None = None) -> ConnectivityMatrix:
     """Probe every ``protocols`` check from every endpoint to every other (and the gateway).
 
@@ -290,7 +294,9 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
     ``dns`` (resolve ``TARGET.<domain>`` at ``dns_server``, default the gateway, and expect
     the target's address).  ``count`` attempts per pair; replies are awaited until ``timeout``
     seconds after the last request went out.  ``responders=False`` opens no responders (only
-    real services answer).
+    real services answer).  ``pin_neighbours``: pin permanent neighbour entries for the run
+    (None: only when the mesh would overflow the kernel's table, see
+    :mod:`~hybridnb.services.probe.neighbours`).
     """
     t_start = time.perf_counter()
     note = progress or (lambda _m: None)
@@ -378,57 +384,60 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
         want(ns, stream if kind == "stream" else dgram, "responder-" + kind, (dst, port))
     _ensure_fd_budget(sum(len(b) for b in batches.values()))
     note(f"opening {sum(len(b) for b in batches.values())} sockets in {len(batches)} namespaces")
-    opened = _open_batches(batches)
+    pin_budget = {None: None, True: -1, False: 1 << 62}[pin_neighbours]
+    with pinned_neighbours(eps + ([gw] if gw is not None else []), budget=pin_budget,
+                           note=note):
+        opened = _open_batches(batches)
 
-    loop = _Loop()
-    token = secrets.token_bytes(8)
-    try:
-        # sources whose namespace could not be entered fail at once
-        for ns, socks in opened.items():
-            if isinstance(socks, BaseException):
-                for role, obj in layout[ns]:
-                    for p in _pairs_of(role, obj):
-                        if p.final is None and p.skip is None:
-                            p.sent = 0
-                            p.errors.append(f"cannot open sockets in {ns}: {socks}")
-        responders_up = _start_responders(loop, opened, layout)
-        if responders_up:
-            note(f"{responders_up} responders listening")
-        senders = _Senders(loop, token, count, domain)
-        for ns, socks in opened.items():
-            if isinstance(socks, BaseException):
-                continue
-            for (role, obj), sock in zip(layout[ns], socks):
-                if role == "icmp":
-                    senders.add_icmp(sock, *obj)
-                elif role == "stream":
-                    senders.add_stream(sock, *obj)
-                elif role == "dgram":
-                    senders.add_dgram(sock, obj)
+        loop = _Loop()
+        token = secrets.token_bytes(8)
+        try:
+            # sources whose namespace could not be entered fail at once
+            for ns, socks in opened.items():
+                if isinstance(socks, BaseException):
+                    for role, obj in layout[ns]:
+                        for p in _pairs_of(role, obj):
+                            if p.final is None and p.skip is None:
+                                p.sent = 0
+                                p.errors.append(f"cannot open sockets in {ns}: {socks}")
+            responders_up = _start_responders(loop, opened, layout)
+            if responders_up:
+                note(f"{responders_up} responders listening")
+            senders = _Senders(loop, token, count, domain)
+            for ns, socks in opened.items():
+                if isinstance(socks, BaseException):
+                    continue
+                for (role, obj), sock in zip(layout[ns], socks):
+                    if role == "icmp":
+                        senders.add_icmp(sock, *obj)
+                    elif role == "stream":
+                        senders.add_stream(sock, *obj)
+                    elif role == "dgram":
+                        senders.add_dgram(sock, obj)
 
-        # -- executor sources run in threads meanwhile -------------------------------------
-        exec_threads = _start_executors(exec_pairs, timeout, count, domain, dns_server)
+            # -- executor sources run in threads meanwhile -------------------------------------
+            exec_threads = _start_executors(exec_pairs, timeout, count, domain, dns_server)
 
-        # -- send everything, then collect with one deadline --------------------------------
-        senders.send_all()
-        deadline = time.monotonic() + timeout
-        note(f"sent {senders.sent} requests; waiting up to {timeout:g} s")
-        while True:
-            now = time.monotonic()
-            sockets_done = senders.all_done() or now >= deadline
-            execs_done = all(not t.is_alive() for t in exec_threads)
-            if sockets_done and execs_done:
-                break
-            wait = deadline - now if not sockets_done else 0.05
-            loop.run_once(min(max(wait, 0.0), 0.25))
-        for t in exec_threads:
-            t.join()
-    finally:
-        loop.close()
-        for socks in opened.values():
-            if isinstance(socks, list):
-                for s in socks:
-                    s.close()
+            # -- send everything, then collect with one deadline --------------------------------
+            senders.send_all()
+            deadline = time.monotonic() + timeout
+            note(f"sent {senders.sent} requests; waiting up to {timeout:g} s")
+            while True:
+                now = time.monotonic()
+                sockets_done = senders.all_done() or now >= deadline
+                execs_done = all(not t.is_alive() for t in exec_threads)
+                if sockets_done and execs_done:
+                    break
+                wait = deadline - now if not sockets_done else 0.05
+                loop.run_once(min(max(wait, 0.0), 0.25))
+            for t in exec_threads:
+                t.join()
+        finally:
+            loop.close()
+            for socks in opened.values():
+                if isinstance(socks, list):
+                    for s in socks:
+                        s.close()
 
     results = [p.result() for p in pairs]
     sources = [e.name for e in eps]

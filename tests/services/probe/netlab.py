@@ -28,10 +28,6 @@ def _ip(*args: str, batch: str | None = None) -> None:
 class NetLab:
     n: int
     subnet: str = "10.77.0"
-    #: permanent neighbour entries for every peer; None: only when n > 25.  The kernel's ARP
-    #: table is shared by all namespaces and capped by the host's gc_thresh3 (1024 here),
-    #: which a full mesh of more than ~30 hosts overflows; permanent entries do not count.
-    static_neighbours: bool | None = None
     lab: str = field(default="")
     hosts: list[str] = field(default_factory=list)
 
@@ -63,18 +59,10 @@ class NetLab:
             lab_cmds += [f"link add v{i} type veth peer name eth0 netns {self.netns(i)}",
                          f"link set v{i} master br0", f"link set v{i} up"]
         _ip("-n", self.lab, "-batch", "-", batch="\n".join(lab_cmds) + "\n")
-        static = self.n > 25 if self.static_neighbours is None else self.static_neighbours
         for i in range(self.n):
             cmds = [f"link set eth0 address {self.mac(i)}", "link set lo up",
                     f"addr add {self.address(i)}/24 dev eth0", "link set eth0 up"]
-            if static:
-                cmds += [f"neigh replace {self.address(j)} lladdr {self.mac(j)} dev eth0 "
-                         "nud permanent" for j in range(self.n) if j != i]
             _ip("-n", self.netns(i), "-batch", "-", batch="\n".join(cmds) + "\n")
-        if static:
-            _ip("-n", self.lab, "-batch", "-", batch="".join(
-                f"neigh replace {self.address(j)} lladdr {self.mac(j)} dev br0 nud permanent\n"
-                for j in range(self.n)))
 
     def mac(self, i: int) -> str:
         return f"02:77:00:00:{i // 256:02x}:{i % 256:02x}"
