@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 from typing import Any, Mapping
@@ -121,7 +122,18 @@ class NetnsHostDriver:
             out[mark[1]] = mark[2]
         return dict(sorted(out.items()))
 
-    # -- create ---------------------------------------------------------------------------
+    # -- check / create -------------------------------------------------------------------
+
+    def check(self, lab: str, resource: Resource) -> None:
+        """Refuse, before anything is made, a host whose namespace name is held by the same
+        lab name on another lab host (namespace names are machine-wide)."""
+        spec = resource.spec
+        if not _wired(spec["netns"]):
+            return
+        with netlink_errors(f"cannot inspect {self._where}"):
+            ours = get_link(self._ipr(), spec["veth"]) is not None
+        if not ours:
+            raise self._held_elsewhere(lab, spec["endpoint"], spec["netns"])
 
     def create(self, lab: str, resource: Resource) -> None:
         spec = resource.spec
@@ -182,12 +194,18 @@ class NetnsHostDriver:
         with netlink_errors(f"cannot delete host {name!r} (namespace {ns})"):
             if self.netns is not None and not nsutil.netns_exists(self.netns):
                 # the lab host is gone, and the veth with it: only the namespace is left
-                self._remove(None, lab, name, None, ns)
+                if not _wired(ns):
+                    self._remove(None, lab, name, None, ns)
                 return
-            self._remove_leftovers(self._ipr(), lab, name, veth, peer, ns)
+            try:
+                self._remove_leftovers(self._ipr(), lab, name, veth, peer, ns)
+            except _HeldElsewhere:
+                log.warning("not deleting namespace %s: it is wired to a bridge outside %s",
+                            ns, self._where)
 
     def _remove_leftovers(self, ipr: Any, lab: str, ep: str, veth: str, peer: str | None,
                           ns: str) -> None:
+        found = False
         for ifname in (veth, peer):
             if not ifname:
                 continue
@@ -202,7 +220,19 @@ class NetnsHostDriver:
                     f"host {ep!r} of lab {lab!r}",
                     hint="remove it by hand if it is a leftover")
             self._remove(ipr, lab, ep, ifname, None)
+            found = True
+        if not found and _wired(ns):
+            # host namespace names are machine-wide: the same lab name applied on another
+            # lab host (another sandbox) owns this one — never delete it from here
+            raise self._held_elsewhere(lab, ep, ns)
         self._remove(ipr, lab, ep, None, ns)
+
+    def _held_elsewhere(self, lab: str, ep: str, ns: str) -> "_HeldElsewhere":
+        return _HeldElsewhere(
+            f"namespace {ns} (host {ep!r} of lab {lab!r}) exists and is wired to a bridge "
+            f"outside {self._where}",
+            hint="the same lab name is applied on another lab host (another sandbox?): "
+                 "destroy it there, or give this lab another name")
 
     def _remove(self, ipr: Any, lab: str, ep: str, veth: str | None, ns: str | None) -> None:
         if veth is not None:
@@ -216,6 +246,22 @@ class NetnsHostDriver:
             d = os.path.join(self.etc_netns, ns)
             if os.path.isdir(d):
                 shutil.rmtree(d, ignore_errors=True)
+
+
+class _HeldElsewhere(ConflictError):
+    """A host namespace of this name belongs to a lab on another lab host."""
+
+
+def _wired(ns: str) -> bool:
+    """True when namespace ``ns`` exists and still has its ``eth0`` (whose other end, the
+    veth, lives on some lab host's bridge)."""
+    if not nsutil.netns_exists(ns):
+        return False
+    try:
+        names = nsutil.run_in_netns(ns, socket.if_nameindex)
+    except OSError:
+        return False
+    return any(name == "eth0" for _, name in names)
 
 
 def _configure_inside(spec: Mapping[str, Any]) -> None:

@@ -177,3 +177,35 @@ def test_delete_after_the_lab_host_is_gone_still_removes_the_namespace():
     nsutil.create_netns(naming.object_name(name, "z"))      # stands for the survivor
     hosts.delete(name, "z")
     assert not nsutil.netns_exists(naming.object_name(name, "z"))
+
+
+def test_the_same_lab_on_another_lab_host_never_touches_this_ones_namespaces():
+    """Host namespace names are machine-wide (``hnb-<lab>-<host>``): the same lab name
+    applied on a second lab host (another sandbox) is refused before anything is made, and
+    its destroy leaves the first one's host alone."""
+    _require_root()
+    name = unique("t")
+    br = {"bridge": BR, "address": f"{GW}/24", "subnet": SUBNET, "mtu": 1500, "adopt": False}
+    with private_netns(lab=name) as ns_a, private_netns(lab=name + "b") as ns_b:
+        a = NetnsHostDriver(Target("a", netns=ns_a), etc_netns=f"/run/hnb-test-{name}/a")
+        b = NetnsHostDriver(Target("b", netns=ns_b), etc_netns=f"/run/hnb-test-{name}/b")
+        for ns in (ns_a, ns_b):
+            BridgeDriver(Target("x", netns=ns)).create(name, Resource("bridge", BR, br))
+        res = host_res(name, "h1", "10.79.0.20")
+        try:
+            a.check(name, res)
+            a.create(name, res)
+            a.check(name, res)                               # its own: fine
+            with pytest.raises(ConflictError) as err:
+                b.check(name, res)
+            assert "another lab host" in err.value.hint
+            with pytest.raises(ConflictError):
+                b.create(name, res)
+            b.delete(name, "h1")                             # not b's: left alone
+            assert a.observe(name) == {"h1": res.fingerprint}
+            assert icmp_ping(ns_a, "10.79.0.20") is not None
+        finally:
+            a.delete(name, "h1")
+            a.close()
+            b.close()
+    assert not nsutil.netns_exists(naming.object_name(name, "h1"))
