@@ -20,7 +20,9 @@ Run as its own process (so it outlives the notebook kernel that started it)::
   records) goes back under the client's ID, and a question no upstream answers within
   ``FORWARD_TIMEOUT`` gets SERVFAIL.  Only allowed clients are ever forwarded.
 * ``SIGUSR1`` writes the query log's pending records now (readers need not wait for the
-  writer thread) and then rewrites ``<log>.flushed``.
+  writer thread) and then rewrites ``<log>.flushed``.  Every answer is logged *before* it is
+  sent, so a client that got its answer and then asks for the log finds its query there
+  (the logged latency ends when the answer is ready to send).
 * ``SIGHUP`` reloads the zone file: the new answers are built on a thread and swapped in, the
   socket keeps receiving meanwhile, so no query is dropped.  ``SIGTERM``/``SIGINT`` stop.
 * The pidfile is written once the sockets are bound and the zone is loaded (readiness); the
@@ -57,6 +59,10 @@ TCP_IDLE = 10.0
 FORWARD_TIMEOUT = 2.0                 # then SERVFAIL
 MAX_FORWARDS = 4096                   # questions in flight upstream
 RCVBUF = 4 * 1024 * 1024
+
+
+#: The signals the server handles (on its main thread only).
+_SIGNALS = {signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}
 
 
 class _Stop(Exception):
@@ -158,13 +164,12 @@ class Forwarder:
 
     def _finish(self, entry: tuple[Any, ...], out: bytes, rcode: str) -> None:
         orig_id, _question, addr, t0, name, qtype = entry[:6]
+        if self.querylog.enabled:
+            self.querylog.append((t0, addr[0], f"{name}\t{qtype}\t{rcode}", time.time()))
         try:
             self.deliver(orig_id + out[2:], addr)
         except OSError as exc:
             log.debug("forward reply to %s: %s", addr, exc)
-            return
-        if self.querylog.enabled:
-            self.querylog.append((t0, addr[0], f"{name}\t{qtype}\t{rcode}", time.time()))
 
     def _run(self) -> None:
         while not self._closed:
@@ -365,11 +370,11 @@ class Server:
                 if ok:
                     hit = self.answers.plain.get(data[2:])
                     if hit is not None:
-                        send(data[:2] + hit[0], addr)
                         if log_on:
                             log_append(t0)
                             log_append(ok + hit[1])
                             log_append(clock())
+                        send(data[:2] + hit[0], addr)
                         continue
                     n = len(data)
                     if n >= 17 and not data[2] & 0xFA and data[4:10] == qd1:
@@ -386,22 +391,22 @@ class Server:
                             flags = t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)]
                             if qe == n:
                                 if t.length <= 512:
-                                    send(data[:2] + flags + t.counts + data[12:] + t.body, addr)
                                     if log_on:
                                         log_append(t0)
                                         log_append(ok + t.logcode)
                                         log_append(clock())
+                                    send(data[:2] + flags + t.counts + data[12:] + t.body, addr)
                                     continue
                             else:
                                 payload = (data[n - 8] << 8) | data[n - 7]
                                 if t.length + 11 <= (max_udp if payload >= max_udp else
                                                      payload if payload > 512 else 512):
-                                    send(b"".join((data[:2], flags, t.counts_edns, data[12:qe],
-                                                   t.body, opts[data[n - 4] >> 7])), addr)
                                     if log_on:
                                         log_append(t0)
                                         log_append(ok + t.logcode)
                                         log_append(clock())
+                                    send(b"".join((data[:2], flags, t.counts_edns, data[12:qe],
+                                                   t.body, opts[data[n - 4] >> 7])), addr)
                                     continue
                 elif ok is None:
                     ok = self._admit(ip)
@@ -417,11 +422,11 @@ class Server:
         if reply.forward:
             self.forwarder.forward(data, addr, t0, reply.name, reply.qtype, reply.wire)
             return
-        if reply.wire is not None:
-            self.udp.sendto(reply.wire, addr)
         if self.querylog.enabled:
             self.querylog.append((t0, addr[0], f"{reply.name}\t{reply.qtype}\t{reply.rcode}",
                                   time.time()))
+        if reply.wire is not None:
+            self.udp.sendto(reply.wire, addr)
 
     # ---------------------------------------------------------------------- tcp
     def serve_tcp(self) -> None:
@@ -460,11 +465,11 @@ class Server:
                         rcode = "FWD:" + wire.RCODE_NAMES.get(out[3] & 0x0F, "?")
                 if out is None:
                     return
-                conn.sendall(struct.pack(">H", len(out)) + out)
                 if self.querylog.enabled:
                     self.querylog.append((t0, addr[0],
                                           f"{reply.name}\t{reply.qtype}\t{rcode}/TCP",
                                           time.time()))
+                conn.sendall(struct.pack(">H", len(out)) + out)
         except OSError:
             return
         finally:
@@ -486,8 +491,15 @@ class Server:
         signal.signal(signal.SIGUSR1, on_usr1)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
-        self.querylog.start()
-        threading.Thread(target=self.serve_tcp, name="dns-tcp-accept", daemon=True).start()
+        # helper threads start with our signals blocked (they inherit the mask), so the
+        # kernel hands every signal to the main thread, whose recvfrom it interrupts: a
+        # SIGUSR1 is served at once even when no query comes in
+        signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            self.querylog.start()
+            threading.Thread(target=self.serve_tcp, name="dns-tcp-accept", daemon=True).start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         tune_gc()
         if pidfile:
             _write_atomic(Path(pidfile), f"{os.getpid()}\n")
@@ -538,6 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     querylog = QueryLog(args.log, max_bytes=args.log_max_bytes)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)     # the forwarder thread starts now
     try:
         server = Server(args.zone, args.listen, args.port, args.subnet, querylog, args.status)
     except OSError as exc:

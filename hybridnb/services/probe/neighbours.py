@@ -192,6 +192,6 @@ def pinned_neighbours(endpoints: Sequence[ProbeEndpoint], *, budget: int | None 
         for m in members:
             if m.added:
                 with contextlib.suppress(OSError):    # the namespace may be gone by now
-                    _exchange(m.sock, _pack(_RTM_DELNEIGH, m.index, [
-                        _attrs(_RTM_DELNEIGH, a, b"") for a in m.added]), len(m.added))
+                    _exchange(m.sock, _neigh_messages(
+                        _RTM_DELNEIGH, m.index, [(a, b"") for a in m.added]), len(m.added))
             m.sock.close()
