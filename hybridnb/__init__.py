@@ -8,17 +8,19 @@
     lab.plan()
 
 In Jupyter: ``%load_ext hybridnb`` and then ``%hybrid help``.
+
+``hybridnb.__version__`` comes from the installed package's metadata (read on first use).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+#: The version when hybridnb runs from a source tree that is not installed.
+_FALLBACK_VERSION = "0.1.0"
 
 _LAZY = {
     "Lab": "hybridnb.lab",
-    "open_lab": "hybridnb.lab",
     "Sandbox": "hybridnb.sandbox",
     "Target": "hybridnb.target",
     "HybridError": "hybridnb.errors",
@@ -27,12 +29,25 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.errors import HybridError, ValidationError
-    from hybridnb.lab import Lab, open_lab
+    from hybridnb.lab import Lab
     from hybridnb.sandbox import Sandbox
     from hybridnb.target import Target
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hybridnb")
+    except PackageNotFoundError:
+        return _FALLBACK_VERSION
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = _version()
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hybridnb' has no attribute {name!r}")
@@ -50,5 +65,5 @@ def load_ipython_extension(ipython: Any) -> None:
     _load(ipython)
 
 
-__all__ = ["Lab", "open_lab", "Sandbox", "Target", "HybridError", "ValidationError",
+__all__ = ["Lab", "Sandbox", "Target", "HybridError", "ValidationError",
            "load_ipython_extension", "__version__"]

@@ -1,22 +1,23 @@
 """Executing a plan through a backend, with the intent journal and progress reports.
 
 Actions run stage by stage in the plan's order: first the deletes, then each resource kind in
-turn (bridge, firewall, network, hosts, containers, VMs, DNS).  Inside one stage, a driver that
+turn (:func:`hybridnb.core.stages.kind_order`: bridge, firewall, network, hosts, containers,
+VMs, DNS).  Inside one stage, a driver that
 says ``concurrent = True`` gets its actions on a thread pool — twenty containers come up
 together, not one after another.  Before a stage's drivers are called, the state records
-their intents (``creating``/``deleting``…, one atomic write per stage); after the stage, the
-outcomes.  A crash at any point therefore leaves a state from which the next apply or destroy
+their intents (``creating``/``deleting``…, with the spec being made; one atomic write per
+stage); after the stage, the outcomes.  A crash at any point therefore leaves a state from which the next apply or destroy
 converges: whatever may be half made is recorded, and drivers clean up half-made leftovers.
 
 A call whose process died may still be carried out after the death: dockerd finishes the
 network or container a killed client asked for, libvirtd the domain.  Drivers of such engines
-say how long that can take (``settle`` seconds); :func:`observe_settled` gives the
+say how long that can take (the :class:`~hybridnb.drivers.base.Settling` capability); :func:`observe_settled` gives the
 interrupted actions that much time, counted from when their intent was written, to land
 before the next apply or destroy plans — instead of racing them.
 
-Before any action runs, every create/replace is offered to its driver's optional ``check``
-hook (e.g. "this subnet overlaps a host route"), so a doomed lab is refused before anything
-is made.
+Before any action runs, every create/replace is offered to its driver's ``check`` (the
+:class:`~hybridnb.drivers.base.Checkable` capability: e.g. "this subnet overlaps a host
+route"), so a doomed lab is refused before anything is made.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from hybridnb.core.plan import Action, Plan
-from hybridnb.core.resource import KIND_ORDER
-from hybridnb.drivers.base import Backend
+from hybridnb.core.resource import Observation
+from hybridnb.core.stages import kind_order
+from hybridnb.drivers.base import Backend, Checkable, Settling, Updatable
 from hybridnb.errors import EngineError, HybridError
-from hybridnb.state import LabState
+from hybridnb.state import Entry, LabState
+
+#: What the engines hold for a lab: ``{kind: {name: Observation}}``.
+Observed = dict[str, dict[str, Observation]]
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,12 @@ def _stages(actions: Iterable[Action]) -> list[list[Action]]:
     """Deletes grouped by kind (reverse order), then the rest grouped by kind."""
     actions = list(actions)
     stages: list[list[Action]] = []
-    for kind in reversed(KIND_ORDER):
+    order = kind_order()
+    for kind in reversed(order):
         group = [a for a in actions if a.op == "delete" and a.kind == kind]
         if group:
             stages.append(group)
-    for kind in KIND_ORDER:
+    for kind in order:
         group = [a for a in actions if a.op != "delete" and a.kind == kind]
         if group:
             stages.append(group)
@@ -129,21 +135,18 @@ FAILED = "failed"
 
 def observe_settled(lab: str, backend: Backend, journal: Mapping[str, Mapping[str, Any]],
                     *, clock: Callable[[], float] = time.time,
-                    sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, str]]:
-    """What the engines hold for ``lab`` (``{kind: {name: fingerprint}}``), once calls that a
+                    sleep: Callable[[float], None] = time.sleep) -> Observed:
+    """What the engines hold for ``lab`` (``{kind: {name: Observation}}``), once calls that a
     dead process left in flight had their driver's ``settle`` time to land: a resource
     journalled as being created (or deleted) that is not there (or still there) is waited
     for, at most until ``settle`` seconds after its intent was written."""
-
-    def observe(kinds: Iterable[str]) -> dict[str, dict[str, str]]:
-        return {k: dict(backend.drivers[k].observe(lab)) for k in kinds}
-
-    observed = observe(sorted(backend.drivers))
+    observed = observe_all(lab, backend)
+    settling = backend.having(Settling)
     now = clock()
     waits: dict[tuple[str, str], tuple[bool, float]] = {}
     for key, rec in journal.items():
         kind, _, name = key.partition("/")
-        settle = float(getattr(backend.drivers.get(kind), "settle", 0.0) or 0.0)
+        settle = float(settling[kind].settle) if kind in settling else 0.0
         status, at = rec.get("status"), rec.get("at")
         if not settle or not isinstance(at, (int, float)) or status not in _INTENT.values():
             continue
@@ -161,22 +164,30 @@ def observe_settled(lab: str, backend: Backend, journal: Mapping[str, Mapping[st
         if remaining <= 0:
             break
         sleep(min(0.1, remaining))
-        observed.update(observe({kind for kind, _ in waits}))
+        observed.update(observe_all(lab, backend, {kind for kind, _ in waits}))
         left = pending()
     return observed
 
 
-def _fp(action: Action) -> str | None:
-    return action.resource.fingerprint if action.resource is not None else None
+def observe_all(lab: str, backend: Backend, kinds: Iterable[str] | None = None) -> Observed:
+    """What each driver (of ``kinds``, default all) observes of ``lab``."""
+    return {k: dict(backend.drivers[k].observe(lab))
+            for k in sorted(backend.drivers if kinds is None else kinds)}
+
+
+def _entry(action: Action, status: str | None) -> Entry:
+    res = action.resource
+    return (action.kind, action.name, status, res.fingerprint if res is not None else None,
+            res.spec if res is not None and status is not None else None)
 
 
 def preflight(plan: Plan, backend: Backend) -> None:
-    """Run every driver's optional ``check`` on what the plan will create."""
+    """Run the ``check`` of every driver that has one on what the plan will create."""
     for action in plan.actions:
         if action.op in ("create", "replace") and action.resource is not None:
-            check = getattr(backend.driver(action.kind), "check", None)
-            if check is not None:
-                check(plan.lab, action.resource)
+            driver = backend.driver(action.kind)
+            if isinstance(driver, Checkable):
+                driver.check(plan.lab, action.resource)
 
 
 def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress | None = None,
@@ -206,7 +217,7 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
             if action.op == "delete":
                 driver.delete(plan.lab, action.name)
             elif action.op == "update":
-                driver.update(plan.lab, action.resource)  # type: ignore[attr-defined]
+                backend.require(action.kind, Updatable).update(plan.lab, action.resource)  # type: ignore[arg-type]
             else:
                 if action.op == "replace":
                     driver.delete(plan.lab, action.name)
@@ -228,18 +239,16 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
     for stage in _stages(plan.actions):
         driver = backend.driver(stage[0].kind)
         # intent first, one state write per stage: what may be half made if we die now
-        state.mark_many((a.kind, a.name, _INTENT[a.op], _fp(a)) for a in stage)
-        if len(stage) > 1 and workers > 1 and getattr(driver, "concurrent", False):
+        state.mark_many(_entry(a, _INTENT[a.op]) for a in stage)
+        if len(stage) > 1 and workers > 1 and driver.concurrent:
             with ThreadPoolExecutor(max_workers=min(workers, len(stage))) as pool:
                 outcomes = list(pool.map(run, stage))
         else:
             outcomes = [run(a) for a in stage]
         # outcomes: done deletes are forgotten, done creations recorded; failures stay
         # recorded (as failed, not in flight), so a later apply or destroy cleans up after them
-        state.mark_many((o.action.kind, o.action.name,
-                         (None if o.action.op == "delete" else "created") if o.error is None
-                         else FAILED, _fp(o.action))
-                        for o in outcomes)
+        state.mark_many(_entry(o.action, (None if o.action.op == "delete" else "created")
+                               if o.error is None else FAILED) for o in outcomes)
         result.outcomes.extend(outcomes)
         failed = [o for o in outcomes if o.error is not None]
         if failed:

@@ -16,14 +16,16 @@ from typing import Any
 
 from hybridnb.drivers.base import Backend
 from hybridnb.errors import EngineUnavailable, HybridError
-from hybridnb.target import Target
+from hybridnb.target import Target, default_sandbox
 
 BACKENDS = ("dry-run", "sandbox", "host")
 
 
 def resolve_backend(backend: str | Backend | None, *, state_dir: Path,
-                    sandbox: str = "default") -> Backend:
-    """A :class:`Backend` for a name (or the backend itself)."""
+                    sandbox: str | None = None) -> Backend:
+    """A :class:`Backend` for a name (or the backend itself); no name: ``$HYBRIDNB_BACKEND``,
+    else ``sandbox`` (the one named by ``sandbox``, else ``$HYBRIDNB_SANDBOX``, else
+    ``default``)."""
     if isinstance(backend, Backend):
         return backend
     name = backend or os.environ.get("HYBRIDNB_BACKEND", "sandbox")
@@ -34,10 +36,11 @@ def resolve_backend(backend: str | Backend | None, *, state_dir: Path,
     if name == "sandbox":
         from hybridnb.sandbox import Sandbox
 
-        box = Sandbox(sandbox)
+        box = Sandbox(sandbox or default_sandbox())
         if not box.is_up():
-            raise EngineUnavailable(f"the sandbox {sandbox!r} is not running",
-                                    hint="start it with `hybridnb sandbox up`")
+            raise EngineUnavailable(f"the sandbox {box.name!r} is not running",
+                                    hint=f"start it with `hybridnb sandbox up --sandbox "
+                                         f"{box.name}`")
         return real_backend(box.target(), state_dir=state_dir, name="sandbox")
     if name == "host":
         return real_backend(Target.host(), state_dir=state_dir, name="host")

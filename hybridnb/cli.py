@@ -1,7 +1,10 @@
 """The ``hybridnb`` command line: the notebook's operations from a shell.
 
 A thin layer: parse arguments, call :class:`hybridnb.Lab` (or the sandbox), print the result
-object's text.  Errors from the library are printed as one message with its hint — never a
+object's text.  Every command that talks to a sandbox takes ``--sandbox NAME`` (default:
+``$HYBRIDNB_SANDBOX``, else ``default``), like ``--backend`` defaults to ``$HYBRIDNB_BACKEND``;
+``hybridnb kinds`` prints the reference of the endpoint kinds and their fields, generated from
+the registry.  Errors from the library are printed as one message with its hint — never a
 traceback — and mapped to exit codes:
 
     0  success (status: the lab is up; plan --detailed-exitcode: no changes)
@@ -25,10 +28,10 @@ EXIT_OK, EXIT_PENDING, EXIT_USAGE = 0, 1, 2
 
 
 def _lab(args: argparse.Namespace) -> Any:
-    from hybridnb.lab import open_lab
+    from hybridnb.lab import Lab
 
     backend = "dry-run" if args.dry_run else args.backend
-    return open_lab(args.lab, backend=backend, state_dir=args.state_dir, sandbox=args.sandbox)
+    return Lab.load(args.lab, backend=backend, state_dir=args.state_dir, sandbox=args.sandbox)
 
 
 def _progress(args: argparse.Namespace) -> Callable[[Any], None] | None:
@@ -68,8 +71,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    protocols = tuple(p for p in args.checks.split(",") if p) if args.checks else None
-    matrix = _lab(args).test(protocols, timeout=args.timeout, count=args.count)
+    checks = tuple(c for c in args.checks.split(",") if c) if args.checks else None
+    matrix = _lab(args).test(checks, timeout=args.timeout, count=args.count)
     print(matrix.to_json() if args.json else matrix.to_text())
     return EXIT_OK if matrix.ok else EXIT_PENDING
 
@@ -82,14 +85,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_dns(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    print((lab.dns_logs(args.logs) if args.logs else lab.dns()).to_text())
+    print((lab.dns_query_log(args.query_log) if args.query_log else lab.dns()).to_text())
     return EXIT_OK
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from hybridnb.sandbox import Sandbox
+    from hybridnb.target import default_sandbox
 
-    box = Sandbox(args.name)
+    box = Sandbox(args.sandbox or default_sandbox())
     if args.action == "up":
         box.up(progress=None if args.quiet else lambda msg: print(msg, file=sys.stderr, flush=True))
     elif args.action == "down":
@@ -107,6 +111,42 @@ def cmd_images(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_kinds(args: argparse.Namespace) -> int:
+    from hybridnb.core.kinds import KINDS
+    from hybridnb.core.kinds.reference import KindReference
+    from hybridnb.errors import NotFoundError
+
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown:
+        raise NotFoundError(f"unknown kind {unknown[0]!r}", hint=f"the kinds are {', '.join(KINDS)}")
+    print(KindReference.of(args.kinds or None).to_text())
+    return EXIT_OK
+
+
+def _version() -> str:
+    import hybridnb
+
+    return f"hybridnb {hybridnb.__version__}"
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (package metadata costs an import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        parser.exit(message=_version() + "\n")
+
+
+def _sandbox_option(p: argparse.ArgumentParser, *, alias: bool = False) -> None:
+    p.add_argument("--sandbox", metavar="NAME", default=None,
+                   help="sandbox name (default: $HYBRIDNB_SANDBOX, else default)")
+    if alias:
+        p.add_argument("--name", dest="sandbox", help=argparse.SUPPRESS)   # the old spelling
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybridnb",
@@ -114,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and destroy a hybrid lab described in a YAML file.",
         epilog="exit codes: 0 ok, 1 lab not as wanted, 2 bad lab file or usage, 3 state/host "
                "conflict, 4 engine error, 5 engine unavailable")
-    parser.add_argument("--version", action="version", version="hybridnb 0.1.0")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -123,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the lab lives (default: $HYBRIDNB_BACKEND or sandbox)")
     common.add_argument("--dry-run", action="store_true",
                         help="use the in-memory dry-run backend (same as --backend dry-run)")
-    common.add_argument("--sandbox", default="default", help="sandbox name (default: default)")
+    _sandbox_option(common)
     common.add_argument("--state-dir", default=None,
                         help="state directory (default: $HYBRIDNB_STATE_DIR or "
                              "$XDG_STATE_HOME/hybridnb)")
@@ -154,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("dns", parents=[common], help="the lab's DNS records, or its query log")
-    p.add_argument("--logs", type=int, metavar="N", default=0, help="show the last N queries")
+    p.add_argument("--query-log", type=int, metavar="N", default=0,
+                   help="show the last N queries the lab's DNS server answered")
     p.set_defaults(func=cmd_dns)
 
     p = sub.add_parser(
@@ -163,10 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "without the labs an earlier one held); down: end the labs in it, stop "
                     "the engines, delete the namespace; status: what runs.")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--name", default="default", help="sandbox name (default: default)")
+    _sandbox_option(p, alias=True)
     p.add_argument("--purge", action="store_true", help="with down: also delete images and data")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("kinds", help="the endpoint kinds and every field they take")
+    p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds")
+    p.set_defaults(func=cmd_kinds)
 
     p = sub.add_parser("images", help="build the images labs use (the small test VM)")
     p.add_argument("action", choices=["build"])

@@ -13,6 +13,7 @@ the command line uses for it.
     ├── NotFoundError        a lab, endpoint or file that does not exist
     └── EngineError          an engine (kernel, Docker, libvirt, a daemon) refused or failed
         ├── EngineUnavailable  the engine is not installed / not running / not reachable
+        │   └── Unsupported    the backend cannot do this at all (a capability it lacks)
         └── BootError          a VM did not come up (carries the console tail)
 """
 
@@ -103,6 +104,17 @@ class EngineUnavailable(EngineError):
     """The engine is not installed, not running or not reachable."""
 
     exit_code = 5
+
+
+class Unsupported(EngineUnavailable):
+    """The backend lacks a capability the operation needs (the dry-run backend sends no
+    packets; a driver that cannot change a resource in place); ``capability`` names it."""
+
+    def __init__(self, message: str, *, hint: str | None = None, capability: str = "",
+                 kind: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.capability = capability
+        self.kind = kind
 
 
 class BootError(EngineError):

@@ -1,16 +1,22 @@
 """``Lab``: the one API the notebook, the CLI, the widgets and user code all call.
 
 A ``Lab`` holds a lab description (the same mapping a YAML lab file holds), a backend and a
-state store.  Editing methods (``add_container``, ``add_vm``, ``add_host``, ``remove``)
-re-validate the whole description and roll back on error, so a Lab is never invalid.
-``plan()`` compiles the description into resources and diffs them against what the backend
-observes; ``apply()`` executes that plan under the lab's lock, recording intent first;
-``destroy()`` removes everything the lab owns; ``status()`` reports each endpoint as the
-engines see it.  Every method returns an object that renders itself.
+state store.  ``Lab.load`` opens one (a lab file, or an applied lab by name).  Editing methods
+(``add``, ``add_container``, ``add_vm``, ``add_host``, ``remove``) re-validate the whole
+description and roll back on error, so a Lab is never invalid.  ``plan()`` compiles the
+description into resources and diffs them against what the backend observes; ``apply()``
+executes that plan under the lab's lock, recording intent first; ``destroy()`` removes
+everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
+``validate()``, ``dns()`` and ``dns_query_log()`` look inside.  Every method returns an
+object that renders itself.
 
     lab = Lab("demo", backend="dry-run")
     lab.add_container("web", image="busybox").add_vm("vm1")
     lab.apply()
+
+Endpoint kinds come from the registry (:mod:`hybridnb.core.kinds`): ``add(kind, name,
+**fields)`` takes any kind and any of its fields; what a backend can do beyond create and
+delete comes from its drivers' declared capabilities (:mod:`hybridnb.drivers.base`).
 """
 
 from __future__ import annotations
@@ -20,25 +26,54 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from hybridnb.apply import ApplyResult, Progress, execute, observe_settled, preflight
+from hybridnb.apply import (
+    ApplyResult,
+    Observed,
+    Progress,
+    execute,
+    observe_all,
+    observe_settled,
+    preflight,
+)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.ipam import assign_addresses
+from hybridnb.core.kinds import endpoint_to_dict, is_endpoint_kind, plain
+from hybridnb.core.kinds import get as get_kind
 from hybridnb.core.plan import Plan, destroy_plan, diff
-from hybridnb.core.resource import Resource
-from hybridnb.core.spec import LabSpec, endpoint_to_dict, lab_to_dict, parse_lab
-from hybridnb.drivers.base import Backend
-from hybridnb.errors import EngineUnavailable, HybridError, NotFoundError, ValidationError
+from hybridnb.core.resource import Observation, Resource
+from hybridnb.core.spec import LabSpec, lab_to_dict, parse_lab
+from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource, QueryLog
+from hybridnb.errors import (
+    HybridError,
+    NotFoundError,
+    Problem,
+    Unsupported,
+    ValidationError,
+)
 from hybridnb.offloop import engine_call
-from hybridnb.state import StateStore
+from hybridnb.state import StateStore, recorded_specs
+from hybridnb.target import default_sandbox
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.core.expect import ExpectationReport
+    from hybridnb.services.dns.results import DnsRecords, QueryLogView
+    from hybridnb.services.probe import ConnectivityMatrix, ProbeEndpoint
+
+
+def read_lab_file(path: Path) -> str:
+    """The text of a lab file (NotFoundError when there is none)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise NotFoundError(f"lab file {path} does not exist",
+                            hint="check the path, or create one (see README)") from None
 
 
 def load_yaml(text: str, *, source: str | None = None) -> Any:
     """Parse YAML text into plain data, turning syntax errors into a ValidationError."""
     import yaml
-
-    from hybridnb.errors import Problem, ValidationError
 
     try:
         return yaml.safe_load(text)
@@ -51,13 +86,18 @@ def load_yaml(text: str, *, source: str | None = None) -> Any:
                               source=source) from None
 
 
+#: State words of an endpoint (and of the lab's other resources) in ``status()``.
+UP, STOPPED, DIFFERS, MISSING, NOT_APPLIED = "up", "stopped", "differs", "missing", "not applied"
+
+
 @dataclass(frozen=True)
 class EndpointStatus:
     name: str
     kind: str
     address: str
     fqdn: str
-    state: str          # up | missing | differs | stopped | not applied
+    state: str          # up | stopped | differs | missing | not applied
+    detail: str = ""    # why: the engine's words for a stopped one, what differs
 
 
 @dataclass(frozen=True)
@@ -75,22 +115,28 @@ class LabStatus:
 
     @property
     def up(self) -> bool:
-        return self.pending == 0 and all(e.state == "up" for e in self.endpoints)
+        return self.pending == 0 and all(e.state == UP for e in self.endpoints)
 
     def headline(self) -> str:
         state = "up" if self.up else f"{self.pending} change(s) pending"
         return (f"Lab {self.lab} on {self.backend}: bridge {self.bridge} {self.subnet} "
                 f"gateway {self.gateway} — {state}")
 
+    def _columns(self) -> list[str]:
+        cols = ["name", "kind", "address", "fqdn", "state"]
+        return cols + ["detail"] if any(e.detail for e in self.endpoints) else cols
+
     def rows(self) -> list[list[str]]:
-        return [[e.name, e.kind, e.address, e.fqdn, e.state] for e in self.endpoints]
+        detail = "detail" in self._columns()
+        return [[e.name, e.kind, e.address, e.fqdn, e.state] + ([e.detail] if detail else [])
+                for e in self.endpoints]
 
     def to_text(self) -> str:
         from hybridnb.render.html import text_table
 
         text = self.headline()
         if self.endpoints:
-            text += "\n" + text_table(["name", "kind", "address", "fqdn", "state"], self.rows())
+            text += "\n" + text_table(self._columns(), self.rows())
         return text
 
     __repr__ = to_text
@@ -98,14 +144,25 @@ class LabStatus:
 
     def records(self) -> list[dict[str, str]]:
         return [{"name": e.name, "kind": e.kind, "address": e.address, "fqdn": e.fqdn,
-                 "state": e.state} for e in self.endpoints]
+                 "state": e.state, "detail": e.detail} for e in self.endpoints]
 
     def _repr_html_(self) -> str:
         from hybridnb.render.html import table
 
-        return table(["name", "kind", "address", "fqdn", "state"], self.rows(),
-                     caption=self.headline(),
-                     row_classes=[("up" if e.state == "up" else "missing") for e in self.endpoints])
+        return table(self._columns(), self.rows(), caption=self.headline(),
+                     row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints])
+
+
+def _state_of(res: Resource, seen: Observation | None, applied: bool,
+              reason: str) -> tuple[str, str]:
+    """(state word, detail) of one resource; the same words for every kind and engine."""
+    if seen is None:
+        return (MISSING if applied else NOT_APPLIED), ""
+    if not seen.running:
+        return STOPPED, seen.reason
+    if seen.fingerprint != res.fingerprint:
+        return DIFFERS, reason
+    return UP, ""
 
 
 class Lab:
@@ -116,7 +173,7 @@ class Lab:
                  domain: str | None = None, mtu: int | None = None,
                  backend: str | Backend | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
-                 sandbox: str = "default") -> None:
+                 sandbox: str | None = None) -> None:
         network: dict[str, Any] = {}
         for key, value in (("subnet", subnet), ("bridge", bridge), ("gateway", gateway),
                            ("domain", domain), ("mtu", mtu)):
@@ -126,41 +183,46 @@ class Lab:
                    sandbox, source=None)
 
     def _init(self, doc: dict[str, Any], backend: str | Backend | None,
-              state_dir: str | os.PathLike[str] | None, sandbox: str,
+              state_dir: str | os.PathLike[str] | None, sandbox: str | None,
               source: str | None) -> None:
         self._spec = parse_lab(doc, source=source)
         self._doc = doc
         self.source = source
         self.store = StateStore(state_dir)
         self._backend_choice = backend
-        self._sandbox = sandbox
+        self._sandbox = sandbox or default_sandbox()
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, backend: str | Backend | None = None,
-                  state_dir: str | os.PathLike[str] | None = None, sandbox: str = "default",
-                  source: str | None = None) -> "Lab":
+                  state_dir: str | os.PathLike[str] | None = None, sandbox: str | None = None,
+                  source: str | None = None) -> Lab:
         lab = cls.__new__(cls)
         lab._init(copy.deepcopy(dict(data)) if isinstance(data, Mapping) else data, backend,
                   state_dir, sandbox, source)
         return lab
 
     @classmethod
-    def from_yaml(cls, text: str, **kw: Any) -> "Lab":
+    def from_yaml(cls, text: str, **kw: Any) -> Lab:
         source = kw.pop("source", None)
         return cls.from_dict(load_yaml(text, source=source), source=source, **kw)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], **kw: Any) -> "Lab":
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise NotFoundError(f"lab file {p} does not exist",
-                                hint="check the path, or create one (see README)") from None
-        return cls.from_yaml(text, source=str(p), **kw)
+    def load(cls, path_or_name: str | os.PathLike[str], **kw: Any) -> Lab:
+        """Open a lab: from a YAML lab file, or — given a name that is no file — from the
+        description saved in the state of the applied lab of that name.  Keywords as for
+        ``Lab()`` (``backend``, ``state_dir``, ``sandbox``)."""
+        text = str(path_or_name)
+        path = Path(path_or_name)
+        if path.exists() or text.endswith((".yaml", ".yml")):
+            return cls.from_yaml(read_lab_file(path), source=text, **kw)
+        data = StateStore(kw.get("state_dir")).read(text)
+        if not data.get("spec"):
+            raise NotFoundError(f"no lab file and no applied lab named {text!r}",
+                                hint="pass the path of a lab YAML file")
+        return cls.from_dict(data["spec"], **kw)
 
     # --------------------------------------------------------------------- properties
 
@@ -171,6 +233,10 @@ class Lab:
     @property
     def spec(self) -> LabSpec:
         return self._spec
+
+    @property
+    def sandbox(self) -> str:
+        return self._sandbox
 
     @property
     def backend(self) -> Backend:
@@ -196,54 +262,43 @@ class Lab:
 
     # ------------------------------------------------------------------------ editing
 
-    def _edit(self, mutate: Any) -> "Lab":
+    def _edit(self, mutate: Any) -> Lab:
         doc = copy.deepcopy(self._doc)
         mutate(doc)
         self._spec = parse_lab(doc, source=self.source)     # raises, leaving self untouched
         self._doc = doc
         return self
 
-    def _add(self, name: str, entry: dict[str, Any], replace: bool) -> "Lab":
+    def add(self, kind: str, name: str, *, replace: bool = False, **fields: Any) -> Lab:
+        """Add an endpoint of ``kind`` with any of its fields (``hybridnb kinds`` lists
+        them); ``None`` means the default.  ``replace=True`` redefines it if it exists (a
+        cell run twice)."""
+        entry = {"kind": kind, **{k: plain(v) for k, v in fields.items() if v is not None}}
+
         def mutate(doc: dict[str, Any]) -> None:
             eps = doc.setdefault("endpoints", {}) or {}
             doc["endpoints"] = eps
             if name in eps and not replace:
-                from hybridnb.errors import Problem, ValidationError
-
                 raise ValidationError([Problem(f"endpoints.{name}",
                                                f"an endpoint named {name!r} already exists",
                                                "pick another name, remove() it first, or "
                                                "pass replace=True")])
-            eps[name] = {k: v for k, v in entry.items() if v is not None}
+            eps[name] = entry
         return self._edit(mutate)
 
-    def add_container(self, name: str, image: str = "busybox", *, address: str | None = None,
-                      command: str | list[str] | None = None, env: Mapping[str, str] | None = None,
-                      ports: list[str] | None = None, labels: Mapping[str, str] | None = None,
-                      services: list[str] | None = None, replace: bool = False) -> "Lab":
-        """Add a container; ``replace=True`` redefines it if it exists (a cell run twice)."""
-        return self._add(name, {"kind": "container", "image": image, "address": address,
-                                "command": command, "env": dict(env) if env else None,
-                                "ports": ports, "labels": dict(labels) if labels else None,
-                                "services": services}, replace)
+    def add_container(self, name: str, image: str | None = None, **fields: Any) -> Lab:
+        """Add a Docker container (fields: ``hybridnb kinds container``)."""
+        return self.add("container", name, image=image, **fields)
 
-    def add_vm(self, name: str, template: str = "test", *, address: str | None = None,
-               memory: int | None = None, vcpus: int | None = None, image: str | None = None,
-               kernel: str | None = None, initrd: str | None = None,
-               services: list[str] | None = None, replace: bool = False) -> "Lab":
-        """Add a VM; ``replace=True`` redefines it if it exists."""
-        return self._add(name, {"kind": "vm", "template": template, "address": address,
-                                "memory": memory, "vcpus": vcpus, "image": image,
-                                "kernel": kernel, "initrd": initrd, "services": services},
-                         replace)
+    def add_vm(self, name: str, template: str | None = None, **fields: Any) -> Lab:
+        """Add a libvirt VM (fields: ``hybridnb kinds vm``)."""
+        return self.add("vm", name, template=template, **fields)
 
-    def add_host(self, name: str, *, address: str | None = None,
-                 services: list[str] | None = None, replace: bool = False) -> "Lab":
-        """Add a namespace host; ``replace=True`` redefines it if it exists."""
-        return self._add(name, {"kind": "host", "address": address, "services": services},
-                         replace)
+    def add_host(self, name: str, **fields: Any) -> Lab:
+        """Add a network-namespace host (fields: ``hybridnb kinds host``)."""
+        return self.add("host", name, **fields)
 
-    def remove(self, name: str) -> "Lab":
+    def remove(self, name: str) -> Lab:
         if name not in {e.name for e in self._spec.endpoints}:
             raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",
                                 hint="see status() for the endpoints")
@@ -267,23 +322,19 @@ class Lab:
     def resources(self) -> list[Resource]:
         return compile_lab(self._spec, self.addresses())
 
-    def _observe(self) -> dict[str, dict[str, str]]:
-        backend = self.backend
-        return {kind: dict(drv.observe(self.name)) for kind, drv in sorted(backend.drivers.items())}
+    def _observe(self) -> Observed:
+        return observe_all(self.name, self.backend)
 
-    def _settled(self, st: Any) -> dict[str, dict[str, str]]:
+    def _settled(self, st: Any) -> Observed:
         """:meth:`_observe`, after what a killed apply left in flight had time to land."""
         return observe_settled(self.name, self.backend, st.resources)
-
-    def _updatable(self) -> list[str]:
-        return [k for k, d in self.backend.drivers.items() if hasattr(d, "update")]
 
     @engine_call
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed)."""
-        recorded = [tuple(k.split("/", 1)) for k in self.store.read(self.name).get("resources", {})]
-        return diff(self.name, self.resources(), self._observe(), recorded,  # type: ignore[arg-type]
-                    updatable=self._updatable())
+        recorded = recorded_specs(self.store.read(self.name))
+        return diff(self.name, self.resources(), self._observe(), recorded,
+                    updatable=self.backend.updatable())
 
     @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
@@ -294,7 +345,7 @@ class Lab:
             addresses = self._assign(st.addresses)
             resources = compile_lab(self._spec, addresses)
             plan = diff(self.name, resources, self._settled(st), st.recorded(),
-                        updatable=self._updatable())
+                        updatable=self.backend.updatable())
             if plan.empty:
                 return ApplyResult(plan)
             preflight(plan, self.backend)
@@ -323,69 +374,86 @@ class Lab:
 
     # -------------------------------------------------------------------------- tests
 
-    def probe_endpoints(self) -> tuple[list[Any], Any]:
+    def _ways_in(self, kinds: set[str]) -> dict[str, Any]:
+        """Per endpoint kind: ``{endpoint: netns path}`` from a driver with the
+        NamespaceSource capability, or the driver itself when it has GuestExec."""
+        backend = self.backend
+        ways: dict[str, Any] = {}
+        for kind in sorted(kinds):
+            if not backend.supports(kind):
+                ways[kind] = {}                   # no engine for them here: they are down
+                continue
+            drv = backend.driver(kind)
+            if isinstance(drv, NamespaceSource):
+                ways[kind] = drv.netns_paths(self.name)
+            elif isinstance(drv, GuestExec):
+                ways[kind] = drv
+            else:
+                raise Unsupported(f"the {backend.name} backend cannot probe from {kind} "
+                                  "endpoints: its driver neither opens their network "
+                                  "namespaces nor runs commands inside them", hint=backend.hint,
+                                  capability="NamespaceSource", kind=kind)
+        return ways
+
+    def probe_endpoints(self) -> tuple[list[ProbeEndpoint], ProbeEndpoint]:
         """(endpoints, gateway) as the probe engine sees them: each with the network namespace
-        its sockets open in (hosts, containers) or a guest-agent executor (VMs)."""
-        from hybridnb.drivers.nsutil import netns_path
+        its sockets open in (a driver with NamespaceSource: hosts, containers) or a command
+        executor inside it (a driver with GuestExec: VMs).  An endpoint that does not run has
+        neither."""
         from hybridnb.services.probe import ProbeEndpoint
 
         backend = self.backend
-        if backend.name == "dry-run":
-            raise EngineUnavailable("the dry-run backend sends no packets",
-                              hint="use the sandbox backend to probe for real")
-        containers: Mapping[str, str] = {}
-        if backend.supports("container") and self._spec.of_kind("container"):
-            containers = backend.driver("container").netns_paths(self.name)  # type: ignore[attr-defined]
+        net = self._spec.network
+        lab_host = backend.require("bridge", NamespaceSource, doing="probe the lab")
+        bridges = lab_host.netns_paths(self.name)
+        if net.bridge not in bridges:
+            raise LabNotUp(f"lab {self.name} has no bridge {net.bridge} on the {backend.name} "
+                           "backend", hint="apply it first")
+        resources = [r for r in self.resources() if is_endpoint_kind(r.kind)]
+        ways = self._ways_in({r.kind for r in resources})
         eps = []
-        for res in self.resources():
-            if res.kind not in ("host", "container", "vm"):
-                continue
-            addr = str(res.spec["address"])
+        for res in resources:
             ep = self._spec.endpoint(res.name)
             # declared services are probed for real (no responder is opened on their ports)
             services = tuple(f"{'http' if s.name == 'http' else s.protocol}/{s.port}"
-                             for s in ep.services)
-            if res.kind == "host":
-                eps.append(ProbeEndpoint(res.name, addr, netns=netns_path(res.spec["netns"]),
-                                         kind="host", services=services))
-            elif res.kind == "container":
-                eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
-                                         kind="container", services=services))
-            elif backend.supports("vm"):
-                if res.spec.get("template") == "test":   # busybox httpd, hnb-udp echo
-                    services += ("http/80", "tcp/80", "udp/7")
-                eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
-                    backend.driver("vm"), self.name, res.name), kind="vm",
-                    services=tuple(dict.fromkeys(services)), mac=res.spec.get("mac")))
-        target_ns = backend.target.netns
+                             for s in ep.services) + get_kind(res.kind).probe_services(res)
+            way = ways[res.kind]
+            inside = isinstance(way, GuestExec)
+            eps.append(ProbeEndpoint(
+                res.name, str(res.spec["address"]), kind=res.kind,
+                netns=None if inside else way.get(res.name),
+                executor=_GuestExec(way, self.name, res.name) if inside else None,
+                services=tuple(dict.fromkeys(services)),
+                mac=res.spec.get("mac") if inside else None))
         # the lab host itself (the namespace holding the bridge) probes and is probed as
         # "gateway": host -> endpoint checks are part of every run
-        gateway = ProbeEndpoint(GATEWAY, str(self._spec.network.gateway),
-                                netns=netns_path(target_ns) if target_ns else None, kind="host")
+        gateway = ProbeEndpoint(GATEWAY, str(net.gateway), netns=bridges[net.bridge],
+                                kind="host")
         return sorted(eps, key=lambda e: e.name), gateway
 
     @engine_call
-    def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
-             count: int = 3, pin_neighbours: bool | None = None) -> Any:
-        """Probe every endpoint against every other (and the gateway); returns a
-        :class:`~hybridnb.services.probe.ConnectivityMatrix`.  ``pin_neighbours``: see
-        :func:`~hybridnb.services.probe.probe_matrix` (default: when the lab is too big for
-        the kernel's neighbour table)."""
+    def test(self, checks: tuple[str, ...] | None = None, *, timeout: float = 1.0,
+             count: int = 3, pin_neighbours: bool | None = None) -> ConnectivityMatrix:
+        """Probe every endpoint against every other (and the gateway) with ``checks``
+        (``icmp``, ``tcp``, ``udp``, ``http``, ``dns``, ``tcp/PORT``…; default: all the lab
+        supports); returns a :class:`~hybridnb.services.probe.ConnectivityMatrix`.
+        ``pin_neighbours``: see :func:`~hybridnb.services.probe.probe_matrix` (default: when
+        the lab is too big for the kernel's neighbour table)."""
         from hybridnb.services.probe import probe_matrix
 
-        if protocols is None:
-            protocols = ("icmp", "tcp", "udp", "http") + (
+        if checks is None:
+            checks = ("icmp", "tcp", "udp", "http") + (
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        matrix = probe_matrix(eps + [gateway], protocols, domain=net.domain,
+        matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
                               dns_server=str(net.gateway) if net.dns else None,
                               timeout=timeout, count=count, pin_neighbours=pin_neighbours)
         down = {e.name for e in eps if e.netns is None and e.executor is None}
         return _mark_down_sources(matrix, down) if down else matrix
 
     @engine_call
-    def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
+    def validate(self, *, timeout: float = 1.0, count: int = 2) -> ExpectationReport:
         """Check the lab file's ``expect:`` lines against a probe run; the report's
         ``exit_code`` is 0 when all hold and 1 when some fail (2: the lab is not up)."""
         from hybridnb.core.expect import evaluate, parse_expectations
@@ -409,7 +477,7 @@ class Lab:
         raise HybridError(f"lab {self.name} has no DNS service",
                           hint="set network.dns: true (the default)")
 
-    def dns(self) -> Any:
+    def dns(self) -> DnsRecords:
         """The records the lab's DNS serves (computed from the lab; the server serves the
         same zone)."""
         from hybridnb.core.dnszone import zone_from_spec
@@ -420,15 +488,13 @@ class Lab:
         return DnsRecords(self.name, zone.domain, str(res.spec["listen"]), zone.all_records)
 
     @engine_call
-    def dns_logs(self, limit: int = 50) -> Any:
+    def dns_query_log(self, limit: int = 50) -> QueryLogView:
         """The last ``limit`` queries the lab's DNS server answered."""
         from hybridnb.services.dns.results import QueryLogView
 
         self._dns_resource()
-        driver = self.backend.driver("dns")
-        logs = getattr(driver, "logs", None)
-        entries = logs(self.name, limit) if logs is not None else []
-        return QueryLogView(self.name, tuple(entries))
+        driver = self.backend.require("dns", QueryLog)
+        return QueryLogView(self.name, tuple(driver.query_log(self.name, limit)))
 
     # ------------------------------------------------------------------------- status
 
@@ -437,32 +503,21 @@ class Lab:
         net = self._spec.network
         resources = self.resources()
         observed = self._observe()
-        recorded = [tuple(k.split("/", 1)) for k in self.store.read(self.name).get("resources", {})]
-        plan = diff(self.name, resources, observed, recorded,  # type: ignore[arg-type]
-                    updatable=self._updatable())
+        recorded = recorded_specs(self.store.read(self.name))
+        plan = diff(self.name, resources, observed, recorded, updatable=self.backend.updatable())
+        reasons = {a.key: a.reason for a in plan.actions}
         applied = bool(recorded) or any(observed.values())
-        rows = []
+        rows, infra = [], []
         for res in sorted(resources, key=lambda r: r.name):
-            if res.kind not in ("host", "container", "vm"):
-                continue
-            fp = observed.get(res.kind, {}).get(res.name)
-            if fp is None:
-                state = "missing" if applied else "not applied"
-            elif fp == res.fingerprint:
-                state = "up"
-            elif fp.endswith(":stopped"):
-                state = "stopped"
-            else:
-                state = "differs"
-            rows.append(EndpointStatus(res.name, res.kind, str(res.spec["address"]),
-                                       f"{res.name}.{net.domain}", state))
-        infra = []
+            state, detail = _state_of(res, observed.get(res.kind, {}).get(res.name), applied,
+                                      reasons.get(res.key, ""))
+            if is_endpoint_kind(res.kind):
+                rows.append(EndpointStatus(res.name, res.kind, str(res.spec["address"]),
+                                           f"{res.name}.{net.domain}", state, detail))
         for res in resources:
-            if res.kind in ("host", "container", "vm"):
-                continue
-            fp = observed.get(res.kind, {}).get(res.name)
-            infra.append((res.kind, res.name, "up" if fp == res.fingerprint
-                          else ("missing" if fp is None else "differs")))
+            if not is_endpoint_kind(res.kind):
+                state, _ = _state_of(res, observed.get(res.kind, {}).get(res.name), True, "")
+                infra.append((res.kind, res.name, state))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
 
@@ -476,7 +531,7 @@ class LabNotUp(HybridError):
     exit_code = 2
 
 
-def _mark_down_sources(matrix: Any, down: set[str]) -> Any:
+def _mark_down_sources(matrix: ConnectivityMatrix, down: set[str]) -> ConnectivityMatrix:
     """An endpoint that is not running (a stopped container has no namespace to probe from)
     fails as a source too: its row turns red with the reason, like its column."""
     import dataclasses
@@ -491,9 +546,10 @@ def _mark_down_sources(matrix: Any, down: set[str]) -> Any:
 
 
 class _GuestExec:
-    """Probe executor running commands inside a VM through its driver (qemu-guest-agent)."""
+    """Probe executor running commands inside an endpoint through its driver's
+    :class:`~hybridnb.drivers.base.GuestExec` capability (qemu-guest-agent for VMs)."""
 
-    def __init__(self, driver: Any, lab: str, endpoint: str) -> None:
+    def __init__(self, driver: GuestExec, lab: str, endpoint: str) -> None:
         self.driver, self.lab, self.endpoint = driver, lab, endpoint
 
     def __call__(self, argv: Any, timeout: float) -> tuple[int, str, str]:
@@ -501,17 +557,5 @@ class _GuestExec:
         return (int(result[0]), str(result[1]), str(result[2]))
 
 
-def open_lab(path_or_name: str, **kw: Any) -> Lab:
-    """A lab from a YAML file path, or from the description saved in the state of an applied
-    lab of that name."""
-    if os.path.exists(path_or_name) or path_or_name.endswith((".yaml", ".yml")):
-        return Lab.load(path_or_name, **kw)
-    store = StateStore(kw.get("state_dir"))
-    data = store.read(path_or_name)
-    if not data.get("spec"):
-        raise NotFoundError(f"no lab file and no applied lab named {path_or_name!r}",
-                            hint="pass the path of a lab YAML file")
-    return Lab.from_dict(data["spec"], **kw)
-
-
-__all__ = ["Lab", "LabStatus", "EndpointStatus", "open_lab", "HybridError", "endpoint_to_dict"]
+__all__ = ["Lab", "LabStatus", "EndpointStatus", "LabNotUp", "HybridError", "endpoint_to_dict",
+           "load_yaml", "read_lab_file"]

@@ -42,8 +42,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from hybridnb.daemons import Daemon
-from hybridnb.errors import ConflictError, EngineError, EngineUnavailable, StateError, \
-    ValidationError, Problem
+from hybridnb.errors import (
+    ConflictError,
+    EngineError,
+    EngineUnavailable,
+    Problem,
+    StateError,
+    ValidationError,
+)
 from hybridnb.target import Target
 
 Progress = Callable[[str], None] | None
@@ -127,7 +133,12 @@ class SandboxStatus:
 class Sandbox:
     """The isolated lab host ``hnb-sbx-<name>`` and the private engines running in it."""
 
-    def __init__(self, name: str = "default") -> None:
+    def __init__(self, name: str | None = None) -> None:
+        """``name``: default ``$HYBRIDNB_SANDBOX``, else ``default``."""
+        if name is None:
+            from hybridnb.target import default_sandbox
+
+            name = default_sandbox()
         if not _NAME_RE.match(name):
             raise ValidationError([Problem("sandbox.name", f"invalid sandbox name {name!r}",
                                            "1-24 characters: lowercase letters, digits, '-'")])
@@ -220,7 +231,7 @@ class Sandbox:
             if routes:
                 raise ConflictError(f"network namespace {self.netns} has a default route "
                                     f"({routes}); the sandbox must be isolated",
-                                    hint=f"hybridnb sandbox down --name {self.name} and up again")
+                                    hint=f"hybridnb sandbox down --sandbox {self.name} and up again")
             # 2. dockerd
             rec = state["daemons"].get("dockerd")
             docker = Daemon.from_dict(rec) if rec else None
@@ -273,7 +284,9 @@ class Sandbox:
             drivers.update(docker_drivers(target))
         removed: list[str] = []
         try:
-            for kind in ("vm", "container", "host", "network"):  # users before what they use
+            from hybridnb.core.stages import kind_order
+
+            for kind in reversed(kind_order()):          # users before what they use
                 if kind not in kinds or kind not in drivers:
                     continue
                 drv = drivers[kind]

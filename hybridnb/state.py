@@ -5,7 +5,8 @@ re-run never moves anyone), the lab description last applied, and the *intent jo
 resource is marked ``creating``/``deleting`` (with the time) before the driver is called and
 ``created``/removed (or ``failed``) after, so after a crash (a killed kernel, a SIGKILL) the
 next apply or destroy knows what may have been half made — or still be in the making — and
-cleans it up.
+cleans it up.  Each journal entry also keeps the resource spec it was made from (its
+fingerprint is the one the engine shows), so a plan can name *what* changed since.
 
 Files live in ``$HYBRIDNB_STATE_DIR`` or ``$XDG_STATE_HOME/hybridnb`` (default
 ``~/.local/state/hybridnb``): ``<lab>.json`` and ``<lab>.lock``.  Writes go to a temporary
@@ -25,11 +26,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from hybridnb.errors import StateError
 
 VERSION = 1
+#: One journal update: (kind, name, status or None to forget, fingerprint, spec)
+Entry = tuple[str, str, "str | None", "str | None", "Mapping[str, Any] | None"]
+
+
+def recorded_specs(data: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """The journal of a state mapping: ``(kind, name)`` → recorded spec (or ``None``)."""
+    out: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for key, rec in sorted((data.get("resources") or {}).items()):
+        kind, _, name = key.partition("/")
+        out[(kind, name)] = rec.get("spec") if isinstance(rec, Mapping) else None
+    return out
 
 
 def default_state_dir() -> Path:
@@ -51,7 +63,7 @@ class LabState:
 
     lab: str
     data: dict[str, Any] = field(default_factory=dict)
-    _store: "StateStore | None" = field(default=None, repr=False)
+    _store: StateStore | None = field(default=None, repr=False)
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -61,33 +73,29 @@ class LabState:
     def resources(self) -> dict[str, dict[str, Any]]:
         return self.data.setdefault("resources", {})
 
-    def recorded(self) -> list[tuple[str, str]]:
-        out = []
-        for key in self.resources:
-            kind, _, name = key.partition("/")
-            out.append((kind, name))
-        return sorted(out)
+    def recorded(self) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """Every journalled resource → the spec it was made from (``None``: not recorded)."""
+        return recorded_specs(self.data)
 
-    def mark(self, kind: str, name: str, status: str | None, fingerprint: str | None = None) -> None:
+    def mark(self, kind: str, name: str, status: str | None, fingerprint: str | None = None,
+             spec: Mapping[str, Any] | None = None) -> None:
         """Record intent/outcome for a resource and persist it at once (``None`` forgets it)."""
-        key = f"{kind}/{name}"
-        if status is None:
-            self.resources.pop(key, None)
-        else:
-            self.resources[key] = {"status": status, "fingerprint": fingerprint,
-                                   "at": round(time.time(), 3)}
-        self.save()
+        self.mark_many([(kind, name, status, fingerprint, spec)])
 
-    def mark_many(self, entries: Iterable[tuple[str, str, str | None, str | None]]) -> None:
-        """:meth:`mark` for several ``(kind, name, status, fingerprint)`` at once, one write."""
+    def mark_many(self, entries: Iterable[Entry]) -> None:
+        """:meth:`mark` for several ``(kind, name, status, fingerprint, spec)`` at once, one
+        write."""
         changed = False
         at = round(time.time(), 3)
-        for kind, name, status, fingerprint in entries:
+        for kind, name, status, fingerprint, spec in entries:
             key = f"{kind}/{name}"
             if status is None:
                 changed |= self.resources.pop(key, None) is not None
             else:
-                self.resources[key] = {"status": status, "fingerprint": fingerprint, "at": at}
+                entry: dict[str, Any] = {"status": status, "fingerprint": fingerprint, "at": at}
+                if spec is not None:
+                    entry["spec"] = dict(spec)
+                self.resources[key] = entry
                 changed = True
         if changed:
             self.save()
@@ -197,8 +205,9 @@ class StateStore:
     def allocate(self, lab: str, name: str, kind: str, network: Any) -> str:
         """Reserve the next free address of ``kind`` for ``name`` (idempotent per name),
         safely across processes."""
-        from hybridnb.core.ipam import allocate_one
         import ipaddress
+
+        from hybridnb.core.ipam import allocate_one
 
         with self.transaction(lab) as st:
             if name in st.addresses:

@@ -3,12 +3,22 @@
 A target is plain data: the network namespace the lab's bridge lives in (``None`` for the
 host's own namespace), the Docker engine URL and the libvirt URI.  The sandbox
 (:mod:`hybridnb.sandbox`) produces a target for its isolated lab host; ``Target.host()`` is the
-machine's own engines.  Drivers receive a target and never guess.
+machine's own engines.  Drivers receive a target and never guess.  :func:`default_sandbox`
+names the sandbox every front uses when none is given (``$HYBRIDNB_SANDBOX``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+DEFAULT_SANDBOX = "default"
+
+
+def default_sandbox() -> str:
+    """The sandbox used when none is named: ``$HYBRIDNB_SANDBOX``, else ``default`` (the CLI,
+    ``Lab`` and the magics all ask here)."""
+    return os.environ.get("HYBRIDNB_SANDBOX") or DEFAULT_SANDBOX
 
 
 @dataclass(frozen=True)
@@ -19,7 +29,7 @@ class Target:
     libvirt_uri: str | None = None      # e.g. qemu:///system?socket=/run/hybridnb/.../libvirt-sock
 
     @classmethod
-    def host(cls) -> "Target":
+    def host(cls) -> Target:
         """The machine's own namespace and default engines."""
         return cls(name="host", netns=None, docker_url="unix:///var/run/docker.sock",
                    libvirt_uri="qemu:///system")

@@ -6,7 +6,7 @@ import pytest
 
 from hybridnb.drivers.dryrun import dry_run_backend
 from hybridnb.errors import EngineError, NotFoundError, ValidationError
-from hybridnb.lab import Lab, open_lab
+from hybridnb.lab import Lab
 
 
 @pytest.fixture
@@ -104,15 +104,15 @@ def test_removing_an_endpoint_updates_dns_and_deletes_it(backend, state_dir):
         ("delete", "host", "h1"), ("update", "dns", "t")]
 
 
-def test_from_yaml_and_open_lab(tmp_path, state_dir):
+def test_load_by_path_or_applied_name(tmp_path, state_dir):
     path = tmp_path / "lab.yaml"
     path.write_text("name: y\nendpoints:\n  a: {kind: host}\n")
-    lab = open_lab(str(path), backend="dry-run", state_dir=state_dir)
+    lab = Lab.load(str(path), backend="dry-run", state_dir=state_dir)
     lab.apply()
-    again = open_lab("y", backend="dry-run", state_dir=state_dir)   # by name, from the state
+    again = Lab.load("y", backend="dry-run", state_dir=state_dir)   # by name, from the state
     assert again.spec == lab.spec and again.plan().empty
     with pytest.raises(NotFoundError):
-        open_lab("nothing-here", backend="dry-run", state_dir=state_dir)
+        Lab.load("nothing-here", backend="dry-run", state_dir=state_dir)
 
 
 def test_dry_run_engine_persists_between_labs(state_dir):

@@ -193,7 +193,7 @@ def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
     could not claim it); and the lab applies again, on the same addresses."""
     import docker
 
-    from hybridnb.lab import Lab, open_lab
+    from hybridnb.lab import Lab
 
     fresh.up(libvirt=False)
     state = tmp_path / "state"
@@ -220,7 +220,7 @@ def test_a_lab_left_up_ends_with_down_and_is_rebuilt_after_up(fresh, tmp_path):
     finally:
         api.close()
 
-    again = open_lab("left", backend="sandbox", sandbox=fresh.name, state_dir=state)
+    again = Lab.load("left", backend="sandbox", sandbox=fresh.name, state_dir=state)
     assert again.apply().ok
     status = again.status()
     assert status.up and {e.name: e.address for e in status.endpoints} == addresses

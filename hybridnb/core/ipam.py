@@ -1,8 +1,9 @@
 """Address management: static, collision-free IPv4 addresses for every endpoint.
 
-The subnet is split into one pool per endpoint kind.  For a /24 the defaults mirror the seed:
-gateway ``.1``, hosts from ``.10``, containers from ``.100``, VMs from ``.200``; other prefix
-lengths scale the same offsets (a /16 puts containers from ``x.y.100.0``).  A pool runs up to
+The subnet is split into one pool per endpoint kind (each kind declares where its pool starts
+in a /24: ``Kind.pool_offset``).  The defaults mirror the seed: gateway ``.1``, hosts from
+``.10``, containers from ``.100``, VMs from ``.200``; other prefix lengths scale the same
+offsets (a /16 puts containers from ``x.y.100.0``).  A pool runs up to
 the start of the next one.  ``network.pools`` moves the starts.
 
 Allocation is deterministic: explicit addresses first, then every endpoint keeps the address it
@@ -20,15 +21,15 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-from hybridnb.core.spec import KINDS, LabSpec, NetworkSpec
+from hybridnb.core.kinds import KINDS, get
 from hybridnb.errors import Problem, ValidationError
 
-IPv4 = ipaddress.IPv4Address
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.core.spec import LabSpec, NetworkSpec
 
-#: Pool start offsets for a /24; scaled by (subnet size / 256) for other prefixes.
-BASE_OFFSETS: dict[str, int] = {"host": 10, "container": 100, "vm": 200}
+IPv4 = ipaddress.IPv4Address
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def pools_for(net: NetworkSpec) -> dict[str, Pool]:
             starts[kind] = int(net.pools[kind])
         else:
             # scaled starts skip the ".0" of a block in subnets larger than a /24
-            starts[kind] = base + max(2, int(BASE_OFFSETS[kind] * scale) + (scale > 1))
+            starts[kind] = base + max(2, int(get(kind).pool_offset * scale) + (scale > 1))
     order = sorted(KINDS, key=lambda k: (starts[k], k))
     last_host = int(subnet.broadcast_address) - 1
     pools: dict[str, Pool] = {}
@@ -121,21 +122,22 @@ def _first_free(pool: Pool, taken: Mapping[IPv4, str]) -> IPv4 | None:
     return None
 
 
-def docker_ipam(net: NetworkSpec, addresses: Mapping[str, IPv4],
-                kinds: Mapping[str, str]) -> tuple[ipaddress.IPv4Network, dict[str, str]]:
+def docker_ipam(net: NetworkSpec, addresses: Mapping[str, IPv4], kinds: Mapping[str, str],
+                *, kind: str) -> tuple[ipaddress.IPv4Network, dict[str, str]]:
     """``(ip_range, aux_addresses)`` for the Docker network on the lab bridge.
 
-    ``ip_range`` is the largest aligned block inside the container pool; ``aux_addresses``
-    reserves the addresses of non-container endpoints that lie inside it (normally none).
+    ``ip_range`` is the largest aligned block inside the pool of ``kind`` (the containers');
+    ``aux_addresses`` reserves the addresses of the other endpoints that lie inside it
+    (normally none).
     """
-    pool = pools_for(net)["container"]
+    pool = pools_for(net)[kind]
     blocks = list(ipaddress.summarize_address_range(pool.first, pool.last)) if pool.size else []
     if not blocks:
         ip_range = ipaddress.IPv4Network(f"{pool.first}/32")
     else:
         ip_range = min(blocks, key=lambda b: (b.prefixlen, int(b.network_address)))
     aux = {name: str(addr) for name, addr in sorted(addresses.items())
-           if kinds.get(name) != "container" and addr in ip_range}
+           if kinds.get(name) != kind and addr in ip_range}
     return ip_range, aux
 
 

@@ -1,9 +1,10 @@
 """Plans: the ordered actions that turn what exists into what the lab file asks for.
 
 ``diff(lab, desired, observed, recorded)`` compares the resources compiled from the lab spec
-with what the engines report (``observed``: kind → {name: fingerprint}) and what the persisted
-state says was attempted (``recorded``: keys of resources whose creation started, even if a
-crash stopped it half way).  The result is deterministic:
+with what the engines report (``observed``: kind → {name: :class:`Observation`}) and what the
+persisted state says was attempted (``recorded``: the resources whose creation started, even
+if a crash stopped it half way, each with the spec it was created from when known).  The
+result is deterministic:
 
 1. deletes of resources that exist (or were recorded) but are no longer wanted, in reverse
    kind order (endpoints before the network before the bridge);
@@ -11,24 +12,26 @@ crash stopped it half way).  The result is deterministic:
    containers, VMs, DNS).
 
 A replaced bridge replaces everything on it; a replaced Docker network replaces its
-containers.  Re-planning an unchanged, healthy lab yields no action at all.
+containers (:func:`hybridnb.core.stages.dependents`).  A resource that does not run is
+replaced ("not running", whatever its engine); one that differs says *what* differs when the
+recorded spec it was made from is known ("changed: image, command"), else just "changed".
+Re-planning an unchanged, healthy lab yields no action at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
-from hybridnb.core.resource import KIND_ORDER, Resource
+from hybridnb.core.kinds import REGISTRY
+from hybridnb.core.resource import Observation, Resource, fingerprint
+from hybridnb.core.stages import dependents, rank
 
 OPS = ("delete", "create", "replace", "update")
 _SYMBOL = {"create": "+", "delete": "-", "replace": "~", "update": "^"}
-
-#: When a resource of the key kind is replaced, resources of these kinds go with it.
-_DEPENDENTS: dict[str, tuple[str, ...]] = {
-    "bridge": ("firewall", "network", "host", "container", "vm", "dns"),
-    "network": ("container",),
-}
+#: The plan reason of a resource that exists but does not run (any kind, any engine).
+NOT_RUNNING = "not running"
+Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -96,24 +99,25 @@ class Plan:
                      row_classes=[a.op for a in self.actions])
 
 
-def diff(lab: str, desired: Iterable[Resource], observed: Mapping[str, Mapping[str, str]],
-         recorded: Iterable[tuple[str, str]] = (), *,
+def diff(lab: str, desired: Iterable[Resource], observed: Mapping[str, Mapping[str, Observation]],
+         recorded: Iterable[Key] | Mapping[Key, Mapping[str, Any] | None] = (), *,
          updatable: Iterable[str] = (), delete_reason: str = "no longer in the lab") -> Plan:
     """The plan that makes ``observed`` equal to ``desired``.
 
+    ``recorded``: keys of resources the state remembers, or a mapping from those keys to the
+    spec each was created from (``None``: unknown), so a change can be named.
     ``updatable`` lists kinds whose driver changes a resource in place (``update``) instead of
     deleting and re-creating it.
     """
     wanted = {r.key: r for r in sorted(desired, key=Resource.sort_key)}
+    specs: Mapping[Key, Mapping[str, Any] | None] = (
+        recorded if isinstance(recorded, Mapping) else dict.fromkeys(recorded))
     can_update = set(updatable)
-    present: dict[tuple[str, str], str] = {}
-    for kind, names in observed.items():
-        for name, fp in names.items():
-            present[(kind, name)] = fp
-    leftovers = set(recorded) | set(present)
+    present: dict[Key, Observation] = {
+        (kind, name): seen for kind, names in observed.items() for name, seen in names.items()}
+    leftovers = set(specs) | set(present)
 
-    deletes = sorted((k for k in leftovers if k not in wanted),
-                     key=lambda k: (-_order(k[0]), k[1]))
+    deletes = sorted((k for k in leftovers if k not in wanted), key=lambda k: (-rank(k[0]), k[1]))
     actions = [Action("delete", kind, name, None,
                       delete_reason if (kind, name) in present
                       else "left over from an interrupted run") for kind, name in deletes]
@@ -121,31 +125,55 @@ def diff(lab: str, desired: Iterable[Resource], observed: Mapping[str, Mapping[s
     replaced_kinds: set[str] = set()
     unchanged = 0
     for key, res in wanted.items():
-        fp = present.get(key)
-        if fp is None:
-            reason = "missing" if key in set(recorded) else ""
-            actions.append(Action("create", res.kind, res.name, res, reason))
-        elif fp != res.fingerprint:
-            if res.kind in replaced_kinds:
-                actions.append(Action("replace", res.kind, res.name, res, "its parent is replaced"))
-                continue
-            op = "update" if res.kind in can_update and not fp.endswith(":stopped") else "replace"
-            reason = "not running" if fp.endswith(":stopped") else "changed"
+        seen = present.get(key)
+        if seen is None:
+            actions.append(Action("create", res.kind, res.name, res,
+                                  "missing" if key in specs else ""))
+            continue
+        differs = not seen.running or seen.fingerprint != res.fingerprint
+        if res.kind in replaced_kinds:
+            actions.append(Action("replace", res.kind, res.name, res, "its parent is replaced"))
+        elif not differs:
+            unchanged += 1
+        else:
+            op = "update" if res.kind in can_update and seen.running else "replace"
+            reason = NOT_RUNNING if not seen.running else what_changed(
+                res, specs.get(key), seen.fingerprint)
             actions.append(Action(op, res.kind, res.name, res, reason))
             if op == "replace":
-                replaced_kinds.update(_DEPENDENTS.get(res.kind, ()))
-        elif res.kind in replaced_kinds:
-            actions.append(Action("replace", res.kind, res.name, res, "its parent is replaced"))
-        else:
-            unchanged += 1
+                replaced_kinds.update(dependents(res.kind))
     return Plan(lab, tuple(actions), unchanged, tuple(wanted.values()))
 
 
-def destroy_plan(lab: str, observed: Mapping[str, Mapping[str, str]],
-                 recorded: Iterable[tuple[str, str]] = ()) -> Plan:
+def changed_paths(old: Any, new: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths (key tuples) at which two JSON-like specs differ, sorted."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[tuple[str, ...]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += changed_paths(old.get(key), new.get(key), prefix + (str(key),))
+        return out
+    return [] if old == new else [prefix]
+
+
+def explain(kind: str, paths: Iterable[tuple[str, ...]]) -> list[str]:
+    """The names a plan gives changed spec paths: an endpoint kind names its fields; other
+    resource kinds name the top-level keys (``mtu``, ``records``)."""
+    if kind in REGISTRY:
+        return REGISTRY[kind].explain(paths)
+    return list(dict.fromkeys(p[0] for p in paths if p))
+
+
+def what_changed(res: Resource, recorded: Mapping[str, Any] | None, seen: str) -> str:
+    """``changed: image, command`` when the recorded spec is what the engine holds (its
+    fingerprint is the observed one), else ``changed``."""
+    if recorded is None or fingerprint(recorded) != seen:
+        return "changed"
+    names = explain(res.kind, changed_paths(recorded, res.spec))
+    return "changed: " + ", ".join(names) if names else "changed"
+
+
+def destroy_plan(lab: str, observed: Mapping[str, Mapping[str, Observation]],
+                 recorded: Iterable[Key] | Mapping[Key, Mapping[str, Any] | None] = ()) -> Plan:
     """Delete everything the lab owns (observed on the engines or recorded in its state)."""
     return diff(lab, (), observed, recorded, delete_reason="destroy")
 
-
-def _order(kind: str) -> int:
-    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)

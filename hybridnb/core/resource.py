@@ -1,4 +1,4 @@
-"""Resources: the engine-level things a lab is made of.
+"""Resources: the engine-level things a lab is made of, and what the engines report of them.
 
 A lab spec (what the user wrote) is compiled into *resources* — a bridge, a firewall rule, a
 Docker network, one resource per endpoint, later the DNS service.  A resource is plain data:
@@ -7,6 +7,13 @@ its ``spec``, a JSON-able mapping holding everything the driver needs to create 
 ``fingerprint`` of the spec is stored on the real object by the driver (a Docker label, libvirt
 metadata, an interface alias), so the planner can tell "exists and is as wanted" from "exists
 but differs" by observing the engines alone.
+
+An :class:`Observation` is what a driver reports of one resource it finds: the fingerprint it
+was made with, whether it runs, and if not why (in the engine's words).  Every driver reports
+the same way, so a stopped VM and a stopped container read the same in plans and status.
+
+The creation order of resource kinds lives in :mod:`hybridnb.core.stages` (it comes from the
+registry of endpoint kinds).
 """
 
 from __future__ import annotations
@@ -16,14 +23,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-#: Creation order of resource kinds (deletion runs in reverse).  Kinds in one stage do not
-#: depend on each other, so their actions may run concurrently.
-KIND_ORDER: tuple[str, ...] = ("bridge", "firewall", "network", "host", "container", "vm", "dns")
-
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON (sorted keys, no whitespace) used for fingerprints and golden files."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(spec: Mapping[str, Any]) -> str:
+    """Short stable hash of a resource spec: equal specs ⇔ equal fingerprints."""
+    return hashlib.sha256(canonical_json(dict(spec)).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,29 @@ class Resource:
     @property
     def fingerprint(self) -> str:
         """Short stable hash of the spec: equal specs ⇔ equal fingerprints."""
-        return hashlib.sha256(canonical_json(dict(self.spec)).encode()).hexdigest()[:12]
+        return fingerprint(self.spec)
 
     def sort_key(self) -> tuple[int, str]:
-        return (KIND_ORDER.index(self.kind), self.name)
+        from hybridnb.core.stages import rank
+
+        return (rank(self.kind), self.name)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One resource as its engine shows it."""
+
+    fingerprint: str
+    running: bool = True
+    #: why it does not run, in the engine's words ("exited (137) 2 minutes ago", "shut off")
+    reason: str = ""
+    #: anything else worth showing (engine state text)
+    detail: str = ""
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KIND_ORDER":              # the creation order, computed from the registry
+        from hybridnb.core.stages import kind_order
+
+        return kind_order()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,59 +10,35 @@ builds step by step::
       vm1: {kind: vm, template: test, memory: 128}
       h1:  {kind: host}
 
-:func:`parse_lab` turns such a mapping into frozen :class:`LabSpec` objects.  It never stops at
-the first problem: every problem is collected with its path (``endpoints.web.address``) and a
+:func:`parse_lab` turns such a mapping into a frozen :class:`LabSpec`.  The file is a set of
+*sections*: the built-in ``name``, ``network``, ``endpoints`` and ``expect`` here, and any
+section registered in :mod:`hybridnb.core.sections`.  Each endpoint is read by its kind's
+module (:mod:`hybridnb.core.kinds`), so this module names no kind.  Parsing never stops at the
+first problem: every problem is collected with its path (``endpoints.web.address``) and a
 hint, and one :class:`~hybridnb.errors.ValidationError` carries them all.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, ClassVar, Mapping
 
-from hybridnb.errors import Problem, ValidationError
+from hybridnb.core.kinds import KINDS, EndpointSpec, endpoint_to_dict, parse_endpoint
+from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean
+from hybridnb.core.sections import Section, extra_sections
+from hybridnb.errors import ValidationError
 
-KINDS = ("container", "vm", "host")
-TEMPLATES = ("test", "base", "docker")
 DEFAULT_SUBNET = "10.0.1.0/24"
 DEFAULT_BRIDGE = "hybr0"
 DEFAULT_DOMAIN = "hybrid.local"
 DEFAULT_LAB = "hybrid"
 RESERVED_LAB_NAMES = ("sbx",)
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
-_ENVKEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,22}[a-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class PortMap:
-    container: int
-    host: int | None = None
-    protocol: str = "tcp"
-
-    def __str__(self) -> str:
-        head = f"{self.host}:" if self.host is not None else ""
-        return f"{head}{self.container}/{self.protocol}"
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """A service an endpoint offers (``http/80``, ``postgresql/5432``, ``dns/53/udp``): it
-    becomes an SRV record ``_http._tcp.NAME.<domain>`` and a real port the probes test."""
-
-    name: str
-    port: int
-    protocol: str = "tcp"
-
-    def __str__(self) -> str:
-        tail = f"/{self.protocol}" if self.protocol != "tcp" else ""
-        return f"{self.name}/{self.port}{tail}"
+_MTU = (576, 9000)
 
 
 @dataclass(frozen=True)
@@ -79,49 +55,13 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
-class EndpointSpec:
-    name: str
-    kind: str
-    address: ipaddress.IPv4Address | None = None
-    services: tuple[ServiceSpec, ...] = ()
-
-    @property
-    def path(self) -> str:
-        return f"endpoints.{self.name}"
-
-
-@dataclass(frozen=True)
-class ContainerSpec(EndpointSpec):
-    kind: str = "container"
-    image: str = "busybox"
-    command: tuple[str, ...] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    ports: tuple[PortMap, ...] = ()
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VMSpec(EndpointSpec):
-    kind: str = "vm"
-    template: str = "test"
-    memory: int = 128                            # MiB
-    vcpus: int = 1
-    image: str | None = None                     # cloud image (templates base/docker)
-    kernel: str | None = None                    # direct kernel boot (template test)
-    initrd: str | None = None
-
-
-@dataclass(frozen=True)
-class HostSpec(EndpointSpec):
-    kind: str = "host"
-
-
-@dataclass(frozen=True)
 class LabSpec:
     name: str = DEFAULT_LAB
     network: NetworkSpec = NetworkSpec()
     endpoints: tuple[EndpointSpec, ...] = ()
     expect: tuple[str, ...] = ()
+    #: values of the registered sections (:mod:`hybridnb.core.sections`), by key
+    sections: Mapping[str, Any] = field(default_factory=dict)
 
     def endpoint(self, name: str) -> EndpointSpec:
         for ep in self.endpoints:
@@ -133,380 +73,197 @@ class LabSpec:
         return tuple(ep for ep in self.endpoints if ep.kind == kind)
 
 
-# ----------------------------------------------------------------------------------- parsing
+# ---------------------------------------------------------------------------------- name
 
-_TOP_KEYS = ("name", "network", "endpoints", "expect")
+class NameSection(Section):
+    key = "name"
+    order = 0
+
+    def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> str:
+        name = DEFAULT_LAB if raw is None else raw
+        if not isinstance(name, str) or not _LABNAME.match(name):
+            c.add("name", f"{name!r} is not a valid lab name",
+                  "use 1-24 lowercase letters, digits and '-', e.g. demo")
+            return DEFAULT_LAB
+        if name in RESERVED_LAB_NAMES:
+            c.add("name", f"the lab name {name!r} is reserved",
+                  "it would clash with the sandbox's own namespaces (hnb-sbx-*); pick another")
+            return DEFAULT_LAB
+        return name
+
+
+# ------------------------------------------------------------------------------- network
+
 _NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools")
-_COMMON_KEYS = ("kind", "address", "services")
-_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
-RESERVED_ENDPOINT_NAMES = ("gateway",)
-_KIND_KEYS: dict[str, tuple[str, ...]] = {
-    "container": _COMMON_KEYS + ("image", "command", "env", "ports", "labels"),
-    "vm": _COMMON_KEYS + ("template", "memory", "vcpus", "image", "kernel", "initrd"),
-    "host": _COMMON_KEYS,
-}
-MIN_VM_MEMORY = 96
 
 
-def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-class _Collector:
-    """Accumulates problems while parsing; helpers return ``None`` for a bad value."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(self, path: str, message: str, hint: str | None = None) -> None:
-        self.problems.append(Problem(path, message, hint))
-
-    def unknown_keys(self, data: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
-        for key in data:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                hint = did_you_mean(str(key), allowed) or f"allowed keys: {', '.join(allowed)}"
-                self.add(where, f"unknown key {key!r}", hint)
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(path, f"expected a mapping, got {_typename(value)}",
-                     "write it as 'key: value' lines indented under it")
-            return None
-        return value
-
-    def typed(self, value: Any, kind: type | tuple[type, ...], path: str, what: str,
-              hint: str | None = None) -> Any:
-        if isinstance(value, bool) and kind is int:
-            self.add(path, f"expected {what}, got a boolean", hint)
-            return None
-        if not isinstance(value, kind):
-            self.add(path, f"expected {what}, got {_typename(value)}", hint)
-            return None
-        return value
-
-
-def _typename(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
-
-
-def _address(c: _Collector, value: Any, path: str) -> ipaddress.IPv4Address | None:
-    try:
-        return ipaddress.IPv4Address(str(value))
-    except ValueError:
-        c.add(path, f"{value!r} is not an IPv4 address", "write it like 10.0.1.100")
-        return None
-
-
-def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
-    data = c.mapping(raw, "network")
-    if data is None:
-        return NetworkSpec()
-    c.unknown_keys(data, _NET_KEYS, "network")
-    kw: dict[str, Any] = {}
-
+def _bridge(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     bridge = data.get("bridge", DEFAULT_BRIDGE)
-    if c.typed(bridge, str, "network.bridge", "an interface name") is not None:
-        if _IFNAME.match(bridge):
-            kw["bridge"] = bridge
-        else:
-            c.add("network.bridge", f"{bridge!r} is not a valid interface name",
-                  "use 1-15 letters, digits, '-', '_' or '.', e.g. hybr0")
+    if c.typed(bridge, str, "network.bridge", "an interface name") is None:
+        return
+    if _IFNAME.match(bridge):
+        kw["bridge"] = bridge
+    else:
+        c.add("network.bridge", f"{bridge!r} is not a valid interface name",
+              "use 1-15 letters, digits, '-', '_' or '.', e.g. hybr0")
 
-    subnet = None
-    raw_subnet = data.get("subnet", DEFAULT_SUBNET)
+
+def _subnet(c: Collector, data: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
+    raw = data.get("subnet", DEFAULT_SUBNET)
     try:
-        subnet = ipaddress.IPv4Network(str(raw_subnet), strict=True)
+        subnet = ipaddress.IPv4Network(str(raw), strict=True)
     except ValueError as exc:
         hint = "write it like 10.0.1.0/24"
         try:
-            loose = ipaddress.IPv4Network(str(raw_subnet), strict=False)
-            hint = f"host bits are set: did you mean {loose}?"
+            hint = f"host bits are set: did you mean {ipaddress.IPv4Network(str(raw), strict=False)}?"
         except ValueError:
             pass
-        c.add("network.subnet", f"{raw_subnet!r} is not an IPv4 subnet ({exc})", hint)
-    if subnet is not None:
-        if subnet.prefixlen > 29:
-            c.add("network.subnet", f"{subnet} is too small for a lab",
-                  "use a prefix of /29 or shorter, e.g. /24")
-            subnet = None
-        elif subnet.prefixlen < 8:
-            c.add("network.subnet", f"{subnet} is too large", "use a prefix between /8 and /29")
-            subnet = None
-        else:
-            kw["subnet"] = subnet
+        c.add("network.subnet", f"{raw!r} is not an IPv4 subnet ({exc})", hint)
+        return None
+    if subnet.prefixlen > 29:
+        c.add("network.subnet", f"{subnet} is too small for a lab",
+              "use a prefix of /29 or shorter, e.g. /24")
+        return None
+    if subnet.prefixlen < 8:
+        c.add("network.subnet", f"{subnet} is too large", "use a prefix between /8 and /29")
+        return None
+    return subnet
 
+
+def _gateway(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network | None,
+             kw: dict[str, Any]) -> None:
     if "gateway" in data:
-        gw = _address(c, data["gateway"], "network.gateway")
+        gw = c.address(data["gateway"], "network.gateway")
     else:
         gw = next(subnet.hosts()) if subnet is not None else None
-    if gw is not None and subnet is not None:
-        if gw not in subnet:
-            c.add("network.gateway", f"{gw} is outside the subnet {subnet}",
-                  f"use an address inside {subnet}, e.g. {next(subnet.hosts())}")
-        elif gw in (subnet.network_address, subnet.broadcast_address):
-            c.add("network.gateway", f"{gw} is the network or broadcast address of {subnet}",
-                  f"use a host address, e.g. {next(subnet.hosts())}")
-        else:
-            kw["gateway"] = gw
+    if gw is None or subnet is None:
+        return
+    if gw not in subnet:
+        c.add("network.gateway", f"{gw} is outside the subnet {subnet}",
+              f"use an address inside {subnet}, e.g. {next(subnet.hosts())}")
+    elif gw in (subnet.network_address, subnet.broadcast_address):
+        c.add("network.gateway", f"{gw} is the network or broadcast address of {subnet}",
+              f"use a host address, e.g. {next(subnet.hosts())}")
+    else:
+        kw["gateway"] = gw
 
+
+def _domain(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     domain = data.get("domain", DEFAULT_DOMAIN)
-    if c.typed(domain, str, "network.domain", "a domain name") is not None:
-        labels = domain.rstrip(".").split(".")
-        if all(_LABEL.match(lb) for lb in labels) and len(domain) <= 200:
-            kw["domain"] = domain.rstrip(".")
-        else:
-            c.add("network.domain", f"{domain!r} is not a valid domain name",
-                  "use lowercase DNS labels separated by dots, e.g. hybrid.local")
+    if c.typed(domain, str, "network.domain", "a domain name") is None:
+        return
+    labels = domain.rstrip(".").split(".")
+    if all(DNS_LABEL.match(lb) for lb in labels) and len(domain) <= 200:
+        kw["domain"] = domain.rstrip(".")
+    else:
+        c.add("network.domain", f"{domain!r} is not a valid domain name",
+              "use lowercase DNS labels separated by dots, e.g. hybrid.local")
 
+
+def _mtu_and_flags(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     mtu = data.get("mtu", 1500)
     if c.typed(mtu, int, "network.mtu", "a number", "e.g. 1500") is not None:
-        if 576 <= mtu <= 9000:
+        if _MTU[0] <= mtu <= _MTU[1]:
             kw["mtu"] = mtu
         else:
             c.add("network.mtu", f"MTU {mtu} is out of range",
-                  "use a value between 576 and 9000 (1500 for Ethernet, 1450 under VXLAN)")
-
+                  f"use a value between {_MTU[0]} and {_MTU[1]} (1500 for Ethernet, 1450 "
+                  "under VXLAN)")
     for flag in ("adopt", "dns"):
         if flag in data and c.typed(data[flag], bool, f"network.{flag}", "true or false") is not None:
             kw[flag] = data[flag]
 
+
+def _upstream(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     upstream = data.get("upstream", [])
     if c.typed(upstream, list, "network.upstream", "a list of resolver addresses") is not None:
-        ups = [_address(c, u, f"network.upstream[{i}]") for i, u in enumerate(upstream)]
+        ups = [c.address(u, f"network.upstream[{i}]") for i, u in enumerate(upstream)]
         kw["upstream"] = tuple(str(u) for u in ups if u is not None)
 
+
+def _pools(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network | None,
+           kw: dict[str, Any]) -> None:
+    """``pools: {KIND: first address}`` for any registered endpoint kind."""
     pools = c.mapping(data.get("pools"), "network.pools")
-    if pools:
-        c.unknown_keys(pools, KINDS, "network.pools")
-        parsed: dict[str, ipaddress.IPv4Address] = {}
-        for kind in KINDS:
-            if kind in pools:
-                addr = _address(c, pools[kind], f"network.pools.{kind}")
-                if addr is not None and subnet is not None and addr not in subnet:
-                    c.add(f"network.pools.{kind}", f"{addr} is outside the subnet {subnet}",
-                          "pool starts must lie inside the lab subnet")
-                elif addr is not None:
-                    parsed[kind] = addr
-        kw["pools"] = parsed
-    return NetworkSpec(**kw)
-
-
-def _pattern_list(c: _Collector, raw: Any, path: str, pattern: re.Pattern[str],
-                  port_groups: tuple[str, ...], what: str, hint: str,
-                  build: Callable[[re.Match[str]], Any]) -> tuple[Any, ...] | None:
-    """A list of strings each matching ``pattern`` with its port groups in 1-65535 (ports,
-    services); every bad item is reported.  None when anything was wrong."""
-    if c.typed(raw, list, path, "a list", hint) is None:
-        return None
-    out, ok = [], True
-    for i, item in enumerate(raw):
-        m = pattern.match(str(item))
-        if not m or not all(1 <= int(m.group(g)) <= 65535 for g in port_groups if m.group(g)):
-            c.add(f"{path}[{i}]", f"{item!r} is not {what}", hint)
-            ok = False
+    if not pools:
+        return
+    c.unknown_keys(pools, KINDS, "network.pools")
+    parsed: dict[str, ipaddress.IPv4Address] = {}
+    for kind in KINDS:
+        if kind not in pools:
             continue
-        out.append(build(m))
-    return tuple(out) if ok else None
+        addr = c.address(pools[kind], f"network.pools.{kind}")
+        if addr is not None and subnet is not None and addr not in subnet:
+            c.add(f"network.pools.{kind}", f"{addr} is outside the subnet {subnet}",
+                  "pool starts must lie inside the lab subnet")
+        elif addr is not None:
+            parsed[kind] = addr
+    kw["pools"] = parsed
 
 
-def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
-    path = f"endpoints.{name}"
-    ok = True
-    if not isinstance(name, str) or not _LABEL.match(name):
-        c.add(path, f"{name!r} is not a valid endpoint name",
-              "names are DNS labels: lowercase letters, digits and '-', at most 63, "
-              "not starting or ending with '-'")
-        ok = False
-    if name in RESERVED_ENDPOINT_NAMES:
-        c.add(path, f"the name {name!r} is reserved for the lab's gateway",
-              "pick another name; the gateway is gateway.<domain> already")
-        ok = False
-    data = c.mapping(raw, path)
-    if data is None:
-        return None
-    kind = data.get("kind")
-    if kind is None:
-        c.add(f"{path}.kind", "missing kind", "add 'kind: container', 'kind: vm' or 'kind: host'")
-        return None
-    if kind not in KINDS:
-        c.add(f"{path}.kind", f"unknown kind {kind!r}", did_you_mean(str(kind), KINDS)
-              or "use container, vm or host")
-        return None
-    c.unknown_keys(data, _KIND_KEYS[kind], path)
-    kw: dict[str, Any] = {"name": str(name)}
-    if data.get("address") is not None:
-        addr = _address(c, data["address"], f"{path}.address")
-        if addr is None:
-            ok = False
-        kw["address"] = addr
-    services = _pattern_list(
-        c, data.get("services", []), f"{path}.services", _SERVICE, ("port",), "a service",
-        "write NAME/PORT or NAME/PORT/udp, e.g. http/80 or dns/53/udp",
-        lambda m: ServiceSpec(m.group("name"), int(m.group("port")), m.group("proto") or "tcp"))
-    if services is None:
-        ok = False
-    else:
-        kw["services"] = services
+class NetworkSection(Section):
+    key = "network"
+    order = 10
 
-    if kind == "container":
-        image = data.get("image", "busybox")
-        if c.typed(image, str, f"{path}.image", "an image name", "e.g. nginx:alpine") is None:
-            ok = False
-        elif not image.strip():
-            c.add(f"{path}.image", "image is empty", "e.g. busybox or nginx:alpine")
-            ok = False
-        else:
-            kw["image"] = image
-        if data.get("command") is not None:
-            cmd = data["command"]
-            if isinstance(cmd, str):
-                kw["command"] = tuple(cmd.split())
-            elif isinstance(cmd, list) and all(isinstance(x, (str, int)) for x in cmd):
-                kw["command"] = tuple(str(x) for x in cmd)
-            else:
-                c.add(f"{path}.command", "expected a string or a list of strings",
-                      "e.g. [httpd, -f, -p, '80']")
-                ok = False
-        env = c.mapping(data.get("env"), f"{path}.env")
-        if env is None:
-            ok = False
-        else:
-            for key, value in env.items():
-                if not isinstance(key, str) or not _ENVKEY.match(key):
-                    c.add(f"{path}.env.{key}", f"{key!r} is not a valid variable name",
-                          "use letters, digits and '_', not starting with a digit")
-                    ok = False
-                elif isinstance(value, (dict, list)) or value is None:
-                    c.add(f"{path}.env.{key}", "expected a string value", "quote it")
-                    ok = False
-            kw["env"] = {str(k): str(v) for k, v in sorted(env.items(), key=lambda kv: str(kv[0]))}
-        ports = _pattern_list(
-            c, data.get("ports", []), f"{path}.ports", _PORT, ("host", "container"),
-            "a port mapping",
-            "write HOST:CONTAINER/PROTO, e.g. '8080:80/tcp', with ports 1-65535",
-            lambda m: PortMap(int(m.group("container")),
-                              int(m.group("host")) if m.group("host") else None,
-                              m.group("proto") or "tcp"))
-        if ports is None:
-            ok = False
-        else:
-            kw["ports"] = ports
-        labels = c.mapping(data.get("labels"), f"{path}.labels")
-        if labels is None:
-            ok = False
-        else:
-            for key in labels:
-                if str(key).startswith("hybridnb."):
-                    c.add(f"{path}.labels.{key}", "labels starting with 'hybridnb.' are reserved",
-                          "choose another prefix")
-                    ok = False
-            kw["labels"] = {str(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: str(kv[0]))}
-        return ContainerSpec(**kw) if ok else None
+    def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> NetworkSpec:
+        data = c.mapping(raw, "network")
+        if data is None:
+            return NetworkSpec()
+        c.unknown_keys(data, _NET_KEYS, "network")
+        kw: dict[str, Any] = {}
+        _bridge(c, data, kw)
+        subnet = _subnet(c, data)
+        if subnet is not None:
+            kw["subnet"] = subnet
+        _gateway(c, data, subnet, kw)
+        _domain(c, data, kw)
+        _mtu_and_flags(c, data, kw)
+        _upstream(c, data, kw)
+        _pools(c, data, subnet, kw)
+        return NetworkSpec(**kw)
 
-    if kind == "vm":
-        template = data.get("template", "test")
-        if template not in TEMPLATES:
-            c.add(f"{path}.template", f"unknown template {template!r}",
-                  did_you_mean(str(template), TEMPLATES) or f"use one of: {', '.join(TEMPLATES)}")
-            ok = False
-        else:
-            kw["template"] = template
-        memory = data.get("memory", 128)
-        if c.typed(memory, int, f"{path}.memory", "a size in MiB", "e.g. 128") is None:
-            ok = False
-        elif memory < MIN_VM_MEMORY:
-            c.add(f"{path}.memory", f"{memory} MiB is too little for a guest",
-                  f"give it at least {MIN_VM_MEMORY} MiB")
-            ok = False
-        else:
-            kw["memory"] = memory
-        vcpus = data.get("vcpus", 1)
-        if c.typed(vcpus, int, f"{path}.vcpus", "a number of CPUs", "e.g. 1") is None:
-            ok = False
-        elif not 1 <= vcpus <= 64:
-            c.add(f"{path}.vcpus", f"{vcpus} vCPUs is out of range", "use 1 to 64")
-            ok = False
-        else:
-            kw["vcpus"] = vcpus
-        for key in ("image", "kernel", "initrd"):
-            if data.get(key) is not None:
-                if c.typed(data[key], str, f"{path}.{key}", "a file path") is None:
-                    ok = False
-                else:
-                    kw[key] = data[key]
-        if kw.get("template") in ("base", "docker") and (kw.get("kernel") or kw.get("initrd")):
-            c.add(f"{path}.kernel", "kernel/initrd apply only to the 'test' template",
-                  "drop them, or use template: test")
-            ok = False
-        return VMSpec(**kw) if ok else None
-
-    return HostSpec(**kw) if ok else None
+    def dump(self, net: NetworkSpec) -> dict[str, Any]:
+        network: dict[str, Any] = {"bridge": net.bridge, "subnet": str(net.subnet),
+                                   "gateway": str(net.gateway), "domain": net.domain,
+                                   "mtu": net.mtu}
+        if net.adopt:
+            network["adopt"] = True
+        if not net.dns:
+            network["dns"] = False
+        if net.upstream:
+            network["upstream"] = list(net.upstream)
+        if net.pools:
+            network["pools"] = {k: str(v) for k, v in sorted(net.pools.items())}
+        return network
 
 
-def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
-    """Validate a lab mapping and build the :class:`LabSpec`; raise one
-    :class:`ValidationError` listing every problem."""
-    c = _Collector()
-    top = c.mapping(data, "(top)")
-    if top is None:
-        raise ValidationError(c.problems, source=source)
-    c.unknown_keys(top, _TOP_KEYS, "")
+# ----------------------------------------------------------------------------- endpoints
 
-    name = top.get("name", DEFAULT_LAB)
-    if not isinstance(name, str) or not _LABNAME.match(name):
-        c.add("name", f"{name!r} is not a valid lab name",
-              "use 1-24 lowercase letters, digits and '-', e.g. demo")
-        name = DEFAULT_LAB
-    elif name in RESERVED_LAB_NAMES:
-        c.add("name", f"the lab name {name!r} is reserved",
-              "it would clash with the sandbox's own namespaces (hnb-sbx-*); pick another")
-        name = DEFAULT_LAB
+class EndpointsSection(Section):
+    key = "endpoints"
+    order = 20
 
-    network = _parse_network(c, top.get("network"))
+    def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[EndpointSpec, ...]:
+        endpoints: list[EndpointSpec] = []
+        raw_eps = c.mapping(raw, "endpoints")
+        if raw_eps is not None:
+            for name, entry in raw_eps.items():
+                ep = parse_endpoint(c, name, entry)
+                if ep is not None:
+                    endpoints.append(ep)
+        return tuple(sorted(endpoints, key=lambda e: e.name))
 
-    endpoints: list[EndpointSpec] = []
-    raw_eps = c.mapping(top.get("endpoints"), "endpoints")
-    if raw_eps is not None:
-        for ep_name, raw in raw_eps.items():
-            ep = _parse_endpoint(c, ep_name, raw)
-            if ep is not None:
-                endpoints.append(ep)
+    def check(self, c: Collector, lab: LabSpec) -> None:
+        _check_addresses(c, lab.network, lab.endpoints)
 
-    _check_addresses(c, network, endpoints)
-
-    expect = top.get("expect", [])
-    if c.typed(expect, list, "expect", "a list of expectations",
-               "e.g. - web -> db tcp/5432 ok") is None:
-        expect = []
-    elif not all(isinstance(e, str) for e in expect):
-        c.add("expect", "every expectation is one string", "e.g. - web -> db tcp/5432 ok")
-        expect = []
-    else:
-        from hybridnb.core.expect import parse_expectations
-
-        try:
-            parse_expectations(expect, names=[e.name for e in endpoints])
-        except ValidationError as exc:
-            c.problems.extend(exc.problems)
-
-    if c.problems:
-        raise ValidationError(c.problems, source=source)
-    endpoints.sort(key=lambda e: e.name)
-    return LabSpec(name=name, network=network, endpoints=tuple(endpoints),
-                   expect=tuple(expect))
+    def dump(self, endpoints: tuple[EndpointSpec, ...]) -> dict[str, Any]:
+        return {ep.name: endpoint_to_dict(ep) for ep in endpoints}
 
 
-def _check_addresses(c: _Collector, net: NetworkSpec, endpoints: list[EndpointSpec]) -> None:
+def _check_addresses(c: Collector, net: NetworkSpec, endpoints: tuple[EndpointSpec, ...]) -> None:
     subnet = net.subnet
     used: dict[ipaddress.IPv4Address, str] = {}
-    for ep in sorted(endpoints, key=lambda e: e.name):
+    for ep in endpoints:
         if ep.address is None:
             continue
         path = f"{ep.path}.address"
@@ -529,52 +286,86 @@ def _check_addresses(c: _Collector, net: NetworkSpec, endpoints: list[EndpointSp
             used[ep.address] = ep.name
 
 
+# -------------------------------------------------------------------------------- expect
+
+class ExpectSection(Section):
+    key = "expect"
+    order = 30
+    _EXAMPLE: ClassVar[str] = "e.g. - web -> db tcp/5432 ok"
+
+    def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[str, ...]:
+        expect = [] if raw is None else raw
+        if c.typed(expect, list, "expect", "a list of expectations", self._EXAMPLE) is None:
+            return ()
+        if not all(isinstance(e, str) for e in expect):
+            c.add("expect", "every expectation is one string", self._EXAMPLE)
+            return ()
+        return tuple(expect)
+
+    def check(self, c: Collector, lab: LabSpec) -> None:
+        from hybridnb.core.expect import parse_expectations
+
+        try:
+            parse_expectations(lab.expect, names=[e.name for e in lab.endpoints])
+        except ValidationError as exc:
+            c.problems.extend(exc.problems)
+
+    def dump(self, expect: tuple[str, ...]) -> list[str] | None:
+        return list(expect) if expect else None
+
+
+BUILTIN_SECTIONS: tuple[Section, ...] = (NameSection(), NetworkSection(), EndpointsSection(),
+                                         ExpectSection())
+_BUILTIN_KEYS = tuple(s.key for s in BUILTIN_SECTIONS)
+
+
+def sections() -> tuple[Section, ...]:
+    """The built-in sections and the registered ones, in parse order."""
+    return tuple(sorted(BUILTIN_SECTIONS + extra_sections(), key=lambda s: s.order))
+
+
+# ------------------------------------------------------------------------------- parsing
+
+def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
+    """Validate a lab mapping and build the :class:`LabSpec`; raise one
+    :class:`ValidationError` listing every problem."""
+    c = Collector()
+    top = c.mapping(data, "(top)")
+    if top is None:
+        raise ValidationError(c.problems, source=source)
+    every = sections()
+    c.unknown_keys(top, [s.key for s in every], "")
+    values: dict[str, Any] = {}
+    for section in every:
+        values[section.key] = section.parse(c, top.get(section.key), values)
+    extra = {k: v for k, v in values.items() if k not in _BUILTIN_KEYS}
+    spec = LabSpec(name=values["name"], network=values["network"],
+                   endpoints=values["endpoints"], expect=values["expect"], sections=extra)
+    for section in every:
+        section.check(c, spec)
+    if c.problems:
+        raise ValidationError(c.problems, source=source)
+    return spec
+
+
 # --------------------------------------------------------------------------- serialisation
 
 def lab_to_dict(spec: LabSpec) -> dict[str, Any]:
     """The canonical mapping of a spec (what ``parse_lab`` reads back to the same spec)."""
-    net = spec.network
-    network: dict[str, Any] = {"bridge": net.bridge, "subnet": str(net.subnet),
-                               "gateway": str(net.gateway), "domain": net.domain, "mtu": net.mtu}
-    if net.adopt:
-        network["adopt"] = True
-    if not net.dns:
-        network["dns"] = False
-    if net.upstream:
-        network["upstream"] = list(net.upstream)
-    if net.pools:
-        network["pools"] = {k: str(v) for k, v in sorted(net.pools.items())}
-    eps: dict[str, Any] = {}
-    for ep in spec.endpoints:
-        eps[ep.name] = endpoint_to_dict(ep)
-    out: dict[str, Any] = {"name": spec.name, "network": network, "endpoints": eps}
-    if spec.expect:
-        out["expect"] = list(spec.expect)
-    return out
-
-
-_DEFAULTS: dict[str, Callable[[], EndpointSpec]] = {
-    "container": lambda: ContainerSpec(name="x"),
-    "vm": lambda: VMSpec(name="x"),
-    "host": lambda: HostSpec(name="x"),
-}
-
-
-def endpoint_to_dict(ep: EndpointSpec) -> dict[str, Any]:
-    """Mapping form of an endpoint, leaving out values equal to the defaults."""
-    out: dict[str, Any] = {"kind": ep.kind}
-    default = _DEFAULTS[ep.kind]()
-    for key in _KIND_KEYS[ep.kind][1:]:
-        value = getattr(ep, key)
-        if value == getattr(default, key) or value is None:
+    out: dict[str, Any] = {}
+    for section in sections():
+        if section.key in _BUILTIN_KEYS:
+            value = getattr(spec, section.key)
+        elif section.key in spec.sections:
+            value = spec.sections[section.key]
+        else:
             continue
-        if key == "address":
-            value = str(value)
-        elif key in ("ports", "services"):
-            value = [str(p) for p in value]
-        elif key == "command":
-            value = list(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[key] = value
+        dumped = section.dump(value)
+        if dumped is not None:
+            out[section.key] = dumped
     return out
+
+
+__all__ = ["DEFAULT_BRIDGE", "DEFAULT_DOMAIN", "DEFAULT_LAB", "DEFAULT_SUBNET", "LabSpec",
+           "NetworkSpec", "EndpointSpec", "did_you_mean", "endpoint_to_dict", "lab_to_dict",
+           "parse_lab", "sections"]

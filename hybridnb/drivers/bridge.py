@@ -24,12 +24,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from hybridnb.core.naming import owner_tag
 from hybridnb.core import naming
-from hybridnb.core.resource import Resource
+from hybridnb.core.naming import owner_tag
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
-                                    netlink_errors)
+from hybridnb.drivers.links import (
+    CREATING_GROUP,
+    get_link,
+    half_made,
+    link_alias,
+    link_kind,
+    netlink_errors,
+)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -55,7 +61,7 @@ class BridgeMark:
         return text
 
     @classmethod
-    def parse(cls, alias: str) -> "BridgeMark | None":
+    def parse(cls, alias: str) -> BridgeMark | None:
         parts = alias.split(":", 5)
         if len(parts) < 3 or parts[0] != "hybridnb":
             return None
@@ -98,10 +104,16 @@ class BridgeDriver:
     def _where(self) -> str:
         return f"namespace {self.netns}" if self.netns else "the host namespace"
 
+    def netns_paths(self, lab: str) -> dict[str, str | None]:
+        """Per bridge of the lab: the namespace holding it (the lab host, where the gateway
+        probes from); ``None`` is the host's own namespace."""
+        path = nsutil.netns_path(self.netns)
+        return {name: path for name in self.observe(lab)}
+
     # -- observe --------------------------------------------------------------------------
 
-    def observe(self, lab: str) -> Mapping[str, str]:
-        out: dict[str, str] = {}
+    def observe(self, lab: str) -> Mapping[str, Observation]:
+        out: dict[str, Observation] = {}
         with netlink_errors(f"cannot list bridges in {self._where}"), \
                 nsutil.iproute(self.netns) as ipr:
             for link in ipr.get_links():
@@ -109,7 +121,7 @@ class BridgeDriver:
                     continue
                 mark = BridgeMark.parse(link_alias(link))
                 if mark is not None and mark.lab == lab:
-                    out[link.get("ifname")] = mark.fingerprint
+                    out[link.get("ifname")] = Observation(mark.fingerprint)
         return dict(sorted(out.items()))
 
     # -- check ----------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hybridnb.core.dnszone import Record, Zone, zone_from_spec
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.daemons import process
 from hybridnb.errors import EngineError, NotFoundError
 from hybridnb.target import Target
@@ -92,13 +92,13 @@ class DnsDriver:
         return pid if process.alive(pid, str(d / "dns.pid")) else None
 
     # ---------------------------------------------------------------- protocol
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
         d = self.directory(lab)
         launch = _read_json(d / "launch.json")
         status = _read_json(d / "status.json")
         if launch is None or status is None or self._pid(lab) is None:
             return {}
-        return {str(launch["name"]): str(status.get("fingerprint", ""))}
+        return {str(launch["name"]): Observation(str(status.get("fingerprint", "")))}
 
     def create(self, lab: str, resource: Resource) -> None:
         self.delete(lab, resource.name)                 # leftovers of a crashed attempt
@@ -179,7 +179,7 @@ class DnsDriver:
                                 hint="apply the lab with network.dns enabled")
         return list(Zone.from_dict(data).all_records)
 
-    def logs(self, lab: str, limit: int = 100) -> list[dict[str, Any]]:
+    def query_log(self, lab: str, limit: int = 100) -> list[dict[str, Any]]:
         """The last ``limit`` queries the lab's server answered (oldest first), up to the
         moment of the call: the running server is asked to write what it holds first."""
         from hybridnb.services.dns.querylog import read_log

@@ -8,16 +8,21 @@ reserved as ``aux_addresses``, so Docker never hands out an address a VM or host
 one Docker network may use a bridge: a foreign one is reported as a :class:`ConflictError`.
 Removing the network leaves the pre-existing bridge in place.
 
-``container`` resources become containers with a static IPv4 address on that network,
-``init`` (PID 1 forwards signals, so a stop takes ~0.1 s instead of the 10 s timeout), the
-endpoint's hostname, the lab's DNS server and search domain, env, command, labels and
-published ports.  A missing image is pulled if possible; otherwise the error says how to get
-it (the sandbox builds ``busybox`` from Debian's busybox-static).
+``container`` resources arrive compiled into the docker SDK's own vocabulary by the container
+kind (:mod:`hybridnb.core.kinds.container`): ``create`` holds the keyword arguments of
+``create_container`` (image, hostname, command, environment, exposed ports, ...),
+``host_config`` those of ``create_host_config`` (network mode, ``init`` — PID 1 forwards
+signals, so a stop takes ~0.1 s instead of the 10 s timeout —, the lab's DNS server and search
+domain, port bindings) and ``endpoint_config`` those of ``create_endpoint_config`` (the static
+address).  This driver passes them through without knowing any field; it adds the name, the
+ownership labels and the network attachment, makes sure the image is there (pulled if
+possible; otherwise the error says how to get it — the sandbox builds ``busybox`` from
+Debian's busybox-static), starts the container and cleans up after a failed start.
 
 Ownership and fingerprints live in labels on the objects: ``hybridnb.lab``,
 ``hybridnb.name`` (the resource name), ``hybridnb.endpoint`` and ``hybridnb.fingerprint``.
 ``observe`` is one list call with a label filter; a container that exists but does not run is
-reported with the fingerprint suffix ``:stopped``, so the planner replaces it.
+observed as not running (with Docker's status text as the reason), so the planner replaces it.
 
 Both drivers are safe on concurrent threads: each thread gets its own API client (the SDK's
 HTTP session is not meant to be shared), created from the API version negotiated once.
@@ -30,9 +35,14 @@ import contextlib
 import threading
 from typing import Any, Iterator
 
-from hybridnb.core.resource import Resource
-from hybridnb.errors import ConflictError, EngineError, EngineUnavailable, HybridError, \
-    NotFoundError
+from hybridnb.core.resource import Observation, Resource
+from hybridnb.errors import (
+    ConflictError,
+    EngineError,
+    EngineUnavailable,
+    HybridError,
+    NotFoundError,
+)
 from hybridnb.target import Target
 
 LAB = "hybridnb.lab"
@@ -41,7 +51,6 @@ ENDPOINT = "hybridnb.endpoint"
 FINGERPRINT = "hybridnb.fingerprint"
 BRIDGE_OPT = "com.docker.network.bridge.name"
 MTU_OPT = "com.docker.network.driver.mtu"
-STOPPED = ":stopped"
 #: Seconds a container gets between SIGTERM and SIGKILL when it is deleted.
 STOP_TIMEOUT = 3
 HINT_UNAVAILABLE = "start the sandbox (`hybridnb sandbox up`) or the host's dockerd"
@@ -146,7 +155,7 @@ class NetworkDriver(_DockerDriver):
             nets = self.api.networks(filters={"label": LAB})
         return {(n.get("Labels") or {}).get(LAB) or "" for n in nets} - {""}
 
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
         with docker_errors("list docker networks"):
             nets = self.api.networks(filters={"label": f"{LAB}={lab}"})
         out = {}
@@ -154,7 +163,7 @@ class NetworkDriver(_DockerDriver):
             labels = net.get("Labels") or {}
             if labels.get(LAB) != lab:
                 continue
-            out[labels.get(NAME) or net["Name"]] = labels.get(FINGERPRINT, "")
+            out[labels.get(NAME) or net["Name"]] = Observation(labels.get(FINGERPRINT, ""))
         return dict(sorted(out.items()))
 
     def bridges(self, lab: str) -> dict[str, str]:
@@ -230,7 +239,7 @@ class ContainerDriver(_DockerDriver):
             found = self.api.containers(all=True, filters={"label": LAB})
         return {(c.get("Labels") or {}).get(LAB) or "" for c in found} - {""}
 
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
         with docker_errors("list containers"):
             found = self.api.containers(all=True, filters={"label": f"{LAB}={lab}"})
         out = {}
@@ -238,10 +247,11 @@ class ContainerDriver(_DockerDriver):
             labels = c.get("Labels") or {}
             if labels.get(LAB) != lab or ENDPOINT not in labels:
                 continue
-            fp = labels.get(FINGERPRINT, "")
-            if c.get("State") != "running":
-                fp += STOPPED
-            out[labels[ENDPOINT]] = fp
+            running = c.get("State") == "running"
+            out[labels[ENDPOINT]] = Observation(
+                labels.get(FINGERPRINT, ""), running=running,
+                reason="" if running else str(c.get("Status") or c.get("State") or ""),
+                detail=str(c.get("Status") or ""))
         return dict(sorted(out.items()))
 
     def state(self, lab: str) -> dict[str, dict[str, Any]]:
@@ -267,34 +277,23 @@ class ContainerDriver(_DockerDriver):
         return out
 
     def create(self, lab: str, resource: Resource) -> None:
+        """Create and start the container from the compiled SDK keyword arguments."""
         spec = resource.spec
         cname = spec["container"]
+        create = dict(spec.get("create") or {})
         with docker_errors(f"create container {cname}"):
             self._remove_leftover(lab, cname)
-            self._ensure_image(spec["image"])
+            self._ensure_image(create["image"])
             api = self.api
             labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
             labels.update({LAB: lab, NAME: resource.name, ENDPOINT: spec["endpoint"],
                            FINGERPRINT: resource.fingerprint})
-            ports, bindings = [], {}
-            for p in spec.get("ports") or []:
-                key = (int(p["container"]), p.get("protocol") or "tcp")
-                ports.append(key)
-                bindings[f"{key[0]}/{key[1]}"] = p.get("host") or None
-            network = spec["network"]
-            host_config = api.create_host_config(
-                network_mode=network, init=bool(spec.get("init", True)),
-                dns=list(spec.get("dns") or []) or None,
-                dns_search=[spec["domain"]] if spec.get("domain") else None,
-                port_bindings=bindings or None)
-            net_config = api.create_networking_config(
-                {network: api.create_endpoint_config(ipv4_address=spec["address"])})
-            created = api.create_container(
-                spec["image"], name=cname, hostname=spec.get("hostname") or spec["endpoint"],
-                command=list(spec["command"]) if spec.get("command") is not None else None,
-                environment={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
-                labels=labels, ports=ports or None, host_config=host_config,
-                networking_config=net_config, detach=True)
+            host_config = api.create_host_config(**dict(spec.get("host_config") or {}))
+            net_config = api.create_networking_config({spec["network"]: api.create_endpoint_config(
+                **dict(spec.get("endpoint_config") or {}))})
+            created = api.create_container(**create, name=cname, labels=labels,
+                                           host_config=host_config,
+                                           networking_config=net_config, detach=True)
             try:
                 api.start(created["Id"])
             except Exception:

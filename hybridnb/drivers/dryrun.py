@@ -16,19 +16,22 @@ import threading
 from pathlib import Path
 from typing import Mapping
 
-from hybridnb.core.resource import KIND_ORDER, Resource
+from hybridnb.core.resource import Observation, Resource
+from hybridnb.core.stages import kind_order
 from hybridnb.drivers.base import Backend
 from hybridnb.errors import EngineError
 from hybridnb.target import Target
 
 
 class DryRunEngine:
-    """In-memory objects: ``{lab: {kind: {name: fingerprint}}}`` plus an action log."""
+    """In-memory objects: ``{lab: {kind: {name: fingerprint}}}``, the ones that do not run
+    (``stopped``: ``"lab/kind/name"``) and an action log."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.objects: dict[str, dict[str, dict[str, str]]] = {}
         self.specs: dict[str, dict[str, dict[str, dict]]] = {}
+        self.stopped: set[str] = set()
         self.log: list[str] = []
         self.fail_on: set[str] = set()          # e.g. {"create container/web"}
         self._lock = threading.Lock()
@@ -36,14 +39,15 @@ class DryRunEngine:
             data = json.loads(self.path.read_text())
             self.objects = data.get("objects", {})
             self.specs = data.get("specs", {})
+            self.stopped = set(data.get("stopped", []))
 
     def _persist(self) -> None:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"objects": self.objects, "specs": self.specs},
-                                  indent=1, sort_keys=True))
+        tmp.write_text(json.dumps({"objects": self.objects, "specs": self.specs,
+                                   "stopped": sorted(self.stopped)}, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
     def record(self, entry: str) -> None:
@@ -57,22 +61,42 @@ class DryRunEngine:
                 resource.fingerprint
             self.specs.setdefault(lab, {}).setdefault(resource.kind, {})[resource.name] = \
                 dict(resource.spec)
+            self.stopped.discard(f"{lab}/{resource.kind}/{resource.name}")
             self._persist()
 
     def drop(self, lab: str, kind: str, name: str) -> None:
         with self._lock:
             self.objects.get(lab, {}).get(kind, {}).pop(name, None)
             self.specs.get(lab, {}).get(kind, {}).pop(name, None)
+            self.stopped.discard(f"{lab}/{kind}/{name}")
             self._persist()
 
-    def tamper(self, lab: str, kind: str, name: str, fingerprint: str | None) -> None:
-        """Change an object behind hybridnb's back (``None`` removes it) — for demos and tests."""
+    def tamper(self, lab: str, kind: str, name: str, fingerprint: str | None, *,
+               running: bool = True) -> None:
+        """Change an object behind hybridnb's back (``None`` removes it; ``running=False``
+        stops it) — for demos and tests."""
         with self._lock:
+            key = f"{lab}/{kind}/{name}"
             if fingerprint is None:
                 self.objects.get(lab, {}).get(kind, {}).pop(name, None)
             else:
                 self.objects.setdefault(lab, {}).setdefault(kind, {})[name] = fingerprint
+            if fingerprint is None or running:
+                self.stopped.discard(key)
+            else:
+                self.stopped.add(key)
             self._persist()
+
+    def stop(self, lab: str, kind: str, name: str) -> None:
+        """Stop an object behind hybridnb's back (it stays, not running)."""
+        fp = self.objects.get(lab, {}).get(kind, {}).get(name)
+        if fp is not None:
+            self.tamper(lab, kind, name, fp, running=False)
+
+    def observation(self, lab: str, kind: str, name: str, fingerprint: str) -> Observation:
+        if f"{lab}/{kind}/{name}" in self.stopped:
+            return Observation(fingerprint, running=False, reason="stopped (dry-run)")
+        return Observation(fingerprint)
 
 
 class DryRunDriver:
@@ -84,8 +108,9 @@ class DryRunDriver:
         self.kind = kind
         self.engine = engine
 
-    def observe(self, lab: str) -> Mapping[str, str]:
-        return dict(sorted(self.engine.objects.get(lab, {}).get(self.kind, {}).items()))
+    def observe(self, lab: str) -> Mapping[str, Observation]:
+        return {name: self.engine.observation(lab, self.kind, name, fp) for name, fp in
+                sorted(self.engine.objects.get(lab, {}).get(self.kind, {}).items())}
 
     def create(self, lab: str, resource: Resource) -> None:
         self.engine.record(f"create {self.kind}/{resource.name}")
@@ -104,8 +129,16 @@ class DryRunDnsDriver(DryRunDriver):
         self.engine.put(lab, resource)
 
 
+#: What the dry-run backend cannot do, and where to do it instead.
+HINT = ("the dry-run backend sends no packets and runs no servers: use the sandbox backend "
+        "(or host) to do this for real")
+
+
 def dry_run_backend(path: str | os.PathLike[str] | None = None) -> Backend:
+    """Every resource kind in memory; no driver has a capability that needs an engine
+    (probing from namespaces, guest exec, a query log)."""
     engine = DryRunEngine(path)
     drivers = {kind: (DryRunDnsDriver if kind == "dns" else DryRunDriver)(kind, engine)
-               for kind in KIND_ORDER}
-    return Backend("dry-run", Target(name="dry-run"), dict(drivers), {"engine": engine})
+               for kind in kind_order()}
+    return Backend("dry-run", Target(name="dry-run"), dict(drivers), {"engine": engine},
+                   hint=HINT)

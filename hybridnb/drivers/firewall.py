@@ -32,7 +32,7 @@ import subprocess
 from dataclasses import dataclass
 
 from hybridnb.core.naming import owner_tag
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.target import Target
 
@@ -67,8 +67,9 @@ class FirewallDriver:
 
     # -- protocol -----------------------------------------------------------------------
 
-    def observe(self, lab: str) -> dict[str, str]:
-        return dict(sorted((r.bridge, r.fingerprint) for r in self.rules(lab) if not r.jump))
+    def observe(self, lab: str) -> dict[str, Observation]:
+        return {r.bridge: Observation(r.fingerprint)
+                for r in sorted(self.rules(lab), key=lambda r: r.bridge) if not r.jump}
 
     def create(self, lab: str, resource: Resource) -> None:
         bridge = resource.spec["bridge"]

@@ -41,15 +41,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from hybridnb.core import cloudinit, naming, vmxml
-from hybridnb.core.resource import Resource
-from hybridnb.errors import (BootError, ConflictError, EngineError, EngineUnavailable,
-                             NotFoundError)
+from hybridnb.core.resource import Observation, Resource
+from hybridnb.errors import (
+    BootError,
+    ConflictError,
+    EngineError,
+    EngineUnavailable,
+    NotFoundError,
+)
 from hybridnb.target import Target
 
 Progress = Callable[[str, float], None]
 
 READY_MARKER = "HYBRIDNB-READY"
-STOPPED_PREFIX = "stopped:"
 
 #: Console text → (stage, fraction) for progress reports, in boot order.
 _STAGES = (("Linux version", "kernel booting", 0.3), ("Run /init", "init running", 0.5),
@@ -180,11 +184,11 @@ class LibvirtDriver:
         metas = (self._metadata(dom) for dom in domains)
         return {m["name"] for m in metas if m and m.get("name") and m.get("endpoint")}
 
-    def observe(self, lab: str) -> dict[str, str]:
-        """``{endpoint: fingerprint}`` of this lab's domains; a domain that is not running
-        reports ``"stopped:<fingerprint>"`` so the planner sees it differ."""
+    def observe(self, lab: str) -> dict[str, Observation]:
+        """This lab's domains: the fingerprint in their metadata, and whether they run (a
+        domain that does not is observed with its libvirt state as the reason)."""
         libvirt = _libvirt()
-        out: dict[str, str] = {}
+        out: dict[str, Observation] = {}
         with self._errors("listing domains"):
             domains = self.connection().listAllDomains(0)
         for dom in domains:
@@ -192,11 +196,13 @@ class LibvirtDriver:
             if not meta or meta["name"] != lab or not meta["endpoint"]:
                 continue
             try:
-                active = bool(dom.isActive())
+                running = bool(dom.isActive())
+                code = dom.state()[0]
             except libvirt.libvirtError:
                 continue
-            fp = meta["fingerprint"]
-            out[meta["endpoint"]] = fp if active else STOPPED_PREFIX + fp
+            state = _STATE_NAMES.get(code, f"state {code}")
+            out[meta["endpoint"]] = Observation(meta["fingerprint"], running=running,
+                                                reason="" if running else state, detail=state)
         return dict(sorted(out.items()))
 
     def create(self, lab: str, resource: Resource, progress: Progress | None = None) -> None:

@@ -31,10 +31,16 @@ from typing import Any, Mapping
 
 from hybridnb.core import naming
 from hybridnb.core.naming import owner_tag
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
-                                    netlink_errors)
+from hybridnb.drivers.links import (
+    CREATING_GROUP,
+    get_link,
+    half_made,
+    link_alias,
+    link_kind,
+    netlink_errors,
+)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -107,8 +113,8 @@ class NetnsHostDriver:
                  if link_kind(link) == "veth")
         return {mark[0] for mark in marks if mark is not None}
 
-    def observe(self, lab: str) -> Mapping[str, str]:
-        out: dict[str, str] = {}
+    def observe(self, lab: str) -> Mapping[str, Observation]:
+        out: dict[str, Observation] = {}
         with netlink_errors(f"cannot list hosts in {self._where}"):
             links = self._ipr().get_links()
         for link in links:
@@ -119,8 +125,12 @@ class NetnsHostDriver:
                 continue
             if not nsutil.netns_exists(naming.object_name(lab, mark[1])):
                 continue                       # namespace gone: the host is not whole
-            out[mark[1]] = mark[2]
+            out[mark[1]] = Observation(mark[2])
         return dict(sorted(out.items()))
+
+    def netns_paths(self, lab: str) -> dict[str, str]:
+        """Per host of the lab that is whole: its namespace, where probes open sockets."""
+        return {name: nsutil.netns_path(naming.object_name(lab, name)) for name in self.observe(lab)}
 
     # -- check / create -------------------------------------------------------------------
 
@@ -227,7 +237,7 @@ class NetnsHostDriver:
             raise self._held_elsewhere(lab, ep, ns)
         self._remove(ipr, lab, ep, None, ns)
 
-    def _held_elsewhere(self, lab: str, ep: str, ns: str) -> "_HeldElsewhere":
+    def _held_elsewhere(self, lab: str, ep: str, ns: str) -> _HeldElsewhere:
         return _HeldElsewhere(
             f"namespace {ns} (host {ep!r} of lab {lab!r}) exists and is wired to a bridge "
             f"outside {self._where}",

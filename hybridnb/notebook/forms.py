@@ -10,6 +10,10 @@ disabled while anything is wrong.  Clicking it edits the lab (adding, or redefin
 endpoint of the same name), applies it with the progress bar following the actions, and puts
 the result — or the error with its hint — into the form's own output area.
 
+An endpoint form's fields come from its kind in the registry (:mod:`hybridnb.core.kinds`):
+one widget per declared field, chosen by the field's type (text, number, choice, K=V lines,
+comma-separated list), so a field added to a kind module appears here without an edit.
+
 Forms are plain objects that tests drive without a browser::
 
     form = container_form(lab)
@@ -215,7 +219,7 @@ class NetworkForm(Form):
 
         self.magics = active_magics()
         opts = self.magics.lab_options() if self.magics is not None else {
-            "backend": None, "state_dir": None, "sandbox": "default"}
+            "backend": None, "state_dir": None, "sandbox": None}
         self._defaults = {"name": name, "backend": backend or opts["backend"] or "sandbox"}
         self.state_dir = state_dir if state_dir is not None else opts["state_dir"]
         self.sandbox = sandbox or opts["sandbox"]
@@ -223,6 +227,7 @@ class NetworkForm(Form):
 
     def _build_fields(self) -> None:
         from hybridnb.core.spec import DEFAULT_BRIDGE, DEFAULT_DOMAIN, DEFAULT_SUBNET
+        from hybridnb.notebook.magics import BACKENDS
 
         w = _w()
         self.fields = {
@@ -231,7 +236,7 @@ class NetworkForm(Form):
             "bridge": _text(w, "bridge", DEFAULT_BRIDGE),
             "gateway": _text(w, "gateway", "", "first address of the subnet"),
             "domain": _text(w, "domain", DEFAULT_DOMAIN),
-            "backend": w.Dropdown(options=["dry-run", "sandbox", "host"],
+            "backend": w.Dropdown(options=list(BACKENDS),
                                   value=self._defaults["backend"], description="backend",
                                   style={"description_width": "140px"}),
         }
@@ -266,12 +271,35 @@ class NetworkForm(Form):
 
 # ---------------------------------------------------------------------------- endpoints
 
+def _widget(w: Any, field: Any) -> Any:
+    """The input widget of one kind field (its type says which)."""
+    t = field.type
+    style = {"description_width": "140px"}
+    value = t.to_form(field.default)
+    if t.form == "int":
+        label = field.name if field.metavar == "N" else f"{field.name} ({field.metavar})"
+        return w.IntText(value=value, description=label, style=style)
+    if t.form == "choice":
+        return w.Dropdown(options=list(t.option_choices() or ()), value=field.default,
+                          description=field.name, style=style)
+    if t.form == "lines":
+        return w.Textarea(value=value, description=f"{field.name} (K=V lines)", style=style,
+                          layout=w.Layout(width="480px", height="60px"))
+    return _text(w, field.name, value, field.info.example)
+
+
 class EndpointForm(Form):
-    """Add (or redefine) one endpoint of ``kind`` in an existing lab, then apply."""
+    """Add (or redefine) one endpoint of ``kind`` in an existing lab, then apply.  The fields
+    are the kind's own (:mod:`hybridnb.core.kinds`): a field its module declares shows here."""
 
     kind = "host"
 
-    def __init__(self, lab: Any = None, *, apply: bool = True) -> None:
+    def __init__(self, lab: Any = None, *, apply: bool = True, kind: str | None = None) -> None:
+        from hybridnb.core.kinds import get
+
+        if kind is not None:
+            self.kind = kind
+        self._kind = get(self.kind)
         if lab is None:
             from hybridnb.notebook import current_lab
 
@@ -279,11 +307,29 @@ class EndpointForm(Form):
         if lab is None:
             raise NotFoundError("no lab to add to",
                                 hint="create one first (%hybrid create, or network_form())")
-        self.title = f"Add a {'VM' if self.kind == 'vm' else self.kind} to lab {lab.name}"
+        self.title = f"Add a {self._kind.title} to lab {lab.name}"
         super().__init__(lab, apply=apply)
 
+    def _form_fields(self) -> list[Any]:
+        return [f for f in self._kind.fields() if f.info.form]
+
+    def _build_fields(self) -> None:
+        w = _w()
+        self.fields = {"name": _text(w, "name", "", "e.g. " + self._kind.name + "1")}
+        for f in self._form_fields():
+            self.fields[f.name] = _widget(w, f)
+
     def _entry(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The endpoint's YAML entry from the widgets (``_FieldError`` for malformed input)."""
+        entry: dict[str, Any] = {"kind": self.kind}
+        for f in self._form_fields():
+            try:
+                value = f.type.from_form(self.fields[f.name].value, f)
+            except ValueError as exc:
+                raise _FieldError(f.name, str(exc)) from None
+            if value is not None:
+                entry[f.name] = value
+        return entry
 
     def _would_be(self) -> tuple[dict[str, Any], Callable[[str], str | None]]:
         name = self._field_text("name")
@@ -305,7 +351,8 @@ class EndpointForm(Form):
         return doc, where
 
     def _add(self, lab: Any) -> Any:
-        raise NotImplementedError
+        fields = {k: v for k, v in self._entry().items() if k != "kind"}
+        return lab.add(self.kind, self._field_text("name"), replace=True, **fields)
 
     def _submit(self) -> Any:
         from hybridnb.notebook.magics import upsert_endpoint
@@ -314,108 +361,22 @@ class EndpointForm(Form):
         upsert_endpoint(self.lab, name, self._add)
         return self._apply(self.lab) if self.apply_on_click else None
 
-    def _address(self) -> str | None:
-        return self._field_text("address") or None
-
 
 class ContainerForm(EndpointForm):
     kind = "container"
-
-    def _build_fields(self) -> None:
-        w = _w()
-        self.fields = {
-            "name": _text(w, "name", "", "e.g. web"),
-            "image": _text(w, "image", "busybox"),
-            "address": _text(w, "address", "", "automatic"),
-            "command": _text(w, "command", "", "e.g. httpd -f -p 80"),
-            "env": w.Textarea(value="", description="env (K=V lines)",
-                              style={"description_width": "140px"},
-                              layout=w.Layout(width="480px", height="60px")),
-            "ports": _text(w, "ports", "", "e.g. 8080:80/tcp, 53/udp"),
-        }
-
-    def _env(self) -> dict[str, str]:
-        env = {}
-        for line in str(self.fields["env"].value).splitlines():
-            if not line.strip():
-                continue
-            key, sep, value = line.strip().partition("=")
-            if not sep:
-                raise _FieldError("env", f"{line.strip()!r} is not KEY=VALUE")
-            env[key.strip()] = value.strip()
-        return env
-
-    def _ports(self) -> list[str]:
-        return [p.strip() for p in str(self.fields["ports"].value).split(",") if p.strip()]
-
-    def _entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"kind": "container", "image": self._field_text("image")}
-        if self._address():
-            entry["address"] = self._address()
-        if self._field_text("command"):
-            entry["command"] = self._field_text("command")
-        env = self._env()
-        if env:
-            entry["env"] = env
-        if self._ports():
-            entry["ports"] = self._ports()
-        return entry
-
-    def _add(self, lab: Any) -> Any:
-        return lab.add_container(self._field_text("name"), self._field_text("image"),
-                                 address=self._address(),
-                                 command=self._field_text("command") or None,
-                                 env=self._env() or None, ports=self._ports() or None,
-                                 replace=True)
 
 
 class VMForm(EndpointForm):
     kind = "vm"
 
-    def _build_fields(self) -> None:
-        from hybridnb.core.spec import TEMPLATES
-
-        w = _w()
-        style = {"description_width": "140px"}
-        self.fields = {
-            "name": _text(w, "name", "", "e.g. vm1"),
-            "template": w.Dropdown(options=list(TEMPLATES), value="test",
-                                   description="template", style=style),
-            "memory": w.IntText(value=128, description="memory (MiB)", style=style),
-            "vcpus": w.IntText(value=1, description="vCPUs", style=style),
-            "address": _text(w, "address", "", "automatic"),
-        }
-
-    def _entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"kind": "vm", "template": self.fields["template"].value,
-                                 "memory": int(self.fields["memory"].value),
-                                 "vcpus": int(self.fields["vcpus"].value)}
-        if self._address():
-            entry["address"] = self._address()
-        return entry
-
-    def _add(self, lab: Any) -> Any:
-        return lab.add_vm(self._field_text("name"), self.fields["template"].value,
-                          address=self._address(), memory=int(self.fields["memory"].value),
-                          vcpus=int(self.fields["vcpus"].value), replace=True)
-
 
 class HostForm(EndpointForm):
     kind = "host"
 
-    def _build_fields(self) -> None:
-        w = _w()
-        self.fields = {"name": _text(w, "name", "", "e.g. h1"),
-                       "address": _text(w, "address", "", "automatic")}
 
-    def _entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"kind": "host"}
-        if self._address():
-            entry["address"] = self._address()
-        return entry
-
-    def _add(self, lab: Any) -> Any:
-        return lab.add_host(self._field_text("name"), address=self._address(), replace=True)
+def endpoint_form(kind: str, lab: Any = None, **kw: Any) -> EndpointForm:
+    """A form adding an endpoint of any kind of the registry."""
+    return EndpointForm(lab, kind=kind, **kw)
 
 
 def network_form(**kw: Any) -> NetworkForm:
@@ -436,4 +397,4 @@ def host_form(lab: Any = None, **kw: Any) -> HostForm:
 
 
 __all__ = ["Form", "NetworkForm", "EndpointForm", "ContainerForm", "VMForm", "HostForm",
-           "network_form", "container_form", "vm_form", "host_form"]
+           "network_form", "endpoint_form", "container_form", "vm_form", "host_form"]

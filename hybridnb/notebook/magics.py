@@ -5,6 +5,13 @@ subcommand up in a small router (one handler per subcommand, the way jupysql's `
 does it); each handler parses its own arguments with argparse, calls :class:`hybridnb.Lab`
 and returns an object that renders itself (the status table, the plan, the apply result…).
 
+* There is one subcommand per endpoint kind of the registry (``%hybrid container NAME
+  --image …``, ``%hybrid vm NAME --memory …``, ``%hybrid host NAME``); their options are
+  generated from the kind's fields (:mod:`hybridnb.options`), so a field a kind module
+  declares is an option here without any edit.  ``%hybrid kinds`` lists them all.
+* ``%hybrid help`` is generated from the subcommands' parsers (usage) and handlers' docstrings
+  (what they do), so it cannot drift from what the parsers accept.
+
 * The *current lab* lives on the magics instance: ``create`` (or ``open``, or ``%%hybrid``
   with a YAML lab in the cell) sets it; any other subcommand reopens the lab named by
   ``HybridMagics.lab`` from its saved state when there is none yet.
@@ -17,14 +24,16 @@ and returns an object that renders itself (the status table, the plan, the apply
   :class:`~IPython.core.error.UsageError` carrying the message and its hint — never a
   traceback from the library.
 
-This module imports only the standard library, IPython and traitlets at load time, so
-``%load_ext hybridnb`` stays fast; the Lab, widgets and plots are imported on use.
+This module imports only the standard library, IPython, traitlets and the (pure, light) kinds
+registry at load time, so ``%load_ext hybridnb`` stays fast; the Lab, widgets and plots are
+imported on use.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import re
 import shlex
 from typing import Any, Callable
@@ -52,13 +61,6 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit()
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
-
-
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -77,7 +79,7 @@ def _usage_error(exc: HybridError) -> UsageError:
     return UsageError(str(exc))
 
 
-def active_magics(shell: Any = None) -> "HybridMagics | None":
+def active_magics(shell: Any = None) -> HybridMagics | None:
     """The HybridMagics registered in ``shell`` (default: the running IPython), if any."""
     if shell is None:
         from IPython import get_ipython
@@ -89,32 +91,15 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
     return found if isinstance(found, HybridMagics) else None
 
 
-#: (usage, help) per subcommand, in the order ``help`` lists them.
-USAGE: dict[str, tuple[str, str]] = {
-    "create": ("create [LABFILE] [--name N --subnet S --bridge B --gateway G --domain D] [--apply]",
-               "start a lab from flags or a YAML lab file; it becomes the current lab"),
-    "open": ("open NAME|LABFILE", "reopen an applied lab by name (from its state) or a lab file"),
-    "container": ("container NAME [--image I --address A --command C --env K=V --port P]",
-                  "add (or redefine) a Docker container"),
-    "vm": ("vm NAME [--template T --memory MiB --vcpus N --address A]",
-           "add (or redefine) a libvirt VM"),
-    "host": ("host NAME [--address A]", "add (or redefine) a plain network-namespace host"),
-    "remove": ("remove NAME", "take an endpoint out of the lab (apply deletes it)"),
-    "status": ("status", "every endpoint as the engines see it"),
-    "plan": ("plan", "what apply would do, without doing it"),
-    "apply": ("apply [-q]", "make the engines match the lab (progress bar while it runs)"),
-    "test": ("test [--checks icmp,tcp,...] [--timeout S] [--count N]",
-             "probe every endpoint pair: the connectivity matrix"),
-    "validate": ("validate", "check the lab's expect: lines against a fresh probe run"),
-    "dns": ("dns | dns logs [-n N]", "the names the lab's DNS serves; its query log"),
-    "graph": ("graph [--matrix VAR] [--live [--interval S]]",
-              "topology drawing: kinds, states, failed probe pairs (--live: refreshing)"),
-    "destroy": ("destroy [-q]", "remove everything the lab owns"),
-    "sandbox": ("sandbox up|down|status [--name N] [--purge]",
-                "the isolated lab host with private engines"),
-    "yaml": ("yaml", "the current lab as a YAML lab file"),
-    "help": ("help", "this list"),
-}
+#: The subcommands in the order ``help`` lists them; ``KINDS`` stands for one subcommand per
+#: endpoint kind of the registry (``container``, ``vm``, ``host``).
+SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
+               "validate", "dns", "graph", "destroy", "sandbox", "kinds", "yaml", "help")
+BACKENDS = ("dry-run", "sandbox", "host")
+
+
+def _help_of(method: Any) -> str:
+    return (method.__doc__ or "").strip().splitlines()[0]
 
 
 @magics_class
@@ -129,29 +114,46 @@ class HybridMagics(Magics):
     state_dir = Unicode("", config=True,
                         help="State directory (empty: $HYBRIDNB_STATE_DIR or "
                              "$XDG_STATE_HOME/hybridnb).")
-    sandbox = Unicode("default", config=True, help="Name of the sandbox the sandbox backend uses.")
+    sandbox = Unicode("", config=True, help="Name of the sandbox the sandbox backend uses "
+                                            "(empty: $HYBRIDNB_SANDBOX, else default).")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.current_lab: Any = None
         self.last_matrix: Any = None
         self._parsers: dict[str, _Parser] = {}
-        self.handlers: dict[str, Callable[[argparse.Namespace], Any]] = {
-            name: getattr(self, f"_cmd_{name}") for name in USAGE}
+        self.handlers: dict[str, Callable[[argparse.Namespace], Any]] = {}
+        self.descriptions: dict[str, str] = {}
+        for name in SUBCOMMANDS:
+            if name == "KINDS":
+                from hybridnb.core.kinds import kinds
+
+                for kind in kinds():
+                    self.handlers[kind.name] = functools.partial(self._cmd_endpoint, kind.name)
+                    self.descriptions[kind.name] = f"add (or redefine) {kind.description}"
+                continue
+            method = getattr(self, f"_cmd_{name}")
+            self.handlers[name] = method
+            self.descriptions[name] = _help_of(method)
 
     # ------------------------------------------------------------------ plumbing
+
+    def sandbox_name(self) -> str:
+        from hybridnb.target import default_sandbox
+
+        return self.sandbox or default_sandbox()
 
     def lab_options(self, backend: str | None = None) -> dict[str, Any]:
         """Keyword arguments for a new Lab from the configured options."""
         return {"backend": backend or self.backend or None,
-                "state_dir": self.state_dir or None, "sandbox": self.sandbox or "default"}
+                "state_dir": self.state_dir or None, "sandbox": self.sandbox_name()}
 
     def require_lab(self) -> Any:
         if self.current_lab is None:
-            from hybridnb.lab import open_lab
+            from hybridnb.lab import Lab
 
             try:
-                self.current_lab = open_lab(self.lab, **self.lab_options())
+                self.current_lab = Lab.load(self.lab, **self.lab_options())
             except HybridError:
                 raise UsageError(
                     f"no current lab, and no applied lab named {self.lab!r} to reopen\n"
@@ -162,12 +164,32 @@ class HybridMagics(Magics):
     def _parser(self, cmd: str) -> _Parser:
         parser = self._parsers.get(cmd)
         if parser is None:
-            parser = _Parser(prog=f"%hybrid {cmd}", description=USAGE[cmd][1], add_help=True)
+            parser = _Parser(prog=f"%hybrid {cmd}", description=self.descriptions[cmd],
+                             add_help=True)
             parser.add_argument("-o", "--output", metavar="NAME",
                                 help="also store the result in this variable")
-            getattr(self, f"_args_{cmd}", lambda p: None)(parser)
+            self._arguments(cmd, parser)
             self._parsers[cmd] = parser
         return parser
+
+    def _arguments(self, cmd: str, parser: _Parser) -> None:
+        from hybridnb.core.kinds import REGISTRY
+
+        if cmd in REGISTRY:
+            from hybridnb.options import add_field_options
+
+            add_field_options(parser, REGISTRY[cmd])
+            return
+        add = vars(type(self)).get(f"_args_{cmd}")
+        if add is not None:
+            add.__func__(parser)
+
+    def usage(self) -> tuple[tuple[str, str], ...]:
+        """(usage, help) of every subcommand, generated from its parser."""
+        from hybridnb.options import usage
+
+        return tuple((f"{cmd} {usage(self._parser(cmd))}".rstrip(), self.descriptions[cmd])
+                     for cmd in self.handlers)
 
     def run(self, line: str, cell: str | None = None) -> Any:
         """Route one ``%hybrid`` line (``cell``: the body of ``%%hybrid``)."""
@@ -216,7 +238,7 @@ class HybridMagics(Magics):
         parser = _Parser(prog="%%hybrid", description="a YAML lab in the cell body")
         parser.add_argument("-o", "--output", metavar="NAME")
         parser.add_argument("--apply", action="store_true", help="apply the lab at once")
-        parser.add_argument("--backend", choices=["dry-run", "sandbox", "host"], default=None)
+        parser.add_argument("--backend", choices=BACKENDS, default=None)
         parser.add_argument("-q", "--quiet", action="store_true")
         try:
             args = parser.parse_args(argv)
@@ -224,7 +246,6 @@ class HybridMagics(Magics):
             return None
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
-
         from hybridnb.offloop import off_loop
 
         text = expand_vars(body, self.shell.user_ns)
@@ -243,18 +264,19 @@ class HybridMagics(Magics):
 
     @staticmethod
     def _args_create(p: _Parser) -> None:
-        p.add_argument("labfile", nargs="?", help="a YAML lab file")
+        p.add_argument("labfile", nargs="?", metavar="LABFILE", help="a YAML lab file")
         p.add_argument("--name", help="lab name (default: HybridMagics.lab)")
         p.add_argument("--subnet")
         p.add_argument("--bridge")
         p.add_argument("--gateway")
         p.add_argument("--domain")
         p.add_argument("--mtu", type=int)
-        p.add_argument("--backend", choices=["dry-run", "sandbox", "host"])
+        p.add_argument("--backend", choices=BACKENDS)
         p.add_argument("--apply", action="store_true", help="apply it at once")
         p.add_argument("-q", "--quiet", action="store_true")
 
     def _cmd_create(self, a: argparse.Namespace) -> Any:
+        """start a lab from flags or a YAML lab file; it becomes the current lab"""
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
@@ -277,65 +299,34 @@ class HybridMagics(Magics):
     @staticmethod
     def _args_open(p: _Parser) -> None:
         p.add_argument("lab", metavar="NAME|LABFILE")
-        p.add_argument("--backend", choices=["dry-run", "sandbox", "host"])
+        p.add_argument("--backend", choices=BACKENDS)
 
     def _cmd_open(self, a: argparse.Namespace) -> Any:
-        from hybridnb.lab import open_lab
+        """reopen an applied lab by name (from its state) or a lab file"""
+        from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
-        self.current_lab = open_lab(a.lab, **self.lab_options(a.backend))
+        self.current_lab = Lab.load(a.lab, **self.lab_options(a.backend))
         return LabSummary.of(self.current_lab, note="opened")
 
-    def _upsert(self, name: str, kind: str, add: Callable[[Any], Any]) -> Any:
+    def _cmd_endpoint(self, kind: str, a: argparse.Namespace) -> Any:
+        """add (or redefine) an endpoint of ``kind`` with the fields given as options"""
+        from hybridnb.core.kinds import get
         from hybridnb.notebook.results import LabSummary
+        from hybridnb.options import field_values
 
         lab = self.require_lab()
-        outcome = upsert_endpoint(lab, name, add)
-        return LabSummary.of(lab, note=f"{kind} {name} {outcome}")
-
-    @staticmethod
-    def _args_container(p: _Parser) -> None:
-        p.add_argument("name")
-        p.add_argument("--image", default="busybox")
-        p.add_argument("--address")
-        p.add_argument("--command", help="command line (one quoted string)")
-        p.add_argument("--env", action="append", type=_key_value, default=[], metavar="K=V")
-        p.add_argument("--port", action="append", default=[], metavar="[HOST:]PORT[/PROTO]")
-        p.add_argument("--label", action="append", type=_key_value, default=[], metavar="K=V")
-
-    def _cmd_container(self, a: argparse.Namespace) -> Any:
-        return self._upsert(a.name, "container", lambda lab: lab.add_container(
-            a.name, a.image, address=a.address, command=a.command, env=dict(a.env) or None,
-            ports=a.port or None, labels=dict(a.label) or None, replace=True))
-
-    @staticmethod
-    def _args_vm(p: _Parser) -> None:
-        p.add_argument("name")
-        p.add_argument("--template", default="test")
-        p.add_argument("--memory", type=int, metavar="MiB")
-        p.add_argument("--vcpus", type=int)
-        p.add_argument("--address")
-        p.add_argument("--image", help="cloud image (templates base/docker)")
-
-    def _cmd_vm(self, a: argparse.Namespace) -> Any:
-        return self._upsert(a.name, "vm", lambda lab: lab.add_vm(
-            a.name, a.template, address=a.address, memory=a.memory, vcpus=a.vcpus,
-            image=a.image, replace=True))
-
-    @staticmethod
-    def _args_host(p: _Parser) -> None:
-        p.add_argument("name")
-        p.add_argument("--address")
-
-    def _cmd_host(self, a: argparse.Namespace) -> Any:
-        return self._upsert(a.name, "host", lambda lab: lab.add_host(
-            a.name, address=a.address, replace=True))
+        values = field_values(get(kind), a)
+        outcome = upsert_endpoint(lab, a.name,
+                                  lambda lab: lab.add(kind, a.name, replace=True, **values))
+        return LabSummary.of(lab, note=f"{kind} {a.name} {outcome}")
 
     @staticmethod
     def _args_remove(p: _Parser) -> None:
         p.add_argument("name")
 
     def _cmd_remove(self, a: argparse.Namespace) -> Any:
+        """take an endpoint out of the lab (apply deletes it)"""
         from hybridnb.notebook.results import LabSummary
 
         lab = self.require_lab()
@@ -343,16 +334,34 @@ class HybridMagics(Magics):
         return LabSummary.of(lab, note=f"removed {a.name} (apply to delete it)")
 
     def _cmd_yaml(self, a: argparse.Namespace) -> Any:
+        """the current lab as a YAML lab file"""
         from IPython.display import Code
 
         return Code(self.require_lab().to_yaml(), language="yaml")
 
+    @staticmethod
+    def _args_kinds(p: _Parser) -> None:
+        p.add_argument("kind", nargs="*", metavar="KIND", help="only these kinds")
+
+    def _cmd_kinds(self, a: argparse.Namespace) -> Any:
+        """the endpoint kinds and every field they take (YAML key, option, default)"""
+        from hybridnb.core.kinds import KINDS
+        from hybridnb.core.kinds.reference import KindReference
+
+        unknown = [k for k in a.kind if k not in KINDS]
+        if unknown:
+            raise UsageError(f"%hybrid kinds: unknown kind {unknown[0]!r}\n  hint: the kinds "
+                             f"are {', '.join(KINDS)}")
+        return KindReference.of(a.kind or None)
+
     # ------------------------------------------------------------------ engines
 
     def _cmd_status(self, a: argparse.Namespace) -> Any:
+        """every endpoint as the engines see it"""
         return self.require_lab().status()
 
     def _cmd_plan(self, a: argparse.Namespace) -> Any:
+        """what apply would do, without doing it"""
         return self.require_lab().plan()
 
     def _apply(self, lab: Any, quiet: bool, *, destroy: bool = False) -> Any:
@@ -375,24 +384,28 @@ class HybridMagics(Magics):
         p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
     def _cmd_apply(self, a: argparse.Namespace) -> Any:
+        """make the engines match the lab (progress bar while it runs)"""
         return self._apply(self.require_lab(), a.quiet)
 
     _args_destroy = _args_apply
 
     def _cmd_destroy(self, a: argparse.Namespace) -> Any:
+        """remove everything the lab owns"""
         return self._apply(self.require_lab(), a.quiet, destroy=True)
 
     # ------------------------------------------------------------------ probes and DNS
 
     @staticmethod
     def _args_test(p: _Parser) -> None:
-        p.add_argument("--checks", help="comma-separated: icmp,tcp,udp,http,dns (default: all "
-                                        "the lab supports)")
-        p.add_argument("--timeout", type=float, default=1.0,
+        p.add_argument("--checks", metavar="CHECKS",
+                       help="comma-separated: icmp,tcp,udp,http,dns,tcp/PORT (default: all "
+                            "the lab supports)")
+        p.add_argument("--timeout", type=float, default=1.0, metavar="S",
                        help="seconds (one deadline for the whole run)")
-        p.add_argument("--count", type=int, default=3, help="attempts per pair")
+        p.add_argument("--count", type=int, default=3, metavar="N", help="attempts per pair")
 
     def _cmd_test(self, a: argparse.Namespace) -> Any:
+        """probe every endpoint pair: the connectivity matrix"""
         lab = self.require_lab()
         checks = tuple(c.strip() for c in a.checks.split(",") if c.strip()) if a.checks else None
         self.last_matrix = lab.test(checks, timeout=a.timeout, count=a.count)
@@ -400,10 +413,11 @@ class HybridMagics(Magics):
 
     @staticmethod
     def _args_validate(p: _Parser) -> None:
-        p.add_argument("--timeout", type=float, default=1.0)
-        p.add_argument("--count", type=int, default=2)
+        p.add_argument("--timeout", type=float, default=1.0, metavar="S")
+        p.add_argument("--count", type=int, default=2, metavar="N")
 
     def _cmd_validate(self, a: argparse.Namespace) -> Any:
+        """check the lab's expect: lines against a fresh probe run"""
         lab = self.require_lab()
         if not lab.spec.expect:
             raise UsageError(f"%hybrid validate: lab {lab.name} has no expect: lines\n  hint: "
@@ -412,18 +426,16 @@ class HybridMagics(Magics):
 
     @staticmethod
     def _args_dns(p: _Parser) -> None:
-        p.add_argument("what", nargs="?", choices=["records", "logs"], default="records")
-        p.add_argument("-n", "--lines", type=int, default=50, help="with logs: how many")
+        p.add_argument("what", nargs="?", choices=["records", "query-log"], default="records")
+        p.add_argument("-n", "--limit", type=int, default=50, metavar="N",
+                       help="with query-log: how many queries")
 
     def _cmd_dns(self, a: argparse.Namespace) -> Any:
+        """the names the lab's DNS serves; its query log"""
         lab = self.require_lab()
         if a.what == "records":
             return lab.dns()
-        if lab.backend.name == "dry-run":
-            raise UsageError("%hybrid dns logs: the dry-run backend runs no DNS server, so "
-                             "there is no query log\n  hint: use the sandbox backend (and keep "
-                             "network.dns on)")
-        return lab.dns_logs(a.lines)
+        return lab.dns_query_log(a.limit)
 
     @staticmethod
     def _args_graph(p: _Parser) -> None:
@@ -435,6 +447,7 @@ class HybridMagics(Magics):
         p.add_argument("--interval", type=float, default=2.0, metavar="S")
 
     def _cmd_graph(self, a: argparse.Namespace) -> Any:
+        """topology drawing: kinds, states, failed probe pairs (--live: refreshing)"""
         from hybridnb.render.topology import draw_topology
 
         lab = self.require_lab()
@@ -460,14 +473,18 @@ class HybridMagics(Magics):
     @staticmethod
     def _args_sandbox(p: _Parser) -> None:
         p.add_argument("action", choices=["up", "down", "status"])
-        p.add_argument("--name", help="sandbox name (default: HybridMagics.sandbox)")
+        p.add_argument("--sandbox", metavar="NAME",
+                       help="sandbox name (default: HybridMagics.sandbox, $HYBRIDNB_SANDBOX, "
+                            "default)")
+        p.add_argument("--name", dest="sandbox", help=argparse.SUPPRESS)   # the old spelling
         p.add_argument("--purge", action="store_true", help="with down: delete images and data")
         p.add_argument("-q", "--quiet", action="store_true")
 
     def _cmd_sandbox(self, a: argparse.Namespace) -> Any:
+        """the isolated lab host with private engines"""
         from hybridnb.sandbox import Sandbox
 
-        box = Sandbox(a.name or self.sandbox or "default")
+        box = Sandbox(a.sandbox or self.sandbox_name())
         if a.action == "up":
             box.up(progress=None if a.quiet else print)
         elif a.action == "down":
@@ -475,17 +492,18 @@ class HybridMagics(Magics):
         return box.status()
 
     def _cmd_help(self, a: argparse.Namespace) -> Any:
+        """this list"""
         from hybridnb.notebook.results import HelpText
 
-        return HelpText(tuple(USAGE.values()))
+        return HelpText(self.usage())
 
 
 def upsert_endpoint(lab: Any, name: str, add: Callable[[Any], Any]) -> str:
-    """Add an endpoint with ``add(lab)`` — which calls ``lab.add_*(..., replace=True)`` — so a
+    """Add an endpoint with ``add(lab)`` — which calls ``lab.add(..., replace=True)`` — so a
     cell or a form that runs twice redefines it instead of failing.  ``Lab`` validates the
     edit atomically (on an error the lab stays as it was).  Returns ``added``, ``redefined``
     or ``unchanged``."""
-    from hybridnb.lab import endpoint_to_dict
+    from hybridnb.core.kinds import endpoint_to_dict
 
     old = next((ep for ep in lab.spec.endpoints if ep.name == name), None)
     add(lab)

@@ -1,9 +1,10 @@
 """Result objects the magics return where the Lab API itself has none to give.
 
 * :class:`LabSummary` — the lab *as described* (not as the engines see it): network and one
-  row per endpoint with the address it has or will get.  Editing commands (``create``,
+  row per endpoint with the address it has or will get and its details (as its kind module
+  renders them).  Editing commands (``create``,
   ``container``, ``vm``, ``host``, ``remove``) return it; it needs no engine.
-* :class:`HelpText` — ``%hybrid help``.
+* :class:`HelpText` — ``%hybrid help`` (usage lines generated from the parsers).
 
 Each renders as text (``repr``) and as HTML (``_repr_html_``), like every hybridnb result.
 """
@@ -26,22 +27,17 @@ class LabSummary:
     note: str = ""
 
     @classmethod
-    def of(cls, lab: Any, note: str = "") -> "LabSummary":
+    def of(cls, lab: Any, note: str = "") -> LabSummary:
         spec = lab.spec
         net = spec.network
         try:
             addresses = {k: str(v) for k, v in lab.addresses().items()}
         except Exception:  # an exhausted pool: show what we have
             addresses = {}
-        rows = []
-        for ep in spec.endpoints:
-            if ep.kind == "container":
-                details = ep.image + (f" {' '.join(ep.command)}" if ep.command else "")
-            elif ep.kind == "vm":
-                details = f"template {ep.template}, {ep.memory} MiB, {ep.vcpus} vCPU"
-            else:
-                details = "network namespace"
-            rows.append((ep.name, ep.kind, addresses.get(ep.name, "?"), details))
+        from hybridnb.core.kinds import get
+
+        rows = [(ep.name, ep.kind, addresses.get(ep.name, "?"), get(ep.kind).details(ep))
+                for ep in spec.endpoints]
         return cls(spec.name, net.bridge, str(net.subnet), str(net.gateway), net.domain,
                    tuple(rows), note)
 

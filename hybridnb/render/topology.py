@@ -1,5 +1,6 @@
 """The lab drawn as a graph: the bridge in the middle, the gateway (and its DNS) beside it,
-every container, VM and host around them, failed probe pairs in red.
+every endpoint (containers, VMs, hosts: the kinds of the registry, each in its own colour)
+around them, failed probe pairs in red.
 
 :func:`topology_graph` turns a :class:`~hybridnb.lab.LabStatus` (and optionally a
 connectivity matrix) into a networkx graph whose nodes carry ``kind``, ``state``, ``address``
@@ -25,21 +26,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-KIND_COLOURS: dict[str, str] = {
-    "bridge": "#7f7f7f", "gateway": "#d4a017", "container": "#1f77b4", "vm": "#9467bd",
-    "host": "#2ca02c",
-}
+from hybridnb.core.kinds import KINDS, kinds
+
+#: The endpoint kinds of the registry, in their listing order.
+ENDPOINT_KINDS: tuple[str, ...] = KINDS
+KIND_COLOURS: dict[str, str] = {"bridge": "#7f7f7f", "gateway": "#d4a017",
+                                **{k.name: k.colour for k in kinds()}}
 #: Node border by state (up: thin dark; missing: thick red; differs/stopped: thick orange).
 STATE_EDGES: dict[str, tuple[str, float]] = {
     "up": ("#222222", 0.8), "not applied": ("#aaaaaa", 0.8), "missing": ("#d62728", 2.2),
     "differs": ("#ff7f0e", 2.2), "stopped": ("#ff7f0e", 2.2),
 }
 FAILED_COLOUR = "#d62728"
-#: Sector (start angle, span) in degrees per endpoint kind.
+#: Sector (start angle, span) in degrees per endpoint kind: the circle shared in listing
+#: order (three kinds: containers on top, VMs bottom left, hosts bottom right).
 SECTORS: dict[str, tuple[float, float]] = {
-    "container": (35.0, 110.0), "vm": (155.0, 110.0), "host": (275.0, 110.0),
-}
-ENDPOINT_KINDS = ("container", "vm", "host")
+    k: (35.0 + i * 360.0 / len(KINDS), 360.0 / len(KINDS) - 10.0) for i, k in enumerate(KINDS)}
 
 
 class RingLayout:
@@ -265,8 +267,8 @@ class Topology:
 
     def __repr__(self) -> str:
         c = self.counts()
-        return (f"<Topology of lab {self.lab}: {c['container']} containers, {c['vm']} VMs, "
-                f"{c['host']} hosts, {len(self.failed)} failed pair(s)>")
+        parts = ", ".join(f"{c[k.name]} {k.plural}" for k in kinds())
+        return f"<Topology of lab {self.lab}: {parts}, {len(self.failed)} failed pair(s)>"
 
 
 def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None = None,
@@ -274,9 +276,9 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
     """Draw the lab from its status (and failed pairs from ``matrix``) on a new Figure."""
     from matplotlib.collections import LineCollection, PathCollection
     from matplotlib.colors import to_rgba
-    from matplotlib.transforms import Affine2D
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import Affine2D
 
     layout = layout or RingLayout()
     graph = topology_graph(status, matrix)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hybridnb.core.ipam import allocate_one, assign_addresses, docker_ipam, pools_for
 from hybridnb.core.spec import parse_lab
@@ -60,7 +61,7 @@ def test_pool_full_is_a_validation_error():
 def test_docker_range_avoids_vm_pool():
     spec = lab({"c": {"kind": "container"}, "v": {"kind": "vm"}})
     addrs = assign_addresses(spec)
-    rng, aux = docker_ipam(spec.network, addrs, {"c": "container", "v": "vm"})
+    rng, aux = docker_ipam(spec.network, addrs, {"c": "container", "v": "vm"}, kind="container")
     vm_pool = pools_for(spec.network)["vm"]
     assert all(a not in vm_pool for a in rng)
     assert str(rng) == "10.0.1.128/26" and aux == {}
@@ -69,7 +70,7 @@ def test_docker_range_avoids_vm_pool():
 def test_aux_reserves_non_containers_inside_range():
     spec = lab({"c": {"kind": "container"}, "v": {"kind": "vm", "address": "10.0.1.130"}})
     addrs = assign_addresses(spec)
-    _, aux = docker_ipam(spec.network, addrs, {"c": "container", "v": "vm"})
+    _, aux = docker_ipam(spec.network, addrs, {"c": "container", "v": "vm"}, kind="container")
     assert aux == {"v": "10.0.1.130"}
 
 

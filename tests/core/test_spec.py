@@ -6,7 +6,9 @@ import ipaddress
 
 import pytest
 
-from hybridnb.core.spec import ContainerSpec, VMSpec, lab_to_dict, parse_lab
+from hybridnb.core.kinds.container import ContainerSpec
+from hybridnb.core.kinds.vm import VMSpec
+from hybridnb.core.spec import lab_to_dict, parse_lab
 from hybridnb.errors import ValidationError
 
 

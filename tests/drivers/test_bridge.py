@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.bridge import BridgeDriver
 from hybridnb.drivers.links import CREATING_GROUP
@@ -49,7 +48,7 @@ def test_create_observe_delete_round_trip(ns):
     lab, res = unique("lab"), bridge_res()
     drv.check(lab, res)
     drv.create(lab, res)
-    assert drv.observe(lab) == {"hbt0": res.fingerprint}
+    assert drv.observe(lab) == {"hbt0": Observation(res.fingerprint)}
     assert drv.observe("otherlab") == {}
     found, addrs = link(ns, "hbt0")
     assert addrs == ["10.77.0.1/24"]
@@ -58,7 +57,7 @@ def test_create_observe_delete_round_trip(ns):
     drv.check(lab, res)                       # its own route is no conflict on re-apply
     changed = bridge_res(address="10.77.0.254/24", mtu=1400)
     drv.create(lab, changed)                  # converges in place
-    assert drv.observe(lab) == {"hbt0": changed.fingerprint}
+    assert drv.observe(lab) == {"hbt0": Observation(changed.fingerprint)}
     assert link(ns, "hbt0")[1] == ["10.77.0.254/24"]
     drv.delete(lab, "hbt0")
     drv.delete(lab, "hbt0")                   # already gone is fine
@@ -78,7 +77,7 @@ def test_adopt_keeps_other_addresses_and_restores_alias(ns):
     res = bridge_res("userbr", adopt=True)
     drv.check(lab, res)
     drv.create(lab, res)
-    assert drv.observe(lab) == {"userbr": res.fingerprint}
+    assert drv.observe(lab) == {"userbr": Observation(res.fingerprint)}
     found, addrs = link(ns, "userbr")
     assert addrs == ["10.77.0.1/24", "192.168.77.1/24"]
     assert found.get("mtu") == 1500           # the user's MTU is left alone
@@ -149,5 +148,5 @@ def test_half_made_bridge_of_a_crash_is_replaced(ns):
     lab, res = unique("lab"), bridge_res()
     drv.check(lab, res)
     drv.create(lab, res)
-    assert drv.observe(lab) == {"hbt0": res.fingerprint}
+    assert drv.observe(lab) == {"hbt0": Observation(res.fingerprint)}
     assert link(ns, "hbt0")[0].get("group") == 0

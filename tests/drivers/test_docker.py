@@ -6,14 +6,18 @@ default route); pings go only between two containers the test created.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from hybridnb.core import naming
+from hybridnb.core.kinds import CompileContext, get
+from hybridnb.core.problems import Collector
 from hybridnb.core.resource import Resource
-from hybridnb.drivers.docker import STOPPED, ContainerDriver, NetworkDriver
+from hybridnb.core.spec import NetworkSpec
+from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
 from hybridnb.errors import ConflictError, EngineError, EngineUnavailable
 from hybridnb.target import Target
 from tests.helpers.netlab import unique
@@ -27,14 +31,23 @@ def network_res(lab: str, br, **over) -> Resource:
     return Resource("network", spec["network"], spec)
 
 
-def container_res(lab: str, br, name: str, host: int, **over) -> Resource:
-    spec = {"endpoint": name, "hostname": name, "address": br.addr(host), "prefix": 24,
-            "gateway": br.gateway, "bridge": br.name, "mtu": 1500, "dns": [br.gateway],
-            "domain": "hybrid.local", "container": naming.object_name(lab, name),
-            "image": "busybox", "network": naming.docker_network(lab), "command": None,
-            "env": {"ROLE": name}, "labels": {"team": "net"}, "ports": [], "init": True}
-    spec.update(over)
-    return Resource("container", name, spec)
+def container_res(lab: str, br, name: str, host: int, **fields) -> Resource:
+    """A container resource as the container kind compiles it from lab-file ``fields``."""
+    kind, c = get("container"), Collector()
+    ep = kind.parse(c, name, {"kind": "container", "env": {"ROLE": name},
+                              "labels": {"team": "net"}, **fields}, f"endpoints.{name}")
+    assert ep is not None, c.problems
+    net = NetworkSpec(bridge=br.name, subnet=ipaddress.IPv4Network(br.subnet),
+                      gateway=ipaddress.IPv4Address(br.gateway))
+    ctx = CompileContext(lab, net, {name: ipaddress.IPv4Address(br.addr(host))},
+                         {name: "container"})
+    return kind.compile(ep, ctx)
+
+
+def running(observed) -> dict[str, str]:
+    """``{name: fingerprint}`` of what runs (and nothing stopped)."""
+    assert all(o.running for o in observed.values()), observed
+    return {name: o.fingerprint for name, o in observed.items()}
 
 
 @pytest.fixture
@@ -74,7 +87,7 @@ def test_network_on_existing_bridge_round_trip(drivers, lab, lab_bridge):
     res = network_res(lab, br)
     assert net.observe(lab) == {}
     net.create(lab, res)
-    assert net.observe(lab) == {res.name: res.fingerprint}
+    assert running(net.observe(lab)) == {res.name: res.fingerprint}
     info = net.api.inspect_network(res.name)
     assert info["Options"]["com.docker.network.bridge.name"] == br.name
     ipam = info["IPAM"]["Config"][0]
@@ -88,7 +101,7 @@ def test_network_on_existing_bridge_round_trip(drivers, lab, lab_bridge):
         addrs = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=2, index=idx)]
     assert addrs == [br.gateway]
     net.create(lab, res)                       # a second create converges (replaces)
-    assert net.observe(lab) == {res.name: res.fingerprint}
+    assert running(net.observe(lab)) == {res.name: res.fingerprint}
     net.delete(lab, res.name)
     assert net.observe(lab) == {}
     with nsutil.iproute(br.netns) as ipr:      # the pre-existing bridge stays
@@ -117,7 +130,7 @@ def test_containers_get_their_address_and_reach_each_other(drivers, lab, lab_bri
     ctr.create(lab, a)
     created = time.monotonic() - t0
     ctr.create(lab, b)
-    assert ctr.observe(lab) == {"a": a.fingerprint, "b": b.fingerprint}
+    assert running(ctr.observe(lab)) == {"a": a.fingerprint, "b": b.fingerprint}
     api, network = ctr.api, naming.docker_network(lab)
     assert _ip_of(api, a.spec["container"], network) == br.addr(97)
     assert _ip_of(api, b.spec["container"], network) == br.addr(98)
@@ -145,12 +158,12 @@ def test_observe_create_delete_idempotence(drivers, lab, lab_bridge):
     a = container_res(lab, br, "a", 97, command=["sleep", "3600"])
     ctr.create(lab, a)
     ctr.create(lab, a)                         # leftover of the same name is replaced
-    assert ctr.observe(lab) == {"a": a.fingerprint}
+    assert running(ctr.observe(lab)) == {"a": a.fingerprint}
     assert len(ctr.api.containers(all=True, filters={"label": f"hybridnb.lab={lab}"})) == 1
     changed = container_res(lab, br, "a", 99, command=["sleep", "3600"])
     assert changed.fingerprint != a.fingerprint
     ctr.create(lab, changed)
-    assert ctr.observe(lab) == {"a": changed.fingerprint}
+    assert running(ctr.observe(lab)) == {"a": changed.fingerprint}
     ctr.delete(lab, "a")
     ctr.delete(lab, "a")                       # already gone is not an error
     assert ctr.observe(lab) == {}
@@ -166,7 +179,7 @@ def test_container_removed_behind_our_back_is_missing(drivers, lab, lab_bridge):
     ctr.api.remove_container(a.spec["container"], force=True)
     assert ctr.observe(lab) == {}
     ctr.create(lab, a)
-    assert ctr.observe(lab) == {"a": a.fingerprint}
+    assert running(ctr.observe(lab)) == {"a": a.fingerprint}
 
 
 @pytest.mark.real
@@ -181,9 +194,11 @@ def test_stopped_container_is_observed_differently_and_stops_fast(drivers, lab, 
     ctr.api.stop(a.spec["container"], timeout=10)
     stop_s = time.monotonic() - t0
     assert stop_s < 2.0, f"stop took {stop_s:.2f} s (init missing?)"
-    assert ctr.observe(lab) == {"a": a.fingerprint + STOPPED}
+    seen = ctr.observe(lab)["a"]
+    assert (seen.fingerprint, seen.running) == (a.fingerprint, False)
+    assert seen.reason.startswith("Exited"), seen             # Docker's own words
     ctr.create(lab, a)                         # the planner's replace
-    assert ctr.observe(lab) == {"a": a.fingerprint}
+    assert running(ctr.observe(lab)) == {"a": a.fingerprint}
 
 
 @pytest.mark.real
@@ -191,12 +206,11 @@ def test_published_port_and_concurrent_creates(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)
     net.create(lab, network_res(lab, br))
-    web = container_res(lab, br, "web", 97,
-                        ports=[{"container": 80, "host": 18080, "protocol": "tcp"}])
+    web = container_res(lab, br, "web", 97, ports=["18080:80/tcp"])
     rest = [container_res(lab, br, f"c{i}", 101 + i) for i in range(3)]
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda r: ctr.create(lab, r), [web, *rest]))
-    assert ctr.observe(lab) == {r.name: r.fingerprint for r in [web, *rest]}
+    assert running(ctr.observe(lab)) == {r.name: r.fingerprint for r in [web, *rest]}
     ports = ctr.api.inspect_container(web.spec["container"])["NetworkSettings"]["Ports"]
     assert ports["80/tcp"][0]["HostPort"] == "18080"
     with ThreadPoolExecutor(4) as pool:

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.firewall import FirewallDriver
 from hybridnb.target import Target
@@ -58,7 +58,7 @@ def test_round_trip_in_the_sandbox_leaves_iptables_identical(sandbox, lab_bridge
         assert "-A FORWARD -j DOCKER-USER" in before
         res = fw_res(br.name)
         drv.create(lab, res)
-        assert drv.observe(lab) == {br.name: res.fingerprint}
+        assert drv.observe(lab) == {br.name: Observation(res.fingerprint)}
         rules = chain(drv, "DOCKER-USER")
         assert rules[1] == (f'-A DOCKER-USER -i {br.name} -o {br.name} -m comment --comment '
                             f'"hybridnb:{lab} {res.fingerprint}" -j ACCEPT'), rules
@@ -84,7 +84,7 @@ def test_missing_chain_is_created_and_removed_again():
         lab, res = unique("fw"), fw_res("hbtfw0")
         drv.create(lab, res)
         assert chain(drv, "DOCKER-USER")[0] == "-N DOCKER-USER"
-        assert drv.observe(lab) == {"hbtfw0": res.fingerprint}
+        assert drv.observe(lab) == {"hbtfw0": Observation(res.fingerprint)}
         # nothing else jumps to the new chain: our own tagged jump does
         assert chain(drv, "FORWARD")[1] == (f'-A FORWARD -m comment --comment "hybridnb:{lab} '
                                             f'{res.fingerprint} jump:hbtfw0" -j DOCKER-USER')

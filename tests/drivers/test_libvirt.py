@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-
 import subprocess
 import tempfile
-
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,7 +139,9 @@ def test_vm_boots_and_is_reachable(env, vm1) -> None:
     fractions = [f for _, f in vm1["events"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert "HYBRIDNB-READY name=vm1 ip=10.0.1.200" in drv.console(LAB, "vm1")
-    assert drv.observe(LAB) == {"vm1": vm1["resource"].fingerprint}
+    seen = drv.observe(LAB)
+    assert set(seen) == {"vm1"} and seen["vm1"].running
+    assert seen["vm1"].fingerprint == vm1["resource"].fingerprint
     assert drv.state(LAB, "vm1") == "running"
     rtt = icmp(ns, "10.0.1.200")
     assert rtt is not None, "vm1 does not answer ping on the bridge"
@@ -243,7 +243,8 @@ def test_stopped_vm_differs_then_delete_removes_everything(env, vm1) -> None:
         conn.lookupByName(naming.object_name(LAB, "vm1")).destroy()
     finally:
         conn.close()
-    assert drv.observe(LAB) == {"vm1": "stopped:" + fp}
+    seen = drv.observe(LAB)["vm1"]
+    assert (seen.fingerprint, seen.running, seen.reason) == (fp, False, "shut off")
     assert drv.state(LAB, "vm1") == "shut off"
     drv.delete(LAB, "vm1")
     assert drv.observe(LAB) == {}

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from hybridnb.core import naming
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.bridge import BridgeDriver
 from hybridnb.drivers.links import CREATING_GROUP
@@ -64,7 +64,8 @@ def test_hosts_round_trip_and_ping_each_other(lab):
     a, b = host_res(name, "a", "10.79.0.10", dns=True), host_res(name, "b", "10.79.0.11")
     hosts.create(name, a)
     hosts.create(name, b)
-    assert hosts.observe(name) == {"a": a.fingerprint, "b": b.fingerprint}
+    assert hosts.observe(name) == {"a": Observation(a.fingerprint),
+                                   "b": Observation(b.fingerprint)}
     assert hosts.observe("someotherlab") == {}
     ns_a = a.spec["netns"]
     assert nsutil.netns_exists(ns_a)
@@ -83,7 +84,7 @@ def test_hosts_round_trip_and_ping_each_other(lab):
     assert resolv == f"search hybrid.local\nnameserver {GW}\n"
     hosts.delete(name, "a")
     hosts.delete(name, "a")                     # already gone is fine
-    assert hosts.observe(name) == {"b": b.fingerprint}
+    assert hosts.observe(name) == {"b": Observation(b.fingerprint)}
     assert not nsutil.netns_exists(ns_a)
     assert not os.path.exists(os.path.join(hosts.etc_netns, ns_a))
     hosts.delete(name, "b")
@@ -102,7 +103,7 @@ def test_create_cleans_up_leftovers_of_a_crash(lab):
                  peer={"ifname": spec["peer"]})
     assert hosts.observe(name) == {}
     hosts.create(name, res)
-    assert hosts.observe(name) == {"c": res.fingerprint}
+    assert hosts.observe(name) == {"c": Observation(res.fingerprint)}
     assert icmp_ping(spec["netns"], GW) is not None
     hosts.create(name, res)                     # re-create over a complete host converges too
     assert icmp_ping(spec["netns"], GW) is not None
@@ -128,7 +129,7 @@ def test_many_hosts_concurrently(lab):
     resources = [host_res(name, f"h{i}", f"10.79.0.{100 + i}") for i in range(20)]
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda r: hosts.create(name, r), resources))
-    assert hosts.observe(name) == {r.name: r.fingerprint for r in resources}
+    assert hosts.observe(name) == {r.name: Observation(r.fingerprint) for r in resources}
     first, last = resources[0].spec["netns"], resources[-1].spec["address"]
     assert icmp_ping(first, last) is not None
     with ThreadPoolExecutor(4) as pool:
@@ -202,7 +203,7 @@ def test_the_same_lab_on_another_lab_host_never_touches_this_ones_namespaces():
             with pytest.raises(ConflictError):
                 b.create(name, res)
             b.delete(name, "h1")                             # not b's: left alone
-            assert a.observe(name) == {"h1": res.fingerprint}
+            assert a.observe(name) == {"h1": Observation(res.fingerprint)}
             assert icmp_ping(ns_a, "10.79.0.20") is not None
         finally:
             a.delete(name, "h1")

@@ -142,7 +142,7 @@ def test_cell_magic_applies_and_reports_problems(shell):
     assert "unrecognized arguments" in usage_error(shell, "%%hybrid --bogus\nname: x\n")
 
 
-def test_dns_records_and_logs(shell):
+def test_dns_records_and_query_log(shell):
     build(shell)
     records = run(shell, "%hybrid dns")
     assert isinstance(records, DnsRecords)
@@ -150,7 +150,8 @@ def test_dns_records_and_logs(shell):
     assert records.lookup("gateway") == ["10.0.5.1"]
     assert records.lookup("10.5.0.10.in-addr.arpa.", "PTR") == ["h1.hybrid.local."]
     assert "PTR" in records._repr_html_()
-    assert "no query log" in usage_error(shell, "%hybrid dns logs -n 5")
+    msg = usage_error(shell, "%hybrid dns query-log -n 5")
+    assert "cannot read the DNS query log" in msg and "sends no packets" in msg
 
 
 def test_test_and_validate_on_dry_run_say_why(shell):

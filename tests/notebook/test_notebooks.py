@@ -77,7 +77,7 @@ def test_basics_on_dry_run(tmp_path, monkeypatch):
 @pytest.mark.real
 def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     """The walkthrough against the real engines in the session's sandbox (CI acceptance)."""
-    from hybridnb.lab import open_lab
+    from hybridnb.lab import Lab
     from tests.realengines import SANDBOX_NAME
 
     params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "nbbasics",
@@ -87,7 +87,7 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
         nb = execute(BASICS, params, monkeypatch, timeout=900)
     finally:
         try:            # whatever the notebook left (it failed half way) is destroyed
-            open_lab("nbbasics", backend="sandbox", sandbox=SANDBOX_NAME,
+            Lab.load("nbbasics", backend="sandbox", sandbox=SANDBOX_NAME,
                      state_dir=tmp_path).destroy()
         except Exception:
             pass

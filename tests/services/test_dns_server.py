@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers.dns import DnsDriver
 from hybridnb.target import Target
 
@@ -209,11 +209,11 @@ def test_query_log_and_observe(lab):
     ns, driver = lab
     ask(ns, "h1.hybrid.local", "A")
     ask(ns, "ghost.hybrid.local", "A")
-    entries = driver.logs(LAB, 50)       # at once: the server writes what it holds first
+    entries = driver.query_log(LAB, 50)       # at once: the server writes what it holds first
     ghost = [e for e in entries if e["name"] == "ghost.hybrid.local."][-1]
     assert ghost["rcode"] == "NXDOMAIN" and ghost["type"] == "A" and ghost["latency_us"] >= 0
     assert any(e["name"] == "h1.hybrid.local." and e["rcode"] == "NOERROR" for e in entries)
-    assert driver.observe(LAB) == {LAB: Resource("dns", LAB, spec()).fingerprint}
+    assert driver.observe(LAB) == {LAB: Observation(Resource("dns", LAB, spec()).fingerprint)}
     pid = driver.status(LAB)["pid"]
     assert os.getsid(pid) != os.getsid(0)           # own session: outlives the kernel
 
@@ -227,7 +227,7 @@ def test_lifecycle_create_delete(tmp_path):
         driver.create("lc", res)
         driver.create("lc", res)                    # re-create converges
         pid = driver.status("lc")["pid"]
-        assert driver.observe("lc") == {"other": res.fingerprint}
+        assert driver.observe("lc") == {"other": Observation(res.fingerprint)}
         driver.delete("lc", "other")
         assert driver.observe("lc") == {} and not (tmp_path / "lc" / "dns").exists()
         assert not os.path.exists(f"/proc/{pid}") or \
@@ -371,7 +371,7 @@ def test_silent_or_unreachable_upstream_gives_servfail_in_bounded_time(fwd):
 def wait_log(driver, found, timeout=3.0):
     deadline = time.monotonic() + timeout
     while True:
-        entries = driver.logs(LAB, 200)
+        entries = driver.query_log(LAB, 200)
         if any(found(e) for e in entries) or time.monotonic() > deadline:
             return entries
         time.sleep(0.05)

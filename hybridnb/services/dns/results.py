@@ -1,4 +1,4 @@
-"""What ``Lab.dns()`` and ``Lab.dns_logs()`` return: records and query logs that render
+"""What ``Lab.dns()`` and ``Lab.dns_query_log()`` return: records and query logs that render
 themselves (text for the CLI and ``repr``, an HTML table for Jupyter and reports)."""
 
 from __future__ import annotations
