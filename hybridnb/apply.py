@@ -2,18 +2,18 @@
 
 Actions run stage by stage in the plan's order: first the deletes, then each resource kind in
 turn (:func:`hybridnb.core.stages.kind_order`: bridge, firewall, network, hosts, containers,
-VMs, DNS).  Inside one stage, a driver that
-says ``concurrent = True`` gets its actions on a thread pool — twenty containers come up
-together, not one after another.  Before a stage's drivers are called, the state records
-their intents (``creating``/``deleting``…, with the spec being made; one atomic write per
-stage); after the stage, the outcomes.  A crash at any point therefore leaves a state from which the next apply or destroy
-converges: whatever may be half made is recorded, and drivers clean up half-made leftovers.
+VMs, DNS).  Inside one stage, a driver that says ``concurrent = True`` gets its actions on a
+thread pool — twenty containers come up together, not one after another.  Before a stage's
+drivers are called, the state records their intents (``creating``/``deleting``…, with the
+spec being made; one atomic write per stage); after the stage, the outcomes.  A crash at any
+point therefore leaves a state from which the next apply or destroy converges: whatever may
+be half made is recorded, and drivers clean up half-made leftovers.
 
 A call whose process died may still be carried out after the death: dockerd finishes the
 network or container a killed client asked for, libvirtd the domain.  Drivers of such engines
-say how long that can take (the :class:`~hybridnb.drivers.base.Settling` capability); :func:`observe_settled` gives the
-interrupted actions that much time, counted from when their intent was written, to land
-before the next apply or destroy plans — instead of racing them.
+say how long that can take (the :class:`~hybridnb.drivers.base.Settling` capability);
+:func:`observe_settled` gives the interrupted actions that much time, counted from when their
+intent was written, to land before the next apply or destroy plans — instead of racing them.
 
 Before any action runs, every create/replace is offered to its driver's ``check`` (the
 :class:`~hybridnb.drivers.base.Checkable` capability: e.g. "this subnet overlaps a host
@@ -217,7 +217,8 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
             if action.op == "delete":
                 driver.delete(plan.lab, action.name)
             elif action.op == "update":
-                backend.require(action.kind, Updatable).update(plan.lab, action.resource)  # type: ignore[arg-type]
+                updater = backend.require(action.kind, Updatable)
+                updater.update(plan.lab, action.resource)  # type: ignore[arg-type]
             else:
                 if action.op == "replace":
                     driver.delete(plan.lab, action.name)

@@ -118,7 +118,8 @@ def cmd_kinds(args: argparse.Namespace) -> int:
 
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
-        raise NotFoundError(f"unknown kind {unknown[0]!r}", hint=f"the kinds are {', '.join(KINDS)}")
+        raise NotFoundError(f"unknown kind {unknown[0]!r}",
+                            hint=f"the kinds are {', '.join(KINDS)}")
     print(KindReference.of(args.kinds or None).to_text())
     return EXIT_OK
 
@@ -137,7 +138,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        parser.exit(message=_version() + "\n")
+        print(_version())
+        parser.exit()
 
 
 def _sandbox_option(p: argparse.ArgumentParser, *, alias: bool = False) -> None:

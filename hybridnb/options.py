@@ -2,9 +2,9 @@
 
 The fronts never spell out an endpoint field: :func:`add_field_options` gives an argparse
 parser one option per field of a kind (``--image IMAGE``, ``--env K=V`` repeatable,
-``--template {test,base,docker}``…; values are checked by the kind, like a lab file's) and :func:`field_values` turns what argparse collected
-back into the keyword arguments of ``Lab.add`` (``None`` for what was not given, so the
-field keeps its default).  :func:`usage` renders a parser's usage compactly for
+``--template {test,base,docker}``…; values are checked by the kind, like a lab file's) and
+:func:`field_values` turns what argparse collected back into the keyword arguments of
+``Lab.add`` (``None`` for what was not given, so the field keeps its default).  :func:`usage` renders a parser's usage compactly for
 ``%hybrid help``, so that text is generated and cannot drift from the options.
 """
 
@@ -51,7 +51,11 @@ def _option_usage(action: argparse.Action) -> str:
 def _positional_usage(action: argparse.Action) -> str:
     meta = action.metavar or ("|".join(map(str, action.choices)) if action.choices
                               else action.dest.upper())
-    return f"[{meta}]" if action.nargs == "?" else str(meta)
+    if action.nargs == "?":
+        return f"[{meta}]"
+    if action.nargs == "*":
+        return f"[{meta} ...]"
+    return f"{meta} [{meta} ...]" if action.nargs == "+" else str(meta)
 
 
 def usage(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ("help", "output")) -> str:

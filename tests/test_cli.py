@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from hybridnb.cli import main
 
@@ -54,3 +55,43 @@ def test_console_script_help():
     assert out.returncode == 0 and "exit codes" in out.stdout
     for cmd in ("plan", "apply", "destroy", "status", "sandbox"):
         assert cmd in out.stdout
+
+
+def test_kinds_reference_and_version(capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run(capsys, "kinds")
+    assert code == 0 and "--image IMAGE" in out and "--memory MiB" in out
+    code, out, _ = run(capsys, "kinds", "host")
+    assert code == 0 and "container" not in out.split("\n", 1)[1]
+    code, _, err = run(capsys, "kinds", "robot")
+    assert code == 2 and "unknown kind 'robot'" in err
+    import hybridnb
+
+    assert hybridnb.__version__ == version("hybridnb")
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hybridnb {version('hybridnb')}"
+
+
+def test_what_the_dry_run_backend_cannot_do_is_one_clear_error(capsys, state_dir):
+    common = ["--dry-run", "--state-dir", str(state_dir), "-q"]
+    run(capsys, "apply", str(SEED), *common)
+    code, _, err = run(capsys, "dns", str(SEED), *common, "--query-log", "5")
+    assert code == 5 and "cannot read the DNS query log" in err and "sends no packets" in err
+    code, _, err = run(capsys, "test", str(SEED), *common)
+    assert code == 5 and "cannot probe the lab" in err and "Traceback" not in err
+
+
+def test_sandbox_option_and_environment(capsys, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_SANDBOX", "hnb-env-cli")
+    code, out, _ = run(capsys, "sandbox", "status")
+    assert "hnb-env-cli" in out
+    code, out, _ = run(capsys, "sandbox", "status", "--sandbox", "hnb-flag-cli")
+    assert "hnb-flag-cli" in out
+    code, out, _ = run(capsys, "sandbox", "status", "--name", "hnb-old-cli")   # old spelling
+    assert "hnb-old-cli" in out
+    from hybridnb.lab import Lab
+
+    assert Lab("x", backend="dry-run").sandbox == "hnb-env-cli"

@@ -127,3 +127,61 @@ def test_replace_redefines_atomically(backend, state_dir):
     with pytest.raises(ValidationError):                 # invalid: the old definition stays
         lab.add_container("web", address="10.9.9.9", replace=True)
     assert lab.spec.endpoint("web").image == "nginx"
+
+
+def test_add_takes_any_kind_and_field_and_refuses_unknown_ones(backend, state_dir):
+    lab = Lab("k", backend=backend, state_dir=state_dir)
+    lab.add("container", "web", image="nginx", env={"A": 1}, ports=("8080:80",))
+    lab.add("vm", "db", memory=256, services=["postgresql/5432"]).add("host", "h")
+    assert lab.spec.endpoint("web").env == {"A": "1"}
+    assert lab.spec.endpoint("db").memory == 256
+    with pytest.raises(ValidationError, match="did you mean 'memory'"):
+        lab.add_vm("v2", memroy=512)
+    with pytest.raises(ValidationError, match="unknown kind 'robot'"):
+        lab.add("robot", "r")
+    assert [e.name for e in lab.spec.endpoints] == ["db", "h", "web"]
+
+
+def test_a_stopped_container_and_a_stopped_vm_read_the_same(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    engine = backend.extras["engine"]
+    engine.stop("t", "container", "web")
+    engine.stop("t", "vm", "vm1")
+    rows = {e.name: (e.state, e.detail) for e in lab.status().endpoints}
+    assert rows["web"][0] == rows["vm1"][0] == "stopped" and rows["h1"] == ("up", "")
+    assert "detail" in lab.status().to_text()
+    plan = lab.plan()
+    assert {(a.op, a.name, a.reason) for a in plan.actions} == {
+        ("replace", "web", "not running"), ("replace", "vm1", "not running")}
+    lab.apply()
+    assert lab.status().up
+
+
+def test_a_plan_names_what_changed_in_an_endpoint(backend, state_dir):
+    lab = make(backend, state_dir)
+    lab.apply()
+    lab.add_container("web", address="10.0.1.100", image="nginx", command="nginx -g daemon",
+                      replace=True)
+    lab.add_vm("vm1", memory=256, replace=True)
+    reasons = {a.name: a.reason for a in lab.plan().actions}
+    assert reasons == {"web": "changed: command, image", "vm1": "changed: memory"}
+    status = {e.name: (e.state, e.detail) for e in lab.status().endpoints}
+    assert status["web"] == ("differs", "changed: command, image")
+    # changed behind our back: the recorded spec is not what the engine holds
+    backend.extras["engine"].tamper("t", "host", "h1", "0123456789ab")
+    assert {a.name: a.reason for a in lab.plan().actions}["h1"] == "changed"
+
+
+def test_capabilities_the_dry_run_backend_lacks_raise_one_typed_error(backend, state_dir):
+    from hybridnb.errors import EngineUnavailable, Unsupported
+
+    lab = make(backend, state_dir)
+    lab.apply()
+    with pytest.raises(Unsupported) as info:
+        lab.dns_query_log()
+    assert isinstance(info.value, EngineUnavailable) and info.value.exit_code == 5
+    assert info.value.capability == "QueryLog" and "sends no packets" in str(info.value)
+    with pytest.raises(Unsupported, match="cannot probe the lab"):
+        lab.test()
+    assert backend.updatable() == ["dns"]

@@ -72,6 +72,59 @@ def _close(word: str, choices: Sequence[str]) -> str | None:
     return match[0] if match else None
 
 
+def _outcome_problems(outcome: str, path: str) -> list[Problem]:
+    if outcome.lower() in OUTCOMES:
+        return []
+    guess = _close(outcome.lower(), OUTCOMES)
+    return [Problem(path, f"unknown outcome {outcome!r}",
+                    f"did you mean {guess!r}?" if guess else "the outcome is 'ok' or 'blocked'")]
+
+
+def _check_problems(check: str, path: str) -> tuple[str | None, int | None, list[Problem]]:
+    """(protocol, port, problems) of a ``CHECK`` word."""
+    cm = _CHECK.match(check.lower())
+    if cm is None or cm.group("proto") not in PROTOCOLS:
+        word = cm.group("proto") if cm else check.split("/")[0].lower()
+        guess = _close(word, PROTOCOLS)
+        return None, None, [Problem(path, f"unknown check {check!r}",
+                                    (f"did you mean {guess!r}? " if guess else "") +
+                                    "checks are icmp, tcp/PORT, udp/PORT, http[/PORT], dns")]
+    proto = cm.group("proto")
+    if cm.group("port") is None:
+        if proto in _PORT_REQUIRED:
+            return proto, None, [Problem(path, f"{proto} needs a port",
+                                         f"write e.g. '{proto}/{5432 if proto == 'tcp' else 53}'")]
+        return proto, None, []
+    port = int(cm.group("port"))
+    if proto not in _PORT_ALLOWED:
+        return proto, port, [Problem(path, f"{proto} takes no port", f"write just {proto!r}")]
+    if not 1 <= port <= 65535:
+        return proto, port, [Problem(path, f"port {port} is out of range", "ports are 1-65535")]
+    return proto, port, []
+
+
+def _endpoint_problems(src: str, dst: str, path: str,
+                       names: Sequence[str] | None) -> list[Problem]:
+    problems: list[Problem] = []
+    if src == dst:
+        problems.append(Problem(path, f"{src!r} -> {dst!r} probes an endpoint against itself",
+                                "name two different endpoints"))
+    if src == GATEWAY:
+        problems.append(Problem(path, "the gateway is only a target, not a source",
+                                "put 'gateway' on the right of '->'"))
+    if names is None:
+        return problems
+    known = set(names)
+    for role, name in (("source", src), ("target", dst)):
+        if (name == GATEWAY and role == "target") or name in known:
+            continue
+        guess = _close(name, sorted(known))
+        problems.append(Problem(path, f"unknown {role} endpoint {name!r}",
+                                f"did you mean {guess!r}?" if guess else
+                                "name an endpoint of the lab"))
+    return problems
+
+
 def _line_problems(line: Any, path: str,
                    names: Sequence[str] | None) -> tuple[Expectation | None, list[Problem]]:
     if not isinstance(line, str):
@@ -82,55 +135,13 @@ def _line_problems(line: Any, path: str,
         if "->" not in line:
             hint = "the source and target are joined by '->'; " + _EXAMPLE
         return None, [Problem(path, f"{line.strip()!r} is not an expectation", hint)]
-    problems: list[Problem] = []
     src, dst, check, outcome = m.group("src", "dst", "check", "outcome")
-    outcome = outcome.lower()
-    if outcome not in OUTCOMES:
-        guess = _close(outcome, OUTCOMES)
-        problems.append(Problem(path, f"unknown outcome {m.group('outcome')!r}",
-                                f"did you mean {guess!r}?" if guess else
-                                "the outcome is 'ok' or 'blocked'"))
-    proto: str | None = None
-    port: int | None = None
-    cm = _CHECK.match(check.lower())
-    if cm is None or cm.group("proto") not in PROTOCOLS:
-        word = cm.group("proto") if cm else check.split("/")[0].lower()
-        guess = _close(word, PROTOCOLS)
-        problems.append(Problem(path, f"unknown check {check!r}",
-                                (f"did you mean {guess!r}? " if guess else "") +
-                                "checks are icmp, tcp/PORT, udp/PORT, http[/PORT], dns"))
-    else:
-        proto = cm.group("proto")
-        if cm.group("port") is not None:
-            port = int(cm.group("port"))
-            if proto not in _PORT_ALLOWED:
-                problems.append(Problem(path, f"{proto} takes no port",
-                                        f"write just {proto!r}"))
-            elif not 1 <= port <= 65535:
-                problems.append(Problem(path, f"port {port} is out of range",
-                                        "ports are 1-65535"))
-        elif proto in _PORT_REQUIRED:
-            problems.append(Problem(path, f"{proto} needs a port",
-                                    f"write e.g. '{proto}/{5432 if proto == 'tcp' else 53}'"))
-    if src == dst:
-        problems.append(Problem(path, f"{src!r} -> {dst!r} probes an endpoint against itself",
-                                "name two different endpoints"))
-    if src == GATEWAY:
-        problems.append(Problem(path, "the gateway is only a target, not a source",
-                                "put 'gateway' on the right of '->'"))
-    if names is not None:
-        known = set(names)
-        for role, name in (("source", src), ("target", dst)):
-            if name == GATEWAY and role == "target":
-                continue
-            if name not in known:
-                guess = _close(name, sorted(known))
-                problems.append(Problem(path, f"unknown {role} endpoint {name!r}",
-                                        f"did you mean {guess!r}?" if guess else
-                                        "name an endpoint of the lab"))
+    proto, port, problems = _check_problems(check, path)
+    problems = _outcome_problems(outcome, path) + problems + \
+        _endpoint_problems(src, dst, path, names)
     if problems or proto is None:
         return None, problems
-    return Expectation(src, dst, proto, port, outcome), []
+    return Expectation(src, dst, proto, port, outcome.lower()), []
 
 
 def parse_expectation(line: str, *, path: str = "expect",

@@ -115,7 +115,8 @@ def _subnet(c: Collector, data: Mapping[str, Any]) -> ipaddress.IPv4Network | No
     except ValueError as exc:
         hint = "write it like 10.0.1.0/24"
         try:
-            hint = f"host bits are set: did you mean {ipaddress.IPv4Network(str(raw), strict=False)}?"
+            loose = ipaddress.IPv4Network(str(raw), strict=False)
+            hint = f"host bits are set: did you mean {loose}?"
         except ValueError:
             pass
         c.add("network.subnet", f"{raw!r} is not an IPv4 subnet ({exc})", hint)
@@ -170,7 +171,8 @@ def _mtu_and_flags(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) ->
                   f"use a value between {_MTU[0]} and {_MTU[1]} (1500 for Ethernet, 1450 "
                   "under VXLAN)")
     for flag in ("adopt", "dns"):
-        if flag in data and c.typed(data[flag], bool, f"network.{flag}", "true or false") is not None:
+        if flag in data and \
+                c.typed(data[flag], bool, f"network.{flag}", "true or false") is not None:
             kw[flag] = data[flag]
 
 

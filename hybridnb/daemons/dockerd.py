@@ -32,7 +32,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from hybridnb.daemons import Daemon
 from hybridnb.daemons import process as proc
@@ -198,17 +198,26 @@ def stop(daemon: Daemon, timeout: float = 15.0) -> None:
         raise ValueError("not a dockerd record (no exec_root)")
     if proc.alive(daemon.pid, exec_root):
         proc.terminate([daemon.pid], marker=exec_root, timeout=timeout)
-    child = _CHILDREN.pop(daemon.pid, None)
+    _reap(daemon.pid)
+    _sweep_processes(exec_root, x.get("cgroup_parent"))
+    _remove_files(x)
+
+
+def _reap(pid: int) -> None:
+    """Wait for a dockerd this process started (no zombie left)."""
+    child = _CHILDREN.pop(pid, None)
     if child is not None:
         try:
             child.wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
-    # containerd and shims carry the exec-root on their command line
-    cgroup = x.get("cgroup_parent")
+
+
+def _sweep_processes(exec_root: str, cgroup: str | None) -> None:
+    """Kill what dockerd left: its cgroup's processes and containerd/shims carrying the
+    exec-root on their command line; then remove the cgroup."""
     if cgroup:
-        leftovers = proc.cgroup_pids(cgroup)
-        proc.signal_all(leftovers, 9)
+        proc.signal_all(proc.cgroup_pids(cgroup), 9)
     strays = proc.find(exec_root)
     if strays:
         proc.terminate(strays, marker=exec_root, timeout=3.0)
@@ -218,10 +227,15 @@ def stop(daemon: Daemon, timeout: float = 15.0) -> None:
                 break
             time.sleep(0.02)
         proc.remove_cgroup(cgroup)
+
+
+def _remove_files(x: Mapping[str, Any]) -> None:
+    """Mounts under its directories, the exec-root, socket, pidfile and the host directories
+    it made (once no engine runs any more)."""
     for key in ("exec_root", "data_root"):
         if x.get(key):
             proc.unmount_under(Path(x[key]))
-    shutil.rmtree(exec_root, ignore_errors=True)
+    shutil.rmtree(x["exec_root"], ignore_errors=True)
     for key in ("socket", "pidfile"):
         if x.get(key):
             Path(x[key]).unlink(missing_ok=True)

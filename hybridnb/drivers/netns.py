@@ -130,7 +130,8 @@ class NetnsHostDriver:
 
     def netns_paths(self, lab: str) -> dict[str, str]:
         """Per host of the lab that is whole: its namespace, where probes open sockets."""
-        return {name: nsutil.netns_path(naming.object_name(lab, name)) for name in self.observe(lab)}
+        return {name: nsutil.netns_path(naming.object_name(lab, name))
+                for name in self.observe(lab)}
 
     # -- check / create -------------------------------------------------------------------
 

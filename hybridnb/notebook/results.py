@@ -69,9 +69,9 @@ class HelpText:
     usage: tuple[tuple[str, str], ...] = field(default=())
 
     def to_text(self) -> str:
-        width = max(len(u) for u, _ in self.usage)
         lines = ["%hybrid SUBCOMMAND [options]   (add -h to any subcommand for its options)"]
-        lines += [f"  {u.ljust(width)}  {h}" for u, h in self.usage]
+        for u, h in self.usage:
+            lines += [f"  {u}", f"      {h}"]
         lines.append("Options: %config HybridMagics.backend / .lab / .state_dir / .sandbox;"
                      " -o NAME stores the result in NAME; %%hybrid [--apply] takes a YAML lab.")
         return "\n".join(lines)

@@ -144,3 +144,22 @@ def test_forms_without_a_lab_say_so(shell):
 def test_forms_render_as_widgets(lab):
     bundle = host_form()._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_endpoint_forms_have_one_widget_per_field_of_their_kind(lab):
+    from hybridnb.core.kinds import kinds
+    from hybridnb.notebook.forms import endpoint_form
+
+    for kind in kinds():
+        form = endpoint_form(kind.name)
+        assert list(form.fields) == ["name"] + [f.name for f in kind.fields()], kind.name
+        assert form.title == f"Add a {kind.title} to lab forms"
+    form = container_form()
+    form.fields["name"].value = "api"
+    form.fields["services"].value = "http/8080, dns/53/udp"
+    form.fields["labels"].value = "tier=back\n"
+    assert form.click().ok
+    ep = lab.spec.endpoint("api")
+    assert [str(s) for s in ep.services] == ["http/8080", "dns/53/udp"]
+    assert dict(ep.labels) == {"tier": "back"}
+    assert vm_form().fields["template"].options == ("test", "base", "docker")

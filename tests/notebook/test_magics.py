@@ -197,8 +197,10 @@ def test_graph_and_live_graph(shell):
 
 
 def test_sandbox_status_reads_only(shell):
-    status = run(shell, "%hybrid sandbox status --name hnb-absent-unit")
+    status = run(shell, "%hybrid sandbox status --sandbox hnb-absent-unit")
     assert status.name == "hnb-absent-unit" and not status.up
+    assert run(shell, "%hybrid sandbox status --name hnb-absent-unit").name == \
+        "hnb-absent-unit"                                   # the old spelling still works
     assert "invalid choice" in usage_error(shell, "%hybrid sandbox sideways")
 
 
@@ -261,3 +263,58 @@ def test_load_ext_is_fast_and_light():
     print(f"load_ext: {float(took) * 1000:.1f} ms")
     assert heavy == ""
     assert float(took) < 0.3
+
+
+def test_each_kind_is_a_subcommand_whose_options_are_its_fields(shell):
+    from hybridnb.core.kinds import kinds
+
+    magics = shell.magics_manager.registry["HybridMagics"]
+    for kind in kinds():
+        parser = magics._parser(kind.name)
+        options = {o for a in parser._actions for o in a.option_strings} - {"-h", "--help",
+                                                                            "-o", "--output"}
+        assert options == {f.option for f in kind.fields()}, kind.name
+        assert kind.description in magics.descriptions[kind.name]
+    build(shell)
+    summary = run(shell, "%hybrid container api --service http/8080 --label tier=back "
+                         "--command 'sleep 60' --env A=1 --env B=2")
+    ep = magics.current_lab.spec.endpoint("api")
+    assert [str(s) for s in ep.services] == ["http/8080"] and dict(ep.labels) == {"tier": "back"}
+    assert dict(ep.env) == {"A": "1", "B": "2"} and ep.command == ("sleep", "60")
+    assert summary.note == "container api added"
+
+
+def test_help_is_generated_from_the_parsers(shell):
+    usage = dict(run(shell, "%hybrid help").usage)
+    container = next(u for u in usage if u.startswith("container "))
+    assert container.startswith("container NAME [--image IMAGE] [--command COMMAND]")
+    assert "[--port [HOST:]PORT[/PROTO]]" in container
+    assert "[--service NAME/PORT[/udp]]" in container
+    assert "vm NAME [--template {test,base,docker}] [--memory MiB]" in "\n".join(usage)
+    assert "sandbox up|down|status [--sandbox NAME] [--purge] [--quiet]" in usage
+    assert "dns [records|query-log] [--limit N]" in usage
+    assert usage["kinds [KIND ...]"].startswith("the endpoint kinds")
+
+
+def test_kinds_reference(shell):
+    from hybridnb.core.kinds.reference import KindReference
+
+    ref = run(shell, "%hybrid kinds vm")
+    assert isinstance(ref, KindReference) and {r[0] for r in ref.rows} == {"vm"}
+    assert "unknown kind 'robot'" in usage_error(shell, "%hybrid kinds robot")
+
+
+def test_sandbox_name_comes_from_the_environment(shell, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_SANDBOX", "hnb-env-unit")
+    magics = shell.magics_manager.registry["HybridMagics"]
+    assert magics.sandbox_name() == "hnb-env-unit"
+    assert run(shell, "%hybrid sandbox status").name == "hnb-env-unit"
+    run(shell, "%hybrid create --name envlab")
+    assert magics.current_lab.sandbox == "hnb-env-unit"
+    run(shell, '%config HybridMagics.sandbox = "hnb-conf-unit"')
+    try:
+        assert run(shell, "%hybrid sandbox status").name == "hnb-conf-unit"
+        assert run(shell, "%hybrid sandbox status --sandbox hnb-flag-unit").name == \
+            "hnb-flag-unit"
+    finally:
+        run(shell, '%config HybridMagics.sandbox = ""')
