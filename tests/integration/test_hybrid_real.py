@@ -211,6 +211,30 @@ def test_stopped_endpoint_turns_exactly_its_rows_and_columns_red(hybrid):
     assert lab.status().up
 
 
+def test_a_stopped_vm_and_a_stopped_container_read_the_same(hybrid):
+    """One state word in status and one plan reason, whatever the engine: docker's 'exited'
+    and libvirt's 'shut off' are details, not states."""
+    import libvirt
+
+    lab, box, _ = hybrid
+    docker_api(box).stop("hnb-hy-c2", timeout=1)
+    conn = libvirt.open(box.target().libvirt_uri)
+    try:
+        conn.lookupByName("hnb-hy-v2").destroy()
+    finally:
+        conn.close()
+    try:
+        rows = {e.name: e for e in lab.status().endpoints}
+        assert rows["c2"].state == rows["v2"].state == "stopped"
+        assert rows["c2"].detail.startswith("Exited") and rows["v2"].detail == "shut off"
+        reasons = {(a.op, a.kind, a.name, a.reason) for a in lab.plan().actions}
+        assert reasons == {("replace", "container", "c2", "not running"),
+                           ("replace", "vm", "v2", "not running")}
+    finally:
+        assert lab.apply().ok                        # both are replaced, and run again
+    assert lab.status().up
+
+
 def test_destroy_leaves_nothing(hybrid):
     lab, box, before = hybrid
     lab.destroy()
