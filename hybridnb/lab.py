@@ -28,15 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from hybridnb.apply import (
-    ApplyResult,
-    Observed,
-    Progress,
-    execute,
-    observe_all,
-    observe_settled,
-    preflight,
-)
+from hybridnb.apply import (ApplyResult, Observed, Progress, execute, observe_all, observe_settled,
+                            preflight)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.ipam import assign_addresses
 from hybridnb.core.kinds import endpoint_to_dict, is_endpoint_kind, plain
@@ -45,13 +38,7 @@ from hybridnb.core.plan import Plan, destroy_plan, diff
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.core.spec import LabSpec, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource, QueryLog
-from hybridnb.errors import (
-    HybridError,
-    NotFoundError,
-    Problem,
-    Unsupported,
-    ValidationError,
-)
+from hybridnb.errors import (HybridError, NotFoundError, Problem, Unsupported, ValidationError)
 from hybridnb.offloop import engine_call
 from hybridnb.state import StateStore, recorded_specs
 from hybridnb.target import default_sandbox
@@ -198,14 +185,14 @@ class Lab:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, backend: str | Backend | None = None,
                   state_dir: str | os.PathLike[str] | None = None, sandbox: str | None = None,
-                  source: str | None = None) -> Lab:
+                  source: str | None = None) -> "Lab":
         lab = cls.__new__(cls)
         lab._init(copy.deepcopy(dict(data)) if isinstance(data, Mapping) else data, backend,
                   state_dir, sandbox, source)
         return lab
 
     @classmethod
-    def from_yaml(cls, text: str, **kw: Any) -> Lab:
+    def from_yaml(cls, text: str, **kw: Any) -> "Lab":
         source = kw.pop("source", None)
         return cls.from_dict(load_yaml(text, source=source), source=source, **kw)
 
@@ -262,7 +249,7 @@ class Lab:
 
     # ------------------------------------------------------------------------ editing
 
-    def _edit(self, mutate: Any) -> Lab:
+    def _edit(self, mutate: Any) -> "Lab":
         doc = copy.deepcopy(self._doc)
         mutate(doc)
         self._spec = parse_lab(doc, source=self.source)     # raises, leaving self untouched
@@ -298,7 +285,7 @@ class Lab:
         """Add a network-namespace host (fields: ``hybridnb kinds host``)."""
         return self.add("host", name, **fields)
 
-    def remove(self, name: str) -> Lab:
+    def remove(self, name: str) -> "Lab":
         if name not in {e.name for e in self._spec.endpoints}:
             raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",
                                 hint="see status() for the endpoints")

@@ -42,14 +42,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from hybridnb.daemons import Daemon
-from hybridnb.errors import (
-    ConflictError,
-    EngineError,
-    EngineUnavailable,
-    Problem,
-    StateError,
-    ValidationError,
-)
+from hybridnb.errors import ConflictError, EngineError, EngineUnavailable, StateError, \
+    ValidationError, Problem
 from hybridnb.target import Target
 
 Progress = Callable[[str], None] | None

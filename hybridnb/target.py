@@ -29,7 +29,7 @@ class Target:
     libvirt_uri: str | None = None      # e.g. qemu:///system?socket=/run/hybridnb/.../libvirt-sock
 
     @classmethod
-    def host(cls) -> Target:
+    def host(cls) -> "Target":
         """The machine's own namespace and default engines."""
         return cls(name="host", netns=None, docker_url="unix:///var/run/docker.sock",
                    libvirt_uri="qemu:///system")

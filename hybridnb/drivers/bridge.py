@@ -24,18 +24,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from hybridnb.core import naming
 from hybridnb.core.naming import owner_tag
+from hybridnb.core import naming
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (
-    CREATING_GROUP,
-    get_link,
-    half_made,
-    link_alias,
-    link_kind,
-    netlink_errors,
-)
+from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
+                                    netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -61,7 +55,7 @@ class BridgeMark:
         return text
 
     @classmethod
-    def parse(cls, alias: str) -> BridgeMark | None:
+    def parse(cls, alias: str) -> "BridgeMark | None":
         parts = alias.split(":", 5)
         if len(parts) < 3 or parts[0] != "hybridnb":
             return None

@@ -36,13 +36,8 @@ import threading
 from typing import Any, Iterator
 
 from hybridnb.core.resource import Observation, Resource
-from hybridnb.errors import (
-    ConflictError,
-    EngineError,
-    EngineUnavailable,
-    HybridError,
-    NotFoundError,
-)
+from hybridnb.errors import (ConflictError, EngineError, EngineUnavailable, HybridError,
+                             NotFoundError)
 from hybridnb.target import Target
 
 LAB = "hybridnb.lab"

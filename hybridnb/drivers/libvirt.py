@@ -42,13 +42,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from hybridnb.core import cloudinit, naming, vmxml
 from hybridnb.core.resource import Observation, Resource
-from hybridnb.errors import (
-    BootError,
-    ConflictError,
-    EngineError,
-    EngineUnavailable,
-    NotFoundError,
-)
+from hybridnb.errors import (BootError, ConflictError, EngineError, EngineUnavailable,
+                             NotFoundError)
 from hybridnb.target import Target
 
 Progress = Callable[[str, float], None]

@@ -33,14 +33,8 @@ from hybridnb.core import naming
 from hybridnb.core.naming import owner_tag
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (
-    CREATING_GROUP,
-    get_link,
-    half_made,
-    link_alias,
-    link_kind,
-    netlink_errors,
-)
+from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
+                                    netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -128,7 +122,7 @@ class NetnsHostDriver:
             out[mark[1]] = Observation(mark[2])
         return dict(sorted(out.items()))
 
-    def netns_paths(self, lab: str) -> dict[str, str]:
+    def netns_paths(self, lab: str) -> dict[str, str | None]:
         """Per host of the lab that is whole: its namespace, where probes open sockets."""
         return {name: nsutil.netns_path(naming.object_name(lab, name))
                 for name in self.observe(lab)}
@@ -238,7 +232,7 @@ class NetnsHostDriver:
             raise self._held_elsewhere(lab, ep, ns)
         self._remove(ipr, lab, ep, None, ns)
 
-    def _held_elsewhere(self, lab: str, ep: str, ns: str) -> _HeldElsewhere:
+    def _held_elsewhere(self, lab: str, ep: str, ns: str) -> "_HeldElsewhere":
         return _HeldElsewhere(
             f"namespace {ns} (host {ep!r} of lab {lab!r}) exists and is wired to a bridge "
             f"outside {self._where}",

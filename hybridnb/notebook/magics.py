@@ -79,7 +79,7 @@ def _usage_error(exc: HybridError) -> UsageError:
     return UsageError(str(exc))
 
 
-def active_magics(shell: Any = None) -> HybridMagics | None:
+def active_magics(shell: Any = None) -> "HybridMagics | None":
     """The HybridMagics registered in ``shell`` (default: the running IPython), if any."""
     if shell is None:
         from IPython import get_ipython

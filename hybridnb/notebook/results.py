@@ -27,7 +27,7 @@ class LabSummary:
     note: str = ""
 
     @classmethod
-    def of(cls, lab: Any, note: str = "") -> LabSummary:
+    def of(cls, lab: Any, note: str = "") -> "LabSummary":
         spec = lab.spec
         net = spec.network
         try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from hybridnb.core.ipam import allocate_one, assign_addresses, docker_ipam, pools_for
 from hybridnb.core.spec import parse_lab

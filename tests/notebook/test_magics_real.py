@@ -1,5 +1,5 @@
 """``%hybrid`` against the real engines in the session's sandbox: the subcommands that only
-mean something there — test (the matrix), dns records from the running server, dns logs,
+mean something there — test (the matrix), dns records from the running server, the dns query log,
 graph with the matrix — plus apply/destroy."""
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def test_magics_on_the_sandbox(sandbox, shell, tmp_path):  # noqa: F811
         records = run(shell, "%hybrid dns")
         assert records.lookup("web") == ["10.0.63.100"]
         deadline = time.monotonic() + 5          # the log is written in batches (~0.25 s)
-        log = run(shell, "%hybrid dns logs -n 20")
+        log = run(shell, "%hybrid dns query-log -n 20")
         while not log.entries and time.monotonic() < deadline:
             time.sleep(0.1)
-            log = run(shell, "%hybrid dns logs -n 20")
+            log = run(shell, "%hybrid dns query-log -n 20")
         assert any(e["name"].startswith(("web.", "h1.")) for e in log.entries), log
         topo = run(shell, "%hybrid graph")                  # marks the last test's failures
         assert topo.counts() == {"container": 1, "vm": 0, "host": 1}

@@ -18,16 +18,8 @@ import importlib
 import pkgutil
 from typing import Any, Mapping
 
-from hybridnb.core.kinds.base import (
-    INVALID,
-    CompileContext,
-    EndpointSpec,
-    Field,
-    FieldType,
-    Kind,
-    ServiceSpec,
-    spec_field,
-)
+from hybridnb.core.kinds.base import (INVALID, CompileContext, EndpointSpec, Field, FieldType, Kind,
+                                      ServiceSpec, spec_field)
 from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean, one_of
 
 #: Endpoint names that are taken: the gateway answers to ``gateway.<domain>``.

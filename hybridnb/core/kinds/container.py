@@ -21,17 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (
-    Argv,
-    CompileContext,
-    EndpointSpec,
-    Items,
-    KeyValues,
-    Kind,
-    Path,
-    Text,
-    spec_field,
-)
+from hybridnb.core.kinds.base import (Argv, CompileContext, EndpointSpec, Items, KeyValues, Kind,
+                                      Path, Text, spec_field)
 from hybridnb.core.resource import Resource
 
 _PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")

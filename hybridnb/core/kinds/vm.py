@@ -13,15 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (
-    Choice,
-    CompileContext,
-    EndpointSpec,
-    Integer,
-    Kind,
-    Text,
-    spec_field,
-)
+from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, Kind, Text,
+                                      spec_field)
 from hybridnb.core.problems import Collector
 from hybridnb.core.resource import Resource
 
