@@ -41,7 +41,8 @@ def test_every_field_round_trips_through_yaml():
     parse -> write back -> parse (a new field needs its sample here)."""
     samples: dict[str, Any] = {
         "image": "nginx:alpine", "command": ["httpd", "-f"], "env": {"A": "1"},
-        "ports": ["8080:80/tcp", "53/udp"], "labels": {"team": "net"}, "template": "base",
+        "ports": ["8080:80/tcp", "53/udp"], "labels": {"team": "net"}, "workdir": "/srv",
+        "template": "base",
         "memory": 256, "vcpus": 2, "kernel": None, "initrd": None,
         "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"],
     }

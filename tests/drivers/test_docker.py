@@ -219,6 +219,19 @@ def test_published_port_and_concurrent_creates(drivers, lab, lab_bridge):
 
 
 @pytest.mark.real
+def test_workdir_reaches_the_container(drivers, lab, lab_bridge):
+    net, ctr = drivers
+    br = lab_bridge(lab)
+    net.create(lab, network_res(lab, br))
+    a = container_res(lab, br, "a", 97, workdir="/srv/app", command=["sleep", "3600"])
+    ctr.create(lab, a)
+    info = ctr.api.inspect_container(a.spec["container"])
+    assert info["Config"]["WorkingDir"] == "/srv/app"
+    code, out = _exec(ctr.api, a.spec["container"], ["pwd"])
+    assert (code, out.strip()) == (0, "/srv/app")
+
+
+@pytest.mark.real
 def test_missing_image_says_how_to_get_it(drivers, lab, lab_bridge):
     net, ctr = drivers
     br = lab_bridge(lab)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (Argv, CompileContext, EndpointSpec, Items, KeyValues, Kind,
-                                      Path, Text, spec_field)
+from hybridnb.core.kinds.base import (AbsolutePath, Argv, CompileContext, EndpointSpec, Items,
+                                      KeyValues, Kind, Path, Text, spec_field)
 from hybridnb.core.resource import Resource
 
 _PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
@@ -90,6 +90,9 @@ class ContainerSpec(EndpointSpec):
     labels: Mapping[str, str] = spec_field(
         KeyValues(check=_label_item), default={}, to=("labels",), option="label",
         help="Docker labels (the hybridnb. prefix is reserved)")
+    workdir: str | None = spec_field(
+        AbsolutePath(), to=("create", "working_dir"), example="e.g. /srv",
+        help="working directory of the command (made if missing); default: the image's")
 
 
 class ContainerKind(Kind):
