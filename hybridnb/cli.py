@@ -22,6 +22,7 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+from hybridnb.backends import BACKENDS
 from hybridnb.errors import HybridError
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE = 0, 1, 2
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("lab", metavar="LAB", help="lab file (YAML) or the name of an applied lab")
-    common.add_argument("--backend", choices=["sandbox", "host", "dry-run"], default=None,
+    common.add_argument("--backend", choices=BACKENDS, default=None,
                         help="where the lab lives (default: $HYBRIDNB_BACKEND or sandbox)")
     common.add_argument("--dry-run", action="store_true",
                         help="use the in-memory dry-run backend (same as --backend dry-run)")

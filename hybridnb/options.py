@@ -17,7 +17,8 @@ from hybridnb.core.kinds import Kind
 
 
 def add_field_options(parser: argparse.ArgumentParser, kind: Kind) -> None:
-    """One option per field of ``kind`` (its name positional comes first)."""
+    """One option per field of ``kind`` (its name positional comes first).  Fixed choices
+    show in the metavar but are checked by the kind (with a did-you-mean), not argparse."""
     parser.add_argument("name", help=f"the {kind.title}'s name (a DNS label)")
     for f in kind.fields():
         t = f.type
@@ -26,9 +27,6 @@ def add_field_options(parser: argparse.ArgumentParser, kind: Kind) -> None:
                               "help": f.help + (f" (default: {default})" if default else "")}
         if t.option_type() is not None:
             kw["type"] = t.option_type()
-        choices = t.option_choices()
-        if choices is not None:        # checked by the kind (with a did-you-mean), not argparse
-            kw["metavar"] = "{" + ",".join(choices) + "}"
         if t.repeat:
             kw["action"] = "append"
         parser.add_argument(f.option, **kw)

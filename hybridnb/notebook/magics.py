@@ -42,6 +42,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode
 
+from hybridnb.backends import BACKENDS
 from hybridnb.errors import HybridError
 
 
@@ -95,7 +96,6 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
                "validate", "dns", "graph", "destroy", "sandbox", "kinds", "yaml", "help")
-BACKENDS = ("dry-run", "sandbox", "host")
 
 
 def _help_of(method: Any) -> str:

@@ -68,7 +68,7 @@ class RingLayout:
         while slot >= self.capacity(ring):
             slot -= self.capacity(ring)
             ring += 1
-        start, span = SECTORS.get(kind, SECTORS["host"])
+        start, span = SECTORS.get(kind, (0.0, 360.0))
         cap = self.capacity(ring)
         cell = _spread_order(cap)[slot]
         angle = math.radians(start + (cell + 0.5) / cap * span)

@@ -72,8 +72,13 @@ class FieldType:
         return None
 
     def option_choices(self) -> tuple[str, ...] | None:
-        """argparse ``choices=``."""
+        """The values it takes, when they are a fixed list."""
         return None
+
+    def describe(self) -> str:
+        """The type as the reference shows it."""
+        choices = self.option_choices()
+        return "|".join(choices) if choices else self.yaml
 
     def from_option(self, value: Any) -> Any:
         """The YAML value for what argparse collected (``None``: not given)."""
@@ -380,6 +385,9 @@ class Field:
 
     @property
     def metavar(self) -> str:
+        choices = self.type.option_choices()
+        if choices and not self.info.metavar:
+            return "{" + ",".join(choices) + "}"
         return self.info.metavar or self.type.metavar or self.name.upper()
 
     def unset(self, value: Any) -> bool:

@@ -29,7 +29,7 @@ class KindReference:
         for kind in chosen:
             for f in kind.fields():
                 repeat = " (repeatable)" if f.type.repeat else ""
-                rows.append((kind.name, f.name, f.type.yaml, f.describe_default(),
+                rows.append((kind.name, f.name, f.type.describe(), f.describe_default(),
                              f"{f.option} {f.metavar}{repeat}", f.help))
         return cls(tuple(rows), tuple((k.name, k.description) for k in chosen))
 
