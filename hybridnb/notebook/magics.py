@@ -98,6 +98,12 @@ SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "
                "validate", "dns", "graph", "destroy", "sandbox", "kinds", "yaml", "help")
 
 
+def _sandbox_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sandbox", metavar="NAME",
+                   help="sandbox name (default: HybridMagics.sandbox, else $HYBRIDNB_SANDBOX, "
+                        "else default)")
+
+
 def _help_of(method: Any) -> str:
     return (method.__doc__ or "").strip().splitlines()[0]
 
@@ -143,10 +149,12 @@ class HybridMagics(Magics):
 
         return self.sandbox or default_sandbox()
 
-    def lab_options(self, backend: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for a new Lab from the configured options."""
+    def lab_options(self, backend: str | None = None, sandbox: str | None = None
+                    ) -> dict[str, Any]:
+        """Keyword arguments for a new Lab from the configured options (``backend`` and
+        ``sandbox`` given on the line win)."""
         return {"backend": backend or self.backend or None,
-                "state_dir": self.state_dir or None, "sandbox": self.sandbox_name()}
+                "state_dir": self.state_dir or None, "sandbox": sandbox or self.sandbox_name()}
 
     def require_lab(self) -> Any:
         if self.current_lab is None:
@@ -239,6 +247,7 @@ class HybridMagics(Magics):
         parser.add_argument("-o", "--output", metavar="NAME")
         parser.add_argument("--apply", action="store_true", help="apply the lab at once")
         parser.add_argument("--backend", choices=BACKENDS, default=None)
+        _sandbox_option(parser)
         parser.add_argument("-q", "--quiet", action="store_true")
         try:
             args = parser.parse_args(argv)
@@ -250,7 +259,8 @@ class HybridMagics(Magics):
 
         text = expand_vars(body, self.shell.user_ns)
         try:
-            lab = Lab.from_yaml(text, source="%%hybrid cell", **self.lab_options(args.backend))
+            opts = self.lab_options(args.backend, args.sandbox)
+            lab = Lab.from_yaml(text, source="%%hybrid cell", **opts)
             self.current_lab = lab
             result: Any = off_loop(lambda: self._apply(lab, args.quiet) if args.apply
                                    else LabSummary.of(lab))
@@ -272,6 +282,7 @@ class HybridMagics(Magics):
         p.add_argument("--domain")
         p.add_argument("--mtu", type=int)
         p.add_argument("--backend", choices=BACKENDS)
+        _sandbox_option(p)
         p.add_argument("--apply", action="store_true", help="apply it at once")
         p.add_argument("-q", "--quiet", action="store_true")
 
@@ -280,7 +291,7 @@ class HybridMagics(Magics):
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
-        opts = self.lab_options(a.backend)
+        opts = self.lab_options(a.backend, a.sandbox)
         if a.labfile:
             flags = [f for f in ("subnet", "bridge", "gateway", "domain", "mtu")
                      if getattr(a, f) is not None]
@@ -300,13 +311,14 @@ class HybridMagics(Magics):
     def _args_open(p: _Parser) -> None:
         p.add_argument("lab", metavar="NAME|LABFILE")
         p.add_argument("--backend", choices=BACKENDS)
+        _sandbox_option(p)
 
     def _cmd_open(self, a: argparse.Namespace) -> Any:
         """reopen an applied lab by name (from its state) or a lab file"""
         from hybridnb.lab import Lab
         from hybridnb.notebook.results import LabSummary
 
-        self.current_lab = Lab.load(a.lab, **self.lab_options(a.backend))
+        self.current_lab = Lab.load(a.lab, **self.lab_options(a.backend, a.sandbox))
         return LabSummary.of(self.current_lab, note="opened")
 
     def _cmd_endpoint(self, kind: str, a: argparse.Namespace) -> Any:
@@ -473,9 +485,7 @@ class HybridMagics(Magics):
     @staticmethod
     def _args_sandbox(p: _Parser) -> None:
         p.add_argument("action", choices=["up", "down", "status"])
-        p.add_argument("--sandbox", metavar="NAME",
-                       help="sandbox name (default: HybridMagics.sandbox, $HYBRIDNB_SANDBOX, "
-                            "default)")
+        _sandbox_option(p)
         p.add_argument("--name", dest="sandbox", help=argparse.SUPPRESS)   # the old spelling
         p.add_argument("--purge", action="store_true", help="with down: delete images and data")
         p.add_argument("-q", "--quiet", action="store_true")

@@ -311,6 +311,10 @@ def test_sandbox_name_comes_from_the_environment(shell, monkeypatch):
     assert run(shell, "%hybrid sandbox status").name == "hnb-env-unit"
     run(shell, "%hybrid create --name envlab")
     assert magics.current_lab.sandbox == "hnb-env-unit"
+    run(shell, "%hybrid create --name envlab --sandbox hnb-line-unit")
+    assert magics.current_lab.sandbox == "hnb-line-unit"
+    run(shell, "%%hybrid --sandbox hnb-cell-unit\nname: cell\n")
+    assert magics.current_lab.sandbox == "hnb-cell-unit"
     run(shell, '%config HybridMagics.sandbox = "hnb-conf-unit"')
     try:
         assert run(shell, "%hybrid sandbox status").name == "hnb-conf-unit"
