@@ -110,7 +110,7 @@ def run(keep: bool, dry_run: bool, sandbox_name: str) -> int:
             step("KEEP=1: leaving the lab and the sandbox running")
             say(f"   hybridnb status seed --sandbox {sandbox_name}    # look at it")
             say(f"   hybridnb destroy seed --sandbox {sandbox_name} && "
-                f"hybridnb sandbox down --name {sandbox_name}")
+                f"hybridnb sandbox down --sandbox {sandbox_name}")
         else:
             step("tearing down")
             say(lab.destroy().plan.headline())
