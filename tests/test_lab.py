@@ -185,3 +185,21 @@ def test_capabilities_the_dry_run_backend_lacks_raise_one_typed_error(backend, s
     with pytest.raises(Unsupported, match="cannot probe the lab"):
         lab.test()
     assert backend.updatable() == ["dns"]
+
+
+def test_probing_needs_a_way_into_every_kind(backend, state_dir):
+    """A backend whose bridge driver gives the lab host's namespace but whose container driver
+    neither opens namespaces nor runs commands cannot probe containers: Unsupported."""
+    from hybridnb.drivers.dryrun import DryRunDriver
+    from hybridnb.errors import Unsupported
+
+    class LabHost(DryRunDriver):
+        def netns_paths(self, lab):
+            return {name: "/run/netns/nowhere" for name in self.observe(lab)}
+
+    backend.drivers["bridge"] = LabHost("bridge", backend.extras["engine"])
+    lab = Lab("w", backend=backend, state_dir=state_dir).add_container("web")
+    lab.apply()
+    with pytest.raises(Unsupported, match="cannot probe from container endpoints") as info:
+        lab.probe_endpoints()
+    assert info.value.kind == "container" and "sends no packets" in str(info.value)
