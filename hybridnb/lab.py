@@ -19,7 +19,6 @@ import copy
 import ipaddress
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 from hybridnb.apply import ApplyResult, Progress, execute, observe_settled, preflight
@@ -35,20 +34,11 @@ from hybridnb.state import StateStore
 
 
 def load_yaml(text: str, *, source: str | None = None) -> Any:
-    """Parse YAML text into plain data, turning syntax errors into a ValidationError."""
-    import yaml
+    """Parse YAML text into plain data within bounds (see :mod:`hybridnb.labfile`); every
+    problem (syntax, alias bombs, duplicate keys) is one ValidationError."""
+    from hybridnb.labfile import parse_yaml
 
-    from hybridnb.errors import Problem, ValidationError
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError([Problem(where, f"YAML syntax error: {problem}",
-                                       "check the indentation and the quoting around it")],
-                              source=source) from None
+    return parse_yaml(text, source=source)
 
 
 @dataclass(frozen=True)
@@ -154,13 +144,13 @@ class Lab:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], **kw: Any) -> "Lab":
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except FileNotFoundError:
-            raise NotFoundError(f"lab file {p} does not exist",
-                                hint="check the path, or create one (see README)") from None
-        return cls.from_yaml(text, source=str(p), **kw)
+        """The lab in a YAML file; a file without ``name:`` is the lab named after the file."""
+        from hybridnb.labfile import load_lab_document
+
+        data, source, default_name = load_lab_document(path)
+        if default_name is not None:
+            data = {"name": default_name, **data}
+        return cls.from_dict(data, source=source, **kw)
 
     # --------------------------------------------------------------------- properties
 
