@@ -192,8 +192,18 @@ class _Collector:
 def _typename(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+    return {str: "a string", int: "a number", float: "a decimal number", bool: "a boolean",
             list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _text_value(c: _Collector, value: Any, path: str) -> bool:
+    """An env or label value: a string or a number (written as text); true/false, nothing,
+    lists and mappings are refused rather than turned into 'True', 'None' or '[1]'."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return True
+    c.add(path, f"expected a string value, got {_typename(value)}",
+          "quote it, e.g. 'true'" if isinstance(value, bool) else "quote it")
+    return False
 
 
 def _address(c: _Collector, value: Any, path: str) -> ipaddress.IPv4Address | None:
@@ -212,7 +222,7 @@ def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
     kw: dict[str, Any] = {}
 
     bridge = data.get("bridge", DEFAULT_BRIDGE)
-    if c.typed(bridge, str, "network.bridge", "an interface name") is not None:
+    if c.typed(bridge, str, "network.bridge", "an interface name", "e.g. hybr0") is not None:
         if _IFNAME.match(bridge):
             kw["bridge"] = bridge
         else:
@@ -257,7 +267,7 @@ def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
             kw["gateway"] = gw
 
     domain = data.get("domain", DEFAULT_DOMAIN)
-    if c.typed(domain, str, "network.domain", "a domain name") is not None:
+    if c.typed(domain, str, "network.domain", "a domain name", "e.g. hybrid.local") is not None:
         labels = domain.rstrip(".").split(".")
         if all(_LABEL.match(lb) for lb in labels) and len(domain) <= 200:
             kw["domain"] = domain.rstrip(".")
@@ -274,11 +284,13 @@ def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
                   "use a value between 576 and 9000 (1500 for Ethernet, 1450 under VXLAN)")
 
     for flag in ("adopt", "dns"):
-        if flag in data and c.typed(data[flag], bool, f"network.{flag}", "true or false") is not None:
+        if flag in data and c.typed(data[flag], bool, f"network.{flag}", "true or false",
+                                      "write true or false, without quotes") is not None:
             kw[flag] = data[flag]
 
     upstream = data.get("upstream", [])
-    if c.typed(upstream, list, "network.upstream", "a list of resolver addresses") is not None:
+    if c.typed(upstream, list, "network.upstream", "a list of resolver addresses",
+               "e.g. [192.0.2.53]") is not None:
         ups = [_address(c, u, f"network.upstream[{i}]") for i, u in enumerate(upstream)]
         kw["upstream"] = tuple(str(u) for u in ups if u is not None)
 
@@ -383,8 +395,7 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
                     c.add(f"{path}.env.{key}", f"{key!r} is not a valid variable name",
                           "use letters, digits and '_', not starting with a digit")
                     ok = False
-                elif isinstance(value, (dict, list)) or value is None:
-                    c.add(f"{path}.env.{key}", "expected a string value", "quote it")
+                elif not _text_value(c, value, f"{path}.env.{key}"):
                     ok = False
             kw["env"] = {str(k): str(v) for k, v in sorted(env.items(), key=lambda kv: str(kv[0]))}
         ports = _pattern_list(
@@ -406,6 +417,8 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
                 if str(key).startswith("hybridnb."):
                     c.add(f"{path}.labels.{key}", "labels starting with 'hybridnb.' are reserved",
                           "choose another prefix")
+                    ok = False
+                elif not _text_value(c, labels[key], f"{path}.labels.{key}"):
                     ok = False
             kw["labels"] = {str(k): str(v) for k, v in sorted(labels.items(), key=lambda kv: str(kv[0]))}
         return ContainerSpec(**kw) if ok else None
@@ -437,7 +450,8 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
             kw["vcpus"] = vcpus
         for key in ("image", "kernel", "initrd"):
             if data.get(key) is not None:
-                if c.typed(data[key], str, f"{path}.{key}", "a file path") is None:
+                if c.typed(data[key], str, f"{path}.{key}", "a file path",
+                           "e.g. /var/lib/hybridnb/images/debian-12.qcow2") is None:
                     ok = False
                 else:
                     kw[key] = data[key]
