@@ -16,7 +16,7 @@ from hybridnb.core.resource import Resource
 from hybridnb.drivers.docker import STOPPED, ContainerDriver, NetworkDriver
 from hybridnb.errors import ConflictError, EngineError, EngineUnavailable
 from hybridnb.target import Target
-from tests.helpers.netlab import unique
+from tests.helpers.privnet import unique
 
 
 def network_res(lab: str, br, **over) -> Resource:
