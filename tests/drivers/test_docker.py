@@ -234,8 +234,8 @@ def test_foreign_container_with_our_name_is_a_conflict(drivers, lab, lab_bridge)
         ctr.api.remove_container(foreign["Id"], force=True)
 
 
+@pytest.mark.extra("docker")
 def test_unreachable_engine_is_engine_unavailable(tmp_path):
-    pytest.importorskip("docker")
     drv = ContainerDriver(Target("nowhere", docker_url=f"unix://{tmp_path}/none.sock"))
     with pytest.raises(EngineUnavailable):
         drv.observe("x")
