@@ -30,13 +30,25 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+try:                                     # libyaml scans and parses ~4x faster than Python
+    from yaml._yaml import CParser
+except ImportError:                      # pragma: no cover  (PyYAML built without libyaml)
+    CParser = None
 
 from hybridnb.errors import NotFoundError, Problem, ValidationError
 
 MAX_BYTES = 1 << 20                 # 1 MiB: a 1000-endpoint lab is ~100 KiB
 MAX_ALIAS_NODES = 10_000            # nodes that aliases may add to the document, in all
 MAX_DEPTH = 32                      # nesting levels; a lab file needs about 6
+MAX_NODES = 20_000                  # values in all (a 2000-endpoint lab has ~18,000)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"),
          (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
@@ -68,17 +80,18 @@ class _Refused(Exception):
         self.problem = problem
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that measures the document while composing it: the expanded size
-    and depth of every node (aliases followed, memoised per node, so measuring is linear in
-    the text), and duplicate keys of every mapping."""
+class _Measuring(Composer):
+    """PyYAML's composer (in Python, on libyaml's events when there are) that measures the
+    document while composing it: the expanded size and depth of every node (aliases followed,
+    memoised per node, so measuring is linear in the text), and duplicate keys of every
+    mapping.  Combined with an event source and the safe constructor in :func:`_loader`."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+    def _start_measuring(self) -> None:
         self.problems: list[Problem] = []
         self._steps: list[str] = []                      # path of the node being composed
         self._measure: dict[int, tuple[int, int]] = {}   # id(node) -> (expanded size, depth)
         self._alias_nodes = 0
+        self._nodes = 0
 
     def _path(self) -> str:
         text = "".join(self._steps).lstrip(".")
@@ -98,6 +111,11 @@ class _BoundedLoader(yaml.SafeLoader):
             if len(self._steps) > MAX_DEPTH:
                 raise self._too_deep(mark)
             node = super().compose_node(parent, index)
+            self._nodes += 1
+            if self._nodes > MAX_NODES:
+                raise _Refused(Problem(_where(mark), f"more than {MAX_NODES} values in one file",
+                                       "a lab file describes endpoints, not data: split a lab "
+                                       "this large"))
             if alias:
                 self._count_alias(node, mark)
             else:
@@ -162,6 +180,9 @@ class _BoundedLoader(yaml.SafeLoader):
                     f"{_where(first)})",
                     "a key may appear once in a mapping: rename or merge one of them"))
 
+class _Constructing(SafeConstructor):
+    """The safe constructor, turning a value it cannot build into a problem at its line."""
+
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
@@ -187,16 +208,47 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
     if isinstance(exc, yaml.composer.ComposerError) and "single document" in problem:
         return Problem(where, "more than one YAML document",
                        "a lab file is one document: remove the '---' separator or split the file")
+    context, started = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and started is not None and started is not mark:
+        problem += f" {context} (started at {_where(started)})"
     return Problem(where, f"YAML syntax error: {problem}",
                    "check the indentation and the quoting around it")
 
 
-def parse_yaml(text: str, *, source: str | None = None) -> Any:
+def _loader(text: str, libyaml: bool = CParser is not None) -> Any:
+    """A loader for ``text``: libyaml's (or PyYAML's) scanner and parser, the measuring
+    composer, PyYAML's safe constructor and resolver — the parts of ``yaml.CSafeLoader``
+    with the composer swapped for one that measures."""
+    events = (CParser,) if libyaml else (Reader, Scanner, Parser)
+    cls = _LOADERS.get(events)
+    if cls is None:
+        cls = type("LabFileLoader", (_Measuring, *events, _Constructing, Resolver), {})
+        _LOADERS[events] = cls
+    loader = cls.__new__(cls)
+    if libyaml:
+        CParser.__init__(loader, text)
+    else:
+        Reader.__init__(loader, text)
+        Scanner.__init__(loader)
+        Parser.__init__(loader)
+    Composer.__init__(loader)
+    SafeConstructor.__init__(loader)
+    Resolver.__init__(loader)
+    loader._start_measuring()
+    return loader
+
+
+_LOADERS: dict[tuple[type, ...], type] = {}
+
+
+def parse_yaml(text: str, *, source: str | None = None,
+               libyaml: bool = CParser is not None) -> Any:
     """Parse YAML text into plain data within the bounds above; any problem is one
-    :class:`ValidationError` (with every duplicate key, when those are the problems)."""
+    :class:`ValidationError` (with every duplicate key, when those are the problems).
+    ``libyaml=False`` uses PyYAML's Python scanner (what runs where libyaml is missing)."""
     if len(text) > MAX_BYTES:
         raise ValidationError([_oversize(len(text.encode("utf-8", "replace")))], source=source)
-    loader = _BoundedLoader(text)
+    loader = _loader(text, libyaml)
     try:
         node = loader.get_single_node()
         if loader.problems:

@@ -223,7 +223,8 @@ def test_core_modules_pull_in_nothing_heavy_when_imported():
 
 def test_import_hybridnb_is_light():
     code = ("import sys, hybridnb\n"
-            "heavy = ('docker', 'libvirt', 'pyroute2', 'matplotlib', 'networkx', 'IPython', 'yaml')\n"
+            "heavy = ('docker', 'libvirt', 'pyroute2', 'matplotlib', 'networkx', 'IPython',\n"
+            "         'yaml')\n"
             "print(','.join(m for m in heavy if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
