@@ -197,22 +197,46 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
     if isinstance(exc, yaml.reader.ReaderError):
         head = text[:exc.position] if isinstance(text, str) else ""
         where = f"line {head.count(chr(10)) + 1}, column {len(head) - head.rfind(chr(10))}"
-        return Problem(where, f"unacceptable character {exc.character!r} in YAML text",
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        return Problem(where, f"control character U+{char:04X} in the text",
                        "a lab file is plain text: remove control characters")
     mark = getattr(exc, "problem_mark", None)
     where = _where(mark) if mark is not None else "(file)"
     problem = getattr(exc, "problem", None) or str(exc)
+    context, started = getattr(exc, "context", None), getattr(exc, "context_mark", None)
     if isinstance(exc, yaml.constructor.ConstructorError):
         return Problem(where, f"YAML value cannot be read: {problem}",
                        "a lab file holds plain mappings, lists and scalars (no tags)")
-    if isinstance(exc, yaml.composer.ComposerError) and "single document" in problem:
-        return Problem(where, "more than one YAML document",
-                       "a lab file is one document: remove the '---' separator or split the file")
-    context, started = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    if context and started is not None and started is not mark:
+    if isinstance(exc, yaml.composer.ComposerError):
+        return _composer_problem(where, problem, context, started)
+    if mark is not None and _char_at(text, mark) == "\t":
+        return Problem(where, "a tab where YAML expects indentation or a value",
+                       "indent with spaces, not tabs")
+    if context and started is not None and (started.line, started.column) != (
+            getattr(mark, "line", None), getattr(mark, "column", None)):
         problem += f" {context} (started at {_where(started)})"
     return Problem(where, f"YAML syntax error: {problem}",
                    "check the indentation and the quoting around it")
+
+
+def _composer_problem(where: str, problem: str, context: str | None, started: Any) -> Problem:
+    first = f" (first at {_where(started)})" if started is not None else ""
+    if context and "single document" in context:
+        return Problem(where, "more than one YAML document",
+                       "a lab file is one document: remove the '---' separator or split the file")
+    if context and "duplicate anchor" in context:
+        anchor = context.split("anchor", 1)[1].split(";")[0].strip()
+        return Problem(where, f"anchor {anchor} is defined twice{first}",
+                       "give each anchor its own name")
+    return Problem(where, f"YAML syntax error: {problem}",
+                   "define an anchor (&name) before its alias (*name) uses it"
+                   if "alias" in problem else "check the indentation and the quoting around it")
+
+
+def _char_at(text: str, mark: Any) -> str:
+    lines = text.split("\n", mark.line + 1)
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return line[mark.column] if mark.column < len(line) else ""
 
 
 def _loader(text: str, libyaml: bool = CParser is not None) -> Any:
@@ -248,8 +272,9 @@ def parse_yaml(text: str, *, source: str | None = None,
     ``libyaml=False`` uses PyYAML's Python scanner (what runs where libyaml is missing)."""
     if len(text) > MAX_BYTES:
         raise ValidationError([_oversize(len(text.encode("utf-8", "replace")))], source=source)
-    loader = _loader(text, libyaml)
+    loader = None
     try:
+        loader = _loader(text, libyaml)         # PyYAML's reader checks characters here
         node = loader.get_single_node()
         if loader.problems:
             raise ValidationError(loader.problems, source=source)
@@ -259,18 +284,16 @@ def parse_yaml(text: str, *, source: str | None = None,
     except yaml.YAMLError as exc:
         raise ValidationError([_yaml_problem(exc, text)], source=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 # ------------------------------------------------------------------------------- files
 
-def _mib(size: int) -> str:
-    return f"{size / (1 << 20):.1f} MiB"
-
-
 def _oversize(size: int | None) -> Problem:
-    what = f"is {_mib(size)}" if size is not None else "is larger than that"
-    return Problem("(file)", f"the file {what}; a lab file may be at most {_mib(MAX_BYTES)}",
+    what = f"is {size:,} bytes" if size is not None else f"goes on past {MAX_BYTES:,} bytes"
+    return Problem("(file)", f"the file {what}; a lab file may be at most {MAX_BYTES:,} bytes "
+                   "(1 MiB)",
                    "a lab file describes endpoints, not data: keep large content in files "
                    "the lab refers to")
 
@@ -304,12 +327,15 @@ def _decode(data: bytes, source: str) -> str:
                 return data.decode(codec)
             except UnicodeDecodeError:
                 break
-    if b"\x00" in data or _control_bytes(data) * 100 > len(data):
-        raise ValidationError([Problem("(file)", "binary data, not a YAML lab file",
-                                       "pass the lab's YAML file")], source=source)
+    binary = ValidationError([Problem("(file)", "binary data, not a YAML lab file",
+                                      "pass the lab's YAML file")], source=source)
+    if b"\x00" in data:
+        raise binary
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if _control_bytes(data) * 10 > len(data):
+            raise binary from None
         head = data[:exc.start]
         line, column = head.count(b"\n") + 1, exc.start - head.rfind(b"\n")
         raise ValidationError([Problem(
@@ -347,7 +373,7 @@ def load_lab_document(path: str | Path) -> LabDocument:
     p = Path(path)
     source = str(p)
     text = _decode(_read_bytes(p), source)
-    data = parse_yaml(text, source=source)
+    data = parse_yaml(text, source=source) if text.strip() else None
     if data is None:
         raise ValidationError([Problem("(file)", "holds no lab: it is empty or only comments",
                                        "a lab file has at least 'endpoints:' (see README)")],

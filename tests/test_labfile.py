@@ -86,21 +86,26 @@ def test_aliases_within_the_budget_still_work(state_dir):
     assert str(lab.spec.endpoint("api").address) == "10.0.1.150"
 
 
-def test_merge_bomb_is_refused():
+BOTH = pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "python"])
+
+
+@BOTH
+def test_merge_bomb_is_refused(libyaml):
     rows = ["a0: &a0 {k: v}"] + [f"a{i}: &a{i} {{<<: [{', '.join([f'*a{i - 1}'] * 9)}]}}"
                                  for i in range(1, 9)]
     with pytest.raises(ValidationError, match="aliases expand to more than"):
-        parse_yaml("\n".join(rows) + "\n")
+        parse_yaml("\n".join(rows) + "\n", libyaml=libyaml)
 
 
-def test_recursive_alias_and_deep_nesting_are_refused():
+@BOTH
+def test_recursive_alias_and_deep_nesting_are_refused(libyaml):
     with pytest.raises(ValidationError, match="refers to a node that contains it"):
-        parse_yaml("a: &a [1, *a]\n")
+        parse_yaml("a: &a [1, *a]\n", libyaml=libyaml)
     with pytest.raises(ValidationError, match=f"nesting deeper than {MAX_DEPTH} levels"):
-        parse_yaml("a: " + "[" * 200 + "]" * 200 + "\n")
+        parse_yaml("a: " + "[" * 200 + "]" * 200 + "\n", libyaml=libyaml)
     chain = "".join(f"a{i}: &a{i} [[[[*a{i - 1}]]]]\n" for i in range(1, 12))
     with pytest.raises(ValidationError, match="nesting deeper"):          # deep only via aliases
-        parse_yaml("a0: &a0 [x]\n" + chain)
+        parse_yaml("a0: &a0 [x]\n" + chain, libyaml=libyaml)
 
 
 def test_too_many_values_are_refused():
@@ -108,7 +113,7 @@ def test_too_many_values_are_refused():
         parse_yaml("x:\n" + "- a\n" * (MAX_NODES + 1))
 
 
-@pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "python"])
+@BOTH
 def test_duplicate_keys_are_refused_everywhere_and_all_reported(libyaml):
     text = ("name: d\n"
             "endpoints:\n"
@@ -136,7 +141,8 @@ def test_oversize_file_is_refused_before_it_is_parsed(tmp_path):
     with pytest.raises(ValidationError) as info:
         load_lab_document(path)
     (problem,) = info.value.problems
-    assert problem.path == "(file)" and "1.0 MiB" in problem.message and problem.hint
+    assert problem.path == "(file)" and "at most 1,048,576 bytes (1 MiB)" in problem.message
+    assert problem.hint
 
 
 def test_values_yaml_cannot_build_are_problems_not_tracebacks():
@@ -146,6 +152,14 @@ def test_values_yaml_cannot_build_are_problems_not_tracebacks():
         parse_yaml("mtu: " + "1" * 5000 + "\n")
     with pytest.raises(ValidationError, match="no tags"):
         parse_yaml("a: !!python/object/apply:os.system [true]\n")
+
+
+@BOTH
+def test_control_characters_are_a_problem_at_their_place(libyaml):
+    with pytest.raises(ValidationError) as info:
+        parse_yaml("a: b\x01\n", libyaml=libyaml)
+    assert [(p.path, p.message) for p in info.value.problems] == [
+        ("line 1, column 5", "control character U+0001 in the text")]
 
 
 # ------------------------------------------------------------------------------ #7

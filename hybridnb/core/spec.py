@@ -146,6 +146,9 @@ _KIND_KEYS: dict[str, tuple[str, ...]] = {
     "host": _COMMON_KEYS,
 }
 MIN_VM_MEMORY = 96
+_VM_FILE_EXAMPLES = {"image": "e.g. /var/lib/hybridnb/images/debian-12.qcow2",
+                     "kernel": "e.g. /boot/vmlinuz-6.1.0-28-amd64",
+                     "initrd": "e.g. /boot/initrd.img-6.1.0-28-amd64"}
 
 
 def did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
@@ -207,6 +210,9 @@ def _text_value(c: _Collector, value: Any, path: str) -> bool:
 
 
 def _address(c: _Collector, value: Any, path: str) -> ipaddress.IPv4Address | None:
+    if not isinstance(value, (str, ipaddress.IPv4Address)):
+        c.add(path, f"expected an IPv4 address, got {_typename(value)}", "write it like 10.0.1.100")
+        return None
     try:
         return ipaddress.IPv4Address(str(value))
     except ValueError:
@@ -232,7 +238,11 @@ def _parse_network(c: _Collector, raw: Any) -> NetworkSpec:
     subnet = None
     raw_subnet = data.get("subnet", DEFAULT_SUBNET)
     try:
+        if not isinstance(raw_subnet, (str, ipaddress.IPv4Network)):
+            raise TypeError(f"expected a subnet, got {_typename(raw_subnet)}")
         subnet = ipaddress.IPv4Network(str(raw_subnet), strict=True)
+    except TypeError as exc:
+        c.add("network.subnet", str(exc), "write it like 10.0.1.0/24")
     except ValueError as exc:
         hint = "write it like 10.0.1.0/24"
         try:
@@ -451,7 +461,7 @@ def _parse_endpoint(c: _Collector, name: Any, raw: Any) -> EndpointSpec | None:
         for key in ("image", "kernel", "initrd"):
             if data.get(key) is not None:
                 if c.typed(data[key], str, f"{path}.{key}", "a file path",
-                           "e.g. /var/lib/hybridnb/images/debian-12.qcow2") is None:
+                           _VM_FILE_EXAMPLES[key]) is None:
                     ok = False
                 else:
                     kw[key] = data[key]
