@@ -139,7 +139,7 @@ class _Measuring(Composer):
         self._alias_nodes += size
         if self._alias_nodes > MAX_ALIAS_NODES:
             raise _Refused(Problem(
-                self._path(), f"aliases expand to more than {MAX_ALIAS_NODES} nodes "
+                self._path(), f"aliases expand to more than {MAX_ALIAS_NODES} values "
                 f"(at the alias at {_where(mark)})",
                 "a lab file needs few aliases; write the values out, or alias smaller pieces"))
         if len(self._steps) - 1 + depth > MAX_DEPTH:

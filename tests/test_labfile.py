@@ -71,7 +71,7 @@ def test_alias_bomb_is_refused_while_reading(where, tmp_path):
     path.write_text(bomb(where))
     r = run_cli_limited(path, tmp_path / "state")
     assert r.returncode == 2, r.stderr[-2000:]
-    assert f"aliases expand to more than {MAX_ALIAS_NODES} nodes" in r.stderr
+    assert f"aliases expand to more than {MAX_ALIAS_NODES} values" in r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("hybridnb: error:") == 1
 
 
