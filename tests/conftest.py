@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ("tests.gating", "tests.realengines")
+pytest_plugins = ("tests.gating", "tests.realengines", "pytester")
 
 
 @pytest.fixture

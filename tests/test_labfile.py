@@ -36,7 +36,10 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def bomb(where: str, levels: int = 9) -> str:
-    """A billion-laughs lab: 9 levels of 9 aliases = 9**9 strings once expanded."""
+    """A billion-laughs lab aimed at ``where``: 9 levels of 9 aliases (9**9 strings once
+    expanded), defined in env/labels/pools and, for services and upstream, expanded there.
+    Without the bound, building the spec grows to gigabytes; with it, reading stops at the
+    5th level, before the field is reached."""
     rows = ['      a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, levels):
         rows.append(f"      a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
