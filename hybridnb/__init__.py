@@ -16,9 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-#: The version when hybridnb runs from a source tree that is not installed.
-_FALLBACK_VERSION = "0.1.0"
-
 _LAZY = {
     "Lab": "hybridnb.lab",
     "Sandbox": "hybridnb.sandbox",
@@ -34,18 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.target import Target
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("hybridnb")
-    except PackageNotFoundError:
-        return _FALLBACK_VERSION
-
-
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        value = _version()
+        from hybridnb.version import version
+
+        value = version()
         globals()[name] = value
         return value
     module = _LAZY.get(name)

@@ -100,7 +100,7 @@ class ApplyResult:
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         rows = [[o.action.op, o.action.kind, o.action.name,
                  o.action.resource.summary if o.action.resource else "", f"{o.seconds:.2f}s",

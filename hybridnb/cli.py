@@ -126,9 +126,9 @@ def cmd_kinds(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    import hybridnb
+    from hybridnb.version import version
 
-    return f"hybridnb {hybridnb.__version__}"
+    return f"hybridnb {version()}"
 
 
 class _Version(argparse.Action):

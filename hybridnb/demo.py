@@ -40,7 +40,7 @@ def step(text: str) -> None:
 
 def latency_table(matrix: Any) -> str:
     """Ping and HTTP both ways with latencies, one line per direction."""
-    from hybridnb.render.html import text_table
+    from hybridnb.core.tables import text_table
 
     rows = []
     pairs = [("gateway", "web"), ("gateway", "vm1"), ("web", "vm1"), ("vm1", "web")]

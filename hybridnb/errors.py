@@ -19,6 +19,7 @@ the command line uses for it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -55,21 +56,70 @@ class Problem:
 
 
 class ValidationError(HybridError):
-    """The lab description has one or more problems; all of them are in ``problems``."""
+    """The lab description has one or more problems; all of them are in ``problems``.
+
+    ``problems`` is complete and in natural order (``h2`` before ``h10``).  The message groups
+    near-identical problems — same path and message but for their numbers, same hint, at
+    least :data:`GROUP_MIN` of them — into one line, so 210 endpoints with an address outside
+    the subnet read as one line (``endpoints.h10..h219.address (210 problems): ...``)."""
 
     exit_code = 2
 
     def __init__(self, problems: list[Problem], *, source: str | None = None) -> None:
-        self.problems = sorted(set(problems))
+        self.problems = sorted(set(problems), key=_problem_order)
         self.source = source
         where = f" in {source}" if source else ""
         count = len(self.problems)
         head = f"{count} problem{'s' if count != 1 else ''}{where}:"
-        lines = [head] + [f"  - {p}" for p in self.problems]
+        lines = [head] + [f"  - {line}" for line in group_problems(self.problems)]
         super().__init__("\n".join(lines))
 
     def __str__(self) -> str:
         return self.message
+
+
+GROUP_MIN = 3
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[object, ...]:
+    """Sort key that orders the numbers inside ``text`` by value: ``h2`` before ``h10``
+    (digits compare by length, then digit by digit: no int() of a 5000-digit run)."""
+    return tuple((len(t.lstrip("0")), t.lstrip("0"), t) if i % 2 else t
+                 for i, t in enumerate(_DIGITS.split(text)))
+
+
+def _problem_order(p: Problem) -> tuple[object, ...]:
+    return (natural_key(p.path), natural_key(p.message), p.hint or "")
+
+
+def _span(values: list[str], sep: str) -> str:
+    """Join parts of the first and last text part by part; a part that differs becomes
+    ``first..last``."""
+    first, last = values[0].split(sep), values[-1].split(sep)
+    if len(first) != len(last):
+        return values[0]
+    return sep.join(a if a == b else f"{a}..{b}" for a, b in zip(first, last))
+
+
+def group_problems(problems: list[Problem]) -> list[str]:
+    """One text line per problem, near-identical problems (equal but for their numbers,
+    same hint) folded into one line with the range they span and their count."""
+    shape = {p: (_DIGITS.sub("#", p.path), _DIGITS.sub("#", p.message), p.hint)
+             for p in problems}
+    groups: dict[tuple[str, str, str | None], list[Problem]] = {}
+    for p in problems:
+        groups.setdefault(shape[p], []).append(p)
+    lines: list[str] = []
+    for p in problems:
+        members = groups[shape[p]]
+        if len(members) < GROUP_MIN:
+            lines.append(str(p))
+        elif members[0] is p:
+            path = _span([m.path for m in members], ".")
+            message = _span([m.message for m in members], " ")
+            lines.append(str(Problem(f"{path} ({len(members)} problems)", message, p.hint)))
+    return lines
 
 
 class StateError(HybridError):

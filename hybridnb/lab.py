@@ -49,28 +49,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.services.probe import ConnectivityMatrix, ProbeEndpoint
 
 
-def read_lab_file(path: Path) -> str:
-    """The text of a lab file (NotFoundError when there is none)."""
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise NotFoundError(f"lab file {path} does not exist",
-                            hint="check the path, or create one (see README)") from None
-
-
 def load_yaml(text: str, *, source: str | None = None) -> Any:
-    """Parse YAML text into plain data, turning syntax errors into a ValidationError."""
-    import yaml
+    """Parse YAML text into plain data within bounds (see :mod:`hybridnb.labfile`); every
+    problem (syntax, alias bombs, duplicate keys) is one ValidationError."""
+    from hybridnb.labfile import parse_yaml
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError([Problem(where, f"YAML syntax error: {problem}",
-                                       "check the indentation and the quoting around it")],
-                              source=source) from None
+    return parse_yaml(text, source=source)
 
 
 #: State words of an endpoint (and of the lab's other resources) in ``status()``.
@@ -119,7 +103,7 @@ class LabStatus:
                 for e in self.endpoints]
 
     def to_text(self) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         text = self.headline()
         if self.endpoints:
@@ -134,7 +118,7 @@ class LabStatus:
                  "state": e.state, "detail": e.detail} for e in self.endpoints]
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         return table(self._columns(), self.rows(), caption=self.headline(),
                      row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints])
@@ -198,18 +182,23 @@ class Lab:
 
     @classmethod
     def load(cls, path_or_name: str | os.PathLike[str], **kw: Any) -> Lab:
-        """Open a lab: from a YAML lab file, or — given a name that is no file — from the
-        description saved in the state of the applied lab of that name.  Keywords as for
-        ``Lab()`` (``backend``, ``state_dir``, ``sandbox``)."""
+        """Open a lab: from a YAML lab file (a file without ``name:`` is the lab named after
+        the file), or — given a name that is no file — from the description saved in the
+        state of the applied lab of that name.  Keywords as for ``Lab()`` (``backend``,
+        ``state_dir``, ``sandbox``)."""
+        from hybridnb.labfile import load_lab_document
+
         text = str(path_or_name)
-        path = Path(path_or_name)
-        if path.exists() or text.endswith((".yaml", ".yml")):
-            return cls.from_yaml(read_lab_file(path), source=text, **kw)
-        data = StateStore(kw.get("state_dir")).read(text)
-        if not data.get("spec"):
+        if Path(path_or_name).exists() or text.endswith((".yaml", ".yml")):
+            data, source, default_name = load_lab_document(path_or_name)
+            if default_name is not None:
+                data = {"name": default_name, **data}
+            return cls.from_dict(data, source=source, **kw)
+        state = StateStore(kw.get("state_dir")).read(text)
+        if not state.get("spec"):
             raise NotFoundError(f"no lab file and no applied lab named {text!r}",
                                 hint="pass the path of a lab YAML file")
-        return cls.from_dict(data["spec"], **kw)
+        return cls.from_dict(state["spec"], **kw)
 
     # --------------------------------------------------------------------- properties
 
@@ -545,4 +534,4 @@ class _GuestExec:
 
 
 __all__ = ["Lab", "LabStatus", "EndpointStatus", "LabNotUp", "HybridError", "endpoint_to_dict",
-           "load_yaml", "read_lab_file"]
+           "load_yaml"]

@@ -1,33 +1,16 @@
 """Shared test configuration.
 
-Real-engine tests are marked ``real``.  Locally they skip when the machine cannot run them
-(not root, an engine missing); under ``CI=true`` the same condition is a failure, because CI
-must prove the real thing.  Use :func:`require_real` at the top of such a fixture or test.
+The plugins in ``pytest_plugins`` hold what every test module may use: the gating rule
+(:mod:`tests.gating`: ``require_real``, the ``extra`` mark) and the real-engine fixtures
+(:mod:`tests.realengines`: the session's ``sandbox``, ``sandbox_target``, ``lab_bridge``).
+Test modules import plain helpers from those modules, not from this file.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-IN_CI = os.environ.get("CI") == "true"
-
-
-def require_real(reason: str | None = None, *, tools: tuple[str, ...] = ()) -> None:
-    """Skip (locally) or fail (CI) unless we are root and every tool in ``tools`` exists."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    why = reason
-    if os.geteuid() != 0:
-        why = "needs root"
-    elif missing:
-        why = f"missing tools: {', '.join(missing)}"
-    if why is None:
-        return
-    if IN_CI:
-        pytest.fail(f"real-engine test cannot run under CI: {why}")
-    pytest.skip(why)
+pytest_plugins = ("tests.gating", "tests.realengines", "pytester")
 
 
 @pytest.fixture
@@ -37,5 +20,11 @@ def state_dir(tmp_path):
     return d
 
 
-# the session sandbox and the other real-engine fixtures, for every test module
-from tests.realengines import lab_bridge, sandbox, sandbox_target  # noqa: E402,F401
+def __getattr__(name: str) -> object:
+    """``IN_CI`` and ``require_real`` for modules that still import them from here (those in
+    tests/services/probe); new code imports them from :mod:`tests.gating`."""
+    if name in ("IN_CI", "require_real"):
+        import tests.gating
+
+        return getattr(tests.gating, name)
+    raise AttributeError(name)

@@ -1,19 +1,18 @@
-"""Real-engine test support: the gating rule and the session's sandbox (the isolated lab host).
+"""Real-engine test support: the session's sandbox (the isolated lab host), as a pytest plugin.
 
-* :func:`require_engines` — the gating rule for ``@pytest.mark.real`` tests that need the
-  sandbox: not root or an engine binary missing → skip locally, FAIL under ``CI=true``.
 * ``sandbox`` (session scope) — one :class:`~hybridnb.sandbox.Sandbox` per test session
   (name ``test``, or ``$HYBRIDNB_TEST_SANDBOX``), brought up afresh at first use (one an
   earlier, killed run left up is taken down first) and taken down when the session ends (the
-  image cache in its data directory is kept).
+  image cache in its data directory is kept).  Gated by :func:`tests.gating.require_real`
+  with :data:`ENGINE_TOOLS`.
 * ``sandbox_target`` — its :class:`~hybridnb.target.Target`.
 * ``lab_bridge`` — a factory making a lab bridge (with the gateway address) inside the
   sandbox namespace through the bridge driver, removed after the test; each call gets its own
   bridge name and /24, so tests never share addresses.
 
-``tests/conftest.py`` imports the fixtures, so every test module can ask for them by name;
-modules import only the plain names (``SANDBOX_NAME``, ``require_engines``) from here.  The
-sandbox is a per-session singleton kept on the pytest config.
+``tests/conftest.py`` registers this module with ``pytest_plugins``, so every test module can
+ask for the fixtures by name; modules import only the plain names (``SANDBOX_NAME``,
+``ENGINE_TOOLS``) from here.  The sandbox is a per-session singleton kept on the pytest config.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import pytest
 from hybridnb.core.resource import Resource
 from hybridnb.sandbox import Sandbox
 from hybridnb.target import Target
+from tests.gating import require_real
 
 ENGINE_TOOLS = ("dockerd", "containerd", "nsenter", "iptables", "iptables-save", "ip")
 SANDBOX_NAME = os.environ.get("HYBRIDNB_TEST_SANDBOX", "test")
@@ -35,31 +35,10 @@ _KEY = pytest.StashKey[dict]()
 _subnets = itertools.count(0)
 
 
-def require_engines() -> None:
-    """Skip (locally) or fail (under CI=true) unless root and the engines are installed."""
-    import shutil
-
-    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    try:
-        from tests.conftest import require_real
-    except ImportError:                                  # pragma: no cover
-        require_real = None
-    if require_real is not None:
-        require_real(tools=ENGINE_TOOLS)
-        return
-    missing = [t for t in ENGINE_TOOLS if shutil.which(t) is None]
-    why = "needs root" if os.geteuid() != 0 else (
-        f"missing tools: {', '.join(missing)}" if missing else None)
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"real-engine test cannot run under CI: {why}")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="session")
 def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     """The session's sandbox, up (dockerd + busybox image, libvirtd when available)."""
-    require_engines()
+    require_real(tools=ENGINE_TOOLS)
     slot = request.config.stash.setdefault(_KEY, {})
     if "box" not in slot:
         box = Sandbox(SANDBOX_NAME)

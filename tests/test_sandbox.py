@@ -25,8 +25,9 @@ from hybridnb.daemons import dockerd, process
 from hybridnb.drivers import nsutil
 from hybridnb.images.busybox import DEFAULT_TAGS, ensure_busybox_image
 from hybridnb.sandbox import Sandbox
-from tests.helpers.netlab import unique
-from tests.realengines import require_engines
+from tests.helpers.privnet import unique
+from tests.gating import require_real
+from tests.realengines import ENGINE_TOOLS
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def fresh(monkeypatch):
     """A sandbox of its own whose run and data directories live in a fresh short directory
     (unix socket paths under the exec-root must stay below 108 bytes)."""
-    require_engines()
+    require_real(tools=ENGINE_TOOLS)
     tmp_path = Path(tempfile.mkdtemp(prefix="hnbt"))
     monkeypatch.setenv("HYBRIDNB_SANDBOX_RUN", str(tmp_path / "run"))
     monkeypatch.setenv("HYBRIDNB_SANDBOX_DATA", str(tmp_path / "data"))

@@ -91,7 +91,7 @@ class Plan:
                 for a in self.actions]
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         rows = [[_SYMBOL[a.op] + " " + a.op, a.kind, a.name,
                  a.resource.summary if a.resource else "", a.reason] for a in self.actions]

@@ -34,8 +34,18 @@ def one_of(words: Iterable[str]) -> str:
 def typename(value: Any) -> str:
     if value is None:
         return "nothing"
-    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+    return {str: "a string", int: "a number", float: "a decimal number", bool: "a boolean",
             list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def text_value(value: Any) -> tuple[str, str] | None:
+    """An env or label value: a string or a number (written as text); true/false, nothing,
+    lists and mappings are refused rather than turned into 'True', 'None' or '[1]'.
+    Returns ``(message, hint)`` for a bad value."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return None
+    return (f"expected a string value, got {typename(value)}",
+            "quote it, e.g. 'true'" if isinstance(value, bool) else "quote it")
 
 
 class Collector:
@@ -75,6 +85,10 @@ class Collector:
         return value
 
     def address(self, value: Any, path: str) -> ipaddress.IPv4Address | None:
+        if not isinstance(value, (str, ipaddress.IPv4Address)):
+            self.add(path, f"expected an IPv4 address, got {typename(value)}",
+                     "write it like 10.0.1.100")
+            return None
         try:
             return ipaddress.IPv4Address(str(value))
         except ValueError:

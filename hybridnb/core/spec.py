@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from hybridnb.core.kinds import KINDS, EndpointSpec, endpoint_to_dict, parse_endpoint
-from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean
+from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean, typename
 from hybridnb.core.sections import Section, extra_sections
 from hybridnb.errors import ValidationError
 
@@ -78,9 +78,10 @@ class LabSpec:
 class NameSection(Section):
     key = "name"
     order = 0
+    absent = DEFAULT_LAB
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> str:
-        name = DEFAULT_LAB if raw is None else raw
+        name = raw
         if not isinstance(name, str) or not _LABNAME.match(name):
             c.add("name", f"{name!r} is not a valid lab name",
                   "use 1-24 lowercase letters, digits and '-', e.g. demo")
@@ -99,7 +100,7 @@ _NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "up
 
 def _bridge(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     bridge = data.get("bridge", DEFAULT_BRIDGE)
-    if c.typed(bridge, str, "network.bridge", "an interface name") is None:
+    if c.typed(bridge, str, "network.bridge", "an interface name", "e.g. hybr0") is None:
         return
     if _IFNAME.match(bridge):
         kw["bridge"] = bridge
@@ -110,6 +111,10 @@ def _bridge(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
 
 def _subnet(c: Collector, data: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
     raw = data.get("subnet", DEFAULT_SUBNET)
+    if not isinstance(raw, (str, ipaddress.IPv4Network)):
+        c.add("network.subnet", f"expected a subnet, got {typename(raw)}",
+              "write it like 10.0.1.0/24")
+        return None
     try:
         subnet = ipaddress.IPv4Network(str(raw), strict=True)
     except ValueError as exc:
@@ -151,7 +156,7 @@ def _gateway(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Networ
 
 def _domain(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     domain = data.get("domain", DEFAULT_DOMAIN)
-    if c.typed(domain, str, "network.domain", "a domain name") is None:
+    if c.typed(domain, str, "network.domain", "a domain name", "e.g. hybrid.local") is None:
         return
     labels = domain.rstrip(".").split(".")
     if all(DNS_LABEL.match(lb) for lb in labels) and len(domain) <= 200:
@@ -172,13 +177,15 @@ def _mtu_and_flags(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) ->
                   "under VXLAN)")
     for flag in ("adopt", "dns"):
         if flag in data and \
-                c.typed(data[flag], bool, f"network.{flag}", "true or false") is not None:
+                c.typed(data[flag], bool, f"network.{flag}", "true or false",
+                        "write true or false, without quotes") is not None:
             kw[flag] = data[flag]
 
 
 def _upstream(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
     upstream = data.get("upstream", [])
-    if c.typed(upstream, list, "network.upstream", "a list of resolver addresses") is not None:
+    if c.typed(upstream, list, "network.upstream", "a list of resolver addresses",
+               "e.g. [192.0.2.53]") is not None:
         ups = [c.address(u, f"network.upstream[{i}]") for i, u in enumerate(upstream)]
         kw["upstream"] = tuple(str(u) for u in ups if u is not None)
 
@@ -339,7 +346,7 @@ def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
     c.unknown_keys(top, [s.key for s in every], "")
     values: dict[str, Any] = {}
     for section in every:
-        values[section.key] = section.parse(c, top.get(section.key), values)
+        values[section.key] = section.parse(c, top.get(section.key, section.absent), values)
     extra = {k: v for k, v in values.items() if k not in _BUILTIN_KEYS}
     spec = LabSpec(name=values["name"], network=values["network"],
                    endpoints=values["endpoints"], expect=values["expect"], sections=extra)

@@ -48,7 +48,7 @@ class LabSummary:
         return f"{head} — {self.note}" if self.note else head
 
     def to_text(self) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         text = self.headline()
         if self.rows:
@@ -59,7 +59,7 @@ class LabSummary:
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         return table(["name", "kind", "address", "details"], self.rows, caption=self.headline())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hybridnb.errors import EngineUnavailable
-from tests.conftest import require_real
+from tests.gating import require_real
 
 pytestmark = pytest.mark.real
 

@@ -10,9 +10,9 @@ from hybridnb.drivers.bridge import BridgeDriver
 from hybridnb.drivers.links import CREATING_GROUP
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
-from tests.conftest import require_real
+from tests.gating import require_real
 from tests.helpers.hostsnap import diff, snapshot
-from tests.helpers.netlab import private_netns, unique
+from tests.helpers.privnet import private_netns, unique
 
 pytestmark = pytest.mark.real
 

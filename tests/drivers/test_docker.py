@@ -20,7 +20,7 @@ from hybridnb.core.spec import NetworkSpec
 from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
 from hybridnb.errors import ConflictError, EngineError, EngineUnavailable
 from hybridnb.target import Target
-from tests.helpers.netlab import unique
+from tests.helpers.privnet import unique
 
 
 def network_res(lab: str, br, **over) -> Resource:
@@ -261,8 +261,8 @@ def test_foreign_container_with_our_name_is_a_conflict(drivers, lab, lab_bridge)
         ctr.api.remove_container(foreign["Id"], force=True)
 
 
+@pytest.mark.extra("docker")
 def test_unreachable_engine_is_engine_unavailable(tmp_path):
-    pytest.importorskip("docker")
     drv = ContainerDriver(Target("nowhere", docker_url=f"unix://{tmp_path}/none.sock"))
     with pytest.raises(EngineUnavailable):
         drv.observe("x")

@@ -18,8 +18,9 @@ from hybridnb.drivers import nsutil
 from hybridnb.drivers.firewall import FirewallDriver
 from hybridnb.target import Target
 from tests.helpers.hostsnap import diff, snapshot
-from tests.helpers.netlab import icmp_ping, private_netns, unique
-from tests.realengines import require_engines
+from tests.helpers.privnet import icmp_ping, private_netns, unique
+from tests.gating import require_real
+from tests.realengines import ENGINE_TOOLS
 
 pytestmark = pytest.mark.real
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
@@ -76,7 +77,7 @@ def test_round_trip_in_the_sandbox_leaves_iptables_identical(sandbox, lab_bridge
 
 
 def test_missing_chain_is_created_and_removed_again():
-    require_engines()
+    require_real(tools=ENGINE_TOOLS)
     with private_netns() as ns:
         drv = FirewallDriver(Target("t", netns=ns))
         before = saved(drv)
@@ -96,7 +97,7 @@ def test_missing_chain_is_created_and_removed_again():
 
 
 def test_foreign_rules_and_chains_are_kept():
-    require_engines()
+    require_real(tools=ENGINE_TOOLS)
     with private_netns() as ns:
         drv = FirewallDriver(Target("t", netns=ns))
         drv._run("-N", "DOCKER-USER")

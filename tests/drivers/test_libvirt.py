@@ -23,7 +23,7 @@ from hybridnb.core import naming, vmxml
 from hybridnb.core.resource import Resource
 from hybridnb.errors import BootError, ConflictError, NotFoundError
 from hybridnb.target import Target
-from tests.conftest import require_real
+from tests.gating import require_real
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
 
@@ -112,7 +112,7 @@ def vm1(env):
 
 
 def icmp(ns: str, dst: str) -> float | None:
-    from tests.helpers.netlab import icmp_ping
+    from tests.helpers.privnet import icmp_ping
     return icmp_ping(ns, dst, timeout=2.0)
 
 

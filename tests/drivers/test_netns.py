@@ -17,17 +17,13 @@ from hybridnb.drivers.links import CREATING_GROUP
 from hybridnb.drivers.netns import NetnsHostDriver
 from hybridnb.errors import ConflictError
 from hybridnb.target import Target
-from tests.conftest import require_real
+from tests.gating import require_real
 from tests.helpers.hostsnap import diff, snapshot
-from tests.helpers.netlab import icmp_ping, private_netns, unique
+from tests.helpers.privnet import icmp_ping, private_netns, unique
 
 pytestmark = pytest.mark.real
 
 SUBNET, GW, BR = "10.79.0.0/24", "10.79.0.1", "hbt1"
-
-
-def _require_root() -> None:
-    require_real()
 
 
 def host_res(lab: str, name: str, address: str, dns: bool = False) -> Resource:
@@ -41,7 +37,7 @@ def host_res(lab: str, name: str, address: str, dns: bool = False) -> Resource:
 
 @pytest.fixture
 def lab():
-    _require_root()
+    require_real()
     name = unique("t")
     with private_netns(lab=name) as ns:
         target = Target("t", netns=ns)
@@ -141,7 +137,7 @@ def test_many_hosts_concurrently(lab):
 def test_root_namespace_is_untouched_by_a_whole_cycle():
     """Bridge + hosts made and destroyed in a private namespace leave the host's own
     namespace (links, addresses, routes, firewall, sysctls) exactly as it was."""
-    _require_root()
+    require_real()
     name = unique("t")
     before = snapshot(None, netns_filter=lambda e: name in e)
     with private_netns(lab=name) as ns:
@@ -164,7 +160,7 @@ def test_root_namespace_is_untouched_by_a_whole_cycle():
 
 
 def test_delete_after_the_lab_host_is_gone_still_removes_the_namespace():
-    _require_root()
+    require_real()
     name = unique("t")
     with private_netns(lab=name) as ns:
         target = Target("t", netns=ns)
@@ -184,7 +180,7 @@ def test_the_same_lab_on_another_lab_host_never_touches_this_ones_namespaces():
     """Host namespace names are machine-wide (``hnb-<lab>-<host>``): the same lab name
     applied on a second lab host (another sandbox) is refused before anything is made, and
     its destroy leaves the first one's host alone."""
-    _require_root()
+    require_real()
     name = unique("t")
     br = {"bridge": BR, "address": f"{GW}/24", "subnet": SUBNET, "mtu": 1500, "adopt": False}
     with private_netns(lab=name) as ns_a, private_netns(lab=name + "b") as ns_b:

@@ -10,8 +10,8 @@ import pytest
 
 from hybridnb.drivers import nsutil
 from hybridnb.errors import ConflictError, NotFoundError
-from tests.conftest import require_real
-from tests.helpers.netlab import private_netns, unique
+from tests.gating import require_real
+from tests.helpers.privnet import private_netns, unique
 
 pytestmark = pytest.mark.real
 

@@ -14,7 +14,7 @@ import pytest
 
 from hybridnb.errors import EngineError, NotFoundError
 from hybridnb.images import testvm
-from tests.conftest import require_real
+from tests.gating import require_real
 
 
 def test_module_order_puts_dependencies_first() -> None:

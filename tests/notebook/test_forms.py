@@ -10,6 +10,8 @@ from hybridnb.errors import NotFoundError
 from hybridnb.lab import Lab
 from hybridnb.notebook.forms import container_form, host_form, network_form, vm_form
 
+pytestmark = pytest.mark.extra("notebook")
+
 
 @pytest.fixture
 def lab(tmp_path, shell):

@@ -9,6 +9,8 @@ import pytest
 from hybridnb.lab import Lab
 from hybridnb.notebook.live import LiveTopology
 
+pytestmark = pytest.mark.extra("notebook")
+
 
 def wait_for(predicate, timeout=10.0):
     deadline = time.monotonic() + timeout

@@ -60,6 +60,7 @@ def test_saved_notebooks_have_no_outputs(path):
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
 
 
+@pytest.mark.extra("notebook")
 def test_basics_on_dry_run(tmp_path, monkeypatch):
     nb = execute(BASICS, {"BACKEND": "dry-run", "LAB": "nbdry", "STATE_DIR": str(tmp_path)},
                  monkeypatch)
@@ -75,6 +76,7 @@ def test_basics_on_dry_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.real
+@pytest.mark.extra("notebook")
 def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     """The walkthrough against the real engines in the session's sandbox (CI acceptance)."""
     from hybridnb.lab import Lab

@@ -13,27 +13,18 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import socket
 import subprocess
 import threading
 
-import pytest
+from tests.gating import require_real
 
 CLONE_NEWNET = 0x40000000
-IN_CI = os.environ.get("CI") == "true"
 
 
 def require_root(*tools: str) -> None:
     """Skip locally / fail under CI=true unless root and ``tools`` are present."""
-    missing = [t for t in tools if shutil.which(t) is None]
-    why = "needs root" if os.geteuid() != 0 else (
-        f"missing tools: {', '.join(missing)}" if missing else None)
-    if why is None:
-        return
-    if IN_CI:
-        pytest.fail(f"real test cannot run under CI: {why}")
-    pytest.skip(why)
+    require_real(tools=tools)
 
 
 def run(*cmd: str) -> str:

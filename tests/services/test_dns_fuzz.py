@@ -30,6 +30,8 @@ from hybridnb.services.dns import wire
 
 from .netns_helpers import LabNetns, require_root
 
+pytestmark = pytest.mark.extra("dns")
+
 ZONE = Zone("hybrid.local", {f"h{i}": f"10.0.1.{10 + i}" for i in range(50)}, "10.0.1.1",
             services=[Service("http", "tcp", "h1", 1000 + i) for i in range(70)],
             subnet="10.0.1.0/24")

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from hybridnb.services.dns.querylog import QueryLog, read_log
 
 
@@ -96,6 +98,7 @@ def test_hot_loop_records_keep_every_field_across_rotation(tmp_path):
     assert len(read_log(path.with_name("q.log.1"), 10_000)) > 0
 
 
+@pytest.mark.extra("dns")
 def test_server_logs_every_answered_query(tmp_path):
     """Real UDP queries on loopback (fast path and slow path) all appear in the log."""
     import json

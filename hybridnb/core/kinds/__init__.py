@@ -77,7 +77,7 @@ def parse_endpoint(c: Collector, name: Any, raw: Any) -> EndpointSpec | None:
         c.add(f"{path}.kind", "missing kind",
               "add " + one_of(f"'kind: {k}'" for k in KINDS))
         return None
-    if kind_name not in REGISTRY:
+    if not isinstance(kind_name, str) or kind_name not in REGISTRY:
         c.add(f"{path}.kind", f"unknown kind {kind_name!r}",
               did_you_mean(str(kind_name), KINDS) or f"use {one_of(KINDS)}")
         return None

@@ -565,8 +565,8 @@ class Kind:
         ok = True
         for f in self.fields():
             raw = data.get(f.name)
-            if raw is None:
-                continue
+            if raw is None and (f.name not in data or f.default is None):
+                continue          # not given, or written empty where "nothing" is the default
             value = f.parse(c, raw, path)
             if value is INVALID:
                 ok = False

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from hybridnb.core import naming
 from hybridnb.core.kinds.base import (AbsolutePath, Argv, CompileContext, EndpointSpec, Items,
                                       KeyValues, Kind, Path, Text, spec_field)
+from hybridnb.core.problems import text_value
 from hybridnb.core.resource import Resource
 
 _PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
@@ -45,16 +46,14 @@ def _env_item(key: Any, value: Any) -> tuple[str, str] | None:
     if not isinstance(key, str) or not _ENVKEY.match(key):
         return (f"{key!r} is not a valid variable name",
                 "use letters, digits and '_', not starting with a digit")
-    if isinstance(value, (dict, list)) or value is None:
-        return ("expected a string value", "quote it")
-    return None
+    return text_value(value)
 
 
 def _label_item(key: Any, value: Any) -> tuple[str, str] | None:
     if str(key).startswith(RESERVED_LABEL_PREFIX):
         return (f"labels starting with {RESERVED_LABEL_PREFIX!r} are reserved",
                 "choose another prefix")
-    return None
+    return text_value(value)
 
 
 def _ports(value: Sequence[PortMap]) -> Mapping[Path, Any]:

@@ -38,7 +38,7 @@ class KindReference:
         return f"Endpoint kinds — {kinds_text}"
 
     def to_text(self) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         return self.headline() + "\n" + text_table(COLUMNS, [list(r) for r in self.rows])
 
@@ -46,7 +46,7 @@ class KindReference:
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         return table(COLUMNS, [list(r) for r in self.rows], caption=self.headline())
 

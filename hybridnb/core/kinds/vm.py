@@ -21,7 +21,9 @@ from hybridnb.core.resource import Resource
 TEMPLATES = ("test", "base", "docker")
 MIN_VM_MEMORY = 96
 MAX_VCPUS = 64
-_FILE = Text(what="a file path", hint="e.g. /var/lib/hybridnb/images/debian-12.qcow2")
+_IMAGE_FILE = Text(what="a file path", hint="e.g. /var/lib/hybridnb/images/debian-12.qcow2")
+_KERNEL_FILE = Text(what="a file path", hint="e.g. /boot/vmlinuz-6.1.0-28-amd64")
+_INITRD_FILE = Text(what="a file path", hint="e.g. /boot/initrd.img-6.1.0-28-amd64")
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,13 @@ class VMSpec(EndpointSpec):
                 out_of_range=lambda v: (f"{v} vCPUs is out of range", f"use 1 to {MAX_VCPUS}")),
         default=1, to=("vcpus",), help="virtual CPUs")
     image: str | None = spec_field(
-        _FILE, to=("image",), metavar="PATH",
+        _IMAGE_FILE, to=("image",), metavar="PATH",
         help="cloud image (qcow2) for the base/docker templates")
     kernel: str | None = spec_field(
-        _FILE, to=("kernel",), metavar="PATH",
+        _KERNEL_FILE, to=("kernel",), metavar="PATH",
         help="kernel for the test template (default: the built test image's)")
     initrd: str | None = spec_field(
-        _FILE, to=("initrd",), metavar="PATH",
+        _INITRD_FILE, to=("initrd",), metavar="PATH",
         help="initramfs for the test template (default: the built test image's)")
 
 

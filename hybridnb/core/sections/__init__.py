@@ -38,10 +38,12 @@ class Section:
     order: ClassVar[int] = 50
     #: resource kinds this section compiles, with their place in the creation order
     stages: ClassVar[Mapping[str, int]] = {}
+    #: what ``parse`` receives when the key is absent (a key written empty gives ``None``)
+    absent: ClassVar[Any] = None
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> Any:
-        """The section's value from ``raw`` (``None`` when the key is absent); ``parsed``
-        holds the values of the sections parsed before this one."""
+        """The section's value from ``raw`` (:attr:`absent` when the key is absent);
+        ``parsed`` holds the values of the sections parsed before this one."""
         raise NotImplementedError
 
     def check(self, c: Collector, lab: LabSpec) -> None:

@@ -40,7 +40,7 @@ class DnsRecords:
                 for r in self.records]
 
     def to_text(self) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         return self.headline() + "\n" + text_table(["name", "type", "data", "ttl"], self.rows())
 
@@ -48,7 +48,7 @@ class DnsRecords:
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         return table(["name", "type", "data", "ttl"], self.rows(), caption=self.headline())
 
@@ -70,7 +70,7 @@ class QueryLogView:
         return out
 
     def to_text(self) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         head = f"DNS queries of lab {self.lab}: last {len(self.entries)}"
         return head + "\n" + text_table(["time", "client", "name", "type", "rcode", "µs"],
@@ -80,7 +80,7 @@ class QueryLogView:
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        from hybridnb.render.html import table
+        from hybridnb.core.tables import table
 
         return table(["time", "client", "name", "type", "rcode", "µs"], self.rows(),
                      caption=f"DNS queries of lab {self.lab}: last {len(self.entries)}")

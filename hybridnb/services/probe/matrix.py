@@ -207,7 +207,7 @@ class ConnectivityMatrix:
     def grid_text(self, check: str) -> str:
         """One check's grid: rows are sources, columns targets; ok cells show the median
         RTT in ms, failures FAIL, skipped checks skip, pairs not probed a dot."""
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         rows = [[src] + [self._cell_text(self.get(check, src, dst)) for dst in self.targets]
                 for src in self.sources]
@@ -251,7 +251,7 @@ class ConnectivityMatrix:
         return f'<td style="background:#eeeeee;color:#777" title="{escape(tip)}">skip</td>'
 
     def grid_html(self, check: str) -> str:
-        from hybridnb.render.html import STYLE
+        from hybridnb.core.tables import STYLE
 
         c = self.counts(check)
         caption = f"{check}: {c['ok']} ok, {c['fail']} failed, {c['skip']} skipped (median ms)"

@@ -26,6 +26,7 @@ def permanent(ns: str) -> list[str]:
     return sorted(line.split()[0] + " " + line.split()[4] for line in out.splitlines())
 
 
+@pytest.mark.extra("host")
 def test_packed_messages_are_what_pyroute2_reads():
     from pyroute2.netlink.rtnl.ndmsg import ndmsg
 
