@@ -326,8 +326,7 @@ class Lab:
     def probe_endpoints(self) -> tuple[list[Any], Any]:
         """(endpoints, gateway) as the probe engine sees them: each with the network namespace
         its sockets open in (hosts, containers) or a guest-agent executor (VMs)."""
-        from hybridnb.drivers.nsutil import netns_path
-        from hybridnb.services.probe import ProbeEndpoint
+        from hybridnb.services.probe import lab_probe_endpoints, service_checks
 
         backend = self.backend
         if backend.name == "dry-run":
@@ -336,41 +335,22 @@ class Lab:
         containers: Mapping[str, str] = {}
         if backend.supports("container") and self._spec.of_kind("container"):
             containers = backend.driver("container").netns_paths(self.name)  # type: ignore[attr-defined]
-        eps = []
-        for res in self.resources():
-            if res.kind not in ("host", "container", "vm"):
-                continue
-            addr = str(res.spec["address"])
-            ep = self._spec.endpoint(res.name)
-            # declared services are probed for real (no responder is opened on their ports)
-            services = tuple(f"{'http' if s.name == 'http' else s.protocol}/{s.port}"
-                             for s in ep.services)
-            if res.kind == "host":
-                eps.append(ProbeEndpoint(res.name, addr, netns=netns_path(res.spec["netns"]),
-                                         kind="host", services=services))
-            elif res.kind == "container":
-                eps.append(ProbeEndpoint(res.name, addr, netns=containers.get(res.name),
-                                         kind="container", services=services))
-            elif backend.supports("vm"):
-                if res.spec.get("template") == "test":   # busybox httpd, hnb-udp echo
-                    services += ("http/80", "tcp/80", "udp/7")
-                eps.append(ProbeEndpoint(res.name, addr, executor=_GuestExec(
-                    backend.driver("vm"), self.name, res.name), kind="vm",
-                    services=tuple(dict.fromkeys(services)), mac=res.spec.get("mac")))
-        target_ns = backend.target.netns
-        # the lab host itself (the namespace holding the bridge) probes and is probed as
-        # "gateway": host -> endpoint checks are part of every run
-        gateway = ProbeEndpoint(GATEWAY, str(self._spec.network.gateway),
-                                netns=netns_path(target_ns) if target_ns else None, kind="host")
-        return sorted(eps, key=lambda e: e.name), gateway
+        vm_executor = (lambda name: _GuestExec(backend.driver("vm"), self.name, name)) \
+            if backend.supports("vm") else None
+        return lab_probe_endpoints(
+            self.resources(), {e.name: service_checks(e.services) for e in self._spec.endpoints},
+            container_netns=containers, vm_executor=vm_executor,
+            gateway=str(self._spec.network.gateway), gateway_netns=backend.target.netns)
 
     @engine_call
     def test(self, protocols: tuple[str, ...] | None = None, *, timeout: float = 1.0,
-             count: int = 3, pin_neighbours: bool | None = None) -> Any:
+             count: int = 3, pin_neighbours: bool | None = None,
+             responders: bool = True) -> Any:
         """Probe every endpoint against every other (and the gateway); returns a
         :class:`~hybridnb.services.probe.ConnectivityMatrix`.  ``pin_neighbours``: see
         :func:`~hybridnb.services.probe.probe_matrix` (default: when the lab is too big for
-        the kernel's neighbour table)."""
+        the kernel's neighbour table).  ``responders=False``: no stand-in listeners, even for
+        the built-in checks (only what really listens answers)."""
         from hybridnb.services.probe import probe_matrix
 
         if protocols is None:
@@ -378,11 +358,10 @@ class Lab:
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        matrix = probe_matrix(eps + [gateway], protocols, domain=net.domain,
-                              dns_server=str(net.gateway) if net.dns else None,
-                              timeout=timeout, count=count, pin_neighbours=pin_neighbours)
-        down = {e.name for e in eps if e.netns is None and e.executor is None}
-        return _mark_down_sources(matrix, down) if down else matrix
+        return probe_matrix(eps + [gateway], protocols, domain=net.domain,
+                            dns_server=str(net.gateway) if net.dns else None,
+                            timeout=timeout, count=count, pin_neighbours=pin_neighbours,
+                            responders=responders)
 
     @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> Any:
@@ -397,7 +376,9 @@ class Lab:
             raise LabNotUp(f"lab {self.name} is not up ({status.pending} change(s) pending)",
                            hint="run apply first")
         checks = sorted({e.check for e in expectations})
-        matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count)
+        # every expect: line is an assertion: only what really listens may answer it
+        matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count,
+                           responders=False)
         return evaluate(expectations, matrix)
 
     # ---------------------------------------------------------------------------- dns
@@ -474,20 +455,6 @@ class LabNotUp(HybridError):
     """An operation needs the lab applied and healthy."""
 
     exit_code = 2
-
-
-def _mark_down_sources(matrix: Any, down: set[str]) -> Any:
-    """An endpoint that is not running (a stopped container has no namespace to probe from)
-    fails as a source too: its row turns red with the reason, like its column."""
-    import dataclasses
-
-    from hybridnb.services.probe import ConnectivityMatrix
-
-    results = [dataclasses.replace(r, ok=False, reason=f"{r.source} is not running")
-               if r.source in down and r.ok is None else r for r in matrix.results]
-    return ConnectivityMatrix(results=results, sources=matrix.sources, targets=matrix.targets,
-                              checks=matrix.checks, duration=matrix.duration,
-                              timeout=matrix.timeout, count=matrix.count)
 
 
 class _GuestExec:
