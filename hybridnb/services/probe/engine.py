@@ -66,6 +66,8 @@ from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
 __all__ = ["DEFAULT_CHECKS", "PROTOCOLS", "probe_matrix", "run_plan"]
 
 Progress = Callable[[str], None]
+#: The longest a busy loop keeps a client past its deadline (see _Run._expire).
+GRACE = 5.0
 Opened = socket.socket | BaseException
 
 
@@ -146,16 +148,17 @@ class _Run:
                 self.note(f"{up} responders listening")
             threads = self._start_scripts()
             self._start(first, sockets)
+            caught_up = False
             while True:
                 now = time.monotonic()
-                self._expire(now)
+                self._expire(now, caught_up)
                 batch = self.window.take(lambda u, t=now: self._stale(u, t))
                 if batch:
                     self._start(batch, self._open(batch)[1])
                     continue
                 if self.window.done and all(not t.is_alive() for t in threads):
                     break
-                self.loop.run_once(self._wait(now))
+                caught_up = self.loop.run_once(self._wait(now)) == 0
             for t in threads:
                 t.join()
         finally:
@@ -191,7 +194,7 @@ class _Run:
     def _start(self, batch: Sequence[int], sockets: Sequence[Opened]) -> None:
         """Build the batch's clients, send everything, then set their deadlines."""
         clients: list[Client] = []
-        for index, sock in zip(batch, sockets):
+        for index, sock in zip(batch, sockets, strict=True):
             unit = self.plan.units[index]
             if isinstance(sock, BaseException):
                 for i in unit.pairs:
@@ -214,8 +217,12 @@ class _Run:
 
     # -- time --------------------------------------------------------------------------------
 
-    def _expire(self, now: float) -> None:
-        while self.expiry and self.expiry[0][0] <= now:
+    def _expire(self, now: float, caught_up: bool) -> None:
+        """Give up on clients past their deadline — once the loop has read everything that
+        arrived (a reply waiting in a socket buffer counts, however busy this process was),
+        or, should replies never stop coming, :data:`GRACE` seconds later."""
+        grace = 0.0 if caught_up else max(self.ctx.timeout, GRACE)
+        while self.expiry and self.expiry[0][0] + grace <= now:
             _, index = heapq.heappop(self.expiry)
             client = self.live.get(index)
             if client is not None:

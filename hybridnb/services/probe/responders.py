@@ -34,7 +34,7 @@ def start_responders(loop: Loop, specs: Sequence[ResponderSpec],
     """Bind and register each responder whose socket could be made; returns how many
     listen.  A socket that cannot bind is closed (the probe shows what a client sees)."""
     up = 0
-    for spec, sock in zip(specs, sockets):
+    for spec, sock in zip(specs, sockets, strict=True):
         if sock is None:
             continue
         sock.setblocking(False)

@@ -112,9 +112,12 @@ class Loop:
             pass
         sock.close()
 
-    def run_once(self, timeout: float) -> None:
-        for key, _ev in self.sel.select(max(timeout, 0.0)):
+    def run_once(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds and handle what is ready; returns how many."""
+        ready = self.sel.select(max(timeout, 0.0))
+        for key, _ev in ready:
             key.data(key.fileobj)
+        return len(ready)
 
     def close(self) -> None:
         for key in list(self.sel.get_map().values()):

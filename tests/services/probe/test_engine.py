@@ -231,7 +231,7 @@ def test_asserted_ports_are_probed_against_what_really_listens(lab):
     real = [Listener(f"/run/netns/{lab.netns(2)}", lab.address(2), 5432),
             Listener(f"/run/netns/{lab.netns(2)}", lab.address(2), 5353, udp=True)]
     try:
-        m = run(lab, eps, checks=checks)
+        m = run(lab, checks=checks)
     finally:
         for listener in real:
             listener.close()
@@ -314,3 +314,13 @@ def test_any_lab_size_under_ulimit_1024():
                            __file__).resolve().parents[3]))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3600 ok, 0 failed" in r.stdout, r.stdout
+
+
+def test_replies_that_arrived_count_however_busy_the_loop_was(lab):
+    """A reply sitting in a socket buffer at the deadline is an answer: the run gives up on a
+    probe only once it has read what arrived (HTTP for 40 hosts takes ~1 s of this process's
+    time on two cores; it used to turn every HTTP pair into 'timeout')."""
+    m = run(lab, checks=("http",), timeout=0.005, count=25)
+    c = m.counts()
+    assert c["ok"] >= 0.95 * len(m.results), (c, m.failures()[:3])
+    assert m.duration < 2.0
