@@ -54,3 +54,25 @@ def test_console_script_help():
     assert out.returncode == 0 and "exit codes" in out.stdout
     for cmd in ("plan", "apply", "destroy", "status", "sandbox"):
         assert cmd in out.stdout
+
+
+def test_test_prints_a_summary_at_scale_and_everything_with_verbose(capsys, state_dir,
+                                                                     monkeypatch):
+    """Issue 11 #13: an all-ok run on 50 endpoints is a short summary; --verbose, the grids."""
+    from hybridnb.lab import Lab
+    from tests.helpers.matrices import mesh
+
+    calls = []
+
+    def fake_test(self, protocols=None, **kw):
+        calls.append((protocols, kw))
+        return mesh()
+    monkeypatch.setattr(Lab, "test", fake_test)
+    common = ["--dry-run", "--state-dir", str(state_dir)]
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--checks", "icmp,tcp/5432")
+    assert code == 0 and len(out.splitlines()) < 12 and "every probe answered" in out
+    assert calls[0][0] == ("icmp", "tcp/5432")
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--verbose")
+    assert code == 0 and out.count("from \\ to") == 2
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--json")
+    assert code == 0 and out.count('"check"') == 5000

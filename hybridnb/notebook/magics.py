@@ -24,6 +24,7 @@ This module imports only the standard library, IPython and traitlets at load tim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import re
 import shlex
@@ -103,7 +104,7 @@ USAGE: dict[str, tuple[str, str]] = {
     "status": ("status", "every endpoint as the engines see it"),
     "plan": ("plan", "what apply would do, without doing it"),
     "apply": ("apply [-q]", "make the engines match the lab (progress bar while it runs)"),
-    "test": ("test [--checks icmp,tcp,...] [--timeout S] [--count N]",
+    "test": ("test [--checks icmp,tcp,...] [--timeout S] [--count N] [--verbose]",
              "probe every endpoint pair: the connectivity matrix"),
     "validate": ("validate", "check the lab's expect: lines against a fresh probe run"),
     "dns": ("dns | dns logs [-n N]", "the names the lab's DNS serves; its query log"),
@@ -391,11 +392,15 @@ class HybridMagics(Magics):
         p.add_argument("--timeout", type=float, default=1.0,
                        help="seconds (one deadline for the whole run)")
         p.add_argument("--count", type=int, default=3, help="attempts per pair")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="every grid (by default a lab of more than 10 endpoints shows a "
+                            "table per check and its failures)")
 
     def _cmd_test(self, a: argparse.Namespace) -> Any:
         lab = self.require_lab()
         checks = tuple(c.strip() for c in a.checks.split(",") if c.strip()) if a.checks else None
-        self.last_matrix = lab.test(checks, timeout=a.timeout, count=a.count)
+        matrix = lab.test(checks, timeout=a.timeout, count=a.count)
+        self.last_matrix = dataclasses.replace(matrix, verbose=True) if a.verbose else matrix
         return self.last_matrix
 
     @staticmethod
