@@ -242,10 +242,10 @@ class _Run:
 
     def _start_scripts(self) -> list[threading.Thread]:
         threads = []
-        for src, indices in self.plan.scripts:
-            pairs = [self.plan.pairs[i] for i in indices]
-            t = threading.Thread(target=self._script, args=(src, pairs),
-                                 name=f"probe-exec:{src.name}", daemon=True)
+        for source in self.plan.scripts:
+            pairs = [self.plan.pairs[i] for i in source.pairs]
+            t = threading.Thread(target=self._script, args=(source.src, pairs),
+                                 name=f"probe-exec:{source.src.name}", daemon=True)
             t.start()
             threads.append(t)
         return threads

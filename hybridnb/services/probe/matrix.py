@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 
 def percentile(samples: Sequence[float], q: float) -> float | None:
@@ -383,6 +383,15 @@ def _follows(last: tuple[str, int, str], prefix: str, digits: str) -> bool:
     return lprefix == prefix and lnum + 1 == int(digits) and same_style
 
 
+class _Group(NamedTuple):
+    """A row (one source, many targets) or a column (many sources, one target)."""
+
+    size: int
+    is_col: bool
+    name: str
+    members: set[str]
+
+
 def _group_pairs(bad: Sequence[ProbeResult], probed: Sequence[ProbeResult]
                  ) -> list[tuple[str, str]]:
     """(sources text, targets text) lines covering every (source, target) of ``bad``: the
@@ -401,9 +410,9 @@ def _group_pairs(bad: Sequence[ProbeResult], probed: Sequence[ProbeResult]
     for s, t in pairs:
         rows.setdefault(s, set()).add(t)
         cols.setdefault(t, set()).add(s)
-    groups = [(len(ts), 0, s, ts) for s, ts in rows.items()] + \
-        [(len(ss), 1, t, ss) for t, ss in cols.items()]
-    groups.sort(key=lambda g: (-g[0], g[1], _natural(g[2])))
+    groups = [_Group(len(ts), False, s, ts) for s, ts in rows.items()] + \
+        [_Group(len(ss), True, t, ss) for t, ss in cols.items()]
+    groups.sort(key=lambda g: (-g.size, g.is_col, _natural(g.name)))
     out: list[tuple[str, str]] = []
     left = set(pairs)
     for size, is_col, name, members in groups:

@@ -142,6 +142,14 @@ class Unit:
 
 
 @dataclass(frozen=True)
+class ScriptSource:
+    """A source this process cannot enter (a VM): its pairs go into one script run in it."""
+
+    src: ProbeEndpoint
+    pairs: tuple[int, ...]        # indices into ProbePlan.pairs
+
+
+@dataclass(frozen=True)
 class ProbePlan:
     """Everything a probe run will do, in the order it will do it."""
 
@@ -151,7 +159,7 @@ class ProbePlan:
     pairs: tuple[PairSpec, ...]
     responders: tuple[ResponderSpec, ...]
     units: tuple[Unit, ...]
-    scripts: tuple[tuple[ProbeEndpoint, tuple[int, ...]], ...]   # executor source, its pairs
+    scripts: tuple[ScriptSource, ...]
     endpoints: tuple[ProbeEndpoint, ...]                          # every source and target
     count: int = 3
     domain: str = "hybrid.local"
@@ -270,12 +278,12 @@ def _plan_units(pairs: Sequence[PairSpec], count: int) -> list[Unit]:
     return groups + singles + retries
 
 
-def _plan_scripts(pairs: Sequence[PairSpec]) -> list[tuple[ProbeEndpoint, tuple[int, ...]]]:
-    by_src: dict[str, tuple[ProbeEndpoint, list[int]]] = {}
+def _plan_scripts(pairs: Sequence[PairSpec]) -> list[ScriptSource]:
+    by_src: dict[str, list[PairSpec]] = {}
     for p in pairs:
         if p.runnable and p.src.netns is None and p.src.executor is not None:
-            by_src.setdefault(p.src.name, (p.src, []))[1].append(p.index)
-    return [(src, tuple(idx)) for src, idx in by_src.values()]
+            by_src.setdefault(p.src.name, []).append(p)
+    return [ScriptSource(ps[0].src, tuple(p.index for p in ps)) for ps in by_src.values()]
 
 
 def plan_probes(endpoints: Sequence[ProbeEndpoint], checks: Iterable[str] = DEFAULT_CHECKS, *,

@@ -142,8 +142,8 @@ def test_units_group_icmp_and_dns_per_source_and_put_first_attempts_first():
     to_ours = [u for u in streams if plan.pairs[u.pairs[0]].responder]
     assert to_ours and all(u.fds == 2 for u in to_ours)               # + the accepted conn
     assert plan.fds_needed == len(plan.responders) + sum(u.fds for u in plan.units)
-    (src, indices), = plan.scripts
-    assert src.name == "v" and {plan.pairs[i].src.name for i in indices} == {"v"}
+    (script,) = plan.scripts
+    assert script.src.name == "v" and {plan.pairs[i].src.name for i in script.pairs} == {"v"}
 
 
 def test_the_window_is_the_budget_less_the_responders_or_a_clear_error():
