@@ -74,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     checks = tuple(c for c in args.checks.split(",") if c) if args.checks else None
     matrix = _lab(args).test(checks, timeout=args.timeout, count=args.count)
-    print(matrix.to_json() if args.json else matrix.to_text())
+    print(matrix.to_json() if args.json else matrix.to_text(verbose=args.verbose))
     return EXIT_OK if matrix.ok else EXIT_PENDING
 
 
@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated checks: icmp,tcp,udp,http,dns,tcp/PORT (default: all)")
     p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
     p.add_argument("--count", type=int, default=3, help="attempts per pair (default 3)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="every grid and every failure line (by default a lab of more than 10 "
+                        "endpoints prints a table per check and its failures, grouped)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_test)
     p = sub.add_parser("validate", parents=[common],

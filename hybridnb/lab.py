@@ -375,8 +375,8 @@ class Lab:
         """(endpoints, gateway) as the probe engine sees them: each with the network namespace
         its sockets open in (a driver with NamespaceSource: hosts, containers) or a command
         executor inside it (a driver with GuestExec: VMs).  An endpoint that does not run has
-        neither."""
-        from hybridnb.services.probe import ProbeEndpoint
+        neither: probes from it fail as "not running"."""
+        from hybridnb.services.probe import lab_probe_endpoints, service_checks
 
         backend = self.backend
         net = self._spec.network
@@ -386,35 +386,27 @@ class Lab:
             raise LabNotUp(f"lab {self.name} has no bridge {net.bridge} on the {backend.name} "
                            "backend", hint="apply it first")
         resources = [r for r in self.resources() if is_endpoint_kind(r.kind)]
-        ways = self._ways_in({r.kind for r in resources})
-        eps = []
-        for res in resources:
-            ep = self._spec.endpoint(res.name)
-            # declared services are probed for real (no responder is opened on their ports)
-            services = tuple(f"{'http' if s.name == 'http' else s.protocol}/{s.port}"
-                             for s in ep.services) + get_kind(res.kind).probe_services(res)
-            way = ways[res.kind]
-            inside = isinstance(way, GuestExec)
-            eps.append(ProbeEndpoint(
-                res.name, str(res.spec["address"]), kind=res.kind,
-                netns=None if inside else way.get(res.name),
-                executor=_GuestExec(way, self.name, res.name) if inside else None,
-                services=tuple(dict.fromkeys(services)),
-                mac=res.spec.get("mac") if inside else None))
-        # the lab host itself (the namespace holding the bridge) probes and is probed as
-        # "gateway": host -> endpoint checks are part of every run
-        gateway = ProbeEndpoint(GATEWAY, str(net.gateway), netns=bridges[net.bridge],
-                                kind="host")
-        return sorted(eps, key=lambda e: e.name), gateway
+        ways = {kind: (way if not isinstance(way, GuestExec) else
+                       (lambda name, drv=way: _GuestExec(drv, self.name, name)))
+                for kind, way in self._ways_in({r.kind for r in resources}).items()}
+        # declared services are probed for real (no responder is opened on their ports), and
+        # so is what a kind runs without declaring it (the test VM's httpd)
+        services = {r.name: service_checks(self._spec.endpoint(r.name).services)
+                    + get_kind(r.kind).probe_services(r) for r in resources}
+        return lab_probe_endpoints(resources, services, ways, gateway=str(net.gateway),
+                                   gateway_netns=bridges[net.bridge])
 
     @engine_call
     def test(self, checks: tuple[str, ...] | None = None, *, timeout: float = 1.0,
-             count: int = 3, pin_neighbours: bool | None = None) -> ConnectivityMatrix:
+             count: int = 3, pin_neighbours: bool | None = None,
+             responders: bool = True) -> ConnectivityMatrix:
         """Probe every endpoint against every other (and the gateway) with ``checks``
         (``icmp``, ``tcp``, ``udp``, ``http``, ``dns``, ``tcp/PORT``…; default: all the lab
         supports); returns a :class:`~hybridnb.services.probe.ConnectivityMatrix`.
         ``pin_neighbours``: see :func:`~hybridnb.services.probe.probe_matrix` (default: when
-        the lab is too big for the kernel's neighbour table)."""
+        the lab is too big for the kernel's neighbour table).  ``responders=False``: no
+        stand-in listeners, even for the built-in checks (only what really listens
+        answers)."""
         from hybridnb.services.probe import probe_matrix
 
         if checks is None:
@@ -422,11 +414,10 @@ class Lab:
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
-                              dns_server=str(net.gateway) if net.dns else None,
-                              timeout=timeout, count=count, pin_neighbours=pin_neighbours)
-        down = {e.name for e in eps if e.netns is None and e.executor is None}
-        return _mark_down_sources(matrix, down) if down else matrix
+        return probe_matrix(eps + [gateway], checks, domain=net.domain,
+                            dns_server=str(net.gateway) if net.dns else None,
+                            timeout=timeout, count=count, pin_neighbours=pin_neighbours,
+                            responders=responders)
 
     @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> ExpectationReport:
@@ -441,7 +432,9 @@ class Lab:
             raise LabNotUp(f"lab {self.name} is not up ({status.pending} change(s) pending)",
                            hint="run apply first")
         checks = sorted({e.check for e in expectations})
-        matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count)
+        # every expect: line is an assertion: only what really listens may answer it
+        matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count,
+                           responders=False)
         return evaluate(expectations, matrix)
 
     # ---------------------------------------------------------------------------- dns
@@ -505,20 +498,6 @@ class LabNotUp(HybridError):
     """An operation needs the lab applied and healthy."""
 
     exit_code = 2
-
-
-def _mark_down_sources(matrix: ConnectivityMatrix, down: set[str]) -> ConnectivityMatrix:
-    """An endpoint that is not running (a stopped container has no namespace to probe from)
-    fails as a source too: its row turns red with the reason, like its column."""
-    import dataclasses
-
-    from hybridnb.services.probe import ConnectivityMatrix
-
-    results = [dataclasses.replace(r, ok=False, reason=f"{r.source} is not running")
-               if r.source in down and r.ok is None else r for r in matrix.results]
-    return ConnectivityMatrix(results=results, sources=matrix.sources, targets=matrix.targets,
-                              checks=matrix.checks, duration=matrix.duration,
-                              timeout=matrix.timeout, count=matrix.count)
 
 
 class _GuestExec:

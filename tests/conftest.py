@@ -19,12 +19,3 @@ def state_dir(tmp_path):
     d.mkdir()
     return d
 
-
-def __getattr__(name: str) -> object:
-    """``IN_CI`` and ``require_real`` for modules that still import them from here (those in
-    tests/services/probe); new code imports them from :mod:`tests.gating`."""
-    if name in ("IN_CI", "require_real"):
-        import tests.gating
-
-        return getattr(tests.gating, name)
-    raise AttributeError(name)

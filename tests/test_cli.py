@@ -95,3 +95,25 @@ def test_sandbox_option_and_environment(capsys, monkeypatch):
     from hybridnb.lab import Lab
 
     assert Lab("x", backend="dry-run").sandbox == "hnb-env-cli"
+
+
+def test_test_prints_a_summary_at_scale_and_everything_with_verbose(capsys, state_dir,
+                                                                     monkeypatch):
+    """Issue 11 #13: an all-ok run on 50 endpoints is a short summary; --verbose, the grids."""
+    from hybridnb.lab import Lab
+    from tests.helpers.matrices import mesh
+
+    calls = []
+
+    def fake_test(self, checks=None, **kw):
+        calls.append((checks, kw))
+        return mesh()
+    monkeypatch.setattr(Lab, "test", fake_test)
+    common = ["--dry-run", "--state-dir", str(state_dir)]
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--checks", "icmp,tcp/5432")
+    assert code == 0 and len(out.splitlines()) < 12 and "every probe answered" in out
+    assert calls[0][0] == ("icmp", "tcp/5432")
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--verbose")
+    assert code == 0 and out.count("from \\ to") == 2
+    code, out, _ = run(capsys, "test", str(SEED), *common, "--json")
+    assert code == 0 and out.count('"check"') == 5000

@@ -32,6 +32,7 @@ imported on use.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import functools
 import re
@@ -415,12 +416,16 @@ class HybridMagics(Magics):
         p.add_argument("--timeout", type=float, default=1.0, metavar="S",
                        help="seconds (one deadline for the whole run)")
         p.add_argument("--count", type=int, default=3, metavar="N", help="attempts per pair")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="every grid (by default a lab of more than 10 endpoints shows a "
+                            "table per check and its failures)")
 
     def _cmd_test(self, a: argparse.Namespace) -> Any:
         """probe every endpoint pair: the connectivity matrix"""
         lab = self.require_lab()
         checks = tuple(c.strip() for c in a.checks.split(",") if c.strip()) if a.checks else None
-        self.last_matrix = lab.test(checks, timeout=a.timeout, count=a.count)
+        matrix = lab.test(checks, timeout=a.timeout, count=a.count)
+        self.last_matrix = dataclasses.replace(matrix, verbose=True) if a.verbose else matrix
         return self.last_matrix
 
     @staticmethod

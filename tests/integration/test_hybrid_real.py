@@ -151,6 +151,25 @@ def test_udp_every_pair_both_ways_including_vms(hybrid):
         print(f"{src} -> {dst}: udp median {r.rtt_median * 1000:.3f} ms")
 
 
+def test_asserted_ports_get_the_same_answer_on_every_kind(hybrid):
+    """Issue 11 #2: tcp/5432 and http/80 are probed against what really listens — nothing on
+    5432 anywhere, httpd on 80 in the containers and the test VMs, nothing on 80 in the host
+    or the lab host — from containers, hosts and VMs alike; no responder answers for them."""
+    lab, _, _ = hybrid
+    m = lab.test(("tcp/5432", "http/80"), timeout=2.0, count=1)
+    for src in ("c1", "h1", "v1"):
+        for dst in ("c2", "h1", "v2", "gateway"):
+            if src != dst:
+                r = m.get("tcp/5432", src, dst)
+                assert r.ok is False and r.reason == "refused", r
+        for dst in ("c2", "v2"):
+            assert m.get("http/80", src, dst).ok, m.get("http/80", src, dst)
+        for dst in ("h1", "gateway"):
+            if src != dst:
+                r = m.get("http/80", src, dst)
+                assert r.ok is False and r.reason == "refused", r
+
+
 def test_names_resolve_inside_container_and_vm(hybrid):
     lab, box, _ = hybrid
     api = docker_api(box)

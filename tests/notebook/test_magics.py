@@ -334,3 +334,17 @@ def test_sandbox_name_comes_from_the_environment(shell, monkeypatch):
             "hnb-flag-unit"
     finally:
         run(shell, '%config HybridMagics.sandbox = ""')
+
+
+def test_test_verbose_shows_every_grid(shell, monkeypatch):
+    """Issue 11 #13: ``%hybrid test`` on a big lab renders a summary; ``--verbose`` the grids."""
+    from hybridnb.lab import Lab
+    from tests.helpers.matrices import mesh
+
+    monkeypatch.setattr(Lab, "test", lambda self, checks=None, **kw: mesh())
+    build(shell)
+    short = run(shell, "%hybrid test")
+    assert not short.verbose and "from \\ to" not in repr(short)
+    full = run(shell, "%hybrid test --verbose")
+    assert full.verbose and repr(full).count("from \\ to") == 2
+    assert full._repr_html_().count('<table class="hnb">') == 2

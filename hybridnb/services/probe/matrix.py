@@ -7,7 +7,11 @@ False (it failed — ``reason`` says why: ``timeout``, ``refused``, ``network un
 in a VM).  ``rtts`` are the samples in seconds (kernel receive timestamps for ICMP).
 
 :class:`ConnectivityMatrix` holds a run's results in a deterministic order and renders itself
-as text (``to_text()``/``repr``) and as a coloured HTML grid (``_repr_html_``); it exports
+as text (``to_text()``/``repr``) and as coloured HTML grids (``_repr_html_``).  Readable at any
+size: a small lab (up to :data:`GRID_MAX` targets) shows one grid per check; a bigger one a
+table per check (ok/failed/skipped, RTTs) and every failure, grouped — ``h25 -> every target
+(40): fail (timeout)`` is one line, not forty (``verbose=True``: the grids and every line,
+whatever the size).  It exports
 plain ``records()`` and ``to_json()``, answers ``lookup()`` for expectation checking
 (:func:`hybridnb.core.expect.evaluate`), and draws latency plots through
 :mod:`hybridnb.render.latency` (matplotlib, imported only then).
@@ -19,9 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 
 def percentile(samples: Sequence[float], q: float) -> float | None:
@@ -124,6 +129,8 @@ class ConnectivityMatrix:
     duration: float = 0.0
     timeout: float = 0.0
     count: int = 0
+    #: how it renders by default: every grid and line (True), or by size (False)
+    verbose: bool = field(default=False, compare=False)
     _index: dict[tuple[str, str, str], ProbeResult] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -216,19 +223,56 @@ class ConnectivityMatrix:
                 f"(cells: median RTT in ms)")
         return head + "\n" + text_table(["from \\ to"] + self.targets, rows)
 
-    def to_text(self, checks: Sequence[str] | None = None, *, max_reasons: int = 20) -> str:
-        parts = [self.summary()]
+    def check_rows(self, checks: Sequence[str] | None = None) -> list[list[str]]:
+        """One row per check: ok, failed, skipped, median and p99 of the pairs' median RTTs."""
+        rows = []
         for check in checks or self.checks:
-            parts.append(self.grid_text(check))
-        bad = [r for r in self.results if r.ok is not True
-               and (checks is None or r.check in checks)]
-        if bad:
-            lines = ["not ok:"]
-            for r in bad[:max_reasons]:
-                lines.append(f"  {r.check:<9} {r.source} -> {r.target}: {r.status} ({r.reason})")
-            if len(bad) > max_reasons:
-                lines.append(f"  … and {len(bad) - max_reasons} more")
-            parts.append("\n".join(lines))
+            c = self.counts(check)
+            rtts = [r.rtt_median for r in self.of(check) if r.ok and r.rtt_median is not None]
+            rows.append([check, str(c["ok"]), str(c["fail"]), str(c["skip"]),
+                         _fmt_ms(median(rtts)), _fmt_ms(percentile(rtts, 99))])
+        return rows
+
+    def problem_lines(self, checks: Sequence[str] | None = None) -> list[str]:
+        """Every result that is not ok, grouped: one line per source or target that fails
+        the same way towards many (``h25 -> every target (40): fail (timeout)``)."""
+        lines = []
+        for check in checks or self.checks:
+            probed = [r for r in self.of(check)]
+            for status in ("fail", "skip"):
+                by_reason: dict[str, list[ProbeResult]] = {}
+                for r in probed:
+                    if r.status == status:
+                        by_reason.setdefault(r.reason, []).append(r)
+                for reason, bad in sorted(by_reason.items()):
+                    for srcs, dsts in _group_pairs(bad, probed):
+                        lines.append(f"  {check:<9} {srcs} -> {dsts}: {status} ({reason})")
+        return lines
+
+    def to_text(self, checks: Sequence[str] | None = None, *, verbose: bool | None = None,
+                max_lines: int = 60) -> str:
+        """The summary line; the grids (verbose, or up to :data:`GRID_MAX` targets) or a
+        table per check; then every result that is not ok, grouped (at most ``max_lines``
+        lines unless verbose)."""
+        from hybridnb.core.tables import text_table
+
+        verbose = self.verbose if verbose is None else verbose
+        parts = [self.summary()]
+        if verbose or len(self.targets) <= GRID_MAX:
+            parts += [self.grid_text(check) for check in checks or self.checks]
+        else:
+            parts.append(text_table(CHECK_HEADERS, self.check_rows(checks)))
+        lines = self.problem_lines(checks)
+        if lines:
+            shown = lines if verbose else lines[:max_lines]
+            if len(shown) < len(lines):
+                shown = shown + [f"  … and {len(lines) - len(shown)} more lines "
+                                 "(--verbose or --json: all)"]
+            parts.append("\n".join(["not ok:"] + shown))
+        elif not verbose and len(self.targets) > GRID_MAX:
+            parts.append(f"every probe answered ({len(self.sources)} sources, "
+                         f"{len(self.targets)} targets; --verbose: the grids, --json: every "
+                         "result)")
         return "\n\n".join(parts)
 
     def __repr__(self) -> str:
@@ -264,8 +308,19 @@ class ConnectivityMatrix:
                 f"<tr><th>from \\ to</th>{head}</tr>{''.join(rows)}</table>")
 
     def _repr_html_(self) -> str:
+        from hybridnb.core.tables import table
+
         parts = [f"<div><b>{escape(self.summary())}</b>"]
-        parts += [self.grid_html(check) for check in self.checks]
+        if self.verbose or len(self.targets) <= GRID_MAX:
+            parts += [self.grid_html(check) for check in self.checks]
+        else:
+            parts.append(table(CHECK_HEADERS, self.check_rows(), caption="per check"))
+        lines = self.problem_lines()
+        if lines:
+            shown = lines if self.verbose else lines[:60]
+            more = len(lines) - len(shown)
+            parts.append("<pre>not ok:\n" + escape("\n".join(shown)) +
+                         (f"\n  … and {more} more lines" if more else "") + "</pre>")
         parts.append("</div>")
         return "".join(parts)
 
@@ -282,6 +337,97 @@ class ConnectivityMatrix:
         from hybridnb.render.latency import distribution
 
         return distribution(self, check, **kw)
+
+
+#: Up to this many targets, the text and HTML show one grid per check by default.
+GRID_MAX = 10
+CHECK_HEADERS = ["check", "ok", "failed", "skipped", "median RTT ms", "p99 RTT ms"]
+
+
+def _natural(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def compact_names(names: Iterable[str]) -> str:
+    """Names in natural order, runs of three or more numbered alike shortened:
+    ``h01..h05, h07, web``."""
+    out: list[str] = []
+    run: list[tuple[str, int, str]] = []        # (prefix, number, name) of the current run
+
+    def flush() -> None:
+        out.extend([f"{run[0][2]}..{run[-1][2]}"] if len(run) >= 3 else [n for *_, n in run])
+        run.clear()
+
+    for name in sorted(set(names), key=_natural):
+        m = re.fullmatch(r"(.*?)(\d+)", name)
+        if m is None:
+            flush()
+            out.append(name)
+            continue
+        prefix, digits = m.group(1), m.group(2)
+        if run and not _follows(run[-1], prefix, digits):
+            flush()
+        run.append((prefix, int(digits), name))
+    flush()
+    return ", ".join(out)
+
+
+def _follows(last: tuple[str, int, str], prefix: str, digits: str) -> bool:
+    """``prefix+digits`` comes right after ``last`` (``h09`` → ``h10``, ``h9`` → ``h10``,
+    not ``h9`` → ``h010``)."""
+    lprefix, lnum, lname = last
+    ldigits = lname[len(lprefix):]
+    padded = len(digits) > 1 and digits[0] == "0"
+    lpadded = len(ldigits) > 1 and ldigits[0] == "0"
+    same_style = len(digits) == len(ldigits) or not (padded or lpadded)
+    return lprefix == prefix and lnum + 1 == int(digits) and same_style
+
+
+class _Group(NamedTuple):
+    """A row (one source, many targets) or a column (many sources, one target)."""
+
+    size: int
+    is_col: bool
+    name: str
+    members: set[str]
+
+
+def _group_pairs(bad: Sequence[ProbeResult], probed: Sequence[ProbeResult]
+                 ) -> list[tuple[str, str]]:
+    """(sources text, targets text) lines covering every (source, target) of ``bad``: the
+    biggest row or column first, then what is left, pair by pair."""
+    pairs = {(r.source, r.target) for r in bad}
+    if len(pairs) == len(probed) and len(pairs) > 1:
+        return [(f"every source ({len({s for s, _ in pairs})})",
+                 f"every target ({len({t for _, t in pairs})})")]
+    targets_of: dict[str, set[str]] = {}
+    sources_of: dict[str, set[str]] = {}
+    for r in probed:
+        targets_of.setdefault(r.source, set()).add(r.target)
+        sources_of.setdefault(r.target, set()).add(r.source)
+    rows: dict[str, set[str]] = {}
+    cols: dict[str, set[str]] = {}
+    for s, t in pairs:
+        rows.setdefault(s, set()).add(t)
+        cols.setdefault(t, set()).add(s)
+    groups = [_Group(len(ts), False, s, ts) for s, ts in rows.items()] + \
+        [_Group(len(ss), True, t, ss) for t, ss in cols.items()]
+    groups.sort(key=lambda g: (-g.size, g.is_col, _natural(g.name)))
+    out: list[tuple[str, str]] = []
+    left = set(pairs)
+    for size, is_col, name, members in groups:
+        cover = {(m, name) if is_col else (name, m) for m in members} & left
+        if len(cover) < 2 or size < 2:
+            continue
+        left -= cover
+        others = {s for s, _ in cover} if is_col else {t for _, t in cover}
+        every = sources_of[name] if is_col else targets_of[name]
+        text = (f"every {'source' if is_col else 'target'} ({len(others)})"
+                if others == every else compact_names(others))
+        out.append((text, name) if is_col else (name, text))
+    for s, t in sorted(left, key=lambda p: (_natural(p[0]), _natural(p[1]))):
+        out.append((s, t))
+    return out
 
 
 def _short(reason: str, n: int = 14) -> str:

@@ -15,8 +15,9 @@ ADDR PORT COUNT TIMEOUT_MS`` prints ``reply SEQ RTT_US`` / ``timeout SEQ`` / ``r
 / ``error SEQ TEXT`` lines, which the script folds into its ``R`` line.  A guest without the
 helper reports its UDP pairs as skipped.
 
-:func:`build_script` writes it, :func:`parse_output` reads it back, :func:`run_pairs` is what
-the engine calls.
+:func:`build_script` writes it, :func:`parse_output` reads it back, :func:`run_script` is what
+the engine calls: it takes planned pairs (:class:`~hybridnb.services.probe.plan.PairSpec`) and
+returns their results, touching nothing of the engine's.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import NamedTuple, Sequence
 
+from hybridnb.services.probe.endpoint import ProbeEndpoint
 from hybridnb.services.probe.matrix import ProbeResult
-
-if TYPE_CHECKING:
-    from hybridnb.services.probe.engine import _Pair
+from hybridnb.services.probe.plan import PairSpec
 
 #: Where the UDP helper lives in the guest (the test VM image installs it there).
 UDP_HELPER = "/bin/hnb-udp"
@@ -140,10 +140,18 @@ def build_script(probes: Sequence[ScriptProbe], *, timeout: float, count: int,
     return "\n".join(lines) + "\n"
 
 
-def parse_output(text: str) -> dict[int, tuple[bool | None, tuple[float, ...], str]]:
-    """``{index: (ok, rtts in seconds, detail-or-reason)}`` from the script's output; ``ok``
-    is None for a pair the guest could not attempt."""
-    out: dict[int, tuple[bool | None, tuple[float, ...], str]] = {}
+class ScriptLine(NamedTuple):
+    """One ``R`` line of the script's output."""
+
+    ok: bool | None                 # None: the guest could not attempt it
+    rtts: tuple[float, ...]         # seconds
+    note: str                       # detail when ok, reason when not
+
+
+def parse_output(text: str) -> dict[int, ScriptLine]:
+    """``{index: ScriptLine(ok, rtts in seconds, detail-or-reason)}`` from the script's
+    output."""
+    out: dict[int, ScriptLine] = {}
     for line in text.splitlines():
         m = _LINE.match(line.strip())
         if not m:
@@ -156,52 +164,46 @@ def parse_output(text: str) -> dict[int, tuple[bool | None, tuple[float, ...], s
                 rtts = ()
         note = m.group(4).strip()
         verdict = m.group(2)
-        out[int(m.group(1))] = (None if verdict == "skip" else verdict == "ok", rtts,
-                                "" if note == "-" else note.replace("_", " "))
+        out[int(m.group(1))] = ScriptLine(None if verdict == "skip" else verdict == "ok", rtts,
+                                          "" if note == "-" else note.replace("_", " "))
     return out
 
 
-def run_pairs(pairs: list["_Pair"], *, timeout: float, count: int, domain: str) -> None:
-    """Probe ``pairs`` (all from one executor source) and set each pair's final result."""
-    src = pairs[0].src
+def _result(pair: PairSpec, got: ScriptLine | None, count: int, tail: str) -> ProbeResult:
+    sent = count if pair.protocol in ("icmp", "udp") else 1
+    name, src, dst = pair.check.name, pair.src.name, pair.dst.name
+    if got is None:
+        return ProbeResult(name, src, dst, False, f"no result from the probe script ({tail})",
+                           sent=sent, port=pair.port, address=pair.address)
+    if got.ok is None:
+        return ProbeResult(name, src, dst, None, got.note or "skipped", port=pair.port,
+                           address=pair.address)
+    received = len(got.rtts) if pair.protocol in ("icmp", "udp") else int(got.ok)
+    return ProbeResult(name, src, dst, got.ok, "" if got.ok else (got.note or "failed"),
+                       rtts=got.rtts, sent=sent, received=received, port=pair.port,
+                       address=pair.address, detail=got.note if got.ok else "")
+
+
+def run_script(src: ProbeEndpoint, pairs: Sequence[PairSpec], *, timeout: float, count: int,
+               domain: str) -> dict[int, ProbeResult]:
+    """Probe ``pairs`` (all from the executor source ``src``) with one script run inside it;
+    returns each pair's result by its plan index."""
+    if not pairs:
+        return {}
     assert src.executor is not None
-    probes = []
-    for i, p in enumerate(pairs):
-        fqdn = f"{p.dst.name}.{domain.strip('.')}"
-        probes.append(ScriptProbe(i, p.protocol, p.address, p.port,
-                                  name=fqdn if p.dst.kind != "gateway" else p.address,
-                                  expected=p.dst.address if p.protocol == "dns" else ""))
-    if not probes:
-        return
+    domain = domain.strip(".")
+    probes = [ScriptProbe(i, p.protocol, p.address, p.port,
+                          name=f"{p.dst.name}.{domain}" if p.dst.kind != "gateway" else p.address,
+                          expected=p.dst.address if p.protocol == "dns" else "")
+              for i, p in enumerate(pairs)]
     script = build_script(probes, timeout=timeout, count=count, udp_helper=UDP_HELPER)
     limit = timeout + 0.2 * count + 10.0
     try:
         rc, stdout, stderr = src.executor(["/bin/sh", "-c", script], limit)
     except Exception as exc:   # the executor's own errors become a reason on every pair
-        reason = f"cannot run probes in {src.name}: {exc}".splitlines()[0]
-        for pr in probes:
-            p = pairs[pr.index]
-            p.final = ProbeResult(p.check, src.name, p.dst.name, False, reason,
-                                  port=p.port, address=p.address)
-        return
+        why = f"cannot run probes in {src.name}: {exc}".splitlines()[0]
+        return {p.index: ProbeResult(p.check.name, src.name, p.dst.name, False, why,
+                                     port=p.port, address=p.address) for p in pairs}
     parsed = parse_output(stdout)
-    for pr in probes:
-        p = pairs[pr.index]
-        sent = count if p.protocol in ("icmp", "udp") else 1
-        got = parsed.get(pr.index)
-        if got is None:
-            tail = (stderr or stdout).strip().splitlines()[-1:] or [f"exit {rc}"]
-            p.final = ProbeResult(p.check, src.name, p.dst.name, False,
-                                  f"no result from the probe script ({tail[0][:80]})",
-                                  sent=sent, port=p.port, address=p.address)
-            continue
-        ok, rtts, note = got
-        if ok is None:
-            p.final = ProbeResult(p.check, src.name, p.dst.name, None, note or "skipped",
-                                  port=p.port, address=p.address)
-            continue
-        p.final = ProbeResult(
-            p.check, src.name, p.dst.name, ok, "" if ok else (note or "failed"),
-            rtts=rtts, sent=sent,
-            received=(len(rtts) if p.protocol in ("icmp", "udp") else int(ok)),
-            port=p.port, address=p.address, detail=note if ok else "")
+    tail = ((stderr or stdout).strip().splitlines()[-1:] or [f"exit {rc}"])[0][:80]
+    return {p.index: _result(p, parsed.get(i), count, tail) for i, p in enumerate(pairs)}

@@ -8,6 +8,7 @@ import pytest
 
 from hybridnb.core.expect import evaluate, parse_expectations
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult, median, percentile
+from tests.helpers.matrices import mesh
 
 
 def sample() -> ConnectivityMatrix:
@@ -98,3 +99,61 @@ def test_plots_render_headless():
     labels = [t.get_text() for t in fig2.axes[0].get_yticklabels()]
     assert labels == ["web → gateway", "web → db"]
     fig2.savefig(__import__("io").BytesIO(), format="png")
+
+
+# ------------------------------------------------------------------ readable at scale (#13)
+
+def test_an_all_ok_50_endpoint_run_is_a_short_summary():
+    m = mesh()
+    text = m.to_text()
+    lines = text.splitlines()
+    assert len(lines) <= 10, text
+    assert lines[0] == "5000 probes over 2 checks in 500 ms: 5000 ok, 0 failed, 0 skipped"
+    assert "icmp   2500  0       0        0.040          0.040" in text
+    assert "every probe answered (50 sources, 51 targets; --verbose: the grids" in text
+    assert "from \\ to" not in text                           # no 51-column grids
+    assert repr(m) == text
+    verbose = m.to_text(verbose=True)
+    assert verbose.count("from \\ to") == 2 and len(verbose.splitlines()) > 100
+    import dataclasses
+    assert repr(dataclasses.replace(m, verbose=True)) == verbose
+    html = m._repr_html_()
+    assert "<caption>per check</caption>" in html and html.count('<table class="hnb">') == 1
+
+
+def test_failures_are_listed_in_full_and_grouped():
+    odd = [ProbeResult("tcp/5432", "h00", "db", False, "refused", port=5432),
+           ProbeResult("tcp/5432", "h01", "db", False, "refused", port=5432),
+           ProbeResult("tcp/5432", "h02", "db", True, rtts=(0.001,), port=5432),
+           ProbeResult("tcp/5432", "h03", "h04", False, "timeout", port=5432)]
+    m = mesh(dead="h25", extra=odd)
+    text = m.to_text()
+    problems = text.split("not ok:\n", 1)[1].splitlines()
+    assert problems == [
+        "  icmp      h25 -> every target (50): fail (timeout)",
+        "  icmp      every source (49) -> h25: fail (timeout)",
+        "  tcp       h25 -> every target (50): fail (timeout)",
+        "  tcp       every source (49) -> h25: fail (timeout)",
+        "  tcp/5432  h00, h01 -> db: fail (refused)",
+        "  tcp/5432  h03 -> h04: fail (timeout)",
+    ], text
+    assert "icmp      2401  99 " in text
+
+
+def test_many_scattered_failures_are_capped_unless_verbose():
+    rs = [ProbeResult("icmp", f"h{i:02d}", f"h{(i + 1) % 90:02d}", False, f"reason {i}")
+          for i in range(90)]
+    m = ConnectivityMatrix.from_results(rs)
+    text = m.to_text()
+    assert "… and 30 more lines" in text
+    assert len(m.to_text(verbose=True).split("not ok:\n", 1)[1].splitlines()) == 90
+
+
+def test_names_are_compacted_in_natural_order():
+    from hybridnb.services.probe.matrix import compact_names
+
+    assert compact_names([f"h{i:02d}" for i in range(12)] + ["web", "h14", "db"]) == \
+        "db, h00..h11, h14, web"
+    assert compact_names([f"h{i}" for i in range(1, 13)] + ["h15", "h16"]) == \
+        "h1..h12, h15, h16"
+    assert compact_names(["v2", "c1", "v1"]) == "c1, v1, v2"

@@ -16,7 +16,7 @@ import pytest
 
 from hybridnb.services.probe import probe_matrix
 from hybridnb.services.probe import neighbours
-from tests.conftest import require_real
+from tests.gating import require_real
 from tests.services.probe.netlab import NetLab
 
 

@@ -17,7 +17,7 @@ import pytest
 from hybridnb.errors import EngineUnavailable
 from hybridnb.images import testvm
 from hybridnb.services.probe import ProbeEndpoint, probe_matrix, script
-from tests.conftest import IN_CI
+from tests.gating import IN_CI
 
 
 def test_udp_probe_line_quotes_and_uses_the_helper():

@@ -1,0 +1,465 @@
+"""The probe engine's clients: one object per socket unit, sending probes and reading replies.
+
+Each client owns one socket of a :class:`~hybridnb.services.probe.plan.Unit` and the
+:class:`PairState` of the pairs it probes:
+
+* :class:`IcmpClient` — one raw ICMP socket per source: every echo to every target, sent
+  round by round (attempt 0 to everyone, then attempt 1…), matched by identifier, sequence
+  and a per-run token; ICMP errors (unreachable, TTL exceeded) fail their pair;
+* :class:`StreamClient` — one TCP attempt: connect (TCP: done, RTT from the kernel's
+  ``TCP_INFO``), or connect + ``GET /`` (HTTP: the status line decides);
+* :class:`UdpClient` — one connected socket per UDP pair, ``count`` datagrams on it; our
+  responders append their receive/send times so their own delay is subtracted;
+* :class:`DnsClient` — one socket per source to the DNS server, an ``A`` query per target and
+  attempt, matched by query id; the answer must hold the target's address.
+
+Life of a client: built on the engine's thread (socket options, registration), ``send()`` on
+one of the send lanes (threads: ``sendto`` on a veth does the whole kernel round trip in the
+caller's context), ``started(now)`` back on the engine's thread (deadlines, immediate
+failures), then reply handlers from the event loop, until :meth:`Client.finish` — everything
+answered, failed or past its deadline — closes the socket and gives its descriptors back.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import selectors
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from hybridnb.services.probe.matrix import ProbeResult
+from hybridnb.services.probe.plan import PairSpec, Unit
+from hybridnb.services.probe.wire import (
+    SO_TIMESTAMPNS,
+    Loop,
+    checksum,
+    errno_reason,
+    reason,
+    recv_ts,
+    tcp_rtt,
+)
+
+SOL_RAW = 255
+ICMP_FILTER = 1
+ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO, ICMP_TIMXCEED = 0, 3, 8, 11
+_UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
+                  3: "port unreachable", 9: "administratively prohibited",
+                  10: "administratively prohibited", 13: "administratively prohibited"}
+UDP_MAGIC = b"hnbP"
+UDP_PROBE_LEN = 4 + 8 + 2          # magic, run token, attempt
+
+
+@dataclass(eq=False)
+class PairState:
+    """What one planned pair has seen so far."""
+
+    spec: PairSpec
+    rtts: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    sent: int = 0
+    detail: str = ""
+    deadline: float | None = None     # monotonic; its first attempt's send + timeout
+    final: ProbeResult | None = None  # set whole (script sources, sources that failed early)
+
+    def answered(self, rtt: float) -> None:
+        self.rtts.append(max(rtt, 0.0))
+
+    def failed(self, why: str) -> None:
+        self.errors.append(why)
+
+    def result(self) -> ProbeResult:
+        s = self.spec
+        if self.final is not None:
+            return self.final
+        if s.skip is not None or s.fail is not None:
+            return ProbeResult(s.check.name, s.src.name, s.dst.name,
+                               None if s.skip is not None else False, s.skip or s.fail or "",
+                               port=s.port, address=s.address)
+        ok = bool(self.rtts)
+        why = "" if ok else (self.errors[0] if self.errors else "timeout")
+        return ProbeResult(s.check.name, s.src.name, s.dst.name, ok, why,
+                           rtts=tuple(self.rtts), sent=self.sent, received=len(self.rtts),
+                           port=s.port, address=s.address, detail=self.detail)
+
+
+@dataclass
+class RunContext:
+    """What every client of one run shares."""
+
+    loop: Loop
+    states: Sequence[PairState]
+    token: bytes
+    count: int
+    domain: str
+    timeout: float
+    release: Callable[["Client"], None]
+    icmp_ident: int = 0
+
+    def next_ident(self) -> int:
+        self.icmp_ident = (self.icmp_ident + 1) & 0xFFFF
+        return self.icmp_ident
+
+
+class Client:
+    """One unit's socket and the pairs it probes."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
+        self.run = run
+        self.index = index
+        self.unit = unit
+        self.sock = sock
+        self.pairs = [run.states[i] for i in unit.pairs]
+        self.deadline = 0.0
+        self.finished = False
+        sock.setblocking(False)
+
+    @property
+    def outstanding(self) -> int:
+        """Probes sent and not yet answered or failed."""
+        return 0
+
+    def send(self) -> None:
+        """Send this unit's probes (runs on a send lane)."""
+
+    def started(self, now: float) -> None:
+        """Back on the engine's thread after the send: deadlines, immediate outcomes."""
+        for st in self.pairs:
+            if st.deadline is None:
+                st.deadline = now + self.run.timeout
+        self.deadline = max(st.deadline or now for st in self.pairs)
+        if self.outstanding == 0:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.run.loop.drop(self.sock)
+            self.run.release(self)
+
+
+class IcmpClient(Client):
+    """Every echo from one source, on one raw socket."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
+        super().__init__(run, index, unit, sock)
+        self.sent_at: dict[int, int] = {}
+        self.seq_pair: dict[int, PairState] = {}
+        self.packets: list[tuple[int, PairState, bytes]] = []
+        self.ident = run.next_ident()
+        count = run.count
+        if len(self.pairs) * count > 0xFFFF:
+            for st in self.pairs:
+                st.failed("too many ICMP probes from one source")
+            return
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        allowed = (1 << ICMP_ECHO_REPLY) | (1 << ICMP_UNREACH) | (1 << ICMP_TIMXCEED)
+        try:
+            sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~allowed & 0xFFFFFFFF))
+        except OSError:
+            pass
+        for i, st in enumerate(self.pairs):
+            for attempt in range(count):
+                seq = i * count + attempt
+                self.seq_pair[seq] = st
+                body = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, self.ident, seq) + run.token + \
+                    struct.pack("!Q", seq)
+                pkt = body[:2] + struct.pack("=H", checksum(body)) + body[4:]
+                self.packets.append((seq, st, pkt))
+        # round by round: attempt 0 to every target, then attempt 1…
+        self.packets.sort(key=lambda t: (t[0] % count, t[0]))
+        run.loop.add(sock, selectors.EVENT_READ, self.receive)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.sent_at)
+
+    def send(self) -> None:
+        sendto, sent_at = self.sock.sendto, self.sent_at
+        for seq, st, pkt in self.packets:
+            st.sent += 1
+            sent_at[seq] = time.time_ns()
+            try:
+                sendto(pkt, (st.spec.address, 0))
+            except OSError as exc:
+                sent_at.pop(seq, None)
+                st.failed(errno_reason(exc))
+
+    def receive(self, s: socket.socket) -> None:
+        while True:
+            try:
+                data, ts = recv_ts(s)
+            except OSError:              # BlockingIOError included: nothing more for now
+                break
+            ihl = (data[0] & 0x0F) * 4
+            if len(data) < ihl + 8:
+                continue
+            if data[ihl] == ICMP_ECHO_REPLY:
+                self._reply(data, ihl, ts)
+            elif data[ihl] in (ICMP_UNREACH, ICMP_TIMXCEED):
+                self._error(data, ihl)
+        if not self.sent_at:
+            self.finish()
+
+    def _reply(self, data: bytes, ihl: int, ts: int) -> None:
+        rid, seq = struct.unpack_from("!HH", data, ihl + 4)
+        if rid != self.ident or data[ihl + 8:ihl + 16] != self.run.token:
+            return
+        t0 = self.sent_at.pop(seq, None)
+        if t0 is not None:
+            self.seq_pair[seq].answered((ts - t0) / 1e9)
+
+    def _error(self, data: bytes, ihl: int) -> None:
+        typ, code = data[ihl], data[ihl + 1]
+        inner = ihl + 8
+        if len(data) < inner + 20:
+            return
+        iihl = (data[inner] & 0x0F) * 4
+        if len(data) < inner + iihl + 8 or data[inner + iihl] != ICMP_ECHO:
+            return
+        rid, seq = struct.unpack_from("!HH", data, inner + iihl + 4)
+        if rid != self.ident or self.sent_at.pop(seq, None) is None:
+            return
+        self.seq_pair[seq].failed("TTL exceeded" if typ == ICMP_TIMXCEED else
+                                  _UNREACH_CODES.get(code, f"unreachable (code {code})"))
+
+
+class StreamClient(Client):
+    """One TCP connect (``tcp``) or one ``GET /`` (``http``)."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
+        super().__init__(run, index, unit, sock)
+        self.st = self.pairs[0]
+        spec = self.st.spec
+        self.error: str | None = None
+        self.waiting = False
+        self.t0 = 0.0
+        self.buf = bytearray()
+        host = f"{spec.dst.name}.{run.domain}" if spec.dst.kind != "gateway" else spec.address
+        self.request = (f"GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hybridnb-probe\r\n"
+                        f"Connection: close\r\n\r\n").encode()
+
+    @property
+    def outstanding(self) -> int:
+        return int(self.waiting)
+
+    def send(self) -> None:
+        self.t0 = time.perf_counter()
+        err = self.sock.connect_ex((self.st.spec.address, self.st.spec.port or 0))
+        if err in (0, errno.EINPROGRESS):
+            self.waiting = True
+            self.run.loop.add(self.sock, selectors.EVENT_WRITE, self.writable)
+        else:
+            self.error = reason(err)
+
+    def started(self, now: float) -> None:
+        self.st.sent += 1
+        if self.error is not None:
+            self.st.failed(self.error)
+        super().started(now)
+
+    def _done(self, rtt: float | None = None, why: str | None = None) -> None:
+        self.waiting = False
+        if why is not None:
+            self.st.failed(why)
+        elif rtt is not None:
+            self.st.answered(rtt)
+        self.finish()
+
+    def writable(self, s: socket.socket) -> None:
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._done(why=reason(err))
+            return
+        if self.st.spec.protocol == "tcp":
+            rtt = tcp_rtt(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self._done(rtt if rtt is not None else time.perf_counter() - self.t0)
+            return
+        try:
+            s.send(self.request)
+        except OSError as exc:
+            self._done(why=errno_reason(exc))
+            return
+        self.run.loop.modify(s, selectors.EVENT_READ, self.readable)
+
+    def readable(self, s: socket.socket) -> None:
+        try:
+            data = s.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._done(why=errno_reason(exc))
+            return
+        self.buf.extend(data)
+        line_end = self.buf.find(b"\n")
+        if data and line_end < 0 and len(self.buf) < 4096:
+            return
+        rtt = time.perf_counter() - self.t0
+        line = bytes(self.buf[:line_end if line_end >= 0 else len(self.buf)]).strip()
+        self._done(rtt, why=_http_verdict(line, self.st))
+
+
+def _http_verdict(line: bytes, st: PairState) -> str | None:
+    """None when the status line says the request worked, else why not."""
+    parts = line.split()
+    if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+        status = int(parts[1])
+        st.detail = f"HTTP {status}"
+        return None if status < 400 else f"HTTP {status}"
+    return "connection closed without a response" if not line else "not an HTTP response"
+
+
+class _DatagramClient(Client):
+    """A connected datagram socket: probes keyed by an id, errors fail what is outstanding."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket,
+                 server: tuple[str, int]) -> None:
+        super().__init__(run, index, unit, sock)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.server = server
+        self.sent_at: dict[int, int] = {}
+        self.owner: dict[int, PairState] = {}
+        self.payloads: list[tuple[int, PairState, bytes]] = []
+        self.error: str | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.sent_at)
+
+    def send(self) -> None:
+        try:
+            self.sock.connect(self.server)
+        except OSError as exc:
+            self.error = errno_reason(exc)
+            return
+        self.run.loop.add(self.sock, selectors.EVENT_READ, self.receive)
+        for key, st, payload in self.payloads:
+            st.sent += 1
+            self.sent_at[key] = time.time_ns()
+            try:
+                self.sock.send(payload)
+            except OSError as exc:
+                self.sent_at.pop(key, None)
+                st.failed(_dgram_reason(exc))
+
+    def started(self, now: float) -> None:
+        if self.error is not None:
+            for st in self.pairs:
+                st.failed(self.error)
+        super().started(now)
+
+    def receive(self, s: socket.socket) -> None:
+        while self.sent_at:
+            try:
+                data, ts = recv_ts(s)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # an ICMP error reported on the connected socket (port unreachable…)
+                why = _dgram_reason(exc)
+                for key in list(self.sent_at):
+                    self.sent_at.pop(key)
+                    self.owner[key].failed(why)
+                break
+            self.reply(data, ts)
+        if not self.sent_at:
+            self.finish()
+
+    def reply(self, data: bytes, ts: int) -> None:
+        raise NotImplementedError
+
+
+def _dgram_reason(exc: OSError) -> str:
+    if exc.errno == errno.ECONNREFUSED:
+        return "refused (port unreachable)"
+    return errno_reason(exc)
+
+
+class UdpClient(_DatagramClient):
+    """``count`` datagrams to one target's UDP echo (ours or the real service)."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
+        st = run.states[unit.pairs[0]]
+        super().__init__(run, index, unit, sock, (st.spec.address, st.spec.port or 0))
+        for i in range(run.count):
+            self.owner[i] = st
+            self.payloads.append((i, st, UDP_MAGIC + run.token + struct.pack("!H", i)))
+
+    def reply(self, data: bytes, ts: int) -> None:
+        if len(data) < UDP_PROBE_LEN or data[4:12] != self.run.token:
+            return
+        key = struct.unpack_from("!H", data, 12)[0]
+        t0 = self.sent_at.pop(key, None)
+        if t0 is None:
+            return
+        held = 0
+        if len(data) == UDP_PROBE_LEN + 16:   # our responder: minus its own delay
+            r_rx, r_tx = struct.unpack_from("!QQ", data, UDP_PROBE_LEN)
+            held = max(r_tx - r_rx, 0)
+        self.owner[key].answered((ts - t0 - held) / 1e9)
+
+
+class DnsClient(_DatagramClient):
+    """Every ``A`` query of one source, on one socket to the DNS server."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
+        first = run.states[unit.pairs[0]].spec
+        super().__init__(run, index, unit, sock, (first.address, first.port or 53))
+        total = len(self.pairs) * run.count
+        if total > 0x10000:
+            for st in self.pairs:
+                st.failed("too many DNS probes from one source")
+            return
+        from dnslib import DNSRecord  # lazy: only when DNS is probed
+
+        base = secrets.randbelow(0x10000)
+        for attempt in range(run.count):          # round by round, like ICMP
+            for i, st in enumerate(self.pairs):
+                qid = (base + attempt * len(self.pairs) + i) & 0xFFFF
+                q = DNSRecord.question(f"{st.spec.dst.name}.{run.domain}.", "A")
+                q.header.id = qid
+                self.owner[qid] = st
+                self.payloads.append((qid, st, q.pack()))
+
+    def reply(self, data: bytes, ts: int) -> None:
+        if len(data) < 2:
+            return
+        key = int.from_bytes(data[:2], "big")
+        t0 = self.sent_at.pop(key, None)
+        if t0 is None:
+            return
+        st = self.owner[key]
+        verdict = dns_verdict(data, st.spec.dst.address)
+        if verdict is None:
+            st.detail = st.spec.dst.address
+            st.answered((ts - t0) / 1e9)
+        else:
+            st.failed(verdict)
+
+
+def dns_verdict(data: bytes, expected: str) -> str | None:
+    """None when the answer holds ``expected`` as an A record, else why not."""
+    from dnslib import QTYPE, RCODE, DNSRecord
+
+    try:
+        reply = DNSRecord.parse(data)
+    except Exception as exc:  # dnslib raises its own parse errors
+        return f"malformed DNS reply ({exc.__class__.__name__})"
+    rcode = reply.header.rcode
+    if rcode != 0:
+        return RCODE.get(rcode, f"rcode {rcode}")
+    got = [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+    if expected in got:
+        return None
+    if not got:
+        return "no A record"
+    return f"answer {', '.join(got)}, expected {expected}"
+
+
+CLIENTS: dict[str, type[Client]] = {"icmp": IcmpClient, "stream": StreamClient,
+                                    "udp": UdpClient, "dns": DnsClient}

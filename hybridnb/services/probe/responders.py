@@ -1,0 +1,114 @@
+"""Responders: the engine's own listeners, standing in for a built-in check's service.
+
+A :class:`~hybridnb.services.probe.plan.ResponderSpec` becomes a socket bound to the target's
+address inside the target's namespace, for the length of one run:
+
+* a stream listener — for ``tcp`` it accepts and closes at once (the client's connect was the
+  probe); for ``http`` it reads the request and answers ``200 OK``;
+* a UDP echo, which appends its kernel receive time and its send time to our own probes so the
+  client can subtract the time the datagram spent in this loop.
+
+The plan decides where responders go (never on a port the user asserts).  If the port is
+already taken (``EADDRINUSE``: something really listens there) the responder steps aside and
+the real service answers.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import struct
+import time
+from typing import Sequence
+
+from hybridnb.services.probe.clients import UDP_MAGIC, UDP_PROBE_LEN
+from hybridnb.services.probe.plan import ResponderSpec
+from hybridnb.services.probe.wire import SO_TIMESTAMPNS, Loop, anc_ts
+
+HTTP_RESPONSE = (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+                 b"Connection: close\r\n\r\nhybridnb\n")
+
+
+def start_responders(loop: Loop, specs: Sequence[ResponderSpec],
+                     sockets: Sequence[socket.socket | None]) -> int:
+    """Bind and register each responder whose socket could be made; returns how many
+    listen.  A socket that cannot bind is closed (the probe shows what a client sees)."""
+    up = 0
+    for spec, sock in zip(specs, sockets, strict=True):
+        if sock is None:
+            continue
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((spec.address, spec.port))
+            if spec.kind == "stream":
+                sock.listen(4096)
+        except OSError:
+            sock.close()
+            continue
+        up += 1
+        if spec.kind == "stream":
+            loop.add(sock, selectors.EVENT_READ, StreamResponder(loop, spec.http).accept)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            loop.add(sock, selectors.EVENT_READ, udp_echo)
+    return up
+
+
+class StreamResponder:
+    """Accepts TCP probes (closed at once) or answers HTTP requests."""
+
+    def __init__(self, loop: Loop, http: bool) -> None:
+        self.loop = loop
+        self.http = http
+        self.buffers: dict[socket.socket, bytes] = {}
+
+    def accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:             # BlockingIOError included: the queue is empty
+                return
+            if not self.http:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self.buffers[conn] = b""
+            self.loop.add(conn, selectors.EVENT_READ, self.read)
+
+    def read(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        buf = self.buffers.get(conn, b"") + data
+        if data and not (b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) > 8192):
+            self.buffers[conn] = buf
+            return
+        if data:
+            try:
+                conn.send(HTTP_RESPONSE)
+            except OSError:
+                pass
+        self.buffers.pop(conn, None)
+        self.loop.drop(conn)
+
+
+def udp_echo(sock: socket.socket) -> None:
+    """Echo each datagram; our own probes (marked) get this responder's kernel receive time
+    and its send time appended."""
+    while True:
+        try:
+            data, anc, _flags, addr = sock.recvmsg(2048, 64)
+        except OSError:                 # BlockingIOError included: nothing more for now
+            return
+        if len(data) == UDP_PROBE_LEN and data.startswith(UDP_MAGIC):
+            rx = anc_ts(anc)
+            if rx is not None:
+                data += struct.pack("!QQ", rx, time.time_ns())
+        try:
+            sock.sendto(data, addr)
+        except OSError:
+            pass

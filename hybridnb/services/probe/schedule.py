@@ -1,0 +1,77 @@
+"""When each socket unit of a probe plan goes out: a sliding window over file descriptors.
+
+A full matrix needs a socket per TCP attempt — 40 hosts and 10 containers with the default
+checks are ~20k — while a common ``ulimit -n`` is 1024.  :class:`Window` admits the plan's
+units (:class:`~hybridnb.services.probe.plan.Unit`) in plan order while the descriptors they
+hold fit ``limit``, and takes one back when its unit is done (answered, failed, or past its
+deadline).  When everything fits, the first :meth:`Window.take` admits everything: the run is
+one batch with one deadline, exactly as without a window.
+
+Deadlines are per pair and anchored at the pair's *first* attempt: a pair has ``timeout``
+seconds from when its first probe went out, and a retry admitted later only gets what is left
+(a retry whose pair is already past its deadline is not sent at all).  Since the plan puts
+every pair's first attempt before any retry, a dead endpoint costs about one timeout in total
+as long as the first probes to and from it fit in the window at once — not one per batch.
+
+Admission is chunked (at least an eighth of the window at a time, or whatever is left) so
+each batch of sockets costs one trip to each namespace's worker thread, not one per socket.
+
+Pure bookkeeping: no sockets, no clock (the caller passes ``now`` and the deadlines).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Callable, Sequence
+
+from hybridnb.services.probe.plan import Unit
+
+
+class Window:
+    """The plan's units, admitted in order while their descriptors fit ``limit``."""
+
+    def __init__(self, units: Sequence[Unit], limit: int) -> None:
+        self.units = units
+        self.limit = max(limit, 1)
+        self.queue: deque[int] = deque(range(len(units)))
+        self.in_flight = 0           # descriptors held by admitted units
+        self.active = 0              # units admitted and not yet released
+        self.dropped: list[int] = []  # retries never sent: their pair's deadline had passed
+        self.batches = 0
+
+    @property
+    def chunk(self) -> int:
+        return max(1, self.limit // 8)
+
+    @property
+    def done(self) -> bool:
+        return not self.queue and self.active == 0
+
+    def take(self, stale: Callable[[Unit], bool] = lambda _u: False) -> list[int]:
+        """The next units to open and send (indices into ``units``); ``stale(unit)`` says a
+        retry is past its pair's deadline (it is dropped, not sent)."""
+        free = self.limit - self.in_flight
+        if self.active and free < min(self.chunk, self._queued_fds()):
+            return []
+        out: list[int] = []
+        while self.queue:
+            unit = self.units[self.queue[0]]
+            if not unit.first and stale(unit):
+                self.dropped.append(self.queue.popleft())
+                continue
+            if self.in_flight + unit.fds > self.limit and (self.active or out):
+                break
+            out.append(self.queue.popleft())
+            self.in_flight += unit.fds
+            self.active += 1
+        if out:
+            self.batches += 1
+        return out
+
+    def release(self, index: int) -> None:
+        self.in_flight -= self.units[index].fds
+        self.active -= 1
+
+    def _queued_fds(self) -> int:
+        return sum(self.units[i].fds for i in islice(self.queue, self.chunk))
