@@ -3,7 +3,7 @@
 The services must not import :mod:`hybridnb.lab` (layering), so a lab hands them a
 :class:`LabView`: its name, the resources it compiles to, its backend (the drivers and the
 target: which namespace, which engines), the persisted state (the action journal) and the
-directory beside the state where files such as captures go.  ``Lab`` builds one in a line::
+directory beside the state where files such as captures go.  ``Lab`` builds one in a line (:meth:`LabView.of`)::
 
     LabView(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
             lab.store.dir)
@@ -32,6 +32,12 @@ class LabView:
     backend: Any                                   # hybridnb.drivers.base.Backend
     state: Mapping[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
+
+    @classmethod
+    def of(cls, lab: Any) -> "LabView":
+        """From a :class:`hybridnb.Lab` (duck-typed: this module never imports it)."""
+        return cls(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
+                   lab.store.dir)
 
     # -- the network -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ Four kinds of source, each a small adapter with ``read(since)`` (the lines it ha
 
 * :class:`DnsSource` — the lab DNS server's query log, through the DNS driver's ``logs``
   (the one place that knows the log's format); the asking client is named by its address;
+  for some endpoints only, the queries they asked or that asked for them;
 * :class:`ContainerSource` — a container's stdout/stderr with Docker's own timestamps;
 * :class:`ConsoleSource` — a VM's serial console file.  The console has no wall-clock times,
   but its lines carry the guest's uptime (kernel ``[  1.234567]`` stamps, the test image's
@@ -91,9 +92,10 @@ def _after(lines: Iterable[LogLine], since: float | None) -> list[LogLine]:
 class DnsSource(_Incremental):
     """The lab DNS server's query log (through ``DnsDriver.logs``)."""
 
-    def __init__(self, view: LabView, limit: int = 10000) -> None:
+    def __init__(self, view: LabView, limit: int = 10000,
+                 only: set[str] | None = None) -> None:
         super().__init__()
-        self.view, self.limit = view, limit
+        self.view, self.limit, self.only = view, limit, only
         self.name = "dns"
         self.names = {str(r.spec["address"]): r.name for r in view.endpoints()}
         self.names[view.gateway] = "gateway"
@@ -106,6 +108,9 @@ class DnsSource(_Incremental):
         for e in driver.logs(self.view.name, self.limit):
             client = str(e.get("client", ""))
             who = self.names.get(client.split("#")[0], client)
+            asked = str(e.get("name", "")).split(".", 1)[0]
+            if self.only is not None and who not in self.only and asked not in self.only:
+                continue
             latency = e.get("latency_us")
             took = f" ({latency:.0f} µs)" if isinstance(latency, (int, float)) else ""
             out.append(LogLine(float(e["time"]), "dns", "",
@@ -228,9 +233,9 @@ class JournalSource(_Incremental):
 
     name = "hybridnb"
 
-    def __init__(self, view: LabView) -> None:
+    def __init__(self, view: LabView, only: set[str] | None = None) -> None:
         super().__init__()
-        self.view = view
+        self.view, self.only = view, only
 
     def _entries(self) -> list[dict[str, Any]]:
         if self.view.state_dir is None:
@@ -244,6 +249,8 @@ class JournalSource(_Incremental):
     def read(self, since: float | None = None) -> list[LogLine]:
         out = []
         for e in self._entries():
+            if self.only is not None and e.get("name") not in self.only:
+                continue
             what = f"{e.get('op')} {e.get('kind')} {e.get('name')}"
             result = "ok" if e.get("ok") else f"FAILED: {e.get('error')}"
             out.append(LogLine(float(e["at"]), "hybridnb", "",
@@ -262,9 +269,9 @@ def sources(view: LabView, endpoints: Iterable[str] | None = None,
             view.endpoint(n)                         # NotFoundError naming the endpoints
     out: list[Any] = []
     if "hybridnb" in wanted:
-        out.append(JournalSource(view))
+        out.append(JournalSource(view, names))
     if "dns" in wanted and view.dns is not None and view.driver("dns") is not None:
-        out.append(DnsSource(view))
+        out.append(DnsSource(view, only=names))
     for res in view.endpoints():
         if names is not None and res.name not in names:
             continue
