@@ -149,8 +149,11 @@ class Capture:
         if tcpdump is None:
             raise EngineUnavailable("tcpdump is not installed", engine="tcpdump",
                                     hint="apt-get install tcpdump")
-        cmd = [tcpdump, "-i", self.interface, "-w", str(self.path), "-U", "--immediate-mode", "-n", "-Z", "root",
-               "-s", str(self.snaplen), "-B", str(self.buffer_kib)]
+        # -U: each packet written at once; --immediate-mode: handed over at once (else
+        # libpcap holds a block of the ring until it fills or times out); -B: a ring big
+        # enough for a burst (the probe engine's) of full-size frames
+        cmd = [tcpdump, "-i", self.interface, "-w", str(self.path), "-U", "--immediate-mode",
+               "-n", "-Z", "root", "-s", str(self.snaplen), "-B", str(self.buffer_kib)]
         if self.count:
             cmd += ["-c", str(int(self.count))]
         if self.bpf:

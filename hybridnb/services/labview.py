@@ -3,7 +3,8 @@
 The services must not import :mod:`hybridnb.lab` (layering), so a lab hands them a
 :class:`LabView`: its name, the resources it compiles to, its backend (the drivers and the
 target: which namespace, which engines), the persisted state (the action journal) and the
-directory beside the state where files such as captures go.  ``Lab`` builds one in a line (:meth:`LabView.of`)::
+directory beside the state where files such as captures go.  ``Lab`` builds one in a line
+(:meth:`LabView.of`)::
 
     LabView(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
             lab.store.dir)

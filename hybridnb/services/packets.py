@@ -12,7 +12,7 @@ dpkt is imported on use (the ``capture`` extra).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
