@@ -23,6 +23,19 @@ from typing import Any, Callable
 from hybridnb.errors import HybridError
 
 
+def the_lab(lab: Any, what: str = "watch") -> Any:
+    """``lab``, or the magics' current lab; NotFoundError when there is none."""
+    if lab is None:
+        from hybridnb.notebook import current_lab
+
+        lab = current_lab()
+    if lab is None:
+        from hybridnb.errors import NotFoundError
+
+        raise NotFoundError(f"no lab to {what}", hint="create one first (%hybrid create)")
+    return lab
+
+
 def lab_view(lab: Any) -> Any:
     """The services' view of a lab (a :class:`~hybridnb.services.labview.LabView` passes)."""
     from hybridnb.services.labview import LabView
@@ -36,15 +49,7 @@ class LiveMonitor:
                  display: Callable[..., Any] | None = None) -> None:
         import ipywidgets as w
 
-        if lab is None:
-            from hybridnb.notebook import current_lab
-
-            lab = current_lab()
-        if lab is None:
-            from hybridnb.errors import NotFoundError
-
-            raise NotFoundError("no lab to watch", hint="create one first (%hybrid create)")
-        self.view = lab_view(lab)
+        self.view = lab_view(the_lab(lab))
         self.interval, self.duration, self.top = interval, duration, top
         self._display = display
         self.button = w.Button(description="Stop", icon="stop", button_style="warning")
@@ -148,4 +153,4 @@ class LiveMonitor:
                 f"{'running' if self.running else 'stopped'}, {len(self.samples)} samples>")
 
 
-__all__ = ["LiveMonitor", "lab_view"]
+__all__ = ["LiveMonitor", "lab_view", "the_lab"]

@@ -25,7 +25,7 @@ import threading
 from typing import Any
 
 from hybridnb.errors import HybridError
-from hybridnb.notebook.monitor import lab_view
+from hybridnb.notebook.monitor import lab_view, the_lab
 
 
 class TopologyWidget:
@@ -35,15 +35,7 @@ class TopologyWidget:
 
         from hybridnb.render.topology import RingLayout
 
-        if lab is None:
-            from hybridnb.notebook import current_lab
-
-            lab = current_lab()
-        if lab is None:
-            from hybridnb.errors import NotFoundError
-
-            raise NotFoundError("no lab to show", hint="create one first (%hybrid create)")
-        self.lab = lab
+        self.lab = the_lab(lab, "show")
         self.interval = interval
         self.capture_seconds = capture_seconds
         self.autostart = autostart

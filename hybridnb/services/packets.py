@@ -14,7 +14,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 _TCP_FLAGS = ((0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"))
 _ICMP_TYPES = {0: "echo reply", 3: "destination unreachable", 5: "redirect",
@@ -67,6 +67,9 @@ class PacketTable:
 
     def __len__(self) -> int:
         return len(self.packets)
+
+    def __iter__(self) -> Iterator[PacketSummary]:
+        return iter(self.packets)
 
     def records(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.packets]

@@ -23,14 +23,17 @@ def _server(ctx: DoctorContext) -> dict[str, Any] | None:
     return ctx.cached("dns-status", lambda: status(ctx.lab) if status else None)
 
 
-class DnsServer(Check):
-    id = "dns-server"
-    title = "the lab's DNS server runs and serves the lab's zone"
+class _DnsCheck(Check):
     group = "dns"
-    why = "every endpoint resolves NAME.DOMAIN through the gateway; without it names fail"
 
     def applies(self, ctx: DoctorContext) -> bool:
         return ctx.resource("dns") is not None and "dns" in ctx.drivers
+
+
+class DnsServer(_DnsCheck):
+    id = "dns-server"
+    title = "the lab's DNS server runs and serves the lab's zone"
+    why = "every endpoint resolves NAME.DOMAIN through the gateway; without it names fail"
 
     def run(self, ctx: DoctorContext) -> Finding:
         res = ctx.resource("dns")
@@ -100,14 +103,10 @@ def query_all(netns: str | None, server: str, port: int, names: list[str],
     return out
 
 
-class DnsAnswers(Check):
+class DnsAnswers(_DnsCheck):
     id = "dns-answers"
     title = "each endpoint's name resolves to its address"
-    group = "dns"
     why = "a name that does not resolve (or resolves elsewhere) breaks every client using it"
-
-    def applies(self, ctx: DoctorContext) -> bool:
-        return ctx.resource("dns") is not None and "dns" in ctx.drivers
 
     def run(self, ctx: DoctorContext) -> Finding:
         res = ctx.resource("dns")
