@@ -189,6 +189,8 @@ class TopologyWidget:
             raise HybridError(f"a {res.kind} cannot be {verb}ped here",
                               hint="stop/start works for containers and VMs")
         fn(self.lab.name, name)
+        if self._monitor is not None:
+            self._monitor.forget_ports()          # its port is gone, or new
         self.refresh()
         return self.status
 

@@ -270,6 +270,10 @@ class TrafficMonitor:
         assert self._ports is not None
         return self._ports
 
+    def forget_ports(self) -> None:
+        """Resolve the ports again at the next sample (an endpoint was just started)."""
+        self._ports = None
+
     def _resolve(self, links: Mapping[int, Link]) -> None:
         self._ports = resolve_ports(self.view, links)
         self._resolved_at = self.clock()
