@@ -132,8 +132,11 @@ def plot_traffic(report: Any, *, top: int = 6, figsize: tuple[float, float] = (7
         if pts:
             ax.plot([t - t0 for t, _ in pts], [b * 8 for _, b in pts], label=name,
                     linewidth=1.4, linestyle="--" if name == "gateway" else "-")
+    from matplotlib.ticker import EngFormatter
+
+    ax.yaxis.set_major_formatter(EngFormatter(unit="bit/s"))
     ax.set_xlabel("seconds")
-    ax.set_ylabel("bit/s (both ways)")
+    ax.set_ylabel("both ways")
     ax.set_title(f"lab {report.lab}: traffic per endpoint", fontsize=10)
     ax.grid(True, alpha=0.3)
     if names:
