@@ -44,7 +44,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	@if pkg-config --exists libvirt 2>/dev/null; then extras="all,test"; \
 	  else echo "== libvirt-dev missing: installing without the libvirt extra"; \
-	  extras="host,docker,dns,notebook,test"; fi; \
+	  extras="host,docker,dns,notebook,capture,test"; fi; \
 	  $(VPY) -m pip install -q -e ".[$$extras]"
 	touch $@
 

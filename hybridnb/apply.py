@@ -196,6 +196,7 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
     is attached to the exception as ``.result``)."""
     result = ApplyResult(plan)
     t0 = time.perf_counter()
+    wall0 = time.time()
     total = len(plan.actions)
     counter = {"done": 0}
     lock = threading.Lock()
@@ -246,6 +247,10 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
                 outcomes = list(pool.map(run, stage))
         else:
             outcomes = [run(a) for a in stage]
+        state.journal({"at": round(wall0 + o.started, 3), "seconds": round(o.seconds, 3),
+                       "op": o.action.op, "kind": o.action.kind, "name": o.action.name,
+                       "ok": o.error is None, "error": o.error.message if o.error else ""}
+                      for o in outcomes)
         # outcomes: done deletes are forgotten, done creations recorded; failures stay
         # recorded (as failed, not in flight), so a later apply or destroy cleans up after them
         state.mark_many(_entry(o.action, (None if o.action.op == "delete" else "created")

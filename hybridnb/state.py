@@ -31,6 +31,10 @@ from typing import Any, Iterable, Iterator, Mapping
 from hybridnb.errors import StateError
 
 VERSION = 1
+#: How many action records the journal keeps (the oldest go first).
+JOURNAL_MAX = 1000
+
+
 #: One journal update: (kind, name, status or None to forget, fingerprint, spec)
 Entry = tuple[str, str, "str | None", "str | None", "Mapping[str, Any] | None"]
 
@@ -99,6 +103,14 @@ class LabState:
                 changed = True
         if changed:
             self.save()
+
+    def journal(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Append action records (what apply/destroy did, when, how long: see
+        :func:`hybridnb.apply.execute`) to the lab's journal, keeping the last
+        :data:`JOURNAL_MAX`; written with the next :meth:`save`."""
+        journal = self.data.setdefault("journal", [])
+        journal.extend(entries)
+        del journal[:-JOURNAL_MAX]
 
     def save(self) -> None:
         if self._store is None:

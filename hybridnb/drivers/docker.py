@@ -271,6 +271,47 @@ class ContainerDriver(_DockerDriver):
                 out[endpoint] = f"/proc/{pid}/ns/net"
         return out
 
+    # -- for the watching services (doctor, logs, the topology widget) --------------------
+
+    def _one(self, lab: str, endpoint: str) -> dict[str, Any]:
+        info = self.state(lab).get(endpoint)
+        if info is None:
+            raise NotFoundError(f"no container {endpoint} in lab {lab}")
+        return info
+
+    def start(self, lab: str, endpoint: str) -> None:
+        """Start a stopped container of the lab (running is fine)."""
+        info = self._one(lab, endpoint)
+        with docker_errors(f"start container {info['name']}"):
+            self.api.start(info["id"])
+
+    def stop(self, lab: str, endpoint: str) -> None:
+        """Stop a container of the lab (it stays: ``start`` brings it back)."""
+        info = self._one(lab, endpoint)
+        with docker_errors(f"stop container {info['name']}"):
+            self.api.stop(info["id"], timeout=STOP_TIMEOUT)
+
+    def logs(self, lab: str, endpoint: str, *, since: float | None = None,
+             tail: int | None = None) -> list[tuple[str, str]]:
+        """The container's output as ``(RFC 3339 timestamp, line)`` pairs, oldest first."""
+        info = self._one(lab, endpoint)
+        with docker_errors(f"read the logs of {info['name']}"):
+            raw = self.api.logs(info["id"], stdout=True, stderr=True, timestamps=True,
+                                since=since if since else None,
+                                tail=tail if tail is not None else "all")
+        out = []
+        for line in raw.decode(errors="replace").splitlines():
+            stamp, _, text = line.partition(" ")
+            if stamp:
+                out.append((stamp, text))
+        return out
+
+    def version(self) -> dict[str, str]:
+        """The engine's version and API version."""
+        with docker_errors("read the Docker version"):
+            v = self.api.version()
+        return {"version": str(v.get("Version", "")), "api": str(v.get("ApiVersion", ""))}
+
     def create(self, lab: str, resource: Resource) -> None:
         """Create and start the container from the compiled SDK keyword arguments."""
         spec = resource.spec

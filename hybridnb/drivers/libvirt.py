@@ -296,7 +296,65 @@ class LibvirtDriver:
 
     def console(self, lab: str, endpoint: str, lines: int = 40) -> str:
         """The last ``lines`` lines of the VM's serial console."""
-        return _tail(self.files_dir / naming.object_name(lab, endpoint) / "console.log", lines)
+        return _tail(self.console_path(lab, endpoint), lines)
+
+    # -- for the watching services (monitor, capture, doctor, logs) ------------------------
+
+    def console_path(self, lab: str, endpoint: str) -> Path:
+        """The file the VM's serial console is written to."""
+        return self.files_dir / naming.object_name(lab, endpoint) / "console.log"
+
+    def interfaces(self, lab: str, endpoint: str) -> list[dict[str, str]]:
+        """The VM's NICs as the running domain's XML has them: ``{"mac", "tap", "bridge"}``
+        (``tap`` is the ``<target dev>`` libvirt made on the lab host; empty when stopped)."""
+        import xml.etree.ElementTree as ET
+
+        dom = self._owned(lab, endpoint)
+        with self._errors(f"reading the domain XML of {endpoint}"):
+            root = ET.fromstring(dom.XMLDesc(0))
+        out = []
+        for nic in root.iter("interface"):
+            mac, tgt, src = nic.find("mac"), nic.find("target"), nic.find("source")
+            out.append({"mac": mac.get("address", "") if mac is not None else "",
+                        "tap": tgt.get("dev", "") if tgt is not None else "",
+                        "bridge": src.get("bridge", "") if src is not None else ""})
+        return out
+
+    def start(self, lab: str, endpoint: str) -> None:
+        """Start a stopped VM of the lab (and wait until it is up); running is fine."""
+        dom = self._owned(lab, endpoint)
+        with self._errors(f"starting {endpoint}"):
+            if not dom.isActive():
+                dom.create()
+        self._wait_ready(dom, endpoint, self.console_path(lab, endpoint),
+                         self._reporter(endpoint, None))
+
+    def stop(self, lab: str, endpoint: str) -> None:
+        """Power a VM of the lab off (its definition stays: ``start`` brings it back)."""
+        libvirt = _libvirt()
+        dom = self._owned(lab, endpoint)
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise EngineError(f"stopping {endpoint}: {exc.get_error_message()}",
+                                  engine="libvirt") from exc
+
+    def versions(self) -> dict[str, str]:
+        """libvirt's and the hypervisor's (QEMU's) versions, and the domain types this host
+        offers (``qemu`` is TCG, ``kvm`` hardware virtualization)."""
+        import xml.etree.ElementTree as ET
+
+        conn = self.connection()
+        with self._errors("reading libvirt versions"):
+            lib, hyp = conn.getLibVersion(), conn.getVersion()
+            caps = ET.fromstring(conn.getCapabilities())
+        types = sorted({d.get("type", "") for d in caps.iter("domain")} - {""})
+
+        def dotted(v: int) -> str:
+            return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+        return {"libvirt": dotted(lib), "qemu": dotted(hyp), "domain_types": ",".join(types)}
 
     # ------------------------------------------------------------------ internals
 

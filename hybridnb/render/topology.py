@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from hybridnb.core.kinds import KINDS, kinds
 
@@ -38,6 +38,7 @@ STATE_EDGES: dict[str, tuple[str, float]] = {
     "differs": ("#ff7f0e", 2.2), "stopped": ("#ff7f0e", 2.2),
 }
 FAILED_COLOUR = "#d62728"
+RATE_COLOUR = "#1565c0"
 #: Sector (start angle, span) in degrees per endpoint kind: the circle shared in listing
 #: order (three kinds: containers on top, VMs bottom left, hosts bottom right).
 SECTORS: dict[str, tuple[float, float]] = {
@@ -204,10 +205,13 @@ def failed_pairs(matrix: Any) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def topology_graph(status: Any, matrix: Any = None) -> Any:
+def topology_graph(status: Any, matrix: Any = None,
+                   rates: Mapping[str, float] | None = None) -> Any:
     """A networkx Graph of the lab: ``bridge``, ``gateway`` and ``ep:NAME`` nodes; ``link``
     edges from every node to the bridge and ``failed`` edges between endpoints that could
-    not reach each other (``gateway`` as a probe target maps to the gateway node)."""
+    not reach each other (``gateway`` as a probe target maps to the gateway node).  With
+    ``rates`` (``{endpoint or "gateway": bytes/s}``, e.g. a traffic sample's ``rates()``) each
+    link edge carries its endpoint's ``rate``."""
     import networkx as nx
 
     g = nx.Graph(lab=status.lab)
@@ -217,12 +221,13 @@ def topology_graph(status: Any, matrix: Any = None) -> Any:
     g.add_node("gateway", kind="gateway", state=_infra_state(status, "bridge"),
                address=status.gateway,
                label=f"gateway{' + DNS' if dns else ''}\n{status.gateway}")
-    g.add_edge("gateway", "bridge", kind="link")
+    rates = rates or {}
+    g.add_edge("gateway", "bridge", kind="link", rate=float(rates.get("gateway", 0.0)))
     for ep in status.endpoints:
         nid = _node_id(ep.name)
         g.add_node(nid, kind=ep.kind, state=ep.state, address=ep.address, name=ep.name,
                    label=f"{ep.name}\n{ep.address}")
-        g.add_edge(nid, "bridge", kind="link")
+        g.add_edge(nid, "bridge", kind="link", rate=float(rates.get(ep.name, 0.0)))
     names = {ep.name for ep in status.endpoints}
     for a, b in failed_pairs(matrix):
         ids = [("gateway" if n == "gateway" else _node_id(n)) for n in (a, b)]
@@ -272,8 +277,10 @@ class Topology:
 
 
 def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None = None,
-                  title: str | None = None, figsize: tuple[float, float] | None = None) -> Topology:
-    """Draw the lab from its status (and failed pairs from ``matrix``) on a new Figure."""
+                  title: str | None = None, figsize: tuple[float, float] | None = None,
+                  rates: Mapping[str, float] | None = None) -> Topology:
+    """Draw the lab from its status (and failed pairs from ``matrix``) on a new Figure;
+    with ``rates`` (bytes/s per endpoint) busy links are drawn thicker and labelled."""
     from matplotlib.collections import LineCollection, PathCollection
     from matplotlib.colors import to_rgba
     from matplotlib.figure import Figure
@@ -281,7 +288,7 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
     from matplotlib.transforms import Affine2D
 
     layout = layout or RingLayout()
-    graph = topology_graph(status, matrix)
+    graph = topology_graph(status, matrix, rates)
     pos_by_name = layout.positions((ep.name, ep.kind) for ep in status.endpoints)
     pos = {"bridge": pos_by_name["bridge"], "gateway": pos_by_name["gateway"]}
     for ep in status.endpoints:
@@ -303,6 +310,8 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
     for u, v, data in graph.edges(data=True):
         (failed if data["kind"] == "failed" else links).append((pos[u], pos[v]))
     ax.add_collection(LineCollection(links, colors="#c8c8c8", linewidths=0.8, zorder=1))
+    if rates:
+        _draw_rates(ax, graph, pos)
     if failed:
         ax.add_collection(LineCollection(failed, colors=FAILED_COLOUR, linewidths=1.6,
                                          alpha=0.8, zorder=2))
@@ -349,6 +358,27 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
                      + (f" — {len(failed)} failed pair(s)" if failed else ""))
     fig.suptitle(head, fontsize=10)
     return Topology(status.lab, graph, pos, fig, failed_pairs(matrix))
+
+
+def _draw_rates(ax: Any, graph: Any, pos: Mapping[str, tuple[float, float]]) -> None:
+    """Busy links: thickness grows with the log of the rate, a label says the rate."""
+    from matplotlib.collections import LineCollection
+
+    from hybridnb.render.traffic import rate as rate_text
+
+    busy = [(u, v, d["rate"]) for u, v, d in graph.edges(data=True)
+            if d["kind"] == "link" and d.get("rate", 0.0) > 0]
+    if not busy:
+        return
+    segs = [(pos[u], pos[v]) for u, v, _ in busy]
+    widths = [1.0 + 1.2 * max(0.0, math.log10(r * 8) - 2) for _, _, r in busy]
+    ax.add_collection(LineCollection(segs, colors=RATE_COLOUR, linewidths=widths, alpha=0.7,
+                                     zorder=2))
+    for (u, v, r) in busy:
+        (x0, y0), (x1, y1) = pos[u], pos[v]
+        ax.text(x0 * 0.6 + x1 * 0.4, y0 * 0.6 + y1 * 0.4, rate_text(r), fontsize=6,
+                color=RATE_COLOUR, ha="center", va="center", zorder=5,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 __all__ = ["RingLayout", "Topology", "draw_topology", "topology_graph", "failed_pairs",

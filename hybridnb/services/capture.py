@@ -1,0 +1,297 @@
+"""Packet capture on an endpoint's bridge port (or the whole bridge) inside the lab host.
+
+tcpdump (Debian's) runs in the lab host's network namespace (``nsenter --net=...``) on the
+endpoint's port (:mod:`hybridnb.services.ports`: the veth of a host or a container, the tap of
+a VM) or on the bridge, with an optional BPF filter, and writes a pcap file packet by packet
+(``-U``), as root (``-Z root``: Debian's tcpdump would otherwise drop to its own user, who
+cannot write beside the lab state).  A :class:`Capture` returns from :meth:`Capture.start`
+only once tcpdump says it is listening, so nothing sent after ``start()`` is missed; it ends
+by itself after ``count`` packets or ``duration`` seconds, or on :meth:`Capture.stop`, which
+sends SIGINT — tcpdump then writes what it holds, closes the file and prints its counts — and
+waits for it.  The pcap is always complete when a :class:`CaptureResult` is handed out.
+
+The file goes where asked, by default beside the lab state:
+``<state dir>/captures/<lab>/<endpoint>-<YYYYmmdd-HHMMSS>.pcap``.  ``CaptureResult.packets()``
+decodes it (:mod:`hybridnb.services.packets`, dpkt); the result renders as text and HTML (the
+decoded summary and a sequence picture) and as data.
+
+    with Capture(view, "web", bpf="icmp or port 53") as cap:
+        lab.test()                      # anything that makes traffic
+    cap.result.packets()
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridnb.errors import EngineError, EngineUnavailable, HybridError
+from hybridnb.services.labview import LabView
+
+BRIDGE = "bridge"
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_COUNTS = {"captured": re.compile(r"(\d+) packets? captured"),
+           "received": re.compile(r"(\d+) packets? received by filter"),
+           "dropped": re.compile(r"(\d+) packets? dropped by kernel")}
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    """A finished capture: where the pcap is and what tcpdump counted."""
+
+    lab: str
+    endpoint: str                     # an endpoint name, or "bridge"
+    interface: str
+    path: str
+    bpf: str = ""
+    started: float = 0.0              # wall clock
+    ended: float = 0.0
+    captured: int = 0
+    dropped: int = 0
+    address: str | None = None        # the endpoint's address (to focus the summary)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def packets(self, limit: int | None = None) -> Any:
+        """The pcap decoded (:class:`~hybridnb.services.packets.PacketTable`)."""
+        from hybridnb.services.packets import decode_pcap
+
+        return decode_pcap(self.path, limit=limit, title=self.headline())
+
+    def headline(self) -> str:
+        what = f"{self.endpoint} ({self.interface})" if self.endpoint != BRIDGE \
+            else f"bridge {self.interface}"
+        flt = f" filter {self.bpf!r}" if self.bpf else ""
+        return (f"capture of lab {self.lab} on {what}{flt}: {self.captured} packets in "
+                f"{self.seconds:.1f}s" + (f", {self.dropped} dropped" if self.dropped else ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lab": self.lab, "endpoint": self.endpoint, "interface": self.interface,
+                "path": self.path, "bpf": self.bpf, "started": round(self.started, 3),
+                "ended": round(self.ended, 3), "captured": self.captured,
+                "dropped": self.dropped, "packets": self.packets(limit=500).records()}
+
+    def to_text(self) -> str:
+        return self.packets(limit=200).to_text(limit=50) + f"\npcap: {self.path}"
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (self.packets(limit=200)._repr_html_()
+                + f"<div>pcap: <code>{escape(self.path)}</code></div>")
+
+
+def default_path(view: LabView, endpoint: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = view.files("captures")
+    path = base / f"{endpoint}-{stamp}.pcap"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{endpoint}-{stamp}-{n}.pcap"
+    return path
+
+
+def _interface(view: LabView, endpoint: str) -> tuple[str, str | None]:
+    """(interface on the lab host, the endpoint's address) for an endpoint or ``bridge``."""
+    from hybridnb.services.ports import resolve_ports
+
+    if endpoint == BRIDGE:
+        return view.bridge, None
+    res = view.endpoint(endpoint)                # NotFoundError naming the endpoints
+    port = resolve_ports(view).port(endpoint)
+    return port.ifname, str(res.spec["address"])
+
+
+class Capture:
+    """One tcpdump run; use as a context manager or call :meth:`start` / :meth:`stop`."""
+
+    def __init__(self, view: LabView, endpoint: str = BRIDGE, *, bpf: str = "",
+                 count: int | None = None, duration: float | None = None,
+                 path: str | os.PathLike[str] | None = None, snaplen: int = 65535,
+                 buffer_kib: int = 32768) -> None:
+        self.view = view
+        self.endpoint = endpoint
+        self.bpf = bpf.strip()
+        self.count = count
+        self.duration = duration
+        self.path = Path(path) if path is not None else default_path(view, endpoint)
+        self.snaplen = snaplen
+        self.buffer_kib = buffer_kib
+        self.interface = ""
+        self.address: str | None = None
+        self.result: CaptureResult | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: list[str] = []
+        self._listening = threading.Event()
+        self._reader: threading.Thread | None = None
+        self._started = 0.0
+        self._timer: threading.Timer | None = None
+
+    def argv(self) -> list[str]:
+        tcpdump = shutil.which("tcpdump", path=_PATH)
+        if tcpdump is None:
+            raise EngineUnavailable("tcpdump is not installed", engine="tcpdump",
+                                    hint="apt-get install tcpdump")
+        # -U: each packet written at once; --immediate-mode: handed over at once (else
+        # libpcap holds a block of the ring until it fills or times out); -B: a ring big
+        # enough for a burst (the probe engine's) of full-size frames
+        cmd = [tcpdump, "-i", self.interface, "-w", str(self.path), "-U", "--immediate-mode",
+               "-n", "-Z", "root", "-s", str(self.snaplen), "-B", str(self.buffer_kib)]
+        if self.count:
+            cmd += ["-c", str(int(self.count))]
+        if self.bpf:
+            cmd.append(self.bpf)
+        if self.view.netns:
+            cmd = [shutil.which("nsenter", path=_PATH) or "nsenter",
+                   f"--net=/run/netns/{self.view.netns}", *cmd]
+        return cmd
+
+    def start(self) -> "Capture":
+        """Start tcpdump and return once it listens (EngineError with its words if not)."""
+        if self._proc is not None:
+            return self
+        self.interface, self.address = _interface(self.view, self.endpoint)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._started = time.time()
+        self._proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      env={"PATH": _PATH, "LANG": "C"},
+                                      start_new_session=True)
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True,
+                                        name=f"tcpdump:{self.interface}")
+        self._reader.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._listening.wait(0.01):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self._reader.join(1.0)
+                self._kill()
+                words = " ".join(self._stderr).strip() or "no output"
+                raise EngineError(f"tcpdump on {self.interface} did not start: {words}",
+                                  engine="tcpdump",
+                                  hint="check the BPF filter (tcpdump -d FILTER)")
+        if self.duration:
+            self._timer = threading.Timer(self.duration, self._interrupt)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.decode(errors="replace").strip()
+            self._stderr.append(line)
+            if "listening on" in line:
+                self._listening.set()
+
+    def _interrupt(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def _drain(self, quiet: float = 0.06, limit: float = 1.0) -> None:
+        """Let tcpdump write what the kernel already handed it: SIGINT ends its loop at once,
+        and frames still in the capture ring would be lost.  Waits until the file has not
+        grown for ``quiet`` seconds (at most ``limit``)."""
+        deadline = time.monotonic() + limit
+        last, since = -1, time.monotonic()
+        while self.running and time.monotonic() < deadline:
+            try:
+                size = self.path.stat().st_size
+            except OSError:
+                size = 0
+            if size != last:
+                last, since = size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.01)
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> CaptureResult:
+        """Wait until tcpdump ends by itself (``count`` packets or ``duration``)."""
+        if self._proc is None:
+            raise HybridError("the capture was not started")
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.stop()
+        return self._finish()
+
+    def stop(self) -> CaptureResult:
+        """SIGINT tcpdump (it writes what it holds and closes the pcap) and wait for it."""
+        if self._proc is None:
+            raise HybridError("the capture was not started")
+        if self.result is not None:
+            return self.result
+        self._drain()
+        self._interrupt()
+        try:
+            self._proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        return self._finish()
+
+    def _finish(self) -> CaptureResult:
+        if self.result is not None:
+            return self.result
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._reader is not None:
+            self._reader.join(2.0)
+        text = "\n".join(self._stderr)
+        counts = {k: int(m.group(1)) if (m := rx.search(text)) else 0
+                  for k, rx in _COUNTS.items()}
+        self.result = CaptureResult(
+            self.view.name, self.endpoint, self.interface, str(self.path), self.bpf,
+            self._started, time.time(), counts["captured"], counts["dropped"], self.address,
+            tuple(line for line in self._stderr if line and "listening on" not in line))
+        return self.result
+
+    def __enter__(self) -> "Capture":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.result is None:
+            self.stop()
+
+
+def capture(view: LabView, endpoint: str = BRIDGE, *, bpf: str = "", count: int | None = None,
+            duration: float | None = 10.0, path: str | os.PathLike[str] | None = None
+            ) -> CaptureResult:
+    """Capture until ``count`` packets or ``duration`` seconds (whichever comes first)."""
+    if not count and not duration:
+        raise HybridError("a capture needs a packet count or a duration",
+                          hint="pass count= or duration=")
+    cap = Capture(view, endpoint, bpf=bpf, count=count, duration=duration, path=path).start()
+    return cap.wait(None if duration is None else duration + STOP_TIMEOUT)
+
+
+__all__ = ["BRIDGE", "Capture", "CaptureResult", "capture", "default_path"]

@@ -1,0 +1,113 @@
+"""What the watching services (monitor, capture, doctor, logs) know about a lab: plain data.
+
+The services must not import :mod:`hybridnb.lab` (layering), so a lab hands them a
+:class:`LabView`: its name, the resources it compiles to, its backend (the drivers and the
+target: which namespace, which engines), the persisted state (the action journal) and the
+directory beside the state where files such as captures go.  ``Lab`` builds one in a line
+(:meth:`LabView.of`)::
+
+    LabView(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
+            lab.store.dir)
+
+Everything else the services need is derived here: the bridge, subnet, gateway and domain
+(from the ``bridge`` and ``dns`` resources) and the endpoints — any resource whose spec names
+an ``endpoint`` and an ``address`` is one, whatever its kind, so a new kind of endpoint is
+watched without a change here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hybridnb.core.resource import Resource
+from hybridnb.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class LabView:
+    name: str
+    resources: tuple[Resource, ...]
+    backend: Any                                   # hybridnb.drivers.base.Backend
+    state: Mapping[str, Any] = field(default_factory=dict)
+    state_dir: Path | None = None
+
+    @classmethod
+    def of(cls, lab: Any) -> "LabView":
+        """From a :class:`hybridnb.Lab` (duck-typed: this module never imports it)."""
+        return cls(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
+                   lab.store.dir)
+
+    # -- the network -------------------------------------------------------------------
+
+    def _bridge_spec(self) -> Mapping[str, Any]:
+        for res in self.resources:
+            if res.kind == "bridge":
+                return res.spec
+        raise NotFoundError(f"lab {self.name} has no bridge resource")
+
+    @property
+    def bridge(self) -> str:
+        return str(self._bridge_spec()["bridge"])
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self._bridge_spec()["subnet"])
+
+    @property
+    def gateway(self) -> str:
+        return str(self._bridge_spec()["address"]).split("/")[0]
+
+    @property
+    def mtu(self) -> int:
+        return int(self._bridge_spec().get("mtu") or 1500)
+
+    @property
+    def dns(self) -> Resource | None:
+        return next((r for r in self.resources if r.kind == "dns"), None)
+
+    @property
+    def domain(self) -> str | None:
+        dns = self.dns
+        if dns is not None:
+            return str(dns.spec["domain"])
+        return next((str(r.spec["domain"]) for r in self.endpoints() if r.spec.get("domain")),
+                    None)
+
+    @property
+    def netns(self) -> str | None:
+        """The lab host: the namespace holding the bridge (None: the host's own)."""
+        return self.backend.target.netns
+
+    # -- the endpoints -----------------------------------------------------------------
+
+    def endpoints(self) -> list[Resource]:
+        """Every endpoint resource (sorted by name)."""
+        return sorted((r for r in self.resources
+                       if "endpoint" in r.spec and "address" in r.spec),
+                      key=lambda r: r.name)
+
+    def endpoint(self, name: str) -> Resource:
+        for res in self.endpoints():
+            if res.name == name:
+                return res
+        known = ", ".join(r.name for r in self.endpoints()) or "none"
+        raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",
+                            hint=f"its endpoints: {known}")
+
+    def resource(self, kind: str, name: str) -> Resource | None:
+        return next((r for r in self.resources if r.kind == kind and r.name == name), None)
+
+    def driver(self, kind: str) -> Any | None:
+        """The backend's driver for ``kind``, or None when it has none."""
+        return self.backend.drivers.get(kind)
+
+    def files(self, what: str) -> Path:
+        """``<state dir>/<what>/<lab>``: where a service keeps this lab's files."""
+        base = self.state_dir if self.state_dir is not None else Path.cwd()
+        return Path(base) / what / self.name
+
+
+__all__ = ["LabView"]
