@@ -44,7 +44,7 @@ from hybridnb.errors import Problem, ValidationError
 KEYS = ("delay", "jitter", "loss", "rate", "mtu")
 MIN_MTU, MAX_MTU = 576, 65535
 MAX_DELAY_US = 60_000_000
-MIN_RATE, MAX_RATE = 8_000, 100_000_000_000
+MIN_RATE, MAX_RATE = 8_000, 32_000_000_000      # tbf keeps the rate in 32 bits of bytes/s
 LOSS_SCALE = 10_000                      # loss is kept in 1/100 of a percent
 
 _TIME = re.compile(r"^(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s)$")
@@ -170,12 +170,12 @@ def parse_rate(value: Any) -> tuple[int | None, str | None]:
     unit = m.group("unit")
     if unit in _BYTE_UNITS:
         return None, (f"{value!r} is ambiguous: tc reads {unit} as bytes per second "
-                      f"(write {m.group('n')}{unit[:-2]}bit for bits per second)")
+                      f"(write {m.group('n')}{unit[:-3]}bit for bits per second)")
     if unit not in _RATE_UNITS:
         return None, f"unknown rate unit {unit!r} (use bit, kbit, mbit or gbit)"
     bps = float(m.group("n")) * _RATE_UNITS[unit]
     if not MIN_RATE <= bps <= MAX_RATE:
-        return None, f"{value!r} is outside 8kbit-100gbit"
+        return None, f"{value!r} is outside 8kbit-32gbit"
     return int(bps), None
 
 

@@ -376,14 +376,15 @@ def parse_check(check: str) -> tuple[str, int | None]:
     text = check.strip().lower()
     if text == "dns":
         return "udp", DNS_PORT
-    proto, _, port = text.partition("/")
+    m = re.match(r"^(?P<proto>[a-z0-9-]+)(?:/(?P<port>\d{1,5}))?$", text)
+    if m is None or (m.group("port") is not None and m.group("proto") not in
+                     ("tcp", "udp", "http")):
+        raise ValueError(f"{check!r} is not a check (write tcp/PORT, udp/PORT, http/PORT, "
+                         "icmp or dns)")
+    proto, port = m.group("proto"), m.group("port")
     if proto == "http":
         return "tcp", int(port) if port else 80
-    if proto in ("tcp", "udp"):
-        return proto, int(port) if port else None
-    if proto and not port and re.match(r"^[a-z0-9-]+$", proto):
-        return proto, None
-    raise ValueError(f"{check!r} is not a check (write tcp/PORT, udp/PORT, http/PORT, icmp)")
+    return proto, int(port) if port else None
 
 
 # ------------------------------------------------------------------------------ policy
@@ -768,7 +769,7 @@ def shadow_warnings(rules: Sequence[Rule], members: Mapping[str, Member]) -> lis
         differs = verdicts != {rule.verdict}
         out.append(Problem(
             rule.path, f"rule {rule.number} never matches: {by} decide{'s' if len(covering) == 1 else ''} "
-            f"every flow it covers" + (" (the other way)" if differs else ""),
+            f"every flow it covers" + (", the other way" if differs else ""),
             f"move it above {by}, narrow {by}, or remove it" if differs else
             "it is redundant: remove it"))
     return out
