@@ -752,13 +752,17 @@ def shadow_warnings(rules: Sequence[Rule], members: Mapping[str, Member]) -> lis
     pairs = [_pairs(r, names) for r in rules]
     spaces = [r.space for r in rules]
     out: list[Problem] = []
+    by_pair: dict[tuple[str, str], list[int]] = {}
     for j, rule in enumerate(rules):
         if not pairs[j]:
             out.append(Problem(rule.path, f"rule {rule.number} selects no pair of endpoints "
                                           f"({rule.source} -> {rule.target})",
                                "check its groups and selectors"))
             continue
-        earlier = [i for i in range(j) if pairs[i] & pairs[j] and spaces[i] & spaces[j]]
+        seen = sorted({i for pair in pairs[j] for i in by_pair.get(pair, ())})
+        earlier = [i for i in seen if spaces[i] & spaces[j]]
+        for pair in pairs[j]:
+            by_pair.setdefault(pair, []).append(j)
         if not earlier:
             continue
         covering = _covering(j, earlier, pairs, spaces)
