@@ -35,8 +35,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hybridnb.core import nftables as nftjson  # noqa: E402
+from hybridnb.core.nftables import policy_resource  # noqa: E402
 from hybridnb.core.policy import Member, parse_policy  # noqa: E402
-from hybridnb.drivers.nftables import PolicyDriver, policy_resource  # noqa: E402
+from hybridnb.drivers.nftables import PolicyDriver  # noqa: E402
 from hybridnb.target import Target  # noqa: E402
 from tests.services.probe.netlab import NetLab  # noqa: E402
 

@@ -39,6 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from hybridnb.core.resource import Resource
 from hybridnb.errors import Problem, ValidationError
 
 KEYS = ("delay", "jitter", "loss", "rate", "mtu")
@@ -193,6 +194,13 @@ _HINTS = {"delay": "write e.g. 20ms", "jitter": "write e.g. 5ms", "loss": "write
           "rate": "write e.g. 100mbit", "mtu": "write e.g. 1400"}
 
 
+def _guess(word: Any, choices: Iterable[str], otherwise: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"did you mean {close[0]!r}?" if close else otherwise
+
+
 def _parse_one(name: str, raw: Any, problems: list[Problem]) -> Impairment | None:
     path = f"links.{name}"
     if not isinstance(raw, Mapping):
@@ -202,12 +210,8 @@ def _parse_one(name: str, raw: Any, problems: list[Problem]) -> Impairment | Non
     values: dict[str, int] = {}
     for key, value in raw.items():
         if key not in _PARSERS:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), KEYS, n=1)
             problems.append(Problem(f"{path}.{key}", f"unknown key {key!r}",
-                                    f"did you mean {close[0]!r}?" if close else
-                                    f"links take {', '.join(KEYS)}"))
+                                    _guess(key, KEYS, f"links take {', '.join(KEYS)}")))
             continue
         parsed, why = _PARSERS[key](value)
         if why is not None:
@@ -237,12 +241,8 @@ def parse_links(raw: Any, endpoints: Iterable[str], *, source: str | None = None
     out: dict[str, Impairment] = {}
     for name, value in raw.items():
         if name not in names:
-            import difflib
-
-            close = difflib.get_close_matches(str(name), names, n=1)
             problems.append(Problem(f"links.{name}", f"unknown endpoint {name!r}",
-                                    f"did you mean {close[0]!r}?" if close else
-                                    "links are keyed by endpoint name"))
+                                    _guess(name, names, "links are keyed by endpoint name")))
             continue
         imp = _parse_one(str(name), value, problems)
         if imp is not None:
@@ -342,3 +342,17 @@ def check_placements(impairments: Mapping[str, Impairment], kinds: Mapping[str, 
     if problems:
         raise ValidationError(problems)
     return out
+
+
+def link_resource(lab: str, endpoint: Mapping[str, Any], imp: Impairment, *,
+                  default_mtu: int, guest_netem: bool = False) -> Resource:
+    """The ``link`` resource of an impaired endpoint, from its endpoint resource spec
+    (what the lab compiler will emit in phase 2)."""
+    spec: dict[str, Any] = {"endpoint": imp.endpoint, "kind": endpoint["kind"],
+                            "bridge": endpoint["bridge"], "default_mtu": default_mtu,
+                            **imp.to_spec()}
+    if endpoint["kind"] == "host":
+        spec.update({"veth": endpoint["veth"], "netns": endpoint["netns"]})
+    elif endpoint["kind"] == "vm":
+        spec.update({"mac": endpoint["mac"], "guest_netem": guest_netem})
+    return Resource("link", imp.endpoint, spec, imp.describe())

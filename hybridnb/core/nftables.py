@@ -49,6 +49,7 @@ from typing import Any, Iterable, Mapping
 
 from hybridnb.core.policy import (ALLOW, DNS_PORT, Policy, Rule, Selector,
                                   Service)
+from hybridnb.core.resource import Resource
 
 INET = "inet"
 BRIDGE = "bridge"
@@ -201,6 +202,15 @@ def policy_body(policy: Policy, *, lab: str, bridge: str, gateway: str) -> list[
                             {"goto": {"target": TO_GATEWAY}}], "lab bridge"),
     ]
     return sets.commands() + hooks + east + gw
+
+
+def policy_resource(lab: str, body: list[dict[str, Any]], *, bridge: str, gateway: str,
+                    rules: int, default: str) -> Resource:
+    """The ``policy`` resource of a lab (what the lab compiler will emit in phase 2)."""
+    return Resource("policy", lab, {"table": policy_table(lab), "bridge": bridge,
+                                    "gateway": gateway, "body": body},
+                    f"inet {policy_table(lab)}: {rules} rule"
+                    f"{'' if rules == 1 else 's'}, default {default}")
 
 
 def replace_table(family: str, table: str, comment: str,

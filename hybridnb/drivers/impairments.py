@@ -568,19 +568,5 @@ def capabilities_of(features: Sequence[Feature], *, nft_numgen: bool = True) -> 
                         ifb=ok.get("ifb + ingress redirect", False), nft_numgen=nft_numgen)
 
 
-def link_resource(lab: str, endpoint: Mapping[str, Any], imp: Impairment, *,
-                  default_mtu: int, guest_netem: bool = False) -> Resource:
-    """The ``link`` resource of an impaired endpoint, from its endpoint resource spec
-    (what the lab compiler will emit in phase 2)."""
-    spec: dict[str, Any] = {"endpoint": imp.endpoint, "kind": endpoint["kind"],
-                            "bridge": endpoint["bridge"], "default_mtu": default_mtu,
-                            **imp.to_spec()}
-    if endpoint["kind"] == "host":
-        spec.update({"veth": endpoint["veth"], "netns": endpoint["netns"]})
-    elif endpoint["kind"] == "vm":
-        spec.update({"mac": endpoint["mac"], "guest_netem": guest_netem})
-    return Resource("link", imp.endpoint, spec, imp.describe())
-
-
 __all__ = ["LinkDriver", "Record", "TcCall", "capabilities_of", "egress_calls",
-           "guest_netem_argv", "ifb_name", "ingress_calls", "link_resource", "tc_features"]
+           "guest_netem_argv", "ifb_name", "ingress_calls", "tc_features"]

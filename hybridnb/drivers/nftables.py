@@ -234,15 +234,6 @@ def _owner(listing: Mapping[str, Any] | None, lab: str) -> str | None:
     return None
 
 
-def policy_resource(lab: str, body: list[dict[str, Any]], *, bridge: str, gateway: str,
-                    rules: int, default: str) -> Resource:
-    """The ``policy`` resource of a lab (what the lab compiler will emit in phase 2)."""
-    return Resource("policy", lab, {"table": nftjson.policy_table(lab), "bridge": bridge,
-                                    "gateway": gateway, "body": body},
-                    f"inet {nftjson.policy_table(lab)}: {rules} rule"
-                    f"{'' if rules == 1 else 's'}, default {default}")
-
-
 # ------------------------------------------------------------------------------ features
 
 @dataclass(frozen=True)

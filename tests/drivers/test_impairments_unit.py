@@ -13,11 +13,12 @@ import pytest
 from pyroute2 import IPBatch
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from hybridnb.core.impairments import Impairment, Placement, placement, Capabilities
+from hybridnb.core.impairments import (Capabilities, Impairment, Placement, link_resource,
+                                       placement)
 from hybridnb.drivers.impairments import (CHILD, CHILD_PARENT, INGRESS, ROOT, Record, TcCall,
                                           capabilities_of, egress_calls, egress_shape,
                                           guest_netem_argv, ifb_name, ingress_calls,
-                                          link_resource, tbf_burst)
+                                          tbf_burst)
 from hybridnb.drivers.nftables import Feature
 
 RTM_NEWQDISC, RTM_NEWTFILTER = 36, 44

@@ -38,11 +38,12 @@ from pathlib import Path
 import pytest
 
 from hybridnb.core import nftables as nftjson
-from hybridnb.core.impairments import Impairment
+from hybridnb.core.impairments import Impairment, link_resource
+from hybridnb.core.nftables import policy_resource
 from hybridnb.core.policy import members_of, parse_policy
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.impairments import LinkDriver, ifb_name, link_resource
-from hybridnb.drivers.nftables import PolicyDriver, policy_resource
+from hybridnb.drivers.impairments import LinkDriver, ifb_name
+from hybridnb.drivers.nftables import PolicyDriver
 from hybridnb.errors import EngineUnavailable
 from hybridnb.lab import Lab
 from hybridnb.services.policyview import classify
