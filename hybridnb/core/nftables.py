@@ -14,7 +14,8 @@ sees it, with ``iifname``/``oifname`` both the bridge.  So a lab's policy is one
 * base chain ``input`` (hook input): ``iifname BR goto to-gateway`` — endpoints to the gateway;
 * ``east-west``: one nftables rule per policy rule and protocol, then the default;
 * ``to-gateway``: replies to the gateway's own connections, the rules naming the gateway, the
-  built-in DNS allowance, then the default.
+  built-in DNS allowance, then the default;
+* ``owner`` (never hooked): one rule whose comment is ``hybridnb:<lab> <fingerprint>``.
 
 Rules match the flow's **original direction** from conntrack (``ct original ip saddr``,
 ``ct original ip daddr``, ``ct protocol``, ``ct original proto-dst``), not the packet's own
@@ -56,6 +57,7 @@ BRIDGE = "bridge"
 PREFIX = "hnb-"
 FORWARD, INPUT, EAST_WEST, TO_GATEWAY = "forward", "input", "east-west", "to-gateway"
 DEFAULT, DNS, FROM_GATEWAY = "default", "dns", "from-gateway"
+OWNER = "owner"                 # regular chain holding the owner record (never hooked)
 
 
 def policy_table(lab: str) -> str:
@@ -216,11 +218,13 @@ def policy_resource(lab: str, body: list[dict[str, Any]], *, bridge: str, gatewa
 def replace_table(family: str, table: str, comment: str,
                   body: list[dict[str, Any]]) -> dict[str, Any]:
     """One transaction that replaces the table whole: add (so that it exists), delete, add
-    again with ``comment``, then ``body``.  The kernel commits a batch atomically: packets see
-    the old table or the new one, never neither."""
+    again, the owner record (a rule in chain ``owner`` whose comment is ``comment``: nft 1.0's
+    JSON keeps no table comments), then ``body``.  The kernel commits a batch atomically:
+    packets see the old table or the new one, never neither."""
     ident = {"family": family, "name": table}
     return {"nftables": [{"add": {"table": dict(ident)}}, {"delete": {"table": dict(ident)}},
-                         {"add": {"table": {**ident, "comment": comment}}}, *body]}
+                         {"add": {"table": dict(ident)}}, _chain(family, table, OWNER),
+                         _rule(family, table, OWNER, [{"counter": None}], comment), *body]}
 
 
 def delete_table(family: str, table: str) -> dict[str, Any]:
@@ -277,11 +281,12 @@ def _ident(family: str, table: str, chain: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ reading
 
-def table_of(listing: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The table object of a ``list table`` JSON answer (None if absent)."""
-    for item in listing.get("nftables", []):
-        if "table" in item:
-            return item["table"]
+def owner_of(listing: Mapping[str, Any] | None) -> str | None:
+    """The owner record of a table this module made (its ``owner`` rule's comment), or None
+    when the table is absent or has none."""
+    for rule in rules_of(listing or {}):
+        if rule.get("chain") == OWNER:
+            return str(rule.get("comment", ""))
     return None
 
 
@@ -331,8 +336,7 @@ def to_text(batch: Mapping[str, Any]) -> str:
 
 def _object_text(what: str, s: Mapping[str, Any]) -> str:
     if what == "table":
-        tail = f" {{ comment {json.dumps(s['comment'])}; }}" if "comment" in s else ""
-        return f"{s['family']} {s['name']}{tail}"
+        return f"{s['family']} {s['name']}"
     where = f"{s['family']} {s['table']} {_q(s['name'] if what != 'rule' else s['chain'])}"
     if what == "set":
         elems = f" elements = {{ {', '.join(s['elem'])} }};" if s.get("elem") else ""

@@ -11,12 +11,13 @@ netlink transaction, committed by the kernel all at once.
 spec carries the nftables body compiled by :func:`hybridnb.core.nftables.policy_body`.
 
 * ``create``/``update`` replace the table ``inet hnb-<lab>`` whole in **one transaction**:
-  ``add table; delete table; add table {comment "hybridnb:<lab> <fingerprint>"}; sets; chains;
-  rules``.  The kernel's commit flips a generation counter: a packet is judged by the old
+  ``add table; delete table; add table; owner record "hybridnb:<lab> <fingerprint>"; sets;
+  chains; rules``.  The kernel's commit flips a generation counter: a packet is judged by the old
   ruleset or by the new one, never by neither (the base chains keep policy accept, so a chain
   hooked while the transaction is prepared lets packets on to the old rules).  The table's
   counters restart with each change (its rule numbers may have changed).
-* ``observe`` reads the owner and fingerprint from the table's comment.
+* ``observe`` reads the owner and fingerprint from the table's owner record (the comment of
+  the one rule in its unhooked chain ``owner``; nft 1.0's JSON keeps no table comments).
 * ``delete`` removes the table (add + delete in one batch: never fails on an absent table).
 * ``check`` refuses before anything is made when this kernel cannot enforce the policy:
   bridged IPv4 must pass the IPv4 hooks (``net.bridge.bridge-nf-call-iptables=1``, br_netfilter),
@@ -224,11 +225,8 @@ class PolicyDriver:
 
 
 def _owner(listing: Mapping[str, Any] | None, lab: str) -> str | None:
-    """The fingerprint in a table's comment when it belongs to ``lab``, else None."""
-    if listing is None:
-        return None
-    table = nftjson.table_of(listing) or {}
-    words = str(table.get("comment", "")).split()
+    """The fingerprint in a table's owner record when it belongs to ``lab``, else None."""
+    words = (nftjson.owner_of(listing) or "").split()
     if len(words) >= 2 and words[0] == owner_tag(lab):
         return words[1]
     return None

@@ -48,8 +48,9 @@ def test_transaction_replaces_the_table_whole():
     cmds = batch["nftables"]
     ident = {"family": "inet", "name": "hnb-issue-example"}
     assert cmds[:3] == [{"add": {"table": ident}}, {"delete": {"table": ident}},
-                        {"add": {"table": {**ident, "comment": "hybridnb:issue-example "
-                                                                "0123456789ab"}}}]
+                        {"add": {"table": ident}}]
+    assert cmds[4]["add"]["rule"]["comment"] == "hybridnb:issue-example 0123456789ab"
+    assert cmds[4]["add"]["rule"]["chain"] == "owner"
     chains = [c["add"]["chain"] for c in cmds if "chain" in c.get("add", {})]
     base = [c for c in chains if "hook" in c]
     # base chains never drop by policy: they are hooked before the transaction commits
@@ -58,6 +59,8 @@ def test_transaction_replaces_the_table_whole():
     rules = [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})]
     assert all(any("counter" in e for e in r["expr"]) for r in rules
                if r["chain"] not in ("forward", "input"))
+    assert {c["name"] for c in chains} == {"owner", "forward", "input", "east-west",
+                                           "to-gateway"}
     east = [r["comment"] for r in rules if r["chain"] == "east-west"]
     assert east == ["rule 1", "rule 2", "rule 3", "default"]
     assert rules[-1]["comment"] == "default" and rules[-1]["expr"][-1] == {"accept": None}
@@ -87,7 +90,8 @@ def test_empty_selector_gets_an_empty_named_set():
 
 def test_counters_sum_per_comment():
     listing = {"nftables": [
-        {"table": {"family": "inet", "name": "hnb-l", "comment": "hybridnb:l fp"}},
+        {"table": {"family": "inet", "name": "hnb-l"}},
+        {"rule": {"chain": "owner", "comment": "hybridnb:l fp", "expr": [{"counter": None}]}},
         {"rule": {"chain": "east-west", "comment": "rule 1",
                   "expr": [{"counter": {"packets": 3, "bytes": 300}}, {"accept": None}]}},
         {"rule": {"chain": "east-west", "comment": "rule 1",
@@ -100,7 +104,7 @@ def test_counters_sum_per_comment():
                   "expr": [{"goto": {"target": "east-west"}}]}},
     ]}
     assert nft.policy_counters(listing) == {"rule 1": (5, 400), "default": (5, 300)}
-    assert nft.table_of(listing)["comment"] == "hybridnb:l fp"
+    assert nft.owner_of(listing) == "hybridnb:l fp" and nft.owner_of(None) is None
 
 
 def test_loss_update_and_remove():
