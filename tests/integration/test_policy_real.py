@@ -57,8 +57,8 @@ LAB_YAML = """
 name: {name}
 network: {{bridge: {bridge}, subnet: 10.0.77.0/24}}
 endpoints:
-  c1: {{kind: container, command: [httpd, -f, -p, "80", -h, /], labels: {{tier: web}}}}
-  c2: {{kind: container, command: [httpd, -f, -p, "80", -h, /], labels: {{tier: app}}}}
+  c1: {{kind: container, labels: {{tier: web}}}}          # the image serves /www on port 80
+  c2: {{kind: container, labels: {{tier: app}}}}
   h1: {{kind: host}}
   h2: {{kind: host}}
   h3: {{kind: host}}
@@ -118,6 +118,16 @@ def env(sandbox, tmp_path_factory):
         policies.delete(name, name)
         links.close()
         lab.destroy()
+
+
+@pytest.fixture(autouse=True)
+def clean(env):
+    """Whatever a test leaves (it failed half way), the next one starts without it."""
+    yield
+    links, name = env["links"], env["name"]
+    for ep in list(links.records(name)):
+        links.delete(name, ep)
+    env["policies"].delete(name, name)
 
 
 def policy_res(env, rules, default="deny", groups=GROUPS):
@@ -221,7 +231,7 @@ def test_policy_matrix_matches_the_rules_exactly(env):
     print(f"\npolicy applied in {applied * 1000:.1f} ms; {judged.summary()}")
     assert judged.unexpected() == [], judged.to_text()
     counts = judged.counts()
-    assert counts["ok"] > 40 and counts["blocked"] > 80 and counts["skip"] == 0
+    assert counts["ok"] >= 90 and counts["blocked"] >= 100 and counts["skip"] == 0
     # VM <-> container, both ways, each way both allowed and blocked checks
     for a, b in (("vm1", "c1"), ("c1", "vm1"), ("vm1", "c2"), ("c2", "vm1")):
         statuses = {v.status for v in judged.verdicts
@@ -245,7 +255,7 @@ def test_twenty_changes_under_load_are_atomic(env):
     for i in range(20):
         rules = [{"from": "h1", "to": "c1", "allow": ["icmp"]},
                  {"from": "h2", "to": "c1", "deny": ["icmp"]}]
-        rules += [{"from": "h3", "to": "any", "allow": [f"tcp/{1000 + i}"]}] * (i % 3 == 0)
+        rules += [{"from": "h3", "to": "any", "allow": [f"tcp/{1000 + i}"]}]
         rules += RULES[2:2 + i % 7]
         variants.append(policy_res(env, rules, default="allow" if i % 2 else "deny")[1])
     assert len({v.fingerprint for v in variants}) == 20
@@ -311,7 +321,11 @@ def iperf(env, client: str, server: str, reverse: bool) -> float:
                              capture_output=True, text=True, timeout=30)
         return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
     finally:
-        srv.wait(timeout=10)
+        try:
+            srv.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            srv.kill()                           # the client never came: ours, by pid
+            srv.wait()
 
 
 def test_rate_caps_iperf3_both_ways(env):
@@ -374,7 +388,7 @@ def test_delay_on_a_container_is_refused_before_anything_is_made(env):
         links.create(name, res)
     port = links.find_port(name, res.spec)
     assert [q[0] for q in links.qdiscs(port["index"])] == ["noqueue"]
-    assert links.records(name) == {}
+    assert "c1" not in links.records(name)
 
 
 def test_mtu_on_both_ends(env):
