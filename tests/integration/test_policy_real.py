@@ -241,7 +241,8 @@ def test_policy_matrix_matches_the_rules_exactly(env):
     hits = policies.counters(name)
     for key in ("rule 1", "rule 2", "rule 3", "rule 5", "rule 9", "rule 12", "default", "dns"):
         assert hits.get(key, (0, 0))[0] > 0, (key, hits)
-    assert "rule 1" in policy.to_text(hits)
+    row = policy.to_text(hits).splitlines()[3].split()       # rule 1, with its packets
+    assert row[0] == "1" and row[4] == str(hits["rule 1"][0])
     policies.delete(name, name)
     assert policies.observe(name) == {}
 
