@@ -10,6 +10,9 @@ virtualization) but this: Debian's own kernel, uncompressed from its bzImage to 
   in dependency order (read from each module's ``.modinfo``);
 * Debian's ``qemu-ga`` with the shared libraries it links (resolved with ``ldd`` on the host,
   which runs the same distribution), so commands can be run in the guest out of band;
+* iproute2's ``tc`` (with its libraries, in place of busybox's show-only applet) and the
+  kernel's ``sch_netem`` module, so link impairments (delay, jitter) can be applied inside the
+  guest when the host kernel has no netem (:mod:`hybridnb.drivers.impairments`);
 * ``/bin/hnb-udp`` (``guest/hnb-udp.c`` beside this module, compiled statically with the
   host's ``gcc`` while building): a UDP echo server and UDP probe client, because busybox has
   neither.  Without ``gcc`` the image is built without it (and UDP probes from and to the VM
@@ -52,7 +55,7 @@ READY_MARKER = "HYBRIDNB-READY"
 #: The virtio-serial port name the guest agent listens on.
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 #: Modules the guest needs; their dependencies are added and ordered automatically.
-WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_console")
+WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_console", "sch_netem")
 KERNEL_META = "linux-image-amd64"
 
 Progress = Callable[[str, float], None]
@@ -93,7 +96,7 @@ def init_script() -> bytes:
 
 
 #: Bump when the image layout changes, so cached images of the old layout are rebuilt.
-_FORMAT = b"hybridnb-testvm-3\n"
+_FORMAT = b"hybridnb-testvm-4\n"
 
 
 def _init_hash() -> str:
@@ -166,10 +169,10 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         debs = work / "debs"
         debs.mkdir()
         kernel_pkg = _kernel_package()
-        report(f"downloading {kernel_pkg}, qemu-guest-agent, busybox-static", 0.05)
-        _apt_download([kernel_pkg, "qemu-guest-agent", "busybox-static"], debs)
+        report(f"downloading {kernel_pkg}, qemu-guest-agent, busybox-static, iproute2", 0.05)
+        _apt_download([kernel_pkg, "qemu-guest-agent", "busybox-static", "iproute2"], debs)
         deb = {name: _one(debs, name) for name in (kernel_pkg, "qemu-guest-agent",
-                                                     "busybox-static")}
+                                                     "busybox-static", "iproute2")}
         report("extracting kernel and modules", 0.35)
         kfiles = _extract(deb[kernel_pkg], _kernel_member)
         vmlinuz = [v for k, v in kfiles.items() if "/boot/vmlinuz-" in k]
@@ -184,8 +187,9 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         report("assembling the initramfs", 0.7)
         bb = _extract(deb["busybox-static"], lambda n: n.endswith("/bin/busybox"))
         qga = _extract(deb["qemu-guest-agent"], lambda n: n.endswith("/usr/sbin/qemu-ga"))
-        if not bb or not qga:
-            raise EngineError("busybox or qemu-ga missing from their Debian packages",
+        tc = _extract(deb["iproute2"], lambda n: n.endswith("/sbin/tc"))
+        if not bb or not qga or not tc:
+            raise EngineError("busybox, qemu-ga or tc missing from their Debian packages",
                               engine="images")
         busybox = next(iter(bb.values()))
         qemu_ga = next(iter(qga.values()))
@@ -196,7 +200,8 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
             helper = None
             report(f"{exc.message}; the image has no UDP helper, so UDP probes from and to "
                    "the VM will be skipped", 0.75)
-        entries = _initramfs_entries(busybox, qemu_ga, work, modules, order, helper)
+        entries = _initramfs_entries(busybox, qemu_ga, work, modules, order, helper,
+                                     tc=next(iter(tc.values())))
         version = f"{kver}-{_deb_version(deb['qemu-guest-agent'])}-{_init_hash()}"
         out = root / f"testvm-{_safe(version)}"
         if out.exists():
@@ -211,7 +216,8 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         (stage / "initrd.img").write_bytes(gzip.compress(raw.getvalue(), 6, mtime=0))
         (stage / _MANIFEST).write_text(json.dumps({
             "version": version, "init": _init_hash(), "kernel_package": kernel_pkg,
-            "modules": order, "udp_helper": helper is not None, "built": time.time()},
+            "modules": order, "udp_helper": helper is not None, "tc": True,
+            "built": time.time()},
             indent=1, sort_keys=True))
         os.rename(stage, out)
     for old in root.glob("testvm-*"):
@@ -246,7 +252,7 @@ def _kernel_member(name: str) -> bool:
     """The bzImage and the modules that may be needed (virtio* and their failover deps)."""
     base = name.rsplit("/", 1)[-1]
     return "/boot/vmlinuz-" in name or (base.endswith(".ko") and (
-        base.startswith("virtio") or "failover" in base))
+        base.startswith("virtio") or "failover" in base or base == "sch_netem.ko"))
 
 
 _DEPENDS = re.compile(rb"(?:^|\x00)depends=([^\x00]*)\x00")
@@ -358,9 +364,10 @@ def _shared_libs(binary: Path) -> list[str]:
     libs: list[str] = []
     for line in out.splitlines():
         if "not found" in line:
-            raise EngineError(f"qemu-ga needs a library the host lacks: {line.strip()}",
+            raise EngineError(f"{binary.name} needs a library the host lacks: {line.strip()}",
                               engine="images",
-                              hint="apt-get install the qemu-guest-agent dependencies")
+                              hint="apt-get install qemu-guest-agent iproute2 (the host "
+                                   "provides the libraries their binaries link)")
         m = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
         if m:
             libs.append(m.group(1))
@@ -368,7 +375,8 @@ def _shared_libs(binary: Path) -> list[str]:
 
 
 def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict[str, bytes],
-                       order: list[str], udp_helper: bytes | None = None) -> list[_Entry]:
+                       order: list[str], udp_helper: bytes | None = None,
+                       tc: bytes | None = None) -> list[_Entry]:
     d, f, ln = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755, stat.S_IFLNK | 0o777
     entries: dict[str, _Entry] = {}
 
@@ -397,7 +405,14 @@ def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict
     qga.write_bytes(qemu_ga)
     qga.chmod(0o755)
     add(_Entry("usr/sbin/qemu-ga", f, qemu_ga))
-    for lib in _shared_libs(qga):
+    binaries = [qga]
+    if tc is not None:
+        tc_path = work / "tc"
+        tc_path.write_bytes(tc)
+        tc_path.chmod(0o755)
+        add(_Entry("sbin/tc", f, tc))            # replaces busybox's show-only tc applet
+        binaries.append(tc_path)
+    for lib in sorted({lib for b in binaries for lib in _shared_libs(b)}):
         add(_Entry(lib.lstrip("/"), f, Path(os.path.realpath(lib)).read_bytes()))
     for name in order:
         add(_Entry(f"lib/modules/{name}.ko", stat.S_IFREG | 0o644, modules[name]))

@@ -79,7 +79,7 @@ def test_build_real(tmp_path: Path) -> None:
     cpio = gzip.decompress(img.initrd.read_bytes())
     for member in (b"init\0", b"bin/busybox\0", b"usr/sbin/qemu-ga\0", b"bin/hnb-udp\0",
                    b"lib/modules/virtio_net.ko\0", b"lib/modules/virtio_console.ko\0",
-                   b"etc/modules-order\0"):
+                   b"etc/modules-order\0", b"sbin/tc\0", b"lib/modules/sch_netem.ko\0"):
         assert member in cpio, member
     assert testvm.READY_MARKER.encode() in cpio
     t0 = time.monotonic()
