@@ -344,12 +344,12 @@ def check_placements(impairments: Mapping[str, Impairment], kinds: Mapping[str, 
     return out
 
 
-def link_resource(lab: str, endpoint: Mapping[str, Any], imp: Impairment, *,
+def link_resource(lab: str, endpoint: Mapping[str, Any], imp: Impairment, *, bridge: str,
                   default_mtu: int, guest_netem: bool = False) -> Resource:
-    """The ``link`` resource of an impaired endpoint, from its endpoint resource spec
-    (what the lab compiler will emit in phase 2)."""
+    """The ``link`` resource of an impaired endpoint on the lab bridge ``bridge``, from its
+    endpoint resource spec (what the lab compiler will emit in phase 2)."""
     spec: dict[str, Any] = {"endpoint": imp.endpoint, "kind": endpoint["kind"],
-                            "bridge": endpoint["bridge"], "default_mtu": default_mtu,
+                            "bridge": bridge, "default_mtu": default_mtu,
                             **imp.to_spec()}
     if endpoint["kind"] == "host":
         spec.update({"veth": endpoint["veth"], "netns": endpoint["netns"]})

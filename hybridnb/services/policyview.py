@@ -135,7 +135,7 @@ class PolicyMatrix:
                           **({"indent": 2} | kw))
 
     def grid_text(self, check: str) -> str:
-        from hybridnb.render.html import text_table
+        from hybridnb.core.tables import text_table
 
         m = self.matrix
         rows = []

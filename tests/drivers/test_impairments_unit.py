@@ -119,10 +119,9 @@ def test_names_and_capabilities():
     ("container", {}),
 ])
 def test_link_resource(kind, extra):
-    ep = {"kind": kind, "bridge": "hybr0", "veth": "hv1", "netns": "hnb-lab-h",
-          "mac": "52:54:00:aa:bb:cc"}
-    res = link_resource("lab", ep, Impairment("h", delay_us=1000, loss=100), default_mtu=1500,
-                        guest_netem=True)
+    ep = {"kind": kind, "veth": "hv1", "netns": "hnb-lab-h", "mac": "52:54:00:aa:bb:cc"}
+    res = link_resource("lab", ep, Impairment("h", delay_us=1000, loss=100), bridge="hybr0",
+                        default_mtu=1500, guest_netem=True)
     assert res.kind == "link" and res.name == "h" and res.summary == "delay 1ms loss 1%"
     assert res.spec == {"endpoint": "h", "kind": kind, "bridge": "hybr0", "default_mtu": 1500,
                         "delay_us": 1000, "loss": 100, **extra}

@@ -12,7 +12,7 @@ from hybridnb.drivers import nsutil
 from hybridnb.drivers.nftables import Nft, PolicyDriver, nft_features
 from hybridnb.errors import EngineUnavailable
 from hybridnb.target import Target
-from tests.helpers.netlab import private_netns
+from tests.helpers.privnet import private_netns
 
 MEMBERS = {"a": Member("a", "host", "10.88.0.10"), "b": Member("b", "vm", "10.88.0.11")}
 
@@ -86,7 +86,7 @@ def test_delete_leaves_a_table_that_is_not_ours(driver):
 
 @pytest.mark.real
 def test_refuses_without_br_netfilter_and_lists_features():
-    from tests.conftest import require_real
+    from tests.gating import require_real
 
     require_real()
     with private_netns() as ns:
@@ -106,7 +106,7 @@ def test_refuses_without_br_netfilter_and_lists_features():
 
 @pytest.mark.real
 def test_a_ruleset_the_kernel_refuses_is_refused_by_check():
-    from tests.conftest import require_real
+    from tests.gating import require_real
 
     require_real()
     with private_netns() as ns:

@@ -48,7 +48,7 @@ from hybridnb.errors import EngineUnavailable
 from hybridnb.lab import Lab
 from hybridnb.services.policyview import classify
 from tests.helpers import hostsnap
-from tests.helpers.netlab import unique
+from tests.helpers.privnet import unique
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
@@ -145,7 +145,8 @@ def policy_res(env, rules, default="deny", groups=GROUPS):
 def link_res(env, endpoint, **imp):
     res = env["res"][endpoint]
     return link_resource(env["name"], {**res.spec, "kind": res.kind},
-                         Impairment(endpoint, **imp), default_mtu=1500,
+                         Impairment(endpoint, **imp), bridge=env["lab"].spec.network.bridge,
+                         default_mtu=1500,
                          guest_netem=res.kind == "vm")
 
 
@@ -331,7 +332,7 @@ def iperf(env, client: str, server: str, reverse: bool) -> float:
 
 def test_rate_caps_iperf3_both_ways(env):
     if shutil.which("iperf3") is None:
-        from tests.conftest import require_real
+        from tests.gating import require_real
         require_real("iperf3 is not installed (apt-get install iperf3)")
     links, name = env["links"], env["name"]
     res = link_res(env, "h2", rate=10_000_000)
