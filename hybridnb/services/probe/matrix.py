@@ -209,12 +209,30 @@ class ConnectivityMatrix:
         RTT in ms, failures FAIL, skipped checks skip, pairs not probed a dot."""
         from hybridnb.render.html import text_table
 
-        rows = [[src] + [self._cell_text(self.get(check, src, dst)) for dst in self.targets]
-                for src in self.sources]
-        c = self.counts(check)
+        grid = self.grid(check)
+        rows = [[row["source"]] + [cell["text"] for cell in row["cells"]]
+                for row in grid["rows"]]
+        c = grid["counts"]
         head = (f"{check}: {c['ok']} ok, {c['fail']} failed, {c['skip']} skipped "
                 f"(cells: median RTT in ms)")
         return head + "\n" + text_table(["from \\ to"] + self.targets, rows)
+
+    def grid(self, check: str) -> dict[str, Any]:
+        """One check's grid as plain data (what the text and HTML grids and the lab report
+        show): the counts, the targets, and per source one cell per target with its status
+        (``ok``/``fail``/``skip``, ``none`` when the pair was not probed), the text of the
+        text grid (median RTT in ms, ``FAIL``, ``skip``, ``.``) and the detail line."""
+        rows = []
+        for src in self.sources:
+            cells = []
+            for dst in self.targets:
+                r = self.get(check, src, dst)
+                cells.append({"target": dst, "status": "none" if r is None else r.status,
+                              "text": self._cell_text(r),
+                              "title": "" if r is None else _cell_tip(r)})
+            rows.append({"source": src, "cells": cells})
+        return {"check": check, "counts": self.counts(check), "targets": list(self.targets),
+                "rows": rows}
 
     def to_text(self, checks: Sequence[str] | None = None, *, max_reasons: int = 20) -> str:
         parts = [self.summary()]
@@ -239,13 +257,10 @@ class ConnectivityMatrix:
     def _cell_html(self, r: ProbeResult | None) -> str:
         if r is None:
             return '<td style="background:#f3f3f3"></td>'
+        tip = _cell_tip(r)
         if r.ok:
-            tip = (f"{r.check} {r.source} → {r.target}: min {_fmt_ms(r.rtt_min)} / "
-                   f"median {_fmt_ms(r.rtt_median)} / p99 {_fmt_ms(r.rtt_p99)} ms, "
-                   f"{r.received}/{r.sent}" + (f", {r.detail}" if r.detail else ""))
             text = _fmt_ms(r.rtt_median) if r.rtts else "ok"
             return f'<td class="ok" title="{escape(tip)}">{text}</td>'
-        tip = f"{r.check} {r.source} → {r.target}: {r.reason}"
         if r.ok is False:
             return f'<td class="fail" title="{escape(tip)}">✗ {escape(_short(r.reason))}</td>'
         return f'<td style="background:#eeeeee;color:#777" title="{escape(tip)}">skip</td>'
@@ -282,6 +297,15 @@ class ConnectivityMatrix:
         from hybridnb.render.latency import distribution
 
         return distribution(self, check, **kw)
+
+
+def _cell_tip(r: ProbeResult) -> str:
+    """The detail line of one cell (the HTML grid's tooltip, the report's cell title)."""
+    if r.ok:
+        return (f"{r.check} {r.source} → {r.target}: min {_fmt_ms(r.rtt_min)} / "
+                f"median {_fmt_ms(r.rtt_median)} / p99 {_fmt_ms(r.rtt_p99)} ms, "
+                f"{r.received}/{r.sent}" + (f", {r.detail}" if r.detail else ""))
+    return f"{r.check} {r.source} → {r.target}: {r.reason}"
 
 
 def _short(reason: str, n: int = 14) -> str:
