@@ -232,3 +232,19 @@ def test_unknown_format_is_a_clear_error(data, tmp_path):
         write_report(data, tmp_path / "lab.pdf")
     _, files = render_markdown(data, "pics")
     assert set(files) == {f"pics/{f.name}.svg" for s in data.sections for f in s.figures}
+
+
+def test_the_report_package_imports_no_lab_no_service_no_driver():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import hybridnb.render.report, hybridnb.render.report.collect, "
+            "hybridnb.render.report.sections, hybridnb.render.report.render, "
+            "hybridnb.render.report.environment\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith(("
+            "'hybridnb.lab', 'hybridnb.services', 'hybridnb.drivers', 'hybridnb.notebook', "
+            "'hybridnb.cli')))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""

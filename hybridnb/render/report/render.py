@@ -25,17 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hybridnb.render.html import format_ms
 from hybridnb.render.report.model import ReportData
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown",
            ".json": "json"}
-
-
-def _ms(value: float | None) -> str:
-    """Milliseconds as the connectivity grid writes them."""
-    from hybridnb.services.probe.matrix import _fmt_ms
-
-    return _fmt_ms(None if value is None else value / 1000.0)
 
 
 def _iso(ts: float | None) -> str:
@@ -78,7 +72,7 @@ def environment() -> Any:
                                             default_for_string=False),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True)
-    env.filters.update(ms=_ms, iso=_iso, mdcell=_mdcell, join_words=_join, rows=_rows,
+    env.filters.update(ms=format_ms, iso=_iso, mdcell=_mdcell, join_words=_join, rows=_rows,
                        pluck=_pluck)
     return env
 

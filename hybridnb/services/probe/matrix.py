@@ -99,14 +99,9 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _fmt_ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    ms = seconds * 1000.0
-    if ms < 1:
-        return f"{ms:.3f}"
-    if ms < 100:
-        return f"{ms:.1f}"
-    return f"{ms:.0f}"
+    from hybridnb.render.html import format_ms
+
+    return format_ms(None if seconds is None else seconds * 1000.0)
 
 
 @dataclass
