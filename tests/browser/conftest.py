@@ -55,9 +55,13 @@ def require_browser() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One persistent browser context (fresh profile) for the session."""
+    """A browser context with a fresh profile, for one test.
+
+    Not shared wider on purpose: Playwright's sync API keeps an asyncio loop running on the
+    main thread while it is started, and every later test that calls ``asyncio.run`` would
+    fail until it stops."""
     path = require_browser()
     from playwright.sync_api import sync_playwright
 

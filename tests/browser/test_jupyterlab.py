@@ -147,11 +147,13 @@ FINISHED = f"""() => {{
   }}"""
 
 
-def run_all(page: Any, *, timeout_ms: int = 120_000) -> int:
+def run_all(page: Any, shots: Path, *, timeout_ms: int = 120_000) -> int:
     """Run all cells from the menu, as a user does, and wait until every code cell has an
     execution count.  A click that started nothing (the kernel was still connecting) is
     repeated."""
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    # the kernel is up and connected: the status bar says "Python 3 (ipykernel) | Idle"
+    page.locator(".jp-StatusBar-Item", has_text="| Idle").first.wait_for(timeout=90_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=60_000)
     page.locator(".jp-Notebook .jp-Cell").first.click()        # the notebook has the focus
@@ -169,7 +171,11 @@ def run_all(page: Any, *, timeout_ms: int = 120_000) -> int:
         page.wait_for_function(FINISHED, timeout=timeout_ms, polling=250)
     except Exception:
         prompts = page.eval_on_selector_all(PROMPTS, "els => els.map(e => e.textContent)")
-        raise AssertionError(f"run all did not finish; prompts: {prompts}") from None
+        dialogs = page.locator(".jp-Dialog").all_inner_texts()
+        outputs = page.locator(".jp-Notebook .jp-OutputArea").all_text_contents()
+        page.screenshot(path=str(shots / "lab-run-all-stuck.png"))
+        raise AssertionError(f"run all did not finish; prompts: {prompts}; dialogs: "
+                             f"{dialogs}; outputs: {' | '.join(outputs)[-3000:]}") from None
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=60_000)
     return page.locator(".jp-Notebook .jp-CodeCell").count()
@@ -193,7 +199,7 @@ def test_basics_notebook_in_jupyterlab_on_dry_run(jupyterlab, watched_page, tmp_
     page = w.page
     page.set_default_timeout(60_000)
     page.goto(jupyterlab.notebook_url(BASICS.name))
-    cells = run_all(page)
+    cells = run_all(page, tmp_path)
     page.screenshot(path=str(tmp_path / "lab-1-run-all.png"), full_page=False)
     outputs = page.locator(".jp-Notebook .jp-OutputArea").all_text_contents()
     text = "\n".join(outputs)

@@ -32,3 +32,11 @@ def test_a_report_that_reaches_out_is_caught(watched_page, tmp_path):
     w = watched_page(("file://", "data:"))
     w.page.goto(page_file.as_uri(), wait_until="load")
     assert w.outside() == ["http://report.invalid/x.png"]
+
+
+def test_asyncio_works_again_after_a_browser_test():
+    """The browser fixture stops Playwright after each test (its sync API holds a running
+    asyncio loop while started): later tests may use asyncio.run."""
+    import asyncio
+
+    assert asyncio.run(asyncio.sleep(0, result=7)) == 7
