@@ -1,8 +1,10 @@
 """The basics notebook in JupyterLab, in a real browser, the way a user meets it.
 
 A JupyterLab server (from PyPI, in the test venv) starts on 127.0.0.1 with a token, in a
-folder holding a copy of ``notebooks/01-hybrid-basics.ipynb``; its kernels get
-``HYBRIDNB_BACKEND=dry-run`` and a state directory of their own.  Headless Chromium opens the
+folder holding a copy of ``notebooks/01-hybrid-basics.ipynb``; its kernels get a state
+directory of their own.  On dry-run the notebook has no parameters and the kernel's
+environment says ``HYBRIDNB_BACKEND=dry-run`` (as on Binder); on the real sandbox (``real``)
+the parameters are injected into the copy, papermill-style.  Headless Chromium opens the
 notebook, runs all cells from the Run menu, and then, like a user: sees the forms rendered as
 widgets (inputs and a button, not their text repr), types a bad address into the host form
 and sees the inline error (and the button disabled), fixes it, presses the button, watches
@@ -89,23 +91,44 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+def copy_notebook(dest: Path, params: dict[str, Any] | None) -> None:
+    """The notebook as the user opens it: as committed, or with a papermill-style
+    ``injected-parameters`` cell after its ``parameters`` cell."""
+    if not params:
+        shutil.copy2(BASICS, dest / BASICS.name)
+        return
+    import nbformat
+
+    from tests.notebook.test_notebooks import inject
+
+    nb = nbformat.read(BASICS, as_version=4)
+    inject(nb, params)
+    nbformat.write(nb, dest / BASICS.name)
+
+
 @pytest.fixture
-def jupyterlab(tmp_path: Path) -> Iterator[LabServer]:
-    (tmp_path / "nb").mkdir()
-    (tmp_path / "home").mkdir()
-    shutil.copy2(BASICS, tmp_path / "nb" / BASICS.name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "HYBRIDNB_"))}
-    env.update(HOME=str(tmp_path / "home"), HYBRIDNB_BACKEND="dry-run",
-               HYBRIDNB_STATE_DIR=str(tmp_path / "state"),
-               JUPYTER_CONFIG_DIR=str(tmp_path / "home" / ".jupyter"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "home" / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "home" / "lab-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "home" / "lab-workspaces"),
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    server = start_jupyterlab(tmp_path, env)
-    try:
-        yield server
-    finally:
+def jupyterlab(tmp_path: Path) -> Iterator[Any]:
+    """``start(params, env)`` → a running JupyterLab on a copy of the basics notebook."""
+    servers: list[LabServer] = []
+
+    def start(params: dict[str, Any] | None = None, **extra_env: str) -> LabServer:
+        (tmp_path / "nb").mkdir()
+        (tmp_path / "home").mkdir()
+        copy_notebook(tmp_path / "nb", params)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("JUPYTER", "HYBRIDNB_"))}
+        env.update(HOME=str(tmp_path / "home"), HYBRIDNB_STATE_DIR=str(tmp_path / "state"),
+                   JUPYTER_CONFIG_DIR=str(tmp_path / "home" / ".jupyter"),
+                   JUPYTER_RUNTIME_DIR=str(tmp_path / "home" / "runtime"),
+                   JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "home" / "lab-settings"),
+                   JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "home" / "lab-workspaces"),
+                   PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   **extra_env)
+        servers.append(start_jupyterlab(tmp_path, env))
+        return servers[-1]
+
+    yield start
+    for server in servers:
         stop(server.proc)
 
 
@@ -194,46 +217,49 @@ def field(form: Any, label: str) -> Any:
         "label", has_text=label)).first.locator("input")
 
 
-def test_basics_notebook_in_jupyterlab_on_dry_run(jupyterlab, watched_page, tmp_path):
-    w = watched_page((jupyterlab.url, "data:", "blob:"))
+def walk_through(server: LabServer, open_page: Any, shots: Path, *, lab: str, subnet: str,
+                 run_timeout_ms: int = 120_000, apply_timeout_ms: int = 60_000) -> str:
+    """Run all, then use the host form as a user would, then re-run the status cell;
+    returns the text of every output after the run."""
+    w = open_page((server.url, "data:", "blob:"))
     page = w.page
     page.set_default_timeout(60_000)
-    page.goto(jupyterlab.notebook_url(BASICS.name))
-    cells = run_all(page, tmp_path)
-    page.screenshot(path=str(tmp_path / "lab-1-run-all.png"), full_page=False)
+    page.goto(server.notebook_url(BASICS.name))
+    cells = run_all(page, shots, timeout_ms=run_timeout_ms)
+    page.screenshot(path=str(shots / "lab-1-run-all.png"), full_page=False)
     outputs = page.locator(".jp-Notebook .jp-OutputArea").all_text_contents()
     text = "\n".join(outputs)
     assert cells >= 20
     assert "Traceback" not in text and "UsageError" not in text, text[-3000:]
-    assert "No probes on this backend" in text               # the environment chose dry-run
     # forms and progress bars are widgets, not their text repr
     assert "VBox(" not in text and "HostForm" not in text and "IntProgress(" not in text
     assert page.locator(".jp-OutputArea .widget-hprogress").count() >= 4   # 2 applies, destroy, form
-    form = form_area(page, "Add a host to lab basics")
+    form = form_area(page, f"Add a host to lab {lab}")
     assert form.locator(".widget-text input").count() == 2
     button = form.locator("button", has_text="Apply")
     assert button.is_visible()
 
     # a bad address: refused inline, the button disabled
     field(form, "name").fill("probe3")
-    field(form, "address").fill("10.0.1.999")
+    prefix = subnet.rsplit(".", 1)[0]
+    field(form, "address").fill(f"{prefix}.999")
     form.locator("text=is not an IPv4 address").wait_for()
     assert button.is_disabled()
-    page.screenshot(path=str(tmp_path / "lab-2-inline-error.png"))
+    page.screenshot(path=str(shots / "lab-2-inline-error.png"))
     # fixed: the error goes, the button comes back
-    field(form, "address").fill("10.0.1.60")
+    field(form, "address").fill(f"{prefix}.60")
     form.locator("text=is not an IPv4 address").wait_for(state="detached")
     assert button.is_enabled()
     # (the notebook clicked this form once from code: its bar and its result are there)
     result = form.locator("table", has_text="probe3")
     assert result.count() == 0
     button.click()
-    result.wait_for(timeout=60_000)                   # the apply's result, in the form
+    result.wait_for(timeout=apply_timeout_ms)         # the apply's result, in the form
     assert "create" in result.inner_text() and "ok" in result.inner_text()
     bar = form.locator(".widget-hprogress .progress-bar")
     assert "progress-bar-success" in bar.get_attribute("class")
     assert bar.evaluate("b => b.style.width") == "100%"
-    page.screenshot(path=str(tmp_path / "lab-3-applied.png"))
+    page.screenshot(path=str(shots / "lab-3-applied.png"))
 
     # the status cell under the form, run again, shows the new host up
     form_cell = page.locator(".jp-Notebook .jp-CodeCell", has=form).first
@@ -251,7 +277,39 @@ def test_basics_notebook_in_jupyterlab_on_dry_run(jupyterlab, watched_page, tmp_
     table = status_cell.locator(".jp-OutputArea table")
     row = table.locator("tr", has_text="probe3")
     row.wait_for()
-    assert "10.0.1.60" in row.inner_text() and "up" in row.inner_text()
-    page.screenshot(path=str(tmp_path / "lab-4-status.png"))
+    assert f"{prefix}.60" in row.inner_text() and "up" in row.inner_text()
+    page.screenshot(path=str(shots / "lab-4-status.png"))
     assert not w.blocked, f"the page reached outside the server: {w.blocked}"
     assert not w.page_errors and not w.console_errors, (w.page_errors, w.console_errors)
+    return text
+
+
+def test_basics_notebook_in_jupyterlab_on_dry_run(jupyterlab, watched_page, tmp_path):
+    """No parameters: the kernel's environment says dry-run (as on Binder)."""
+    server = jupyterlab(HYBRIDNB_BACKEND="dry-run")
+    text = walk_through(server, watched_page, tmp_path, lab="basics", subnet="10.0.1.0/24")
+    assert "No probes on this backend" in text              # the environment chose dry-run
+
+
+@pytest.mark.real
+@pytest.mark.vm
+def test_basics_notebook_in_jupyterlab_on_the_sandbox(sandbox, jupyterlab, watched_page,
+                                                      tmp_path):
+    """The same on the real engines of the session's sandbox (a container, a test VM, hosts;
+    real probes), the parameters injected as papermill would."""
+    from hybridnb.lab import open_lab
+    from tests.realengines import SANDBOX_NAME
+
+    params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "repnb",
+              "SUBNET": "10.0.67.0/24", "BRIDGE": "hnbrepnb0",
+              "STATE_DIR": str(tmp_path / "state"), "WITH_VM": True, "REQUIRE_PROBES": True}
+    server = jupyterlab(params)
+    try:
+        text = walk_through(server, watched_page, tmp_path, lab="repnb",
+                            subnet="10.0.67.0/24", run_timeout_ms=600_000,
+                            apply_timeout_ms=180_000)
+        assert "probes over" in text and "No probes" not in text    # a real matrix
+    finally:
+        stop(server.proc)                         # the kernel lets go of the lab first
+        open_lab("repnb", backend="sandbox", sandbox=SANDBOX_NAME,
+                 state_dir=tmp_path / "state").destroy()
