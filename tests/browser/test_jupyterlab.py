@@ -233,7 +233,8 @@ def walk_through(server: LabServer, open_page: Any, shots: Path, *, lab: str, su
     assert "Traceback" not in text and "UsageError" not in text, text[-3000:]
     # forms and progress bars are widgets, not their text repr
     assert "VBox(" not in text and "HostForm" not in text and "IntProgress(" not in text
-    assert page.locator(".jp-OutputArea .widget-hprogress").count() >= 4   # 2 applies, destroy, form
+    # two applies, the destroy and the form's own bar
+    assert page.locator(".jp-OutputArea .widget-hprogress").count() >= 4
     form = form_area(page, f"Add a host to lab {lab}")
     assert form.locator(".widget-text input").count() == 2
     button = form.locator("button", has_text="Apply")

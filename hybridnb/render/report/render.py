@@ -92,7 +92,8 @@ def render_html(data: ReportData, *, standalone: bool = True) -> str:
     return template.render(r=data, sections=_sections(data, "html"), standalone=standalone)
 
 
-def render_markdown(data: ReportData, files_dir: str = "report_files") -> tuple[str, dict[str, str]]:
+def render_markdown(data: ReportData,
+                    files_dir: str = "report_files") -> tuple[str, dict[str, str]]:
     """The report as Markdown, and the pictures it links: ``{relative path: svg text}``."""
     template = environment().get_template("report.md.j2")
     files = {f"{files_dir}/{f.name}.svg": f.svg for s in data.sections for f in s.figures}
