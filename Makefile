@@ -3,6 +3,7 @@
 #   make demo    sets up the sandbox and runs the seed's lab end to end (KEEP=1 leaves it up)
 #   make unit    unit tests only (no root, no daemons)
 #   make bench   the benchmarks in benchmarks/
+#   make docs    regenerate the reference pages of the user guide (docs/) from the code
 
 SHELL := /bin/bash
 PY ?= python3
@@ -12,9 +13,9 @@ PYTEST_ARGS ?=
 APT_PACKAGES := docker.io iptables busybox-static iproute2 nftables kmod \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	dnsmasq-base dnsutils fping dnsperf tcpdump xz-utils cpio genisoimage gcc libc6-dev python3-dev \
-	iperf3
+	iperf3 chromium-headless-shell python3-venv
 
-.PHONY: test unit real demo bench deps venv images clean sandbox-down
+.PHONY: test unit real demo bench deps venv images clean sandbox-down docs
 
 test: deps venv images
 	$(VPY) -m pytest -q -ra $(PYTEST_ARGS) tests
@@ -61,6 +62,9 @@ demo: deps venv
 
 bench: deps venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(VPY) $$b || exit 1; done
+
+docs: venv
+	$(VPY) docs/generate.py
 
 sandbox-down: venv
 	$(VPY) -m hybridnb.cli sandbox down

@@ -87,6 +87,20 @@ class ApplyResult:
     def ok(self) -> bool:
         return all(o.error is None for o in self.outcomes)
 
+    def records(self) -> list[dict[str, Any]]:
+        """One plain record per action that ran: what, when (seconds after the start), how
+        long, and how it ended — the timeline the text, HTML and report show."""
+        return [{"op": o.action.op, "kind": o.action.kind, "name": o.action.name,
+                 "summary": o.action.resource.summary if o.action.resource else "",
+                 "started_s": round(o.started, 4), "seconds": round(o.seconds, 4),
+                 "ok": o.error is None, "error": "" if o.error is None else o.error.message}
+                for o in self.outcomes]
+
+    def to_record(self) -> dict[str, Any]:
+        """The whole run as plain data (persisted as the lab's ``last_apply``)."""
+        return {"headline": self.plan.headline(), "ok": self.ok,
+                "seconds": round(self.seconds, 4), "actions": self.records()}
+
     def to_text(self) -> str:
         if self.plan.empty:
             return f"{self.plan.headline()}; nothing to do ({self.seconds:.2f}s)"
@@ -266,6 +280,15 @@ def execute(plan: Plan, backend: Backend, state: LabState, *, progress: Progress
                 first = EngineError(f"{len(failed)} actions failed ({names}); first: "
                                     f"{first.message}", hint=first.hint)
             first.result = result  # type: ignore[attr-defined]
+            _remember(state, result)
             raise first
     result.seconds = time.perf_counter() - t0
+    _remember(state, result)
     return result
+
+
+def _remember(state: LabState, result: ApplyResult) -> None:
+    """Keep the run's timeline in the lab state (``last_apply``) for reports; a destroy's
+    state is forgotten with the lab, so what remains is the last apply."""
+    state.data["last_apply"] = {**result.to_record(), "at": round(time.time(), 3)}
+    state.save()

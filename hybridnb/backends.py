@@ -21,14 +21,24 @@ from hybridnb.target import Target, default_sandbox
 BACKENDS = ("dry-run", "sandbox", "host")
 
 
+def default_backend() -> str:
+    """The backend a lab uses when none is named: ``$HYBRIDNB_BACKEND`` if set, else the
+    sandbox when running as root and the dry-run backend when not (mybinder, a laptop
+    user: the sandbox needs root, the dry-run backend needs nothing)."""
+    chosen = os.environ.get("HYBRIDNB_BACKEND", "").strip()
+    if chosen:
+        return chosen
+    return "sandbox" if os.geteuid() == 0 else "dry-run"
+
+
 def resolve_backend(backend: str | Backend | None, *, state_dir: Path,
                     sandbox: str | None = None) -> Backend:
-    """A :class:`Backend` for a name (or the backend itself); no name: ``$HYBRIDNB_BACKEND``,
-    else ``sandbox`` (the one named by ``sandbox``, else ``$HYBRIDNB_SANDBOX``, else
-    ``default``)."""
+    """A :class:`Backend` for a name (or the backend itself); no name:
+    :func:`default_backend`.  The sandbox is the one named by ``sandbox``, else
+    ``$HYBRIDNB_SANDBOX``, else ``default``."""
     if isinstance(backend, Backend):
         return backend
-    name = backend or os.environ.get("HYBRIDNB_BACKEND", "sandbox")
+    name = backend or default_backend()
     if name == "dry-run":
         from hybridnb.drivers.dryrun import dry_run_backend
 

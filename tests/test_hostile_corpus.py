@@ -86,7 +86,11 @@ _BATCH = textwrap.dedent("""\
             problems = [["", "crash: " + repr(exc), None]]
         out[name] = {"code": code, "stdout": std.getvalue(), "stderr": err.getvalue(),
                      "seconds": seconds, "problems": problems}
-    out["_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # the peak of this process's own memory (ru_maxrss would carry over the forking parent's:
+    # Linux keeps it across execve)
+    with open("/proc/self/status") as status:
+        out["_maxrss_kb"] = next(int(line.split()[1]) for line in status
+                                 if line.startswith("VmHWM:"))
     json.dump(out, sys.__stdout__)
     """)
 

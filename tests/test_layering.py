@@ -40,7 +40,7 @@ RANK = {
     "cli": 8, "notebook": 8, "demo": 8,        # fronts
     "hybridnb": 9,                             # the package root: lazy public names
 }
-ONLY = {"render": {"errors", "core"}}          # stricter than the rank
+ONLY = {"render": {"errors", "version", "core"}}          # stricter than the rank
 CORE_MAY_NOT_IMPORT = {                        # touches the host, the notebook or plotting
     "os", "pathlib", "shutil", "socket", "subprocess", "tempfile", "ctypes", "fcntl",
     "signal", "threading", "multiprocessing", "select", "selectors", "asyncio", "glob",

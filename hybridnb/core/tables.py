@@ -36,6 +36,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str
     return "".join(parts)
 
 
+def format_ms(ms: float | None) -> str:
+    """A time in milliseconds as every table writes it: 3 decimals below 1 ms, 1 below 100,
+    none above; ``-`` for no value."""
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms:.3f}"
+    if ms < 100:
+        return f"{ms:.1f}"
+    return f"{ms:.0f}"
+
+
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned plain-text table (the ``__repr__`` twin of :func:`table`)."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]

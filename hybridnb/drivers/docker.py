@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+from hybridnb.core import naming
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import (ConflictError, EngineError, EngineUnavailable, HybridError,
                              NotFoundError)
@@ -134,6 +135,13 @@ class _DockerDriver:
     @property
     def api(self) -> Any:
         return self._clients.get()
+
+    def engine_version(self) -> dict[str, str]:
+        """The engine's version and API version (for reports and diagnostics)."""
+        with docker_errors("ask the engine for its version"):
+            info = self.api.version()
+        return {"docker": str(info.get("Version", "?")),
+                "docker API": str(info.get("ApiVersion", "?"))}
 
     def close(self) -> None:
         self._clients.close()
@@ -250,11 +258,13 @@ class ContainerDriver(_DockerDriver):
         return dict(sorted(out.items()))
 
     def state(self, lab: str) -> dict[str, dict[str, Any]]:
-        """Per endpoint: container id, name, state and status text (one list call)."""
+        """Per endpoint: container id, name, state, status text and the MAC address on the
+        lab's network (one list call)."""
         with docker_errors("list containers"):
             found = self.api.containers(all=True, filters={"label": f"{LAB}={lab}"})
         return {c["Labels"][ENDPOINT]: {"id": c["Id"], "name": c["Names"][0].lstrip("/"),
-                                        "state": c.get("State"), "status": c.get("Status")}
+                                        "state": c.get("State"), "status": c.get("Status"),
+                                        "mac": _mac(c, naming.docker_network(lab))}
                 for c in sorted(found, key=lambda c: c["Names"][0])
                 if (c.get("Labels") or {}).get(LAB) == lab and ENDPOINT in c["Labels"]}
 
@@ -384,6 +394,12 @@ class ContainerDriver(_DockerDriver):
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
                      "busybox:latest; other images must be loaded into this engine "
                      "(docker -H <its socket> load -i IMAGE.tar)") from exc
+
+
+def _mac(listed: Mapping[str, Any], network: str) -> str | None:
+    """The MAC address a listed container has on ``network`` (None when not attached)."""
+    nets = (listed.get("NetworkSettings") or {}).get("Networks") or {}
+    return (nets.get(network) or {}).get("MacAddress") or None
 
 
 def _split_image(image: str) -> tuple[str, str]:

@@ -134,6 +134,16 @@ class LibvirtDriver:
                                         hint="is libvirtd running for this target?") from exc
             return self._conn
 
+    def engine_version(self) -> dict[str, str]:
+        """libvirt's and the hypervisor's (QEMU's) versions (for reports and diagnostics)."""
+        def dotted(n: int) -> str:
+            return f"{n // 1000000}.{n // 1000 % 1000}.{n % 1000}"
+
+        conn = self.connection()
+        with self._errors("ask libvirt for its versions"):
+            return {"libvirt": dotted(conn.getLibVersion()),
+                    conn.getType().lower(): dotted(conn.getVersion())}
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -267,6 +267,12 @@ class Topology:
         self.figure.savefig(buf, format="png", dpi=dpi or self.figure.dpi)
         return buf.getvalue()
 
+    def to_svg(self, *, prefix: str = "topology") -> str:
+        """The drawing as inline SVG text, reproducible (see :mod:`hybridnb.render.figures`)."""
+        from hybridnb.render.figures import to_svg
+
+        return to_svg(self.figure, prefix=prefix)
+
     def _repr_png_(self) -> bytes:
         return self.to_png()
 

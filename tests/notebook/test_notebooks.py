@@ -3,7 +3,9 @@
 Parameters are injected papermill-style: a cell tagged ``injected-parameters`` is inserted
 right after the cell tagged ``parameters``.  The dry-run run is a unit test; the sandbox run
 (``real``) drives the real engines and must finish without errors.  Saved notebooks must have
-no outputs in the repository.
+no outputs in the repository.  Execution keeps the widgets' state (nbclient
+``store_widget_state``), so a notebook exported to HTML shows its forms and progress bars as
+they were at the end of the run.
 """
 
 from __future__ import annotations
@@ -33,13 +35,25 @@ def inject(nb, params: dict) -> None:
 
 def execute(path: Path, params: dict, monkeypatch, timeout: int = 600):
     nb = nbformat.read(path, as_version=4)
-    inject(nb, params)
+    if params:
+        inject(nb, params)
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT)}})
+                                     resources={"metadata": {"path": str(ROOT)}},
+                                     store_widget_state=True)
     client.execute()
     return nb
+
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def widget_views(nb) -> list[str]:
+    """The model ids of every widget a cell displayed."""
+    return [o["data"][WIDGET_VIEW]["model_id"] for c in nb.cells for o in c.get("outputs", [])
+            if WIDGET_VIEW in o.get("data", {})]
 
 
 def outputs(nb, kind: str = "text/plain") -> str:
@@ -73,6 +87,37 @@ def test_basics_on_dry_run(tmp_path, monkeypatch):
     html = outputs(nb, "text/html")
     assert "probe2" in html and "vm1.hybrid.local" in html
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert_widget_state(nb, tmp_path)
+
+
+def assert_widget_state(nb, tmp_path) -> None:
+    """Every widget a cell showed is in the saved state, with its last values, and the HTML
+    export carries that state: the form shows the host it added, the bars their ends."""
+    nbconvert = pytest.importorskip("nbconvert")
+    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
+    views = widget_views(nb)
+    assert views and all(v in state for v in views)
+    texts = [m["state"].get("value") for m in state.values()
+             if m["model_name"] == "TextModel"]
+    assert "probe2" in texts                               # the form's name field
+    bars = [m["state"] for m in state.values() if m["model_name"] == "IntProgressModel"]
+    assert bars and all(b["value"] == b["max"] and b["bar_style"] == "success" for b in bars)
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    (tmp_path / "basics.html").write_text(html)
+    assert WIDGET_STATE in html and '"probe2"' in html
+    assert all(v in html for v in views)
+
+
+def test_no_parameters_follow_the_environment(tmp_path, monkeypatch):
+    """The Binder case: no BACKEND parameter, HYBRIDNB_BACKEND=dry-run in the environment (as
+    binder/start exports it) — the notebook runs on the dry-run backend, even as root."""
+    monkeypatch.setenv("HYBRIDNB_BACKEND", "dry-run")
+    monkeypatch.setenv("HYBRIDNB_STATE_DIR", str(tmp_path))
+    nb = execute(BASICS, {}, monkeypatch)
+    text = outputs(nb)
+    assert "No probes on this backend" in text and "8 to delete" in text
+    assert "backend chosen for this run" in outputs(nb, "text/html")
+    assert "<td>dry-run</td>" in outputs(nb, "text/html")
 
 
 @pytest.mark.real

@@ -3,6 +3,7 @@ themselves (text for the CLI and ``repr``, an HTML table for Jupyter and reports
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -59,6 +60,38 @@ class QueryLogView:
 
     lab: str
     entries: Sequence[dict[str, Any]]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The entries as plain records (the query log's own fields)."""
+        return [{k: e.get(k) for k in ("time", "client", "name", "type", "rcode",
+                                         "latency_us")} for e in self.entries]
+
+    def summary(self, top: int = 10) -> dict[str, Any]:
+        """What the log says in a few numbers: how many queries, from when to when, how
+        they were answered (per answer code and type), the busiest clients and names, and
+        the answer latency (median, p90, p99, max µs)."""
+        from collections import Counter
+
+        def ranked(counter: Counter[str], n: int | None = None) -> list[dict[str, Any]]:
+            items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+            return [{"value": k, "count": c} for k, c in items[:n]]
+
+        times = [float(e["time"]) for e in self.entries if e.get("time") is not None]
+        lat = sorted(float(e["latency_us"]) for e in self.entries
+                     if isinstance(e.get("latency_us"), (int, float)))
+
+        def pct(q: float) -> float | None:          # nearest rank
+            return lat[max(1, math.ceil(q / 100 * len(lat))) - 1] if lat else None
+
+        def field(key: str) -> Counter[str]:
+            return Counter(str(e.get(key, "")) for e in self.entries)
+
+        return {"queries": len(self.entries),
+                "first": min(times) if times else None, "last": max(times) if times else None,
+                "rcodes": ranked(field("rcode")), "types": ranked(field("type")),
+                "clients": ranked(field("client"), top), "names": ranked(field("name"), top),
+                "latency_us": {"median": pct(50), "p90": pct(90), "p99": pct(99),
+                               "max": lat[-1] if lat else None}}
 
     def rows(self) -> list[list[str]]:
         out = []

@@ -104,14 +104,9 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _fmt_ms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    ms = seconds * 1000.0
-    if ms < 1:
-        return f"{ms:.3f}"
-    if ms < 100:
-        return f"{ms:.1f}"
-    return f"{ms:.0f}"
+    from hybridnb.core.tables import format_ms
+
+    return format_ms(None if seconds is None else seconds * 1000.0)
 
 
 @dataclass
@@ -216,12 +211,30 @@ class ConnectivityMatrix:
         RTT in ms, failures FAIL, skipped checks skip, pairs not probed a dot."""
         from hybridnb.core.tables import text_table
 
-        rows = [[src] + [self._cell_text(self.get(check, src, dst)) for dst in self.targets]
-                for src in self.sources]
-        c = self.counts(check)
+        grid = self.grid(check)
+        rows = [[row["source"]] + [cell["text"] for cell in row["cells"]]
+                for row in grid["rows"]]
+        c = grid["counts"]
         head = (f"{check}: {c['ok']} ok, {c['fail']} failed, {c['skip']} skipped "
                 f"(cells: median RTT in ms)")
         return head + "\n" + text_table(["from \\ to"] + self.targets, rows)
+
+    def grid(self, check: str) -> dict[str, Any]:
+        """One check's grid as plain data (what the text and HTML grids and the lab report
+        show): the counts, the targets, and per source one cell per target with its status
+        (``ok``/``fail``/``skip``, ``none`` when the pair was not probed), the text of the
+        text grid (median RTT in ms, ``FAIL``, ``skip``, ``.``) and the detail line."""
+        rows = []
+        for src in self.sources:
+            cells = []
+            for dst in self.targets:
+                r = self.get(check, src, dst)
+                cells.append({"target": dst, "status": "none" if r is None else r.status,
+                              "text": self._cell_text(r),
+                              "title": "" if r is None else _cell_tip(r)})
+            rows.append({"source": src, "cells": cells})
+        return {"check": check, "counts": self.counts(check), "targets": list(self.targets),
+                "rows": rows}
 
     def check_rows(self, checks: Sequence[str] | None = None) -> list[list[str]]:
         """One row per check: ok, failed, skipped, median and p99 of the pairs' median RTTs."""
@@ -283,13 +296,10 @@ class ConnectivityMatrix:
     def _cell_html(self, r: ProbeResult | None) -> str:
         if r is None:
             return '<td style="background:#f3f3f3"></td>'
+        tip = _cell_tip(r)
         if r.ok:
-            tip = (f"{r.check} {r.source} → {r.target}: min {_fmt_ms(r.rtt_min)} / "
-                   f"median {_fmt_ms(r.rtt_median)} / p99 {_fmt_ms(r.rtt_p99)} ms, "
-                   f"{r.received}/{r.sent}" + (f", {r.detail}" if r.detail else ""))
             text = _fmt_ms(r.rtt_median) if r.rtts else "ok"
             return f'<td class="ok" title="{escape(tip)}">{text}</td>'
-        tip = f"{r.check} {r.source} → {r.target}: {r.reason}"
         if r.ok is False:
             return f'<td class="fail" title="{escape(tip)}">✗ {escape(_short(r.reason))}</td>'
         return f'<td style="background:#eeeeee;color:#777" title="{escape(tip)}">skip</td>'
@@ -428,6 +438,15 @@ def _group_pairs(bad: Sequence[ProbeResult], probed: Sequence[ProbeResult]
     for s, t in sorted(left, key=lambda p: (_natural(p[0]), _natural(p[1]))):
         out.append((s, t))
     return out
+
+
+def _cell_tip(r: ProbeResult) -> str:
+    """The detail line of one cell (the HTML grid's tooltip, the report's cell title)."""
+    if r.ok:
+        return (f"{r.check} {r.source} → {r.target}: min {_fmt_ms(r.rtt_min)} / "
+                f"median {_fmt_ms(r.rtt_median)} / p99 {_fmt_ms(r.rtt_p99)} ms, "
+                f"{r.received}/{r.sent}" + (f", {r.detail}" if r.detail else ""))
+    return f"{r.check} {r.source} → {r.target}: {r.reason}"
 
 
 def _short(reason: str, n: int = 14) -> str:

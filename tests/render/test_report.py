@@ -1,0 +1,250 @@
+"""Lab reports on the dry-run backend: sections, formats, schema, determinism, self-containment.
+
+The connectivity matrix and the expectation report are built from the real result classes
+(``tests/render/reportlab.py``): the dry-run backend sends no packets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+
+import pytest
+
+pytest.importorskip("jinja2")
+pytest.importorskip("matplotlib")
+
+from hybridnb.render.report import (LabReport, Section, collect_report, register,  # noqa: E402
+                                    registered, render_html, render_json, render_markdown,
+                                    report_of, schema, table_section, write_report)
+from hybridnb.render.report.sections import unregister  # noqa: E402
+from tests.render.reportlab import dry_lab, results_for  # noqa: E402
+
+BUILTIN = ["overview", "environment", "lab", "topology", "endpoints", "connectivity", "dns",
+           "expectations", "timeline"]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return dry_lab(tmp_path / "state")
+
+
+@pytest.fixture
+def data(lab):
+    return collect_report(lab, generated="2026-01-01T00:00:00+00:00", **results_for(lab))
+
+
+def validator():
+    jsonschema = pytest.importorskip("jsonschema")
+    cls = jsonschema.Draft202012Validator
+    cls.check_schema(schema())
+    return cls(schema(), format_checker=jsonschema.FormatChecker())
+
+
+def test_every_builtin_section_is_collected_in_order(data):
+    assert data.keys == BUILTIN
+    assert [s.key for s in registered()][:len(BUILTIN)] == BUILTIN
+    assert all(not s.note for s in data.sections), [(s.key, s.note) for s in data.sections]
+
+
+def test_sections_carry_what_the_result_objects_say(lab, data):
+    status, plan = lab.status(), lab.plan()
+    extra = results_for(lab)
+    assert data.section("overview").data["headline"] == status.headline()
+    assert data.section("overview").data["verdict"] == "ok"        # the failure is expected
+    rows = data.section("endpoints").data["endpoints"]
+    assert [{k: r[k] for k in ("name", "kind", "address", "fqdn", "state")} for r in rows] \
+        == status.records()
+    macs = {r["name"]: r["mac"] for r in rows}
+    assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", macs["db"])    # VM and host: ours
+    assert macs["web"] is None                                       # Docker's, none on dry-run
+    assert data.section("lab").data["plan"]["headline"] == plan.headline()
+    conn = data.section("connectivity").data
+    assert conn["summary"] == extra["matrix"].summary()
+    assert conn["grids"] == [extra["matrix"].grid(c) for c in extra["matrix"].checks]
+    assert conn["results"] == extra["matrix"].records()
+    assert data.section("expectations").data["results"] == extra["validation"].records()
+    assert data.section("dns").data["records"] == lab.dns().records_list()
+    timeline = data.section("timeline").data
+    assert timeline["headline"].startswith("Plan for lab rpt: 7 to create")
+    assert [a["name"] for a in timeline["actions"]][:2] == ["hnbrpt0", "hnbrpt0"]
+    assert {f["name"] for f in data.section("environment").data["facts"]} >= {
+        "hybridnb", "python", "kernel", "backend", "VM acceleration"}
+
+
+def test_grid_text_is_built_from_grid(lab):
+    m = results_for(lab)["matrix"]
+    grid = m.grid("tcp")
+    text = m.grid_text("tcp")
+    assert "FAIL" in text
+    cell = next(c for row in grid["rows"] if row["source"] == "probe" for c in row["cells"]
+                if c["target"] == "db")
+    assert cell == {"target": "db", "status": "fail", "text": "FAIL",
+                    "title": "tcp probe → db: refused"}
+
+
+def test_json_validates_against_the_schema(data):
+    doc = json.loads(render_json(data))
+    errors = sorted(validator().iter_errors(doc), key=lambda e: e.json_path)
+    assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
+    assert doc["schema_version"] == 1 and doc["order"] == BUILTIN
+
+
+def test_schema_describes_every_builtin_section():
+    defs = schema()["$defs"]
+    props = schema()["properties"]["sections"]["properties"]
+    for key in BUILTIN:
+        assert key in defs and props[key] == {"$ref": f"#/$defs/{key}"}
+
+
+def test_a_bad_document_is_refused(data):
+    doc = json.loads(render_json(data))
+    doc["sections"]["endpoints"]["data"]["endpoints"][0]["state"] = "sideways"
+    del doc["sections"]["overview"]["title"]
+    assert len(list(validator().iter_errors(doc))) == 2
+
+
+def test_html_is_self_contained(data):
+    html = render_html(data)
+    assert html.lstrip().startswith("<!DOCTYPE html>")
+    assert "<script" not in html.lower() and "<link" not in html.lower()
+    assert "@import" not in html and "url(http" not in html
+    for attr, value in re.findall(r'\b(src|href|xlink:href)="([^"]*)"', html):
+        assert value.startswith(("#", "data:")), (attr, value)
+    for key in BUILTIN:
+        assert f'<section id="sec-{key}"' in html
+    assert html.count("<svg") == 1 + 3 + 1          # topology, 3 heatmaps, 1 distribution
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), "ids repeat across inline pictures"
+
+
+def test_markdown_has_the_same_sections_and_pictures_beside_it(data, tmp_path):
+    written = write_report(data, tmp_path / "out" / "lab.md")
+    text = (tmp_path / "out" / "lab.md").read_text()
+    titles = re.findall(r"^## (.+)$", text, re.M)
+    assert titles == [s.title for s in data.sections]
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(pictures) == 5 and all(p.startswith("lab_files/") for p in pictures)
+    for p in pictures:
+        svg = (tmp_path / "out" / p).read_text()
+        assert svg.startswith("<svg") and (tmp_path / "out" / p) in written
+    # tables are well formed: every row of a table has its header's number of cells
+    for block in re.findall(r"((?:^\|.*\|\n)+)", text, re.M):
+        widths = {len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}
+        assert len(widths) == 1, block
+
+
+def test_two_reports_of_an_unchanged_lab_differ_only_in_timestamps(lab, tmp_path):
+    extra = results_for(lab)
+    first = report_of(lab, generated="2026-01-01T00:00:00+00:00", **extra)
+    second = report_of(lab, generated="2026-01-02T11:22:33+00:00", **extra)
+    for suffix in (".html", ".md", ".json"):
+        a, b = (r.save(tmp_path / n / f"lab{suffix}") for n, r in (("a", first), ("b", second)))
+        (doc_a, *pics_a), (doc_b, *pics_b) = a, b
+        la, lb = doc_a.read_text().splitlines(), doc_b.read_text().splitlines()
+        changed = [line for line in difflib.unified_diff(la, lb, lineterm="", n=0)
+                   if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        assert changed and all(("2026-01-01T00:00:00" in c) or ("2026-01-02T11:22:33" in c)
+                               for c in changed), changed
+        assert len(changed) == 2 * len([c for c in changed if c.startswith("-")])
+        assert [p.read_bytes() for p in pics_a] == [p.read_bytes() for p in pics_b]
+        assert len(pics_a) == (5 if suffix == ".md" else 0)
+
+
+def test_a_fresh_collect_is_equal_too(lab):
+    extra = results_for(lab)
+    a = collect_report(lab, generated="x", **extra)
+    b = collect_report(lab, generated="x", **extra)
+    assert render_html(a) == render_html(b) and render_json(a) == render_json(b)
+
+
+def test_missing_results_become_notes(tmp_path):
+    lab = dry_lab(tmp_path / "state", applied=False)
+    data = collect_report(lab)
+    notes = {s.key: s.note for s in data.sections}
+    assert "nothing to probe" in notes["connectivity"]
+    assert "no apply of this lab is on record" in notes["timeline"]
+    assert data.section("overview").data["verdict"] == "attention"
+    applied = dry_lab(tmp_path / "state2")
+    notes = {s.key: s.note for s in collect_report(applied).sections}
+    assert "dry-run backend sends no packets" in notes["connectivity"]
+    assert "dry-run backend sends no packets" in notes["expectations"]
+    html = render_html(collect_report(applied))
+    assert "dry-run backend sends no packets" in html
+    assert not list(validator().iter_errors(json.loads(render_json(collect_report(lab)))))
+
+
+def test_probe_false_runs_no_probe(lab, monkeypatch):
+    monkeypatch.setattr(type(lab), "test", lambda self, *a, **k: pytest.fail("probed"))
+    data = collect_report(lab, probe=False)
+    assert "no probe run" in data.section("connectivity").note
+
+
+def test_sections_can_be_chosen(lab):
+    data = collect_report(lab, sections=["endpoints", "dns"])
+    assert data.keys == ["endpoints", "dns"]
+
+
+class _Findings:
+    """What a later feature's result object looks like: records() and summary()."""
+
+    def records(self):
+        return [{"check": "forward-policy", "status": "ok", "found": "DOCKER-USER accepts"},
+                {"check": "mtu", "status": "warn", "found": "veth 1450 < bridge 1500"}]
+
+    def summary(self):
+        return "1 warning"
+
+
+def test_a_feature_adds_its_section_in_a_few_lines(lab, tmp_path):
+    register(Section("doctor", "Doctor findings", 120, layout="table",
+                     collect=lambda ctx: table_section("doctor", "Doctor findings",
+                                                       ctx.ask("doctor", _Findings))))
+    try:
+        rep = report_of(lab, **results_for(lab))
+        assert rep.data.keys[-1] == "doctor"
+        html = rep.to_html()
+        assert '<section id="sec-doctor"' in html and "veth 1450 &lt; bridge 1500" in html
+        md, _ = rep.to_markdown()
+        assert "## Doctor findings" in md and "| mtu | warn | veth 1450 < bridge 1500 |" in md
+        doc = json.loads(rep.to_json())
+        assert doc["sections"]["doctor"]["data"]["columns"] == ["check", "status", "found"]
+        assert not list(validator().iter_errors(doc))
+    finally:
+        unregister("doctor")
+    assert "doctor" not in report_of(lab).data.keys
+
+
+def test_the_report_renders_itself(lab):
+    rep = report_of(lab, **results_for(lab))
+    assert isinstance(rep, LabReport)
+    inline = rep._repr_html_()
+    assert "<html" not in inline and inline.startswith("<style>")
+    assert 'class="hnb-report"' in inline
+    assert repr(rep).startswith("Report of lab rpt") and "Connectivity and latency" in repr(rep)
+
+
+def test_unknown_format_is_a_clear_error(data, tmp_path):
+    from hybridnb.errors import HybridError
+
+    with pytest.raises(HybridError, match="cannot tell the report format"):
+        write_report(data, tmp_path / "lab.pdf")
+    _, files = render_markdown(data, "pics")
+    assert set(files) == {f"pics/{f.name}.svg" for s in data.sections for f in s.figures}
+
+
+def test_the_report_package_imports_no_lab_no_service_no_driver():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import hybridnb.render.report, hybridnb.render.report.collect, "
+            "hybridnb.render.report.sections, hybridnb.render.report.render, "
+            "hybridnb.render.report.environment\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith(("
+            "'hybridnb.lab', 'hybridnb.services', 'hybridnb.drivers', 'hybridnb.notebook', "
+            "'hybridnb.cli')))))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
