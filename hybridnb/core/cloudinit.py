@@ -14,8 +14,9 @@ spec (pure, deterministic — golden-tested):
   (``HYBRIDNB-READY name=... ip=...``) on the serial console, as the test VM does.
 
 A VM of an image recipe (spec ``boot: disk``, an image built with ``cloud_init: true``) gets
-the same three files, but its user-data installs nothing and enables no systemd units: the
-image holds its packages already and hybridnb's init runs the agent and the services.
+the same three files, but its user-data installs nothing, enables no systemd units and
+prints no marker: the image holds its packages already, and hybridnb's init runs the agent
+and the services and prints the ready marker once they accept connections.
 
 The libvirt driver writes these into an ISO (:func:`seed_files` → genisoimage).
 """
@@ -90,7 +91,8 @@ def user_data(lab: str, spec: Mapping[str, Any], *, ssh_keys: Iterable[str] = ()
     if template == "docker" and not recipe_vm:
         runcmd.append(["systemctl", "enable", "--now", "docker"])
     marker = f"{READY_MARKER} name={spec['hostname']} ip={spec['address']}"
-    runcmd.append(["sh", "-c", f"echo '{marker}' > /dev/ttyS0"])
+    if not recipe_vm:               # hybridnb's init prints it once the services are up
+        runcmd.append(["sh", "-c", f"echo '{marker}' > /dev/ttyS0"])
     data: dict[str, Any] = {
         "hostname": spec["hostname"],
         "fqdn": fqdn,
@@ -103,7 +105,7 @@ def user_data(lab: str, spec: Mapping[str, Any], *, ssh_keys: Iterable[str] = ()
         "final_message": f"hybridnb lab {lab}: {spec['endpoint']} up after $UPTIME s",
     }
     if recipe_vm:
-        del data["package_update"], data["packages"]
+        del data["package_update"], data["packages"], data["runcmd"]
     if template == "docker" and not recipe_vm:
         data["groups"] = ["docker"]
     return "#cloud-config\n" + _dump(data)

@@ -176,10 +176,22 @@ class Recipe:
             "includes": list(self.path_includes()), "cloud_init": self.cloud_init,
         }
 
+    def rootfs_dict(self) -> dict[str, Any]:
+        """What the root filesystem depends on — not how it starts or its VM disk size, so
+        changing a service's port, the command or ``disk:`` reuses the rootfs."""
+        full = self.to_dict()
+        return {"format": FORMAT, "suite": self.suite, "packages": full["packages"],
+                "files": full["files"], "run": full["run"],
+                "setup": [script for _, script in self.setup_steps()],
+                "excludes": full["excludes"], "includes": full["includes"]}
+
     def digest(self) -> str:
         """SHA-256 of the canonical form (hex)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return _sha(self.to_dict())
+
+    def rootfs_digest(self) -> str:
+        """SHA-256 of :meth:`rootfs_dict` (hex)."""
+        return _sha(self.rootfs_dict())
 
     def summary(self) -> str:
         svc = ", ".join(f"{s.name}" + (f"/{','.join(map(str, s.ports))}" if s.ports else "")
@@ -187,6 +199,11 @@ class Recipe:
         return (f"{self.name}: {self.suite}, {len(self.all_packages())} packages"
                 + (f", services {svc}" if svc else "") + (", cloud-init" if self.cloud_init
                                                           else ""))
+
+
+def _sha(data: Mapping[str, Any]) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------------------ templates
@@ -577,6 +594,27 @@ BUILTIN: Mapping[str, Mapping[str, Any]] = {
 
 def builtin_recipes() -> dict[str, Recipe]:
     return {name: parse_recipe(name, body) for name, body in sorted(BUILTIN.items())}
+
+
+def lab_images(lab: Mapping[str, Any]) -> dict[str, tuple[Recipe, tuple[str, ...]]]:
+    """The recipes a lab file's mapping uses: ``{name: (recipe, shapes)}`` — every recipe of
+    its ``images:`` section (shape ``rootfs`` at least), and the built-in ones its endpoints
+    name; ``vm`` for a VM whose ``image:`` or ``template:`` is a recipe, ``container`` for a
+    container whose ``image:`` is one.  ValidationError for a bad ``images:`` section."""
+    recipes = parse_recipes(lab.get("images"))
+    own = set((lab.get("images") or {}) if isinstance(lab.get("images"), Mapping) else ())
+    shapes: dict[str, set[str]] = {name: {"rootfs"} for name in own}
+    endpoints = lab.get("endpoints")
+    for ep in (endpoints.values() if isinstance(endpoints, Mapping) else ()):
+        if not isinstance(ep, Mapping):
+            continue
+        kind = ep.get("kind", "container")
+        names = [ep.get("image")] + ([ep.get("template")] if kind == "vm" else [])
+        for name in names:
+            if isinstance(name, str) and name in recipes and kind in ("vm", "container"):
+                shapes.setdefault(name, set()).add(kind)
+    return {n: (recipes[n], tuple(sorted(shapes[n] - {"rootfs"}) or ("rootfs",)))
+            for n in sorted(shapes)}
 
 
 # ------------------------------------------------------------------------------ init script

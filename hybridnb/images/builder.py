@@ -3,9 +3,11 @@
 :func:`ensure_build` is the one entry: it returns a finished :class:`~hybridnb.images.store.Build`
 of the recipe, building it only when needed.
 
-* **Cache key.**  ``<name>-<recipe key>-<versions key>``: the recipe key hashes the canonical
-  recipe (:meth:`hybridnb.core.recipe.Recipe.digest`), this builder's format and the image's
-  init script; the versions key hashes every installed package with its version.  A hit
+* **Cache key.**  ``<name>-<recipe key>-<versions key>`` (the name of the recipe that built
+  it first; another recipe with the same rootfs shares the build): the recipe key hashes
+  what the rootfs depends on (:meth:`hybridnb.core.recipe.Recipe.rootfs_digest`: suite, packages,
+  files, build commands, slimming) and this builder's format; the versions key hashes every
+  installed package with its version.  A hit
   (same recipe, same versions) is decided from the private apt lists
   (:mod:`~hybridnb.images.aptindex`): while their fingerprint is one the build was checked
   under, it is a file read (milliseconds); after the lists change, one ``apt-get --simulate``
@@ -13,12 +15,16 @@ of the recipe, building it only when needed.
 * **Build.**  ``mmdebstrap --variant=minbase --mode=unshare`` (its own mount namespace: an
   interrupted build leaves no mounts behind) with the recipe's packages, dpkg path-excludes
   for slimming and ``force-unsafe-io`` (no fsync per file: ~40 % faster here), then in the
-  chroot: each service's setup, the recipe's files and hybridnb's init
-  (``/usr/lib/hybridnb/init``, ``/etc/hybridnb/services.sh``, templates), the recipe's
-  ``run`` commands.  The whole process tree runs in a PID namespace tied to this process
+  chroot: each service's setup, the recipe's files (templated ones also kept under
+  ``/etc/hybridnb/templates``), the recipe's ``run`` commands.  The whole process tree runs in a PID namespace tied to this process
   (``unshare --pid --kill-child`` + parent-death signal), so a SIGKILL of the caller stops it.
 * **Atomic.**  Everything happens in ``tmp/``; the finished directory is renamed into
   ``recipes/`` with its manifest, so the cache never holds a half build.
+* **The guest layer.**  hybridnb's own files — the init (``/usr/lib/hybridnb/init``) and
+  the services script generated from the recipe (``/etc/hybridnb/services.sh``) — are not
+  part of the rootfs: each shape adds them (:func:`guest_files`, keyed by
+  :func:`layer_key`), so a new hybridnb re-imports or re-makes a disk in seconds instead of
+  rebuilding every rootfs.
 * **Progress** goes to a callback as :class:`BuildEvent` (resolve, download, unpack,
   install, setup, files, run, finish, done / cached); **errors** are
   :class:`~hybridnb.errors.BuildError` naming the recipe and the step, with the log tail.
@@ -81,9 +87,38 @@ _STEP = re.compile(r"^hnb-step: (\S+) (.*)$")
 def recipe_key(recipe: Recipe) -> str:
     """The recipe half of the cache key (12 hex digits)."""
     h = hashlib.sha256()
-    h.update(recipe.digest().encode() + b"\0" + BUILDER_FORMAT.encode() + b"\0")
-    h.update(INIT_SCRIPT.read_bytes())
+    h.update(recipe.rootfs_digest().encode() + b"\0" + BUILDER_FORMAT.encode())
     return h.hexdigest()[:12]
+
+
+def guest_files(recipe: Recipe) -> dict[str, tuple[bytes, int]]:
+    """hybridnb's layer over a recipe's rootfs: ``{path: (content, mode)}``."""
+    return {GUEST_INIT: (INIT_SCRIPT.read_bytes(), 0o755),
+            "/etc/hybridnb/services.sh": (services_script(recipe).encode(), 0o644)}
+
+
+def layer_key(recipe: Recipe) -> str:
+    """Identity of what a shape adds to the rootfs: :func:`guest_files` and the recipe's
+    start-time settings (command, env, disk size, cloud-init) (8 hex digits)."""
+    h = hashlib.sha256()
+    for path, (data, mode) in sorted(guest_files(recipe).items()):
+        h.update(f"{path}\0{mode:o}\0".encode() + data + b"\0")
+    full = recipe.to_dict()
+    h.update(json.dumps({k: full[k] for k in ("command", "env", "disk", "memory", "cloud_init")},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:8]
+
+
+def write_guest_files(recipe: Recipe, root: Path) -> list[str]:
+    """Write :func:`guest_files` under ``root``; the relative paths written."""
+    out = []
+    for path, (data, mode) in sorted(guest_files(recipe).items()):
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        dest.chmod(mode)
+        out.append(path.lstrip("/"))
+    return out
 
 
 def versions_key(installed: dict[str, str]) -> str:
@@ -100,12 +135,12 @@ def ensure_build(recipe: Recipe, *, cache: Path | str | None = None,
     root = store.cache_root(cache)
     report = _reporter(recipe.name, progress)
     rkey = recipe_key(recipe)
-    key = f"{recipe.name}-{rkey}"
+    key = f"rootfs-{rkey}"
     with store.locked(root, key, on_wait=lambda: report("wait", 0.0, "waiting for another "
                                                         "build of this recipe")):
         store.clear_temps(root, key)
         index = AptIndex(root, recipe.suite)
-        found = store.builds(root, recipe.name, rkey)
+        found = store.builds(root, recipe_key=rkey)     # any recipe with this very rootfs
         if found and not force:
             hit = _check_hit(recipe, found[0], index, refresh, report)
             if hit is not None:
@@ -180,7 +215,7 @@ def _check_hit(recipe: Recipe, build: store.Build, index: AptIndex, refresh: boo
 def _build(recipe: Recipe, root: Path, rkey: str, index: AptIndex,
            report: Callable[[str, float, str], None]) -> store.Build:
     t0 = time.monotonic()
-    tmp = store.temp_dir(root, f"{recipe.name}-{rkey}")
+    tmp = store.temp_dir(root, f"rootfs-{rkey}")
     try:
         work = tmp / "work"
         out = tmp / "build"
@@ -249,17 +284,16 @@ def _write_steps(recipe: Recipe, work: Path) -> list[str]:
         (files / str(n)).write_bytes(data.encode() if isinstance(data, str) else data)
         installs.append(f"install -D -m {mode:04o} /tmp/hnb-files/{n} {shlex.quote(dest)}")
 
-    put(INIT_SCRIPT.read_bytes(), GUEST_INIT, 0o755)
-    put(services_script(recipe), "/etc/hybridnb/services.sh", 0o644)
     put(json.dumps(recipe.to_dict(), indent=1, sort_keys=True) + "\n",
         "/etc/hybridnb/recipe.json", 0o644)
     for f in recipe.files:
         if f.template:
             put(f.content, f"/etc/hybridnb/templates{f.path}", 0o644)
         put(f.content, f.path, f.mode)       # templated ones are rendered at every start
+    installs.append("mkdir -p /usr/lib/hybridnb /var/log/hybridnb")
     (files / "install.sh").write_text("\n".join(installs) + "\n")
     q = shlex.quote(str(files))
-    hooks.append(f"echo 'hnb-step: files {len(recipe.files)} file(s) and the init'; "
+    hooks.append(f"echo 'hnb-step: files {len(recipe.files)} file(s)'; "
                  f"cp -a {q} \"$1/tmp/hnb-files\" && chroot \"$1\" /bin/sh -e "
                  "/tmp/hnb-files/install.sh; rc=$?; rm -rf \"$1/tmp/hnb-files\"; exit $rc")
     for i, command in enumerate(recipe.run):

@@ -2,8 +2,10 @@
 
 The rootfs directory is streamed as a tar archive (GNU ``tar`` on the host, numeric owners)
 straight into the engine's import endpoint with chunked transfer — nothing is held in
-memory — and tagged ``hybridnb/<recipe>:<recipe key>-<versions key>``, so a tag names exactly
-one build and a present tag is a hit (one inspect call).  The image's configuration:
+memory — followed by hybridnb's guest files (init and services script,
+:func:`~hybridnb.images.builder.guest_files`), and tagged
+``hybridnb/<recipe>:<recipe key>-<versions key>-<layer key>``, so a tag names exactly one
+build and guest layer, and a present tag is a hit (one inspect call).  The image's configuration:
 
 * ``ENTRYPOINT ["/usr/lib/hybridnb/init"]`` — hybridnb's init renders the templated files
   with the container's name/address/domain, starts the recipe's services, waits until they
@@ -20,12 +22,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 from hybridnb.errors import BuildError, EngineUnavailable
 from hybridnb.images import store
-from hybridnb.images.builder import GUEST_INIT, BuildEvent
+from hybridnb.core.recipe import Recipe
+from hybridnb.images.builder import GUEST_INIT, BuildEvent, layer_key, write_guest_files
 
 LABEL_IMAGE = "hybridnb.image"
 LABEL_RECIPE = "hybridnb.recipe"
@@ -33,32 +38,33 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _CHUNK = 1 << 20
 
 
-def image_tag(build: store.Build) -> str:
-    return f"hybridnb/{build.name}:{build.recipe_key}-{build.versions_key}"
+def image_tag(build: store.Build, recipe: Recipe) -> str:
+    return f"hybridnb/{build.name}:{build.recipe_key}-{build.versions_key}-{layer_key(recipe)}"
 
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def changes(build: store.Build) -> list[str]:
+def changes(build: store.Build, recipe: Recipe) -> list[str]:
     """The Dockerfile-style instructions given to the import."""
-    recipe = build.manifest["recipe"]
     out = [f"ENTRYPOINT {json.dumps([GUEST_INIT])}", "WORKDIR /", f"ENV PATH={PATH}",
-           f"LABEL {LABEL_IMAGE}={build.id}", f"LABEL {LABEL_RECIPE}={build.name}"]
-    if recipe.get("command"):
-        out.append(f"CMD {json.dumps(list(recipe['command']))}")
-    for key, value in sorted((recipe.get("env") or {}).items()):
-        out.append(f"ENV {key}={_quote(str(value))}")
-    for svc in recipe.get("services") or []:
-        for port in svc.get("ports") or []:
-            out.append(f"EXPOSE {int(port)}/tcp")
+           f"LABEL {LABEL_IMAGE}={build.id}", f"LABEL {LABEL_RECIPE}={recipe.name}"]
+    if recipe.command:
+        out.append(f"CMD {json.dumps(list(recipe.command))}")
+    for key, value in recipe.env:
+        out.append(f"ENV {key}={_quote(value)}")
+    for _service, port in recipe.service_ports():
+        out.append(f"EXPOSE {port}/tcp")
     return out
 
 
-def _tar_stream(build: store.Build, counter: list[int]) -> Iterator[bytes]:
-    proc = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "-C", str(build.rootfs),
-                             "-cf", "-", "."], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _tar_stream(build: store.Build, layer: Path, files: list[str],
+                counter: list[int]) -> Iterator[bytes]:
+    """The rootfs, then hybridnb's guest files (later entries win on import)."""
+    proc = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "-cf", "-",
+                             "-C", str(build.rootfs), ".", "-C", str(layer), *files],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     try:
         while chunk := proc.stdout.read(_CHUNK):
@@ -72,15 +78,16 @@ def _tar_stream(build: store.Build, counter: list[int]) -> Iterator[bytes]:
                              recipe=build.name, step="import")
 
 
-def ensure_container_image(build: store.Build, docker_url: str,
+def ensure_container_image(build: store.Build, recipe: Recipe, docker_url: str,
                            progress: Callable[[BuildEvent], None] | None = None) -> str:
-    """The tag of ``build`` in the engine at ``docker_url``, imported first if missing."""
+    """The tag of ``build`` (of ``recipe``) in the engine at ``docker_url``, imported first
+    if missing."""
     import docker
     import docker.errors
 
     from hybridnb.drivers.docker import docker_errors
 
-    tag = image_tag(build)
+    tag = image_tag(build, recipe)
     if not docker_url:
         raise EngineUnavailable("no Docker engine to import the image into", engine="docker",
                                 hint="hybridnb sandbox up")
@@ -100,8 +107,11 @@ def ensure_container_image(build: store.Build, docker_url: str,
             t0 = time.monotonic()
             repo, _, version = tag.rpartition(":")
             counter = [0]
-            client.import_image_from_data(_tar_stream(build, counter), repository=repo,
-                                          tag=version, changes=changes(build))
+            with tempfile.TemporaryDirectory(prefix="hnb-layer-") as layer:
+                files = write_guest_files(recipe, Path(layer))
+                client.import_image_from_data(_tar_stream(build, Path(layer), files, counter),
+                                              repository=repo, tag=version,
+                                              changes=changes(build, recipe))
             client.inspect_image(tag)
             if progress:
                 progress(BuildEvent(build.name, "import", 1.0,

@@ -2,8 +2,8 @@
 
 ``mkfs.ext4 -d`` copies a directory into a fresh file system image (sparse, ~1 s per few
 hundred MB), so no loop device and no mount is needed.  The directory is a hard-link copy of
-the build's rootfs (``cp -al``: instant, and the rootfs itself is never written) plus what
-only a VM needs, from the kernel bundle (:mod:`hybridnb.images.vmkernel`): the modules as
+the build's rootfs (``cp -al``: instant, and the rootfs itself is never written) plus
+hybridnb's guest files (init, services script) and what only a VM needs, from the kernel bundle (:mod:`hybridnb.images.vmkernel`): the modules as
 ``/usr/lib/modules/<version>``, the guest agent under ``/usr/lib/hybridnb/qga`` and busybox
 as ``/usr/lib/hybridnb/bin/busybox``.
 
@@ -33,7 +33,9 @@ from typing import Callable
 
 from hybridnb.errors import BuildError, EngineUnavailable
 from hybridnb.images import store
-from hybridnb.images.builder import BuildEvent
+from hybridnb.core.recipe import Recipe
+from hybridnb.images import builder
+from hybridnb.images.builder import BuildEvent, layer_key, write_guest_files
 from hybridnb.images.vmkernel import KernelBundle, ensure_bundle
 
 DISK_FORMAT = "1"
@@ -71,29 +73,28 @@ def auto_size_mib(used_bytes: int) -> int:
     return int(-(-raw // 64) * 64)
 
 
-def ensure_vm_image(build: store.Build, *, cache: Path | str | None = None,
+def ensure_vm_image(build: store.Build, recipe: Recipe, *, cache: Path | str | None = None,
                     progress: Callable[[BuildEvent], None] | None = None) -> VMImage:
-    """The VM disk of ``build`` (made when missing) with the kernel bundle to boot it."""
+    """The VM disk of ``build`` (of ``recipe``; made when missing) with the kernel bundle to
+    boot it."""
     root = store.cache_root(cache)
     bundle = ensure_bundle(root, progress)
-    out = build.path / f"vm-{bundle.id}-{DISK_FORMAT}"
-    recipe = build.manifest["recipe"]
+    out = build.path / f"vm-{bundle.id}-d{DISK_FORMAT}-{layer_key(recipe)}"
     if not (out / store.MANIFEST).exists():
         with store.locked(root, f"{build.id}-vm"):
             if not (out / store.MANIFEST).exists():
                 store.clear_temps(root, f"{build.id}-vm")
                 tmp = store.temp_dir(root, f"{build.id}-vm")
                 try:
-                    _make(build, bundle, tmp, out, progress)
+                    _make(build, recipe, bundle, tmp, out, progress)
                 finally:
                     store.remove_tree(tmp)
     data = store.read_manifest(out) or {}
     return VMImage(build.name, build.id, bundle.kernel, bundle.initrd, out / "disk.img",
-                   int(data.get("size_mib", 0)), bool(recipe.get("cloud_init")),
-                   recipe.get("memory"))
+                   int(data.get("size_mib", 0)), recipe.cloud_init, recipe.memory)
 
 
-def _make(build: store.Build, bundle: KernelBundle, tmp: Path, out: Path,
+def _make(build: store.Build, recipe: Recipe, bundle: KernelBundle, tmp: Path, out: Path,
           progress: Callable[[BuildEvent], None] | None) -> None:
     def say(fraction: float, text: str) -> None:
         if progress is not None:
@@ -103,6 +104,9 @@ def _make(build: store.Build, bundle: KernelBundle, tmp: Path, out: Path,
     say(0.1, "assembling the VM disk")
     stage = tmp / "stage"
     _cp(["cp", "-al", str(build.rootfs), str(stage)], build.name)
+    for rel in builder.guest_files(recipe):             # new files, not the rootfs' links
+        (stage / rel.lstrip("/")).unlink(missing_ok=True)
+    write_guest_files(recipe, stage)
     lib = stage / "usr/lib"
     (lib / "modules").mkdir(exist_ok=True)
     _cp(["cp", "-al", str(bundle.modules), str(lib / "modules" / bundle.version)], build.name)
@@ -112,7 +116,7 @@ def _make(build: store.Build, bundle: KernelBundle, tmp: Path, out: Path,
     (hnb / "bin").mkdir(exist_ok=True)
     shutil.copy2(bundle.busybox, hnb / "bin" / "busybox")
     used = store.tree_size(stage)
-    want = build.manifest["recipe"].get("disk")
+    want = recipe.disk
     need = needed_mib(used)
     if want is not None and want < need:
         raise BuildError(f"disk: {want} MiB is too small for this image, which needs at least "

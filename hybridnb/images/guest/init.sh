@@ -23,12 +23,12 @@ LOGDIR=/var/log/hybridnb
 LIB=/usr/lib/hybridnb
 MODE=container
 if [ "${1:-}" = --vm ]; then MODE=vm; shift; fi
-TIMEOUT=${HYBRIDNB_SERVICE_TIMEOUT:-120}
 NAME= ADDR= DOMAIN= GW= DNS= CLOUDINIT=
 HNB_SERVICES=() HNB_READY=() HNB_MODULES=() HNB_TEMPLATES=() HNB_TEMPLATE_MODES=()
 hnb_boot() { :; }
 # shellcheck source=/dev/null
 [ -r "$HNB/services.sh" ] && . "$HNB/services.sh"
+TIMEOUT=${HYBRIDNB_SERVICE_TIMEOUT:-120}
 
 say() { echo "hybridnb-init: $*"; }
 uptime_s() { local up _; read -r up _ < /proc/uptime; echo "$up"; }
