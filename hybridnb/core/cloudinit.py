@@ -58,7 +58,9 @@ def network_config(spec: Mapping[str, Any], *, only_nic: bool = True) -> str:
         "addresses": [f"{spec['address']}/{spec['prefix']}"],
     }
     if only_nic:
-        nic["routes"] = [{"to": "default", "via": spec["gateway"]}]
+        # 0.0.0.0/0 rather than "default": cloud-init 22.4's ENI renderer (Debian 12)
+        # rejects "default" as an address
+        nic["routes"] = [{"to": "0.0.0.0/0", "via": spec["gateway"]}]
     ns: dict[str, Any] = {}
     if spec.get("dns"):
         ns["addresses"] = list(spec["dns"])

@@ -62,8 +62,9 @@ SLIM_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*",
                  "/usr/share/groff/*")
 SLIM_INCLUDES = ("/usr/share/doc/*/copyright", "/usr/share/locale/locale.alias")
 #: What cloud-init needs to configure a VM without systemd: ifupdown renders its network
-#: config, iproute2 renames the NIC, resolvconf applies the DNS servers.
-CLOUD_INIT_PACKAGES = ("cloud-init", "ifupdown", "iproute2", "resolvconf")
+#: config, iproute2 renames the NIC, net-tools' route adds the default route (cloud-init's
+#: ENI output), resolvconf applies the DNS servers.
+CLOUD_INIT_PACKAGES = ("cloud-init", "ifupdown", "iproute2", "net-tools", "resolvconf")
 
 KEYS = ("suite", "packages", "files", "run", "services", "env", "command", "boot", "disk",
         "memory", "modules", "exclude", "slim", "cloud_init", "description")

@@ -176,10 +176,10 @@ start_agent() {
 PIDS=()
 FAILED=
 
-fail() {  # service reason
+fail() {  # service reason (the log tail first: whoever waits for the marker stops there)
     FAILED=$1
-    echo "HYBRIDNB-FAILED name=$NAME service=$1 reason=$2"
     [ -r "$LOGDIR/$1.log" ] && tail -n 20 "$LOGDIR/$1.log" | sed "s/^/hybridnb-init: $1| /"
+    echo "HYBRIDNB-FAILED name=$NAME service=$1 reason=$2"
 }
 
 port_open() {  # port: a connection to it succeeds (loopback, else the lab address)
