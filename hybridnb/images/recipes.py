@@ -19,6 +19,7 @@ objects that render themselves (text and HTML).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,27 +141,53 @@ def list_images(cache: Path | str | None = None) -> ImageList:
 @dataclass
 class PruneResult:
     removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
     freed: int = 0
 
     def to_text(self) -> str:
-        if not self.removed:
-            return "nothing to prune"
-        return (f"removed {len(self.removed)} item(s), {self.freed / 2**20:.0f} MiB freed:\n"
-                + "\n".join(f"  {r}" for r in self.removed))
+        lines = [f"removed {len(self.removed)} item(s), {self.freed / 2**20:.0f} MiB freed"
+                 + (":" if self.removed else "")] if self.removed else ["nothing to prune"]
+        lines += [f"  {r}" for r in self.removed]
+        lines += [f"  kept {k}" for k in self.kept]
+        return "\n".join(lines)
 
     __repr__ = to_text
 
 
+def _open_files() -> set[str]:
+    """Paths some process holds open (a running VM's disk, the kernel it booted...)."""
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return out
+
+
 def prune(cache: Path | str | None = None, *, everything: bool = False) -> PruneResult:
-    """Remove builds superseded by a newer one of the same recipe (``everything``: all
-    builds and kernel bundles), VM disks of older kernel bundles, and leftovers of
-    interrupted builds whose process is gone."""
+    """Remove builds superseded by a newer one of the same recipe name (``everything``: all
+    builds and kernel bundles), VM disks of older kernel bundles or guest layers, and
+    leftovers of interrupted builds whose process is gone.  Anything a running process
+    holds open (a VM's disk) is kept."""
     from hybridnb.images.vmkernel import find_bundle
 
     root = store.cache_root(cache)
     result = PruneResult()
+    busy = _open_files()
 
     def drop(path: Path) -> None:
+        prefix = str(path) + "/"
+        held = sorted(f for f in busy if f.startswith(prefix))
+        if held:
+            result.kept.append(f"{path.relative_to(root)} (in use: {held[0]})")
+            return
         result.freed += store.tree_size(path)
         store.remove_tree(path)
         result.removed.append(str(path.relative_to(root)))
@@ -168,7 +195,7 @@ def prune(cache: Path | str | None = None, *, everything: bool = False) -> Prune
     seen: set[str] = set()
     bundle = find_bundle(root)
     for b in store.builds(root):                       # newest first
-        key = b.recipe_key
+        key = b.name
         with store.locked(root, f"rootfs-{b.recipe_key}"):
             if everything or key in seen:
                 drop(b.path)

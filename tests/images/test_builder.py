@@ -277,3 +277,41 @@ def test_store_listing_and_safe_removal(tmp_path) -> None:
     assert not (root / "x").exists()
     data = json.loads((store.recipes_dir(root) / "a-k0-v" / store.MANIFEST).read_text())
     assert data["built"] == 1.0
+
+
+def test_prune_keeps_the_newest_of_each_recipe_and_what_is_in_use(tmp_path) -> None:
+    from hybridnb.images.recipes import list_images, prune
+
+    root = tmp_path
+
+    def make(name: str, key: str, built: float, disks: tuple[str, ...] = ()) -> Path:
+        d = store.recipes_dir(root) / f"{name}-{key}-v"
+        (d / "rootfs/etc").mkdir(parents=True)
+        (d / "rootfs/etc/x").write_bytes(b"x" * 5000)
+        store.write_json_atomic(d / store.MANIFEST, {"name": name, "recipe_key": key,
+                                                     "versions_key": "v", "built": built})
+        for i, disk in enumerate(disks):
+            (d / disk).mkdir()
+            (d / disk / "disk.img").write_bytes(b"d")
+            store.write_json_atomic(d / disk / store.MANIFEST, {"built": built + i})
+        return d
+
+    old = make("web", "k1", 1.0)
+    new = make("web", "k2", 2.0, ("vm-old-kernel-d1-aa",))
+    busy = make("pg", "k3", 1.0)
+    held = make("pg", "k4", 0.5)
+    (root / "tmp" / "rootfs-k9.999999999.1").mkdir(parents=True)
+    listing = list_images(root)
+    assert [r["id"] for r in listing.records()] == ["pg-k3-v", "pg-k4-v", "web-k2-v",
+                                                    "web-k1-v"]
+    assert "4 image builds" in listing.to_text() and "<table" in listing._repr_html_()
+    with open(held / "rootfs/etc/x", "rb"):                 # "a running VM holds it"
+        result = prune(root)
+    assert sorted(result.removed) == ["recipes/web-k1-v", "recipes/web-k2-v/vm-old-kernel-d1-aa",
+                                      "tmp/rootfs-k9.999999999.1"]
+    assert result.kept == [f"recipes/pg-k4-v (in use: {held}/rootfs/etc/x)"]
+    assert not old.exists() and new.exists() and busy.exists() and held.exists()
+    assert "kept recipes/pg-k4-v" in result.to_text()
+    everything = prune(root, everything=True)
+    assert len(everything.removed) == 3 and not store.builds(root)
+    assert prune(root).to_text() == "nothing to prune"
