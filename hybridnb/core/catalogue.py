@@ -11,9 +11,10 @@ module knows, for each name, what that means inside a rootfs built from Debian p
 * ``run``       — shell that ``exec``\\ s the service in the *foreground*, so the image's init
   (``hybridnb/images/guest/init.sh``) owns its pid, logs its output to
   ``/var/log/hybridnb/<name>.log`` and notices when it dies;
-* readiness     — the TCP ``ports`` that must accept connections (``postgresql`` → 5432) or a
-  unix ``socket`` that must exist (``dockerd`` → ``/run/docker.sock``); a service with
-  neither is ready once it has stayed up for a moment (HAProxy: its ports are in its config);
+* readiness     — the TCP ``ports`` that must accept connections (``postgresql`` → 5432), a
+  ``check`` command that must succeed (``dockerd``: ``docker version``; its socket exists
+  seconds before the API answers) or a unix ``socket`` that must exist; a service with none
+  is ready once it has stayed up for a moment (HAProxy: its ports are in its config);
 * ``exclude``   — dpkg ``path-exclude`` patterns that slim the image (PostgreSQL's LLVM JIT is
   133 MB, Prometheus' bundled timezone data 221 MB and ``promtool`` 48 MB);
 * ``modules``   — kernel modules a VM loads before the service starts (``dockerd``).
@@ -44,6 +45,7 @@ class ServiceDef:
     provided_by: tuple[str, ...] = ()          # fnmatch patterns of packages that provide it
     ports: tuple[int, ...] = ()                # TCP ports that accept connections when ready
     socket: str | None = None                  # or: a unix socket that exists when ready
+    check: str = ""                            # or: a command that succeeds when ready
     prepare: str = ""                          # shell run at start, before ``run``
     setup: str = ""                            # shell run at build time in the chroot
     exclude: tuple[str, ...] = ()              # dpkg path-exclude patterns
@@ -52,9 +54,12 @@ class ServiceDef:
 
     @property
     def ready(self) -> str:
-        """Readiness as the init reads it: ``tcp:5432,80``, ``unix:/run/x.sock`` or ``up``."""
+        """Readiness as the init reads it: ``tcp:5432,80``, ``cmd:<shell>``,
+        ``unix:/run/x.sock`` or ``up``."""
         if self.ports:
             return "tcp:" + ",".join(str(p) for p in self.ports)
+        if self.check:
+            return f"cmd:{self.check}"
         if self.socket:
             return f"unix:{self.socket}"
         return "up"
@@ -62,7 +67,8 @@ class ServiceDef:
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "run": self.run, "packages": list(self.packages),
                 "provided_by": list(self.provided_by), "ports": list(self.ports),
-                "socket": self.socket, "prepare": self.prepare, "setup": self.setup,
+                "socket": self.socket, "check": self.check, "prepare": self.prepare,
+                "setup": self.setup,
                 "exclude": list(self.exclude), "modules": list(self.modules)}
 
 
@@ -123,6 +129,7 @@ CATALOGUE: Mapping[str, ServiceDef] = {s.name: s for s in (
     ServiceDef(
         "dockerd", "exec dockerd -H unix:///run/docker.sock", packages=("docker.io", "kmod"),
         provided_by=("docker.io", "docker-ce"), socket="/run/docker.sock",
+        check="docker version >/dev/null 2>&1",
         prepare="mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup",
         modules=("overlay", "br_netfilter", "veth", "bridge", "nf_tables", "nft_chain_nat",
                  "xt_MASQUERADE", "xt_addrtype", "xt_conntrack"),
@@ -155,10 +162,11 @@ class CustomService:
     user: str | None = None
     prepare: str = ""
     modules: tuple[str, ...] = field(default_factory=tuple)
+    check: str = ""
 
     def definition(self) -> ServiceDef:
         shell = f"sh -c {shlex.quote(self.command)}"
         run = as_user(self.user, shell) if self.user else f"exec {shell}"
         return ServiceDef(self.name, run, ports=self.ports, socket=self.socket,
-                          prepare=self.prepare, modules=self.modules,
+                          check=self.check, prepare=self.prepare, modules=self.modules,
                           description=f"{self.name}: {self.command}")

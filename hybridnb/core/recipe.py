@@ -69,7 +69,8 @@ CLOUD_INIT_PACKAGES = ("cloud-init", "ifupdown", "iproute2", "net-tools", "resol
 KEYS = ("suite", "packages", "files", "run", "services", "env", "command", "boot", "disk",
         "memory", "modules", "exclude", "slim", "cloud_init", "description")
 FILE_KEYS = ("content", "mode", "template")
-SERVICE_KEYS = ("name", "command", "port", "ports", "socket", "user", "prepare", "modules")
+SERVICE_KEYS = ("name", "command", "port", "ports", "socket", "check", "user", "prepare",
+                "modules")
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
@@ -377,10 +378,11 @@ def _custom_service(p: _Parser, where: str, raw: Mapping[str, Any]) -> ServiceDe
         p.add(f"{where}.socket", f"{socket!r} is not an absolute path")
         ok = False
     modules = p.strings(raw.get("modules"), f"{where}.modules", "a kernel module name", _MODULE)
-    prepare = raw.get("prepare", "")
-    if not isinstance(prepare, str):
-        p.add(f"{where}.prepare", f"expected a shell command, got {_kind(prepare)}")
-        ok = False
+    prepare, check = raw.get("prepare", ""), raw.get("check", "")
+    for key, value in (("prepare", prepare), ("check", check)):
+        if not isinstance(value, str):
+            p.add(f"{where}.{key}", f"expected a shell command, got {_kind(value)}")
+            ok = False
     if command is None and base is None:
         p.add(where, f"service {name!r} is not in the catalogue and has no command",
               (_did_you_mean(name, list(CATALOGUE)) or "") + " give command: to run your own"
@@ -390,18 +392,21 @@ def _custom_service(p: _Parser, where: str, raw: Mapping[str, Any]) -> ServiceDe
         return None
     if command is None:                        # a catalogue service with changed readiness
         assert base is not None
-        return _override(base, ports, socket)
+        return _override(base, ports, socket, check)
     return CustomService(name, command, ports or (), socket, user, prepare or "",
-                         modules).definition()
+                         modules, check or "").definition()
 
 
-def _override(base: ServiceDef, ports: tuple[int, ...] | None, socket: str | None) -> ServiceDef:
+def _override(base: ServiceDef, ports: tuple[int, ...] | None, socket: str | None,
+              check: str = "") -> ServiceDef:
     from dataclasses import replace
 
     if ports is not None:
-        return replace(base, ports=ports, socket=None)
+        return replace(base, ports=ports, socket=None, check="")
+    if check:
+        return replace(base, ports=(), check=check)
     if socket is not None:
-        return replace(base, ports=(), socket=socket)
+        return replace(base, ports=(), socket=socket, check="")
     return base
 
 
@@ -568,14 +573,18 @@ def parse_recipes(raw: Any, *, path: str = "images",
 BASE_TOOLS = ("iproute2", "iputils-ping", "dnsutils", "curl", "tcpdump", "iperf3",
               "netcat-openbsd", "traceroute", "procps")
 
-_DOCKER_BUSYBOX = (
-    "docker image inspect busybox:latest >/dev/null 2>&1 || {\n"
-    "  d=$(mktemp -d); mkdir -p \"$d/bin\" \"$d/etc\" \"$d/tmp\"; cp /bin/busybox \"$d/bin/\"\n"
-    "  for a in $(/bin/busybox --list); do [ \"$a\" = busybox ] || "
-    "ln -s busybox \"$d/bin/$a\"; done\n"
-    "  echo 'root:x:0:0:root:/root:/bin/sh' > \"$d/etc/passwd\"\n"
-    "  tar -C \"$d\" -c . | docker import -c 'CMD [\"sh\"]' - busybox:latest >/dev/null\n"
-    "  rm -rf \"$d\"\n}")
+#: The docker template's offline ``busybox`` image: a rootfs tar made at build time from
+#: busybox-static, imported into the VM's dockerd at start (if it is not there yet).
+_BUSYBOX_TAR = "/usr/share/hybridnb/busybox-image.tar"
+_DOCKER_BUSYBOX_BUILD = (
+    "d=$(mktemp -d); mkdir -p \"$d/bin\" \"$d/etc\" \"$d/tmp\" /usr/share/hybridnb\n"
+    "cp /bin/busybox \"$d/bin/\"\n"
+    "for a in $(/bin/busybox --list); do [ \"$a\" = busybox ] || ln -s busybox \"$d/bin/$a\"; "
+    "done\n"
+    "echo 'root:x:0:0:root:/root:/bin/sh' > \"$d/etc/passwd\"\n"
+    f"tar -C \"$d\" -cf {_BUSYBOX_TAR} .; rm -rf \"$d\"")
+_DOCKER_BUSYBOX_BOOT = ("docker image inspect busybox:latest >/dev/null 2>&1 || docker import "
+                        f"-c 'CMD [\"sh\"]' {_BUSYBOX_TAR} busybox:latest >/dev/null")
 
 #: The seed's VM templates as recipes (a lab's ``images:`` may redefine them).
 BUILTIN: Mapping[str, Mapping[str, Any]] = {
@@ -583,7 +592,8 @@ BUILTIN: Mapping[str, Mapping[str, Any]] = {
              "description": "Debian with the network tools: ip, ping, dig, curl, tcpdump, "
                             "iperf3, nc, traceroute"},
     "docker": {"packages": list(BASE_TOOLS) + ["busybox-static"],
-               "services": ["dockerd"], "boot": [_DOCKER_BUSYBOX], "memory": 512,
+               "services": ["dockerd"], "run": [_DOCKER_BUSYBOX_BUILD],
+               "boot": [_DOCKER_BUSYBOX_BOOT], "memory": 512,
                "description": "Debian with docker.io running inside (containers in a VM); "
                               "busybox:latest is imported at start, so `docker run busybox` "
                               "works offline"},

@@ -28,7 +28,7 @@ def test_builtin_templates_are_recipes() -> None:
         assert tool in rs["base"].all_packages()
     assert {"docker.io", "kmod", "busybox-static"} <= set(rs["docker"].all_packages())
     assert [s.name for s in rs["docker"].services] == ["dockerd"]
-    assert rs["docker"].services[0].ready == "unix:/run/docker.sock"
+    assert rs["docker"].services[0].ready == "cmd:docker version >/dev/null 2>&1"
     assert {"tshark", "prometheus-node-exporter"} <= set(rs["observer"].all_packages())
     assert rs["observer"].service_ports() == (("node-exporter", 9100),)
     assert "overlay" in rs["docker"].kernel_modules()
@@ -90,8 +90,11 @@ def test_services_forms() -> None:
         "nginx/8080", {"name": "redis", "port": 6380},
         {"name": "app", "command": "cd /srv && python3 -m http.server 8000", "port": 8000,
          "user": "www-data"},
-        {"name": "sock", "command": "my-daemon", "socket": "/run/my.sock"}]})
-    nginx, redis, app, sock = rec.services
+        {"name": "sock", "command": "my-daemon", "socket": "/run/my.sock"},
+        {"name": "dockerd", "socket": "/run/d.sock"},
+        {"name": "chk", "command": "my-daemon", "check": "test -e /run/ok"}]})
+    nginx, redis, app, sock, dockerd, chk = rec.services
+    assert dockerd.ready == "unix:/run/d.sock" and chk.ready == "cmd:test -e /run/ok"
     assert nginx.ports == (8080,) and nginx.run == CATALOGUE["nginx"].run
     assert redis.ports == (6380,) and redis.packages == ("redis-server",)
     assert app.ready == "tcp:8000"

@@ -194,6 +194,7 @@ is_ready() {  # index started-at
             local ports=${ready#tcp:}
             for p in ${ports//,/ }; do port_open "$p" || return 1; done ;;
         unix:*) [ -S "${ready#unix:}" ] || return 1 ;;
+        cmd:*) timeout 10 sh -c "${ready#cmd:}" || return 1 ;;
         *) [ $((SECONDS - $2)) -ge 1 ] || return 1 ;;
     esac
 }
