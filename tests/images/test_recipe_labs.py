@@ -101,7 +101,8 @@ def test_one_web_recipe_as_container_and_vm(apps) -> None:
 def tpl(sandbox, built, tmp_path_factory):
     lab = RecipeLab("imgtpl", "10.72.0.0/24", sandbox.target(),
                     tmp_path_factory.mktemp("imgtpl"), {
-                        "basevm": Endpoint("vm", "base", memory=128),
+                        "basevm": Endpoint("vm", "base", memory=128,
+                                           extra={"rootmode": "tmpfs"}),
                         "obs": Endpoint("vm", "observer", memory=192),
                         "dock": Endpoint("vm", "docker", memory=512),
                         "client": Endpoint("container", "base")})
@@ -120,6 +121,11 @@ def test_base_template(tpl) -> None:
     assert tpl.addresses["dock"] in out and f"{tpl.addresses['basevm']}/24" in out
     for tool in ("tcpdump", "iperf3", "nc", "curl", "traceroute"):
         assert tpl.gexec("basevm", f"command -v {tool}")[0] == 0, tool
+    # booted with hybrid.rootmode=tmpfs: the disk read-only under an overlay in guest RAM
+    code, out = tpl.gexec("basevm", "grep ' / ' /proc/mounts; echo x > /root/written && "
+                                    "cat /root/written")
+    assert code == 0 and out.splitlines()[0].startswith("overlay / overlay") \
+        and out.splitlines()[-1] == "x", out
 
 
 def test_observer_template(tpl) -> None:
