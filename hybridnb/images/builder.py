@@ -33,6 +33,7 @@ of the recipe, building it only when needed.
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import hashlib
 import json
 import os
@@ -221,8 +222,12 @@ def _build(recipe: Recipe, root: Path, rkey: str, index: AptIndex,
         out = tmp / "build"
         out.mkdir()
         work.mkdir()
-        argv = mmdebstrap_argv(recipe, out / "rootfs", _write_steps(recipe, work))
+        slim = work / "dpkg-slim.cfg"
+        slim.write_text("".join(f"path-exclude={p}\n" for p in recipe.path_excludes())
+                        + "".join(f"path-include={p}\n" for p in recipe.path_includes()))
+        argv = mmdebstrap_argv(recipe, out / "rootfs", _write_steps(recipe, work), slim)
         _run_mmdebstrap(recipe, argv, tmp / "build.log", report)
+        remove_excluded(out / "rootfs", recipe.path_excludes(), recipe.path_includes())
         report("finish", 0.95, "recording package versions")
         installed = installed_packages(out / "rootfs")
         vkey = versions_key(installed)
@@ -247,12 +252,20 @@ def _build(recipe: Recipe, root: Path, rkey: str, index: AptIndex,
         store.remove_tree(tmp)
 
 
-def mmdebstrap_argv(recipe: Recipe, target: Path, hooks: list[str]) -> list[str]:
+def mmdebstrap_argv(recipe: Recipe, target: Path, hooks: list[str],
+                    slim: Path | None = None) -> list[str]:
+    """The mmdebstrap command line.  The slimming config (``slim``: dpkg path-exclude lines)
+    is put in place by an extract hook rather than given as ``--dpkgopt``: mmdebstrap then
+    filters its own extraction of the essential packages, which is five times slower (19 s
+    instead of 4 s here); what that extraction leaves is removed afterwards
+    (:func:`remove_excluded`)."""
     argv = ["unshare", "--pid", "--kill-child", "mmdebstrap", "--mode=unshare",
             "--variant=minbase", "--format=directory", "--dpkgopt=force-unsafe-io",
             "--aptopt=Acquire::Retries \"3\""]
-    argv += [f"--dpkgopt=path-exclude={p}" for p in recipe.path_excludes()]
-    argv += [f"--dpkgopt=path-include={p}" for p in recipe.path_includes()]
+    if slim is not None:
+        q = shlex.quote(str(slim))
+        argv.append(f"--extract-hook=mkdir -p \"$1/etc/dpkg/dpkg.cfg.d\" && cp {q} "
+                    "\"$1/etc/dpkg/dpkg.cfg.d/99hybridnb-slim\"")
     packages = recipe.all_packages()
     if packages:
         argv.append("--include=" + ",".join(packages))
@@ -383,6 +396,28 @@ def _failure(recipe: Recipe, step: tuple[str, str], tail: list[str], code: int) 
     if any("No space left" in ln for ln in tail):
         hint = "the cache's filesystem is full: `hybridnb images prune` frees old builds"
     return BuildError(message, recipe=recipe.name, step=name, log="\n".join(tail), hint=hint)
+
+
+def remove_excluded(rootfs: Path, excludes: tuple[str, ...], includes: tuple[str, ...]) -> int:
+    """Delete files under ``rootfs`` that dpkg's path-exclude rules would not have installed
+    (``*`` matches ``/`` too, an include wins); returns how many.  Directories stay."""
+    if not excludes:
+        return 0
+    tops = {p.split("*", 1)[0].rsplit("/", 1)[0] for p in excludes}
+    removed = 0
+    for top in sorted(tops):
+        base = rootfs / top.lstrip("/")
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                inside = "/" + os.path.relpath(full, rootfs)
+                if any(fnmatch.fnmatchcase(inside, p) for p in excludes) and \
+                        not any(fnmatch.fnmatchcase(inside, p) for p in includes):
+                    os.unlink(full)
+                    removed += 1
+    return removed
 
 
 # ------------------------------------------------------------------------------ dpkg status

@@ -201,14 +201,13 @@ def test_failure_messages() -> None:
 def test_mmdebstrap_argv() -> None:
     recipe = parse_recipe("pg", {"packages": ["postgresql-client"], "services": ["postgresql"],
                                  "exclude": ["/usr/share/extra/*"]})
-    argv = builder.mmdebstrap_argv(recipe, Path("/t/rootfs"), ["echo hook"])
+    argv = builder.mmdebstrap_argv(recipe, Path("/t/rootfs"), ["echo hook"], Path("/w/slim"))
     assert argv[:5] == ["unshare", "--pid", "--kill-child", "mmdebstrap", "--mode=unshare"]
     assert "--variant=minbase" in argv and "--dpkgopt=force-unsafe-io" in argv
     assert "--include=postgresql,postgresql-client" in argv
-    assert "--dpkgopt=path-exclude=/usr/lib/x86_64-linux-gnu/libLLVM*" in argv
-    assert "--dpkgopt=path-exclude=/usr/share/extra/*" in argv
-    assert argv.index("--dpkgopt=path-exclude=/usr/share/doc/*") < \
-        argv.index("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+    assert not any("path-exclude" in a for a in argv)        # slow: see mmdebstrap_argv
+    assert '--extract-hook=mkdir -p "$1/etc/dpkg/dpkg.cfg.d" && cp /w/slim ' \
+           '"$1/etc/dpkg/dpkg.cfg.d/99hybridnb-slim"' in argv
     assert "--customize-hook=echo hook" in argv
     tail = argv[argv.index("bookworm"):]
     assert tail[1] == "/t/rootfs" and tail[2].endswith("bookworm main")
@@ -233,6 +232,19 @@ def test_steps_files_and_guest_layer(tmp_path) -> None:
     written = builder.write_guest_files(recipe, tmp_path / "layer")
     assert sorted(written) == ["etc/hybridnb/services.sh", "usr/lib/hybridnb/init"]
     assert os.access(tmp_path / "layer/usr/lib/hybridnb/init", os.X_OK)
+
+
+def test_remove_excluded(tmp_path) -> None:
+    for rel in ("usr/share/doc/curl/copyright", "usr/share/doc/curl/README.gz",
+                "usr/share/man/man1/curl.1.gz", "usr/share/locale/de/LC_MESSAGES/x.mo",
+                "usr/share/locale/locale.alias", "usr/bin/curl"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    recipe = parse_recipe("r", {"exclude": ["/usr/bin/cur*"]})
+    n = builder.remove_excluded(tmp_path, recipe.path_excludes(), recipe.path_includes())
+    assert n == 4
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["usr/share/doc/curl/copyright", "usr/share/locale/locale.alias"]
 
 
 def test_installed_packages(tmp_path) -> None:
