@@ -119,7 +119,7 @@ def cmd_images(args: argparse.Namespace) -> int:
         ref = recipes.ensure_image(recipe, None, shape, show, refresh=args.refresh,
                                    force=args.force)
         what = f"VM disk {ref.disk}" if shape == "vm" else f"rootfs {ref.rootfs}"
-        note = " (imported into the engine at apply)" if "container" in shapes else ""
+        note = " (+ container: docker import on first use)" if "container" in shapes else ""
         print(f"image {name}: {what}{note}")
     return EXIT_OK
 

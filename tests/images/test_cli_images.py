@@ -55,7 +55,7 @@ def test_build_names_what_a_lab_uses(capsys, cache, monkeypatch, tmp_path) -> No
     code, out, err = run(capsys, "images", "build", str(lab), "--refresh")
     assert code == 0, err
     assert asked == [("observer", "vm", True), ("pg", "vm", True), ("spare", "rootfs", True)]
-    assert "image pg: VM disk /c/disk.img (imported into the engine at apply)" in out
+    assert "image pg: VM disk /c/disk.img (+ container: docker import on first use)" in out
     assert "image spare: rootfs /c/rootfs" in out and "image pg: built" in err
     asked.clear()
     code, out, _ = run(capsys, "images", "build", "base", "-q")
