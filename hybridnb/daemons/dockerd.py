@@ -32,7 +32,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from hybridnb.daemons import Daemon
 from hybridnb.daemons import process as proc
@@ -204,11 +204,15 @@ def stop(daemon: Daemon, timeout: float = 15.0) -> None:
             child.wait(timeout=1)
         except subprocess.TimeoutExpired:
             pass
-    # containerd and shims carry the exec-root on their command line
-    cgroup = x.get("cgroup_parent")
+    _sweep_processes(exec_root, x.get("cgroup_parent"))
+    _remove_paths(exec_root, x)
+
+
+def _sweep_processes(exec_root: str, cgroup: str | None) -> None:
+    """End what a stopped dockerd left running: container processes (by cgroup), containerd
+    and shims (they carry the exec-root on their command line); remove the empty cgroups."""
     if cgroup:
-        leftovers = proc.cgroup_pids(cgroup)
-        proc.signal_all(leftovers, 9)
+        proc.signal_all(proc.cgroup_pids(cgroup), 9)
     strays = proc.find(exec_root)
     if strays:
         proc.terminate(strays, marker=exec_root, timeout=3.0)
@@ -218,6 +222,11 @@ def stop(daemon: Daemon, timeout: float = 15.0) -> None:
                 break
             time.sleep(0.02)
         proc.remove_cgroup(cgroup)
+
+
+def _remove_paths(exec_root: str, x: dict[str, Any]) -> None:
+    """Unmount and remove what a stopped dockerd left on disk (the data-root stays) and the
+    host directories it created, once no engine uses them."""
     for key in ("exec_root", "data_root"):
         if x.get(key):
             proc.unmount_under(Path(x[key]))
