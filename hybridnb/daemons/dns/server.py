@@ -133,7 +133,7 @@ class Server:
         self.status_file = Path(status_file) if status_file else None
         self._acl: dict[str, float] = {}
         self._reload_lock = threading.Lock()
-        self.answers = self._load()
+        self.answers, fingerprint = self._load()
         self.udp = _udp_socket(listen, port)
         self.port = self.udp.getsockname()[1]
         self.io = udp.open_batch(self.udp, io)
@@ -143,28 +143,33 @@ class Server:
         self.tcp.listen(64)
         self._tcp_slots = threading.BoundedSemaphore(MAX_TCP_CLIENTS)
         self.forwarder = Forwarder(self.answers.zone.upstream, self.udp.sendto, self.querylog)
+        self._loaded(fingerprint)
 
     # --------------------------------------------------------------------- zone
-    def _load(self) -> wire.Answers:
+    def _load(self) -> tuple[wire.Answers, str]:
         zone, fingerprint = load_zone(self.zone_file)
-        answers = wire.Answers(zone)
+        return wire.Answers(zone), fingerprint
+
+    def _loaded(self, fingerprint: str) -> None:
+        """Tell the world (the status file) what is served now."""
         if self.status_file is not None:
+            zone = self.answers.zone
             control.write_status(self.status_file, control.ServerStatus(
                 pid=os.getpid(), fingerprint=fingerprint, zone_fingerprint=zone.fingerprint,
                 serial=zone.serial, names=len(zone.names()), loaded_at=time.time()))
-        return answers
 
     def reload(self) -> None:
         """Rebuild the answers from the zone file and swap them in (keeps the old ones if
-        the file is broken)."""
+        the file is broken); the status file says so only once they serve."""
         with self._reload_lock:
             try:
-                answers = self._load()
+                answers, fingerprint = self._load()
             except Exception as exc:  # noqa: BLE001 - a bad file must not kill the server
                 log.error("zone reload failed, keeping the old zone: %s", exc)
                 return
             self.answers = answers
             self.forwarder.set_upstream(answers.zone.upstream)
+            self._loaded(fingerprint)
             log.info("zone reloaded: serial %s, %d names", answers.zone.serial,
                      len(answers.zone.names()))
 

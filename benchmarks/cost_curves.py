@@ -1,0 +1,199 @@
+"""Benchmark: what a lab costs as it grows — 10, 50, 100, 200 endpoints.
+
+One lab of namespace hosts and containers (half each) grows through the sizes in a sandbox
+of its own (a private lab host namespace and dockerd, no route out).  At every size it
+prints:
+
+* apply       — ``Lab.apply()`` of the endpoints added since the last size (per added endpoint)
+* re-apply    — ``Lab.apply()`` with nothing to do (per endpoint: should stay flat)
+* status      — ``Lab.status()`` (per endpoint)
+* icmp x1     — ``Lab.test(("icmp",), count=1)``, warm (per probed pair)
+* all checks  — ``Lab.test(count=1)``: ICMP, TCP, UDP, HTTP, DNS (per pair and check)
+* dns reload  — the DNS action of that apply: zone rewritten, server reloaded, new names
+                served (per record served)
+* dns rss     — the lab DNS server's resident memory after the reload (per record served)
+
+and a growth line per measure: its cost at the largest size over the smallest, against the
+growth of what it is charged per (endpoints, pairs).  Linear in endpoints for apply and
+status, linear in pairs for the matrix, constant per endpoint for re-apply are the goals.
+Only the public Lab API drives the lab (``Lab.from_dict``, ``apply``, ``status``, ``test``,
+``destroy``); the DNS server's pid is found by its command line (its state directory).
+
+    sudo .venv/bin/python benchmarks/cost_curves.py [--sizes 10,50,100,200]
+        [--sandbox costs] [--keep]
+
+Needs root and the sandbox's engines (``hybridnb sandbox up``'s requirements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    from hybridnb.daemons import process
+    from hybridnb.daemons.dns import control
+    from hybridnb.lab import Lab
+    from hybridnb.sandbox import Sandbox
+except ImportError as exc:  # pragma: no cover - run from a checkout without the package
+    sys.exit(f"{exc}: run this with the Python hybridnb is installed in (.venv/bin/python)")
+
+SUBNET = "10.62.0.0/22"          # room for 400 hosts and 256 containers (pools scale)
+
+
+def lab_doc(name: str, size: int) -> dict[str, Any]:
+    endpoints: dict[str, Any] = {}
+    for i in range(size):
+        if i % 2:
+            endpoints[f"c{i:03d}"] = {"kind": "container", "image": "busybox",
+                                      "command": ["sleep", "86400"]}
+        else:
+            endpoints[f"h{i:03d}"] = {"kind": "host"}
+    return {"name": name, "network": {"bridge": "costbr0", "subnet": SUBNET, "dns": True},
+            "endpoints": endpoints}
+
+
+def timed(fn: Any, *args: Any, **kw: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return time.perf_counter() - t0, out
+
+
+def dns_server_rss(state_dir: Path) -> tuple[int | None, float]:
+    """(pid, resident MiB) of the lab's DNS server: the server process whose command line
+    holds our state directory."""
+    for pid in process.find(str(state_dir)):
+        if control.MODULE in " ".join(process.cmdline(pid)):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return pid, int(line.split()[1]) / 1024
+    return None, 0.0
+
+
+def dns_seconds(result: Any) -> float:
+    return sum(o.seconds for o in result.outcomes if o.action.kind == "dns")
+
+
+def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict[str, Any]:
+    m: dict[str, Any] = {"size": size, "added": added}
+    m["apply"], result = timed(lab.apply)
+    if not result.ok:
+        raise SystemExit(result.to_text())
+    m["dns_reload"] = dns_seconds(result)
+    reapply = []
+    for _ in range(runs):
+        t, again = timed(lab.apply)
+        assert again.plan.empty, again.to_text()
+        reapply.append(t)
+    m["reapply"] = statistics.median(reapply)
+    m["status"] = statistics.median(timed(lab.status)[0] for _ in range(runs))
+    lab.test(("icmp",), count=1)                                  # warm-up (neighbours)
+    icmp = []
+    for _ in range(runs):
+        t, matrix = timed(lab.test, ("icmp",), count=1)
+        icmp.append(t)
+    counts = matrix.counts()
+    m["icmp"], m["icmp_pairs"], m["icmp_ok"] = statistics.median(icmp), len(matrix.results), \
+        counts["ok"]
+    t, full = timed(lab.test, count=1)
+    m["all"], m["all_probes"], m["all_counts"] = t, len(full.results), full.counts()
+    m["all_checks"] = ",".join(full.checks)
+    m["dns_pid"], m["dns_rss"] = dns_server_rss(state_dir)
+    m["names"] = len(lab.dns().records)                          # records served
+    return m
+
+
+def report(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'size':>5} {'apply':>15} {'re-apply':>15} {'status':>15} {'icmp x1':>19} "
+             f"{'all checks x1':>20} {'dns reload':>15} {'dns rss':>16}",
+             f"{'':>5} {'s (ms/added)':>15} {'ms (ms/ep)':>15} {'ms (ms/ep)':>15} "
+             f"{'s (us/pair)':>19} {'s (us/probe)':>20} {'ms (us/rec)':>15} "
+             f"{'MiB (KiB/rec)':>16}"]
+    for r in rows:
+        n = r["size"]
+        lines.append(
+            f"{n:>5} {r['apply']:>7.2f} ({r['apply'] / max(r['added'], 1) * 1e3:>5.0f}) "
+            f"{r['reapply'] * 1e3:>7.0f} ({r['reapply'] / n * 1e3:>5.2f}) "
+            f"{r['status'] * 1e3:>7.0f} ({r['status'] / n * 1e3:>5.2f}) "
+            f"{r['icmp']:>7.3f} ({r['icmp'] / r['icmp_pairs'] * 1e6:>9.1f}) "
+            f"{r['all']:>7.3f} ({r['all'] / r['all_probes'] * 1e6:>10.1f}) "
+            f"{r['dns_reload'] * 1e3:>7.0f} ({r['dns_reload'] / r['names'] * 1e6:>5.0f}) "
+            f"{r['dns_rss']:>6.1f} ({r['dns_rss'] * 1024 / r['names']:>7.1f})")
+    lines.append("")
+    for r in rows:
+        lines.append(f"size {r['size']}: icmp {r['icmp_ok']}/{r['icmp_pairs']} ok; all checks "
+                     f"({r['all_checks']}): {r['all_counts']}")
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        grow_n = b["size"] / a["size"]
+        grow_p = b["icmp_pairs"] / a["icmp_pairs"]
+        lines.append("")
+        lines.append(f"growth {a['size']} -> {b['size']} endpoints (x{grow_n:.0f}; pairs "
+                     f"x{grow_p:.0f}), cost at {b['size']} over cost at {a['size']}:")
+        for key, label, unit in (("apply", "apply per added endpoint", "added"),
+                                 ("reapply", "re-apply per endpoint", "size"),
+                                 ("status", "status per endpoint", "size"),
+                                 ("icmp", "icmp x1 per pair", "icmp_pairs"),
+                                 ("all", "all checks per probe", "all_probes"),
+                                 ("dns_reload", "dns reload per record", "names"),
+                                 ("dns_rss", "dns rss per record", "names")):
+            per_a = a[key] / max(a[unit], 1)
+            per_b = b[key] / max(b[unit], 1)
+            ratio = per_b / per_a if per_a else float("nan")
+            verdict = "flat" if ratio < 1.5 else "GROWS"
+            lines.append(f"  {label:<26} x{ratio:5.2f}  {verdict}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10,50,100,200")
+    ap.add_argument("--sandbox", default=os.environ.get("HYBRIDNB_BENCH_SANDBOX", "costs"))
+    ap.add_argument("--lab", default="costs", help="lab name (host namespaces are "
+                    "machine-wide: hnb-<lab>-<host>)")
+    ap.add_argument("--runs", type=int, default=3, help="repeats of the quick measures")
+    ap.add_argument("--keep", action="store_true", help="leave the sandbox up")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if os.geteuid() != 0:
+        print("needs root (sandbox)", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    box = Sandbox(args.sandbox)
+    box.up(libvirt=False)
+    print(f"sandbox {args.sandbox} up in {time.perf_counter() - t0:.1f} s; lab {args.lab}: "
+          f"half namespace hosts, half busybox containers, DNS on; sizes {sizes}")
+    state_dir = Path(tempfile.mkdtemp(prefix="hnb-costs-"))
+    lab = None
+    rows = []
+    try:
+        prev = 0
+        for size in sizes:
+            lab = Lab.from_dict(lab_doc(args.lab, size), backend="sandbox",
+                                sandbox=args.sandbox, state_dir=state_dir)
+            rows.append(measure(lab, size, size - prev, state_dir, args.runs))
+            prev = size
+            print(f"  size {size} measured ({time.perf_counter() - t0:.0f} s since start)",
+                  flush=True)
+        print()
+        print("\n".join(report(rows)))
+    finally:
+        if lab is not None:
+            t, _ = timed(lab.destroy)
+            print(f"\ndestroy of {prev} endpoints: {t:.1f} s")
+        shutil.rmtree(state_dir, ignore_errors=True)
+        if not args.keep:
+            box.down()
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
