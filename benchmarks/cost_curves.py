@@ -13,9 +13,10 @@ prints:
                 served (per record served)
 * dns rss     — the lab DNS server's resident memory after the reload (per record served)
 
-and a growth line per measure: its cost at the largest size over the smallest, against the
-growth of what it is charged per (endpoints, pairs).  Linear in endpoints for apply and
-status, linear in pairs for the matrix, constant per endpoint for re-apply are the goals.
+and the growth order of every measure between consecutive sizes: k in cost ~ units^k, the
+unit being what it is charged per (added endpoints, endpoints, pairs, records).  Linear in
+endpoints for apply and status, linear in pairs for the matrix, constant per endpoint for
+re-apply (k = 1) are the goals; k above 1.2 is flagged.
 Only the public Lab API drives the lab (``Lab.from_dict``, ``apply``, ``status``, ``test``,
 ``destroy``); the DNS server's pid is found by its command line (its state directory).
 
@@ -136,6 +137,19 @@ def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict
     return m
 
 
+def _order(r0: dict[str, Any], r1: dict[str, Any], key: str, unit: str) -> float:
+    """k in ``cost ~ units^k`` between two sizes (nan when it cannot be told: no cost, the
+    DNS server started rather than reloaded, no growth in units)."""
+    import math
+
+    if key == "dns_reload" and r0["dns_op"] != "update":
+        return float("nan")
+    c0, c1, u0, u1 = r0[key], r1[key], r0[unit], r1[unit]
+    if not (c0 > 0 and c1 > 0 and u1 > u0 > 0):
+        return float("nan")
+    return math.log(c1 / c0) / math.log(u1 / u0)
+
+
 def report(rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'size':>5} {'apply':>15} {'re-apply':>15} {'status':>15} {'icmp x1':>19} "
              f"{'all checks x1':>20} {'dns reload':>15} {'dns rss':>16}",
@@ -158,26 +172,24 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"size {r['size']}: icmp {r['icmp_ok']}/{r['icmp_pairs']} ok; all checks "
                      f"({r['all_checks']}): {r['all_counts']}")
     if len(rows) >= 2:
-        a, b = rows[0], rows[-1]
-        grow_n = b["size"] / a["size"]
-        grow_p = b["icmp_pairs"] / a["icmp_pairs"]
         lines.append("")
-        lines.append(f"growth {a['size']} -> {b['size']} endpoints (x{grow_n:.0f}; pairs "
-                     f"x{grow_p:.0f}), cost at {b['size']} over cost at {a['size']}:")
-        reloads = [r for r in rows if r["dns_op"] == "update"]
-        for key, label, unit in (("apply", "apply per added endpoint", "added"),
-                                 ("reapply", "re-apply per endpoint", "size"),
-                                 ("status", "status per endpoint", "size"),
-                                 ("icmp", "icmp x1 per pair", "icmp_pairs"),
-                                 ("all", "all checks per probe", "all_probes"),
-                                 ("dns_reload", "dns reload per record", "names"),
-                                 ("dns_rss", "dns rss per record", "names")):
-            first = reloads[0] if key == "dns_reload" and reloads else a
-            per_a = first[key] / max(first[unit], 1)
-            per_b = b[key] / max(b[unit], 1)
-            ratio = per_b / per_a if per_a else float("nan")
-            verdict = "n/a" if ratio != ratio else "flat" if ratio < 1.5 else "GROWS"
-            lines.append(f"  {label:<26} x{ratio:5.2f}  {verdict}")
+        lines.append("growth order between consecutive sizes: k in cost ~ units^k (1: linear "
+                     "in its unit; fixed costs make k < 1 at small sizes)")
+        head = "  ".join(f"{a['size']}->{b['size']}" for a, b in zip(rows, rows[1:]))
+        lines.append(f"  {'measure (unit)':<34} {head}")
+        for key, label, unit in (("apply", "apply (added endpoints)", "added"),
+                                 ("reapply", "re-apply (endpoints)", "size"),
+                                 ("status", "status (endpoints)", "size"),
+                                 ("icmp", "icmp x1 (pairs)", "icmp_pairs"),
+                                 ("all", "all checks x1 (probes)", "all_probes"),
+                                 ("dns_reload", "dns reload (records)", "names"),
+                                 ("dns_rss", "dns rss (records)", "names")):
+            ks = [_order(r0, r1, key, unit) for r0, r1 in zip(rows, rows[1:])]
+            worst = max((k for k in ks if k == k), default=float("nan"))
+            verdict = "n/a" if worst != worst else "linear or better" if worst <= 1.2 \
+                else "GROWS FASTER"
+            cells = "  ".join(f"{k:>{len(c)}.2f}" for k, c in zip(ks, head.split("  ")))
+            lines.append(f"  {label:<34} {cells}   {verdict}")
     return lines
 
 
