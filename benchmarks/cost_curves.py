@@ -132,6 +132,14 @@ def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict
     else:
         m["all"], m["all_probes"], m["all_counts"] = t, len(full.results), full.counts()
         m["all_checks"] = ",".join(full.checks)
+        failed = {}
+        for r in full.results:
+            if r.ok is False:
+                key = f"{r.check}: {r.reason}"
+                failed[key] = failed.get(key, 0) + 1
+        if failed:                       # which checks failed, and why (the commonest)
+            m["all_counts"] = dict(m["all_counts"], failed=dict(
+                sorted(failed.items(), key=lambda kv: -kv[1])[:4]))
     m["dns_pid"], m["dns_rss"] = dns_server_rss(state_dir)
     m["names"] = len(lab.dns().records)                          # records served
     return m
@@ -199,7 +207,7 @@ def main() -> int:
     ap.add_argument("--sandbox", default=os.environ.get("HYBRIDNB_BENCH_SANDBOX", "costs"))
     ap.add_argument("--lab", default="costs", help="lab name (host namespaces are "
                     "machine-wide: hnb-<lab>-<host>)")
-    ap.add_argument("--runs", type=int, default=3, help="repeats of the quick measures")
+    ap.add_argument("--runs", type=int, default=5, help="repeats of the quick measures (median)")
     ap.add_argument("--keep", action="store_true", help="leave the sandbox up")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
