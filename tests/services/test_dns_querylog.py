@@ -193,3 +193,17 @@ def test_server_logs_every_answered_query_before_sending_it(tmp_path, io):
                                                         for k in range(60))
     assert entries[0].name == "h1.hybrid.local." and entries[0].rcode == "NOERROR"
     assert all(0 <= e.latency_us < 1e6 and abs(e.time - time.time()) < 60 for e in entries)
+
+
+def test_records_read_by_attribute_and_by_name(tmp_path):
+    import pytest as _pytest
+
+    log = QueryLog(tmp_path / "q.log")
+    log.append((1000.0, "10.0.1.8", "web.hybrid.local.\tA\tNOERROR", 1000.5))
+    log.close()
+    (rec,) = read_log(tmp_path / "q.log", 1)
+    assert rec.name == rec["name"] == "web.hybrid.local." and rec["latency_us"] == 500000.0
+    assert rec.to_dict() == {f: rec[f] for f in ("time", "client", "name", "type", "rcode",
+                                                 "latency_us")}
+    with _pytest.raises(KeyError):
+        rec["to_dict"]

@@ -96,6 +96,13 @@ class QueryRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __getitem__(self, field: str) -> Any:
+        """``record["name"]``: the fields also read by name, as the dicts ``Lab.dns_logs()``
+        returned before (notebooks index them so)."""
+        if field not in FIELDS:
+            raise KeyError(field)
+        return getattr(self, field)
+
 
 class QueryLog:
     """Batched, rotating query log.  ``append`` takes an :class:`Entry` (off the hot path);
