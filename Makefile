@@ -41,7 +41,8 @@ deps:
 	  fi; \
 	else echo "== not root (or no apt): skipping system packages"; fi
 
-$(VENV)/.stamp: pyproject.toml
+# setup.py builds the DNS server's C extension: an edit to its source needs a reinstall
+$(VENV)/.stamp: pyproject.toml setup.py hybridnb/daemons/dns/_mmsg.c
 	@echo "== creating $(VENV) with hybridnb[all,test]"
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
