@@ -141,15 +141,29 @@ def _open_member(ep: ProbeEndpoint) -> _Member | None:
     return _Member(ep, sock, link[0], link[1])
 
 
-def _enter(ep: ProbeEndpoint) -> _Member | None:
-    """:func:`_open_member` on ``ep``'s namespace worker (one trip); None if it cannot."""
+def _enter(eps: Sequence[ProbeEndpoint]) -> list[_Member]:
+    """:func:`_open_member` on each endpoint's namespace worker, all at once (one trip to
+    each, in parallel: one after the other they took ~1 ms each, a quarter of a second for
+    200 endpoints); the namespaces it cannot enter get no pins."""
     from hybridnb.drivers import nsutil
 
-    try:
-        return nsutil.run_in_netns(ep.netns, _open_member, ep)
-    except Exception as exc:  # noqa: BLE001 - a namespace we cannot enter: no pins there
-        log.debug("not pinning in %s: %s", ep.name, exc)
-        return None
+    pool = nsutil.workers()
+    pending = []
+    for ep in eps:
+        try:
+            pending.append((ep, pool.submit(ep.netns, _open_member, ep)))
+        except Exception as exc:  # noqa: BLE001 - a namespace we cannot enter: no pins there
+            log.debug("not pinning in %s: %s", ep.name, exc)
+    members = []
+    for ep, future in pending:
+        try:
+            member = future.result()
+        except Exception as exc:  # noqa: BLE001 - as above
+            log.debug("not pinning in %s: %s", ep.name, exc)
+            continue
+        if member is not None:
+            members.append(member)
+    return members
 
 
 def _mac_bytes(mac: str) -> bytes:
@@ -168,7 +182,7 @@ def pinned_neighbours(endpoints: Sequence[ProbeEndpoint], *, budget: int | None 
     if needed <= (learned_budget() if budget is None else budget):
         yield 0
         return
-    members = [m for m in (_enter(e) for e in local) if m is not None]
+    members = _enter(local)
     targets = [(m.ep.address, m.mac) for m in members] + \
               [(e.address, _mac_bytes(e.mac)) for e in remote if e.mac]
     attrs = {a: _attrs(_RTM_NEWNEIGH, a, mac) for a, mac in targets}   # packed once

@@ -12,50 +12,12 @@ import pytest
 from hybridnb.core.expect import evaluate, parse_expectations
 from hybridnb.services.probe import ProbeEndpoint, probe_matrix
 from tests.gating import require_real
-from tests.services.probe.netlab import NetLab
+from tests.services.probe.netlab import NetLab, TinyDNS
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("probe_engine")]
 
 CHECKS = ("icmp", "tcp", "udp", "http", "dns")
-DOMAIN = "probe.test"
-
-
-class TinyDNS:
-    """A test-only authoritative responder on the gateway (dnslib, one thread)."""
-
-    def __init__(self, netns: str, address: str, records: dict[str, str]) -> None:
-        from hybridnb.drivers import nsutil
-
-        self.records = records
-        self.sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((address, 53))
-        self.sock.settimeout(0.1)
-        self.stop = False
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-
-        while not self.stop:
-            try:
-                data, addr = self.sock.recvfrom(512)
-            except OSError:
-                continue
-            q = DNSRecord.parse(data)
-            reply = q.reply()
-            name = str(q.q.qname).rstrip(".")
-            host = name[: -len(DOMAIN) - 1] if name.endswith("." + DOMAIN) else None
-            if host in self.records:
-                reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.records[host]), ttl=5))
-            else:
-                reply.header.rcode = RCODE.NXDOMAIN
-            self.sock.sendto(reply.pack(), addr)
-
-    def close(self) -> None:
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
+DOMAIN = "probe.test"  # TinyDNS answers for it
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +258,7 @@ def test_any_lab_size_under_ulimit_1024():
     code = textwrap.dedent("""
         import resource, sys
         from hybridnb.services.probe import probe_matrix
-        from tests.services.probe.netlab import NetLab
+        from tests.services.probe.netlab import NetLab, TinyDNS
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (1024, 1024)
         with NetLab(30, subnet="10.78.0") as lab:
             m = probe_matrix(lab.endpoints(), ("icmp", "tcp", "udp", "http"),
