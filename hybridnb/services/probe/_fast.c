@@ -24,9 +24,10 @@
  *   a responder is opened with the first unit that probes it and closed after the last;
  * - a pair's deadline is its first attempt's send time + timeout; a retry admitted after
  *   its pair's deadline is not sent;
- * - DNS queries all go to the lab's one name server: each lane keeps at most DNS_WINDOW of
- *   them in flight (sending the next as answers come back), so a 200-endpoint matrix does not
- *   overflow the server's socket buffer; a DNS unit's deadline is its last query's + timeout;
+ * - DNS queries all go to the lab's one name server: each lane keeps at most `dns_window` (512) of
+ *   them in flight (sending the next as answers come back; a window unanswered for
+ *   DNS_STALE_NS is forgiven), so a 200-endpoint matrix does not overflow the server's socket
+ *   buffer; a DNS unit's deadline is its last query's + timeout;
  * - a unit past its deadline is given up only once its lane has read everything that
  *   arrived (an epoll_wait found nothing waiting: a responder of the lane may still have
  *   answered during the last batch of events), or GRACE later;
@@ -84,7 +85,11 @@ enum { R_CLOSED = 0, R_OPEN, R_ASIDE };
 #define MAXEV 256
 /* DNS queries one lane keeps in flight: the lab's one name server must not get a burst of
  * 40,000 (its socket buffer holds a few thousand; the rest would be dropped as timeouts) */
-#define DNS_WINDOW 512
+#define DNS_WINDOW_DEFAULT 512
+/* a full window unanswered for this long is forgiven: those queries are lost (a dead source,
+ * a dropped datagram) or late, and no longer load the server; so a dead source holds the
+ * lane's DNS queries back for milliseconds, not for a timeout */
+#define DNS_STALE_NS (20 * 1000000LL)
 #define ADMIT_ROUND 64
 #define UDP_PROBE_LEN 14
 #define HTTP_BUF 512
@@ -170,7 +175,8 @@ typedef struct {
     int holding;      /* held responders of this lane wait for the hold fd */
     Handle hold;
     int err;          /* a fatal error (ENOMEM...) */
-    int dns_inflight; /* DNS queries sent and not answered (nor given up) */
+    int dns_inflight; /* DNS queries sent and not answered (nor given up, nor forgiven) */
+    int64_t dns_full_since;   /* when the window filled up (0: it is not full) */
     Live *dns_head, *dns_tail;   /* DNS units with queries still to send, in order */
     /* notes collected without the GIL */
     int *note_pair;
@@ -209,6 +215,7 @@ struct Engine {
     int64_t timeout, grace;
     uint32_t dns_ip;
     int dns_port;
+    int dns_window;      /* DNS queries a lane keeps in flight */
     char token[8];
     atomic_int ident;
     atomic_long budget;
@@ -772,7 +779,14 @@ static void dns_send(Lane *L, Live *live, int idx) {
 /* send queued DNS queries while the lane's window has room; a unit with everything sent and
  * nothing outstanding is finished */
 static void dns_pump(Lane *L) {
-    while (L->dns_head && L->dns_inflight < DNS_WINDOW) {
+    if (L->dns_inflight < 0) L->dns_inflight = 0;       /* answers to forgiven queries */
+    if (L->dns_head && L->dns_inflight >= L->e->dns_window) {
+        int64_t now = mono_ns();
+        if (!L->dns_full_since) L->dns_full_since = now;
+        else if (now - L->dns_full_since >= DNS_STALE_NS) L->dns_inflight = 0;
+    }
+    if (L->dns_inflight < L->e->dns_window) L->dns_full_since = 0;
+    while (L->dns_head && L->dns_inflight < L->e->dns_window) {
         Live *live = L->dns_head;
         dns_send(L, live, live->next++);
         if (live->next < live->total) continue;
@@ -1154,6 +1168,16 @@ static int admit(Lane *L, int64_t now) {
     return started;
 }
 
+/* every query a DNS unit sent is older than the timeout: no longer in flight */
+static void dns_give_up_sent(Lane *L, Live *live) {
+    for (int i = 0; i < live->total && live->outstanding > 0; i++) {
+        if (live->sent_at[i] == 0) continue;
+        live->sent_at[i] = 0;
+        live->outstanding--;
+        L->dns_inflight--;
+    }
+}
+
 static void expire(Lane *L, int64_t now, int caught_up) {
     int64_t grace = caught_up ? 0 : L->e->grace;
     while (L->nheap > 0 && L->heap[0].deadline + grace <= now) {
@@ -1164,6 +1188,7 @@ static void expire(Lane *L, int64_t now, int caught_up) {
             bury(L, live);
         } else if (live->next < live->total || live->deadline > due) {
             /* a DNS unit still sending, or it sent since: its deadline is its last query's */
+            if (live->deadline <= due) dns_give_up_sent(L, live);
             if (live->next < live->total) live->deadline = now + L->e->timeout;
             if (heap_push(L, live) < 0) {
                 L->err = ENOMEM;
@@ -1216,6 +1241,8 @@ static int wait_ms(Lane *L, int64_t now, int started) {
         if (d < wait) wait = d;
     }
     if (L->qpos < L->nq && L->blocked && wait > 1000000) wait = 1000000;
+    if (L->dns_head && L->dns_inflight >= L->e->dns_window && wait > DNS_STALE_NS / 4)
+        wait = DNS_STALE_NS / 4;
     if (wait <= 0) return 0;
     return (int)((wait + 999999) / 1000000);
 }
@@ -1425,13 +1452,14 @@ static int parse_responders(Engine *e, PyObject *rs) {
 
 static PyObject *fast_run(PyObject *self, PyObject *args) {
     PyObject *units, *group, *group_target, *eps, *nss, *rs, *out;
-    int count, limit, lanes, dns_port, cache, ident, hold_fd;
+    int count, limit, lanes, dns_port, cache, ident, hold_fd, dns_window = DNS_WINDOW_DEFAULT;
     long long timeout, grace;
     const char *token, *dns_ip;
     Py_ssize_t token_len, dns_len;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi", &units, &group, &group_target, &eps,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|i", &units, &group, &group_target, &eps,
                           &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes, &token,
-                          &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache, &hold_fd))
+                          &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache, &hold_fd,
+                          &dns_window))
         return NULL;
     if (token_len != 8 || (dns_len != 0 && dns_len != 4) || count < 1 || lanes < 1 ||
         !PyTuple_Check(units) || PyTuple_GET_SIZE(units) != 11 || !PyTuple_Check(out) ||
@@ -1451,6 +1479,7 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     memcpy(e.token, token, 8);
     if (dns_len == 4) memcpy(&e.dns_ip, dns_ip, 4);
     e.dns_port = dns_port;
+    e.dns_window = dns_window > 0 ? dns_window : 1;
     e.hold_fd = hold_fd;
     atomic_init(&e.ident, ident);
     atomic_init(&e.budget, limit);
@@ -1635,7 +1664,8 @@ done:
 static PyMethodDef fast_methods[] = {
     {"run", fast_run, METH_VARARGS,
      "run(units, group, group_target, endpoints, namespaces, responders, out, count, "
-     "timeout_ns, grace_ns, limit, lanes, token, dns_ip, dns_port, ident, cache_ns, hold_fd) -> "
+     "timeout_ns, grace_ns, limit, lanes, token, dns_ip, dns_port, ident, cache_ns, hold_fd"
+     "[, dns_window]) -> "
      "(notes, responders_up, batches, dropped, peak_fds): run a probe plan (see fast.py)."},
     {NULL, NULL, 0, NULL}};
 

@@ -37,6 +37,9 @@ except ImportError:  # pragma: no cover - depends on the build
 
 #: The longest a busy lane keeps a unit past its deadline (as engine.GRACE).
 GRACE = 5.0
+#: DNS queries each lane keeps in flight towards the lab's one name server (its socket buffer
+#: holds a few thousand: a 200-endpoint matrix sent at once would overflow it).
+DNS_WINDOW = 512
 
 
 def available() -> bool:
@@ -150,7 +153,7 @@ def execute(plan: ProbePlan, *, timeout: float, fd_limit: int | None = None,
         inputs.units, inputs.group, inputs.group_target, inputs.endpoints, inputs.namespaces,
         inputs.responders, out.buffers, plan.count, int(timeout * 1e9),
         int(max(timeout, GRACE) * 1e9), limit, n_lanes, secrets.token_bytes(8), inputs.dns_ip,
-        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1)
+        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1, DNS_WINDOW)
     if up:
         note(f"{up} responders listening")
     if batches > 1:

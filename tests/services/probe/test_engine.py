@@ -286,3 +286,27 @@ def test_replies_that_arrived_count_however_busy_the_loop_was(lab):
     c = m.counts()
     assert c["ok"] >= 0.95 * len(m.results), (c, m.failures()[:3])
     assert m.duration < 2.0
+
+
+def test_a_dead_source_does_not_hold_the_dns_queries_back(lab, monkeypatch):
+    """The fast engine paces DNS queries (a window per lane, towards the lab's one server);
+    a dead source's lost queries fill it, and are forgiven within milliseconds, so the run
+    still costs one timeout and everyone else's queries are answered."""
+    from hybridnb.services.probe import fast
+
+    monkeypatch.setattr(fast, "DNS_WINDOW", 2)
+    lab.link(2, False)
+    try:
+        start = time.perf_counter()
+        m = run(lab, checks=("dns",), timeout=0.5, count=3)
+        took = time.perf_counter() - start
+    finally:
+        lab.link(2, True)
+        for _ in range(20):
+            if run(lab, checks=("icmp",), timeout=0.1, count=1).ok:
+                break
+    assert {(r.source, r.target) for r in m.failures()} == {
+        ("h02", t) for t in ("h00", "h01", "h03")}, m.to_text()
+    assert all(r.reason == "timeout" for r in m.failures())
+    assert all(r.received == 3 for r in m.results if r.ok)
+    assert 0.5 <= took < 0.5 + 0.6, took
