@@ -607,6 +607,14 @@ static uint16_t checksum(const unsigned char *p, int len) {
     return (uint16_t)~s;
 }
 
+/* an ICMP or DNS unit's socket: kernel receive timestamps, room for a source's replies */
+static void group_socket(int fd) {
+    int one = 1, big = 1 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+}
+
 static int64_t start_icmp(Lane *L, Live *live, int fd) {
     Engine *e = L->e;
     int u = live->unit, n = e->u_size[u], c = e->count;
@@ -615,10 +623,7 @@ static int64_t start_icmp(Lane *L, Live *live, int fd) {
         fail_unit(e, u, E_TOOMANY);
         return 0;
     }
-    int one = 1, big = 1 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    group_socket(fd);
     uint32_t allowed = (1u << 0) | (1u << 3) | (1u << 11), filter = ~allowed;
     setsockopt(fd, SOL_RAW_, ICMP_FILTER_, &filter, sizeof filter);
     live->n = n;
@@ -803,10 +808,7 @@ static int64_t start_dns(Lane *L, Live *live, int fd) {
         fail_unit(e, u, E_TOOMANY);
         return 0;
     }
-    int one = 1, big = 1 << 20;
-    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    group_socket(fd);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->dns_port)};
     sa.sin_addr.s_addr = e->dns_ip;
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
