@@ -50,7 +50,7 @@ from hybridnb.services.probe import fast
 from hybridnb.services.probe.clients import CLIENTS, Client, PairState, RunContext
 from hybridnb.services.probe.endpoint import ProbeEndpoint
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
-from hybridnb.services.probe.neighbours import pinned_neighbours
+from hybridnb.services.probe.neighbours import Removal, pinned_neighbours
 from hybridnb.services.probe.plan import (
     DEFAULT_CHECKS,
     PROTOCOLS,
@@ -113,22 +113,27 @@ def run_plan(plan: ProbePlan, *, timeout: float = 1.0, pin_neighbours: bool | No
     use_fast = _use_fast(plan, engine)
     pin_budget = {None: None, True: -1, False: 1 << 62}[pin_neighbours]
     scripts = _Scripts(plan, timeout)
-    with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note):
-        scripts.start()
-        try:
-            if use_fast:
-                out = _fast(plan, timeout, fd_limit, note, scripts)
-            else:
-                states = [PairState(p) for p in plan.pairs]
-                _portable(plan, states, timeout, fd_limit, note, scripts)
-        finally:
-            scripts.join()
-    if use_fast:
-        results = fast.results(plan, out, scripts.results)
-    else:
-        for index, result in scripts.results.items():
-            states[index].final = result
-        results = [s.result() for s in states]
+    removal = Removal()          # the pins go while the results are built
+    try:
+        with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note,
+                               removal=removal):
+            scripts.start()
+            try:
+                if use_fast:
+                    out = _fast(plan, timeout, fd_limit, note, scripts)
+                else:
+                    states = [PairState(p) for p in plan.pairs]
+                    _portable(plan, states, timeout, fd_limit, note, scripts)
+            finally:
+                scripts.join()
+        if use_fast:
+            results = fast.results(plan, out, scripts.results)
+        else:
+            for index, result in scripts.results.items():
+                states[index].final = result
+            results = [s.result() for s in states]
+    finally:
+        removal.wait()
     return ConnectivityMatrix(results=results, sources=list(plan.sources),
                               targets=list(plan.targets), checks=[c.name for c in plan.checks],
                               duration=time.perf_counter() - t_start, timeout=timeout,

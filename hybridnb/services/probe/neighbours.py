@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
@@ -170,12 +171,28 @@ def _mac_bytes(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 
 
+class Removal:
+    """Where :func:`pinned_neighbours` removes its entries in the background (the caller's
+    work after the block — building a matrix's results — overlaps the kernel's): :meth:`wait`
+    returns once they are gone."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+
 @contextlib.contextmanager
 def pinned_neighbours(endpoints: Sequence[ProbeEndpoint], *, budget: int | None = None,
-                      note: Callable[[str], None] | None = None) -> Iterator[int]:
+                      note: Callable[[str], None] | None = None,
+                      removal: Removal | None = None) -> Iterator[int]:
     """Pin permanent neighbour entries between ``endpoints`` for the block when their full
     mesh needs more than ``budget`` learned entries (default: :func:`learned_budget`).
-    Yields how many entries were pinned."""
+    Yields how many entries were pinned.  With ``removal``, they are removed on a thread
+    after the block, and ``removal.wait()`` waits for that (the caller must call it)."""
     local = [e for e in endpoints if e.netns is not None]
     remote = [e for e in endpoints if e.netns is None and e.mac]
     needed = len(local) * (len(local) + len(remote) - 1)
@@ -203,9 +220,19 @@ def pinned_neighbours(endpoints: Sequence[ProbeEndpoint], *, budget: int | None 
                  f"machine-wide)")
         yield pinned
     finally:
-        for m in members:
-            if m.added:
-                with contextlib.suppress(OSError):    # the namespace may be gone by now
-                    _exchange(m.sock, _neigh_messages(
-                        _RTM_DELNEIGH, m.index, [(a, b"") for a in m.added]), len(m.added))
-            m.sock.close()
+        if removal is None:
+            _unpin(members)
+        else:
+            removal.thread = threading.Thread(target=_unpin, args=(members,),
+                                              name="probe-unpin", daemon=True)
+            removal.thread.start()
+
+
+def _unpin(members: Sequence[_Member]) -> None:
+    """Remove exactly the entries that were added, and close the netlink sockets."""
+    for m in members:
+        if m.added:
+            with contextlib.suppress(OSError):    # the namespace may be gone by now
+                _exchange(m.sock, _neigh_messages(
+                    _RTM_DELNEIGH, m.index, [(a, b"") for a in m.added]), len(m.added))
+        m.sock.close()
