@@ -1,6 +1,6 @@
 """Both probe engines: every real engine test runs with the fast (C) engine and the portable
-one, where the fast one is built (a build that should have it and does not fails a test in
-test_engine.py)."""
+one, where the fast one is built (a build that should have it and does not fails
+test_fast.py::test_the_extension_is_built_on_linux)."""
 
 from __future__ import annotations
 
