@@ -10,7 +10,7 @@
  * responders, the file-descriptor window, the deadlines -- runs in C threads with the GIL
  * released, and Python only plans before and builds the results after.
  *
- *   run(plan, out) -> (notes, responders_up, batches, peak)
+ *   run(plan..., out...) -> (notes, responders_up, batches, dropped_retries, peak_fds)
  *
  * `plan` is a tuple of plain values built by fast.py from a ProbePlan (see there: the unit
  * columns of plan.UnitTable, the endpoints' addresses, the namespaces...).  `out` is a tuple

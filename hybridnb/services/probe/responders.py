@@ -19,7 +19,6 @@ import selectors
 import socket
 import struct
 import time
-from typing import Sequence
 
 from hybridnb.services.probe.clients import UDP_MAGIC, UDP_PROBE_LEN
 from hybridnb.services.probe.plan import ResponderSpec
@@ -53,13 +52,6 @@ def start_responder(loop: Loop, spec: ResponderSpec, sock: socket.socket | None
         responder = UdpResponder(loop, sock)
         loop.add(sock, selectors.EVENT_READ, udp_echo)
     return responder
-
-
-def start_responders(loop: Loop, specs: Sequence[ResponderSpec],
-                     sockets: Sequence[socket.socket | None]) -> int:
-    """:func:`start_responder` for each; returns how many listen."""
-    return sum(start_responder(loop, spec, sock) is not None
-               for spec, sock in zip(specs, sockets, strict=True))
 
 
 class UdpResponder:
