@@ -158,7 +158,9 @@ class TopologyWidget:
                 f" (top: {top})" if top else "")
         else:
             traffic = "no traffic rates" + (f": {self.no_rates}" if self.no_rates else "")
-        live = f"live, every {self.interval:g}s" if self.running else "not refreshing"
+        live = (f"live, every {self.interval:g}s" if self.running else
+                f"stopped; every {self.interval:g}s" if self._thread is not None else
+                "not refreshing")
         self.caption.value = html.escape(
             f"{status.lab}: {len(status.endpoints)} endpoints, {state}; {traffic} — "
             f"{time.strftime('%H:%M:%S')} ({took * 1000:.0f} ms, {live})")
