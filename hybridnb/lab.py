@@ -590,6 +590,7 @@ class Lab:
     def _owned(self) -> dict[str, Mapping[str, Any]]:
         return _owned_labs(self.store)
 
+    @engine_call
     def logs(self, *endpoints: str, since: float | str | None = None,
              limit: int | None = None, kinds: Iterable[str] | None = None) -> LogView:
         """One time-ordered log of the lab: hybridnb's action journal, the DNS query log,
@@ -600,8 +601,8 @@ class Lab:
         dry-run backend has only the journal) is left out."""
         from hybridnb.services.logs import collect_logs
 
-        return off_loop(lambda: collect_logs(self.view(), endpoints or None,
-                                             since=_since(since), limit=limit, kinds=kinds))
+        return collect_logs(self.view(), endpoints or None, since=_since(since), limit=limit,
+                            kinds=kinds)
 
     def follow_logs(self, *endpoints: str, since: float | str | None = None,
                     poll: float = 0.5, stop: threading.Event | None = None
