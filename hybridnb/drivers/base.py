@@ -28,6 +28,8 @@ not, checked with ``isinstance`` — never by probing attributes:
 :class:`GuestExec`     ``guest_exec(lab, endpoint, argv, timeout)``: run a command inside
 :class:`QueryLog`      ``query_log(lab, limit)``: the DNS queries the lab's server answered
 :class:`Closable`      ``close()``: release connections
+:class:`RuleCounters`  ``counters(lab)``: packets and bytes each policy rule decided
+:class:`LinkReport`    ``link_report(lab)``: where each endpoint's impairments are applied
 =====================  ===========================================================
 
 :meth:`Backend.require` returns the driver of a kind that has a capability, or raises
@@ -118,6 +120,20 @@ class Closable(Protocol):
     """release its connections"""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RuleCounters(Protocol):
+    """count the packets each policy rule decided"""
+
+    def counters(self, lab: str) -> Mapping[str, tuple[int, int]]: ...
+
+
+@runtime_checkable
+class LinkReport(Protocol):
+    """report where impairments are applied"""
+
+    def link_report(self, lab: str) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 C = TypeVar("C")

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 
 from hybridnb.core import nftables as nftjson
 from hybridnb.core.naming import owner_tag
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.target import Target
@@ -165,10 +165,10 @@ class PolicyDriver:
 
     # -- protocol -----------------------------------------------------------------------
 
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
         listing = self.nft.list_table(nftjson.INET, nftjson.policy_table(lab))
         mark = _owner(listing, lab)
-        return {lab: mark} if mark is not None else {}
+        return {lab: Observation(mark)} if mark is not None else {}
 
     def check(self, lab: str, resource: Resource) -> None:
         """Refuse before anything is made when this host cannot enforce the policy."""

@@ -96,7 +96,8 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: The subcommands in the order ``help`` lists them; ``KINDS`` stands for one subcommand per
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
-               "validate", "dns", "graph", "destroy", "sandbox", "kinds", "yaml", "help")
+               "validate", "dns", "policy", "links", "graph", "destroy", "sandbox", "kinds",
+               "yaml", "help")
 
 
 def _sandbox_option(p: argparse.ArgumentParser) -> None:
@@ -453,6 +454,27 @@ class HybridMagics(Magics):
         if a.what == "records":
             return lab.dns()
         return lab.dns_query_log(a.limit)
+
+    @staticmethod
+    def _args_policy(p: _Parser) -> None:
+        p.add_argument("source", nargs="?", metavar="FROM", help="source endpoint")
+        p.add_argument("target", nargs="?", metavar="TO", help="target endpoint or gateway")
+        p.add_argument("check", nargs="?", metavar="PROTO/PORT", default="icmp",
+                       help="tcp/PORT, udp/PORT, http[/PORT], icmp or dns (default icmp)")
+
+    def _cmd_policy(self, a: argparse.Namespace) -> Any:
+        """the policy's rules with hit counters; FROM TO [PROTO/PORT]: the deciding rule"""
+        lab = self.require_lab()
+        if a.source is None:
+            return lab.policy()
+        if a.target is None:
+            raise UsageError("%hybrid policy: name the target too: FROM TO [PROTO/PORT]\n"
+                             "  hint: e.g. %hybrid policy web db tcp/5432")
+        return lab.explain(a.source, a.target, a.check)
+
+    def _cmd_links(self, a: argparse.Namespace) -> Any:
+        """the link impairments: what each endpoint's link does and where it is applied"""
+        return self.require_lab().links()
 
     @staticmethod
     def _args_graph(p: _Parser) -> None:

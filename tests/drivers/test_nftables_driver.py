@@ -8,6 +8,7 @@ import pytest
 from hybridnb.core import nftables as nftjson
 from hybridnb.core.nftables import policy_resource
 from hybridnb.core.policy import Member, parse_policy
+from hybridnb.core.resource import Observation
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.nftables import Nft, PolicyDriver, nft_features
 from hybridnb.errors import EngineUnavailable
@@ -65,9 +66,9 @@ def test_create_and_update_are_one_transaction_each(driver):
         assert batch["nftables"][:3] == [{"add": {"table": ident}},
                                          {"delete": {"table": ident}},
                                          {"add": {"table": ident}}]
-    assert driver.observe("pl") != {"pl": res.fingerprint}
+    assert driver.observe("pl") != {"pl": Observation(res.fingerprint)}
     driver.create("pl", res)
-    assert driver.observe("pl") == {"pl": res.fingerprint}
+    assert driver.observe("pl") == {"pl": Observation(res.fingerprint)}
     assert driver.observe("other") == {}
 
 
@@ -127,7 +128,7 @@ def test_a_ruleset_the_kernel_refuses_is_refused_by_check():
             drv.check("pl", Resource("policy", "pl", bad))
         assert Nft(ns).tables() == []
         drv.create("pl", res)
-        assert drv.observe("pl") == {"pl": res.fingerprint}
+        assert drv.observe("pl") == {"pl": Observation(res.fingerprint)}
         assert set(drv.counters("pl")) == {"rule 1", "default", "dns", "from-gateway"}
         drv.delete("pl", "pl")
         assert Nft(ns).tables() == []
