@@ -106,6 +106,15 @@ def test_every_problem_with_its_path_and_shadowing_is_a_warning():
                                "the other way")
 
 
+def test_the_example_lab_file_reads(state_dir):
+    from pathlib import Path
+
+    lab = Lab.load(Path(__file__).resolve().parent.parent / "examples" / "policy.yaml",
+                   backend="dry-run", state_dir=state_dir)
+    assert lab.warnings() == [] and len(lab.spec.sections["policies"].policy.rules) == 3
+    assert not lab.explain("db", "web", "icmp").allowed
+
+
 def test_builtin_selector_names_matter_only_with_policies():
     plain = {"endpoints": {"any": {"kind": "host"}}}
     assert parse_lab(plain).endpoint("any")

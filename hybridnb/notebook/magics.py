@@ -486,7 +486,7 @@ class HybridMagics(Magics):
         p.add_argument("--interval", type=float, default=2.0, metavar="S")
 
     def _cmd_graph(self, a: argparse.Namespace) -> Any:
-        """topology drawing: kinds, states, failed probe pairs (--live: refreshing)"""
+        """topology drawing: kinds, states, failed and policy-denied pairs (--live: refreshing)"""
         from hybridnb.render.topology import draw_topology
 
         lab = self.require_lab()
