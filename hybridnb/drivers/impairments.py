@@ -50,6 +50,7 @@ from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import get_link, link_kind, netlink_errors
 from hybridnb.drivers.nftables import Feature, Nft
+from hybridnb.drivers.nftables import available as nft_available
 from hybridnb.errors import EngineError, EngineUnavailable, NotFoundError
 from hybridnb.target import Target
 
@@ -220,6 +221,8 @@ class LinkDriver:
     # -- observe --------------------------------------------------------------------------
 
     def records(self, lab: str) -> dict[str, Record]:
+        if not nft_available():             # every plan observes: no nftables, no records
+            return {}
         listing = self.nft.list_table(nftjson.BRIDGE, nftjson.links_table(lab))
         out: dict[str, Record] = {}
         for rule in nftjson.rules_of(listing or {}):

@@ -85,6 +85,15 @@ def _library() -> ctypes.CDLL:
                             hint="apt-get install nftables (it brings libnftables1)")
 
 
+def available() -> bool:
+    """libnftables can be loaded (without it no table of ours can have been made here)."""
+    try:
+        _library()
+    except EngineUnavailable:
+        return False
+    return True
+
+
 def _run(command: str, *, dry_run: bool) -> tuple[int, str, str]:
     """Run one libnftables command buffer in the calling thread's namespace."""
     lib = _library()
@@ -166,6 +175,8 @@ class PolicyDriver:
     # -- protocol -----------------------------------------------------------------------
 
     def observe(self, lab: str) -> dict[str, Observation]:
+        if not available():                 # every plan observes: no nftables, no policy
+            return {}
         listing = self.nft.list_table(nftjson.INET, nftjson.policy_table(lab))
         mark = _owner(listing, lab)
         return {lab: Observation(mark)} if mark is not None else {}

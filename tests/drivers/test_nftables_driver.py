@@ -51,9 +51,21 @@ class FakeNft:
 
 @pytest.fixture
 def driver(monkeypatch):
+    monkeypatch.setattr("hybridnb.drivers.nftables.available", lambda: True)
     drv = PolicyDriver(Target("t", netns=None))
     drv.nft = FakeNft()
     return drv
+
+
+def test_without_libnftables_there_is_nothing_to_observe(monkeypatch):
+    """Every plan observes every kind: a machine without nftables plans labs without
+    policies as before (a policy is refused by ``check``)."""
+    from hybridnb.drivers.impairments import LinkDriver
+
+    monkeypatch.setattr("hybridnb.drivers.nftables.available", lambda: False)
+    monkeypatch.setattr("hybridnb.drivers.impairments.nft_available", lambda: False)
+    assert PolicyDriver(Target("t", netns=None)).observe("pl") == {}
+    assert LinkDriver(Target("t", netns=None)).observe("pl") == {}
 
 
 def test_create_and_update_are_one_transaction_each(driver):
