@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -89,8 +90,14 @@ class LabStatus:
     pending: int = 0                                   # actions an apply would run
     policy: str = ""                                   # "inet hnb-x: 12 rules, default deny — up"
     links: tuple[tuple[str, str, str], ...] = ()       # (endpoint, impairments, state)
-    #: endpoint pairs between which the policy allows nothing either way (topology)
-    denied: tuple[tuple[str, str], ...] = ()
+    #: the lab's Policy (for :attr:`denied`, computed only when asked: drawings ask)
+    enforced: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def denied(self) -> tuple[tuple[str, str], ...]:
+        """Endpoint pairs between which the policy allows nothing either way (the topology
+        draws them)."""
+        return tuple(self.enforced.closed_pairs()) if self.enforced is not None else ()
 
     @property
     def up(self) -> bool:
@@ -592,11 +599,9 @@ class Lab:
                     policy = f"{res.summary} — {state}"
                 elif res.kind == "link":
                     links.append((res.name, res.summary, state))
-        enforced = self._policy()
-        denied = tuple(enforced.closed_pairs()) if enforced is not None else ()
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions),
-                         policy=policy, links=tuple(links), denied=denied)
+                         policy=policy, links=tuple(links), enforced=self._policy())
 
 
 GATEWAY = "gateway"
