@@ -339,3 +339,31 @@ def test_magics_policy_and_links(tmp_path, monkeypatch):
     assert isinstance(run(ip, "%hybrid links"), LinksView)
     assert "policy [FROM] [TO] [PROTO/PORT]" in repr(run(ip, "%hybrid help"))
     ip.magics_manager.registry["HybridMagics"].current_lab = None
+
+
+def test_a_report_with_blocked_probes_keeps_to_its_schema(backend, state_dir):
+    jsonschema = pytest.importorskip("jsonschema")
+    from hybridnb.render.report import report_of, schema
+    from hybridnb.services.policyview import judge_matrix
+    from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
+
+    lab = lab_of(backend, state_dir)
+    lab.apply()
+    m = ConnectivityMatrix.from_results(
+        [ProbeResult("icmp", "web", "db", True, rtts=(0.001,), sent=1, received=1),
+         ProbeResult("icmp", "guest", "db", False, "timeout", sent=1),
+         ProbeResult("icmp", "db", "web", False, "timeout", sent=1)])
+    judge_matrix(m, lab._policy())
+    doc = json.loads(report_of(lab, matrix=m, probe=False).to_json())
+    defs = schema()["$defs"]
+    for key, ref in (("connectivity", "connectivity"), ("policy", "section")):
+        errors = list(jsonschema.Draft202012Validator(
+            {"$ref": f"#/$defs/{ref}", "$defs": defs}).iter_errors(doc["sections"][key]))
+        assert errors == [], [e.message for e in errors]
+    grid = doc["sections"]["connectivity"]["data"]["grids"][0]
+    assert grid["counts"] == {"ok": 1, "fail": 0, "skip": 0, "blocked": 2}
+    assert doc["sections"]["policy"]["data"]["judged"] == [
+        {"check": "icmp", "source": "db", "target": "web", "status": "blocked",
+         "rule": "default"},
+        {"check": "icmp", "source": "guest", "target": "db", "status": "blocked",
+         "rule": "rule 2"}]
