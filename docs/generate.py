@@ -92,6 +92,22 @@ _DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("vm", "image"): ("file path", "the cloud image (templates `base`, `docker`)"),
     ("vm", "kernel"): ("file path", "kernel for direct boot (template `test`)"),
     ("vm", "initrd"): ("file path", "initramfs for direct boot (template `test`)"),
+    ("vm", "labels"): ("mapping", "labels policy groups and `label:K=V` selectors match"),
+    ("host", "labels"): ("mapping", "labels policy groups and `label:K=V` selectors match"),
+    ("top", "groups"): ("mapping", "named sets of endpoints for policies: a list of "
+                                   "endpoints, groups and selectors, or `{members: [...], "
+                                   "labels: {K: V}}`"),
+    ("top", "policies"): ("mapping", "`default: allow|deny` and `rules:` (first match wins, "
+                                     "stateful): `{from: SEL, to: SEL, allow|deny: [tcp/PORT, "
+                                     "udp/PORT, http[/PORT], tcp/LOW-HIGH, icmp, all]}`; "
+                                     "selectors: endpoints, groups, `any`, `hosts`, "
+                                     "`containers`, `vms`, `label:K=V`, `gateway` (in `to:`); "
+                                     "DNS to the gateway is allowed unless a rule says "
+                                     "otherwise; enforced by one nftables table per lab"),
+    ("top", "links"): ("mapping", "impairments per endpoint: `delay`, `jitter` (`us`/`ms`/"
+                                  "`s`), `loss` (`%`), `rate` (`kbit`/`mbit`/`gbit`), `mtu`; "
+                                  "changed in place; what this host cannot give is refused "
+                                  "before anything is made"),
 }
 
 

@@ -15,7 +15,7 @@ say how long that can take (the :class:`~hybridnb.drivers.base.Settling` capabil
 :func:`observe_settled` gives the interrupted actions that much time, counted from when their
 intent was written, to land before the next apply or destroy plans — instead of racing them.
 
-Before any action runs, every create/replace is offered to its driver's ``check`` (the
+Before any action runs, every create/replace/update is offered to its driver's ``check`` (the
 :class:`~hybridnb.drivers.base.Checkable` capability: e.g. "this subnet overlaps a host
 route"), so a doomed lab is refused before anything is made.
 """
@@ -196,9 +196,10 @@ def _entry(action: Action, status: str | None) -> Entry:
 
 
 def preflight(plan: Plan, backend: Backend) -> None:
-    """Run the ``check`` of every driver that has one on what the plan will create."""
+    """Run the ``check`` of every driver that has one on what the plan will create or
+    change in place (an impairment this host cannot give is refused in an update too)."""
     for action in plan.actions:
-        if action.op in ("create", "replace") and action.resource is not None:
+        if action.op in ("create", "replace", "update") and action.resource is not None:
             driver = backend.driver(action.kind)
             if isinstance(driver, Checkable):
                 driver.check(plan.lab, action.resource)

@@ -86,4 +86,22 @@ def real_backend(target: Target, *, state_dir: Path, name: str = "real") -> Back
         pass
     else:
         drivers["dns"] = DnsDriver(target, state_dir=state_dir / "dns")
+    drivers.update(_policy_drivers(target, drivers))
     return Backend(name, target, drivers, extras)
+
+
+def _policy_drivers(target: Target, drivers: dict[str, Any]) -> dict[str, Any]:
+    """The ``policy`` driver (nftables) and the ``link`` driver (tc, nftables), which reaches
+    containers through the container driver's namespaces and VMs through the VM driver's
+    guest agent — whatever drivers declare those capabilities."""
+    from hybridnb.drivers.base import GuestExec, NamespaceSource
+    from hybridnb.drivers.impairments import LinkDriver
+    from hybridnb.drivers.nftables import PolicyDriver
+
+    containers, vms = drivers.get("container"), drivers.get("vm")
+    return {"policy": PolicyDriver(target),
+            "link": LinkDriver(target,
+                               container_netns=containers.netns_paths
+                               if isinstance(containers, NamespaceSource) else None,
+                               guest_exec=vms.guest_exec if isinstance(vms, GuestExec)
+                               else None)}

@@ -68,7 +68,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = _lab(args).status()
     if args.json:
         print(json.dumps({"lab": status.lab, "backend": status.backend, "up": status.up,
-                          "pending": status.pending, "endpoints": status.records()}, indent=2))
+                          "pending": status.pending, "endpoints": status.records(),
+                          "policy": status.policy or None,
+                          "links": [{"endpoint": n, "impairments": w, "state": st}
+                                    for n, w, st in status.links]}, indent=2))
     else:
         print(status.to_text())
     return EXIT_OK if status.up else EXIT_PENDING
@@ -90,6 +93,31 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_dns(args: argparse.Namespace) -> int:
     lab = _lab(args)
     print((lab.dns_query_log(args.query_log) if args.query_log else lab.dns()).to_text())
+    return EXIT_OK
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    if args.source is None:
+        table = lab.policy()
+        print(table.to_json() if args.json else table.to_text())
+        return EXIT_OK
+    if args.target is None:
+        raise HybridError("policy: name the target too: hybridnb policy LAB FROM TO "
+                          "[PROTO/PORT]", hint="e.g. hybridnb policy lab.yaml web db tcp/5432")
+    decision = lab.explain(args.source, args.target, args.check)
+    if args.json:
+        print(json.dumps({"source": decision.flow.source, "target": decision.flow.target,
+                          "check": decision.flow.check, "verdict": decision.verdict,
+                          "decided_by": decision.decided_by, "why": decision.why}, indent=2))
+    else:
+        print(str(decision))
+    return EXIT_OK if decision.allowed else EXIT_PENDING
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    view = _lab(args).links()
+    print(json.dumps(view.records(), indent=2) if args.json else view.to_text())
     return EXIT_OK
 
 
@@ -433,6 +461,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the last N queries the lab's DNS server answered")
     p.set_defaults(func=cmd_dns)
     _add_watch_commands(sub, common)
+
+    p = sub.add_parser(
+        "policy", parents=[common],
+        help="the lab's policy with hit counters; with FROM TO: would FROM reach TO? (exit 0 "
+             "allowed, 1 denied)",
+        description="Without FROM TO: the rules of the lab's policy as a table, with the "
+                    "packets each decided since the last change. With FROM TO [CHECK]: the "
+                    "decision for that flow and the rule that makes it (from the lab file; "
+                    "nothing is sent).")
+    p.add_argument("source", nargs="?", metavar="FROM", help="source endpoint")
+    p.add_argument("target", nargs="?", metavar="TO", help="target endpoint or gateway")
+    p.add_argument("check", nargs="?", metavar="PROTO/PORT", default="icmp",
+                   help="tcp/PORT, udp/PORT, http[/PORT], icmp or dns (default icmp)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_policy)
+    p = sub.add_parser("links", parents=[common],
+                       help="the lab's link impairments: what, where applied, loss counters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_links)
 
     p = sub.add_parser(
         "sandbox", help="the isolated lab host with private dockerd and libvirtd",

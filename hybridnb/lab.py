@@ -7,8 +7,9 @@ description and roll back on error, so a Lab is never invalid.  ``plan()`` compi
 description into resources and diffs them against what the backend observes; ``apply()``
 executes that plan under the lab's lock, recording intent first; ``destroy()`` removes
 everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
-``validate()``, ``dns()`` and ``dns_query_log()`` look inside.  Every method returns an
-object that renders itself.
+``validate()``, ``dns()`` and ``dns_query_log()`` look inside; ``policy()``, ``explain()``,
+``links()`` and ``warnings()`` show the lab's policies and link impairments.  Every method
+returns an object that renders itself.
 
     lab = Lab("demo", backend="dry-run")
     lab.add_container("web", image="busybox").add_vm("vm1")
@@ -22,10 +23,12 @@ delete comes from its drivers' declared capabilities (:mod:`hybridnb.drivers.bas
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import ipaddress
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
@@ -51,6 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.services.labview import LabView
     from hybridnb.services.logs import LogLine, LogView
     from hybridnb.services.monitor import TrafficReport, TrafficSample
+    from hybridnb.core.policy import Decision, Policy
+    from hybridnb.services.policyview import LinksView, PolicyTable
     from hybridnb.services.dns.results import DnsRecords, QueryLogView
     from hybridnb.services.probe import ConnectivityMatrix, ProbeEndpoint
 
@@ -89,6 +94,16 @@ class LabStatus:
     endpoints: tuple[EndpointStatus, ...] = ()
     infra: tuple[tuple[str, str, str], ...] = ()       # (kind, name, state)
     pending: int = 0                                   # actions an apply would run
+    policy: str = ""                                   # "inet hnb-x: 12 rules, default deny — up"
+    links: tuple[tuple[str, str, str], ...] = ()       # (endpoint, impairments, state)
+    #: the lab's Policy (for :attr:`denied`, computed only when asked: drawings ask)
+    enforced: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def denied(self) -> tuple[tuple[str, str], ...]:
+        """Endpoint pairs between which the policy allows nothing either way (the topology
+        draws them)."""
+        return tuple(self.enforced.closed_pairs()) if self.enforced is not None else ()
 
     @property
     def up(self) -> bool:
@@ -114,7 +129,12 @@ class LabStatus:
         text = self.headline()
         if self.endpoints:
             text += "\n" + text_table(self._columns(), self.rows())
-        return text
+        return text + "".join(f"\n{line}" for line in self.policy_lines())
+
+    def policy_lines(self) -> list[str]:
+        """The policy and the impaired links, one line each ([] without them)."""
+        lines = [f"policy: {self.policy}"] if self.policy else []
+        return lines + [f"link {name}: {what} — {state}" for name, what, state in self.links]
 
     __repr__ = to_text
     __str__ = to_text
@@ -126,8 +146,13 @@ class LabStatus:
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
+        from html import escape
+
+        extra = self.policy_lines()
         return table(self._columns(), self.rows(), caption=self.headline(),
-                     row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints])
+                     row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints]
+                     ) + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in extra) + "</ul>"
+                          if extra else "")
 
 
 def _state_of(res: Resource, seen: Observation | None, applied: bool,
@@ -315,8 +340,9 @@ class Lab:
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed)."""
         recorded = recorded_specs(self.store.read(self.name))
-        return diff(self.name, self.resources(), self._observe(), recorded,
+        plan = diff(self.name, self.resources(), self._observe(), recorded,
                     updatable=self.backend.updatable())
+        return dataclasses.replace(plan, warnings=tuple(self.warnings()))
 
     @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
@@ -420,10 +446,16 @@ class Lab:
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        return probe_matrix(eps + [gateway], checks, domain=net.domain,
-                            dns_server=str(net.gateway) if net.dns else None,
-                            timeout=timeout, count=count, pin_neighbours=pin_neighbours,
-                            responders=responders)
+        matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
+                              dns_server=str(net.gateway) if net.dns else None,
+                              timeout=timeout, count=count, pin_neighbours=pin_neighbours,
+                              responders=responders)
+        policy = self._policy()
+        if policy is not None:              # denied probes that failed are "blocked"
+            from hybridnb.services.policyview import judge_matrix
+
+            judge_matrix(matrix, policy)
+        return matrix
 
     @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> ExpectationReport:
@@ -441,7 +473,7 @@ class Lab:
         # every expect: line is an assertion: only what really listens may answer it
         matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count,
                            responders=False)
-        return evaluate(expectations, matrix)
+        return evaluate(expectations, matrix, policy=self._policy())
 
     # ---------------------------------------------------------------------------- dns
 
@@ -471,6 +503,81 @@ class Lab:
         driver = self.backend.require("dns", QueryLog)
         return QueryLogView(self.name, tuple(driver.query_log(self.name, limit)))
 
+    # ---------------------------------------------------------------- policies and links
+
+    def warnings(self) -> list[Problem]:
+        """What the lab file may not mean, though nothing is wrong enough to refuse it: policy
+        rules that can never match (earlier rules decide all their flows), with the rule
+        numbers.  ``plan()`` shows them too."""
+        value = self._spec.sections.get("policies")
+        return list(value.warnings) if value is not None else []
+
+    def _policy(self) -> Policy | None:
+        """The lab's policy over its endpoints' addresses (None without ``policies:``)."""
+        from hybridnb.core.sections.policies import policy_of
+
+        if self._spec.sections.get("policies") is None:
+            return None
+        return policy_of(self._spec, self.addresses())
+
+    def _require_policy(self) -> Policy:
+        policy = self._policy()
+        if policy is None:
+            raise NotFoundError(f"lab {self.name} has no policies",
+                                hint="add a policies: section (default: and rules:) to the lab "
+                                     "file")
+        return policy
+
+    def explain(self, source: str, target: str, check: str = "icmp") -> Decision:
+        """Would ``source`` reach ``target`` with ``check`` (``tcp/5432``, ``http``,
+        ``icmp``, ``dns``)?  The policy's decision and the rule that makes it (computed from
+        the lab file: nothing is sent)."""
+        try:
+            return self._require_policy().explain(source, target, check)
+        except ValidationError as exc:
+            raise ValidationError(exc.problems, source=self.source) from None
+
+    @engine_call
+    def policy(self) -> PolicyTable:
+        """The lab's policy: its rules, the built-ins and the default as a table, with how
+        many packets each decided since the last change (when the backend counts them)."""
+        from hybridnb.drivers.base import RuleCounters
+        from hybridnb.services.policyview import PolicyTable
+
+        policy = self._require_policy()
+        res = next(r for r in self.resources() if r.kind == "policy")
+        seen = self._observe().get("policy", {}).get(res.name)
+        applied = bool(self.store.read(self.name).get("resources"))
+        state, _ = _state_of(res, seen, applied, "")
+        counters, note = None, ""
+        if not self.backend.capable("policy", RuleCounters):
+            note = f"the {self.backend.name} backend counts no packets"
+        elif seen is not None:
+            counters = self.backend.require("policy", RuleCounters).counters(self.name)
+        return PolicyTable(self.name, policy, counters, state, str(res.spec["table"]), note)
+
+    @engine_call
+    def links(self) -> LinksView:
+        """The lab's link impairments: per endpoint what its link should do, whether that is
+        applied, where (its bridge port, inside a VM guest) and what loss dropped."""
+        from hybridnb.core.sections.links import impairments_of
+        from hybridnb.drivers.base import LinkReport
+        from hybridnb.services.policyview import LinkRow, LinksView, where_applied
+
+        wanted = {r.name: r for r in self.resources() if r.kind == "link"}
+        seen = self._observe().get("link", {})
+        report: Mapping[str, Any] = {}
+        if wanted and self.backend.capable("link", LinkReport):
+            report = self.backend.require("link", LinkReport).link_report(self.name)
+        applied = bool(self.store.read(self.name).get("resources"))
+        rows = []
+        for name, imp in sorted(impairments_of(self._spec).items()):
+            state, _ = _state_of(wanted[name], seen.get(name), applied, "")
+            got = report.get(name)
+            rows.append(LinkRow(name, self._spec.endpoint(name).kind, imp.describe(), state,
+                                where_applied(got), None if got is None else got["dropped"]))
+        return LinksView(self.name, tuple(rows))
+
     # ------------------------------------------------------------------------- status
 
     @engine_call
@@ -482,7 +589,8 @@ class Lab:
         plan = diff(self.name, resources, observed, recorded, updatable=self.backend.updatable())
         reasons = {a.key: a.reason for a in plan.actions}
         applied = bool(recorded) or any(observed.values())
-        rows, infra = [], []
+        rows, infra, links = [], [], []
+        policy = ""
         for res in sorted(resources, key=lambda r: r.name):
             state, detail = _state_of(res, observed.get(res.kind, {}).get(res.name), applied,
                                       reasons.get(res.key, ""))
@@ -493,8 +601,13 @@ class Lab:
             if not is_endpoint_kind(res.kind):
                 state, _ = _state_of(res, observed.get(res.kind, {}).get(res.name), True, "")
                 infra.append((res.kind, res.name, state))
+                if res.kind == "policy":
+                    policy = f"{res.summary} — {state}"
+                elif res.kind == "link":
+                    links.append((res.name, res.summary, state))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
-                         str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
+                         str(net.gateway), tuple(rows), tuple(infra), len(plan.actions),
+                         policy=policy, links=tuple(links), enforced=self._policy())
 
     # ----------------------------------------------------- watching (monitor, capture, ...)
 

@@ -60,6 +60,9 @@ class Plan:
     actions: tuple[Action, ...] = ()
     unchanged: int = 0
     desired: tuple[Resource, ...] = field(default=(), repr=False)
+    #: what the lab file may not mean (e.g. a policy rule that never matches): path, message
+    #: and hint, like validation problems, but nothing is refused
+    warnings: tuple[Any, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -77,6 +80,7 @@ class Plan:
     def to_text(self) -> str:
         lines = [self.headline()]
         lines += ["  " + a.describe() for a in self.actions]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -93,10 +97,16 @@ class Plan:
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
+        from html import escape
+
         rows = [[_SYMBOL[a.op] + " " + a.op, a.kind, a.name,
                  a.resource.summary if a.resource else "", a.reason] for a in self.actions]
-        return table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
-                     row_classes=[a.op for a in self.actions])
+        out = table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
+                    row_classes=[a.op for a in self.actions])
+        if self.warnings:
+            out += "<ul>" + "".join(f"<li>warning: {escape(str(w))}</li>"
+                                    for w in self.warnings) + "</ul>"
+        return out
 
 
 def diff(lab: str, desired: Iterable[Resource], observed: Mapping[str, Mapping[str, Observation]],

@@ -122,12 +122,16 @@ class DryRunDriver:
 
 
 class DryRunDnsDriver(DryRunDriver):
-    """The DNS service changes its records in place, like the real one."""
+    """Changed in place, like the real driver: the DNS service (its records), a policy (one
+    table replacement) and a link's impairments (the endpoint is not re-created)."""
 
     def update(self, lab: str, resource: Resource) -> None:
         self.engine.record(f"update {self.kind}/{resource.name}")
         self.engine.put(lab, resource)
 
+
+#: Kinds whose real drivers change a resource in place (``update``), and so do these.
+UPDATED_IN_PLACE = ("dns", "policy", "link")
 
 #: What the dry-run backend cannot do, and where to do it instead.
 HINT = ("the dry-run backend sends no packets and runs no servers: use the sandbox backend "
@@ -138,7 +142,7 @@ def dry_run_backend(path: str | os.PathLike[str] | None = None) -> Backend:
     """Every resource kind in memory; no driver has a capability that needs an engine
     (probing from namespaces, guest exec, a query log)."""
     engine = DryRunEngine(path)
-    drivers = {kind: (DryRunDnsDriver if kind == "dns" else DryRunDriver)(kind, engine)
-               for kind in kind_order()}
+    drivers = {kind: (DryRunDnsDriver if kind in UPDATED_IN_PLACE else DryRunDriver)(
+        kind, engine) for kind in kind_order()}
     return Backend("dry-run", Target(name="dry-run"), dict(drivers), {"engine": engine},
                    hint=HINT)

@@ -96,8 +96,8 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: The subcommands in the order ``help`` lists them; ``KINDS`` stands for one subcommand per
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
-               "validate", "dns", "graph", "monitor", "capture", "doctor", "logs", "destroy",
-               "sandbox", "kinds", "yaml", "help")
+               "validate", "dns", "policy", "links", "graph", "monitor", "capture", "doctor",
+               "logs", "destroy", "sandbox", "kinds", "yaml", "help")
 
 
 def _sandbox_option(p: argparse.ArgumentParser) -> None:
@@ -456,6 +456,27 @@ class HybridMagics(Magics):
         return lab.dns_query_log(a.limit)
 
     @staticmethod
+    def _args_policy(p: _Parser) -> None:
+        p.add_argument("source", nargs="?", metavar="FROM", help="source endpoint")
+        p.add_argument("target", nargs="?", metavar="TO", help="target endpoint or gateway")
+        p.add_argument("check", nargs="?", metavar="PROTO/PORT", default="icmp",
+                       help="tcp/PORT, udp/PORT, http[/PORT], icmp or dns (default icmp)")
+
+    def _cmd_policy(self, a: argparse.Namespace) -> Any:
+        """the policy's rules with hit counters; FROM TO [PROTO/PORT]: the deciding rule"""
+        lab = self.require_lab()
+        if a.source is None:
+            return lab.policy()
+        if a.target is None:
+            raise UsageError("%hybrid policy: name the target too: FROM TO [PROTO/PORT]\n"
+                             "  hint: e.g. %hybrid policy web db tcp/5432")
+        return lab.explain(a.source, a.target, a.check)
+
+    def _cmd_links(self, a: argparse.Namespace) -> Any:
+        """the link impairments: what each endpoint's link does and where it is applied"""
+        return self.require_lab().links()
+
+    @staticmethod
     def _args_graph(p: _Parser) -> None:
         p.add_argument("--matrix", metavar="VAR",
                        help="variable holding a connectivity matrix (default: the last test)")
@@ -466,7 +487,8 @@ class HybridMagics(Magics):
         p.add_argument("--interval", type=float, default=2.0, metavar="S")
 
     def _cmd_graph(self, a: argparse.Namespace) -> Any:
-        """topology drawing: kinds, states, failed probe pairs (--live: interactive, traffic)"""
+        """topology drawing: kinds, states, failed and policy-denied pairs (--live: interactive,
+        traffic)"""
         from hybridnb.render.topology import draw_topology
 
         lab = self.require_lab()

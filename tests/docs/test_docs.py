@@ -79,7 +79,8 @@ def test_troubleshooting_entries_have_symptom_check_fix():
     # one entry per doctor check: the names a doctor's check list is compared with
     assert gen.doctor_entries() == sorted(
         ["forward-drop", "br-netfilter", "ip-forward", "mtu", "duplicate-ip", "neighbour-cap",
-         "dns", "engines", "kvm", "route-overlap", "leftovers", "drift"])
+         "dns", "engines", "kvm", "route-overlap", "leftovers", "drift", "policy-kernel",
+         "link-kernel", "policy-table", "policy-drops"])
 
 
 def _anchors(path: Path) -> set[str]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, Kind, Text,
-                                      spec_field)
-from hybridnb.core.problems import Collector
+from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, KeyValues,
+                                      Kind, Text, spec_field)
+from hybridnb.core.problems import Collector, text_value
 from hybridnb.core.resource import Resource
 
 TEMPLATES = ("test", "base", "docker")
@@ -50,6 +50,10 @@ class VMSpec(EndpointSpec):
     initrd: str | None = spec_field(
         _INITRD_FILE, to=("initrd",), metavar="PATH",
         help="initramfs for the test template (default: the built test image's)")
+    labels: Mapping[str, str] = spec_field(
+        KeyValues(check=lambda k, v: text_value(v)), default={}, option="label",
+        help="labels that policy groups and label:K=V selectors match (the VM does not "
+             "see them)")
 
 
 class VMKind(Kind):

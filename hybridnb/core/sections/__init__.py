@@ -11,7 +11,8 @@ parser.  A section
 * writes it back (``dump``; ``None`` leaves the key out);
 * may compile resources of its own kinds (``compile``), whose places in the creation order
   it declares in ``stages`` (bridge 10, firewall 20, Docker network 30, hosts 40,
-  containers 50, VMs 60, DNS 90).
+  containers 50, VMs 60, DNS 90), and which other kinds each of them ``needs`` (a replaced
+  resource of a needed kind replaces them too: impairments live on the endpoints' ports).
 
 Parsed values of these sections are in ``LabSpec.sections[key]``.  :func:`register` adds a
 section at run time (tests, plugins); :func:`unregister` takes it away again.
@@ -38,6 +39,8 @@ class Section:
     order: ClassVar[int] = 50
     #: resource kinds this section compiles, with their place in the creation order
     stages: ClassVar[Mapping[str, int]] = {}
+    #: per resource kind of this section, the kinds whose replacement replaces it too
+    needs: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: what ``parse`` receives when the key is absent (a key written empty gives ``None``)
     absent: ClassVar[Any] = None
 

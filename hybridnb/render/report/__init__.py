@@ -31,6 +31,7 @@ from hybridnb.render.report.model import SCHEMA_VERSION, Figure, ReportData, Sec
 from hybridnb.render.report.render import (render_html, render_json, render_markdown, schema,
                                            write_report)
 from hybridnb.render.report.sections import Section, register, registered, table_section
+from hybridnb.render.report import policy as _policy_section  # noqa: E402,F401 (registers it)
 
 
 class LabReport:
