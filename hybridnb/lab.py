@@ -493,6 +493,7 @@ class Lab:
 
     # ------------------------------------------------------------------------- report
 
+    @engine_call
     def report(self, *, probe: bool = True, matrix: ConnectivityMatrix | None = None,
                validation: ExpectationReport | None = None,
                apply_result: ApplyResult | None = None, doctor: Any = None,

@@ -136,7 +136,7 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
 
     params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "nbbasics",
               "SUBNET": "10.0.61.0/24", "BRIDGE": "hnbnb0","STATE_DIR": str(tmp_path), "WITH_VM": True,
-              "REQUIRE_PROBES": True, "REPORT": str(tmp_path / "nbbasics.json")}
+              "REQUIRE_PROBES": True, "REPORT": str(tmp_path / "report" / "nbbasics.json")}
     try:
         nb = execute(BASICS, params, monkeypatch, timeout=900)
     finally:
@@ -153,7 +153,7 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     assert "not applied" in text
     import json
 
-    doc = json.loads((tmp_path / "nbbasics.json").read_text())   # the exported report
+    doc = json.loads((tmp_path / "report" / "nbbasics.json").read_text())   # the export
     conn = doc["sections"]["connectivity"]
     assert conn["note"] == "" and conn["data"]["results"], conn["note"]   # a fresh probe run
     assert {e["name"] for e in doc["sections"]["endpoints"]["data"]["endpoints"]} == {
