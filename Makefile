@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 APT_PACKAGES := docker.io iptables busybox-static iproute2 nftables kmod \
 	qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev pkg-config \
 	dnsmasq-base dnsutils fping dnsperf tcpdump xz-utils cpio genisoimage gcc libc6-dev python3-dev \
-	iperf3 chromium-headless-shell python3-venv
+	iperf3 chromium-headless-shell python3-venv \
+	mmdebstrap debian-archive-keyring e2fsprogs qemu-utils util-linux
 
 .PHONY: test unit real demo bench deps venv images clean sandbox-down docs
 
@@ -40,7 +41,8 @@ deps:
 	  fi; \
 	else echo "== not root (or no apt): skipping system packages"; fi
 
-$(VENV)/.stamp: pyproject.toml
+# setup.py builds the DNS server's C extension: an edit to its source needs a reinstall
+$(VENV)/.stamp: pyproject.toml setup.py hybridnb/daemons/dns/_mmsg.c
 	@echo "== creating $(VENV) with hybridnb[all,test]"
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip

@@ -117,11 +117,28 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_images(args: argparse.Namespace) -> int:
-    from hybridnb.images import testvm
+    from hybridnb.images import recipes, testvm
 
-    image = testvm.build(progress=None if args.quiet else
-                         (lambda event, _fraction=None: print(event, file=sys.stderr, flush=True)))
-    print(f"test VM image {image.version}: kernel {image.kernel}, initrd {image.initrd}")
+    if args.action == "list":
+        listing = recipes.list_images()
+        print(json.dumps(listing.records(), indent=2) if args.json else listing.to_text())
+        return EXIT_OK
+    if args.action == "prune":
+        print(recipes.prune(everything=args.all).to_text())
+        return EXIT_OK
+    if not args.what:
+        image = testvm.build(progress=None if args.quiet else
+                             (lambda event, _f=None: print(event, file=sys.stderr, flush=True)))
+        print(f"test VM image {image.version}: kernel {image.kernel}, initrd {image.initrd}")
+        return EXIT_OK
+    show = None if args.quiet else (lambda event: print(event, file=sys.stderr, flush=True))
+    for name, (recipe, shapes) in _wanted_images(args.what).items():
+        shape = "vm" if "vm" in shapes else "rootfs"
+        ref = recipes.ensure_image(recipe, None, shape, show, refresh=args.refresh,
+                                   force=args.force)
+        what = f"VM disk {ref.disk}" if shape == "vm" else f"rootfs {ref.rootfs}"
+        note = " (+ container: docker import on first use)" if "container" in shapes else ""
+        print(f"image {name}: {what}{note}")
     return EXIT_OK
 
 
@@ -161,6 +178,31 @@ def _sandbox_option(p: argparse.ArgumentParser, *, alias: bool = False) -> None:
                    help="sandbox name (default: $HYBRIDNB_SANDBOX, else default)")
     if alias:
         p.add_argument("--name", dest="sandbox", help=argparse.SUPPRESS)   # the old spelling
+
+
+def _wanted_images(what: Sequence[str]) -> dict[str, Any]:
+    """Recipes named on the command line: lab files (their images and the built-in ones
+    their endpoints use) or built-in recipe names."""
+    import os
+
+    import yaml
+
+    from hybridnb.core.recipe import builtin_recipes, lab_images
+    from hybridnb.errors import NotFoundError
+
+    out: dict[str, Any] = {}
+    builtin = builtin_recipes()
+    for item in what:
+        if os.path.isfile(item):
+            with open(item) as fh:
+                data = yaml.safe_load(fh) or {}
+            out.update(lab_images(data if isinstance(data, dict) else {}))
+        elif item in builtin:
+            out[item] = (builtin[item], ("vm",))
+        else:
+            raise NotFoundError(f"{item!r} is neither a lab file nor a built-in image",
+                                hint=f"built-in images: {', '.join(sorted(builtin))}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,8 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kinds", nargs="*", metavar="KIND", help="only these kinds")
     p.set_defaults(func=cmd_kinds)
 
-    p = sub.add_parser("images", help="build the images labs use (the small test VM)")
-    p.add_argument("action", choices=["build"])
+    p = sub.add_parser(
+        "images", help="build, list and prune the images labs use",
+        description="build: with no argument the small test VM; with lab files, the images "
+                    "their images: section defines and the built-in ones (base, docker, "
+                    "observer) their endpoints name, from Debian packages (cached: an "
+                    "unchanged recipe with unchanged package versions is not rebuilt); "
+                    "with built-in names, those. list: the cache. prune: remove superseded "
+                    "builds and leftovers (--all: everything).")
+    p.add_argument("action", choices=["build", "list", "prune"])
+    p.add_argument("what", nargs="*", metavar="LAB|IMAGE",
+                   help="lab files or built-in image names (build)")
+    p.add_argument("--refresh", action="store_true",
+                   help="refresh the package lists now (default: when older than a day)")
+    p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    p.add_argument("--all", action="store_true", help="with prune: remove every image")
+    p.add_argument("--json", action="store_true", help="with list: machine-readable output")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_images)
     return parser

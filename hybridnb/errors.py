@@ -14,7 +14,8 @@ the command line uses for it.
     └── EngineError          an engine (kernel, Docker, libvirt, a daemon) refused or failed
         ├── EngineUnavailable  the engine is not installed / not running / not reachable
         │   └── Unsupported    the backend cannot do this at all (a capability it lacks)
-        └── BootError          a VM did not come up (carries the console tail)
+        ├── BootError          a VM did not come up (carries the console tail)
+        └── BuildError         an image recipe did not build (names the recipe and the step)
 """
 
 from __future__ import annotations
@@ -179,4 +180,24 @@ class BootError(EngineError):
         if self.console:
             tail = "\n".join("    | " + line for line in self.console.splitlines()[-20:])
             text += "\n  console tail:\n" + tail
+        return text
+
+
+class BuildError(EngineError):
+    """An image recipe did not build; ``recipe`` and ``step`` (resolve, download, install,
+    setup, files, run, disk, import...) say where, ``log`` holds the tail of the build log."""
+
+    def __init__(self, message: str, *, recipe: str, step: str, log: str = "",
+                 hint: str | None = None) -> None:
+        super().__init__(f"image {recipe}: {step} failed: {message}", hint=hint,
+                         engine="images")
+        self.recipe = recipe
+        self.step = step
+        self.log = log
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.log:
+            tail = "\n".join("    | " + line for line in self.log.splitlines()[-15:])
+            text += "\n  build log tail:\n" + tail
         return text

@@ -50,9 +50,6 @@ CORE_MAY_NOT_IMPORT = {                        # touches the host, the notebook 
 
 # (importer, imported) -> why it is still there; each must disappear, none may be added
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("hybridnb.drivers.dns", "hybridnb.services.dns.querylog"):
-        "the DNS driver reads the query log with the service's reader; being moved next to "
-        "the server's contract (issue 10, helper 'dns')",
     ("hybridnb.drivers.libvirt", "hybridnb.images.testvm"):
         "the libvirt driver builds/looks up the test VM image for template 'test' (lazily); "
         "the kernel/initrd should come in the resource from the layer above",

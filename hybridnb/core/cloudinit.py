@@ -13,6 +13,11 @@ spec (pure, deterministic — golden-tested):
   same plus ``docker.io``), and a last step that prints the ready marker
   (``HYBRIDNB-READY name=... ip=...``) on the serial console, as the test VM does.
 
+A VM of an image recipe (spec ``boot: disk``, an image built with ``cloud_init: true``) gets
+the same three files, but its user-data installs nothing, enables no systemd units and
+prints no marker: the image holds its packages already, and hybridnb's init runs the agent
+and the services and prints the ready marker once they accept connections.
+
 The libvirt driver writes these into an ISO (:func:`seed_files` → genisoimage).
 """
 
@@ -53,7 +58,9 @@ def network_config(spec: Mapping[str, Any], *, only_nic: bool = True) -> str:
         "addresses": [f"{spec['address']}/{spec['prefix']}"],
     }
     if only_nic:
-        nic["routes"] = [{"to": "default", "via": spec["gateway"]}]
+        # 0.0.0.0/0 rather than "default": cloud-init 22.4's ENI renderer (Debian 12)
+        # rejects "default" as an address
+        nic["routes"] = [{"to": "0.0.0.0/0", "via": spec["gateway"]}]
     ns: dict[str, Any] = {}
     if spec.get("dns"):
         ns["addresses"] = list(spec["dns"])
@@ -69,7 +76,8 @@ def network_config(spec: Mapping[str, Any], *, only_nic: bool = True) -> str:
 def user_data(lab: str, spec: Mapping[str, Any], *, ssh_keys: Iterable[str] = ()) -> str:
     """``#cloud-config`` for the VM's template."""
     template = spec.get("template", "base")
-    if template not in TEMPLATE_PACKAGES:
+    recipe_vm = spec.get("boot") == "disk"
+    if template not in TEMPLATE_PACKAGES and not recipe_vm:
         raise ValueError(f"no cloud-init template {template!r} "
                          f"(have: {', '.join(sorted(TEMPLATE_PACKAGES))})")
     keys = sorted({k.strip() for k in ssh_keys if k.strip()})
@@ -80,11 +88,13 @@ def user_data(lab: str, spec: Mapping[str, Any], *, ssh_keys: Iterable[str] = ()
         user["ssh_authorized_keys"] = keys
     if template == "docker":
         user["groups"] = ["sudo", "docker"]
-    runcmd: list[Any] = [["systemctl", "enable", "--now", "qemu-guest-agent"]]
-    if template == "docker":
+    runcmd: list[Any] = [] if recipe_vm else [["systemctl", "enable", "--now",
+                                                "qemu-guest-agent"]]
+    if template == "docker" and not recipe_vm:
         runcmd.append(["systemctl", "enable", "--now", "docker"])
     marker = f"{READY_MARKER} name={spec['hostname']} ip={spec['address']}"
-    runcmd.append(["sh", "-c", f"echo '{marker}' > /dev/ttyS0"])
+    if not recipe_vm:               # hybridnb's init prints it once the services are up
+        runcmd.append(["sh", "-c", f"echo '{marker}' > /dev/ttyS0"])
     data: dict[str, Any] = {
         "hostname": spec["hostname"],
         "fqdn": fqdn,
@@ -92,11 +102,13 @@ def user_data(lab: str, spec: Mapping[str, Any], *, ssh_keys: Iterable[str] = ()
         "users": [user],
         "ssh_pwauth": False,
         "package_update": True,
-        "packages": list(TEMPLATE_PACKAGES[template]),
+        "packages": list(TEMPLATE_PACKAGES.get(template, ())),
         "runcmd": runcmd,
         "final_message": f"hybridnb lab {lab}: {spec['endpoint']} up after $UPTIME s",
     }
-    if template == "docker":
+    if recipe_vm:
+        del data["package_update"], data["packages"], data["runcmd"]
+    if template == "docker" and not recipe_vm:
         data["groups"] = ["docker"]
     return "#cloud-config\n" + _dump(data)
 

@@ -145,6 +145,7 @@ class Zone:
         default_factory=dict, init=False, repr=False, compare=False)
     _existing: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
     _all: tuple[Record, ...] = field(default=(), init=False, repr=False, compare=False)
+    _origins: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -156,6 +157,8 @@ class Zone:
         set_("subnet", str(ipaddress.IPv4Network(self.subnet or f"{self.gateway}/24",
                                                  strict=False)))
         set_("upstream", tuple(str(ipaddress.IPv4Address(u)) for u in self.upstream))
+        # every lookup asks for them: computed once (a server's zone load does ~20 per name)
+        set_("_origins", (self.domain,) + reverse_origins(ipaddress.IPv4Network(self.subnet)))
         self._validate()
         records = self._build()
         index: dict[str, dict[str, list[Record]]] = {}
@@ -208,7 +211,7 @@ class Zone:
     @property
     def origins(self) -> tuple[str, ...]:
         """The zones this lab is authoritative for: the domain, then the reverse zones."""
-        return (self.domain,) + reverse_origins(ipaddress.IPv4Network(self.subnet))
+        return self._origins
 
     def _content(self) -> dict[str, Any]:
         return {"domain": self.domain, "records": dict(self.records), "gateway": self.gateway,

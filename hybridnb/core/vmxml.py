@@ -8,6 +8,10 @@ virtualization (measured in ``notes/engines-here.md``):
 * the test template boots its kernel directly (``<kernel>``/``<initrd>``/``<cmdline>``) and
   reads its identity from the command line (``hybrid.ip=10.0.1.200/24 hybrid.gw=...``, see
   :func:`kernel_cmdline`); cloud templates boot a disk plus a NoCloud seed ISO (cdrom);
+* a VM of an image recipe (spec ``boot: disk``, see :mod:`hybridnb.images.vmdisk`) boots the
+  kernel bundle directly too, with its root disk as ``vda`` (the VM's qcow2 overlay on the
+  recipe's ext4 image) and the same ``hybrid.*`` identity (:func:`disk_cmdline`); with
+  ``cloud_init`` the identity comes from a NoCloud seed attached as ``vdb`` instead;
 * one NIC: ``<interface type='bridge'>`` on the lab bridge, virtio, the endpoint's stable MAC;
 * the serial console goes to a file (readiness marker, boot errors) and a virtio-serial channel
   carries the QEMU guest agent (``org.qemu.guest_agent.0``);
@@ -56,6 +60,16 @@ def kernel_cmdline(spec: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
+def disk_cmdline(spec: Mapping[str, Any]) -> str:
+    """Kernel command line of a recipe VM booted from its disk (``boot: disk``): the test
+    VM's identity keys plus the root disk, or only the name when cloud-init configures it."""
+    if spec.get("cloud_init"):
+        base = f"console=ttyS0 panic=1 quiet hybrid.name={spec['hostname']} hybrid.cloudinit=1"
+    else:
+        base = kernel_cmdline(spec)
+    return f"{base} root=/dev/vda hybrid.rootmode={spec.get('rootmode') or 'rw'}"
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
     el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
     if text is not None:
@@ -69,16 +83,20 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
     """The domain XML of one lab VM.
 
     ``kernel``/``initrd`` (direct boot) are required for the ``test`` template; cloud
-    templates need ``disk`` (the VM's qcow2 overlay) and ``seed_iso`` (NoCloud seed).
-    ``fingerprint`` defaults to the fingerprint of a ``vm`` resource with this spec.
+    templates need ``disk`` (the VM's qcow2 overlay) and ``seed_iso`` (NoCloud seed); recipe
+    VMs (``boot: disk``) need all three of kernel, initrd and disk (the seed when
+    ``cloud_init``).  ``fingerprint`` defaults to the fingerprint of a ``vm`` resource with
+    this spec.
     """
     spec = dict(resource_spec)
     endpoint = spec["endpoint"]
     template = spec.get("template", "test")
+    recipe_vm = spec.get("boot") == "disk"
     if fingerprint is None:
         fingerprint = Resource("vm", endpoint, spec).fingerprint
-    if template == "test" and not (kernel and initrd):
-        raise ValueError("the test template boots a kernel directly: kernel and initrd needed")
+    if (template == "test" or recipe_vm) and not (kernel and initrd):
+        raise ValueError(f"{'a recipe VM' if recipe_vm else 'the test template'} boots a "
+                         "kernel directly: kernel and initrd needed")
     if template != "test" and not disk:
         raise ValueError(f"template {template!r} boots a disk image: disk needed")
 
@@ -96,17 +114,21 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
     _sub(dom, "vcpu", str(int(spec.get("vcpus", 1))))
     os_ = _sub(dom, "os")
     _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
-    if template == "test":
+    if template == "test" and not recipe_vm:
         _sub(os_, "kernel", kernel)
         _sub(os_, "initrd", initrd)
         _sub(os_, "cmdline", kernel_cmdline(spec))
+    elif recipe_vm:
+        _sub(os_, "kernel", kernel)
+        _sub(os_, "initrd", initrd)
+        _sub(os_, "cmdline", disk_cmdline(spec))
     else:
         _sub(os_, "boot", dev="hd")
     feats = _sub(dom, "features")
     _sub(feats, "acpi")
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
-    _sub(dom, "on_reboot", "destroy" if template == "test" else "restart")
+    _sub(dom, "on_reboot", "destroy" if template == "test" or recipe_vm else "restart")
     _sub(dom, "on_crash", "destroy")
 
     dev = _sub(dom, "devices")
@@ -116,7 +138,13 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
         _sub(d, "driver", name="qemu", type="qcow2")
         _sub(d, "source", file=disk)
         _sub(d, "target", dev="vda", bus="virtio")
-    if seed_iso:
+    if seed_iso and recipe_vm:              # the initramfs has virtio_blk, not IDE
+        d = _sub(dev, "disk", type="file", device="disk")
+        _sub(d, "driver", name="qemu", type="raw")
+        _sub(d, "source", file=seed_iso)
+        _sub(d, "target", dev="vdb", bus="virtio")
+        _sub(d, "readonly")
+    elif seed_iso:
         d = _sub(dev, "disk", type="file", device="cdrom")
         _sub(d, "driver", name="qemu", type="raw")
         _sub(d, "source", file=seed_iso)

@@ -9,10 +9,17 @@ domains (and nothing else) without any local state.
 * template ``test``: direct boot of the small test image (:mod:`hybridnb.images.testvm`, or
   the spec's own ``kernel``/``initrd``), identity on the kernel command line;
 * templates ``base``/``docker``: a qcow2 overlay on the spec's cloud ``image`` plus a NoCloud
-  seed ISO built from :mod:`hybridnb.core.cloudinit` (``genisoimage``).
+  seed ISO built from :mod:`hybridnb.core.cloudinit` (``genisoimage``);
+* image recipes (spec ``boot: disk`` with the ``kernel``, ``initrd`` and base ``disk`` that
+  :func:`hybridnb.images.vmdisk.VMImage.spec` gives): direct boot of the kernel bundle with a
+  qcow2 overlay on the recipe's read-only ext4 disk (one image, many VMs), identity on the
+  kernel command line — or a NoCloud seed too, when the image has ``cloud_init``.
 
 A VM counts as *up* when its ready marker (``HYBRIDNB-READY``) has appeared on the serial
-console and the QEMU guest agent answers a ping.  Boot progress is reported through
+console and the QEMU guest agent answers a ping; a recipe VM prints the marker once every
+service of its image accepts connections, and ``HYBRIDNB-FAILED service=... reason=...``
+when one does not (a BootError at once, naming the service).  A spec's ``boot_timeout``
+replaces the driver's for that VM.  Boot progress is reported through
 ``progress(event, fraction)``: ``event`` is ``"<endpoint>: <stage>"`` (stages: ``defining``,
 ``starting``, ``kernel booting``, ``init running``, ``ready marker seen``, ``agent up``) and
 ``fraction`` runs from 0.0 to 1.0 for that VM.  A boot that fails (QEMU refuses the kernel,
@@ -49,10 +56,14 @@ from hybridnb.target import Target
 Progress = Callable[[str, float], None]
 
 READY_MARKER = "HYBRIDNB-READY"
+FAILED_MARKER = "HYBRIDNB-FAILED"
 
 #: Console text → (stage, fraction) for progress reports, in boot order.
-_STAGES = (("Linux version", "kernel booting", 0.3), ("Run /init", "init running", 0.5),
-           ("hybridnb-init:", "init running", 0.6), ("Cloud-init", "cloud-init running", 0.5))
+_STAGES = (("Linux version", "kernel booting", 0.3), ("hybridnb-boot:", "initramfs running", 0.4),
+           ("Run /init", "init running", 0.5), ("Cloud-init", "cloud-init running", 0.5),
+           ("hybridnb-init:", "init running", 0.6),
+           ("hybridnb-init: running cloud-init", "cloud-init running", 0.65),
+           ("hybridnb-init: started", "services starting", 0.7))
 
 
 class ExecResult(NamedTuple):
@@ -244,7 +255,8 @@ class LibvirtDriver:
                             hint="check the kernel/initrd or image path and the memory size"
                             ) from exc
         try:
-            self._wait_ready(dom, endpoint, console, report)
+            self._wait_ready(dom, endpoint, console, report,
+                             float(spec.get("boot_timeout") or self.boot_timeout))
         except BootError:
             self._remove(lab, dname)
             raise
@@ -407,6 +419,8 @@ class LibvirtDriver:
     def _domain_xml(self, lab: str, spec: dict[str, Any], fingerprint: str, vmdir: Path,
                     console: Path) -> str:
         template = spec.get("template", "test")
+        if spec.get("boot") == "disk":
+            return self._recipe_xml(lab, spec, fingerprint, vmdir, console)
         if template == "test":
             kernel, initrd = spec.get("kernel"), spec.get("initrd")
             if not kernel or not initrd:
@@ -430,10 +444,32 @@ class LibvirtDriver:
         return vmxml.domain_xml(lab, spec, kernel=None, initrd=None, console_log=str(console),
                                 seed_iso=str(seed), disk=str(disk), fingerprint=fingerprint)
 
+    def _recipe_xml(self, lab: str, spec: dict[str, Any], fingerprint: str, vmdir: Path,
+                    console: Path) -> str:
+        """A recipe VM: a qcow2 overlay on the image's disk (+ a NoCloud seed)."""
+        for key in ("kernel", "initrd", "disk"):
+            if not spec.get(key) or not Path(spec[key]).is_file():
+                raise NotFoundError(f"{key} {spec.get(key)!r} of VM {spec['endpoint']} not "
+                                    "found", hint="build the image first (hybridnb images "
+                                                  "build LAB.yaml)")
+        disk = vmdir / "disk.qcow2"
+        _make_overlay(Path(spec["disk"]), disk)
+        seed = None
+        if spec.get("cloud_init"):
+            seed = vmdir / "seed.iso"
+            keys = self.ssh_keys if self.ssh_keys is not None else _default_ssh_keys()
+            _make_seed_iso(cloudinit.seed_files(lab, spec, ssh_keys=keys), seed)
+        return vmxml.domain_xml(lab, spec, kernel=str(spec["kernel"]),
+                                initrd=str(spec["initrd"]), console_log=str(console),
+                                seed_iso=str(seed) if seed else None, disk=str(disk),
+                                fingerprint=fingerprint)
+
     def _wait_ready(self, dom: Any, endpoint: str, console: Path,
-                    report: Callable[[str, float], None]) -> None:
+                    report: Callable[[str, float], None], timeout: float | None = None
+                    ) -> None:
         libvirt = _libvirt()
-        deadline = time.monotonic() + self.boot_timeout
+        timeout = timeout or self.boot_timeout
+        deadline = time.monotonic() + timeout
         seen = 0.1
         marker = False
         while True:
@@ -447,6 +483,8 @@ class LibvirtDriver:
                     marker = True
                     seen = 0.8
                     report("ready marker seen", 0.8)
+                elif FAILED_MARKER in text:
+                    _raise_failed(endpoint, text, console)
             try:
                 active = dom.isActive()
             except libvirt.libvirtError:
@@ -470,7 +508,7 @@ class LibvirtDriver:
                     pass
             if time.monotonic() > deadline:
                 what = "its guest agent did not answer" if marker else "no ready marker"
-                raise BootError(f"VM {endpoint} not up after {self.boot_timeout:.0f} s "
+                raise BootError(f"VM {endpoint} not up after {timeout:.0f} s "
                                 f"({what})", console=_tail(console))
             time.sleep(0.05)
 
@@ -509,6 +547,19 @@ VMDriver = LibvirtDriver
 
 _STATE_NAMES = {0: "no state", 1: "running", 2: "blocked", 3: "paused", 4: "shutting down",
                 5: "shut off", 6: "crashed", 7: "suspended"}
+
+
+def _raise_failed(endpoint: str, text: str, console: Path) -> None:
+    """BootError from the init's ``HYBRIDNB-FAILED name=.. service=.. reason=..`` line."""
+    line = next(ln for ln in text.splitlines() if FAILED_MARKER in ln)
+    fields = dict(part.split("=", 1) for part in line.split(FAILED_MARKER, 1)[1].split(" reason=")[0]
+                  .split() if "=" in part)
+    reason = line.split(" reason=", 1)[1].strip() if " reason=" in line else "unknown"
+    service = fields.get("service", "?")
+    what = "did not boot" if service == "boot" else f"service {service} did not come up"
+    raise BootError(f"VM {endpoint}: {what}: {reason}", console=_tail(console),
+                    hint="the console tail holds the service's log; "
+                         "its full log is /var/log/hybridnb/ in the guest")
 
 
 def _read(path: Path) -> str:

@@ -108,16 +108,12 @@ class DnsSource(_Incremental):
             return []
         out = []
         for e in driver.query_log(self.view.name, self.limit):
-            client = str(e.get("client", ""))
-            who = self.names.get(client.split("#")[0], client)
-            asked = str(e.get("name", "")).split(".", 1)[0]
+            who = self.names.get(e.client.split("#")[0], e.client)
+            asked = e.name.split(".", 1)[0]
             if self.only is not None and who not in self.only and asked not in self.only:
                 continue
-            latency = e.get("latency_us")
-            took = f" ({latency:.0f} µs)" if isinstance(latency, (int, float)) else ""
-            out.append(LogLine(float(e["time"]), "dns", "",
-                               f"{who} asked {e.get('type')} {e.get('name')} -> "
-                               f"{e.get('rcode')}{took}"))
+            out.append(LogLine(e.time, "dns", "", f"{who} asked {e.type} {e.name} -> "
+                                                  f"{e.rcode} ({e.latency_us:.0f} µs)"))
         return _after(out, since)
 
 

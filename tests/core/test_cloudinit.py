@@ -37,7 +37,7 @@ def test_network_config_matches_mac_and_routes() -> None:
     nic = net["ethernets"]["hybrid0"]
     assert nic["match"] == {"macaddress": spec["mac"]}
     assert nic["addresses"] == ["10.0.1.210/24"]
-    assert nic["routes"] == [{"to": "default", "via": "10.0.1.1"}]
+    assert nic["routes"] == [{"to": "0.0.0.0/0", "via": "10.0.1.1"}]
     assert nic["nameservers"] == {"addresses": ["10.0.1.1"], "search": ["hybrid.local"]}
     other = yaml.safe_load(cloudinit.network_config(spec, only_nic=False))
     assert "routes" not in other["ethernets"]["hybrid0"]

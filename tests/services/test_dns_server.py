@@ -210,9 +210,9 @@ def test_query_log_and_observe(lab):
     ask(ns, "h1.hybrid.local", "A")
     ask(ns, "ghost.hybrid.local", "A")
     entries = driver.query_log(LAB, 50)       # at once: the server writes what it holds first
-    ghost = [e for e in entries if e["name"] == "ghost.hybrid.local."][-1]
-    assert ghost["rcode"] == "NXDOMAIN" and ghost["type"] == "A" and ghost["latency_us"] >= 0
-    assert any(e["name"] == "h1.hybrid.local." and e["rcode"] == "NOERROR" for e in entries)
+    ghost = [e for e in entries if e.name == "ghost.hybrid.local."][-1]
+    assert ghost.rcode == "NXDOMAIN" and ghost.type == "A" and ghost.latency_us >= 0
+    assert any(e.name == "h1.hybrid.local." and e.rcode == "NOERROR" for e in entries)
     assert driver.observe(LAB) == {LAB: Observation(Resource("dns", LAB, spec()).fingerprint)}
     pid = driver.status(LAB)["pid"]
     assert os.getsid(pid) != os.getsid(0)           # own session: outlives the kernel
@@ -323,25 +323,25 @@ def test_forwarding_is_not_an_open_resolver(fwd):
     ns, driver = fwd
     r = ask(ns.outside, "outside.example", "A")
     assert r.rcode() == dns.rcode.REFUSED and not r.answer
-    entries = wait_log(driver, lambda e: e["client"] == OUTSIDE)
-    assert [e["rcode"] for e in entries if e["client"] == OUTSIDE] == ["REFUSED"]
+    entries = wait_log(driver, lambda e: e.client == OUTSIDE)
+    assert [e.rcode for e in entries if e.client == OUTSIDE] == ["REFUSED"]
 
 
 def test_query_log_records_forwarded_queries(fwd):
     ns, driver = fwd
     ask(ns, "outside.example", "A")
     ask(ns, "nothere.example", "AAAA")
-    entries = wait_log(driver, lambda e: e["name"] == "nothere.example." and e["type"] == "AAAA")
-    out = [e for e in entries if e["name"] == "outside.example." and e["type"] == "A"][-1]
-    nx = [e for e in entries if e["name"] == "nothere.example." and e["type"] == "AAAA"][-1]
-    assert out["rcode"] == "FWD:NOERROR" and nx["rcode"] == "FWD:NXDOMAIN"
-    assert out["client"] == GW and 0 < out["latency_us"] < 2e6
+    entries = wait_log(driver, lambda e: e.name == "nothere.example." and e.type == "AAAA")
+    out = [e for e in entries if e.name == "outside.example." and e.type == "A"][-1]
+    nx = [e for e in entries if e.name == "nothere.example." and e.type == "AAAA"][-1]
+    assert out.rcode == "FWD:NOERROR" and nx.rcode == "FWD:NXDOMAIN"
+    assert out.client == GW and 0 < out.latency_us < 2e6
 
 
 def test_silent_or_unreachable_upstream_gives_servfail_in_bounded_time(fwd):
     import dns.rcode
 
-    from hybridnb.services.dns.server import FORWARD_TIMEOUT
+    from hybridnb.daemons.dns.forward import FORWARD_TIMEOUT
 
     ns, driver = fwd
     silent = ns.socket_in(bind=(SILENT, 53))
@@ -359,8 +359,8 @@ def test_silent_or_unreachable_upstream_gives_servfail_in_bounded_time(fwd):
         t0 = time.monotonic()
         r = ask(ns, "outside.example", "A")
         assert r.rcode() == dns.rcode.SERVFAIL and time.monotonic() - t0 < 1.0
-        entries = wait_log(driver, lambda e: e["rcode"] == "FWD:UNREACHABLE")
-        assert {"FWD:TIMEOUT", "FWD:TIMEOUT/TCP"} <= {e["rcode"] for e in entries}
+        entries = wait_log(driver, lambda e: e.rcode == "FWD:UNREACHABLE")
+        assert {"FWD:TIMEOUT", "FWD:TIMEOUT/TCP"} <= {e.rcode for e in entries}
     finally:
         silent.close()
         driver.update(LAB, Resource("dns", LAB, spec(upstream=[UPSTREAM])))

@@ -1,8 +1,7 @@
-"""The lab's DNS service: an authoritative server for the lab domain on the gateway.
+"""The lab's DNS service as the lab sees it: what ``Lab.dns()`` and ``Lab.dns_logs()`` return
+(:mod:`.results`).
 
-* :mod:`.wire`     pre-encoded answers, the hot path and the strict slow path
-* :mod:`.querylog` the query log (batched, rotating, readable with :func:`read_log`)
-* :mod:`.server`   the server process (``python -m hybridnb.services.dns.server``)
-
-The process is managed by :mod:`hybridnb.drivers.dns`.
+The name server itself — its process, wire format, query log and the contract for running
+it — is :mod:`hybridnb.daemons.dns`; the ``dns`` driver (:mod:`hybridnb.drivers.dns`) runs
+one per lab.
 """

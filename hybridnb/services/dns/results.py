@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from hybridnb.core.dnszone import Record
+from hybridnb.daemons.dns.querylog import QueryRecord
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class QueryLogView:
     """The last queries the lab's server answered (the seed's ``hybrid-logs``)."""
 
     lab: str
-    entries: Sequence[dict[str, Any]]
+    entries: Sequence[QueryRecord]
 
     def records(self) -> list[dict[str, Any]]:
         """The entries as plain records (the query log's own fields)."""
@@ -94,13 +95,11 @@ class QueryLogView:
                                "max": lat[-1] if lat else None}}
 
     def rows(self) -> list[list[str]]:
-        out = []
-        for e in self.entries:
-            when = time.strftime("%H:%M:%S", time.localtime(float(e.get("time", 0))))
-            out.append([when, str(e.get("client", "")), str(e.get("name", "")),
-                        str(e.get("type", "")), str(e.get("rcode", "")),
-                        f"{e.get('latency_us', '')}"])
-        return out
+        return [[time.strftime("%H:%M:%S", time.localtime(e.time)), e.client, e.name, e.type,
+                 e.rcode, f"{e.latency_us}"] for e in self.entries]
+
+    def records_list(self) -> list[dict[str, Any]]:
+        return [e.to_dict() for e in self.entries]
 
     def to_text(self) -> str:
         from hybridnb.core.tables import text_table

@@ -6,17 +6,20 @@ the parts that depend on the query: the ID, the RD/CD bits (copied from the quer
 question (copied byte for byte, so the client's letter case is preserved; the answers'
 compression pointers point at it, so they inherit that case too) and the EDNS OPT record.
 
-:func:`plain_answer` is the hot path for the commonest query (RD set, no EDNS, lowercase
-name): the whole query minus its ID is the key of a dictionary holding the whole answer minus
-the ID.  :func:`fast_answer` is the hot path for the rest.  It looks only at the header, the
-byte ranges of a question and, optionally, a bare 11-byte OPT record at the very end; the
-qname is never walked: a dictionary hit on the exact byte slice proves the slice is a
-well-formed name (keys are well-formed names, and lowercasing cannot turn a length byte into
-a letter).  Anything else — other opcodes, extra sections, EDNS options, names not in the
-table, answers that do not fit — returns ``None`` and goes to :func:`slow_answer`, a strict
-bounds-checked parser that answers FORMERR/NOTIMP/REFUSED/BADVERS where the RFCs say so,
-truncates (TC) what does not fit in UDP, and signals out-of-zone questions for forwarding.
-Neither path raises on any input.
+:func:`answer_batch` is the hot path: it answers a whole batch of queries (what one
+``recvmmsg`` returned) from the templates.  A *plain* query (RD set, no EDNS, lowercase name:
+what stub resolvers send) is one dictionary hit on the query minus its ID
+(:attr:`Answers.plain` holds the whole answer minus the ID).  Any other query is answered
+when its header is an ordinary query's, the first zero byte after the header ends a name of
+the table — a dictionary hit on that exact slice proves it a well-formed name (keys are
+well-formed names, and lowercasing cannot turn a length byte into a letter), so the qname is
+never walked — and what follows is nothing or one EDNS0 OPT record that runs to the end of
+the packet (its options, such as dig's COOKIE, ignored).  Anything else — other opcodes,
+extra sections, names not in the table, answers that do not fit — goes to
+:func:`slow_answer`, a strict bounds-checked parser that answers FORMERR/NOTIMP/REFUSED/BADVERS
+where the RFCs say so, truncates (TC) what does not fit in UDP, and signals out-of-zone
+questions for forwarding.  Neither path raises on any input, and where both answer they
+answer byte for byte the same (the fuzz tests check it).
 
 dnslib is imported lazily, only to build templates.
 """
@@ -25,9 +28,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
-from hybridnb.services.dns.querylog import text_code
+from hybridnb.daemons.dns.querylog import CLIENT_UNIT, text_code, text_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.dnszone import Lookup, Zone
@@ -58,6 +61,22 @@ _OPT = (b"\x00\x00\x29" + struct.pack(">HBBHH", MAX_UDP, 0, 0, 0, 0),
 _PLAIN_HEADS = (b"\x01\x00" + _QD1 + _AR0, b"\x01\x20" + _QD1 + _AR0)
 
 
+class LogInfo(NamedTuple):
+    """How the query log names an answer: question name, type and answer code."""
+
+    name: str
+    type: str
+    rcode: str
+
+
+class Plain(NamedTuple):
+    """The whole answer to a plain query minus its ID, and its query log code and text."""
+
+    answer: bytes
+    logcode: float
+    logtext: str
+
+
 class Template:
     """A pre-encoded response for one (qname, qtype): see the module docstring."""
 
@@ -65,7 +84,7 @@ class Template:
                  "logcode")
 
     def __init__(self, rcode: int, ancount: int, nscount: int, body: bytes, qlen: int,
-                 ra: bool, info: tuple[str, str, str]) -> None:
+                 ra: bool, info: LogInfo) -> None:
         b3 = (0x80 if ra else 0) | (rcode & 0x0F)
         # index: RD bit of the query | CD bit of the query << 1
         self.flags = tuple(bytes((0x84 | (i & 1), b3 | (0x10 if i & 2 else 0))) for i in range(4))
@@ -165,7 +184,7 @@ def encode_template(lookup: "Lookup", qname: bytes, qtype: int, ra: bool,
             rd = rdata[rec] = encode_rdata(rec)
         parts.append(_owner(name_to_wire(rec.name), qname)
                      + struct.pack(">HHIH", QTYPES[rec.rtype], 1, rec.ttl, len(rd)) + rd)
-    info = (wire_to_text(qname), type_name(qtype), lookup.rcode)
+    info = LogInfo(wire_to_text(qname), type_name(qtype), lookup.rcode)
     return Template(RCODES[lookup.rcode], len(lookup.answer), len(lookup.authority),
                     b"".join(parts), len(qname) + 4, ra, info)
 
@@ -185,7 +204,7 @@ class Answers:
         self.ra = bool(zone.upstream) if ra is None else ra
         self.origins = {name_to_wire(o): o for o in zone.origins}
         self.table: dict[bytes, dict[bytes, Template]] = {}
-        self.plain: dict[bytes, tuple[bytes, float, str]] = {}
+        self.plain: dict[bytes, Plain] = {}
         self.cached = 0
         self._rdata: dict[Any, bytes] = {}
         for name in sorted(self._all_names()):
@@ -207,7 +226,7 @@ class Answers:
         self.table.setdefault(qtail, {})[qname] = t
         if t.length <= 512:
             question = qname + qtail
-            hit = (t.flags[1] + t.counts + question + t.body, t.logcode, t.logtext)  # RD
+            hit = Plain(t.flags[1] + t.counts + question + t.body, t.logcode, t.logtext)  # RD
             for head in _PLAIN_HEADS:
                 self.plain[head + question] = hit
 
@@ -253,49 +272,97 @@ class Answers:
 
 
 # ------------------------------------------------------------------------- hot path
-def plain_answer(plain: dict[bytes, tuple[bytes, float, str]],
-                 data: bytes) -> tuple[bytes, str] | None:
+def plain_answer(plain: dict[bytes, Plain], data: bytes) -> tuple[bytes, str] | None:
     """Answer a plain query (see :attr:`Answers.plain`) and its log text, or ``None``.  An
     exact hit proves the query well-formed: every key is a well-formed query."""
     hit = plain.get(data[2:])
     if hit is None:
         return None
-    return data[:2] + hit[0], hit[2]
+    return data[:2] + hit.answer, hit.logtext
 
 
-def fast_answer(table: dict[bytes, dict[bytes, Template]], data: bytes
-                ) -> tuple[bytes, Template] | None:
-    """Answer a plain query from the table, or ``None`` (then use :func:`slow_answer`)."""
-    n = len(data)
-    if n < 17 or data[2] & 0xFA or data[4:10] != _QD1:
+def answer_batch(answers: Answers, acl: dict[str, float], datas: Sequence[bytes],
+                 ips: Sequence[str], codes: list[float]) -> tuple[list[bytes | None], list[int]]:
+    """The hot path: answer every query of a batch that a template answers as it stands.
+
+    Returns the replies (``replies[i]`` answers ``datas[i]``) and the positions left to the
+    slow path (their reply is ``None`` here).  ``acl`` maps a sender's address to its query
+    log code (nonzero: allowed; see :meth:`QueryLog.client_code`); a sender not in it goes to
+    the slow path, which decides.  For every answered query the log code of the client plus
+    the template's text is appended to ``codes``.
+
+    Two lookups, cheapest first.  A *plain* query (RD, no EDNS, lowercase name) is one
+    dictionary hit on the query minus its ID.  Otherwise the header must say: a query,
+    opcode 0, not truncated, one question, no answer or authority records; the first zero
+    byte after the header must end a name of the table (keys are well-formed names, and
+    lowercasing cannot turn a length byte into a letter, so a hit proves the question well
+    formed and ends it there, exactly where the slow path's label walk ends); and then comes
+    either nothing, or exactly one OPT record of EDNS version 0 with a root owner whose
+    RDATA runs to the end of the packet (options, e.g. dig's COOKIE, are ignored, as the slow
+    path ignores them: a server without cookie support answers without one, RFC 7873 5.2).
+    What does not fit the client's UDP size goes to the slow path, which truncates.
+    Everything else goes to the slow path too, so both agree byte for byte (the fuzz tests
+    check it).  One function for the whole batch, with :class:`Template` attributes and the
+    rest inlined: per query this is a handful of byte comparisons and two dictionary hits,
+    and a call or a result object per query would be a measurable share of it.
+    """
+    plain, table = answers.plain, answers.table
+    replies: list[bytes | None] = []
+    reply = replies.append
+    slow: list[int] = []
+    code = codes.append
+    for i, data in enumerate(datas):
+        ok = acl.get(ips[i])
+        if ok:
+            hit = plain.get(data[2:])
+            if hit is not None:
+                code(ok + hit.logcode)
+                reply(data[:2] + hit.answer)
+                continue
+            n = len(data)
+            if n >= 17 and not data[2] & 0xFA and data[4:10] == _QD1:
+                # -1 (no zero byte) makes a 0-byte name, which no table key is
+                z = data.find(b"\x00", 12) + 1
+                by_type = table.get(data[z:z + 4])
+                t = by_type.get(data[12:z].lower()) if by_type else None
+                if t is not None:
+                    qe = z + 4
+                    ar = data[10:12]
+                    if ar == _AR0:
+                        if qe == n and t.length <= 512:
+                            code(ok + t.logcode)
+                            reply(data[:2] + t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)]
+                                  + t.counts + data[12:] + t.body)
+                            continue
+                    elif ar == _AR1 and n >= qe + 11 and data[qe:qe + 3] == _OPT_HEAD \
+                            and not data[qe + 6] \
+                            and n - qe - 11 == (data[qe + 9] << 8) | data[qe + 10]:
+                        payload = (data[qe + 3] << 8) | data[qe + 4]
+                        if t.length + 11 <= (MAX_UDP if payload >= MAX_UDP else
+                                             payload if payload > 512 else 512):
+                            code(ok + t.logcode)
+                            reply(b"".join((data[:2],
+                                            t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)],
+                                            t.counts_edns, data[12:qe], t.body,
+                                            _OPT[data[qe + 7] >> 7])))
+                            continue
+        slow.append(i)
+        reply(None)
+    return replies, slow
+
+
+_ONE_CLIENT = {"": CLIENT_UNIT}
+
+
+def fast_answer(answers: Answers, data: bytes) -> tuple[bytes, str] | None:
+    """:func:`answer_batch` for one query from an allowed client: the answer and its log
+    text (``"name\ttype\trcode"``), or ``None`` (then use :func:`slow_answer`)."""
+    codes: list[float] = []
+    replies, _ = answer_batch(answers, _ONE_CLIENT, (data,), ("",), codes)
+    out = replies[0]
+    if out is None:
         return None
-    ar = data[10:12]
-    if ar == _AR0:
-        qe = n
-        opt = None
-        limit = 512
-    elif ar == _AR1 and n >= 28 and data[n - 11:n - 8] == _OPT_HEAD \
-            and data[n - 2:] == _AR0 and not data[n - 5]:
-        qe = n - 11
-        payload = (data[n - 8] << 8) | data[n - 7]
-        limit = MAX_UDP if payload >= MAX_UDP else (payload if payload > 512 else 512)
-        opt = _OPT[data[n - 4] >> 7]
-    else:
-        return None
-    by_type = table.get(data[qe - 4:qe])
-    if by_type is None:
-        return None
-    t = by_type.get(data[12:qe - 4].lower())
-    if t is None:
-        return None
-    flags = t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)]
-    if opt is None:
-        if t.length > limit:
-            return None
-        return data[:2] + flags + t.counts + data[12:qe] + t.body, t
-    if t.length + 11 > limit:
-        return None
-    return b"".join((data[:2], flags, t.counts_edns, data[12:qe], t.body, opt)), t
+    return out, text_of(codes[0] - CLIENT_UNIT)
 
 
 # ------------------------------------------------------------------------- slow path
@@ -346,114 +413,149 @@ def _opt(do: bool, rcode: int = 0) -> bytes:
                                          0x8000 if do else 0, 0)
 
 
+class Edns(NamedTuple):
+    """The EDNS OPT record of a query: the client's UDP payload size, version, DO bit."""
+
+    payload: int
+    version: int
+    do: bool
+
+
+class Question(NamedTuple):
+    """A strictly parsed query: the question's bytes as sent, its name lowercased (wire
+    form), type, class and the query's EDNS record if it has one."""
+
+    question: bytes
+    qname: bytes
+    qtype: int
+    qclass: int
+    edns: Edns | None
+
+
+def _question_end(data: bytes) -> int:
+    """Offset just past the question's name: uncompressed labels only (a pointer here could
+    only point at the header), 255 bytes at most, and room for type and class after it."""
+    n = len(data)
+    i = 12
+    while True:
+        if i >= n:
+            raise _Bad
+        c = data[i]
+        if c == 0:
+            break
+        if c > 63:
+            raise _Bad
+        i += 1 + c
+    if i + 1 - 12 > 255 or i + 5 > n:
+        raise _Bad
+    return i + 1
+
+
+def _additional(data: bytes, j: int, count: int) -> Edns | None:
+    """Walk ``count`` additional records from offset ``j``; the OPT record among them (at
+    most one, with the root as owner)."""
+    n = len(data)
+    edns: Edns | None = None
+    for _ in range(count):
+        owner = j
+        j = _skip_name(data, j)
+        if j + 10 > n:
+            raise _Bad
+        rtype, rclass, ttl, rdlen = struct.unpack_from(">HHIH", data, j)
+        j += 10 + rdlen
+        if j > n:
+            raise _Bad
+        if rtype == 41:
+            if edns is not None or data[owner] != 0:
+                raise _Bad
+            edns = Edns(rclass, (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
+    return edns
+
+
+def parse_query(data: bytes) -> Question:
+    """Strictly parse a query whose header :func:`slow_answer` accepted (one question, no
+    answer or authority records); raises ``_Bad`` for anything malformed."""
+    qname_end = _question_end(data)
+    qend = qname_end + 4
+    qtype, qclass = struct.unpack_from(">HH", data, qname_end)
+    edns = _additional(data, qend, struct.unpack_from(">H", data, 10)[0])
+    return Question(data[12:qend], data[12:qname_end].lower(), qtype, qclass, edns)
+
+
+def _header_reply(data: bytes) -> Reply | None:
+    """The reply a query's header alone decides (drop, NOTIMP, FORMERR), else ``None``."""
+    if len(data) < 12 or data[2] & 0x80:     # too short to answer, or a response: drop
+        return Reply(None, rcode="DROP")
+    if (data[2] >> 3) & 0x0F != 0:
+        return Reply(_header(data, RCODES["NOTIMP"]), rcode="NOTIMP")
+    qd, an, ns = struct.unpack_from(">HHH", data, 4)
+    if qd != 1 or an or ns:
+        return Reply(_header(data, RCODES["FORMERR"]), rcode="FORMERR")
+    return None
+
+
 def slow_answer(answers: Answers, data: bytes, *, tcp: bool = False,
                 allowed: bool = True) -> Reply:
     """Strictly parse any packet and decide the reply.  Never raises.  A client that is not
     ``allowed`` gets REFUSED for every well-formed query (the reply is never larger than
     the query: no amplification)."""
-    n = len(data)
-    if n < 12 or data[2] & 0x80:             # too short to answer, or a response: drop
-        return Reply(None, rcode="DROP")
-    opcode = (data[2] >> 3) & 0x0F
-    if opcode != 0:
-        return Reply(_header(data, RCODES["NOTIMP"]), rcode="NOTIMP")
-    qd, an, ns, ar = struct.unpack_from(">HHHH", data, 4)
-    if qd != 1 or an or ns:
-        return Reply(_header(data, RCODES["FORMERR"]), rcode="FORMERR")
+    early = _header_reply(data)
+    if early is not None:
+        return early
     try:
-        # question: uncompressed labels only (a pointer here could only point at the header)
-        i = 12
-        while True:
-            if i >= n:
-                raise _Bad
-            c = data[i]
-            if c == 0:
-                break
-            if c > 63:
-                raise _Bad
-            i += 1 + c
-        if i + 1 - 12 > 255 or i + 5 > n:
-            raise _Bad
-        qname_end = i + 1
-        qend = qname_end + 4
-        qtype, qclass = struct.unpack_from(">HH", data, qname_end)
-        edns: tuple[int, int, bool] | None = None      # (payload, version, do)
-        j = qend
-        for _ in range(ar):
-            owner = j
-            j = _skip_name(data, j)
-            if j + 10 > n:
-                raise _Bad
-            rtype, rclass, ttl, rdlen = struct.unpack_from(">HHIH", data, j)
-            j += 10 + rdlen
-            if j > n:
-                raise _Bad
-            if rtype == 41:
-                if edns is not None or data[owner] != 0:
-                    raise _Bad
-                edns = (rclass, (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
-    except _Bad:
+        q = parse_query(data)
+    except Exception:  # noqa: BLE001 - _Bad, or anything else: parsing must never kill us
         return Reply(_header(data, RCODES["FORMERR"]), rcode="FORMERR")
-    except Exception:  # pragma: no cover - defensive: parsing must never kill the server
-        return Reply(_header(data, RCODES["FORMERR"]), rcode="FORMERR")
-
-    question = data[12:qend]
-    qname = data[12:qname_end].lower()
-    name, tname = wire_to_text(qname), type_name(qtype)
-    opt = b""
-    if edns is not None:
-        if edns[1] != 0:
-            wire = _header(data, 0, qd=1, ar=1) + question + _opt(edns[2], RCODES["BADVERS"])
-            return Reply(wire, name, tname, "BADVERS")
-        opt = _opt(edns[2])
-    arc = 1 if opt else 0
+    name, tname = wire_to_text(q.qname), type_name(q.qtype)
+    if q.edns is not None and q.edns.version != 0:
+        wire = _header(data, 0, qd=1, ar=1) + q.question + _opt(q.edns.do, RCODES["BADVERS"])
+        return Reply(wire, name, tname, "BADVERS")
+    opt = _opt(q.edns.do) if q.edns is not None else b""
 
     def refuse(rcode: str) -> Reply:
-        return Reply(_header(data, RCODES[rcode], qd=1, ar=arc) + question + opt,
+        return Reply(_header(data, RCODES[rcode], qd=1, ar=1 if opt else 0) + q.question + opt,
                      name, tname, rcode)
 
-    if not allowed:
+    if not allowed or q.qclass != 1 or q.qtype in (251, 252):   # no zone transfers
         return refuse("REFUSED")
-    if qtype == 41:
+    if q.qtype == 41:
         return refuse("FORMERR")
-    if qclass != 1:
-        return refuse("REFUSED")
-    if qtype in (251, 252):                 # zone transfers are not offered
-        return refuse("REFUSED")
     try:
-        t = answers.template(qname, qtype)
+        t = answers.template(q.qname, q.qtype)
     except Exception:  # pragma: no cover - defensive
         return refuse("SERVFAIL")
     if t is None:
         if answers.zone.upstream:       # wire: the SERVFAIL to send if no upstream answers
             return Reply(refuse("SERVFAIL").wire, name, tname, "FWD", forward=True)
         return refuse("REFUSED")
+    return _from_template(data, q, t, opt, tcp)
+
+
+def _from_template(data: bytes, q: Question, t: Template, opt: bytes, tcp: bool) -> Reply:
+    """The answer a template gives to a query, truncated (TC) if it does not fit."""
     if tcp:
         limit = 65535
-    elif edns is not None:
-        limit = min(max(edns[0], 512), MAX_UDP)
+    elif q.edns is not None:
+        limit = min(max(q.edns.payload, 512), MAX_UDP)
     else:
         limit = 512
     flags = t.flags[(data[2] & 1) | ((data[3] & 0x10) >> 3)]
+    arc = 1 if opt else 0
     if t.length + len(opt) > limit:
         b2 = flags[0] | 0x02                # TC: retry over TCP
         wire = data[:2] + bytes((b2, flags[1])) + struct.pack(">HHHH", 1, 0, 0, arc) \
-            + question + opt
-        return Reply(wire, name, tname, t.info[2] + "+TC")
+            + q.question + opt
+        return Reply(wire, t.info.name, t.info.type, t.info.rcode + "+TC")
     counts = t.counts_edns if opt else t.counts
-    return Reply(b"".join((data[:2], flags, counts, question, t.body, opt)), name, tname,
-                 t.info[2])
+    return Reply(b"".join((data[:2], flags, counts, q.question, t.body, opt)), t.info.name,
+                 t.info.type, t.info.rcode)
 
 
 def answer(answers: Answers, data: bytes, *, tcp: bool = False) -> Reply:
     """Fast path if it applies, else the slow path (used by TCP and tests)."""
     data = bytes(data)
     if not tcp:
-        plain = plain_answer(answers.plain, data)
-        if plain is not None:
-            return Reply(plain[0], *plain[1].split("\t"))
-        hit = fast_answer(answers.table, data)
+        hit = fast_answer(answers, data)
         if hit is not None:
-            wire, t = hit
-            return Reply(wire, t.info[0], t.info[1], t.info[2])
+            return Reply(hit[0], *hit[1].split("\t"))
     return slow_answer(answers, data, tcp=tcp)
