@@ -308,6 +308,33 @@ def test_doctor_and_traffic_say_why_they_are_missing(lab):
     assert collect_report(lab, probe=False, sections=only).keys == ["overview"]
 
 
+def test_the_dns_section_summarises_the_query_log(lab, monkeypatch):
+    """The query log as the DNS server's reader returns it (QueryRecord objects): counts,
+    answer codes, busiest names and the latency percentiles, valid under the schema."""
+    from hybridnb.daemons.dns.querylog import QueryRecord
+    from hybridnb.services.dns.results import QueryLogView
+
+    entries = tuple(QueryRecord(1_767_225_600.0 + i, f"10.0.7.{10 + i % 2}",
+                                "web.hybrid.local." if i % 3 else "nope.hybrid.local.", "A",
+                                "NOERROR" if i % 3 else "NXDOMAIN", 20.0 + i)
+                    for i in range(9))
+    view = QueryLogView("rpt", entries)
+    assert view.records()[0] == {"time": 1_767_225_600.0, "client": "10.0.7.10",
+                                 "name": "nope.hybrid.local.", "type": "A",
+                                 "rcode": "NXDOMAIN", "latency_us": 20.0}
+    monkeypatch.setattr(type(lab), "dns_query_log", lambda self, limit=50: view)
+    data = collect_report(lab, probe=False, sections=["dns"])
+    log = data.section("dns").data["log"]
+    assert not data.section("dns").note
+    assert log["queries"] == 9 and log["rcodes"] == [{"value": "NOERROR", "count": 6},
+                                                     {"value": "NXDOMAIN", "count": 3}]
+    assert log["names"][0] == {"value": "web.hybrid.local.", "count": 6}
+    assert log["latency_us"] == {"median": 24.0, "p90": 28.0, "p99": 28.0, "max": 28.0}
+    assert (log["first"], log["last"]) == (1_767_225_600.0, 1_767_225_608.0)
+    assert not list(validator().iter_errors(json.loads(render_json(data))))
+    assert "NXDOMAIN" in render_html(data)
+
+
 def test_a_custom_section_module_brings_its_schema(lab):
     """A feature's section with its own templates and schema: the report's schema grows a
     ``$defs`` entry for it (here the doctor section's, registered under another key)."""
