@@ -24,6 +24,8 @@ from tests.render.reportlab import (ObservedLab, dry_lab, results_for,  # noqa: 
 
 BUILTIN = ["overview", "environment", "lab", "topology", "endpoints", "connectivity", "dns",
            "expectations", "timeline"]
+#: every section a Lab's report has: the built-in ones, then the watching services'
+ALL = BUILTIN + ["traffic", "doctor"]
 
 
 @pytest.fixture
@@ -44,12 +46,15 @@ def validator():
 
 
 def test_every_builtin_section_is_collected_in_order(data):
-    assert data.keys == BUILTIN
-    assert [s.key for s in registered()][:len(BUILTIN)] == BUILTIN
+    assert data.keys == ALL
+    assert [s.key for s in registered()][:len(ALL)] == ALL
     notes = {s.key: s.note for s in data.sections if s.note}
-    # the one thing the dry-run backend cannot show: a DNS server's query log
-    assert list(notes) == ["dns"] and "dry-run backend cannot read the DNS query log" in \
-        notes["dns"], notes
+    # what the dry-run backend cannot show (no DNS server, no lab host to diagnose), and the
+    # traffic no one asked to record
+    assert list(notes) == ["dns", "traffic", "doctor"], notes
+    assert "dry-run backend cannot read the DNS query log" in notes["dns"]
+    assert "dry-run backend cannot diagnose the lab" in notes["doctor"]
+    assert "--monitor SECONDS" in notes["traffic"]
 
 
 def test_sections_carry_what_the_result_objects_say(lab, data):
@@ -92,13 +97,13 @@ def test_json_validates_against_the_schema(data):
     doc = json.loads(render_json(data))
     errors = sorted(validator().iter_errors(doc), key=lambda e: e.json_path)
     assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
-    assert doc["schema_version"] == 1 and doc["order"] == BUILTIN
+    assert doc["schema_version"] == 1 and doc["order"] == ALL
 
 
 def test_schema_describes_every_builtin_section():
     defs = schema()["$defs"]
     props = schema()["properties"]["sections"]["properties"]
-    for key in BUILTIN:
+    for key in ALL:
         assert key in defs and props[key] == {"$ref": f"#/$defs/{key}"}
 
 
@@ -116,7 +121,7 @@ def test_html_is_self_contained(data):
     assert "@import" not in html and "url(http" not in html
     for attr, value in re.findall(r'\b(src|href|xlink:href)="([^"]*)"', html):
         assert value.startswith(("#", "data:")), (attr, value)
-    for key in BUILTIN:
+    for key in ALL:
         assert f'<section id="sec-{key}"' in html
     assert html.count("<svg") == 1 + 3 + 1          # topology, 3 heatmaps, 1 distribution
     ids = re.findall(r'\bid="([^"]+)"', html)
@@ -305,7 +310,11 @@ def test_doctor_and_traffic_say_why_they_are_missing(lab):
     assert handed.calls == [] and data.section("doctor").data["counts"]["fail"] == 1
     assert data.section("traffic").data["top"][:1] == ["probe"]
     # a lab without doctor() and monitor() (an older Lab): no such sections at all
-    assert collect_report(lab, probe=False, sections=only).keys == ["overview"]
+    class OlderLab(ObservedLab):                # a Lab-shaped object with neither method
+        doctor = monitor = None
+
+    assert collect_report(OlderLab(lab, None, None), probe=False,
+                          sections=only).keys == ["overview"]
 
 
 def test_the_dns_section_summarises_the_query_log(lab, monkeypatch):
