@@ -171,6 +171,14 @@ def test_cli_report_of_the_demo_lab(sandbox, watched_page, tmp_path):  # noqa: F
         conn = sections["connectivity"]["data"]
         assert sections["connectivity"]["note"] == "" and conn["ok"], conn["failures"]
         assert {"web", "vm1"} <= {e["name"] for e in sections["endpoints"]["data"]["endpoints"]}
+        # the report asked the lab's doctor itself: every check, none crashed, nothing failed
+        from hybridnb.services.doctor import all_checks
+
+        doctor = sections["doctor"]
+        assert doctor["note"] == "", doctor["note"]
+        assert {f["check"] for f in doctor["data"]["findings"]} == {c.id for c in all_checks()}
+        assert doctor["data"]["counts"]["fail"] == 0, [
+            f for f in doctor["data"]["findings"] if f["status"] == "fail"]
         md = (out / "seed.md").read_text()
         pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
         assert pictures and all((out / p).is_file() for p in pictures)
