@@ -19,6 +19,8 @@ from hybridnb.errors import EngineUnavailable, HybridError
 from hybridnb.target import Target, default_sandbox
 
 BACKENDS = ("dry-run", "sandbox", "host")
+#: What :func:`default_backend` decides, in words (the fronts' help texts say it).
+DEFAULT_RULE = "$HYBRIDNB_BACKEND, else sandbox as root and dry-run otherwise"
 
 
 def default_backend() -> str:

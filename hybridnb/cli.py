@@ -2,7 +2,8 @@
 
 A thin layer: parse arguments, call :class:`hybridnb.Lab` (or the sandbox), print the result
 object's text.  Every command that talks to a sandbox takes ``--sandbox NAME`` (default:
-``$HYBRIDNB_SANDBOX``, else ``default``), like ``--backend`` defaults to ``$HYBRIDNB_BACKEND``;
+``$HYBRIDNB_SANDBOX``, else ``default``); ``--backend`` defaults to ``$HYBRIDNB_BACKEND``, else
+the sandbox as root and the dry-run backend otherwise (:func:`hybridnb.backends.default_backend`);
 ``hybridnb kinds`` prints the reference of the endpoint kinds and their fields, generated from
 the registry.  Errors from the library are printed as one message with its hint — never a
 traceback — and mapped to exit codes:
@@ -25,7 +26,7 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from hybridnb.backends import BACKENDS
+from hybridnb.backends import BACKENDS, DEFAULT_RULE
 from hybridnb.errors import HybridError
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE = 0, 1, 2
@@ -118,6 +119,18 @@ def cmd_policy(args: argparse.Namespace) -> int:
 def cmd_links(args: argparse.Namespace) -> int:
     view = _lab(args).links()
     print(json.dumps(view.records(), indent=2) if args.json else view.to_text())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hybridnb.render.report.render import format_for
+
+    for output in args.output:
+        format_for(output)                  # a name that says no format: before any work
+    report = _lab(args).report(probe=not args.no_probe, monitor=args.monitor)
+    for output in args.output:
+        for path in report.save(output):
+            print(path)
     return EXIT_OK
 
 
@@ -420,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("lab", metavar="LAB", help="lab file (YAML) or the name of an applied lab")
     common.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="where the lab lives (default: $HYBRIDNB_BACKEND or sandbox)")
+                        help=f"where the lab lives (default: {DEFAULT_RULE})")
     common.add_argument("--dry-run", action="store_true",
                         help="use the in-memory dry-run backend (same as --backend dry-run)")
     _sandbox_option(common)
@@ -460,6 +473,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-log", type=int, metavar="N", default=0,
                    help="show the last N queries the lab's DNS server answered")
     p.set_defaults(func=cmd_dns)
+    p = sub.add_parser("report", parents=[common],
+                       help="write a self-contained report of the lab (HTML, Markdown, JSON)",
+                       description="One document of the lab as it is now: lab file and plan, "
+                                   "environment, topology, endpoints, connectivity and latency "
+                                   "(a fresh probe run), DNS, expectations, doctor findings, "
+                                   "traffic, what apply did. The format follows the file's "
+                                   "suffix; a Markdown report's pictures go to FILE_files/ "
+                                   "beside it. Prints the paths written.")
+    p.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
+                   help="FILE.html, FILE.md or FILE.json (repeat for several formats of one "
+                        "report)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="send nothing into the lab: no probe run, no doctor")
+    p.add_argument("--monitor", type=float, default=0.0, metavar="SECONDS",
+                   help="also record the lab's traffic for SECONDS")
+    p.set_defaults(func=cmd_report)
     _add_watch_commands(sub, common)
 
     p = sub.add_parser(

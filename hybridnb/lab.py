@@ -8,8 +8,9 @@ description into resources and diffs them against what the backend observes; ``a
 executes that plan under the lab's lock, recording intent first; ``destroy()`` removes
 everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
 ``validate()``, ``dns()`` and ``dns_query_log()`` look inside; ``policy()``, ``explain()``,
-``links()`` and ``warnings()`` show the lab's policies and link impairments.  Every method
-returns an object that renders itself.
+``links()`` and ``warnings()`` show the lab's policies and link impairments; ``report()`` puts
+it all in one document (HTML, Markdown or JSON).  Every method returns an object that renders
+itself.
 
     lab = Lab("demo", backend="dry-run")
     lab.add_container("web", image="busybox").add_vm("vm1")
@@ -49,6 +50,7 @@ from hybridnb.target import default_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.expect import ExpectationReport
+    from hybridnb.render.report import LabReport
     from hybridnb.services.capture import Capture, CaptureResult
     from hybridnb.services.doctor import DoctorReport
     from hybridnb.services.labview import LabView
@@ -609,6 +611,28 @@ class Lab:
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions),
                          policy=policy, links=tuple(links), enforced=self._policy())
 
+    # ------------------------------------------------------------------------- report
+
+    @engine_call
+    def report(self, *, probe: bool = True, matrix: ConnectivityMatrix | None = None,
+               validation: ExpectationReport | None = None,
+               apply_result: ApplyResult | None = None, doctor: Any = None,
+               traffic: Any = None, monitor: float = 0.0,
+               sections: list[str] | None = None) -> LabReport:
+        """One self-contained document of the lab as it is now: it renders inline in Jupyter
+        and ``.save("lab.html"|"lab.md"|"lab.json")`` writes it.
+
+        The report asks this lab for its results — status, plan, a probe run, the
+        ``expect:`` lines, DNS, the doctor, the last apply's timeline — once each; a result
+        at hand (``matrix``, ``validation``, ``apply_result``, ``doctor``, ``traffic``) is used
+        instead.  ``probe=False`` sends nothing into the lab (no probe run, no doctor);
+        ``monitor``: seconds of traffic to record; ``sections``: only these (see
+        :mod:`hybridnb.render.report.sections`)."""
+        from hybridnb.render.report import report_of
+
+        return report_of(self, probe=probe, matrix=matrix, validation=validation,
+                         apply_result=apply_result, doctor=doctor, traffic=traffic,
+                         monitor=monitor, sections=sections)
     # ----------------------------------------------------- watching (monitor, capture, ...)
 
     def view(self) -> LabView:

@@ -43,7 +43,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode
 
-from hybridnb.backends import BACKENDS
+from hybridnb.backends import BACKENDS, DEFAULT_RULE
 from hybridnb.errors import HybridError
 
 
@@ -97,7 +97,7 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
                "validate", "dns", "policy", "links", "graph", "monitor", "capture", "doctor",
-               "logs", "destroy", "sandbox", "kinds", "yaml", "help")
+               "logs", "report", "destroy", "sandbox", "kinds", "yaml", "help")
 
 
 def _sandbox_option(p: argparse.ArgumentParser) -> None:
@@ -116,7 +116,7 @@ class HybridMagics(Magics):
 
     backend = Unicode("", config=True,
                       help="Backend for new labs: dry-run, sandbox or host "
-                           "(empty: $HYBRIDNB_BACKEND, else sandbox).")
+                           f"(empty: {DEFAULT_RULE}).")
     lab = Unicode("hybrid", config=True,
                   help="Name of the lab to reopen from its state when no lab is current.")
     state_dir = Unicode("", config=True,
@@ -508,6 +508,35 @@ class HybridMagics(Magics):
                                   layout=_layout_for(self, lab.name))
         return draw_topology(lab.status(), matrix, layout=_layout_for(self, lab.name))
 
+    # ------------------------------------------------------------------ report
+
+    @staticmethod
+    def _args_report(p: _Parser) -> None:
+        p.add_argument("files", nargs="*", metavar="FILE",
+                       help="also save it: FILE.html, FILE.md (pictures in FILE_files/) or "
+                            "FILE.json")
+        p.add_argument("--no-probe", action="store_true",
+                       help="send nothing into the lab (no probe run, no doctor); the "
+                            "notebook's last test of this lab is shown if there was one")
+        p.add_argument("--monitor", type=float, default=0.0, metavar="S",
+                       help="also record the lab's traffic for S seconds")
+
+    def _cmd_report(self, a: argparse.Namespace) -> Any:
+        """the lab in one document: shown here, saved as HTML, Markdown or JSON"""
+        from hybridnb.render.report.render import format_for
+
+        for path in a.files:
+            format_for(path)                    # a name that says no format: before any work
+        lab = self.require_lab()
+        matrix = self.last_matrix
+        names = {e.name for e in lab.spec.endpoints} | {"gateway"}
+        if matrix is not None and not set(matrix.sources) <= names:
+            matrix = None                                # a test of another lab
+        report = lab.report(probe=not a.no_probe, matrix=matrix if a.no_probe else None,
+                            monitor=a.monitor)
+        for path in a.files:
+            report.save(path)
+        return report
     # ------------------------------------------------------------------ watching
 
     @staticmethod

@@ -55,6 +55,17 @@ def test_network_form_validates_inline_and_applies(shell):
     assert current_lab() is form.lab and form.lab.status().up
 
 
+@pytest.mark.parametrize("env, root, want", [("host", True, "host"), ("", True, "sandbox"),
+                                             ("", False, "dry-run")])
+def test_network_form_backend_defaults_as_the_environment_says(shell, monkeypatch, env, root,
+                                                                want):
+    """Nothing configured: the form offers what ``default_backend()`` would use."""
+    shell.run_cell('%config HybridMagics.backend = ""')
+    monkeypatch.setenv("HYBRIDNB_BACKEND", env)
+    monkeypatch.setattr("os.geteuid", lambda: 0 if root else 1000)
+    assert network_form(name="net2").fields["backend"].value == want
+
+
 def test_container_form_field_errors(lab):
     form = container_form()
     assert form.lab is lab

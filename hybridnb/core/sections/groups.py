@@ -49,6 +49,8 @@ def validate_policy(c: Collector, groups: Any, policies: Any,
 
 class GroupsSection(Section):
     key = "groups"
+    help = ("named sets of endpoints for policies: a list of endpoints, groups and selectors, "
+            "or `{members: [...], labels: {K: V}}`")
     order = 40
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> Any:

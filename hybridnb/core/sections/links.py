@@ -39,6 +39,9 @@ STAGE = 70
 
 class LinksSection(Section):
     key = "links"
+    help = ("impairments per endpoint: `delay`, `jitter` (`us`/`ms`/`s`), `loss` (`%`), `rate` "
+            "(`kbit`/`mbit`/`gbit`), `mtu`; changed in place; what this host cannot give is "
+            "refused before anything is made")
     order = 42
     stages = {"link": STAGE}
     needs = {"link": KINDS}

@@ -59,6 +59,11 @@ class PolicySpec:
 
 class PoliciesSection(Section):
     key = "policies"
+    help = ("`default: allow|deny` and `rules:` (first match wins, stateful): `{from: SEL, to: "
+            "SEL, allow|deny: [tcp/PORT, udp/PORT, http[/PORT], tcp/LOW-HIGH, icmp, all]}`; "
+            "selectors: endpoints, groups, `any`, `hosts`, `containers`, `vms`, `label:K=V`, "
+            "`gateway` (in `to:`); DNS to the gateway is allowed unless a rule says otherwise; "
+            "enforced by one nftables table per lab (see [policies](policies.md))")
     order = 41
     stages = {"policy": STAGE}
 

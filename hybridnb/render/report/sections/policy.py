@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybridnb.render.report.model import SectionData
-from hybridnb.render.report.sections import Section, register
+from hybridnb.render.report.sections import Section
 
 KEY = "policy"
 TITLE = "Policies and impairments"
@@ -60,6 +60,6 @@ def collect_policy(ctx: Any) -> SectionData | None:
     return SectionData(KEY, TITLE, data, note="; ".join(notes))
 
 
-SECTION = register(Section(KEY, TITLE, 75, collect_policy))
+SECTION = Section(KEY, TITLE, 75, collect_policy)
 
 __all__ = ["SECTION", "collect_policy"]
