@@ -12,9 +12,10 @@ Ownership is written on the bridge in its interface alias:
   — deleting the lab removes only the address we added and restores the old alias; its other
   addresses, its MTU and its ports are never touched.
 
-``check`` runs before anything is changed and refuses a subnet that overlaps a route already in
-the target namespace (other than the lab bridge's own), naming the route, and a bridge name
-that exists but belongs to someone else.
+``check`` runs before anything is changed (also before an in-place update) and refuses a
+subnet that overlaps a route already in the target namespace (other than the lab bridge's
+own), naming the route, a bridge name that exists but belongs to someone else, and an
+adopted bridge declared owned.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ class BridgeDriver:
         with netlink_errors(f"cannot inspect {self._where}"), nsutil.iproute(self.netns) as ipr:
             link = get_link(ipr, name)
             self._check_name(lab, name, spec, link)
+            mark = BridgeMark.parse(link_alias(link)) if link is not None else None
+            if mark is not None and mark.adopted and not spec.get("adopt"):
+                raise ConflictError(
+                    f"bridge {name} was adopted by lab {lab!r}, it cannot become owned",
+                    hint="keep network.adopt: true, or destroy the lab first")
             own_index = link["index"] if link is not None else None
             names = {l["index"]: l.get("ifname") for l in ipr.get_links()}
             for route in ipr.route("dump", family=2):

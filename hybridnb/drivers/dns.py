@@ -169,6 +169,10 @@ class DnsDriver:
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(d, ignore_errors=True)
+        try:
+            d.parent.rmdir()                     # the lab's directory, when nothing else is in it
+        except OSError:
+            pass
 
     # ---------------------------------------------------------------- helpers
     def records(self, lab: str) -> list[Record]:
