@@ -90,8 +90,8 @@ class ProgressEvent:
         if self.phase == "error":
             return f"{head} {self.what} FAILED: {self.error}"
         if self.phase == "running":
-            return f"{head} {self.what}: still running after {self.seconds:.0f}s ..."
-        return f"{head} {self.what} ..."
+            return f"{self.what}: still running after {self.seconds:.0f}s ..."
+        return f"{self.what} ..."
 
 
 Progress = Callable[[ProgressEvent], None]

@@ -328,9 +328,16 @@ class StateStore:
     @contextlib.contextmanager
     def transaction(self, lab: str, on_wait: Callable[[str], None] | None = None
                     ) -> Iterator[LabState]:
-        """Lock the lab, read its state, yield it for changes; ``LabState.save`` persists."""
+        """Lock the lab, read its state, yield it for changes; ``LabState.save`` persists.
+        A lab that has no state file when the transaction ends (never applied, destroyed)
+        leaves no lock file either."""
         with self.lock(lab, on_wait=on_wait):
-            yield LabState(lab, self.read(lab), self)
+            try:
+                yield LabState(lab, self.read(lab), self)
+            finally:
+                if not self.path(lab).exists():
+                    with contextlib.suppress(FileNotFoundError):
+                        self.lock_path(lab).unlink()
 
     def labs(self) -> list[str]:
         """Every lab with a state file here (files starting with ``.`` or ``_`` are not
