@@ -351,3 +351,17 @@ def test_a_waiter_on_the_lock_of_a_destroyed_lab_locks_afresh(state_dir):
         assert mine is False
     release.set()
     waiter.join(5)
+
+
+def test_ports_and_services_take_ascii_digits_only():
+    """Found by the edit generator: ``\\d`` took any Unicode digit ('http/൨൩' was port 23)."""
+    from hybridnb.core.spec import parse_lab
+    from hybridnb.errors import ValidationError
+
+    for entry in ({"kind": "host", "services": ["http/\u0d68\u0d69"]},
+                  {"kind": "container", "ports": ["\u0d68\u0d69:80"]}):
+        with pytest.raises(ValidationError):
+            parse_lab({"name": "u", "endpoints": {"a": entry}})
+    spec = parse_lab({"name": "u", "endpoints": {"a": {"kind": "container", "ports": ["8080:80"],
+                                                       "services": ["http/80"]}}})
+    assert str(spec.endpoint("a").services[0]) == "http/80"

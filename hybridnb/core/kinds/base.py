@@ -441,7 +441,8 @@ def fields_of(cls: type) -> tuple[Field, ...]:
 
 # ------------------------------------------------------------------------- endpoint spec
 
-_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$",
+                      re.ASCII)
 
 
 @dataclass(frozen=True)
