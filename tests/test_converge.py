@@ -365,3 +365,20 @@ def test_ports_and_services_take_ascii_digits_only():
     spec = parse_lab({"name": "u", "endpoints": {"a": {"kind": "container", "ports": ["8080:80"],
                                                        "services": ["http/80"]}}})
     assert str(spec.endpoint("a").services[0]) == "http/80"
+
+
+def test_a_service_name_the_dns_zone_refuses_is_refused_in_validation():
+    """Found by the edit property: 'z7-/45' passed validation and failed in the DNS server's
+    zone at apply time (a trailing '-' is no DNS label), after the endpoints were made."""
+    from hybridnb.core.compile import compile_lab
+    from hybridnb.core.dnszone import zone_from_spec
+    from hybridnb.core.ipam import assign_addresses
+    from hybridnb.core.spec import parse_lab
+    from hybridnb.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="z7-/45"):
+        parse_lab({"name": "u", "endpoints": {"a": {"kind": "host", "services": ["z7-/45"]}}})
+    spec = parse_lab({"name": "u", "endpoints": {"a": {"kind": "host", "services": [
+        "z/1", "z7/45", "a-b/80/udp", "abcdefghijklmno/9"]}}})
+    dns = next(r for r in compile_lab(spec, assign_addresses(spec)) if r.kind == "dns")
+    assert len(zone_from_spec(dns.spec).all_records) > 4          # the zone takes them all

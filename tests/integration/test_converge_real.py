@@ -89,6 +89,12 @@ def test_a_changed_subnet_converges_with_one_apply(sandbox, tmp_path, state_dir)
     m = lab.test(("icmp", "tcp/80", "dns"), timeout=1.0, count=2)
     assert m.get("tcp/80", "h1", "c1").ok and m.get("icmp", "c1", "h1").ok, m.to_text()
     assert all(r.ok for r in m.of("icmp")) and all(r.ok for r in m.of("dns")), m.to_text()
+    # the bridge renamed, same subnet (found by the edit property: the old bridge's route
+    # was taken for a foreign one and the rename refused)
+    renamed = lab_file(tmp_path, "cvsub", SUBNET.format(subnet="10.91.2.0/24")
+                       .replace("cvsub0", "cvsub1"))
+    lab = load(renamed, state_dir)
+    assert lab.apply().ok and lab.plan().empty and lab.status().up
 
 
 IMAGE = """name: cvimg
