@@ -19,6 +19,12 @@ itself.
 Endpoint kinds come from the registry (:mod:`hybridnb.core.kinds`): ``add(kind, name,
 **fields)`` takes any kind and any of its fields; what a backend can do beyond create and
 delete comes from its drivers' declared capabilities (:mod:`hybridnb.drivers.base`).
+
+A lab's state belongs to where it lives (:mod:`hybridnb.state`): the dry-run backend keeps
+its labs apart from the real ones, an applied lab is found on the sandbox its state records
+(when no sandbox or backend is named), and the same name on another target — or an unnamed
+lab file that is not the one the lab was applied from — is refused, never mixed.  A failed
+apply that changed existing resources puts them back (:func:`hybridnb.apply.converge`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
-from hybridnb.apply import (ApplyResult, Observed, Progress, execute, observe_all, observe_settled,
-                            preflight)
+from hybridnb.apply import (ApplyResult, Observed, Progress, ProgressEvent, converge, execute,
+                            observe_all, observe_settled, preflight, settle_journal)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.ipam import assign_addresses
 from hybridnb.core.kinds import endpoint_to_dict, is_endpoint_kind, plain
@@ -45,7 +51,8 @@ from hybridnb.core.spec import LabSpec, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource, QueryLog
 from hybridnb.errors import (HybridError, NotFoundError, Problem, Unsupported, ValidationError)
 from hybridnb.offloop import engine_call, off_loop
-from hybridnb.state import StateStore, recorded_specs
+from hybridnb.state import (IN_FLIGHT_STATUSES, LabState, StateStore, default_state_dir,
+                            owner_conflict, recorded_specs, recorded_target)
 from hybridnb.target import default_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,13 +196,47 @@ class Lab:
     def _init(self, doc: dict[str, Any], backend: str | Backend | None,
               state_dir: str | os.PathLike[str] | None, sandbox: str | None,
               source: str | None) -> None:
+        from hybridnb.backends import state_scope
+
         self._spec = parse_lab(doc, source=source)
         self._doc = doc
         self.source = source
-        self.store = StateStore(state_dir)
+        #: the description names the lab (else the name is its file's stem: Lab.load)
+        self.named = True
+        self._state_base = Path(state_dir) if state_dir is not None else default_state_dir()
         self._backend_choice = backend
         self._sandbox = sandbox or default_sandbox()
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        scope = state_scope(backend)
+        self.store = StateStore(self._state_base / scope if scope else self._state_base)
+        if not scope:
+            self._follow_recorded_target(backend, sandbox)
+
+    def _follow_recorded_target(self, backend: str | Backend | None, sandbox: str | None) -> None:
+        """An applied lab is found where its state says it lives, when the caller named no
+        sandbox (nor ``$HYBRIDNB_SANDBOX``) and no other backend; a legacy dry-run state in
+        the real directory is moved to the dry-run one first."""
+        from hybridnb.backends import SCOPES, is_explicit
+
+        try:
+            data = self.store.read(self.name)
+        except HybridError:
+            return                                   # reported when the state is used
+        if data.get("backend") == "dry-run":         # written before dry-run had its scope
+            legacy = self._state_base / SCOPES["dry-run"] / f"{self.name}.json"
+            if not legacy.exists():
+                legacy.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.store.path(self.name), legacy)
+            return
+        where = recorded_target(data)
+        if where is None or isinstance(backend, Backend):
+            return
+        if where.startswith("sandbox:") and backend in (None, "sandbox") \
+                and sandbox is None and not os.environ.get("HYBRIDNB_SANDBOX"):
+            if backend == "sandbox" or not is_explicit(backend):
+                self._sandbox = where.partition(":")[2]
+        elif where == "host" and not is_explicit(backend):
+            self._backend_choice = "host"
 
     # ------------------------------------------------------------------ construction
 
@@ -221,17 +262,25 @@ class Lab:
         ``state_dir``, ``sandbox``)."""
         from hybridnb.labfile import load_lab_document
 
+        from hybridnb.backends import state_scope
+
         text = str(path_or_name)
         if Path(path_or_name).exists() or text.endswith((".yaml", ".yml")):
             data, source, default_name = load_lab_document(path_or_name)
             if default_name is not None:
                 data = {"name": default_name, **data}
-            return cls.from_dict(data, source=source, **kw)
-        state = StateStore(kw.get("state_dir")).read(text)
+            lab = cls.from_dict(data, source=source, **kw)
+            lab.named = default_name is None
+            return lab
+        base = Path(kw["state_dir"]) if kw.get("state_dir") else default_state_dir()
+        scope = state_scope(kw.get("backend"))
+        state = StateStore(base / scope if scope else base).read(text)
         if not state.get("spec"):
             raise NotFoundError(f"no lab file and no applied lab named {text!r}",
                                 hint="pass the path of a lab YAML file")
-        return cls.from_dict(state["spec"], **kw)
+        lab = cls.from_dict(state["spec"], **kw)
+        lab.source, lab.named = state.get("source"), bool(state.get("named", True))
+        return lab
 
     # --------------------------------------------------------------------- properties
 
@@ -252,7 +301,7 @@ class Lab:
         if self._backend is None:
             from hybridnb.backends import resolve_backend
 
-            self._backend = resolve_backend(self._backend_choice, state_dir=self.store.dir,
+            self._backend = resolve_backend(self._backend_choice, state_dir=self._state_base,
                                             sandbox=self._sandbox)
         return self._backend
 
@@ -318,9 +367,48 @@ class Lab:
 
     # ----------------------------------------------------------------------- planning
 
+    @property
+    def target(self) -> str:
+        """Where the lab lives: ``sandbox:NAME``, ``host`` or ``dry-run``."""
+        from hybridnb.backends import target_name
+
+        return target_name(self._backend_choice, self._sandbox)
+
+    @property
+    def _source_key(self) -> str | None:
+        """The lab file, as the state records it (an absolute path)."""
+        return str(Path(self.source).resolve()) if self.source else None
+
+    def _check_owner(self, data: Mapping[str, Any]) -> None:
+        """Refuse state that belongs to another target or another unnamed lab file."""
+        conflict = owner_conflict(data, self.name, target=self.target, source=self._source_key,
+                                  named=self.named)
+        if conflict is not None:
+            raise conflict
+
+    def _read_state(self) -> dict[str, Any]:
+        """The lab's state, checked to be this lab's (:meth:`_check_owner`)."""
+        data = self.store.read(self.name)
+        self._check_owner(data)
+        return data
+
+    def _settle_if_idle(self) -> None:
+        """Finish the records of calls a dead or interrupted run left in flight — when no
+        other process holds the lab's lock (a run in progress keeps its intents)."""
+        data = self.store.read(self.name)
+        if not any(isinstance(r, Mapping) and r.get("status") in IN_FLIGHT_STATUSES
+                   for r in (data.get("resources") or {}).values()):
+            return
+        with self.store.try_lock(self.name) as mine:
+            if not mine:
+                return
+            st = LabState(self.name, self.store.read(self.name), self.store)
+            self._check_owner(st.data)
+            settle_journal(st, self._settled(st))
+
     def addresses(self) -> dict[str, ipaddress.IPv4Address]:
         """Every endpoint's address: explicit, else as allocated before, else newly chosen."""
-        return self._assign(self.store.read(self.name).get("addresses", {}))
+        return self._assign(self._read_state().get("addresses", {}))
 
     def _assign(self, previous: Mapping[str, str]) -> dict[str, ipaddress.IPv4Address]:
         try:
@@ -340,39 +428,64 @@ class Lab:
 
     @engine_call
     def plan(self) -> Plan:
-        """What ``apply()`` would do now (nothing is changed)."""
-        recorded = recorded_specs(self.store.read(self.name))
+        """What ``apply()`` would do now (nothing is changed but the record of an interrupted
+        run, which is finished first)."""
+        self._settle_if_idle()
+        recorded = recorded_specs(self._read_state())
         plan = diff(self.name, self.resources(), self._observe(), recorded,
                     updatable=self.backend.updatable())
         return dataclasses.replace(plan, warnings=tuple(self.warnings()))
+
+    def _on_wait(self, progress: Progress | None) -> Any:
+        if progress is None:
+            return None
+        return lambda text: progress(ProgressEvent.note(text))
 
     @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
         """Make the engines match the lab; re-applying an unchanged lab does nothing.
 
-        ``workers`` bounds how many actions of one stage run at once (1: one at a time)."""
-        with self.store.transaction(self.name) as st:
+        Everything knowable is checked before anything is deleted (validation, the drivers'
+        preflight checks); a run that fails after changing existing resources puts them back
+        and raises the error (``error.result`` has both runs).  ``workers`` bounds how many
+        actions of one stage run at once (1: one at a time)."""
+        with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
+            self._check_owner(st.data)
             addresses = self._assign(st.addresses)
             resources = compile_lab(self._spec, addresses)
-            plan = diff(self.name, resources, self._settled(st), st.recorded(),
+            observed = self._settled(st)
+            settle_journal(st, observed)
+            recorded = st.recorded()
+            plan = diff(self.name, resources, observed, recorded,
                         updatable=self.backend.updatable())
             if plan.empty:
                 return ApplyResult(plan)
             preflight(plan, self.backend)
             # intent first: the addresses and the description are persisted before acting
+            previous = {k: copy.deepcopy(st.data.get(k)) for k in ("addresses", "kinds", "spec")}
             st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
             st.data["kinds"] = {e.name: e.kind for e in self._spec.endpoints}
             st.data["spec"] = lab_to_dict(self._spec)
             st.data["backend"] = self.backend.name
             st.data["target"] = self.backend.target.to_dict()
+            st.data["source"], st.data["named"] = self._source_key, self.named
             st.save()
-            return execute(plan, self.backend, st, progress=progress, workers=workers)
+
+            def restore() -> None:              # the lab was put back: so is its record
+                st.data.update({k: v for k, v in previous.items() if v is not None})
+                st.save()
+            return converge(plan, self.backend, st, before=observed, recorded_before=recorded,
+                            progress=progress, workers=workers, restore=restore)
 
     @engine_call
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
-        """Remove everything this lab owns; its addresses are released."""
-        with self.store.transaction(self.name) as st:
-            plan = destroy_plan(self.name, self._settled(st), st.recorded())
+        """Remove everything this lab owns; its addresses are released, and its state and
+        lock files removed."""
+        with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
+            self._check_owner(st.data)
+            observed = self._settled(st)
+            settle_journal(st, observed)
+            plan = destroy_plan(self.name, observed, st.recorded())
             result = execute(plan, self.backend, st, progress=progress) if not plan.empty \
                 else ApplyResult(plan)
             st.data["addresses"] = {}
@@ -443,6 +556,7 @@ class Lab:
         answers)."""
         from hybridnb.services.probe import probe_matrix
 
+        _check_probe_options(checks, timeout, count)
         if checks is None:
             checks = ("icmp", "tcp", "udp", "http") + (
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
@@ -585,9 +699,10 @@ class Lab:
     @engine_call
     def status(self) -> LabStatus:
         net = self._spec.network
+        self._settle_if_idle()
         resources = self.resources()
         observed = self._observe()
-        recorded = recorded_specs(self.store.read(self.name))
+        recorded = recorded_specs(self._read_state())
         plan = diff(self.name, resources, observed, recorded, updatable=self.backend.updatable())
         reasons = {a.key: a.reason for a in plan.actions}
         applied = bool(recorded) or any(observed.values())
@@ -795,6 +910,27 @@ def host_doctor(backend: str | Backend | None = None, *, fix: bool = False,
 
 
 GATEWAY = "gateway"
+
+
+def _check_probe_options(checks: tuple[str, ...] | None, timeout: float, count: int) -> None:
+    """Refuse bad probe options (usage errors, exit code 2) before the lab is looked at."""
+    from hybridnb.services.probe.plan import parse_checks
+
+    problems: list[Problem] = []
+    if checks is not None:
+        try:
+            parse_checks(checks)
+        except ValidationError as exc:
+            problems += exc.problems
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        problems.append(Problem("count", f"count must be a whole number of at least 1, not "
+                                f"{count!r}", "give the number of attempts per pair, e.g. 3"))
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 \
+            or timeout == float("inf"):
+        problems.append(Problem("timeout", f"timeout must be a positive number of seconds, "
+                                f"not {timeout!r}", "e.g. 1"))
+    if problems:
+        raise ValidationError(problems)
 
 
 class LabNotUp(HybridError):

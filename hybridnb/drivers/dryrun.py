@@ -34,6 +34,7 @@ class DryRunEngine:
         self.stopped: set[str] = set()
         self.log: list[str] = []
         self.fail_on: set[str] = set()          # e.g. {"create container/web"}
+        self.fail_once: set[str] = set()        # the same, failing only the next time
         self._lock = threading.Lock()
         if self.path is not None and self.path.exists():
             data = json.loads(self.path.read_text())
@@ -52,6 +53,9 @@ class DryRunEngine:
 
     def record(self, entry: str) -> None:
         if entry in self.fail_on:
+            raise EngineError(f"dry-run: injected failure on {entry!r}", engine="dry-run")
+        if entry in self.fail_once:
+            self.fail_once.discard(entry)
             raise EngineError(f"dry-run: injected failure on {entry!r}", engine="dry-run")
         self.log.append(entry)
 

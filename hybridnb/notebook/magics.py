@@ -154,9 +154,10 @@ class HybridMagics(Magics):
     def lab_options(self, backend: str | None = None, sandbox: str | None = None
                     ) -> dict[str, Any]:
         """Keyword arguments for a new Lab from the configured options (``backend`` and
-        ``sandbox`` given on the line win)."""
+        ``sandbox`` given on the line win; none named: the Lab's default, or the sandbox an
+        applied lab's state records)."""
         return {"backend": backend or self.backend or None,
-                "state_dir": self.state_dir or None, "sandbox": sandbox or self.sandbox_name()}
+                "state_dir": self.state_dir or None, "sandbox": sandbox or self.sandbox or None}
 
     def require_lab(self) -> Any:
         if self.current_lab is None:

@@ -143,9 +143,12 @@ def test_reference_lists_every_field_with_its_option():
 
 def test_cross_field_rules_stay_with_their_kind():
     c = Collector()
-    assert get("vm").parse(c, "v", {"kind": "vm", "template": "base", "initrd": "/i"},
-                           "endpoints.v") is None
+    assert get("vm").parse(c, "v", {"kind": "vm", "template": "base", "initrd": "/i",
+                                    "image": "/d.qcow2"}, "endpoints.v") is None
     assert [p.path for p in c.problems] == ["endpoints.v.kernel"]
+    c = Collector()                               # a cloud image template needs its image
+    assert get("vm").parse(c, "v", {"kind": "vm", "template": "docker"}, "endpoints.v") is None
+    assert [p.path for p in c.problems] == ["endpoints.v.image"]
 
 
 class Images(Section):

@@ -133,8 +133,8 @@ def test_vm_form_validation_and_apply_failure_is_shown(lab):
     form.fields["vcpus"].value = 0
     assert "out of range" in form.errors["vcpus"].value
     form.fields["vcpus"].value = 2
-    form.fields["template"].value = "base"
-    assert not form.button.disabled
+    form.fields["template"].value = "base"                 # a cloud image: image: is needed
+    assert form.button.disabled and "image: is missing" in form.errors["image"].value
     form.fields["template"].value = "test"
     engine = lab.backend.extras["engine"]
     engine.fail_on.add("create vm/vm1")
