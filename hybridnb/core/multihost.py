@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.core.resource import Resource
     from hybridnb.core.spec import LabSpec
 
 #: Bytes VXLAN adds to every frame on the underlay: outer IPv4 (20), UDP (8), VXLAN (8) and
@@ -478,6 +479,26 @@ def placement(lab: LabSpec) -> dict[str, str]:
     return {ep.name: getattr(ep, "host", None) or first for ep in lab.endpoints}
 
 
+def vxlan_resource(lab: LabSpec, host: str) -> Resource | None:
+    """The VXLAN device ``host`` needs (kind ``vxlan``, named after the device): enslaved to
+    the lab bridge, sending to every other host's underlay address (unicast head-end
+    replication), learning MACs; None for a one-machine lab."""
+    from hybridnb.core.naming import vxlan_device
+    from hybridnb.core.resource import Resource
+
+    hosts, vx = lab.sections.get("hosts"), lab.network.vxlan
+    if vx is None or not isinstance(hosts, Hosts) or not hosts.multi:
+        return None
+    me = hosts.get(host)
+    device = vxlan_device(lab.name)
+    spec = {"device": device, "bridge": lab.network.bridge, "vni": vx.vni, "port": vx.port,
+            "local": me.underlay, "host": host, "mtu": lab.network.mtu,
+            "remotes": [h.underlay for h in hosts.hosts if h.name != host]}
+    summary = (f"vni {vx.vni} udp/{vx.port} {me.underlay} -> "
+               f"{', '.join(str(r) for r in spec['remotes'])} mtu {lab.network.mtu}")
+    return Resource("vxlan", device, spec, summary)
+
+
 def vxlan_clash(a: LabSpec, b: LabSpec) -> str | None:
     """Why two labs cannot both run on the same hosts (the same VNI and port over a shared
     underlay address would merge their segments), or None."""
@@ -511,4 +532,5 @@ __all__ = [
     "parse_vxlan",
     "placement",
     "vxlan_clash",
+    "vxlan_resource",
 ]

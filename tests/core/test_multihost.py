@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hybridnb.core import naming
 from hybridnb.core.multihost import (
     VXLAN_OVERHEAD,
     BadURL,
@@ -17,6 +18,7 @@ from hybridnb.core.multihost import (
     parse_libvirt_uri,
     placement,
     vxlan_clash,
+    vxlan_resource,
 )
 from hybridnb.core.spec import lab_to_dict, parse_lab
 from hybridnb.errors import ValidationError
@@ -213,3 +215,18 @@ def test_vxlan_clash_between_two_labs_on_one_underlay():
                                      "merge")
     assert vxlan_clash(one, other) is None and vxlan_clash(one, elsewhere) is None
     assert vxlan_clash(one, parse_lab({"name": "mh5"})) is None
+
+
+def test_each_host_gets_a_vxlan_device_towards_every_other_host():
+    three = dict(TWO, c={"engine": "local", "underlay": "192.168.250.9", "mtu": 9000})
+    spec = parse_lab({"name": "mhv", "hosts": three, "network": {"vxlan": {"vni": 4242}}})
+    devices = {h: vxlan_resource(spec, h) for h in ("a", "b", "c")}
+    assert {r.name for r in devices.values()} == {naming.vxlan_device("mhv")}
+    assert len(naming.vxlan_device("mhv")) <= 15
+    a = devices["a"]
+    assert (a.kind, a.spec["vni"], a.spec["port"], a.spec["local"], a.spec["mtu"]) == \
+        ("vxlan", 4242, 4789, "192.168.250.1", 1450)
+    assert a.spec["remotes"] == ["192.168.250.2", "192.168.250.9"]
+    assert devices["c"].spec["remotes"] == ["192.168.250.1", "192.168.250.2"]
+    assert a.summary == "vni 4242 udp/4789 192.168.250.1 -> 192.168.250.2, 192.168.250.9 mtu 1450"
+    assert vxlan_resource(parse_lab({"hosts": {"a": {"engine": "local"}}}), "a") is None
