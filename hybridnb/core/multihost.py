@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean
+from hybridnb.errors import Problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.resource import Resource
@@ -467,6 +468,16 @@ def mtu_note(vx: VxlanSpec, mtu: int) -> str:
             "would give 1500")
 
 
+def fabric_notes(lab: LabSpec) -> list[Problem]:
+    """What a plan says about a lab spread over hosts: which MTU it has and why."""
+    vx = lab.network.vxlan
+    if vx is None:
+        return []
+    return [Problem("network.mtu", mtu_note(vx, lab.network.mtu),
+                    f"every endpoint gets MTU {lab.network.mtu}; a packet larger than that "
+                    "is fragmented or, with DF set, refused at its sender")]
+
+
 # -------------------------------------------------------------------------------- placement
 
 def placement(lab: LabSpec) -> dict[str, str]:
@@ -525,6 +536,7 @@ __all__ = [
     "VxlanSpec",
     "check_mtu",
     "default_vni",
+    "fabric_notes",
     "mtu_note",
     "parse_docker_url",
     "parse_hosts",

@@ -230,3 +230,4 @@ def test_each_host_gets_a_vxlan_device_towards_every_other_host():
     assert devices["c"].spec["remotes"] == ["192.168.250.1", "192.168.250.2"]
     assert a.summary == "vni 4242 udp/4789 192.168.250.1 -> 192.168.250.2, 192.168.250.9 mtu 1450"
     assert vxlan_resource(parse_lab({"hosts": {"a": {"engine": "local"}}}), "a") is None
+
