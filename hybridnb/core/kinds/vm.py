@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, Kind, Text,
-                                      spec_field)
-from hybridnb.core.problems import Collector
+from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, KeyValues,
+                                      Kind, Text, spec_field)
+from hybridnb.core.problems import Collector, text_value
 from hybridnb.core.resource import Resource
 
 TEMPLATES = ("test", "base", "docker")
+#: Templates that boot a cloud ``image:`` of the user's and have no image of their own: a VM
+#: of these without ``image:`` is refused in validation, before anything is made.  (The one
+#: place to change when a template gets a built-in image.)
+NEEDS_IMAGE = frozenset({"base", "docker"})
 MIN_VM_MEMORY = 96
 MAX_VCPUS = 64
 _IMAGE_FILE = Text(what="a file path", hint="e.g. /var/lib/hybridnb/images/debian-12.qcow2")
@@ -50,6 +54,10 @@ class VMSpec(EndpointSpec):
     initrd: str | None = spec_field(
         _INITRD_FILE, to=("initrd",), metavar="PATH",
         help="initramfs for the test template (default: the built test image's)")
+    labels: Mapping[str, str] = spec_field(
+        KeyValues(check=lambda k, v: text_value(v)), default={}, option="label",
+        help="labels that policy groups and label:K=V selectors match (the VM does not "
+             "see them)")
 
 
 class VMKind(Kind):
@@ -65,12 +73,20 @@ class VMKind(Kind):
     names = {("domain_name",): "name", ("hostname",): "name", ("mac",): "name"}
 
     def check(self, c: Collector, path: str, values: Mapping[str, Any]) -> bool:
-        if values.get("template") in ("base", "docker") and (
-                values.get("kernel") or values.get("initrd")):
+        template = values.get("template")
+        ok = True
+        if template in ("base", "docker") and (values.get("kernel") or values.get("initrd")):
             c.add(f"{path}.kernel", "kernel/initrd apply only to the 'test' template",
                   "drop them, or use template: test")
-            return False
-        return True
+            ok = False
+        bad_image = any(p.path == f"{path}.image" for p in c.problems)    # reported already
+        if template in NEEDS_IMAGE and not values.get("image") and not bad_image:
+            c.add(f"{path}.image", f"template {template!r} boots a cloud image: image: is "
+                  "missing", "set image: to a downloaded cloud image (qcow2), e.g. "
+                  "/var/lib/hybridnb/images/debian-12-genericcloud-amd64.qcow2, or use "
+                  "template: test")
+            ok = False
+        return ok
 
     def base_spec(self, ep: EndpointSpec, ctx: CompileContext) -> dict[str, Any]:
         spec = ctx.common(ep)

@@ -10,7 +10,9 @@ Checks are grouped in modules, each exporting ``CHECKS`` (instances of
 * :mod:`.dns`       — the lab's DNS server alive and answering each endpoint's name;
 * :mod:`.engines`   — Docker, libvirt and QEMU reachable (with versions), KVM or TCG;
 * :mod:`.endpoints` — endpoints missing, stopped or different from the plan;
-* :mod:`.leftovers` — objects carrying hybridnb's marks that no lab state owns.
+* :mod:`.leftovers` — objects carrying hybridnb's marks that no lab state owns;
+* :mod:`.policy`    — for labs with policies or impairments: the kernel features they rely
+  on, whether the policy is enforced, and the drops that come from it.
 
 Another part of hybridnb adds its own group with :func:`register_group` (the module path of a
 module exporting ``CHECKS``), e.g. the nftables policies registering checks of the kernel
@@ -20,6 +22,7 @@ features they need.  :func:`diagnose` runs them all.
 from __future__ import annotations
 
 import importlib
+from typing import Iterable
 
 from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext, DoctorReport,
                                            Finding, diagnose)
@@ -40,6 +43,9 @@ def register_group(module: str) -> None:
         GROUPS.append(module)
 
 
+register_group("hybridnb.services.doctor.policy")
+
+
 def all_checks() -> list[Check]:
     out: list[Check] = []
     for name in GROUPS:
@@ -47,5 +53,21 @@ def all_checks() -> list[Check]:
     return out
 
 
+def select_checks(only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[Check]:
+    """The checks named in ``only`` (a check id or a group name; None: all) minus those in
+    ``skip``; an unknown name is a :class:`~hybridnb.errors.NotFoundError` listing them."""
+    from hybridnb.errors import NotFoundError
+
+    checks = all_checks()
+    known = {c.id for c in checks} | {c.group for c in checks}
+    wanted, dropped = (set(only) if only is not None else None), set(skip)
+    unknown = sorted(((wanted or set()) | dropped) - known)
+    if unknown:
+        raise NotFoundError(f"no doctor check named {unknown[0]!r}",
+                            hint="the checks: " + ", ".join(c.id for c in checks))
+    return [c for c in checks
+            if (wanted is None or {c.id, c.group} & wanted) and not {c.id, c.group} & dropped]
+
+
 __all__ = ["Check", "DoctorContext", "DoctorReport", "FAIL", "Finding", "GROUPS", "OK", "WARN",
-           "all_checks", "diagnose", "register_group"]
+           "all_checks", "diagnose", "register_group", "select_checks"]
