@@ -164,4 +164,4 @@ def test_endpoint_forms_have_one_widget_per_field_of_their_kind(lab):
     ep = lab.spec.endpoint("api")
     assert [str(s) for s in ep.services] == ["http/8080", "dns/53/udp"]
     assert dict(ep.labels) == {"tier": "back"}
-    assert vm_form().fields["template"].options == ("test", "base", "docker")
+    assert vm_form().fields["template"].options == ("test", "base", "docker", "observer")
