@@ -169,10 +169,12 @@ class Unsupported(EngineUnavailable):
 
 
 class BootError(EngineError):
-    """A VM did not come up; ``console`` holds the tail of its serial console."""
+    """A VM (or a recipe container) did not come up; ``console`` holds the tail of its serial
+    console (its output)."""
 
-    def __init__(self, message: str, *, console: str = "", hint: str | None = None) -> None:
-        super().__init__(message, hint=hint, engine="libvirt")
+    def __init__(self, message: str, *, console: str = "", hint: str | None = None,
+                 engine: str = "libvirt") -> None:
+        super().__init__(message, hint=hint, engine=engine)
         self.console = console
 
     def __str__(self) -> str:

@@ -5,7 +5,8 @@ state store.  ``Lab.load`` opens one (a lab file, or an applied lab by name).  E
 (``add``, ``add_container``, ``add_vm``, ``add_host``, ``remove``) re-validate the whole
 description and roll back on error, so a Lab is never invalid.  ``plan()`` compiles the
 description into resources and diffs them against what the backend observes; ``apply()``
-executes that plan under the lab's lock, recording intent first; ``destroy()`` removes
+executes that plan under the lab's lock, recording intent first (the images of the lab's
+recipes are built before, :mod:`hybridnb.images.binding`); ``destroy()`` removes
 everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
 ``validate()``, ``dns()`` and ``dns_query_log()`` look inside.  Every method returns an
 object that renders itself.
@@ -22,6 +23,7 @@ delete comes from its drivers' declared capabilities (:mod:`hybridnb.drivers.bas
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -296,7 +298,29 @@ class Lab:
             raise ValidationError(exc.problems, source=self.source) from None
 
     def resources(self) -> list[Resource]:
-        return compile_lab(self._spec, self.addresses())
+        return self._bind(compile_lab(self._spec, self.addresses())).resources
+
+    @staticmethod
+    def _runs_recipes(resources: list[Resource]) -> bool:
+        return any(isinstance(r.spec.get("recipe"), Mapping) for r in resources)
+
+    def _bind(self, resources: list[Resource], mode: str = "resolve",
+              progress: Progress | None = None) -> Any:
+        """The compiled ``resources`` with the images of the lab's recipes bound in
+        (:mod:`hybridnb.images.binding`; ``mode``: resolve, plan, or build what is missing)."""
+        if not self._runs_recipes(resources):
+            return _Unbound(resources)
+        from hybridnb.core.sections.images import lab_images
+        from hybridnb.images.binding import bind_images
+
+        try:
+            target = self.backend.target
+        except HybridError:
+            if mode == "build":
+                raise
+            target = None                           # no engine to run them: nothing to bind
+        return bind_images(resources, lab_images(self._spec.sections), target, mode=mode,
+                           progress=progress)
 
     def _observe(self) -> Observed:
         return observe_all(self.name, self.backend)
@@ -309,8 +333,10 @@ class Lab:
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed)."""
         recorded = recorded_specs(self.store.read(self.name))
-        return diff(self.name, self.resources(), self._observe(), recorded,
+        bound = self._bind(compile_lab(self._spec, self.addresses()), "plan")
+        plan = diff(self.name, bound.resources, self._observe(), recorded,
                     updatable=self.backend.updatable())
+        return dataclasses.replace(plan, notes=tuple(bound.notes)) if bound.notes else plan
 
     @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
@@ -319,7 +345,9 @@ class Lab:
         ``workers`` bounds how many actions of one stage run at once (1: one at a time)."""
         with self.store.transaction(self.name) as st:
             addresses = self._assign(st.addresses)
-            resources = compile_lab(self._spec, addresses)
+            # images first: what the endpoints run is made before anything of the lab changes
+            resources = self._bind(compile_lab(self._spec, addresses), "build",
+                                   progress).resources
             plan = diff(self.name, resources, self._settled(st), st.recorded(),
                         updatable=self.backend.updatable())
             if plan.empty:
@@ -492,6 +520,14 @@ class Lab:
 
 
 GATEWAY = "gateway"
+
+
+@dataclass
+class _Unbound:
+    """The resources of a lab that runs no image recipe (nothing to bind)."""
+
+    resources: list[Resource]
+    notes: tuple[str, ...] = ()
 
 
 class LabNotUp(HybridError):

@@ -60,6 +60,8 @@ class Plan:
     actions: tuple[Action, ...] = ()
     unchanged: int = 0
     desired: tuple[Resource, ...] = field(default=(), repr=False)
+    #: what apply makes before it acts (``image pg: will be built from Debian packages``)
+    notes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -77,6 +79,7 @@ class Plan:
     def to_text(self) -> str:
         lines = [self.headline()]
         lines += ["  " + a.describe() for a in self.actions]
+        lines += ["  " + note for note in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -95,8 +98,13 @@ class Plan:
 
         rows = [[_SYMBOL[a.op] + " " + a.op, a.kind, a.name,
                  a.resource.summary if a.resource else "", a.reason] for a in self.actions]
-        return table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
-                     row_classes=[a.op for a in self.actions])
+        out = table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
+                    row_classes=[a.op for a in self.actions])
+        if self.notes:
+            from html import escape
+
+            out += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in self.notes) + "</ul>"
+        return out
 
 
 def diff(lab: str, desired: Iterable[Resource], observed: Mapping[str, Mapping[str, Observation]],

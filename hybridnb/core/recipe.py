@@ -695,10 +695,14 @@ def recipe_image(recipe: Recipe) -> str:
     return f"hybridnb/{recipe.name}"
 
 
-def recipe_identity(recipe: Recipe) -> dict[str, str]:
+def recipe_identity(recipe: Recipe) -> dict[str, Any]:
     """What an endpoint's resource spec carries of its recipe (a changed recipe changes the
     resource's fingerprint, so the endpoint is replaced)."""
-    return {"name": recipe.name, "digest": recipe.digest()[:16]}
+    out: dict[str, Any] = {"name": recipe.name, "digest": recipe.digest()[:16]}
+    ports = sorted({port for _, port in recipe.service_ports()})
+    if ports:
+        out["ports"] = ports                   # what listens without being declared
+    return out
 
 
 # ------------------------------------------------------------------------------ init script

@@ -42,6 +42,7 @@ def test_every_field_round_trips_through_yaml():
     samples: dict[str, Any] = {
         "image": "nginx:alpine", "command": ["httpd", "-f"], "env": {"A": "1"},
         "ports": ["8080:80/tcp", "53/udp"], "labels": {"team": "net"}, "workdir": "/srv",
+        "mounts": ["/srv/app:/app:ro", "/srv/data:/data"],
         "template": "base",
         "memory": 256, "vcpus": 2, "kernel": None, "initrd": None,
         "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"],

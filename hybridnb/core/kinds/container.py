@@ -71,6 +71,25 @@ def _ports(value: Sequence[PortMap]) -> Mapping[Path, Any]:
             ("host_config", "port_bindings"): {k: p.host for k, p in zip(keys, value)}}
 
 
+_MOUNT = re.compile(r"^(?P<host>/[^:\0]*):(?P<container>/[^:\0]*)(?::(?P<mode>ro|rw))?$")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A directory (or file) of the machine bound into the container (``docker -v``)."""
+
+    host: str
+    container: str
+    mode: str = "rw"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.mode == "ro" else "")
+
+
+def _mounts(value: Sequence[Mount]) -> Mapping[Path, Any]:
+    return {("host_config", "binds"): [f"{m.host}:{m.container}:{m.mode}" for m in value]}
+
+
 @dataclass(frozen=True)
 class ContainerSpec(EndpointSpec):
     kind: str = "container"
@@ -101,6 +120,16 @@ class ContainerSpec(EndpointSpec):
     workdir: str | None = spec_field(
         AbsolutePath(), to=("create", "working_dir"), example="e.g. /srv",
         help="working directory of the command (made if missing); default: the image's")
+    mounts: tuple[Mount, ...] = spec_field(
+        Items(pattern=_MOUNT, what="a bind mount",
+              hint="write HOST:CONTAINER or HOST:CONTAINER:ro with absolute paths, e.g. "
+                   "/srv/app:/app:ro (the host path must exist)",
+              build=lambda m: Mount(m.group("host"), m.group("container"),
+                                    m.group("mode") or "rw")),
+        default=(), to=_mounts, paths=(("host_config", "binds"),), option="mount",
+        metavar="HOST:CONTAINER[:ro]", example="e.g. /srv/app:/app:ro",
+        help="directories of this machine bound into the container (rw unless :ro); the "
+             "host path must exist")
 
 
 class ContainerKind(Kind):

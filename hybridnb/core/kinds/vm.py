@@ -121,7 +121,10 @@ class VMKind(Kind):
 
     def probe_services(self, resource: Resource) -> tuple[str, ...]:
         spec = resource.spec
-        if spec.get("template") == "test" and spec.get("boot") != "disk":
+        recipe = spec.get("recipe")
+        if isinstance(recipe, Mapping):                    # the recipe's services' ports
+            return tuple(f"tcp/{port}" for port in recipe.get("ports", ()))
+        if spec.get("template") == "test":
             return ("http/80", "tcp/80", "udp/7")          # busybox httpd, hnb-udp echo
         return ()
 
