@@ -273,7 +273,7 @@ class _Parser:
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list):
-            self.add(where, f"expected a list of {what}, got {typename(raw)}", hint)
+            self.add(where, f"expected a list ({what} each), got {typename(raw)}", hint)
             return ()
         out = []
         for i, item in enumerate(raw):

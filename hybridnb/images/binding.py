@@ -229,7 +229,7 @@ def bind_images(resources: Iterable[Resource], images: LabImages, target: Target
             out.append(res)
             continue
         out.append(_bound(res, bound))
-    return Bound(out, binder.notes, binder.made, time.monotonic() - t0)
+    return Bound(out, list(dict.fromkeys(binder.notes)), binder.made, time.monotonic() - t0)
 
 
 def _bound(res: Resource, fields: dict[str, Any]) -> Resource:
