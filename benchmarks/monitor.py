@@ -6,11 +6,14 @@ script started it), then:
 
 * one monitor sample = one netlink dump of the lab host + rates for every port; its CPU time
   (``thread_time``: user + system of the sampling thread, so the kernel's work building the
-  dump counts) is the median of ``--samples`` samples;
+  dump counts) is the median of ``--samples`` samples — taken through ``Lab.monitor`` (each
+  sample's own cost figure, what ``hybridnb monitor`` pays per interval) and by calling the
+  sampler back to back;
 * the baseline, measured in the same run on the same namespace: pyroute2's
   ``IPRoute.get_links()`` (what a straightforward monitor would call), CPU per call;
 * ``doctor`` on the whole lab (every check, ARP sweep and DNS queries included): wall time,
-  median of ``--runs``.
+  median of ``--runs``, of ``Lab.doctor()`` and of the command ``hybridnb doctor LAB`` (a new
+  process: Python start-up and imports included).
 
 Prints the numbers and the ratio baseline/hybridnb, and removes everything it made.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hybridnb.lab import Lab  # noqa: E402
 from hybridnb.sandbox import Sandbox  # noqa: E402
-from hybridnb.services.doctor import DoctorContext, diagnose  # noqa: E402
-from hybridnb.services.labview import LabView  # noqa: E402
 from hybridnb.services.monitor import TrafficMonitor  # noqa: E402
 
 
@@ -67,7 +69,12 @@ def main() -> int:
         lab.apply()
         print(f"lab: {args.hosts} namespace hosts on {lab.spec.network.bridge} in sandbox "
               f"{args.sandbox}, applied in {time.perf_counter() - t0:.2f} s")
-        view = LabView.of(lab)
+        costs: list[float] = []
+        report = lab.monitor(0.01, args.samples * 0.01, on_sample=lambda s: costs.append(s.cost))
+        print(f"Lab.monitor: {len(report.samples)} samples every 10 ms; a sample's own cost: "
+              f"{statistics.median(costs) * 1e3:.3f} ms CPU median, {min(costs) * 1e3:.3f} ms "
+              f"min, {max(costs) * 1e3:.3f} ms max")
+        view = lab.view()
         with TrafficMonitor(view) as mon:
             ports = len(mon.ports.ports)
             assert ports == args.hosts, mon.ports.missing
@@ -86,18 +93,25 @@ def main() -> int:
               f"median, {blow * 1e3:.3f} ms min")
         print(f"ratio baseline/hybridnb: {bmed / med:.1f}x; budget 5 ms: "
               f"{'met' if med < 0.005 else 'NOT met'}")
-        owned = {name: lab.store.read(name) for name in lab.store.labs()}
         walls = []
         for _ in range(args.runs):
-            ctx = DoctorContext.of(LabView.of(lab), owned)
             t = time.perf_counter()
-            report = diagnose(ctx)
+            doc = lab.doctor()
             walls.append(time.perf_counter() - t)
-        print(f"doctor, {len(report.findings)} checks on the {args.hosts}-host lab: "
+        print(f"Lab.doctor(), {len(doc.findings)} checks on the {args.hosts}-host lab: "
               f"{statistics.median(walls):.2f} s wall median of {args.runs} "
-              f"(exit {report.exit_code}: {report.counts()})")
-        for f in report.problems():
+              f"(exit {doc.exit_code}: {doc.counts()})")
+        for f in doc.problems():
             print(f"  {f.status} {f.check}: {f.found}")
+        cli = [sys.executable, "-m", "hybridnb.cli", "doctor", lab.name, "--backend",
+               "sandbox", "--sandbox", args.sandbox, "--state-dir", state]
+        walls, code = [], None
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            code = subprocess.run(cli, capture_output=True).returncode
+            walls.append(time.perf_counter() - t)
+        print(f"hybridnb doctor {lab.name} (a new process each): "
+              f"{statistics.median(walls):.2f} s wall median of {args.runs} (exit {code})")
     finally:
         lab.destroy()
         if started:

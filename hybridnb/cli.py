@@ -18,9 +18,12 @@ traceback — and mapped to exit codes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from typing import Any, Callable, Sequence
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 from hybridnb.backends import BACKENDS
 from hybridnb.errors import HybridError
@@ -88,6 +91,190 @@ def cmd_dns(args: argparse.Namespace) -> int:
     lab = _lab(args)
     print((lab.dns_query_log(args.query_log) if args.query_log else lab.dns()).to_text())
     return EXIT_OK
+
+
+# ------------------------------------------------------- watching: monitor, capture, doctor, logs
+
+@contextlib.contextmanager
+def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets ``stop`` (the running watch ends cleanly and prints what it has) instead
+    of raising in the middle of it; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import shutil
+
+    from hybridnb.render.traffic import top_screen
+
+    lab = _lab(args)
+    tty = sys.stdout.isatty()
+    rows = max(5, shutil.get_terminal_size().lines - 5) if tty else None
+
+    def show(sample: Any) -> None:
+        if args.json:
+            print(json.dumps(sample.to_dict(), sort_keys=True), flush=True)
+        else:
+            print(top_screen(sample, tty=tty, limit=rows), end="", flush=True)
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        report = lab.monitor(args.interval, args.duration or None, stop=stop, on_sample=show)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.to_dict().items() if k != "samples"},
+                         sort_keys=True))
+    else:
+        print(report.to_text())
+    return EXIT_OK
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    cap = _lab(args).capturing(args.endpoint, bpf=args.filter or "", count=args.count,
+                               duration=args.duration, path=args.write)
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        cap.start()
+        ends = " or ".join(w for w in (f"{args.count} packets" if args.count else "",
+                                       f"{args.duration:g}s" if args.duration else "") if w)
+        print(f"capturing on {cap.interface} into {cap.path}; "
+              f"{'ends after ' + ends + ', ' if ends else ''}Ctrl-C stops",
+              file=sys.stderr, flush=True)
+        result = cap.wait(args.duration + 10.0 if args.duration else None, stop=stop)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.to_text())
+    return EXIT_OK
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [w for w in text.replace(",", " ").split() if w] if text else None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    only, skip = _names(args.only), _names(args.skip) or []
+    if args.lab:
+        report = _lab(args).doctor(args.fix, checks=only, skip=skip)
+    else:
+        from hybridnb.lab import host_doctor
+
+        report = host_doctor("dry-run" if args.dry_run else args.backend, fix=args.fix,
+                             state_dir=args.state_dir, sandbox=args.sandbox, checks=only,
+                             skip=skip)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return int(report.exit_code)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    if not args.follow:
+        view = lab.logs(*args.endpoints, since=args.since, limit=args.lines)
+        print(view.to_json() if args.json else view.to_text())
+        return EXIT_OK
+    from hybridnb.render.logs import line_text
+
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        for line in lab.follow_logs(*args.endpoints, since=args.since, stop=stop):
+            print(json.dumps(line.to_dict(), sort_keys=True) if args.json
+                  else line_text(line), flush=True)
+    return EXIT_OK
+
+
+DOCTOR_HELP = """\
+Check what hybridnb needs on the lab host and, given LAB, the lab itself: FORWARD policy and
+br_netfilter, ip_forward, the neighbour-table cap, the bridge and its ports' MTU, routes
+overlapping the subnet, duplicate addresses, endpoints stopped, missing or answering with
+another MAC, the lab's DNS server and names, the engines (Docker, libvirt, QEMU; KVM or TCG)
+and leftovers. Each finding is ok, warn or fail, with what was found, why it matters and the
+command that fixes it; the exit code is 0 all ok, 1 warnings, 2 failures. Without LAB only
+the host-level checks run (the engines, KVM or TCG, leftovers).
+
+doctor only reads. --fix applies the targeted fixes it printed as "(doctor --fix applies
+it)" — one accept rule for the lab bridge, a sysctl inside the lab host's namespace (never the
+machine's own), the lab's DNS server restarted, an MTU set, an intruding port detached,
+a stopped or missing endpoint started or re-made, leftovers deleted — and nothing else;
+fixes it only prints (a route, the machine-wide neighbour cap, an endpoint answering with
+another identity) are yours to run. Then it checks again and reports that second run.
+
+Leftovers are objects with hybridnb's marks that no lab of THIS state directory owns. A lab
+applied with another --state-dir (or $HYBRIDNB_STATE_DIR) counts as a leftover here, and
+--fix deletes it: run doctor with that lab's --state-dir, or add --skip leftovers."""
+
+
+def _add_watch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``monitor``, ``capture``, ``doctor`` and ``logs`` (issue 14)."""
+    p = sub.add_parser("monitor", parents=[common],
+                       help="live traffic per endpoint: rates both ways, top talkers",
+                       description="Samples every endpoint's bridge port (and the gateway) "
+                                   "each --interval: a refreshing table on a terminal, plain "
+                                   "timestamped blocks otherwise, then the run's summary.")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="seconds between samples (default 1)")
+    p.add_argument("--duration", type=float, default=30.0, metavar="S",
+                   help="seconds to watch (default 30; 0: until Ctrl-C)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per sample, then one with the run's summary")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("capture", parents=[common],
+                       help="capture packets on an endpoint's bridge port or the bridge",
+                       description="tcpdump inside the lab host on ENDPOINT's port (a veth "
+                                   "or a VM's tap) or on the whole bridge, until --count "
+                                   "packets, --duration seconds or Ctrl-C; then the decoded "
+                                   "summary (time, source, destination, protocol, info).")
+    p.add_argument("endpoint", metavar="ENDPOINT|bridge", help="an endpoint, or bridge")
+    p.add_argument("-f", "--filter", metavar="BPF", default="",
+                   help="capture filter in tcpdump syntax, e.g. 'icmp or port 53'")
+    p.add_argument("--count", type=int, default=None, metavar="N", help="stop after N packets")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: at Ctrl-C)")
+    p.add_argument("-w", "--write", metavar="FILE.pcap", default=None,
+                   help="where the pcap goes (default: beside the lab state, "
+                        "captures/LAB/ENDPOINT-TIME.pcap)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_capture)
+
+    where = argparse.ArgumentParser(add_help=False)
+    for action in common._actions:
+        if action.dest != "lab":
+            where._add_action(action)
+    p = sub.add_parser("doctor", parents=[where],
+                       help="what is wrong on this host and in the lab, and the fixes "
+                            "(exit 0 ok, 1 warnings, 2 failures)",
+                       description=DOCTOR_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("lab", metavar="LAB", nargs="?", default=None,
+                   help="lab file or the name of an applied lab (default: host checks only)")
+    p.add_argument("--fix", action="store_true",
+                   help="apply the targeted fixes it printed (only those), then check again")
+    p.add_argument("--only", metavar="CHECKS", default=None,
+                   help="comma-separated check names or groups to run (default: all)")
+    p.add_argument("--skip", metavar="CHECKS", default=None,
+                   help="comma-separated check names or groups to leave out, e.g. leftovers")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("logs", parents=[common],
+                       help="one time-ordered log: DNS queries, container output, VM "
+                            "consoles, hybridnb's actions",
+                       description="Merges the lab DNS server's query log, each container's "
+                                   "output, each VM's serial console and hybridnb's own "
+                                   "action journal, each line tagged by its source.")
+    p.add_argument("endpoints", metavar="ENDPOINT", nargs="*",
+                   help="only lines of these endpoints (default: all)")
+    p.add_argument("--since", metavar="TIME", default=None,
+                   help="only lines since TIME: 30s, 5m, 2h, 1d ago, epoch seconds or an "
+                        "ISO time")
+    p.add_argument("-n", "--lines", type=int, default=None, metavar="N",
+                   help="only the newest N lines")
+    p.add_argument("--follow", action="store_true",
+                   help="keep printing new lines as they come, until Ctrl-C")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_logs)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -247,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-log", type=int, metavar="N", default=0,
                    help="show the last N queries the lab's DNS server answered")
     p.set_defaults(func=cmd_dns)
+    _add_watch_commands(sub, common)
 
     p = sub.add_parser(
         "sandbox", help="the isolated lab host with private dockerd and libvirtd",

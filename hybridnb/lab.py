@@ -26,9 +26,10 @@ import copy
 import dataclasses
 import ipaddress
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from hybridnb.apply import (ApplyResult, Observed, Progress, execute, observe_all, observe_settled,
                             preflight)
@@ -41,12 +42,17 @@ from hybridnb.core.resource import Observation, Resource
 from hybridnb.core.spec import LabSpec, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource, QueryLog
 from hybridnb.errors import (HybridError, NotFoundError, Problem, Unsupported, ValidationError)
-from hybridnb.offloop import engine_call
+from hybridnb.offloop import engine_call, off_loop
 from hybridnb.state import StateStore, recorded_specs
 from hybridnb.target import default_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.expect import ExpectationReport
+    from hybridnb.services.capture import Capture, CaptureResult
+    from hybridnb.services.doctor import DoctorReport
+    from hybridnb.services.labview import LabView
+    from hybridnb.services.logs import LogLine, LogView
+    from hybridnb.services.monitor import TrafficReport, TrafficSample
     from hybridnb.services.dns.results import DnsRecords, QueryLogView
     from hybridnb.services.probe import ConnectivityMatrix, ProbeEndpoint
 
@@ -518,6 +524,166 @@ class Lab:
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
 
+    # ----------------------------------------------------- watching (monitor, capture, ...)
+
+    def view(self) -> LabView:
+        """The lab as the watching services see it (:class:`~hybridnb.services.labview.
+        LabView`: name, compiled resources, backend, state, state directory)."""
+        from hybridnb.services.labview import LabView
+
+        return LabView.of(self)
+
+    def _watched(self, doing: str) -> LabView:
+        """:meth:`view`, refused (``Unsupported``) on a backend without lab hosts (dry-run):
+        its target's namespace is no namespace, and looking there would mean looking at
+        this machine's own network."""
+        view = self.view()
+        view.lab_host(doing)
+        return view
+
+    @engine_call
+    def monitor(self, interval: float = 1.0, duration: float | None = 10.0, *,
+                stop: threading.Event | None = None,
+                on_sample: Callable[[TrafficSample], None] | None = None) -> TrafficReport:
+        """Watch the traffic of every endpoint (its bridge port, both ways) and of the gateway,
+        one netlink dump per ``interval``, for ``duration`` seconds (None: until ``stop`` is
+        set); ``on_sample`` gets each :class:`~hybridnb.services.monitor.TrafficSample` as it
+        comes.  Returns the :class:`~hybridnb.services.monitor.TrafficReport` (top talkers,
+        mean and peak rates, a plot)."""
+        from hybridnb.services.monitor import monitor
+
+        return monitor(self._watched("monitor the lab"), interval=interval,
+                       duration=duration, stop=stop, on_sample=on_sample)  # type: ignore[arg-type]
+
+    def capturing(self, endpoint: str = "bridge", *, bpf: str = "", count: int | None = None,
+                  duration: float | None = None,
+                  path: str | os.PathLike[str] | None = None) -> Capture:
+        """A packet capture (tcpdump in the lab host) on ``endpoint``'s bridge port — or the
+        whole bridge — not yet started: use it as a context manager around what makes the
+        traffic (``with lab.capturing("web") as cap: lab.test()``; then ``cap.result``), or
+        ``start()``/``stop()`` it.  The pcap goes to ``path``, by default beside the lab
+        state (``captures/<lab>/<endpoint>-<time>.pcap``)."""
+        from hybridnb.services.capture import Capture
+
+        return Capture(self._watched("capture packets"), endpoint, bpf=bpf, count=count,
+                       duration=duration, path=path)
+
+    @engine_call
+    def capture(self, endpoint: str = "bridge", *, bpf: str = "", count: int | None = None,
+                duration: float | None = 10.0, path: str | os.PathLike[str] | None = None,
+                stop: threading.Event | None = None) -> CaptureResult:
+        """Capture on ``endpoint`` (or ``"bridge"``) until ``count`` packets, ``duration``
+        seconds or ``stop`` is set, whichever comes first; ``bpf`` filters (tcpdump syntax).
+        Returns the :class:`~hybridnb.services.capture.CaptureResult` (the pcap's path and
+        its decoded summary)."""
+        from hybridnb.errors import HybridError as _Error
+
+        if not count and not duration and stop is None:
+            raise _Error("a capture needs a packet count, a duration or a stop event",
+                         hint="pass count=, duration= or stop=")
+        cap = self.capturing(endpoint, bpf=bpf, count=count, duration=duration, path=path)
+        cap.start()
+        try:
+            return cap.wait(None if not duration else duration + 10.0, stop=stop)
+        finally:
+            if cap.result is None:                 # interrupted: tcpdump never outlives us
+                cap.stop()
+
+    @engine_call
+    def doctor(self, fix: bool = False, *, checks: Iterable[str] | None = None,
+               skip: Iterable[str] = ()) -> DoctorReport:
+        """Diagnose the lab on its host: each check ``ok``/``warn``/``fail`` with what it
+        found, why it matters and the command that fixes it; the report's ``exit_code`` is
+        0 all ok, 1 warnings, 2 failures.  Read-only unless ``fix``: then the targeted fixes
+        it printed (and only those) are applied, under the lab's lock, recorded in its
+        journal, and everything is checked again.  ``checks``/``skip``: check ids or groups
+        (e.g. ``skip=["leftovers"]``).  Leftovers are objects with hybridnb's marks that no
+        lab of this state directory owns — a lab applied with another state directory is
+        one of them."""
+        from hybridnb.services.doctor import DoctorContext, diagnose, select_checks
+
+        chosen = select_checks(checks, skip)
+        view = self._watched("diagnose the lab")
+        if not fix:
+            return diagnose(DoctorContext.of(view, self._owned()), chosen)
+        with self.store.transaction(self.name) as st:
+            report = diagnose(DoctorContext.of(view, self._owned()), chosen, fix=True)
+            if report.fixes and st.data.get("resources"):
+                st.journal({"at": o.at, "seconds": o.seconds, "op": "doctor --fix",
+                            "kind": "", "name": o.check, "ok": o.ok,
+                            "error": None if o.ok else o.message} for o in report.fixes)
+                st.save()
+            return report
+
+    def _owned(self) -> dict[str, Mapping[str, Any]]:
+        return _owned_labs(self.store)
+
+    @engine_call
+    def logs(self, *endpoints: str, since: float | str | None = None,
+             limit: int | None = None, kinds: Iterable[str] | None = None) -> LogView:
+        """One time-ordered log of the lab: hybridnb's action journal, the DNS query log,
+        each container's output and each VM's console, every line tagged by its source —
+        for some ``endpoints`` only if named.  ``since``: seconds since the epoch, or
+        ``"5m"``, ``"2h"``, an ISO time; ``limit`` keeps the newest lines; ``kinds``: some of
+        ``hybridnb``, ``dns``, ``container``, ``vm``.  A source the backend cannot read (the
+        dry-run backend has only the journal) is left out."""
+        from hybridnb.services.logs import collect_logs
+
+        return collect_logs(self.view(), endpoints or None, since=_since(since), limit=limit,
+                            kinds=kinds)
+
+    def follow_logs(self, *endpoints: str, since: float | str | None = None,
+                    poll: float = 0.5, stop: threading.Event | None = None
+                    ) -> Iterator[LogLine]:
+        """:meth:`logs` as a generator: the lines since ``since``, then each new one as it
+        appears (checked every ``poll`` seconds) until ``stop`` is set."""
+        from hybridnb.services.logs import follow_logs
+
+        return follow_logs(self.view(), endpoints or None, since=_since(since), poll=poll,
+                           stop=stop)
+
+
+def _owned_labs(store: StateStore) -> dict[str, Mapping[str, Any]]:
+    """Every lab of a state directory, by name (what leftovers are compared with); a file
+    there that is no lab state (the dry-run engine's) owns nothing."""
+    from hybridnb.errors import StateError
+
+    out: dict[str, Mapping[str, Any]] = {}
+    for name in store.labs():
+        try:
+            out[name] = store.read(name)
+        except StateError:
+            continue
+    return out
+
+
+def _since(value: float | str | None) -> float | None:
+    if value is None or isinstance(value, (int, float)):
+        return value
+    from hybridnb.services.logs import parse_since
+
+    return parse_since(value)
+
+
+def host_doctor(backend: str | Backend | None = None, *, fix: bool = False,
+                state_dir: str | os.PathLike[str] | None = None, sandbox: str | None = None,
+                checks: Iterable[str] | None = None, skip: Iterable[str] = ()
+                ) -> DoctorReport:
+    """``doctor`` without a lab: the checks that look at the target itself — the engines and
+    their versions, KVM or TCG, and leftovers (objects with hybridnb's marks that no lab of
+    this state directory owns); ``fix`` removes those leftovers."""
+    from hybridnb.backends import resolve_backend
+    from hybridnb.services.doctor import DoctorContext, diagnose, select_checks
+
+    store = StateStore(state_dir)
+    chosen = select_checks(checks, skip)
+    real = backend if isinstance(backend, Backend) else resolve_backend(
+        backend, state_dir=store.dir, sandbox=sandbox or default_sandbox())
+    ctx = DoctorContext.of_backend(real, {}, store.dir)            # refused on dry-run
+    ctx.owned = _owned_labs(store)
+    return off_loop(lambda: diagnose(ctx, chosen, fix=fix))
+
+
 
 GATEWAY = "gateway"
 
@@ -549,4 +715,4 @@ class _GuestExec:
 
 
 __all__ = ["Lab", "LabStatus", "EndpointStatus", "LabNotUp", "HybridError", "endpoint_to_dict",
-           "load_yaml"]
+           "host_doctor", "load_yaml"]

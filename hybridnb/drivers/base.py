@@ -28,6 +28,12 @@ not, checked with ``isinstance`` — never by probing attributes:
 :class:`GuestExec`     ``guest_exec(lab, endpoint, argv, timeout)``: run a command inside
 :class:`QueryLog`      ``query_log(lab, limit)``: the DNS queries the lab's server answered
 :class:`Closable`      ``close()``: release connections
+:class:`Startable`     ``start(lab, endpoint)``/``stop(lab, endpoint)``: power an
+                       endpoint off and on again (it keeps its definition)
+:class:`OutputLog`     ``logs(lab, endpoint, since=, tail=)``: what an endpoint printed
+:class:`ConsoleLog`    ``console_path(lab, endpoint)``: the file its serial console goes to
+:class:`PortInterfaces` ``interfaces(lab, endpoint)``: its NICs and the bridge ports
+                       (taps) the engine made for them
 =====================  ===========================================================
 
 :meth:`Backend.require` returns the driver of a kind that has a capability, or raises
@@ -118,6 +124,37 @@ class Closable(Protocol):
     """release its connections"""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Startable(Protocol):
+    """stop and start its endpoints"""
+
+    def start(self, lab: str, endpoint: str) -> None: ...
+
+    def stop(self, lab: str, endpoint: str) -> None: ...
+
+
+@runtime_checkable
+class OutputLog(Protocol):
+    """read what its endpoints print"""
+
+    def logs(self, lab: str, endpoint: str, *, since: float | None = None,
+             tail: int | None = None) -> Sequence[tuple[str, str]]: ...
+
+
+@runtime_checkable
+class ConsoleLog(Protocol):
+    """say where its endpoints' serial consoles are written"""
+
+    def console_path(self, lab: str, endpoint: str) -> Any: ...
+
+
+@runtime_checkable
+class PortInterfaces(Protocol):
+    """name the bridge ports of its endpoints"""
+
+    def interfaces(self, lab: str, endpoint: str) -> Sequence[Mapping[str, str]]: ...
 
 
 C = TypeVar("C")

@@ -96,7 +96,8 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: The subcommands in the order ``help`` lists them; ``KINDS`` stands for one subcommand per
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
-               "validate", "dns", "graph", "destroy", "sandbox", "kinds", "yaml", "help")
+               "validate", "dns", "graph", "monitor", "capture", "doctor", "logs", "destroy",
+               "sandbox", "kinds", "yaml", "help")
 
 
 def _sandbox_option(p: argparse.ArgumentParser) -> None:
@@ -460,11 +461,12 @@ class HybridMagics(Magics):
                        help="variable holding a connectivity matrix (default: the last test)")
         p.add_argument("--no-matrix", action="store_true", help="do not mark failed pairs")
         p.add_argument("--live", action="store_true",
-                       help="a widget that redraws from status every --interval seconds")
+                       help="the interactive topology: redrawn every --interval seconds with "
+                            "traffic rates on the links, an endpoint's details and actions")
         p.add_argument("--interval", type=float, default=2.0, metavar="S")
 
     def _cmd_graph(self, a: argparse.Namespace) -> Any:
-        """topology drawing: kinds, states, failed probe pairs (--live: refreshing)"""
+        """topology drawing: kinds, states, failed probe pairs (--live: interactive, traffic)"""
         from hybridnb.render.topology import draw_topology
 
         lab = self.require_lab()
@@ -476,14 +478,96 @@ class HybridMagics(Magics):
         elif not a.no_matrix:
             matrix = self.last_matrix
         if a.live:
-            from hybridnb.notebook.live import LiveTopology
+            from hybridnb.notebook.topology_widget import TopologyWidget
 
-            live = LiveTopology(lab, interval=a.interval,
-                                matrix=matrix if a.matrix else (
-                                    None if a.no_matrix else (lambda: self.last_matrix)))
-            live.layout = _layout_for(self, lab.name)
-            return live
+            return TopologyWidget(lab, interval=a.interval, autostart=True,
+                                  matrix=matrix if a.matrix else (
+                                      None if a.no_matrix else (lambda: self.last_matrix)),
+                                  layout=_layout_for(self, lab.name))
         return draw_topology(lab.status(), matrix, layout=_layout_for(self, lab.name))
+
+    # ------------------------------------------------------------------ watching
+
+    @staticmethod
+    def _args_monitor(p: _Parser) -> None:
+        p.add_argument("duration", nargs="?", default="30s", metavar="DURATION",
+                       help="how long: 30s, 2m, 1h or seconds (0: until Stop)")
+        p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                       help="seconds between samples")
+        p.add_argument("--top", type=int, default=6, metavar="N",
+                       help="how many of the busiest endpoints the plot shows")
+        p.add_argument("--wait", action="store_true",
+                       help="block until DURATION is over and return the recorded report "
+                            "instead of the live display")
+
+    def _cmd_monitor(self, a: argparse.Namespace) -> Any:
+        """live traffic per endpoint: a plot and table updated in place, stoppable"""
+        lab = self.require_lab()
+        seconds = parse_seconds(a.duration, "monitor")
+        if a.wait:
+            if not seconds:
+                raise UsageError("%hybrid monitor: --wait needs a DURATION")
+            return lab.monitor(a.interval, seconds)
+        from hybridnb.notebook.monitor import LiveMonitor
+
+        return LiveMonitor(lab, interval=a.interval, duration=seconds or None, top=a.top)
+
+    @staticmethod
+    def _args_capture(p: _Parser) -> None:
+        p.add_argument("endpoint", metavar="ENDPOINT|bridge", help="an endpoint, or bridge")
+        p.add_argument("-f", "--filter", metavar="BPF", default="",
+                       help="capture filter in tcpdump syntax, e.g. 'icmp or port 53'")
+        p.add_argument("--count", type=int, metavar="N", help="stop after N packets")
+        p.add_argument("--duration", metavar="S", default=None,
+                       help="stop after S (10s, 1m; default 10s, or the test run with "
+                            "--during-test)")
+        p.add_argument("-w", "--write", metavar="FILE.pcap",
+                       help="where the pcap goes (default: beside the lab state)")
+        p.add_argument("--during-test", action="store_true",
+                       help="run the lab's test while capturing and stop when it ends (the "
+                            "matrix becomes the last test, for graph)")
+
+    def _cmd_capture(self, a: argparse.Namespace) -> Any:
+        """capture on an endpoint's bridge port (or the bridge): the decoded packets"""
+        lab = self.require_lab()
+        seconds = parse_seconds(a.duration, "capture") if a.duration else None
+        if a.during_test:
+            with lab.capturing(a.endpoint, bpf=a.filter, count=a.count, duration=seconds,
+                               path=a.write) as cap:
+                self.last_matrix = lab.test()
+            return cap.result
+        if seconds is None and not a.count:
+            seconds = 10.0
+        return lab.capture(a.endpoint, bpf=a.filter, count=a.count, duration=seconds,
+                           path=a.write)
+
+    @staticmethod
+    def _args_doctor(p: _Parser) -> None:
+        p.add_argument("--fix", action="store_true",
+                       help="apply the targeted fixes it printed (only those; leftovers of "
+                            "labs from another state directory count as leftovers), then "
+                            "check again")
+        p.add_argument("--only", metavar="CHECKS", help="comma-separated checks or groups")
+        p.add_argument("--skip", metavar="CHECKS",
+                       help="comma-separated checks or groups to leave out, e.g. leftovers")
+
+    def _cmd_doctor(self, a: argparse.Namespace) -> Any:
+        """what is wrong on the lab host and in the lab, why, and the fixing commands"""
+        def names(text: str | None) -> list[str] | None:
+            return [w for w in text.replace(",", " ").split() if w] if text else None
+        return self.require_lab().doctor(a.fix, checks=names(a.only), skip=names(a.skip) or [])
+
+    @staticmethod
+    def _args_logs(p: _Parser) -> None:
+        p.add_argument("endpoints", nargs="*", metavar="ENDPOINT",
+                       help="only lines of these endpoints")
+        p.add_argument("--since", metavar="TIME",
+                       help="30s, 5m, 2h, 1d ago, epoch seconds or an ISO time")
+        p.add_argument("-n", "--lines", type=int, metavar="N", help="only the newest N lines")
+
+    def _cmd_logs(self, a: argparse.Namespace) -> Any:
+        """one time-ordered log: DNS queries, container output, VM consoles, hybridnb's actions"""
+        return self.require_lab().logs(*a.endpoints, since=a.since, limit=a.lines)
 
     # ------------------------------------------------------------------ sandbox and help
 
@@ -511,6 +595,19 @@ class HybridMagics(Magics):
         from hybridnb.notebook.results import HelpText
 
         return HelpText(self.usage())
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+
+
+def parse_seconds(text: str, cmd: str) -> float:
+    """``30s``, ``2m``, ``1h``, ``500ms`` or plain seconds, as seconds."""
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        raise UsageError(f"%hybrid {cmd}: cannot read the duration {text!r}\n  hint: e.g. "
+                         "30s, 2m, 1h or a number of seconds")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
+    return float(m.group(1)) * scale
 
 
 def upsert_endpoint(lab: Any, name: str, add: Callable[[Any], Any]) -> str:

@@ -50,6 +50,7 @@ class LiveMonitor:
         import ipywidgets as w
 
         self.view = lab_view(the_lab(lab))
+        self.view.lab_host("monitor the lab")         # refused on dry-run: nothing to watch
         self.interval, self.duration, self.top = interval, duration, top
         self._display = display
         self.button = w.Button(description="Stop", icon="stop", button_style="warning")

@@ -78,6 +78,10 @@ class CaptureResult:
         return (f"capture of lab {self.lab} on {what}{flt}: {self.captured} packets in "
                 f"{self.seconds:.1f}s" + (f", {self.dropped} dropped" if self.dropped else ""))
 
+    def records(self, limit: int | None = 500) -> list[dict[str, Any]]:
+        """The decoded packets as rows (see :class:`~hybridnb.services.packets.PacketSummary`)."""
+        return self.packets(limit=limit).records()
+
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "endpoint": self.endpoint, "interface": self.interface,
                 "path": self.path, "bpf": self.bpf, "started": round(self.started, 3),
@@ -235,15 +239,22 @@ class Capture:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def wait(self, timeout: float | None = None) -> CaptureResult:
-        """Wait until tcpdump ends by itself (``count`` packets or ``duration``)."""
+    def wait(self, timeout: float | None = None,
+             stop: threading.Event | None = None) -> CaptureResult:
+        """Wait until tcpdump ends by itself (``count`` packets or ``duration``); after
+        ``timeout`` seconds, or once ``stop`` is set, stop it."""
         if self._proc is None:
             raise HybridError("the capture was not started")
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return self.stop()
-        return self._finish()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or (stop is not None and stop.is_set()):
+                return self.stop()
+            try:
+                self._proc.wait(0.05 if stop is not None else left)
+                return self._finish()
+            except subprocess.TimeoutExpired:
+                continue
 
     def stop(self) -> CaptureResult:
         """SIGINT tcpdump (it writes what it holds and closes the pcap) and wait for it."""

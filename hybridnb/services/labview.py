@@ -78,7 +78,25 @@ class LabView:
 
     @property
     def netns(self) -> str | None:
-        """The lab host: the namespace holding the bridge (None: the host's own)."""
+        """The lab host: the namespace holding the bridge (None: the host's own); refused
+        (:class:`~hybridnb.errors.Unsupported`) on a backend that cannot say (dry-run)."""
+        return self.lab_host()
+
+    def lab_host(self, doing: str = "watch the lab") -> str | None:
+        """The lab host's namespace name, once the backend's bridge driver has declared
+        where its lab hosts are (:class:`~hybridnb.drivers.base.NamespaceSource`).  A backend
+        without that — the dry-run one: its labs are nowhere — is refused, because its
+        target's ``netns`` of ``None`` would otherwise mean *this machine's own network*."""
+        from hybridnb.drivers.base import NamespaceSource
+        from hybridnb.errors import Unsupported
+
+        if not isinstance(self.driver("bridge"), NamespaceSource):
+            name = getattr(self.backend, "name", "this")
+            raise Unsupported(
+                f"the {name} backend cannot {doing}: its lab has no bridge, ports or lab "
+                "host to look at (looking anyway would mean this machine's own network)",
+                hint=getattr(self.backend, "hint", None) or "use the sandbox backend",
+                capability="NamespaceSource", kind="bridge")
         return self.backend.target.netns
 
     # -- the endpoints -----------------------------------------------------------------

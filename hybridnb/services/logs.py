@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
+from hybridnb.drivers.base import ConsoleLog, GuestExec, OutputLog, QueryLog
 from hybridnb.errors import HybridError
 from hybridnb.services.labview import LabView
 
@@ -101,8 +102,6 @@ class DnsSource(_Incremental):
         self.names[view.gateway] = "gateway"
 
     def read(self, since: float | None = None) -> list[LogLine]:
-        from hybridnb.drivers.base import QueryLog
-
         driver = self.view.driver("dns")
         if not isinstance(driver, QueryLog):
             return []
@@ -132,7 +131,7 @@ class ContainerSource(_Incremental):
 
     def read(self, since: float | None = None) -> list[LogLine]:
         driver = self.view.driver("container")
-        if driver is None:
+        if not isinstance(driver, OutputLog):
             return []
         rows = driver.logs(self.view.name, self.endpoint, since=since)
         return _after((LogLine(_rfc3339(ts), "container", self.endpoint, text)
@@ -151,7 +150,7 @@ class ConsoleSource:
 
     def _path(self) -> Path | None:
         driver = self.view.driver("vm")
-        if driver is None or not hasattr(driver, "console_path"):
+        if not isinstance(driver, ConsoleLog):
             return None
         return Path(driver.console_path(self.view.name, self.endpoint))
 
@@ -160,6 +159,8 @@ class ConsoleSource:
         console's last write minus the last uptime it printed."""
         driver = self.view.driver("vm")
         try:
+            if not isinstance(driver, GuestExec):
+                raise HybridError("no guest agent")
             t0 = time.time()
             code, out, _ = driver.guest_exec(self.view.name, self.endpoint,
                                              ["cat", "/proc/uptime"], timeout=3.0)
@@ -249,7 +250,7 @@ class JournalSource(_Incremental):
         for e in self._entries():
             if self.only is not None and e.get("name") not in self.only:
                 continue
-            what = f"{e.get('op')} {e.get('kind')} {e.get('name')}"
+            what = " ".join(str(w) for w in (e.get("op"), e.get("kind"), e.get("name")) if w)
             result = "ok" if e.get("ok") else f"FAILED: {e.get('error')}"
             out.append(LogLine(float(e["at"]), "hybridnb", "",
                                f"{what} ({float(e.get('seconds', 0.0)):.2f}s) {result}"))
@@ -259,25 +260,59 @@ class JournalSource(_Incremental):
 def sources(view: LabView, endpoints: Iterable[str] | None = None,
             kinds: Iterable[str] | None = None) -> list[Any]:
     """Every log source of the lab (or of ``endpoints``): journal, DNS, each container, each
-    VM; ``kinds`` limits them to some of ``hybridnb``, ``dns``, ``container``, ``vm``."""
+    VM; ``kinds`` limits them to some of ``hybridnb``, ``dns``, ``container``, ``vm``.  A
+    source whose driver cannot be read (see :func:`unreadable`) is left out."""
+    return _sources(view, endpoints, kinds)[0]
+
+
+def unreadable(view: LabView, endpoints: Iterable[str] | None = None,
+               kinds: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """``(source, why)`` of the sources the backend's drivers cannot read (the dry-run
+    backend keeps no output, consoles or query log)."""
+    return _sources(view, endpoints, kinds)[1]
+
+
+#: The capability each kind of source needs from its driver, and what it reads.
+_NEEDS: dict[str, tuple[type, str]] = {"dns": (QueryLog, "query log"),
+                                       "container": (OutputLog, "container output"),
+                                       "vm": (ConsoleLog, "console files")}
+
+
+def _capable(view: LabView, kind: str) -> bool:
+    return isinstance(view.driver(kind), _NEEDS[kind][0])
+
+
+def _sources(view: LabView, endpoints: Iterable[str] | None,
+             kinds: Iterable[str] | None) -> tuple[list[Any], list[tuple[str, str]]]:
     wanted = set(kinds) if kinds is not None else {"hybridnb", "dns", "container", "vm"}
     names = set(endpoints) if endpoints else None
     if names is not None:
         for n in names:
             view.endpoint(n)                         # NotFoundError naming the endpoints
     out: list[Any] = []
+    skipped: list[tuple[str, str]] = []
+
+    def cannot(kind: str, source: str) -> None:
+        backend = getattr(view.backend, "name", "this")
+        skipped.append((source, f"the {backend} backend has no {_NEEDS[kind][1]}"))
     if "hybridnb" in wanted:
         out.append(JournalSource(view, names))
-    if "dns" in wanted and view.dns is not None and view.driver("dns") is not None:
-        out.append(DnsSource(view, only=names))
+    if "dns" in wanted and view.dns is not None:
+        if _capable(view, "dns"):
+            out.append(DnsSource(view, only=names))
+        else:
+            cannot("dns", "dns")
     for res in view.endpoints():
-        if names is not None and res.name not in names:
+        if (names is not None and res.name not in names) or res.kind not in _NEEDS \
+                or res.kind not in wanted:
             continue
-        if res.kind == "container" and "container" in wanted and view.driver("container"):
+        if not _capable(view, res.kind):
+            cannot(res.kind, f"{res.kind}:{res.name}")
+        elif res.kind == "container":
             out.append(ContainerSource(view, res.name))
-        elif res.kind == "vm" and "vm" in wanted and view.driver("vm"):
+        else:
             out.append(ConsoleSource(view, res.name))
-    return out
+    return out, skipped
 
 
 @dataclass(frozen=True)
@@ -293,6 +328,16 @@ class LogView:
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "sources": list(self.sources),
                 "errors": dict(self.errors), "lines": [ln.to_dict() for ln in self.lines]}
+
+    def records(self) -> list[dict[str, Any]]:
+        """One row per line, oldest first (keys: ``time``, ``source``, ``endpoint``, ``tag``,
+        ``text``)."""
+        return [ln.to_dict() for ln in self.lines]
+
+    def headline(self) -> str:
+        from hybridnb.render.logs import headline
+
+        return headline(self)
 
     def to_json(self) -> str:
         """One JSON object per line (the CLI's ``--json``)."""
@@ -333,11 +378,12 @@ def collect_logs(view: LabView, endpoints: Iterable[str] | None = None, *,
                  kinds: Iterable[str] | None = None) -> LogView:
     """Every source's lines since ``since`` (seconds since the epoch), merged in time order;
     ``limit`` keeps the newest."""
-    srcs = sources(view, endpoints, kinds)
+    srcs, skipped = sources(view, endpoints, kinds), unreadable(view, endpoints, kinds)
     lines, errors = _read_all(srcs, since)
     if limit is not None:
         lines = lines[-limit:] if limit > 0 else []
-    return LogView(view.name, tuple(lines), tuple(s.name for s in srcs), tuple(errors))
+    return LogView(view.name, tuple(lines), tuple(s.name for s in srcs),
+                   tuple(skipped + errors))
 
 
 def follow_logs(view: LabView, endpoints: Iterable[str] | None = None, *,
@@ -379,5 +425,5 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 
 __all__ = ["ConsoleSource", "ContainerSource", "DnsSource", "JournalSource", "LogLine",
-           "LogView", "collect_logs", "follow_logs", "parse_since", "sources"]
+           "LogView", "collect_logs", "follow_logs", "parse_since", "sources", "unreadable"]
 

@@ -104,6 +104,11 @@ class TrafficSample:
             return self.gateway
         return next((p for p in self.ports if p.endpoint == endpoint), None)
 
+    def records(self) -> list[dict[str, Any]]:
+        """One row per endpoint (the gateway first), as :meth:`PortRates.to_dict`."""
+        rows = ([self.gateway] if self.gateway is not None else []) + list(self.ports)
+        return [p.to_dict() for p in rows]
+
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "bridge": self.bridge, "time": round(self.time, 3),
                 "interval": round(self.interval, 4),
@@ -191,6 +196,17 @@ class TrafficReport:
             if p is not None:
                 out.append((s.time, p.bytes_s))
         return out
+
+    def records(self) -> list[dict[str, Any]]:
+        """The summary as rows (the report's table; stable keys: ``endpoint``, ``kind``,
+        ``port``, ``tx_bytes``, ``rx_bytes``, ``mean_bytes_s``, ``peak_bytes_s``,
+        ``errors``, ``drops``), busiest first, the gateway among them."""
+        return [r.to_dict() for r in self.summary()]
+
+    def headline(self) -> str:
+        from hybridnb.render.traffic import report_headline
+
+        return report_headline(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "bridge": self.bridge, "duration": round(self.duration, 3),

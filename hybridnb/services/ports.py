@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from hybridnb.drivers.base import NamespaceSource, PortInterfaces
 from hybridnb.drivers.linkstats import Link, dump_links
 from hybridnb.errors import HybridError
 from hybridnb.services.labview import LabView
@@ -108,9 +109,9 @@ class _Resolvers:
                 return f"veth {spec['veth']} is missing"
             return Port(res.name, res.kind, link.name, link.index, spec.get("mac"), "veth name")
         driver = self.view.driver(res.kind)
-        if driver is not None and hasattr(driver, "netns_paths"):
+        if isinstance(driver, NamespaceSource):
             return self._peer_of_eth0(res, driver)
-        if driver is not None and hasattr(driver, "interfaces"):
+        if isinstance(driver, PortInterfaces):
             return self._tap(res, driver)
         return self._by_tap_mac(res, "no driver tells its port")
 

@@ -84,6 +84,10 @@ def test_basics_on_dry_run(tmp_path, monkeypatch):
     assert "web.hybrid.local." in text                          # the DNS records
     assert "<Topology of lab nbdry: 1 containers, 1 VMs, 1 hosts" in text
     assert "8 to delete" in text                    # bridge, firewall, network, dns, 2 hosts, web, vm1
+    # "when something is wrong" on dry-run: visibly skipped, doctor refused, the journal shown
+    assert "nothing runs there, so nothing can break" in text
+    assert "doctor needs real engines: the dry-run backend cannot diagnose the lab" in text
+    assert "logs of lab nbdry:" in text and "the dry-run backend has no container output" in text
     html = outputs(nb, "text/html")
     assert "probe2" in html and "vm1.hybrid.local" in html
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
@@ -144,5 +148,11 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     assert "container &lt;-&gt; VM, both ways" in html or "container <-> VM" in html
     assert "lookups" in html
     assert "not applied" in text
+    # "when something is wrong": broken, named by doctor, captured, logged, mended
+    assert "stopped web and killed the lab's DNS server" in text
+    assert "doctor for lab nbbasics" in html and "container web is stopped" in html
+    assert "capture of lab nbbasics on probe" in html
+    assert "fixed <b>endpoint-state</b>" in html and "fixed <b>dns-server</b>" in html
+    assert "skipped on the dry-run backend" not in text
 
 

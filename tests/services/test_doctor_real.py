@@ -1,5 +1,6 @@
-"""``doctor`` on a real lab (issue 14): all ok when healthy, each induced fault named, the
-fixable ones mended by ``fix``, the rest by the command it printed, then all ok again.
+"""``doctor`` on a real lab (issue 14), through the public surface — ``hybridnb doctor`` and
+``Lab.doctor``: all ok when healthy, each induced fault named, the fixable ones mended by
+``--fix``, the rest by the command it printed, then all ok again.
 
 The lab (module scope, in the session sandbox): two namespace hosts and a test VM on the lab
 bridge with the lab DNS — no container, so Docker's own accept rule for the bridge does not
@@ -14,6 +15,7 @@ are read, never written.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -22,10 +24,9 @@ import time
 
 import pytest
 
+from hybridnb.cli import main
 from hybridnb.drivers.nsutil import read_sysctl
 from hybridnb.lab import Lab
-from hybridnb.services.doctor import DoctorContext, diagnose
-from hybridnb.services.labview import LabView
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
@@ -33,9 +34,18 @@ BRIDGE = "hnbow3"
 SUBNET = "10.61.3.0/24"
 
 
-def context(lab: Lab) -> DoctorContext:
-    owned = {name: lab.store.read(name) for name in lab.store.labs()}
-    return DoctorContext.of(LabView.of(lab), owned)
+def cli_doctor(capsys, lab: Lab, *extra: str) -> tuple[int, dict]:
+    """``hybridnb doctor LAB --json`` (the lab by name, from its state) and its report."""
+    capsys.readouterr()
+    code = main(["doctor", lab.name, "--backend", "sandbox", "--sandbox", SANDBOX_NAME,
+                 "--state-dir", str(lab.store.dir), "--json", *extra])
+    out = capsys.readouterr().out
+    print(out)
+    return code, json.loads(out)
+
+
+def found(report: dict, check: str) -> dict:
+    return next(f for f in report["findings"] if f["check"] == check)
 
 
 def ns(box, *argv: str) -> None:
@@ -59,9 +69,9 @@ def doc(sandbox, store):
         lab.destroy()
 
 
-def test_a_healthy_lab_is_all_ok(doc):
+def test_a_healthy_lab_is_all_ok(doc, capsys):
     lab, _ = doc
-    report = diagnose(context(lab))
+    report = lab.doctor()
     print(report)
     assert report.exit_code == 0, report.to_text()
     ids = {f.check for f in report.findings}
@@ -71,9 +81,18 @@ def test_a_healthy_lab_is_all_ok(doc):
             "leftovers"} <= ids
     assert "TCG" in report.get("virtualization").found
     assert report.to_dict()["exit_code"] == 0
+    code, data = cli_doctor(capsys, lab)
+    assert code == 0 and data["counts"]["fail"] == data["counts"]["warn"] == 0
+    # without a lab: the host-level checks (engines, KVM/TCG, leftovers)
+    capsys.readouterr()
+    assert main(["doctor", "--backend", "sandbox", "--sandbox", SANDBOX_NAME,
+                 "--state-dir", str(lab.store.dir)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor for this host on sandbox:" in out and "leftovers" in out
+    assert "forward-drop" not in out
 
 
-def test_faults_are_named_fixed_and_a_second_run_is_all_ok(doc):
+def test_faults_are_named_fixed_and_a_second_run_is_all_ok(doc, capsys):
     import docker
 
     lab, box = doc
@@ -114,9 +133,8 @@ def test_faults_are_named_fixed_and_a_second_run_is_all_ok(doc):
         ns(box, "route", "add", "10.61.3.128/25", "dev", "owroute0")
         time.sleep(0.3)
 
-        report = diagnose(context(lab))
-        print(report)
-        assert report.exit_code == 2
+        code, report = cli_doctor(capsys, lab)
+        assert code == 2 and report["exit_code"] == 2
         expect = {
             "forward-drop": f"frames between ports of {BRIDGE} are dropped (FORWARD policy DROP)",
             "duplicate-address": f"{a['address']} (a) is answered by",
@@ -127,21 +145,25 @@ def test_faults_are_named_fixed_and_a_second_run_is_all_ok(doc):
             "route-overlap": "overlaps 10.61.3.128/25 dev owroute0",
         }
         for check, words in expect.items():
-            f = report.get(check)
-            assert f is not None and f.status != "ok" and words in f.found, (check, f)
-            assert f.fix_command, check
-        assert "owrogue0 (not a lab endpoint)" in report.get("duplicate-address").found
-        assert not report.get("route-overlap").fixable
+            f = found(report, check)
+            assert f["status"] != "ok" and words in f["found"], (check, f)
+            assert f["fix_command"], check
+        assert "owrogue0 (not a lab endpoint)" in found(report, "duplicate-address")["found"]
+        assert not found(report, "route-overlap")["fixable"]
 
-        fixed = diagnose(context(lab), fix=True)
-        print(fixed)
-        assert {o.check for o in fixed.fixes if o.ok} == {
+        code, fixed = cli_doctor(capsys, lab, "--fix")
+        assert {o["check"] for o in fixed["fixes"] if o["ok"]} == {
             "forward-drop", "duplicate-address", "mtu", "dns-server", "leftovers",
-            "endpoint-state"}, fixed.fixes
-        left = fixed.problems()
-        assert [f.check for f in left] == ["route-overlap"], fixed.to_text()
-        subprocess.run(left[0].fix_command, shell=True, check=True)   # the printed command
-        again = diagnose(context(lab))
+            "endpoint-state"}, fixed["fixes"]
+        left = [f for f in fixed["findings"] if f["status"] != "ok"]
+        assert [f["check"] for f in left] == ["route-overlap"], left
+        assert code == {"warn": 1, "fail": 2}[left[0]["status"]]
+        assert {f["check"] for f in fixed["before"] if f["status"] != "ok"} >= set(expect)
+        journal = [e["name"] for e in lab.store.read(lab.name)["journal"]
+                   if e["op"] == "doctor --fix"]
+        assert set(journal) == {o["check"] for o in fixed["fixes"]}
+        subprocess.run(left[0]["fix_command"], shell=True, check=True)   # the printed command
+        again = lab.doctor()
         print(again)
         assert again.exit_code == 0, again.to_text()
         # the mends are real: the hosts and the VM reach each other (FORWARD accepts again)
@@ -170,7 +192,7 @@ def test_a_lab_bigger_than_the_neighbour_table(sandbox, store):
         lab.add_host(f"h{i:03d}")
     try:
         assert lab.apply().ok
-        report = diagnose(context(lab))
+        report = lab.doctor()
         f = report.get("neighbour-cap")
         assert f.status == "warn" and "smaller than the lab needs" in f.found, f
         assert f"gc_thresh3 is {cap}" in f.found and "gc_thresh3=" in f.fix_command

@@ -1,13 +1,15 @@
-"""Watching a lab of namespace hosts for real (issue 14): monitor, capture, widgets.
+"""Watching a lab of namespace hosts for real (issue 14), through the public surface: the CLI,
+``Lab``, the widgets.
 
 One module-scoped lab in the session sandbox: three namespace hosts and the lab DNS.
 
 * a paced UDP flow from ``a`` to ``b`` (a bounded socket loop inside the hosts' namespaces):
-  the monitor names ``a`` and ``b`` as the top talkers and measures the bytes and the rate
-  within 10 % of what was sent;
-* a capture on ``a``'s port during a probe run (``Lab.test``): the pcap, read back with dpkt,
-  holds ``a``'s ICMP echoes, TCP handshakes and DNS exchanges, and the decoded summary says so;
-  a bridge-wide capture with a BPF filter and a packet count stops by itself;
+  ``hybridnb monitor --json`` names ``a`` and ``b`` as the top talkers and measures the bytes
+  and the rate within 10 % of what was sent;
+* ``hybridnb capture LAB a`` (its own process, ended by Ctrl-C) while ``hybridnb test`` runs:
+  the pcap, read back with dpkt, holds ``a``'s ICMP echoes, TCP handshakes and DNS exchanges,
+  and the printed summary says so; ``Lab.capture`` on the bridge with a BPF filter and a packet
+  count stops by itself, and one with a stop event when told;
 * the interactive topology widget driven without a browser (picker, details, rates on the
   edges, capture/logs/test buttons, a refused stop on a host) and the live monitor's display
   updated in place.
@@ -15,17 +17,20 @@ One module-scoped lab in the session sandbox: three namespace hosts and the lab 
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from hybridnb.cli import main
 from hybridnb.lab import Lab
-from hybridnb.services.capture import Capture, capture
 from hybridnb.services.labview import LabView
-from hybridnb.services.monitor import TrafficMonitor
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
@@ -73,52 +78,73 @@ def _udp_flow(view: LabView, src: str, dst: str, seconds: float, pps: int) -> di
     return {"sent": sent, "first": first, "last": last}
 
 
-def test_monitor_names_the_talkers_and_measures_the_flow(watched):
+def cli(*argv: str, lab: Lab) -> list[str]:
+    """``hybridnb ARGV... --backend sandbox --sandbox S --state-dir D`` as the shell runs it."""
+    return [sys.executable, "-m", "hybridnb.cli", *argv, "--backend", "sandbox", "--sandbox",
+            SANDBOX_NAME, "--state-dir", str(lab.store.dir)]
+
+
+def test_monitor_names_the_talkers_and_measures_the_flow(watched, capsys):
+    """``hybridnb monitor --json`` during a paced flow a -> b: a and b on top, bytes and the
+    per-sample rate within 10 % of what was sent."""
     lab, view = watched
     flow: dict = {}
-    with TrafficMonitor(view) as mon:
-        assert set(mon.ports.ports) == {"a", "b", "c"} and not mon.ports.missing
-        mon.sample()
-        sender = threading.Thread(target=lambda: flow.update(_udp_flow(view, "a", "b", 3.0,
-                                                                        1000)))
-        sender.start()
-        report = mon.record(interval=0.5, duration=4.0)
-        sender.join()
-    print(report.to_text())
+    sender = threading.Timer(0.6, lambda: flow.update(_udp_flow(view, "a", "b", 3.0, 1000)))
+    sender.start()
+    code = main(["monitor", "owmon", "--interval", "0.5", "--duration", "4.5", "--json",
+                 "--backend", "sandbox", "--sandbox", SANDBOX_NAME,
+                 "--state-dir", str(lab.store.dir)])
+    sender.join()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    samples, summary = lines[:-1], lines[-1]
+    assert len(samples) == 9 and "summary" in summary and "samples" not in summary
+    assert {p["endpoint"] for p in samples[0]["ports"]} == {"a", "b", "c"}
+    assert not samples[0]["missing"]
     wire = flow["sent"] * WIRE
-    a = next(r for r in report.summary() if r.endpoint == "a")
-    b = next(r for r in report.summary() if r.endpoint == "b")
-    assert report.top()[:2] == ["a", "b"] or report.top()[:2] == ["b", "a"]
-    assert abs(a.tx_bytes - wire) <= 0.1 * wire, (a, wire)
-    assert abs(b.rx_bytes - wire) <= 0.1 * wire, (b, wire)
+    rows = {r["endpoint"]: r for r in summary["summary"]}
+    assert summary["top"][:2] in (["a", "b"], ["b", "a"]), summary["top"]
+    assert abs(rows["a"]["tx_bytes"] - wire) <= 0.1 * wire, (rows["a"], wire)
+    assert abs(rows["b"]["rx_bytes"] - wire) <= 0.1 * wire, (rows["b"], wire)
     rate = wire / (flow["last"] - flow["first"])
-    inside = [s for s in report.samples
-              if s.time - s.interval >= flow["first"] + 0.1 and s.time <= flow["last"] - 0.1]
+    inside = [s for s in samples if s["time"] - s["interval"] >= flow["first"] + 0.1
+              and s["time"] <= flow["last"] - 0.1]
     assert inside, "no sample fell inside the flow"
     for s in inside:
-        assert abs(s.get("a").tx_bytes_s - rate) <= 0.1 * rate, (s.get("a"), rate)
-        assert s.top(2)[0].endpoint in ("a", "b")
-    assert max(s.cost for s in report.samples) < 0.05
-    data = report.to_dict()
-    assert data["top"][:2] in (["a", "b"], ["b", "a"]) and len(data["samples"]) == 8
+        a = next(p for p in s["ports"] if p["endpoint"] == "a")
+        assert abs(a["tx_bytes_s"] - rate) <= 0.1 * rate, (a, rate)
+        assert s["top"][0] in ("a", "b")
 
 
-def test_capture_during_a_probe_run_holds_the_endpoints_exchanges(watched):
+def test_capture_during_hybridnb_test_holds_the_endpoints_exchanges(watched, tmp_path,
+                                                                     capsys):
+    """``hybridnb capture LAB a -w FILE`` (its own process) while ``hybridnb test`` runs,
+    ended with Ctrl-C: the pcap, read back with dpkt, holds a's ICMP echoes, TCP handshakes
+    and DNS exchanges, and the printed summary decodes them."""
     import dpkt
 
     lab, view = watched
     a = view.endpoint("a").spec["address"]
-    with Capture(view, "a") as cap:
-        matrix = lab.test(("icmp", "tcp", "dns"), count=1)
-    assert matrix.ok, matrix.to_text()
-    result = cap.result
-    assert Path(result.path).parent == view.files("captures")
-    assert result.interface == view.endpoint("a").spec["veth"] and result.dropped == 0
+    pcap = tmp_path / "a.pcap"
+    proc = subprocess.Popen(cli("capture", "owmon", "a", "-w", str(pcap), lab=lab),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = proc.stderr.readline()                  # printed once tcpdump listens
+        assert ready.startswith(f"capturing on {view.endpoint('a').spec['veth']} into "
+                                f"{pcap}; Ctrl-C stops"), ready + proc.stderr.read()
+        code = main(["test", "owmon", "--checks", "icmp,tcp,dns", "--count", "1",
+                     "--backend", "sandbox", "--sandbox", SANDBOX_NAME,
+                     "--state-dir", str(lab.store.dir)])
+        assert code == 0, capsys.readouterr().out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
     # read back with the packet library: echo both ways, handshakes both ways, DNS
     seen = set()
-    with open(result.path, "rb") as fh:
+    with open(pcap, "rb") as fh:
         frames = list(dpkt.pcap.Reader(fh))
-    assert len(frames) == result.captured > 0
+    assert frames and f"{len(frames)} packets in" in out
     for _, frame in frames:
         ip = dpkt.ethernet.Ethernet(frame).data
         if not isinstance(ip, dpkt.ip.IP):
@@ -135,25 +161,35 @@ def test_capture_during_a_probe_run_holds_the_endpoints_exchanges(watched):
     assert {("icmp", 8, True), ("icmp", 0, False), ("icmp", 8, False), ("icmp", 0, True),
             ("syn", False, True), ("syn", True, False), ("syn", False, False),
             ("syn", True, True), ("dns", 0, True), ("dns", 1, False)} <= seen, seen
-    table = result.packets().involving(a)
+    # the decoded summary (dpkt): the same exchanges in readable lines
+    assert "echo request" in out and "[SYN, ACK]" in out and "query A " in out
+    assert f"pcap: {pcap}" in out
+    from hybridnb.services.packets import decode_pcap
+
+    table = decode_pcap(str(pcap)).involving(a)
     assert {"ICMP", "TCP", "DNS"} <= table.protocols()
     assert any(p.info.startswith("answer A ") for p in table.of("DNS"))
-    text = result.to_text()
-    assert "echo request" in text and f"pcap: {result.path}" in text
-    assert result.to_dict()["captured"] == result.captured
 
 
 def test_bridge_capture_with_a_filter_stops_after_count(watched):
+    """``Lab.capture`` on the bridge with a BPF filter ends by itself after ``count``; the pcap
+    goes beside the lab state by default; a bad filter is tcpdump's own words."""
     lab, view = watched
-    runner = threading.Thread(target=lambda: lab.test(("icmp",), count=3))
-    cap = Capture(view, "bridge", bpf="icmp", count=4).start()
+    runner = threading.Timer(0.3, lambda: lab.test(("icmp",), count=3))
     runner.start()
-    result = cap.wait(timeout=20)
+    result = lab.capture("bridge", bpf="icmp", count=4, duration=20)
     runner.join()
-    assert result.interface == "hnbow1" and result.captured == 4
+    assert result.interface == "hnbow1" and result.captured == 4 and result.dropped == 0
+    assert Path(result.path).parent == view.files("captures")
     assert [p.protocol for p in result.packets()] == ["ICMP"] * 4
+    assert len(result.records()) == 4 and result.records()[0]["protocol"] == "ICMP"
     with pytest.raises(Exception, match="did not start"):
-        capture(view, "a", bpf="not a filter ((", duration=1)
+        lab.capture("a", bpf="not a filter ((", duration=1)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    stopped = lab.capture("a", stop=stop, duration=None)   # ends when told
+    assert time.monotonic() - started < 3 and Path(stopped.path).exists()
 
 
 def test_topology_widget_driven_without_a_browser(watched):

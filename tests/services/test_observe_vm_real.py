@@ -7,24 +7,28 @@ test VM (QEMU/TCG), a namespace host and the lab DNS.
   container's as the peer of its ``eth0``, the VM's tap from the domain XML;
 * captures on the VM's tap and the container's veth during one probe run hold each one's
   ICMP, TCP and DNS exchanges;
-* the merged log holds at least four sources — hybridnb's journal, the DNS query log, the
+* ``hybridnb logs`` merges at least four sources — hybridnb's journal, the DNS query log, the
   container's output, the VM's console — in time order, each line where it belongs in time
   (the VM's ready line inside its create action, the container's hello inside its own);
-  following the logs yields a new DNS query as it happens;
+  ``hybridnb logs --follow`` prints a new DNS query as it happens and ends on Ctrl-C;
 * the topology widget stops and starts the container.
 """
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from hybridnb.cli import main
 from hybridnb.lab import Lab
 from hybridnb.services.capture import Capture
 from hybridnb.services.labview import LabView
-from hybridnb.services.logs import collect_logs, follow_logs
 from hybridnb.services.ports import resolve_ports
 from tests.realengines import SANDBOX_NAME
 
@@ -72,54 +76,67 @@ def test_capture_on_a_vm_tap_and_a_container_veth_during_a_probe_run(hybrid):
         assert result.dropped == 0
 
 
-def test_logs_merge_four_sources_in_time_order(hybrid):
+def cli(lab: Lab, *argv: str) -> list[str]:
+    return ["logs", lab.name, *argv, "--backend", "sandbox", "--sandbox", SANDBOX_NAME,
+            "--state-dir", str(lab.store.dir)]
+
+
+def test_logs_merge_four_sources_in_time_order(hybrid, capsys):
+    """``hybridnb logs LAB --json``: the journal, the DNS query log, the container's output and
+    the VM's console, in time order, each line where it belongs in time."""
     lab, view = hybrid
     lab.test(("dns",), count=1, timeout=2.0)             # fresh DNS queries
-    logs = collect_logs(view)
-    print(logs.to_text())
-    assert set(logs.sources) == {"hybridnb", "dns", "container:c1", "vm:v1"}
-    assert {ln.source for ln in logs.lines} == {"hybridnb", "dns", "container", "vm"}
-    times = [ln.time for ln in logs.lines]
+    assert main(cli(lab, "--json")) == 0
+    lines = [json.loads(row) for row in capsys.readouterr().out.splitlines()]
+    print("\n".join(f"{r['time']:.3f} {r['tag']:<14} {r['text']}" for r in lines))
+    assert {r["tag"] for r in lines} >= {"hybridnb", "dns", "container:c1", "vm:v1"}
+    assert {r["source"] for r in lines} == {"hybridnb", "dns", "container", "vm"}
+    times = [r["time"] for r in lines]
     assert times == sorted(times)
-    journal = {ln.text.split(" (")[0]: ln for ln in logs.of("hybridnb")}
+    journal = {r["text"].split(" (")[0]: r for r in lines if r["source"] == "hybridnb"}
     create_vm = journal["create vm v1"]
-    vm_secs = float(create_vm.text.split("(")[1].split("s)")[0])
-    ready = next(ln for ln in logs.of("vm:v1") if "HYBRIDNB-READY" in ln.text)
-    assert create_vm.time - 0.5 <= ready.time <= create_vm.time + vm_secs + 0.5, (create_vm,
-                                                                                   ready)
+    vm_secs = float(create_vm["text"].split("(")[1].split("s)")[0])
+    ready = next(r for r in lines if r["tag"] == "vm:v1" and "HYBRIDNB-READY" in r["text"])
+    assert create_vm["time"] - 0.5 <= ready["time"] <= create_vm["time"] + vm_secs + 0.5, (
+        create_vm, ready)
     create_c1 = journal["create container c1"]
-    hello = next(ln for ln in logs.of("container:c1") if ln.text == HELLO)
-    assert create_c1.time - 0.5 <= hello.time <= create_c1.time + 5.0
-    assert any("asked A" in ln.text for ln in logs.of("dns"))
-    only = collect_logs(view, ["c1"])
-    assert set(only.sources) == {"hybridnb", "dns", "container:c1"}
-    assert all("c1" in ln.text or ln.source == "container" for ln in only.lines)
-    assert len(collect_logs(view, since=time.time() + 3600).lines) == 0
+    hello = next(r for r in lines if r["tag"] == "container:c1" and r["text"] == HELLO)
+    assert create_c1["time"] - 0.5 <= hello["time"] <= create_c1["time"] + 5.0
+    assert any("asked A" in r["text"] for r in lines if r["source"] == "dns")
+    assert main(cli(lab, "c1")) == 0                     # one endpoint, as text
+    text = capsys.readouterr().out
+    assert "from 3 sources (hybridnb, dns, container:c1)" in text and HELLO in text
+    logs = lab.logs()
+    assert set(logs.sources) == {"hybridnb", "dns", "container:c1", "vm:v1"} and not logs.errors
+    assert len(lab.logs(since=time.time() + 3600).lines) == 0
     assert logs.to_json().count("\n") == len(logs.lines) - 1 and "<table" in logs._repr_html_()
 
 
 def test_follow_yields_new_lines_as_they_come(hybrid):
+    """``hybridnb logs LAB --follow`` (its own process) prints a DNS query made after it
+    started, then ends cleanly on Ctrl-C."""
     from hybridnb.services.doctor.dns import query_all
 
     lab, view = hybrid
-    stop = threading.Event()
-    got: list = []
-    started = time.time()
-
-    def follow() -> None:
-        for line in follow_logs(view, since=started, poll=0.2, stop=stop, kinds=["dns"]):
-            got.append(line)
-
-    t = threading.Thread(target=follow)
-    t.start()
-    time.sleep(0.5)
-    query_all(view.netns, view.gateway, 53, [f"h1.{view.domain}"])
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any("h1.hybrid.local" in ln.text for ln in got):
-        time.sleep(0.1)
-    stop.set()
-    t.join(5)
-    assert any("gateway asked A h1.hybrid.local" in ln.text for ln in got), got
+    since = f"{time.time():.3f}"
+    proc = subprocess.Popen([sys.executable, "-m", "hybridnb.cli",
+                             *cli(lab, "--follow", "--since", since)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(iter(proc.stdout.readline, "")))
+    reader.start()
+    try:
+        time.sleep(1.5)                                  # it started and read the history
+        query_all(view.netns, view.gateway, 53, [f"h1.{view.domain}"])
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not any("h1.hybrid.local" in ln for ln in got):
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        reader.join(5)
+    assert proc.returncode == 0, err
+    assert any("dns" in ln and "gateway asked A h1.hybrid.local" in ln for ln in got), got
 
 
 def test_widget_stops_and_starts_the_container(hybrid):

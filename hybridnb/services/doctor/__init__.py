@@ -20,6 +20,7 @@ features they need.  :func:`diagnose` runs them all.
 from __future__ import annotations
 
 import importlib
+from typing import Iterable
 
 from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext, DoctorReport,
                                            Finding, diagnose)
@@ -47,5 +48,21 @@ def all_checks() -> list[Check]:
     return out
 
 
+def select_checks(only: Iterable[str] | None = None, skip: Iterable[str] = ()) -> list[Check]:
+    """The checks named in ``only`` (a check id or a group name; None: all) minus those in
+    ``skip``; an unknown name is a :class:`~hybridnb.errors.NotFoundError` listing them."""
+    from hybridnb.errors import NotFoundError
+
+    checks = all_checks()
+    known = {c.id for c in checks} | {c.group for c in checks}
+    wanted, dropped = (set(only) if only is not None else None), set(skip)
+    unknown = sorted(((wanted or set()) | dropped) - known)
+    if unknown:
+        raise NotFoundError(f"no doctor check named {unknown[0]!r}",
+                            hint="the checks: " + ", ".join(c.id for c in checks))
+    return [c for c in checks
+            if (wanted is None or {c.id, c.group} & wanted) and not {c.id, c.group} & dropped]
+
+
 __all__ = ["Check", "DoctorContext", "DoctorReport", "FAIL", "Finding", "GROUPS", "OK", "WARN",
-           "all_checks", "diagnose", "register_group"]
+           "all_checks", "diagnose", "register_group", "select_checks"]

@@ -70,10 +70,22 @@ class DoctorContext:
 
     @classmethod
     def of(cls, view: Any, owned: Mapping[str, Mapping[str, Any]]) -> "DoctorContext":
-        """From a :class:`~hybridnb.services.labview.LabView` and the store's labs."""
+        """From a :class:`~hybridnb.services.labview.LabView` and the store's labs (refused
+        on a backend without lab hosts: see :meth:`LabView.lab_host`)."""
+        view.lab_host("diagnose the lab")
         return cls(view.name, view.backend.target, dict(view.backend.drivers),
                    tuple(view.resources), dict(view.state), owned, view.state_dir,
                    view.backend.name)
+
+    @classmethod
+    def of_backend(cls, backend: Any, owned: Mapping[str, Mapping[str, Any]],
+                   state_dir: Path | None = None) -> "DoctorContext":
+        """No lab: the checks that look at the target itself (engines, kernel, leftovers)."""
+        from hybridnb.services.labview import LabView
+
+        LabView("", (), backend).lab_host("diagnose the host")
+        return cls(None, backend.target, dict(backend.drivers), (), {}, owned, state_dir,
+                   backend.name)
 
     @property
     def netns(self) -> str | None:
@@ -151,9 +163,12 @@ class FixOutcome:
     check: str
     ok: bool
     message: str = ""
+    at: float = 0.0                          # wall clock when the fix started
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "ok": self.ok, "message": self.message}
+        return {"check": self.check, "ok": self.ok, "message": self.message,
+                "at": round(self.at, 3), "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,15 @@ class DoctorReport:
         fixed = f"; {sum(o.ok for o in self.fixes)} fix(es) applied" if self.fixes else ""
         return (f"doctor for {what} on {self.where}: {c[FAIL]} failure(s), {c[WARN]} "
                 f"warning(s), {c[OK]} ok{fixed} ({self.seconds:.2f}s)")
+
+    def records(self) -> list[dict[str, Any]]:
+        """One row per finding, problems first (the report's table; stable keys: ``check``,
+        ``group``, ``status``, ``found``, ``fix_command``, ``fixable``)."""
+        from hybridnb.render.doctor import ordered
+
+        return [{"check": f.check, "group": f.group, "status": f.status, "found": f.found,
+                 "fix_command": f.fix_command, "fixable": f.fixable}
+                for f in ordered(self.findings)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "where": self.where, "exit_code": self.exit_code,
@@ -250,11 +274,14 @@ def diagnose(ctx: DoctorContext, checks: Sequence[Check] | None = None, *,
         if not f.fixable:
             continue
         ctx.invalidate()
+        at, t0 = time.time(), time.perf_counter()
         try:
             by_id[f.check].fix(ctx)
-            outcomes.append(FixOutcome(f.check, True, f.fix_command))
+            outcomes.append(FixOutcome(f.check, True, f.fix_command, at,
+                                       time.perf_counter() - t0))
         except HybridError as exc:
-            outcomes.append(FixOutcome(f.check, False, exc.message))
+            outcomes.append(FixOutcome(f.check, False, exc.message, at,
+                                       time.perf_counter() - t0))
     after = run_checks(ctx, checks)
     return DoctorReport(ctx.lab, where, tuple(after), tuple(outcomes), tuple(findings),
                         time.perf_counter() - started)

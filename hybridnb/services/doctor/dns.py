@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Any
 
+from hybridnb.drivers.base import Updatable
 from hybridnb.services.doctor.base import FAIL, OK, WARN, Check, DoctorContext, Finding
 
 
@@ -54,7 +55,7 @@ class DnsServer(_DnsCheck):
     def fix(self, ctx: DoctorContext) -> None:
         res = ctx.resource("dns")
         driver = ctx.drivers["dns"]
-        if _server(ctx) is None or not hasattr(driver, "update"):
+        if _server(ctx) is None or not isinstance(driver, Updatable):
             driver.create(ctx.lab, res)
         else:
             driver.update(ctx.lab, res)

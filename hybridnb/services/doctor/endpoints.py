@@ -3,8 +3,9 @@
 The drivers' ``observe`` already says it (a typed :class:`~hybridnb.core.resource.Observation`
 per resource): one that does not run is stopped, one whose fingerprint equals the plan's is
 "up", another fingerprint means the engine holds an older version (apply would replace it),
-none means it is missing.  A stopped container or VM is started by the fix (the driver's ``start``); a
-missing endpoint is made again (the driver's ``create``, as apply would).
+none means it is missing.  A stopped container or VM is started by the fix (its driver's
+:class:`~hybridnb.drivers.base.Startable` capability); a missing endpoint is made again (the
+driver's ``create``, as apply would).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybridnb.core.resource import Observation
+from hybridnb.drivers.base import Startable
 from hybridnb.services.doctor.base import FAIL, OK, WARN, Check, DoctorContext, Finding
 
 
@@ -75,7 +77,7 @@ class EndpointState(Check):
     def fix(self, ctx: DoctorContext) -> None:
         for name, (state, res) in sorted(self._states(ctx).items()):
             driver = ctx.drivers[res.kind]
-            if state == "stopped" and hasattr(driver, "start"):
+            if state == "stopped" and isinstance(driver, Startable):
                 driver.start(ctx.lab, name)
             elif state == "missing":
                 driver.create(ctx.lab, res)

@@ -15,6 +15,7 @@ import shlex
 from typing import Any
 
 from hybridnb.core import naming
+from hybridnb.drivers.base import LabLister
 from hybridnb.services.doctor import host
 from hybridnb.services.doctor.base import OK, WARN, Check, DoctorContext, Finding
 
@@ -34,7 +35,7 @@ def _found(ctx: DoctorContext) -> list[tuple[str, str, str]]:
     out: set[tuple[str, str, str]] = set()
     for kind in ("vm", "container", "host", "network"):
         driver = ctx.drivers.get(kind)
-        if driver is None or not hasattr(driver, "labs"):
+        if not isinstance(driver, LabLister):
             continue
         for lab in sorted(driver.labs()):
             out.update((kind, lab, name) for name in driver.observe(lab))

@@ -18,6 +18,7 @@ import ipaddress
 import json
 from typing import Any
 
+from hybridnb.drivers.base import NamespaceSource
 from hybridnb.services.doctor import host
 from hybridnb.services.doctor.base import FAIL, OK, WARN, Check, DoctorContext, Finding
 
@@ -305,7 +306,7 @@ def _inside_address(ctx: DoctorContext, res: Any) -> set[str] | None:
         path = str(res.spec["netns"])
     else:
         driver = ctx.drivers.get(res.kind)
-        if driver is not None and hasattr(driver, "netns_paths"):
+        if isinstance(driver, NamespaceSource):
             paths = ctx.cached(f"netns:{res.kind}", lambda: dict(driver.netns_paths(ctx.lab)))
             path = paths.get(res.name)
     if path is None:
