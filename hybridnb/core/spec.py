@@ -79,6 +79,9 @@ class NameSection(Section):
     key = "name"
     order = 0
     absent = DEFAULT_LAB
+    value = "string"
+    help = ("the lab's name: 1-24 lowercase letters, digits and `-`; names its namespaces, "
+            "Docker network and state")
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> str:
         name = raw
@@ -96,6 +99,21 @@ class NameSection(Section):
 # ------------------------------------------------------------------------------- network
 
 _NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools")
+#: the lab-file reference of the network keys: type, meaning (and a default in words)
+_NET_HELP: dict[str, tuple[str, ...]] = {
+    "bridge": ("interface name", "the Linux bridge (1-15 characters)"),
+    "subnet": ("IPv4 subnet", "the lab's subnet, /8 to /29"),
+    "gateway": ("IPv4 address", "the bridge's address, the Docker network's gateway and the "
+                "lab's DNS server", "first address of the subnet"),
+    "domain": ("domain name", "every endpoint resolves as `NAME.<domain>`"),
+    "mtu": ("integer", "MTU of the bridge and every port, 576-9000"),
+    "adopt": ("boolean", "use an existing bridge of that name instead of creating one (it is "
+              "left in place on destroy)"),
+    "dns": ("boolean", "serve the lab's names (A, PTR, SRV) on the gateway"),
+    "upstream": ("list of IPv4 addresses", "resolvers the lab's DNS forwards other names to "
+                 "(none: it answers only its own names)"),
+    "pools": ("mapping kind → IPv4 address", "where each kind's automatic addresses start"),
+}
 
 
 def _bridge(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
@@ -213,6 +231,22 @@ def _pools(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network 
 class NetworkSection(Section):
     key = "network"
     order = 10
+    help = "the bridge and subnet every endpoint sits on"
+
+    def reference_rows(self) -> tuple[tuple[str, str, str, str], ...]:
+        defaults = NetworkSpec()
+        rows = []
+        for key in _NET_KEYS:
+            typ, meaning, *default = _NET_HELP[key]
+            value = getattr(defaults, key)
+            if default:
+                shown = default[0]
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            else:
+                shown = str(value) if value or value == 0 else ""
+            rows.append((key, typ, shown, meaning))
+        return tuple(rows)
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> NetworkSpec:
         data = c.mapping(raw, "network")
@@ -251,6 +285,7 @@ class NetworkSection(Section):
 class EndpointsSection(Section):
     key = "endpoints"
     order = 20
+    help = "endpoints by name (DNS labels); each has a `kind` and the fields of its kind"
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[EndpointSpec, ...]:
         endpoints: list[EndpointSpec] = []
@@ -300,6 +335,10 @@ def _check_addresses(c: Collector, net: NetworkSpec, endpoints: tuple[EndpointSp
 class ExpectSection(Section):
     key = "expect"
     order = 30
+    value = "list of strings"
+    help = ("connectivity the lab must show, checked by `hybridnb validate`: `SOURCE -> TARGET "
+            "CHECK ok|blocked`, CHECK one of `icmp`, `tcp/PORT`, `udp/PORT`, `http[/PORT]`, "
+            "`dns`")
     _EXAMPLE: ClassVar[str] = "e.g. - web -> db tcp/5432 ok"
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[str, ...]:

@@ -441,7 +441,10 @@ def fields_of(cls: type) -> tuple[Field, ...]:
 
 # ------------------------------------------------------------------------- endpoint spec
 
-_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+# a service name is a DNS label of 1-15 characters (its SRV record _NAME._PROTO...): it neither
+# starts nor ends with '-'
+_SERVICE = re.compile(r"^(?P<name>[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?)/(?P<port>\d{1,5})"
+                      r"(?:/(?P<proto>tcp|udp))?$", re.ASCII)
 
 
 @dataclass(frozen=True)
