@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from hybridnb.core.kinds import KINDS, EndpointSpec, endpoint_to_dict, parse_endpoint
+from hybridnb.core.multihost import VxlanSpec, check_mtu, parse_vxlan
 from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean, typename
 from hybridnb.core.sections import Section, extra_sections
 from hybridnb.errors import ValidationError
@@ -52,6 +53,7 @@ class NetworkSpec:
     dns: bool = True                             # serve NAME.<domain> on the gateway
     upstream: tuple[str, ...] = ()               # resolvers for names outside the lab
     pools: Mapping[str, ipaddress.IPv4Address] = field(default_factory=dict)  # kind -> first address
+    vxlan: VxlanSpec | None = None               # the lab stretched over hosts (core.multihost)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class NameSection(Section):
 
 # ------------------------------------------------------------------------------- network
 
-_NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools")
+_NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools",
+             "vxlan")
 #: the lab-file reference of the network keys: type, meaning (and a default in words)
 _NET_HELP: dict[str, tuple[str, ...]] = {
     "bridge": ("interface name", "the Linux bridge (1-15 characters)"),
@@ -113,6 +116,9 @@ _NET_HELP: dict[str, tuple[str, ...]] = {
     "upstream": ("list of IPv4 addresses", "resolvers the lab's DNS forwards other names to "
                  "(none: it answers only its own names)"),
     "pools": ("mapping kind → IPv4 address", "where each kind's automatic addresses start"),
+    "vxlan": ("`{vni, port}`", "the VXLAN segment joining the `hosts:` (VNI 1-16777215, UDP "
+              "port); with two hosts or more the lab MTU becomes the smallest underlay MTU "
+              "minus 50", "with 2+ hosts: VNI from the lab name, port 4789"),
 }
 
 
@@ -208,6 +214,20 @@ def _upstream(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None
         kw["upstream"] = tuple(str(u) for u in ups if u is not None)
 
 
+def _vxlan(c: Collector, data: Mapping[str, Any], parsed: Mapping[str, Any],
+           kw: dict[str, Any]) -> None:
+    """``vxlan`` (:mod:`hybridnb.core.multihost`): with it, the lab MTU leaves VXLAN its 50
+    bytes — the smallest underlay MTU minus 50 unless the file gives a smaller one."""
+    vx = parse_vxlan(c, data.get("vxlan"), parsed.get("hosts"), str(parsed.get("name")))
+    if vx is None:
+        return
+    kw["vxlan"] = vx
+    if "mtu" not in data:
+        kw["mtu"] = vx.lab_mtu
+    elif "mtu" in kw:
+        check_mtu(c, vx, kw["mtu"])
+
+
 def _pools(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network | None,
            kw: dict[str, Any]) -> None:
     """``pools: {KIND: first address}`` for any registered endpoint kind."""
@@ -263,6 +283,7 @@ class NetworkSection(Section):
         _mtu_and_flags(c, data, kw)
         _upstream(c, data, kw)
         _pools(c, data, subnet, kw)
+        _vxlan(c, data, parsed, kw)
         return NetworkSpec(**kw)
 
     def dump(self, net: NetworkSpec) -> dict[str, Any]:
@@ -277,6 +298,8 @@ class NetworkSection(Section):
             network["upstream"] = list(net.upstream)
         if net.pools:
             network["pools"] = {k: str(v) for k, v in sorted(net.pools.items())}
+        if net.vxlan is not None:
+            network["vxlan"] = net.vxlan.to_dict()
         return network
 
 

@@ -46,7 +46,7 @@ def test_every_field_round_trips_through_yaml():
         "mounts": ["/srv/app:/app:ro", "/srv/data:/data"],
         "template": "base",
         "memory": 256, "vcpus": 2, "kernel": None, "initrd": None,
-        "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"],
+        "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"], "host": "b",
     }
     for kind in kinds():
         entry: dict[str, Any] = {"kind": kind.name}
@@ -56,7 +56,7 @@ def test_every_field_round_trips_through_yaml():
                 entry[f.name] = samples[f.name]
         if kind.name == "vm":
             entry["image"] = "/var/lib/images/debian.qcow2"
-        spec = parse_lab({"endpoints": {"e": entry}})
+        spec = parse_lab({"hosts": {"b": {"engine": "local"}}, "endpoints": {"e": entry}})
         assert parse_lab(lab_to_dict(spec)) == spec
         assert lab_to_dict(spec)["endpoints"]["e"] == entry
 
@@ -66,7 +66,7 @@ def test_unknown_key_lists_the_kinds_own_fields():
         parse_lab({"endpoints": {"h": {"kind": "host", "image": "busybox"}}})
     (problem,) = info.value.problems
     assert problem.path == "endpoints.h.image"
-    assert problem.hint == "allowed keys: kind, labels, address, services"
+    assert problem.hint == "allowed keys: kind, labels, address, services, host"
 
 
 def test_the_container_kind_compiles_to_the_docker_sdk_vocabulary():

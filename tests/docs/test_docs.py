@@ -41,14 +41,14 @@ def test_every_lab_file_key_is_described_and_no_description_is_stale():
 
     listed = [(section, f.key) for section, _, fields in gen.lab_file_fields() for f in fields]
     want = [("top", s.key) for s in spec.sections()]
-    for s in spec.sections():                  # the keys inside a section, in its order
-        want += [(s.key, row[0]) for row in s.reference_rows()]
-        if s.key == "endpoints":
+    for section in spec.sections():              # in order: hosts (5), network (10), ...
+        want += [(section.key, row[0]) for row in section.reference_rows()]
+        if section.key == "endpoints":
             want += [("endpoints", "kind")] + [("endpoints", f.name)
                                                for f in kinds()[0].fields() if f.common]
             want += [(k.name, f.name) for k in kinds() for f in k.fields() if not f.common]
     assert listed == want
-    assert [key for section, key in listed if section == "network"] == list(spec._NET_KEYS)
+    assert [k for s, k in listed if s == "network"] == list(spec._NET_KEYS)
     assert set(spec._NET_HELP) == set(spec._NET_KEYS), "a network key described but gone"
     for _, title, fields in gen.lab_file_fields():
         assert all(f.doc and f.type for f in fields), title

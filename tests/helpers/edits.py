@@ -131,6 +131,11 @@ NOT_EDITED: dict[tuple[str, str], str] = {
     ("vm", "image"): "a cloud image (qcow2) for base/docker: none on the test machine",
     ("network", "adopt"): "adopts a bridge made outside the lab; adopted -> owned is refused "
                           "before acting (bridge check)",
+    ("network", "vxlan"): "joins hosts: of a lab spread over machines; the drawn labs live on "
+                          "one (placement is tested in tests/core/test_multihost.py and on two "
+                          "sandboxes in tests/drivers/test_vxlan.py)",
+    **{(kind.name, "host"): "which machine of hosts: runs the endpoint; the drawn labs live on "
+                            "one machine (see network.vxlan)" for kind in registry.kinds()},
 }
 
 def _by_integer(d: Draw, f: Field) -> Any:

@@ -29,22 +29,18 @@ import pytest
 from hybridnb.errors import BootError, EngineError
 from hybridnb.lab import Lab
 from hybridnb.state import IN_FLIGHT_STATUSES
+from tests.helpers.labs import LabsMade
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
 ROOT = Path(__file__).resolve().parents[2]
-_made: list[Lab] = []
+_made = LabsMade()
 
 
 @pytest.fixture(autouse=True)
 def _destroy_afterwards():
     yield
-    while _made:
-        lab = _made.pop()
-        try:
-            lab.destroy()
-        except Exception:  # the test's own failure is the one worth reading
-            pass
+    _made.destroy_all()
 
 
 def docker_api(box):

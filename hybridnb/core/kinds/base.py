@@ -463,7 +463,8 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class EndpointSpec:
-    """What every endpoint has: a name, its kind, an address and the services it offers."""
+    """What every endpoint has: a name, its kind, an address, the services it offers and the
+    host (machine) it runs on."""
 
     name: str
     kind: str = ""
@@ -478,6 +479,9 @@ class EndpointSpec:
         default=(), option="service", metavar="NAME/PORT[/udp]",
         example="e.g. http/80, dns/53/udp",
         help="services it offers (SRV records; probed for real), e.g. http/80")
+    host: str | None = spec_field(
+        Text(what="a host name", hint="one of the lab's hosts:, e.g. b"), form=False,
+        example="e.g. b", help="the machine of `hosts:` it runs on (default: the first)")
 
     @property
     def path(self) -> str:
