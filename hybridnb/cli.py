@@ -462,22 +462,24 @@ def _sandbox_option(p: argparse.ArgumentParser, *, alias: bool = False) -> None:
 
 
 def _wanted_images(what: Sequence[str]) -> dict[str, Any]:
-    """Recipes named on the command line: lab files (their images and the built-in ones
-    their endpoints use) or built-in recipe names."""
+    """Recipes named on the command line: lab files (read and validated like any lab file:
+    their images and the built-in ones their endpoints use) or built-in recipe names."""
     import os
 
-    import yaml
-
-    from hybridnb.core.recipe import builtin_recipes, lab_images
+    from hybridnb.core.recipe import builtin_recipes
+    from hybridnb.core.sections.images import used_images
+    from hybridnb.core.spec import parse_lab
     from hybridnb.errors import NotFoundError
+    from hybridnb.labfile import load_lab_document
 
     out: dict[str, Any] = {}
     builtin = builtin_recipes()
     for item in what:
         if os.path.isfile(item):
-            with open(item) as fh:
-                data = yaml.safe_load(fh) or {}
-            out.update(lab_images(data if isinstance(data, dict) else {}))
+            data, source, default_name = load_lab_document(item)
+            if default_name is not None and isinstance(data, dict):
+                data = {"name": default_name, **data}
+            out.update(used_images(parse_lab(data, source=source)))
         elif item in builtin:
             out[item] = (builtin[item], ("vm",))
         else:

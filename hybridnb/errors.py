@@ -170,8 +170,9 @@ class Unsupported(EngineUnavailable):
 
 
 class BootError(EngineError):
-    """An endpoint did not come up (a VM did not boot, a container's command exited);
-    ``console`` holds the tail of its serial console (``what="log"``: of its output)."""
+    """An endpoint did not come up (a VM did not boot, a container's command exited, a recipe
+    container's service never came up); ``console`` holds the tail of its serial console
+    (``what="log"``: of its output)."""
 
     def __init__(self, message: str, *, console: str = "", hint: str | None = None,
                  engine: str = "libvirt", what: str = "console") -> None:

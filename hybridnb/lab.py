@@ -5,7 +5,8 @@ state store.  ``Lab.load`` opens one (a lab file, or an applied lab by name).  E
 (``add``, ``add_container``, ``add_vm``, ``add_host``, ``remove``) re-validate the whole
 description and roll back on error, so a Lab is never invalid.  ``plan()`` compiles the
 description into resources and diffs them against what the backend observes; ``apply()``
-executes that plan under the lab's lock, recording intent first; ``destroy()`` removes
+executes that plan under the lab's lock, recording intent first (the images of the lab's
+recipes are built before, :mod:`hybridnb.images.binding`); ``destroy()`` removes
 everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
 ``validate()``, ``dns()`` and ``dns_query_log()`` look inside; ``policy()``, ``explain()``,
 ``links()`` and ``warnings()`` show the lab's policies and link impairments; ``report()`` puts
@@ -417,7 +418,29 @@ class Lab:
             raise ValidationError(exc.problems, source=self.source) from None
 
     def resources(self) -> list[Resource]:
-        return compile_lab(self._spec, self.addresses())
+        return self._bind(compile_lab(self._spec, self.addresses())).resources
+
+    @staticmethod
+    def _runs_recipes(resources: list[Resource]) -> bool:
+        return any(isinstance(r.spec.get("recipe"), Mapping) for r in resources)
+
+    def _bind(self, resources: list[Resource], mode: str = "resolve",
+              progress: Progress | None = None) -> Any:
+        """The compiled ``resources`` with the images of the lab's recipes bound in
+        (:mod:`hybridnb.images.binding`; ``mode``: resolve, plan, or build what is missing)."""
+        if not self._runs_recipes(resources):
+            return _Unbound(resources)
+        from hybridnb.core.sections.images import lab_images
+        from hybridnb.images.binding import bind_images
+
+        try:
+            target = self.backend.target
+        except HybridError:
+            if mode == "build":
+                raise
+            target = None                           # no engine to run them: nothing to bind
+        return bind_images(resources, lab_images(self._spec.sections), target, mode=mode,
+                           progress=progress)
 
     def _observe(self) -> Observed:
         return observe_all(self.name, self.backend)
@@ -429,12 +452,14 @@ class Lab:
     @engine_call
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed but the record of an interrupted
-        run, which is finished first)."""
+        run, which is finished first; the notes say which images apply will make first)."""
         self._settle_if_idle()
         recorded = recorded_specs(self._read_state())
-        plan = diff(self.name, self.resources(), self._observe(), recorded,
+        bound = self._bind(compile_lab(self._spec, self.addresses()), "plan")
+        plan = diff(self.name, bound.resources, self._observe(), recorded,
                     updatable=self.backend.updatable())
-        return dataclasses.replace(plan, warnings=tuple(self.warnings()))
+        return dataclasses.replace(plan, warnings=tuple(self.warnings()),
+                                   notes=tuple(bound.notes))
 
     def _on_wait(self, progress: Progress | None) -> Any:
         if progress is None:
@@ -455,7 +480,9 @@ class Lab:
         with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
             self._check_owner(st.data)
             addresses = self._assign(st.addresses)
-            resources = compile_lab(self._spec, addresses)
+            # images first: what the endpoints run is made before anything of the lab changes
+            resources = self._bind(compile_lab(self._spec, addresses), "build",
+                                   progress).resources
             observed = self._settled(st)
             settle_journal(st, observed)
             recorded = st.recorded()
@@ -924,6 +951,14 @@ def host_doctor(backend: str | Backend | None = None, *, fix: bool = False,
 
 
 GATEWAY = "gateway"
+
+
+@dataclass
+class _Unbound:
+    """The resources of a lab that runs no image recipe (nothing to bind)."""
+
+    resources: list[Resource]
+    notes: tuple[str, ...] = ()
 
 
 def _check_probe_options(checks: tuple[str, ...] | None, timeout: float, count: int) -> None:

@@ -2,7 +2,7 @@
 
 The fronts never spell out an endpoint field: :func:`add_field_options` gives an argparse
 parser one option per field of a kind (``--image IMAGE``, ``--env K=V`` repeatable,
-``--template {test,base,docker}``…; values are checked by the kind, like a lab file's) and
+``--template {test,base,docker,observer}``…; values are checked by the kind, like a lab file's) and
 :func:`field_values` turns what argparse collected back into the keyword arguments of
 ``Lab.add`` (``None`` for what was not given, so the field keeps its default).  :func:`usage` renders a parser's usage compactly for
 ``%hybrid help``, so that text is generated and cannot drift from the options.

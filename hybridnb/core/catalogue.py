@@ -51,6 +51,8 @@ class ServiceDef:
     exclude: tuple[str, ...] = ()              # dpkg path-exclude patterns
     modules: tuple[str, ...] = ()              # kernel modules (VMs) loaded before it starts
     description: str = ""
+    #: the SRV service name an endpoint offers it under (default: the service's name)
+    srv: str = ""
 
     @property
     def ready(self) -> str:
@@ -106,12 +108,12 @@ CATALOGUE: Mapping[str, ServiceDef] = {s.name: s for s in (
         description="PostgreSQL, every database reachable without a password (trust)"),
     ServiceDef(
         "nginx", "exec nginx -g 'daemon off;'", packages=("nginx-light",),
-        provided_by=("nginx", "nginx-*"), ports=(80,),
+        provided_by=("nginx", "nginx-*"), ports=(80,), srv="http",
         prepare="mkdir -p /var/log/nginx /var/lib/nginx",
         description="nginx serving /var/www/html on port 80"),
     ServiceDef(
         "apache2", ". /etc/apache2/envvars\nexec apache2 -D FOREGROUND", packages=("apache2",),
-        ports=(80,), prepare="mkdir -p /run/apache2 /run/lock/apache2",
+        ports=(80,), srv="http", prepare="mkdir -p /run/apache2 /run/lock/apache2",
         description="Apache httpd serving /var/www/html on port 80"),
     ServiceDef(
         "haproxy", "exec haproxy -W -db -f /etc/haproxy/haproxy.cfg", packages=("haproxy",),
@@ -142,6 +144,7 @@ CATALOGUE: Mapping[str, ServiceDef] = {s.name: s for s in (
         description="Redis on port 6379, protected mode off"),
     ServiceDef(
         "sshd", "exec /usr/sbin/sshd -D -e", packages=("openssh-server",), ports=(22,),
+        srv="ssh",
         prepare="mkdir -p /run/sshd && ssh-keygen -A",
         setup="rm -f /etc/ssh/ssh_host_*",
         description="OpenSSH server on port 22 (host keys made at first start)"),

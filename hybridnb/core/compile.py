@@ -64,7 +64,7 @@ def _dns(spec: LabSpec, addresses: Mapping[str, IPv4]) -> Resource:
 
 def compile_lab(spec: LabSpec, addresses: Mapping[str, IPv4]) -> list[Resource]:
     ctx = CompileContext(spec.name, spec.network, addresses,
-                         {ep.name: ep.kind for ep in spec.endpoints})
+                         {ep.name: ep.kind for ep in spec.endpoints}, spec.sections)
     out = _infrastructure(spec)
     for kind in kinds():
         out += kind.compile_shared(spec.of_kind(kind.name), ctx)

@@ -116,6 +116,8 @@ class Plan:
     #: what the lab file may not mean (e.g. a policy rule that never matches): path, message
     #: and hint, like validation problems, but nothing is refused
     warnings: tuple[Any, ...] = ()
+    #: what apply makes before it acts (``image pg: will be built from Debian packages``)
+    notes: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -137,6 +139,7 @@ class Plan:
     def to_text(self) -> str:
         lines = [self.headline()]
         lines += ["  " + a.describe() for a in self.actions]
+        lines += ["  " + note for note in self.notes]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -160,6 +163,8 @@ class Plan:
                  a.resource.summary if a.resource else "", a.reason] for a in self.actions]
         out = table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
                     row_classes=[a.op for a in self.actions])
+        if self.notes:
+            out += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in self.notes) + "</ul>"
         if self.warnings:
             out += "<ul>" + "".join(f"<li>warning: {escape(str(w))}</li>"
                                     for w in self.warnings) + "</ul>"

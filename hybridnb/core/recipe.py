@@ -11,7 +11,7 @@ Keys (all optional): ``suite`` (Debian release, default ``bookworm``), ``package
 ``files`` (absolute path → text, or ``{content, mode, template}``), ``run`` (shell commands
 run at build time in the rootfs, after packages and files), ``services`` (names from
 :data:`hybridnb.core.catalogue.CATALOGUE`, ``name/port`` to change the readiness port, or
-``{name, command, port, user}`` for a service of its own), ``env``, ``command`` (what a
+``{name, command, port, user, srv}`` for a service of its own), ``env``, ``command`` (what a
 container runs after the services are up), ``boot`` (shell run at every start once the
 services are ready), ``disk`` (VM disk size: ``2G``, ``512M`` or MiB; default: what the
 rootfs needs plus room), ``memory`` (the least RAM a VM of this image needs, MiB),
@@ -31,21 +31,29 @@ top of the built-in recipes (:data:`BUILTIN`: the seed's VM templates ``base``, 
 and ``observer``).  :meth:`Recipe.digest` hashes the canonical recipe — half of an image's
 cache key, the resolved package versions being the other half (:mod:`hybridnb.images`).
 :func:`services_script` writes the shell the image's init sources to start the services.
+
+In a lab (:mod:`hybridnb.core.sections.images`), :class:`LabImages` holds the section with the
+built-in recipes under it, and :func:`endpoint_recipe` says which recipe an endpoint runs: a
+container's ``image:`` that names a recipe, a VM's ``image:`` that is no file path, or a VM
+``template:`` that is a built-in recipe (``base``, ``docker``, ``observer``).  Problems are
+reported to the lab's :class:`~hybridnb.core.problems.Collector`, so a lab file's recipe
+mistakes are listed with every other problem of the file.
 """
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
+import functools
 import hashlib
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from hybridnb.core.catalogue import CATALOGUE, CustomService, ServiceDef
-from hybridnb.errors import Problem, ValidationError
+from hybridnb.core.problems import Collector, did_you_mean, typename
+from hybridnb.errors import ValidationError
 
 DEFAULT_SUITE = "bookworm"
 #: What a templated file may use; the image's init substitutes the same names.
@@ -54,6 +62,8 @@ TEMPLATE_VARS = ("name", "address", "domain", "fqdn", "gateway")
 FORMAT = 1
 MIN_DISK_MIB = 64
 MIN_MEMORY_MIB = 96
+#: The longest SRV service name (RFC 6335), so the longest name a default service may have.
+MAX_SRV_NAME = 15
 
 #: dpkg path-excludes of a slim image (what Debian's own slim images drop) and the
 #: exceptions kept.
@@ -70,7 +80,7 @@ KEYS = ("suite", "packages", "files", "run", "services", "env", "command", "boot
         "memory", "modules", "exclude", "slim", "cloud_init", "description")
 FILE_KEYS = ("content", "mode", "template")
 SERVICE_KEYS = ("name", "command", "port", "ports", "socket", "check", "user", "prepare",
-                "modules")
+                "modules", "srv")
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
@@ -80,6 +90,7 @@ _ENVKEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _SIZE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[MG]i?B?)?$", re.IGNORECASE)
 _SERVICE_STR = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,30})(?:/(?P<port>\d{1,5}))?$")
+_SRV = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 _TEMPLATE_VAR = re.compile(r"\{\{ *([A-Za-z_][A-Za-z0-9_]*) *\}\}")
 _FORBIDDEN_PREFIXES = ("/proc", "/sys", "/dev", "/run", "/tmp")
 
@@ -163,6 +174,18 @@ class Recipe:
         """``(service, port)`` for every TCP port a service of this image listens on."""
         return tuple((s.name, p) for s in self.services for p in s.ports)
 
+    def endpoint_services(self) -> tuple[str, ...]:
+        """What an endpoint of this image offers, as ``NAME/PORT`` (its ``services:`` when it
+        declares none: SRV records, probed for real): each service's ports under its SRV
+        name (``nginx`` → ``http/80``, ``postgresql/5432``); names longer than an SRV
+        service name may be (15) are left out."""
+        out = []
+        for svc in self.services:
+            name = svc.srv or svc.name
+            if len(name) <= MAX_SRV_NAME:
+                out.extend(f"{name}/{port}" for port in svc.ports)
+        return tuple(dict.fromkeys(out))
+
     # -------------------------------------------------------------- identity
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,25 +253,17 @@ def endpoint_values(name: str, address: str, domain: str, gateway: str) -> dict[
 
 # ------------------------------------------------------------------------------ parsing
 
-def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _kind(value: Any) -> str:
-    return {str: "a string", int: "a number", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__) \
-        if value is not None else "nothing"
-
-
 @dataclass
 class _Parser:
+    """Reports the problems of one recipe to the lab's :class:`Collector`, under ``path``."""
+
+    c: Collector
     path: str
-    problems: list[Problem] = field(default_factory=list)
+    count: int = 0
 
     def add(self, where: str, message: str, hint: str | None = None) -> None:
-        self.problems.append(Problem(f"{self.path}.{where}" if where else self.path,
-                                     message, hint))
+        self.c.add(f"{self.path}.{where}" if where else self.path, message, hint)
+        self.count += 1
 
     def strings(self, raw: Any, where: str, what: str, pattern: re.Pattern[str] | None = None,
                 hint: str | None = None) -> tuple[str, ...]:
@@ -258,12 +273,12 @@ class _Parser:
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list):
-            self.add(where, f"expected a list of {what}, got {_kind(raw)}", hint)
+            self.add(where, f"expected a list ({what} each), got {typename(raw)}", hint)
             return ()
         out = []
         for i, item in enumerate(raw):
             if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-                self.add(f"{where}[{i}]", f"expected {what}, got {_kind(item)}", hint)
+                self.add(f"{where}[{i}]", f"expected {what}, got {typename(item)}", hint)
             elif pattern is not None and not pattern.match(str(item)):
                 self.add(f"{where}[{i}]", f"{item!r} is not {what}", hint)
             else:
@@ -288,7 +303,7 @@ class _Parser:
         if raw is None:
             return default
         if not isinstance(raw, bool):
-            self.add(where, f"expected true or false, got {_kind(raw)}")
+            self.add(where, f"expected true or false, got {typename(raw)}")
             return default
         return raw
 
@@ -309,7 +324,7 @@ def _file(p: _Parser, path: Any, raw: Any) -> FileSpec | None:
         for key in raw:
             if key not in FILE_KEYS:
                 p.add(f"{where}.{key}", f"unknown key {key!r}",
-                      _did_you_mean(str(key), FILE_KEYS) or f"allowed: {', '.join(FILE_KEYS)}")
+                      did_you_mean(str(key), FILE_KEYS) or f"allowed: {', '.join(FILE_KEYS)}")
                 ok = False
         content = raw.get("content", "")
         if "mode" in raw:
@@ -326,7 +341,7 @@ def _file(p: _Parser, path: Any, raw: Any) -> FileSpec | None:
     else:
         content = raw
     if not isinstance(content, str):
-        p.add(where, f"expected the file's text, got {_kind(content)}",
+        p.add(where, f"expected the file's text, got {typename(content)}",
               "use a string (a YAML block with | keeps newlines)")
         return None
     used = template_vars(content)
@@ -336,7 +351,7 @@ def _file(p: _Parser, path: Any, raw: Any) -> FileSpec | None:
         unknown = [v for v in used if v not in TEMPLATE_VARS]
         for v in unknown:
             p.add(where, f"unknown template variable {v!r}",
-                  (_did_you_mean(v, TEMPLATE_VARS) or f"known: {', '.join(TEMPLATE_VARS)}")
+                  (did_you_mean(v, TEMPLATE_VARS) or f"known: {', '.join(TEMPLATE_VARS)}")
                   + "; or set template: false to copy the file as is")
         ok = ok and not unknown
     return FileSpec(path, content, mode, bool(template)) if ok else None
@@ -347,7 +362,7 @@ def _custom_service(p: _Parser, where: str, raw: Mapping[str, Any]) -> ServiceDe
     for key in raw:
         if key not in SERVICE_KEYS:
             p.add(f"{where}.{key}", f"unknown key {key!r}",
-                  _did_you_mean(str(key), SERVICE_KEYS) or f"allowed: {', '.join(SERVICE_KEYS)}")
+                  did_you_mean(str(key), SERVICE_KEYS) or f"allowed: {', '.join(SERVICE_KEYS)}")
             ok = False
     name = raw.get("name")
     if not isinstance(name, str) or not _SERVICE_STR.match(name) or "/" in name:
@@ -357,7 +372,7 @@ def _custom_service(p: _Parser, where: str, raw: Mapping[str, Any]) -> ServiceDe
     base = CATALOGUE.get(name)
     command = raw.get("command")
     if command is not None and not isinstance(command, str):
-        p.add(f"{where}.command", f"expected a shell command, got {_kind(command)}")
+        p.add(f"{where}.command", f"expected a shell command, got {typename(command)}")
         return None
     ports_raw = raw.get("ports", [raw["port"]] if "port" in raw else None)
     ports: tuple[int, ...] | None = None
@@ -381,26 +396,31 @@ def _custom_service(p: _Parser, where: str, raw: Mapping[str, Any]) -> ServiceDe
     prepare, check = raw.get("prepare", ""), raw.get("check", "")
     for key, value in (("prepare", prepare), ("check", check)):
         if not isinstance(value, str):
-            p.add(f"{where}.{key}", f"expected a shell command, got {_kind(value)}")
+            p.add(f"{where}.{key}", f"expected a shell command, got {typename(value)}")
             ok = False
+    srv = raw.get("srv", "")
+    if not isinstance(srv, str) or (srv and not _SRV.match(srv)):
+        p.add(f"{where}.srv", f"{srv!r} is not an SRV service name",
+              f"lowercase letters, digits and '-', at most {MAX_SRV_NAME}, e.g. http")
+        ok = False
     if command is None and base is None:
         p.add(where, f"service {name!r} is not in the catalogue and has no command",
-              (_did_you_mean(name, list(CATALOGUE)) or "") + " give command: to run your own"
+              (did_you_mean(name, list(CATALOGUE)) or "") + " give command: to run your own"
               " (known: " + ", ".join(sorted(CATALOGUE)) + ")")
         return None
     if not ok:
         return None
     if command is None:                        # a catalogue service with changed readiness
         assert base is not None
-        return _override(base, ports, socket, check)
-    return CustomService(name, command, ports or (), socket, user, prepare or "",
-                         modules, check or "").definition()
+        service = _override(base, ports, socket, check)
+    else:
+        service = CustomService(name, command, ports or (), socket, user, prepare or "",
+                                modules, check or "").definition()
+    return replace(service, srv=srv) if srv else service
 
 
 def _override(base: ServiceDef, ports: tuple[int, ...] | None, socket: str | None,
               check: str = "") -> ServiceDef:
-    from dataclasses import replace
-
     if ports is not None:
         return replace(base, ports=ports, socket=None, check="")
     if check:
@@ -414,7 +434,7 @@ def _services(p: _Parser, raw: Any) -> tuple[ServiceDef, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        p.add("services", f"expected a list, got {_kind(raw)}",
+        p.add("services", f"expected a list, got {typename(raw)}",
               "e.g. [postgresql, nginx/8080, {name: app, command: ..., port: 8000}]")
         return ()
     out: list[ServiceDef] = []
@@ -426,7 +446,7 @@ def _services(p: _Parser, raw: Any) -> tuple[ServiceDef, ...]:
             base = CATALOGUE.get(m.group("name"))
             if base is None:
                 p.add(where, f"unknown service {m.group('name')!r}",
-                      (_did_you_mean(m.group("name"), list(CATALOGUE)) or
+                      (did_you_mean(m.group("name"), list(CATALOGUE)) or
                        "known: " + ", ".join(sorted(CATALOGUE)))
                       + "; or write {name: ..., command: ..., port: ...}")
                 continue
@@ -451,7 +471,7 @@ def _files(p: _Parser, raw: Any) -> tuple[FileSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
-        p.add("files", f"expected a mapping of path to text, got {_kind(raw)}",
+        p.add("files", f"expected a mapping of path to text, got {typename(raw)}",
               "e.g. {/var/www/html/index.html: \"hello from {{name}}\"}")
         return ()
     out = [_file(p, path, content) for path, content in raw.items()]
@@ -462,7 +482,7 @@ def _env(p: _Parser, raw: Any) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
-        p.add("env", f"expected a mapping, got {_kind(raw)}", "e.g. {PGUSER: postgres}")
+        p.add("env", f"expected a mapping, got {typename(raw)}", "e.g. {PGUSER: postgres}")
         return ()
     out = []
     for key, value in raw.items():
@@ -470,7 +490,7 @@ def _env(p: _Parser, raw: Any) -> tuple[tuple[str, str], ...]:
             p.add(f"env.{key}", f"{key!r} is not an environment variable name",
                   "letters, digits and '_', not starting with a digit")
         elif isinstance(value, (Mapping, list)) or value is None:
-            p.add(f"env.{key}", f"expected a scalar value, got {_kind(value)}")
+            p.add(f"env.{key}", f"expected a scalar value, got {typename(value)}")
         else:
             out.append((key, str(value).lower() if isinstance(value, bool) else str(value)))
     return tuple(sorted(out))
@@ -491,10 +511,11 @@ def _command(p: _Parser, raw: Any) -> tuple[str, ...] | None:
 def parse_recipe(name: str, raw: Any, *, path: str | None = None) -> Recipe:
     """Validate one recipe; ValidationError listing every problem (paths under ``path``,
     default ``images.<name>``)."""
-    p = _Parser(path or f"images.{name}")
+    c = Collector()
+    p = _Parser(c, path or f"images.{name}")
     recipe = _parse(p, name, raw)
-    if p.problems or recipe is None:
-        raise ValidationError(p.problems)
+    if c.problems or recipe is None:
+        raise ValidationError(c.problems)
     return recipe
 
 
@@ -506,20 +527,20 @@ def _parse(p: _Parser, name: Any, raw: Any) -> Recipe | None:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        p.add("", f"expected a mapping, got {_kind(raw)}",
+        p.add("", f"expected a mapping, got {typename(raw)}",
               "e.g. {packages: [postgresql], services: [postgresql]}")
         return None
     for key in raw:
         if key not in KEYS:
             p.add(str(key), f"unknown key {key!r}",
-                  _did_you_mean(str(key), KEYS) or f"allowed keys: {', '.join(KEYS)}")
+                  did_you_mean(str(key), KEYS) or f"allowed keys: {', '.join(KEYS)}")
     suite = raw.get("suite", DEFAULT_SUITE)
     if not isinstance(suite, str) or not _SUITE.match(suite):
         p.add("suite", f"{suite!r} is not a Debian suite", "e.g. bookworm or trixie")
         suite = DEFAULT_SUITE
     description = raw.get("description", "")
     if not isinstance(description, str):
-        p.add("description", f"expected a string, got {_kind(description)}")
+        p.add("description", f"expected a string, got {typename(description)}")
         description = ""
     memory = p.size(raw.get("memory"), "memory", MIN_MEMORY_MIB)
     return Recipe(
@@ -544,27 +565,33 @@ def _parse(p: _Parser, name: Any, raw: Any) -> Recipe | None:
     )
 
 
+def collect_recipes(c: Collector, raw: Any, path: str = "images") -> dict[str, Recipe]:
+    """The recipes of an ``images:`` section (``{name: Recipe}``, sorted), every problem of
+    every recipe reported to ``c``; a recipe with a problem is left out."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        c.add(path, f"expected a mapping of image names to recipes, got {typename(raw)}",
+              "e.g. images: {pg: {packages: [postgresql]}}")
+        return {}
+    out: dict[str, Recipe] = {}
+    for name, body in raw.items():
+        p = _Parser(c, f"{path}.{name}")
+        recipe = _parse(p, name, body)
+        if recipe is not None and not p.count:
+            out[str(name)] = recipe
+    return dict(sorted(out.items()))
+
+
 def parse_recipes(raw: Any, *, path: str = "images",
                   builtin: bool = True) -> dict[str, Recipe]:
     """An ``images:`` section → ``{name: Recipe}``, on top of :data:`BUILTIN` (a recipe of
     the same name replaces the built-in one).  Every problem of every recipe at once."""
-    problems: list[Problem] = []
-    out: dict[str, Recipe] = dict(builtin_recipes()) if builtin else {}
-    if raw is None:
-        return out
-    if not isinstance(raw, Mapping):
-        raise ValidationError([Problem(path, f"expected a mapping of image names to "
-                                             f"recipes, got {_kind(raw)}",
-                                       "e.g. images: {pg: {packages: [postgresql]}}")])
-    for name, body in raw.items():
-        p = _Parser(f"{path}.{name}")
-        recipe = _parse(p, name, body)
-        problems.extend(p.problems)
-        if recipe is not None and not p.problems:
-            out[str(name)] = recipe
-    if problems:
-        raise ValidationError(problems)
-    return dict(sorted(out.items()))
+    c = Collector()
+    own = collect_recipes(c, raw, path)
+    if c.problems:
+        raise ValidationError(c.problems)
+    return dict(sorted({**(builtin_recipes() if builtin else {}), **own}.items()))
 
 
 # ------------------------------------------------------------------------------ built-ins
@@ -603,29 +630,79 @@ BUILTIN: Mapping[str, Mapping[str, Any]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin() -> tuple[tuple[str, Recipe], ...]:
+    return tuple((name, parse_recipe(name, body)) for name, body in sorted(BUILTIN.items()))
+
+
 def builtin_recipes() -> dict[str, Recipe]:
-    return {name: parse_recipe(name, body) for name, body in sorted(BUILTIN.items())}
+    """The built-in recipes (the seed's VM templates), by name."""
+    return dict(_builtin())
 
 
-def lab_images(lab: Mapping[str, Any]) -> dict[str, tuple[Recipe, tuple[str, ...]]]:
-    """The recipes a lab file's mapping uses: ``{name: (recipe, shapes)}`` — every recipe of
-    its ``images:`` section (shape ``rootfs`` at least), and the built-in ones its endpoints
-    name; ``vm`` for a VM whose ``image:`` or ``template:`` is a recipe, ``container`` for a
-    container whose ``image:`` is one.  ValidationError for a bad ``images:`` section."""
-    recipes = parse_recipes(lab.get("images"))
-    own = set((lab.get("images") or {}) if isinstance(lab.get("images"), Mapping) else ())
-    shapes: dict[str, set[str]] = {name: {"rootfs"} for name in own}
-    endpoints = lab.get("endpoints")
-    for ep in (endpoints.values() if isinstance(endpoints, Mapping) else ()):
-        if not isinstance(ep, Mapping):
-            continue
-        kind = ep.get("kind", "container")
-        names = [ep.get("image")] + ([ep.get("template")] if kind == "vm" else [])
-        for name in names:
-            if isinstance(name, str) and name in recipes and kind in ("vm", "container"):
-                shapes.setdefault(name, set()).add(kind)
-    return {n: (recipes[n], tuple(sorted(shapes[n] - {"rootfs"}) or ("rootfs",)))
-            for n in sorted(shapes)}
+# ------------------------------------------------------------------------------ in a lab
+
+#: VM templates that are built-in recipes (``test`` is the busybox test VM, no recipe).
+RECIPE_TEMPLATES = tuple(sorted(BUILTIN))
+
+
+@dataclass(frozen=True)
+class LabImages:
+    """A lab's ``images:`` section: its own recipes on top of the built-in ones."""
+
+    own: Mapping[str, Recipe] = field(default_factory=dict)
+    #: the section as written (what the lab file gets back)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def recipes(self) -> dict[str, Recipe]:
+        """Every recipe the lab's endpoints may name: built-in ones, then its own."""
+        return {**builtin_recipes(), **self.own}
+
+    def get(self, name: str | None) -> Recipe | None:
+        if not name:
+            return None
+        return self.own.get(name) or builtin_recipes().get(name)
+
+
+def is_image_path(image: str) -> bool:
+    """A VM ``image:`` that is a file (a cloud image): anything a recipe cannot be named."""
+    return not _NAME.match(image)
+
+
+def endpoint_recipe_name(kind: str, image: str | None, template: str | None) -> str | None:
+    """The recipe an endpoint asks for, by name (whether or not it exists): a container's
+    ``image:`` (any name; :class:`LabImages` says whether it is a recipe), a VM's ``image:``
+    unless it is a file, else a VM template that is a built-in recipe."""
+    if kind == "container":
+        return image or None
+    if kind != "vm":
+        return None
+    if image:
+        return None if is_image_path(image) else image
+    return template if template in RECIPE_TEMPLATES else None
+
+
+def endpoint_recipe(kind: str, image: str | None, template: str | None,
+                    images: LabImages | None) -> Recipe | None:
+    """The recipe an endpoint runs (``None``: a Docker image, a cloud image or the test VM)."""
+    name = endpoint_recipe_name(kind, image, template)
+    return (images or LabImages()).get(name)
+
+
+def recipe_image(recipe: Recipe) -> str:
+    """The Docker repository a recipe's container images are imported as (the tag names the
+    build: ``hybridnb/pg:<recipe key>-<versions key>-<layer key>``)."""
+    return f"hybridnb/{recipe.name}"
+
+
+def recipe_identity(recipe: Recipe) -> dict[str, Any]:
+    """What an endpoint's resource spec carries of its recipe (a changed recipe changes the
+    resource's fingerprint, so the endpoint is replaced)."""
+    out: dict[str, Any] = {"name": recipe.name, "digest": recipe.digest()[:16]}
+    ports = sorted({port for _, port in recipe.service_ports()})
+    if ports:
+        out["ports"] = ports                   # what listens without being declared
+    return out
 
 
 # ------------------------------------------------------------------------------ init script

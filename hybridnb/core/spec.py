@@ -416,6 +416,8 @@ def parse_lab(data: Any, *, source: str | None = None) -> LabSpec:
         section.check(c, spec)
     if c.problems:
         raise ValidationError(c.problems, source=source)
+    for section in every:
+        spec = section.complete(spec)
     return spec
 
 

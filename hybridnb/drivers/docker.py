@@ -27,6 +27,14 @@ would fail later: an image the engine does not have and cannot pull (it is pulle
 can be), a container or network name held by something not of this lab, and a foreign
 Docker network already on the lab bridge.
 
+A container of an image recipe (the spec has ``recipe``) counts as made once the image's init
+printed its ready marker (``HYBRIDNB-READY``: every service of the recipe accepts
+connections), like a recipe VM; ``HYBRIDNB-FAILED service=... reason=...``, an exit or no
+marker within ``ready_timeout`` seconds is a :class:`~hybridnb.errors.BootError` naming the
+service, with the container's output, and the container is removed.  Bind mounts
+(``host_config.binds``) whose host path does not exist are refused before anything is made
+(Docker would make an empty directory there).
+
 Ownership and fingerprints live in labels on the objects: ``hybridnb.lab``,
 ``hybridnb.name`` (the resource name), ``hybridnb.endpoint`` and ``hybridnb.fingerprint``.
 ``observe`` is one list call with a label filter; a container that exists but does not run is
@@ -40,6 +48,7 @@ Docker SDK exceptions are translated into :mod:`hybridnb.errors` here.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from typing import Any, Iterator, Mapping
@@ -59,6 +68,9 @@ MTU_OPT = "com.docker.network.driver.mtu"
 #: Seconds a container gets between SIGTERM and SIGKILL when it is deleted.
 STOP_TIMEOUT = 3
 HINT_UNAVAILABLE = "start the sandbox (`hybridnb sandbox up`) or the host's dockerd"
+READY_MARKER, FAILED_MARKER = "HYBRIDNB-READY", "HYBRIDNB-FAILED"
+#: Seconds a recipe container's services get to be ready (its init gives up after 120 s).
+READY_TIMEOUT = 150.0
 
 
 @contextlib.contextmanager
@@ -355,11 +367,12 @@ class ContainerDriver(_DockerDriver):
 
     def check(self, lab: str, resource: Resource) -> None:
         """Before anything changes: the image is in the engine (pulled now if it can be),
-        and the container's name is free or this lab's."""
+        the container's name is free or this lab's, and its mounts' sources exist."""
         import docker.errors
 
         spec = resource.spec
         cname = spec["container"]
+        check_mounts(spec)
         with self._errors(f"check container {cname}"):
             try:
                 info = self.api.inspect_container(cname)
@@ -377,6 +390,7 @@ class ContainerDriver(_DockerDriver):
         spec = resource.spec
         cname = spec["container"]
         create = dict(spec.get("create") or {})
+        check_mounts(spec)
         with self._errors(f"create container {cname}"):
             self._remove_leftover(lab, cname)
             self._ensure_image(create["image"])
@@ -392,11 +406,39 @@ class ContainerDriver(_DockerDriver):
                                            networking_config=net_config, detach=True)
             try:
                 api.start(created["Id"])
-                self._settle(api, created["Id"], spec["endpoint"])
+                if spec.get("recipe"):
+                    self._wait_ready(created["Id"], spec["endpoint"],
+                                     float(spec.get("ready_timeout") or READY_TIMEOUT))
+                else:
+                    self._settle(api, created["Id"], spec["endpoint"])
             except Exception:
                 with contextlib.suppress(Exception):
                     api.remove_container(created["Id"], force=True, v=True)
                 raise
+
+    def _wait_ready(self, cid: str, endpoint: str, timeout: float) -> None:
+        """Until the image's init says every service of the recipe is ready."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            text = self.api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
+            if READY_MARKER in text:
+                return
+            if FAILED_MARKER in text:
+                raise _failed(endpoint, text)
+            state = self.api.inspect_container(cid)["State"]
+            if not state.get("Running"):
+                raise BootError(f"container {endpoint} exited with code "
+                                f"{state.get('ExitCode')} before its services were ready",
+                                console=_tail(text), hint="its output is above", engine="docker",
+                                what="log")
+            if time.monotonic() > deadline:
+                raise BootError(f"container {endpoint}: its services were not ready after "
+                                f"{timeout:.0f} s", console=_tail(text), what="log",
+                                hint="its output is above; each service logs to "
+                                     "/var/log/hybridnb/ in the container", engine="docker")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     def _settle(self, api: Any, cid: str, endpoint: str) -> None:
         """Wait :attr:`settle_running` seconds; a container that stops meanwhile is a
@@ -467,6 +509,33 @@ class ContainerDriver(_DockerDriver):
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
                      f"busybox:latest; other images must be loaded into this engine "
                      f"(docker -H {self.target.docker_url} load -i IMAGE.tar)") from exc
+
+
+def check_mounts(spec: Mapping[str, Any]) -> None:
+    """Refuse bind mounts whose host path does not exist (Docker would make it, empty)."""
+    for bind in (spec.get("host_config") or {}).get("binds") or ():
+        host = str(bind).split(":", 1)[0]
+        if not os.path.exists(host):
+            raise NotFoundError(f"container {spec.get('endpoint')}: mount source {host} does "
+                                "not exist", hint="make it first (mounts: bind a directory of "
+                                                  "this machine), or fix the path")
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _failed(endpoint: str, text: str) -> BootError:
+    """BootError from the init's ``HYBRIDNB-FAILED name=.. service=.. reason=..`` line."""
+    line = next(ln for ln in text.splitlines() if FAILED_MARKER in ln)
+    head, _, reason = line.partition(" reason=")
+    fields = dict(p.split("=", 1) for p in head.split() if "=" in p)
+    service = fields.get("service", "?")
+    what = "did not boot" if service == "boot" else f"service {service} did not come up"
+    return BootError(f"container {endpoint}: {what}: {reason.strip() or 'unknown'}",
+                     console=_tail(text), engine="docker", what="log",
+                     hint="the output above holds the service's log; its full log is "
+                          "/var/log/hybridnb/ in the container")
 
 
 def _mac(listed: Mapping[str, Any], network: str) -> str | None:

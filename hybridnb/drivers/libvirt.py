@@ -27,8 +27,9 @@ the guest panics, the timeout passes) raises :class:`~hybridnb.errors.BootError`
 console tail, after removing the domain and its files — a failed create leaves nothing.
 
 ``check`` (the preflight, before anything of the lab is deleted or changed) refuses a VM that
-cannot be made: a kernel, initrd or cloud image that is not there (or no built test image), a
-domain name held by another lab, guest memory the machine does not have available.
+cannot be made: a kernel, initrd, cloud image or recipe disk that is not there (or no built
+test image), a domain name held by another lab, guest memory the machine does not have
+available.
 
 Per-VM files (serial console log, seed ISO, disk overlay) live in
 ``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a command in the guest
@@ -233,7 +234,14 @@ class LibvirtDriver:
         free or this lab's, and the machine has the memory it asks for available."""
         spec = resource.spec
         endpoint = spec["endpoint"]
-        if spec.get("template", "test") == "test":
+        if spec.get("boot") == "disk":                 # an image recipe's, bound in by apply
+            for key in ("kernel", "initrd", "disk"):
+                if not spec.get(key) or not Path(spec[key]).is_file():
+                    raise NotFoundError(f"{key} {spec.get(key)!r} of VM {endpoint} (image "
+                                        f"{(spec.get('recipe') or {}).get('name')}) not found",
+                                        hint="hybridnb images build LAB.yaml makes it (apply "
+                                             "does too)")
+        elif spec.get("template", "test") == "test":
             if not spec.get("kernel") or not spec.get("initrd"):
                 from hybridnb.images import testvm  # noqa: PLC0415
 

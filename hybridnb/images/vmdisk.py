@@ -3,9 +3,12 @@
 ``mkfs.ext4 -d`` copies a directory into a fresh file system image (sparse, ~1 s per few
 hundred MB), so no loop device and no mount is needed.  The directory is a hard-link copy of
 the build's rootfs (``cp -al``: instant, and the rootfs itself is never written) plus
-hybridnb's guest files (init, services script) and what only a VM needs, from the kernel bundle (:mod:`hybridnb.images.vmkernel`): the modules as
-``/usr/lib/modules/<version>``, the guest agent under ``/usr/lib/hybridnb/qga`` and busybox
-as ``/usr/lib/hybridnb/bin/busybox``.
+hybridnb's guest files (init, services script) and what only a VM needs, from the kernel
+bundle (:mod:`hybridnb.images.vmkernel`): the modules as ``/usr/lib/modules/<version>``, the
+guest agent under ``/usr/lib/hybridnb/qga``, busybox as ``/usr/lib/hybridnb/bin/busybox``
+with its applets under ``/usr/lib/hybridnb/probe`` and the UDP helper as ``/bin/hnb-udp`` —
+what the probe engine's script runs inside a VM (:mod:`hybridnb.services.probe.script`),
+so ``hybridnb test`` probes from a recipe VM as from the test VM.
 
 The disk lands in the build's directory (``vm-<bundle>/disk.img``, renamed into place when
 complete) and is never written again: each VM gets its own qcow2 overlay on it (the libvirt
@@ -38,7 +41,7 @@ from hybridnb.images import builder
 from hybridnb.images.builder import BuildEvent, layer_key, write_guest_files
 from hybridnb.images.vmkernel import KernelBundle, ensure_bundle
 
-DISK_FORMAT = "1"
+DISK_FORMAT = "2"
 MIB = 1 << 20
 ROOM_MIB = 256
 
@@ -73,13 +76,19 @@ def auto_size_mib(used_bytes: int) -> int:
     return int(-(-raw // 64) * 64)
 
 
+def vm_image_dir(build: store.Build, recipe: Recipe, bundle: KernelBundle) -> Path:
+    """Where the VM disk of ``build`` (of ``recipe``) for ``bundle`` is (or will be): its
+    ``disk.img`` and manifest."""
+    return build.path / f"vm-{bundle.id}-d{DISK_FORMAT}-{layer_key(recipe)}"
+
+
 def ensure_vm_image(build: store.Build, recipe: Recipe, *, cache: Path | str | None = None,
                     progress: Callable[[BuildEvent], None] | None = None) -> VMImage:
     """The VM disk of ``build`` (of ``recipe``; made when missing) with the kernel bundle to
     boot it."""
     root = store.cache_root(cache)
     bundle = ensure_bundle(root, progress)
-    out = build.path / f"vm-{bundle.id}-d{DISK_FORMAT}-{layer_key(recipe)}"
+    out = vm_image_dir(build, recipe, bundle)
     if not (out / store.MANIFEST).exists():
         with store.locked(root, f"{build.id}-vm"):
             if not (out / store.MANIFEST).exists():
@@ -115,6 +124,7 @@ def _make(build: store.Build, recipe: Recipe, bundle: KernelBundle, tmp: Path, o
     _cp(["cp", "-al", str(bundle.qga), str(hnb / "qga")], build.name)
     (hnb / "bin").mkdir(exist_ok=True)
     shutil.copy2(bundle.busybox, hnb / "bin" / "busybox")
+    _probe_tools(stage, bundle, build.name)
     used = store.tree_size(stage)
     want = recipe.disk
     need = needed_mib(used)
@@ -147,6 +157,29 @@ def _make(build: store.Build, recipe: Recipe, bundle: KernelBundle, tmp: Path, o
         "seconds": round(time.monotonic() - t0, 1)})
     os.rename(dest, out)
     say(1.0, f"VM disk {size} MiB ready in {time.monotonic() - t0:.1f} s")
+
+
+#: Where a VM disk has busybox's applets for the probe engine's script (which prefers them:
+#: the same ``ping``, ``nc`` and ``nslookup`` as in the test VM, whatever the recipe has).
+PROBE_TOOLS = "/usr/lib/hybridnb/probe"
+
+
+def _probe_tools(stage: Path, bundle: KernelBundle, recipe: str) -> None:
+    """Busybox applets under :data:`PROBE_TOOLS` and the UDP helper as ``/bin/hnb-udp``."""
+    res = subprocess.run([str(bundle.busybox), "--list"], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BuildError(f"busybox --list failed: {res.stderr.strip()[-300:]}",
+                         recipe=recipe, step="disk")
+    tools = stage / PROBE_TOOLS.lstrip("/")
+    tools.mkdir(parents=True, exist_ok=True)
+    for applet in res.stdout.split():
+        if "/" not in applet and applet not in ("busybox", "init", "linuxrc"):
+            (tools / applet).symlink_to("../bin/busybox")
+    if bundle.udp_helper is not None:
+        bindir = stage / "usr/bin" if (stage / "bin").is_symlink() else stage / "bin"
+        target = bindir / "hnb-udp"
+        target.unlink(missing_ok=True)
+        shutil.copy2(bundle.udp_helper, target)
 
 
 def _cp(argv: list[str], recipe: str) -> None:

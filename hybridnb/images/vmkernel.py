@@ -16,7 +16,10 @@ One *kernel bundle* per kernel version serves every recipe VM; it is built once 
   kernel's own module requests: nftables, bridge netfilter for dockerd) work in the guest;
 * ``qga/`` — Debian's ``qemu-ga`` with the shared libraries it links and their loader, run
   as ``ld.so --library-path qga/lib qga/qemu-ga`` so the commands it runs for
-  ``guest-exec`` inherit no foreign library path; ``busybox`` for the init's fallbacks.
+  ``guest-exec`` inherit no foreign library path; ``busybox`` for the init's fallbacks and
+  the probes (its applets are what the probe engine's script runs in a guest);
+* ``hnb-udp`` — the UDP probe client and echo server of the test VM
+  (:func:`hybridnb.images.testvm.compile_udp_helper`; left out without ``gcc``).
 
 :func:`ensure_bundle` returns the bundle, building it when missing (atomically, like builds).
 """
@@ -39,7 +42,7 @@ from hybridnb.errors import EngineError
 from hybridnb.images import store, testvm
 from hybridnb.images.builder import BuildEvent
 
-BUNDLE_FORMAT = "hybridnb-vmkernel-1"
+BUNDLE_FORMAT = "hybridnb-vmkernel-2"
 BOOT_INIT = Path(__file__).with_name("guest") / "vmboot-init.sh"
 #: Modules of the initramfs (their dependencies are added and ordered automatically).
 INITRAMFS_MODULES = ("virtio_pci", "virtio_net", "virtio_console", "virtio_blk", "virtio_rng",
@@ -86,9 +89,16 @@ class KernelBundle:
     def busybox(self) -> Path:
         return self.path / "busybox"
 
+    @property
+    def udp_helper(self) -> Path | None:
+        """``hnb-udp`` for the guest (None: built without gcc)."""
+        path = self.path / "hnb-udp"
+        return path if path.is_file() else None
+
 
 def _format_key() -> str:
-    h = hashlib.sha256(BUNDLE_FORMAT.encode() + b"\0" + BOOT_INIT.read_bytes())
+    h = hashlib.sha256(BUNDLE_FORMAT.encode() + b"\0" + BOOT_INIT.read_bytes() + b"\0"
+                       + testvm.UDP_HELPER_SOURCE.read_bytes())
     h.update(json.dumps([INITRAMFS_MODULES, DISK_MODULES, _SKIP]).encode())
     return h.hexdigest()[:8]
 
@@ -122,6 +132,18 @@ def ensure_bundle(cache: Path | str | None = None,
             return _build(root, tmp, progress)
         finally:
             store.remove_tree(tmp)
+
+
+def _udp_helper(work: Path, dest: Path) -> bool:
+    """The probes' UDP helper, compiled for the guests (False: no gcc here)."""
+    from hybridnb.errors import EngineUnavailable
+
+    try:
+        dest.write_bytes(testvm.compile_udp_helper(work))
+    except EngineUnavailable:
+        return False
+    dest.chmod(0o755)
+    return True
 
 
 def _say(progress: Callable[[BuildEvent], None] | None, fraction: float, text: str) -> None:
@@ -161,7 +183,9 @@ def _build(root: Path, tmp: Path, progress: Callable[[BuildEvent], None] | None
     _write_initramfs(out / "initrd.img", bb, {m: byname[m] for m in order}, order, tmp)
     _say(progress, 0.8, "bundling the guest agent")
     _bundle_qga(testvm._one(debs, "qemu-guest-agent"), out / "qga", tmp)
+    udp = _udp_helper(tmp, out / "hnb-udp")
     manifest = {"version": kver, "kernel_package": kpkg, "initramfs_modules": order,
+                "udp_helper": udp,
                 "format": _format_key(), "built": time.time(),
                 "qemu_ga": testvm._deb_version(testvm._one(debs, "qemu-guest-agent"))}
     store.write_json_atomic(out / store.MANIFEST, manifest)

@@ -163,7 +163,10 @@ def test_lab_images_shapes() -> None:
                          "watch": {"kind": "vm", "template": "observer"},
                          "bb": {"kind": "container", "image": "busybox"},
                          "t": {"kind": "vm", "template": "test"}}}
-    got = {n: shapes for n, (_, shapes) in r.lab_images(lab).items()}
+    from hybridnb.core.sections.images import used_images
+    from hybridnb.core.spec import parse_lab
+
+    got = {n: shapes for n, (_, shapes) in used_images(parse_lab(lab)).items()}
     assert got == {"observer": ("vm",), "pg": ("container", "vm"), "spare": ("rootfs",)}
 
 

@@ -73,3 +73,17 @@ def test_build_errors(capsys, cache, tmp_path) -> None:
     assert "images.pg.packages[0]: 'PG' is not a Debian package name" in err
     assert "images.pg.servics: unknown key 'servics' (hint: did you mean 'services'?)" in err
     assert not store.builds(cache)
+
+
+def test_build_reads_lab_files_like_any_lab_file(capsys, cache, tmp_path) -> None:
+    """Through the bounded loader and the lab's own validation: a duplicate key, an alias
+    bomb or an endpoint naming an unknown recipe is one clear error, nothing is built."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("images:\n  pg: {packages: [curl]}\n  pg: {packages: [wget]}\n")
+    code, _, err = run(capsys, "images", "build", str(dup))
+    assert code == 2 and "duplicate key" in err and "dup.yaml" in err, err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("endpoints:\n  db: {kind: vm, image: pgg}\n")
+    code, _, err = run(capsys, "images", "build", str(unknown))
+    assert code == 2 and "endpoints.db.image: unknown image recipe 'pgg'" in err, err
+    assert not store.builds(cache)

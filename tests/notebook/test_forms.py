@@ -133,8 +133,11 @@ def test_vm_form_validation_and_apply_failure_is_shown(lab):
     form.fields["vcpus"].value = 0
     assert "out of range" in form.errors["vcpus"].value
     form.fields["vcpus"].value = 2
-    form.fields["template"].value = "base"                 # a cloud image: image: is needed
-    assert form.button.disabled and "image: is missing" in form.errors["image"].value
+    form.fields["template"].value = "base"                 # a recipe: no kernel of its own
+    form.fields["kernel"].value = "/boot/vmlinuz"
+    assert form.button.disabled and "apply only to the &#x27;test&#x27; template" in \
+        form.errors["kernel"].value
+    form.fields["kernel"].value = ""
     form.fields["template"].value = "test"
     engine = lab.backend.extras["engine"]
     engine.fail_on.add("create vm/vm1")
@@ -176,4 +179,4 @@ def test_endpoint_forms_have_one_widget_per_field_of_their_kind(lab):
     ep = lab.spec.endpoint("api")
     assert [str(s) for s in ep.services] == ["http/8080", "dns/53/udp"]
     assert dict(ep.labels) == {"tier": "back"}
-    assert vm_form().fields["template"].options == ("test", "base", "docker")
+    assert vm_form().fields["template"].options == ("test", "base", "docker", "observer")

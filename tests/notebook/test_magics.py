@@ -302,7 +302,7 @@ def test_help_is_generated_from_the_parsers(shell):
     assert container.startswith("container NAME [--image IMAGE] [--command COMMAND]")
     assert "[--port [HOST:]PORT[/PROTO]]" in container
     assert "[--service NAME/PORT[/udp]]" in container
-    assert "vm NAME [--template {test,base,docker}] [--memory MiB]" in "\n".join(usage)
+    assert "vm NAME [--template {test,base,docker,observer}] [--memory MiB]" in "\n".join(usage)
     assert "sandbox up|down|status [--sandbox NAME] [--purge] [--quiet]" in usage
     assert "dns [records|query-log] [--limit N]" in usage
     assert usage["kinds [KIND ...]"].startswith("the endpoint kinds")

@@ -498,6 +498,8 @@ class CompileContext:
     network: NetworkSpec
     addresses: Mapping[str, ipaddress.IPv4Address]
     kinds: Mapping[str, str]                   # endpoint name -> kind
+    #: values of the lab's registered sections (``LabSpec.sections``: e.g. its images)
+    sections: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def address(self, name: str) -> str:
         return str(self.addresses[name])

@@ -9,6 +9,13 @@ through without knowing any field.  A new field that maps to a Docker option is 
 engine.  The driver adds only what is about ownership and mechanics: the name, the ownership
 labels, the network attachment, image availability, start and clean-up.
 
+An ``image:`` that names an image recipe (the lab's ``images:`` section, or a built-in one)
+runs that recipe: the resource carries the recipe's identity (``recipe``) and the image
+``hybridnb/<recipe>``, which the images layer binds to the imported build's tag before the
+container is made (:mod:`hybridnb.images.binding`); the driver then waits for the recipe's
+services (the image's init prints a ready marker).  Any other ``image:`` is an image the
+engine has or can pull.
+
 Containers share one Docker network per lab (``network`` resource, made by
 :meth:`ContainerKind.compile_shared`): Docker binds it to the lab bridge, its IPAM range lies
 inside the container pool, and the other endpoints' addresses in that range are reserved.
@@ -24,6 +31,7 @@ from hybridnb.core import naming
 from hybridnb.core.kinds.base import (AbsolutePath, Argv, CompileContext, EndpointSpec, Items,
                                       KeyValues, Kind, Path, Text, spec_field)
 from hybridnb.core.problems import text_value
+from hybridnb.core.recipe import endpoint_recipe, recipe_identity, recipe_image
 from hybridnb.core.resource import Resource
 
 _PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$", re.ASCII)
@@ -63,6 +71,25 @@ def _ports(value: Sequence[PortMap]) -> Mapping[Path, Any]:
             ("host_config", "port_bindings"): {k: p.host for k, p in zip(keys, value)}}
 
 
+_MOUNT = re.compile(r"^(?P<host>/[^:\0]*):(?P<container>/[^:\0]*)(?::(?P<mode>ro|rw))?$")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A directory (or file) of the machine bound into the container (``docker -v``)."""
+
+    host: str
+    container: str
+    mode: str = "rw"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.mode == "ro" else "")
+
+
+def _mounts(value: Sequence[Mount]) -> Mapping[Path, Any]:
+    return {("host_config", "binds"): [f"{m.host}:{m.container}:{m.mode}" for m in value]}
+
+
 @dataclass(frozen=True)
 class ContainerSpec(EndpointSpec):
     kind: str = "container"
@@ -70,7 +97,8 @@ class ContainerSpec(EndpointSpec):
         Text(what="an image name", hint="e.g. nginx:alpine",
              empty_hint="e.g. busybox or nginx:alpine"),
         default="busybox", to=("create", "image"),
-        help="Docker image (the sandbox has busybox; others must be in its engine)")
+        help="image recipe (of images: or built in), or a Docker image (the sandbox has "
+             "busybox; others must be in its engine)")
     command: tuple[str, ...] | None = spec_field(
         Argv(), to=("create", "command"), example="e.g. httpd -f -p 80",
         help="command line (one quoted string, or a list in YAML); default: the image's")
@@ -92,6 +120,16 @@ class ContainerSpec(EndpointSpec):
     workdir: str | None = spec_field(
         AbsolutePath(), to=("create", "working_dir"), example="e.g. /srv",
         help="working directory of the command (made if missing); default: the image's")
+    mounts: tuple[Mount, ...] = spec_field(
+        Items(pattern=_MOUNT, what="a bind mount",
+              hint="write HOST:CONTAINER or HOST:CONTAINER:ro with absolute paths, e.g. "
+                   "/srv/app:/app:ro (the host path must exist)",
+              build=lambda m: Mount(m.group("host"), m.group("container"),
+                                    m.group("mode") or "rw")),
+        default=(), to=_mounts, paths=(("host_config", "binds"),), option="mount",
+        metavar="HOST:CONTAINER[:ro]", example="e.g. /srv/app:/app:ro",
+        help="directories of this machine bound into the container (rw unless :ro); the "
+             "host path must exist")
 
 
 class ContainerKind(Kind):
@@ -106,7 +144,7 @@ class ContainerKind(Kind):
     colour = "#1f77b4"
     needs = ("network",)
     shared = {"network": 30}
-    names = {("container",): "name", ("create", "hostname"): "name",
+    names = {("container",): "name", ("create", "hostname"): "name", ("recipe",): "image",
              ("endpoint_config",): "address", ("network",): "network",
              ("host_config", "network_mode"): "network", ("host_config", "init"): "init",
              ("host_config", "dns"): "dns", ("host_config", "dns_search"): "domain"}
@@ -137,6 +175,17 @@ class ContainerKind(Kind):
             "network": dnet, "bridge": net.bridge, "subnet": str(net.subnet),
             "gateway": str(net.gateway), "ip_range": str(ip_range), "aux_addresses": aux,
             "mtu": net.mtu}, f"{net.subnet} on {net.bridge}, docker range {ip_range}")]
+
+    def compile(self, ep: EndpointSpec, ctx: CompileContext) -> Resource:
+        res = super().compile(ep, ctx)
+        assert isinstance(ep, ContainerSpec)
+        recipe = endpoint_recipe("container", ep.image, None, ctx.sections.get("images"))
+        if recipe is None:
+            return res
+        spec = dict(res.spec)
+        spec["create"] = {**spec["create"], "image": recipe_image(recipe)}
+        spec["recipe"] = recipe_identity(recipe)
+        return Resource(self.name, ep.name, spec, res.summary)
 
     def summary(self, ep: EndpointSpec, spec: Mapping[str, Any]) -> str:
         assert isinstance(ep, ContainerSpec)

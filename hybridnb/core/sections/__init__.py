@@ -8,6 +8,8 @@ parser.  A section
 * parses its value, reporting every problem to the collector (``parse``);
 * checks it against the whole lab once every section is parsed (``check``: e.g. that an
   endpoint's ``image:`` names a recipe of the ``images:`` section);
+* may fill in what endpoints leave to it once the lab is valid (``complete``: e.g. the
+  services an endpoint offers when it runs an image recipe and declares none);
 * writes it back (``dump``; ``None`` leaves the key out);
 * may compile resources of its own kinds (``compile``), whose places in the creation order
   it declares in ``stages`` (bridge 10, firewall 20, Docker network 30, hosts 40,
@@ -67,6 +69,11 @@ class Section:
 
     def check(self, c: Collector, lab: LabSpec) -> None:
         """Rules that need the whole lab."""
+
+    def complete(self, lab: LabSpec) -> LabSpec:
+        """The lab with what this section decides for its endpoints filled in (called once
+        the whole lab is valid; default: unchanged)."""
+        return lab
 
     def dump(self, value: Any) -> Any:
         """The YAML form of the value (``None``: leave the key out)."""

@@ -3,7 +3,8 @@
 A VM's network stack is out of this process's reach, so a VM source probes with a POSIX shell
 script that its :class:`~hybridnb.services.probe.endpoint.Executor` runs inside the guest
 (qemu-guest-agent ``guest-exec`` for libvirt domains).  The script uses only what a minimal
-busybox guest has — ``ping``, ``nc`` (the small variant: no ``-z``, no ``-u``), ``nslookup``,
+busybox guest has (a recipe VM keeps busybox's applets in ``/usr/lib/hybridnb/probe``, which
+the script puts first on its ``PATH``) — ``ping``, ``nc`` (the small variant: no ``-z``, no ``-u``), ``nslookup``,
 ``awk`` and ``timeout`` — starts every probe as a background job so that they run
 concurrently (one timeout for all), and prints one line per pair::
 
@@ -39,6 +40,7 @@ NO_UDP_HELPER = ("UDP probes need {} in the guest (rebuild the test VM image: "
                  "hybridnb images build)")
 
 _PRELUDE = r"""
+[ -d /usr/lib/hybridnb/probe ] && PATH=/usr/lib/hybridnb/probe:$PATH
 T=%(t)d
 TM=%(tm)d
 C=%(c)d
