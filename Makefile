@@ -41,8 +41,8 @@ deps:
 	  fi; \
 	else echo "== not root (or no apt): skipping system packages"; fi
 
-# setup.py builds the DNS server's C extension: an edit to its source needs a reinstall
-$(VENV)/.stamp: pyproject.toml setup.py hybridnb/daemons/dns/_mmsg.c
+# setup.py builds the C extensions (DNS server, probe engine): an edit to their source needs a reinstall
+$(VENV)/.stamp: pyproject.toml setup.py hybridnb/daemons/dns/_mmsg.c hybridnb/services/probe/_fast.c
 	@echo "== creating $(VENV) with hybridnb[all,test]"
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip

@@ -46,7 +46,7 @@ from hybridnb.services.probe.wire import (
 SOL_RAW = 255
 ICMP_FILTER = 1
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO, ICMP_TIMXCEED = 0, 3, 8, 11
-_UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
+UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
                   3: "port unreachable", 9: "administratively prohibited",
                   10: "administratively prohibited", 13: "administratively prohibited"}
 UDP_MAGIC = b"hnbP"
@@ -225,7 +225,7 @@ class IcmpClient(Client):
         if rid != self.ident or self.sent_at.pop(seq, None) is None:
             return
         self.seq_pair[seq].failed("TTL exceeded" if typ == ICMP_TIMXCEED else
-                                  _UNREACH_CODES.get(code, f"unreachable (code {code})"))
+                                  UNREACH_CODES.get(code, f"unreachable (code {code})"))
 
 
 class StreamClient(Client):

@@ -45,11 +45,12 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from hybridnb.errors import Problem, ValidationError
+from hybridnb.errors import EngineError, Problem, ValidationError
+from hybridnb.services.probe import fast
 from hybridnb.services.probe.clients import CLIENTS, Client, PairState, RunContext
 from hybridnb.services.probe.endpoint import ProbeEndpoint
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
-from hybridnb.services.probe.neighbours import pinned_neighbours
+from hybridnb.services.probe.neighbours import Removal, pinned_neighbours
 from hybridnb.services.probe.plan import (
     DEFAULT_CHECKS,
     PROTOCOLS,
@@ -58,7 +59,7 @@ from hybridnb.services.probe.plan import (
     Unit,
     plan_probes,
 )
-from hybridnb.services.probe.responders import start_responders
+from hybridnb.services.probe.responders import StreamResponder, UdpResponder, start_responder
 from hybridnb.services.probe.schedule import Window
 from hybridnb.services.probe.script import run_script
 from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
@@ -77,7 +78,7 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
                  dns_server: str | None = None, domain: str = "hybrid.local",
                  timeout: float = 1.0, count: int = 3, responders: bool = True,
                  pin_neighbours: bool | None = None,
-                 progress: Progress | None = None) -> ConnectivityMatrix:
+                 progress: Progress | None = None, engine: str = "auto") -> ConnectivityMatrix:
     """Probe every ``protocols`` check from every endpoint to every other (and the gateway).
 
     ``protocols`` items are ``icmp``, ``tcp``, ``udp``, ``http`` (built-in checks: each
@@ -88,46 +89,151 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
     ``timeout`` seconds after a pair's first request.  ``responders=False`` opens no
     responders (only real services answer).  ``pin_neighbours``: pin permanent neighbour
     entries for the run (None: only when the mesh would overflow the kernel's table, see
-    :mod:`~hybridnb.services.probe.neighbours`).
+    :mod:`~hybridnb.services.probe.neighbours`).  ``engine``: see :func:`run_plan`.
     """
     if not timeout > 0:
         raise ValidationError([Problem("timeout", f"timeout must be positive, not {timeout}",
                                        "give the seconds to wait for replies, e.g. 1")])
     plan = plan_probes(endpoints, protocols, gateway=gateway, dns_server=dns_server,
                        domain=domain, count=count, responders=responders)
-    return run_plan(plan, timeout=timeout, pin_neighbours=pin_neighbours, progress=progress)
+    return run_plan(plan, timeout=timeout, pin_neighbours=pin_neighbours, progress=progress,
+                    engine=engine)
 
 
 def run_plan(plan: ProbePlan, *, timeout: float = 1.0, pin_neighbours: bool | None = None,
-             progress: Progress | None = None, fd_limit: int | None = None
-             ) -> ConnectivityMatrix:
+             progress: Progress | None = None, fd_limit: int | None = None,
+             engine: str = "auto") -> ConnectivityMatrix:
     """Run a :class:`~hybridnb.services.probe.plan.ProbePlan`.  ``fd_limit``: descriptors
-    the run may hold at once (default: what the process's limit leaves free)."""
+    the run may hold at once (default: what the process's limit leaves free).  ``engine``:
+    ``fast`` (the C extension, :mod:`~hybridnb.services.probe.fast`), ``portable`` (this
+    module's selectors loop) or ``auto`` (fast where it is built; ``HYBRIDNB_PROBE_ENGINE``
+    overrides)."""
     t_start = time.perf_counter()
     note = progress or (lambda _m: None)
-    states = [PairState(p) for p in plan.pairs]
-    limit = plan.window(fd_budget(plan.fds_needed) if fd_limit is None else fd_limit)
-    window = Window(plan.units, limit)
-    needed = plan.fds_needed
-    note(f"{needed} sockets" + (f", at most {limit + len(plan.responders)} open at once"
-                                if needed > limit + len(plan.responders) else ""))
+    use_fast = _use_fast(plan, engine)
     pin_budget = {None: None, True: -1, False: 1 << 62}[pin_neighbours]
-    with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note):
-        _Run(plan, states, window, timeout, note).run()
-    if window.batches > 1:
-        note(f"sent in {window.batches} batches")
-    return ConnectivityMatrix(results=[s.result() for s in states], sources=list(plan.sources),
+    scripts = _Scripts(plan, timeout)
+    removal = Removal()          # the pins go while the results are built
+    try:
+        with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note,
+                               removal=removal):
+            scripts.start()
+            try:
+                if use_fast:
+                    out = _fast(plan, timeout, fd_limit, note, scripts)
+                else:
+                    states = [PairState(p) for p in plan.pairs]
+                    _portable(plan, states, timeout, fd_limit, note, scripts)
+            finally:
+                scripts.join()
+        if use_fast:
+            results = fast.results(plan, out, scripts.results)
+        else:
+            for index, result in scripts.results.items():
+                states[index].final = result
+            results = [s.result() for s in states]
+    finally:
+        removal.wait()
+    return ConnectivityMatrix(results=results, sources=list(plan.sources),
                               targets=list(plan.targets), checks=[c.name for c in plan.checks],
                               duration=time.perf_counter() - t_start, timeout=timeout,
                               count=plan.count)
 
 
-class _Run:
-    """One run of a plan: responders, windowed socket units, script sources, one loop."""
+def _use_fast(plan: ProbePlan, engine: str) -> bool:
+    choice = os.environ.get("HYBRIDNB_PROBE_ENGINE", "auto") if engine == "auto" else engine
+    if choice not in ("auto", "fast", "portable"):
+        raise ValidationError([Problem("engine", f"unknown probe engine {choice!r}",
+                                       "auto, fast or portable")])
+    if choice == "fast" and not fast.usable(plan):
+        raise EngineError("the fast probe engine is not built (hybridnb.services.probe._fast)",
+                          hint="reinstall hybridnb with a C compiler and Python's headers, "
+                               "or use the portable engine", engine="kernel")
+    return choice != "portable" and fast.usable(plan)
 
-    def __init__(self, plan: ProbePlan, states: list[PairState], window: Window,
-                 timeout: float, note: Progress) -> None:
+
+def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
+          scripts: "_Scripts") -> "fast.Outcome":
+    """The fast engine; the responders script sources probe serve until they are done (an
+    eventfd tells the C threads)."""
+    if not plan.held or not plan.scripts:
+        return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note)
+    hold = os.eventfd(0, os.EFD_CLOEXEC)
+    waiter = scripts.then(lambda: os.eventfd_write(hold, 1))
+    try:
+        return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note, hold=hold)
+    finally:
+        waiter.join()
+        os.close(hold)
+
+
+def _portable(plan: ProbePlan, states: list[PairState], timeout: float, fd_limit: int | None,
+              note: Progress, scripts: "_Scripts") -> None:
+    units = list(plan.units)
+    limit = plan.window(fd_budget(plan.fds_needed) if fd_limit is None else fd_limit)
+    window = Window(units, limit, len(plan.responders), plan.held)
+    needed = plan.fds_needed
+    note(f"{needed} sockets" + (f", at most {limit} open at once" if needed > limit else ""))
+    _Run(plan, units, states, window, timeout, note, scripts).run()
+    if window.batches > 1:
+        note(f"sent in {window.batches} batches")
+
+
+class _Scripts:
+    """Script sources (VMs): one thread each, running while the socket probes do."""
+
+    def __init__(self, plan: ProbePlan, timeout: float) -> None:
         self.plan = plan
+        self.timeout = timeout
+        self.threads: list[threading.Thread] = []
+        self.results: dict[int, ProbeResult] = {}
+
+    def start(self) -> None:
+        for source in self.plan.scripts:
+            pairs = [self.plan.pairs[i] for i in source.pairs]
+            t = threading.Thread(target=self._script, args=(source.src, pairs),
+                                 name=f"probe-exec:{source.src.name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    @property
+    def done(self) -> bool:
+        return all(not t.is_alive() for t in self.threads)
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join()
+
+    def then(self, fn: Callable[[], None]) -> threading.Thread:
+        """Call ``fn`` (in a thread, returned) once every script is done."""
+        def wait() -> None:
+            self.join()
+            fn()
+
+        t = threading.Thread(target=wait, name="probe-exec:wait", daemon=True)
+        t.start()
+        return t
+
+    def _script(self, src: ProbeEndpoint, pairs: list[PairSpec]) -> None:
+        try:
+            results = run_script(src, pairs, timeout=self.timeout, count=self.plan.count,
+                                 domain=self.plan.domain)
+        except Exception as exc:    # a bug or an executor gone wrong: a reason, not a hang
+            results = {p.index: ProbeResult(p.check.name, src.name, p.dst.name, False,
+                                            f"probe script failed: {exc}", port=p.port,
+                                            address=p.address) for p in pairs}
+        self.results.update(results)
+
+
+class _Run:
+    """One run of a plan by the portable engine: windowed socket units and the responders
+    they need, in one selectors loop."""
+
+    def __init__(self, plan: ProbePlan, units: Sequence[Unit], states: list[PairState],
+                 window: Window, timeout: float, note: Progress, scripts: "_Scripts") -> None:
+        self.plan = plan
+        self.scripts = scripts
+        self.units = units
         self.states = states
         self.window = window
         self.note = note
@@ -137,30 +243,28 @@ class _Run:
                               icmp_ident=secrets.randbelow(0x10000))
         self.live: dict[int, Client] = {}                  # unit index -> unfinished client
         self.expiry: list[tuple[float, int]] = []          # (deadline, unit index), a heap
+        self.responders: dict[int, StreamResponder | UdpResponder] = {}
+        self.up = 0
 
     def run(self) -> None:
-        threads: list[threading.Thread] = []
         try:
-            first = self.window.take()
-            responders, sockets = self._open(first, with_responders=True)
-            up = start_responders(self.loop, self.plan.responders, responders)
-            if up:
-                self.note(f"{up} responders listening")
-            threads = self._start_scripts()
-            self._start(first, sockets)
             caught_up = False
             while True:
                 now = time.monotonic()
                 self._expire(now, caught_up)
                 batch = self.window.take(lambda u, t=now: self._stale(u, t))
-                if batch:
-                    self._start(batch, self._open(batch)[1])
+                self._close_unused()
+                if batch or self.window.opening:
+                    self._start(batch, self._open(batch))
                     continue
-                if self.window.done and all(not t.is_alive() for t in threads):
+                if self.window.held and self.scripts.done:
+                    self.window.release_held()
+                    self._close_unused()
+                if self.window.done and self.scripts.done:
                     break
                 caught_up = self.loop.run_once(self._wait(now)) == 0
-            for t in threads:
-                t.join()
+            if self.up:
+                self.note(f"{self.up} responders listening")
         finally:
             for client in list(self.live.values()):
                 client.sock.close()
@@ -168,9 +272,9 @@ class _Run:
 
     # -- sockets -----------------------------------------------------------------------------
 
-    def _open(self, batch: Sequence[int], with_responders: bool = False
-              ) -> tuple[list[socket.socket | None], list[Opened]]:
-        """Sockets for the responders (None where they could not be made) and the units."""
+    def _open(self, batch: Sequence[int]) -> list[Opened]:
+        """Sockets for the units of ``batch`` and the responders to open with them (those
+        are started here), in one trip to each namespace."""
         kinds: dict[str | None, list[str]] = {}
         where: list[tuple[str | None, int]] = []
 
@@ -178,24 +282,29 @@ class _Run:
             kinds.setdefault(ns, []).append(kind)
             where.append((ns, len(kinds[ns]) - 1))
 
-        specs = self.plan.responders if with_responders else ()
-        for r in specs:
-            want(r.netns, r.kind)
+        specs = [self.plan.responders[r] for r in self.window.opening]
+        for spec in specs:
+            want(spec.netns, spec.kind)
         for i in batch:
-            want(self.plan.units[i].netns, self.plan.units[i].kind)
+            want(self.units[i].netns, self.units[i].kind)
         opened = open_sockets(kinds)
         got: list[Opened] = []
         for ns, pos in where:
             made = opened[ns]
             got.append(made if isinstance(made, BaseException) else made[pos])
-        responders = [s if isinstance(s, socket.socket) else None for s in got[:len(specs)]]
-        return responders, got[len(specs):]
+        for r, spec, sock in zip(self.window.opening, specs, got):
+            handle = start_responder(self.loop, spec,
+                                     sock if isinstance(sock, socket.socket) else None)
+            if handle is not None:
+                self.responders[r] = handle
+                self.up += 1
+        return got[len(specs):]
 
     def _start(self, batch: Sequence[int], sockets: Sequence[Opened]) -> None:
         """Build the batch's clients, send everything, then set their deadlines."""
         clients: list[Client] = []
         for index, sock in zip(batch, sockets, strict=True):
-            unit = self.plan.units[index]
+            unit = self.units[index]
             if isinstance(sock, BaseException):
                 for i in unit.pairs:
                     self.states[i].failed(f"cannot open sockets in {unit.netns}: {sock}")
@@ -210,10 +319,18 @@ class _Run:
             c.started(now)
             if not c.finished:
                 heapq.heappush(self.expiry, (c.deadline, c.index))
+        self._close_unused()
 
     def _release(self, client: Client) -> None:
         self.live.pop(client.index, None)
         self.window.release(client.index)
+
+    def _close_unused(self) -> None:
+        for r in self.window.closing:
+            handle = self.responders.pop(r, None)
+            if handle is not None:
+                handle.close()
+        self.window.closing.clear()
 
     # -- time --------------------------------------------------------------------------------
 
@@ -227,6 +344,7 @@ class _Run:
             client = self.live.get(index)
             if client is not None:
                 client.finish()
+        self._close_unused()
 
     def _stale(self, unit: Unit, now: float) -> bool:
         deadline = self.states[unit.pairs[0]].deadline
@@ -237,29 +355,6 @@ class _Run:
             return 0.05                                    # only script sources left
         nearest = self.expiry[0][0] - now if self.expiry else 0.25
         return min(max(nearest, 0.0), 0.25)
-
-    # -- script sources ------------------------------------------------------------------------
-
-    def _start_scripts(self) -> list[threading.Thread]:
-        threads = []
-        for source in self.plan.scripts:
-            pairs = [self.plan.pairs[i] for i in source.pairs]
-            t = threading.Thread(target=self._script, args=(source.src, pairs),
-                                 name=f"probe-exec:{source.src.name}", daemon=True)
-            t.start()
-            threads.append(t)
-        return threads
-
-    def _script(self, src: ProbeEndpoint, pairs: list[PairSpec]) -> None:
-        try:
-            results = run_script(src, pairs, timeout=self.ctx.timeout, count=self.plan.count,
-                                 domain=self.plan.domain)
-        except Exception as exc:    # a bug or an executor gone wrong: a reason, not a hang
-            results = {p.index: ProbeResult(p.check.name, src.name, p.dst.name, False,
-                                            f"probe script failed: {exc}", port=p.port,
-                                            address=p.address) for p in pairs}
-        for index, result in results.items():
-            self.states[index].final = result
 
 
 def _send_all(jobs: list[Callable[[], None]]) -> None:

@@ -104,6 +104,31 @@ class ProbeResult:
         }
 
 
+_new = object.__new__
+
+
+def fast_result(check: str, source: str, target: str, ok: bool | None, reason: str,
+                rtts: tuple[float, ...], sent: int, received: int, port: int | None,
+                address: str, detail: str) -> ProbeResult:
+    """A :class:`ProbeResult` made without the frozen dataclass's ``__init__`` (which sets
+    each field through ``object.__setattr__``): the same object, ~3x faster — for engines
+    that make hundreds of thousands of them.  Every field, positional."""
+    r = _new(ProbeResult)
+    d = r.__dict__
+    d["check"] = check
+    d["source"] = source
+    d["target"] = target
+    d["ok"] = ok
+    d["reason"] = reason
+    d["rtts"] = rtts
+    d["sent"] = sent
+    d["received"] = received
+    d["port"] = port
+    d["address"] = address
+    d["detail"] = detail
+    return r
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 4)
 

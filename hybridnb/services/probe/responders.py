@@ -1,7 +1,7 @@
 """Responders: the engine's own listeners, standing in for a built-in check's service.
 
 A :class:`~hybridnb.services.probe.plan.ResponderSpec` becomes a socket bound to the target's
-address inside the target's namespace, for the length of one run:
+address inside the target's namespace, from the first probe towards it to the last:
 
 * a stream listener — for ``tcp`` it accepts and closes at once (the client's connect was the
   probe); for ``http`` it reads the request and answers ``200 OK``;
@@ -19,7 +19,6 @@ import selectors
 import socket
 import struct
 import time
-from typing import Sequence
 
 from hybridnb.services.probe.clients import UDP_MAGIC, UDP_PROBE_LEN
 from hybridnb.services.probe.plan import ResponderSpec
@@ -29,39 +28,59 @@ HTTP_RESPONSE = (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length
                  b"Connection: close\r\n\r\nhybridnb\n")
 
 
-def start_responders(loop: Loop, specs: Sequence[ResponderSpec],
-                     sockets: Sequence[socket.socket | None]) -> int:
-    """Bind and register each responder whose socket could be made; returns how many
-    listen.  A socket that cannot bind is closed (the probe shows what a client sees)."""
-    up = 0
-    for spec, sock in zip(specs, sockets, strict=True):
-        if sock is None:
-            continue
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((spec.address, spec.port))
-            if spec.kind == "stream":
-                sock.listen(4096)
-        except OSError:
-            sock.close()
-            continue
-        up += 1
+def start_responder(loop: Loop, spec: ResponderSpec, sock: socket.socket | None
+                    ) -> "StreamResponder | UdpResponder | None":
+    """Bind and register one responder on ``sock`` (made in the target's namespace); None
+    when it cannot listen (no socket, or the port is taken: the probe then shows what a
+    client sees).  The result's :meth:`close` stops it."""
+    if sock is None:
+        return None
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((spec.address, spec.port))
         if spec.kind == "stream":
-            loop.add(sock, selectors.EVENT_READ, StreamResponder(loop, spec.http).accept)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            loop.add(sock, selectors.EVENT_READ, udp_echo)
-    return up
+            sock.listen(4096)
+    except OSError:
+        sock.close()
+        return None
+    if spec.kind == "stream":
+        responder: StreamResponder | UdpResponder = StreamResponder(loop, spec.http, sock)
+        loop.add(sock, selectors.EVENT_READ, responder.accept)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        responder = UdpResponder(loop, sock)
+        loop.add(sock, selectors.EVENT_READ, udp_echo)
+    return responder
+
+
+class UdpResponder:
+    """A UDP echo (see :func:`udp_echo`)."""
+
+    def __init__(self, loop: Loop, sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+
+    def close(self) -> None:
+        self.loop.drop(self.sock)
 
 
 class StreamResponder:
     """Accepts TCP probes (closed at once) or answers HTTP requests."""
 
-    def __init__(self, loop: Loop, http: bool) -> None:
+    def __init__(self, loop: Loop, http: bool, sock: socket.socket | None = None) -> None:
         self.loop = loop
         self.http = http
+        self.sock = sock
         self.buffers: dict[socket.socket, bytes] = {}
+
+    def close(self) -> None:
+        """Stop listening; connections still being read are closed too."""
+        for conn in list(self.buffers):
+            self.loop.drop(conn)
+        self.buffers.clear()
+        if self.sock is not None:
+            self.loop.drop(self.sock)
 
     def accept(self, listener: socket.socket) -> None:
         while True:

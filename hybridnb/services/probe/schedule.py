@@ -16,6 +16,12 @@ as long as the first probes to and from it fit in the window at once — not one
 Admission is chunked (at least an eighth of the window at a time, or whatever is left) so
 each batch of sockets costs one trip to each namespace's worker thread, not one per socket.
 
+Responders count too: a unit whose responder (:attr:`Unit.responder`) is not open yet needs one
+more descriptor, and :meth:`Window.take` lists the responders to open with it
+(:attr:`Window.opening`); once every unit towards a responder is released or dropped, it is
+listed in :attr:`Window.closing` and its descriptor is free again.  The plan puts a target's
+units together, so its responders are open for a short stretch of the run, not all of it.
+
 Pure bookkeeping: no sockets, no clock (the caller passes ``now`` and the deadlines).
 """
 
@@ -31,14 +37,26 @@ from hybridnb.services.probe.plan import Unit
 class Window:
     """The plan's units, admitted in order while their descriptors fit ``limit``."""
 
-    def __init__(self, units: Sequence[Unit], limit: int) -> None:
+    def __init__(self, units: Sequence[Unit], limit: int, responders: int = 0,
+                 held: Sequence[int] = ()) -> None:
         self.units = units
         self.limit = max(limit, 1)
         self.queue: deque[int] = deque(range(len(units)))
-        self.in_flight = 0           # descriptors held by admitted units
+        self.in_flight = 0           # descriptors held by admitted units and open responders
         self.active = 0              # units admitted and not yet released
         self.dropped: list[int] = []  # retries never sent: their pair's deadline had passed
         self.batches = 0
+        self.users = [0] * responders   # per responder: units towards it not yet done
+        self.state = [0] * responders   # 0: not opened yet, 1: open, 2: done with
+        for u in units:
+            if u.responder >= 0:
+                self.users[u.responder] += 1
+        self.opening: list[int] = []    # responders to open with the last take()
+        self.closing: list[int] = []    # responders nobody needs any more (the caller empties)
+        self.held = list(held)          # opened with the first take, kept until release_held()
+        self.started = False
+        for r in self.held:
+            self.users[r] += 1
 
     @property
     def chunk(self) -> int:
@@ -50,7 +68,15 @@ class Window:
 
     def take(self, stale: Callable[[Unit], bool] = lambda _u: False) -> list[int]:
         """The next units to open and send (indices into ``units``); ``stale(unit)`` says a
-        retry is past its pair's deadline (it is dropped, not sent)."""
+        retry is past its pair's deadline (it is dropped, not sent).  The responders to open
+        with them are in :attr:`opening`."""
+        self.opening = []
+        if not self.started:
+            self.started = True
+            for r in self.held:
+                self.state[r] = 1
+                self.in_flight += 1
+            self.opening = list(self.held)
         free = self.limit - self.in_flight
         if self.active and free < min(self.chunk, self._queued_fds()):
             return []
@@ -59,19 +85,42 @@ class Window:
             unit = self.units[self.queue[0]]
             if not unit.first and stale(unit):
                 self.dropped.append(self.queue.popleft())
+                self._unused(unit.responder)
                 continue
-            if self.in_flight + unit.fds > self.limit and (self.active or out):
+            r = unit.responder
+            need = unit.fds + (r >= 0 and self.state[r] == 0)
+            if self.in_flight + need > self.limit and (self.active or out):
                 break
             out.append(self.queue.popleft())
-            self.in_flight += unit.fds
+            self.in_flight += need
             self.active += 1
+            if r >= 0 and self.state[r] == 0:
+                self.state[r] = 1
+                self.opening.append(r)
         if out:
             self.batches += 1
         return out
 
+    def release_held(self) -> None:
+        """The script sources are done: the responders held for them may close."""
+        held, self.held = self.held, []
+        for r in held:
+            self._unused(r)
+
     def release(self, index: int) -> None:
-        self.in_flight -= self.units[index].fds
+        unit = self.units[index]
+        self.in_flight -= unit.fds
         self.active -= 1
+        self._unused(unit.responder)
+
+    def _unused(self, r: int) -> None:
+        if r < 0:
+            return
+        self.users[r] -= 1
+        if self.users[r] == 0 and self.state[r] == 1:
+            self.state[r] = 2
+            self.in_flight -= 1
+            self.closing.append(r)
 
     def _queued_fds(self) -> int:
         return sum(self.units[i].fds for i in islice(self.queue, self.chunk))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 
 from hybridnb.services.probe import ProbeEndpoint
@@ -94,3 +96,45 @@ class NetLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+DOMAIN = "probe.test"
+
+
+class TinyDNS:
+    """A test-only authoritative responder on the gateway (dnslib, one thread) for
+    ``<host>.probe.test``."""
+
+    def __init__(self, netns: str, address: str, records: dict[str, str]) -> None:
+        from hybridnb.drivers import nsutil
+
+        self.records = records
+        self.sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((address, 53))
+        self.sock.settimeout(0.1)
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+
+        while not self.stop:
+            try:
+                data, addr = self.sock.recvfrom(512)
+            except OSError:
+                continue
+            q = DNSRecord.parse(data)
+            reply = q.reply()
+            name = str(q.q.qname).rstrip(".")
+            host = name[: -len(DOMAIN) - 1] if name.endswith("." + DOMAIN) else None
+            if host in self.records:
+                reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.records[host]), ttl=5))
+            else:
+                reply.header.rcode = RCODE.NXDOMAIN
+            self.sock.sendto(reply.pack(), addr)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()

@@ -12,50 +12,12 @@ import pytest
 from hybridnb.core.expect import evaluate, parse_expectations
 from hybridnb.services.probe import ProbeEndpoint, probe_matrix
 from tests.gating import require_real
-from tests.services.probe.netlab import NetLab
+from tests.services.probe.netlab import NetLab, TinyDNS
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.usefixtures("probe_engine")]
 
 CHECKS = ("icmp", "tcp", "udp", "http", "dns")
-DOMAIN = "probe.test"
-
-
-class TinyDNS:
-    """A test-only authoritative responder on the gateway (dnslib, one thread)."""
-
-    def __init__(self, netns: str, address: str, records: dict[str, str]) -> None:
-        from hybridnb.drivers import nsutil
-
-        self.records = records
-        self.sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((address, 53))
-        self.sock.settimeout(0.1)
-        self.stop = False
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        from dnslib import QTYPE, RCODE, RR, A, DNSRecord
-
-        while not self.stop:
-            try:
-                data, addr = self.sock.recvfrom(512)
-            except OSError:
-                continue
-            q = DNSRecord.parse(data)
-            reply = q.reply()
-            name = str(q.q.qname).rstrip(".")
-            host = name[: -len(DOMAIN) - 1] if name.endswith("." + DOMAIN) else None
-            if host in self.records:
-                reply.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(self.records[host]), ttl=5))
-            else:
-                reply.header.rcode = RCODE.NXDOMAIN
-            self.sock.sendto(reply.pack(), addr)
-
-    def close(self) -> None:
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
+DOMAIN = "probe.test"  # TinyDNS answers for it
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +258,7 @@ def test_any_lab_size_under_ulimit_1024():
     code = textwrap.dedent("""
         import resource, sys
         from hybridnb.services.probe import probe_matrix
-        from tests.services.probe.netlab import NetLab
+        from tests.services.probe.netlab import NetLab, TinyDNS
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (1024, 1024)
         with NetLab(30, subnet="10.78.0") as lab:
             m = probe_matrix(lab.endpoints(), ("icmp", "tcp", "udp", "http"),
@@ -324,3 +286,27 @@ def test_replies_that_arrived_count_however_busy_the_loop_was(lab):
     c = m.counts()
     assert c["ok"] >= 0.95 * len(m.results), (c, m.failures()[:3])
     assert m.duration < 2.0
+
+
+def test_a_dead_source_does_not_hold_the_dns_queries_back(lab, monkeypatch):
+    """The fast engine paces DNS queries (a window per lane, towards the lab's one server);
+    a dead source's lost queries fill it, and are forgiven within milliseconds, so the run
+    still costs one timeout and everyone else's queries are answered."""
+    from hybridnb.services.probe import fast
+
+    monkeypatch.setattr(fast, "DNS_WINDOW", 2)
+    lab.link(2, False)
+    try:
+        start = time.perf_counter()
+        m = run(lab, checks=("dns",), timeout=0.5, count=3)
+        took = time.perf_counter() - start
+    finally:
+        lab.link(2, True)
+        for _ in range(20):
+            if run(lab, checks=("icmp",), timeout=0.1, count=1).ok:
+                break
+    assert {(r.source, r.target) for r in m.failures()} == {
+        ("h02", t) for t in ("h00", "h01", "h03")}, m.to_text()
+    assert all(r.reason == "timeout" for r in m.failures())
+    assert all(r.received == 3 for r in m.results if r.ok)
+    assert 0.5 <= took < 0.5 + 0.6, took

@@ -127,31 +127,113 @@ def test_a_source_without_a_way_in_is_skipped_and_no_dns_server_skips_dns():
 
 # ------------------------------------------------------------------------------- units
 
-def test_units_group_icmp_and_dns_per_source_and_put_first_attempts_first():
+def test_units_group_icmp_and_dns_per_source_then_go_target_by_target():
     eps = [host("a", 0), host("b", 1), vm("v", 0)]
     plan = plan_probes(eps, ["icmp", "dns", "udp", "http"], gateway=GW, count=3)
     kinds = [(u.kind, u.attempt) for u in plan.units]
     # 2 socket sources (the VM probes by script): one icmp and one dns unit each
     assert kinds[:4] == [("icmp", 0), ("icmp", 0), ("dns", 0), ("dns", 0)]
     assert all(len(plan.units[i].pairs) == 3 for i in (0, 1))        # 2 targets + gateway
-    attempts = [u.attempt for u in plan.units]
-    assert attempts == sorted(attempts)                               # no retry before a first
+    # then target by target: every first attempt towards it, then its retries
+    singles = [u for u in plan.units if u.kind in ("udp", "stream")]
+    targets = [plan.pairs[u.pairs[0]].dst.name for u in singles]
+    assert targets == sorted(targets, key=["a", "b", "v", "gateway"].index)
+    for t in set(targets):
+        attempts = [u.attempt for u in singles if plan.pairs[u.pairs[0]].dst.name == t]
+        assert attempts == sorted(attempts) and attempts[0] == 0     # no retry before a first
     streams = [u for u in plan.units if u.kind == "stream"]
     # sources x (the other host, the gateway) x count: HTTP to the VM is skipped (no service)
     assert len(streams) == 2 * 2 * 3
     to_ours = [u for u in streams if plan.pairs[u.pairs[0]].responder]
     assert to_ours and all(u.fds == 2 for u in to_ours)               # + the accepted conn
+    assert all(u.responder >= 0 for u in to_ours)
+    for u in plan.units:                          # a unit names the responder its pair probes
+        spec = plan.pairs[u.pairs[0]]
+        if u.responder >= 0:
+            r = plan.responders[u.responder]
+            assert (r.target, r.address) == (spec.dst.name, spec.dst.address) and spec.responder
+        elif u.kind in ("udp", "stream"):
+            assert not spec.responder
     assert plan.fds_needed == len(plan.responders) + sum(u.fds for u in plan.units)
     (script,) = plan.scripts
     assert script.src.name == "v" and {plan.pairs[i].src.name for i in script.pairs} == {"v"}
+    # the responders the VM's script probes are held open for the whole run
+    assert plan.held and {plan.responders[r].target for r in plan.held} == {"a", "b", "gateway"}
 
 
-def test_the_window_is_the_budget_less_the_responders_or_a_clear_error():
+def test_the_window_is_the_budget_or_a_clear_error():
+    """Responders open and close with the units towards them, so they share the window."""
     plan = plan_probes([host("a", 0), host("b", 1)], ["tcp", "udp"], gateway=GW)
     assert len(plan.responders) == 6
-    assert plan.window(100) == 94
+    assert plan.window(100) == 100
     with pytest.raises(EngineError, match="ulimit -n"):
-        plan.window(10)
+        plan.window(7)
+
+
+def _reference_pair(index, check, src, dst, dns_server, stand_in):
+    """The planning rule for one pair, as it was written pair by pair (before the plan
+    became columns): the compact plan must say exactly this for every pair."""
+    from hybridnb.services.probe.plan import PairSpec, _port_for
+
+    port = _port_for(check, dst)
+    address = (dns_server or "") if check.protocol == "dns" else dst.address
+    skip = fail = None
+    responder = False
+    if src.down is not None:
+        fail = src.down
+    elif not src.can_source:
+        skip = f"cannot probe from {src.name}: no network namespace and no executor"
+    elif check.protocol == "dns" and not dns_server:
+        skip = "no DNS server given"
+    elif check.builtin and not dst.declares(check.protocol, port or 0):
+        if stand_in and dst.reachable and dst.down is None:
+            responder = True
+        elif not dst.reachable and dst.down is None:
+            skip = (f"no {check.protocol} service declared on {dst.name} and no responder "
+                    f"can be placed in a {dst.kind}")
+    return PairSpec(index, check, src, dst, port, address, skip, fail, responder)
+
+
+@pytest.mark.parametrize("responders", [True, False])
+@pytest.mark.parametrize("dns", [None, "10.0.1.53"])
+def test_the_compact_plan_says_what_the_pair_by_pair_rule_says(responders, dns):
+    from hybridnb.services.probe.plan import _asserted, _port_for, _responder_kind, parse_checks
+
+    eps = [host("a", 0), host("db", 1, services=("tcp/5432", "http/8080")),
+           ProbeEndpoint("c3", "10.0.1.99", kind="container", down="c3 is not running"),
+           vm("v", 0, services=("udp/7",)), ProbeEndpoint("x", "10.0.1.50"),
+           host("e", 2, kind="container")]
+    names = ["icmp", "tcp", "udp", "http", "dns", "tcp/5432", "udp/7"]
+    plan = plan_probes(eps, names, gateway=GW, dns_server=dns, responders=responders)
+    checks = parse_checks(names)
+    targets = eps + [GW]
+    blocked = _asserted(checks, targets) if responders else set()
+    expected = []
+    for check in checks:
+        for src in eps:
+            for dst in targets:
+                if dst is src or (check.protocol == "dns" and dst.kind == "gateway"):
+                    continue
+                stand_in = responders and (dst.name, _responder_kind(check.protocol),
+                                           _port_for(check, dst)) not in blocked
+                expected.append(_reference_pair(len(expected), check, src, dst,
+                                                dns or GW.address, stand_in))
+    assert len(plan.pairs) == len(expected)
+    assert list(plan.pairs) == expected
+    assert [plan.pairs[i] for i in range(len(expected))] == expected
+    assert plan.pairs[-1] == expected[-1] and plan.pairs[2:5] == tuple(expected[2:5])
+    with pytest.raises(IndexError):
+        plan.pairs[len(expected)]
+    # every runnable pair from a socket source is in exactly one unit; script pairs in scripts
+    in_units = [i for u in plan.units if u.attempt == 0 for i in u.pairs]
+    assert len(in_units) == len(set(in_units))
+    runnable = {p.index for p in expected if p.runnable and p.src.netns is not None}
+    assert set(in_units) == runnable
+    assert {i for s in plan.scripts for i in s.pairs} == {
+        p.index for p in expected if p.runnable and p.src.netns is None}
+    wanted = {(p.dst.name, _responder_kind(p.protocol), p.port or 0)
+              for p in expected if p.responder and p.runnable}
+    assert {(r.target, r.kind, r.port) for r in plan.responders} == wanted
 
 
 # ------------------------------------------------------------------------------ window
@@ -182,6 +264,42 @@ def test_under_a_limit_units_go_in_chunks_and_the_window_never_overflows():
         w.release(i)
     assert w.take() == [20, 21, 22, 23]            # a chunk's worth is free again
     assert w.in_flight <= w.limit
+
+
+def test_a_responder_opens_with_the_first_unit_towards_it_and_closes_after_the_last():
+    us = [Unit("stream", "/ns", (0,), 0, 1, responder=0), Unit("stream", "/ns", (1,), 0, 1, 0),
+          Unit("stream", "/ns", (2,), 0, 1, responder=1), Unit("udp", "/ns", (3,))]
+    w = Window(us, limit=3, responders=2)
+    assert w.take() == [0, 1] and w.opening == [0] and w.in_flight == 3   # 2 units + 1
+    assert w.take() == []                                     # unit 2 needs 2: 1 + its responder
+    w.release(0)
+    assert w.closing == [] and w.take() == []                 # responder 0 still in use
+    w.release(1)
+    assert w.closing == [0] and w.in_flight == 0
+    w.closing.clear()
+    assert w.take() == [2, 3] and w.opening == [1] and w.in_flight == 3
+    w.release(3)
+    w.release(2)
+    assert w.closing == [1] and w.done and w.in_flight == 0
+
+
+def test_held_responders_open_at_once_and_close_only_when_released():
+    us = [Unit("stream", "/ns", (0,), 0, 1, responder=0)]
+    w = Window(us, limit=10, responders=2, held=[0, 1])
+    assert w.take() == [0] and sorted(w.opening) == [0, 1] and w.in_flight == 3
+    w.release(0)
+    assert w.closing == [] and w.in_flight == 2               # held for the scripts
+    w.release_held()
+    assert sorted(w.closing) == [0, 1] and w.in_flight == 0 and w.done
+
+
+def test_a_dropped_retry_lets_its_responder_close():
+    us = [Unit("stream", "/ns", (0,), 0, 1, responder=0), Unit("stream", "/ns", (0,), 1, 1, 0)]
+    w = Window(us, limit=2, responders=1)                     # the retry does not fit yet
+    assert w.take() == [0]
+    w.release(0)
+    assert w.closing == []
+    assert w.take(lambda u: True) == [] and w.dropped == [1] and w.closing == [0]
 
 
 def test_retries_past_their_pairs_deadline_are_dropped_not_sent():
