@@ -1,0 +1,92 @@
+"""The scenario notebooks (issue 13), executed headless the way CI runs them.
+
+Each scenario is a lab file in ``examples/`` and a notebook in ``notebooks/`` that builds it,
+proves its claim with real traffic and asserts it.  On the dry-run backend (a unit test) the
+notebook plans, draws and reports the lab and says which cells need engines; against the
+session's sandbox (``real``) every assertion in the notebook must hold — a notebook that ran
+to its end is a claim that held — and its lab is gone afterwards.  Each real run prints how
+long it took.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.notebook.test_notebooks import NOTEBOOKS, ROOT, execute, outputs
+
+MICRO = NOTEBOOKS / "02-microservices-vm-postgres.ipynb"
+
+
+def _images(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
+    """Execute ``path`` on the sandbox as lab ``lab``; whatever it left is destroyed."""
+    from hybridnb.lab import Lab
+    from tests.realengines import SANDBOX_NAME
+
+    params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": lab,
+              "STATE_DIR": str(tmp_path / "state"), "REPORT": str(tmp_path / "report.html"),
+              **params}
+    t0 = time.monotonic()
+    try:
+        nb = execute(path, params, monkeypatch, timeout=600)
+    finally:
+        try:            # what a notebook that failed half way left behind
+            Lab.load(lab, backend="sandbox", sandbox=SANDBOX_NAME,
+                     state_dir=tmp_path / "state").destroy()
+        except Exception:
+            pass
+    print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
+    return nb
+
+
+@pytest.mark.extra("notebook")
+def test_microservices_on_dry_run(tmp_path, monkeypatch):
+    nb = execute(MICRO, {"BACKEND": "dry-run", "LAB": "scendry02",
+                         "STATE_DIR": str(tmp_path), "REPORT": str(tmp_path / "r.html")},
+                 monkeypatch)
+    text = outputs(nb)
+    assert "Plan for lab scendry02: 8 to create" in text
+    assert "+ vm         db" in text and "image pg 192 MiB" in text
+    assert "skipped on the dry-run backend" in text
+    assert "not on this backend" in text                       # validate needs probes
+    assert (tmp_path / "r.html").read_text().count("scendry02") > 1
+    assert text.count("not applied") >= 4                       # destroyed at the end
+    assert _images(nb) >= 1                                    # the topology
+
+
+@pytest.mark.real
+@pytest.mark.vm
+@pytest.mark.extra("notebook")
+def test_microservices_on_the_sandbox(sandbox, tmp_path, monkeypatch):
+    """PostgreSQL in a VM used by the API, worker and client containers: rows made and read
+    through the API, the worker's rows arriving, latency plotted, the API container made
+    again with the data kept, the expect: lines holding, the report saved, the lab gone."""
+    nb = _run_real(MICRO, "scen02", {}, tmp_path, monkeypatch)
+    text = outputs(nb)
+    assert "rows created and read back through the API" in text
+    assert "worker rows over time" in text
+    assert "all 5 rows read back" in text
+    assert "skipped" not in text
+    assert "4 of 4 expectations hold" in text or "all 4 expectations hold" in text.lower()
+    assert (tmp_path / "report.html").exists()
+    assert _images(nb) >= 2                                    # topology and latency
+
+
+def test_a_lab_file_opens_under_another_name(shell):
+    """``%hybrid create LABFILE --name NAME``: the file's lab (images, expect: and all) as
+    NAME — how the scenario notebooks take their lab name as a parameter."""
+    from hybridnb.notebook import current_lab
+    from tests.notebook.conftest import run
+
+    run(shell, f"%hybrid create {ROOT}/examples/microservices-vm-postgres.yaml --name scenx")
+    lab = current_lab()
+    assert lab.name == "scenx" and set(lab.to_dict()["images"]) == {"pg", "app"}
+    assert len(lab.to_dict()["expect"]) == 4
+    run(shell, f"%hybrid create {ROOT}/examples/microservices-vm-postgres.yaml")
+    assert current_lab().name == "microservices"
