@@ -27,8 +27,10 @@ def test_only_container_mounts_move_and_malformed_documents_pass_through() -> No
     assert out["endpoints"]["c"] == {"kind": "container", "mounts": ["/l/app:/app"],
                                      "command": "x:y"}
     assert out["endpoints"]["v"] == doc["endpoints"]["v"]          # the vm kind has no paths
-    assert out["endpoints"]["odd"] == "not a mapping" and out["endpoints"]["k"] == {"kind": "nosuch"}
-    assert anchor_paths([1], "/l") == [1] and anchor_paths({"endpoints": 3}, "/l")["endpoints"] == 3
+    assert out["endpoints"]["odd"] == "not a mapping"
+    assert out["endpoints"]["k"] == {"kind": "nosuch"}
+    assert anchor_paths([1], "/l") == [1]
+    assert anchor_paths({"endpoints": 3}, "/l")["endpoints"] == 3
     assert doc["endpoints"]["c"]["mounts"] == ["app:/app"]          # the input is not changed
 
 

@@ -18,6 +18,7 @@ import pytest
 from tests.notebook.test_notebooks import NOTEBOOKS, ROOT, execute, outputs
 
 MICRO = NOTEBOOKS / "02-microservices-vm-postgres.ipynb"
+DEV = NOTEBOOKS / "05-dev-hot-reload.ipynb"
 
 
 def _images(nb) -> int:
@@ -76,6 +77,37 @@ def test_microservices_on_the_sandbox(sandbox, tmp_path, monkeypatch):
     assert "4 of 4 expectations hold" in text or "all 4 expectations hold" in text.lower()
     assert (tmp_path / "report.html").exists()
     assert _images(nb) >= 2                                    # topology and latency
+
+
+@pytest.mark.extra("notebook")
+def test_dev_hot_reload_on_dry_run(tmp_path, monkeypatch):
+    app = ROOT / "examples" / "dev-app" / "app.py"
+    before = app.read_text()
+    nb = execute(DEV, {"BACKEND": "dry-run", "LAB": "scendry05", "STATE_DIR": str(tmp_path),
+                       "WORKDIR": str(tmp_path / "app"), "REPORT": str(tmp_path / "r.html")},
+                 monkeypatch)
+    text = outputs(nb)
+    assert "Plan for lab scendry05: 7 to create" in text
+    assert f"here:           ['{tmp_path}/app:/app']" in text      # the notebook's copy
+    assert "in the lab file: ['" + str(ROOT / "examples" / "dev-app") + ":/app']" in text
+    assert "skipped on the dry-run backend" in text and "not on this backend" in text
+    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 3
+    assert app.read_text() == before                               # the repository's copy
+
+
+@pytest.mark.real
+@pytest.mark.vm
+@pytest.mark.extra("notebook")
+def test_dev_hot_reload_on_the_sandbox(sandbox, tmp_path, monkeypatch):
+    """A bind-mounted app edited on this machine 10 times, each edit served within 2 s; the
+    visits in the VM's PostgreSQL; a syntax error in the container's log and the recovery."""
+    nb = _run_real(DEV, "scen05", {"WORKDIR": str(tmp_path / "app")}, tmp_path, monkeypatch)
+    text = outputs(nb)
+    assert "seconds from save to new answer:" in text and "max " in text
+    assert "visits of" in text and "recorded in the db VM" in text
+    assert "SyntaxError" in text and "answers HTTP 500" in text and "recovered" in text
+    assert "skipped" not in text and (tmp_path / "report.html").exists()
+    assert _images(nb) >= 1
 
 
 def test_a_lab_file_opens_under_another_name(shell):
