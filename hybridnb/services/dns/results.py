@@ -64,8 +64,7 @@ class QueryLogView:
 
     def records(self) -> list[dict[str, Any]]:
         """The entries as plain records (the query log's own fields)."""
-        return [{k: e.get(k) for k in ("time", "client", "name", "type", "rcode",
-                                         "latency_us")} for e in self.entries]
+        return [e.to_dict() for e in self.entries]
 
     def summary(self, top: int = 10) -> dict[str, Any]:
         """What the log says in a few numbers: how many queries, from when to when, how
@@ -77,15 +76,14 @@ class QueryLogView:
             items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
             return [{"value": k, "count": c} for k, c in items[:n]]
 
-        times = [float(e["time"]) for e in self.entries if e.get("time") is not None]
-        lat = sorted(float(e["latency_us"]) for e in self.entries
-                     if isinstance(e.get("latency_us"), (int, float)))
+        times = [float(e.time) for e in self.entries]
+        lat = sorted(float(e.latency_us) for e in self.entries)
 
         def pct(q: float) -> float | None:          # nearest rank
             return lat[max(1, math.ceil(q / 100 * len(lat))) - 1] if lat else None
 
         def field(key: str) -> Counter[str]:
-            return Counter(str(e.get(key, "")) for e in self.entries)
+            return Counter(str(e[key]) for e in self.entries)
 
         return {"queries": len(self.entries),
                 "first": min(times) if times else None, "last": max(times) if times else None,
