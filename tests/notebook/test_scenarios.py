@@ -43,6 +43,9 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
         except Exception:
             pass
     print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
+    for line in outputs(nb).splitlines():           # what the notebook measured
+        if line.startswith(("lab up in", "seconds from", "median", "recovered", "after the")):
+            print("  " + line)
     return nb
 
 
