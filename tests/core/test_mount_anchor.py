@@ -22,13 +22,15 @@ def test_relative_host_paths_are_anchored_at_the_file() -> None:
 def test_only_container_mounts_move_and_malformed_documents_pass_through() -> None:
     doc = {"endpoints": {"c": {"kind": "container", "mounts": ["app:/app"], "command": "x:y"},
                          "v": {"kind": "vm", "mounts": ["app:/app"]},
-                         "odd": "not a mapping", "k": {"kind": "nosuch"}}}
+                         "odd": "not a mapping", "k": {"kind": "nosuch"},
+                         "l": {"kind": ["container"], "mounts": ["a:/b"]}}}
     out = anchor_paths(doc, "/l")
     assert out["endpoints"]["c"] == {"kind": "container", "mounts": ["/l/app:/app"],
                                      "command": "x:y"}
     assert out["endpoints"]["v"] == doc["endpoints"]["v"]          # the vm kind has no paths
     assert out["endpoints"]["odd"] == "not a mapping"
     assert out["endpoints"]["k"] == {"kind": "nosuch"}
+    assert out["endpoints"]["l"] == doc["endpoints"]["l"]          # a bad kind: for the parser
     assert anchor_paths([1], "/l") == [1]
     assert anchor_paths({"endpoints": 3}, "/l")["endpoints"] == 3
     assert doc["endpoints"]["c"]["mounts"] == ["app:/app"]          # the input is not changed

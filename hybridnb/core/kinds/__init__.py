@@ -95,7 +95,8 @@ def anchor_paths(doc: Any, base: str) -> Any:
         return doc
     out = {}
     for name, raw in endpoints.items():
-        kind = REGISTRY.get(raw.get("kind", "")) if isinstance(raw, dict) else None
+        kind = REGISTRY.get(raw.get("kind")) if isinstance(raw, dict) and \
+            isinstance(raw.get("kind"), str) else None
         out[name] = dict(kind.anchor(raw, base)) if kind is not None else raw
     return {**doc, "endpoints": out}
 
