@@ -19,6 +19,7 @@ from tests.notebook.test_notebooks import NOTEBOOKS, ROOT, execute, outputs
 
 MICRO = NOTEBOOKS / "02-microservices-vm-postgres.ipynb"
 DEV = NOTEBOOKS / "05-dev-hot-reload.ipynb"
+LB = NOTEBOOKS / "03-haproxy-vm-backends.ipynb"
 
 
 def _images(nb) -> int:
@@ -44,7 +45,8 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
             pass
     print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
     for line in outputs(nb).splitlines():           # what the notebook measured
-        if line.startswith(("lab up in", "seconds from", "median", "recovered", "after the")):
+        if line.startswith(("lab up in", "seconds from", "median", "recovered", "after the",
+                            "HAProxy took", "web2 booted", "{")):
             print("  " + line)
     return nb
 
@@ -111,6 +113,31 @@ def test_dev_hot_reload_on_the_sandbox(sandbox, tmp_path, monkeypatch):
     assert "SyntaxError" in text and "answers HTTP 500" in text and "recovered" in text
     assert "skipped" not in text and (tmp_path / "report.html").exists()
     assert _images(nb) >= 1
+
+
+@pytest.mark.extra("notebook")
+def test_haproxy_on_dry_run(tmp_path, monkeypatch):
+    nb = execute(LB, {"BACKEND": "dry-run", "LAB": "scendry03", "STATE_DIR": str(tmp_path),
+                      "REPORT": str(tmp_path / "r.html")}, monkeypatch)
+    text = outputs(nb)
+    assert "Plan for lab scendry03: 9 to create" in text
+    assert "['web1.hybrid.local.', 'web2.hybrid.local.', 'web3.hybrid.local.']" in text
+    assert "skipped on the dry-run backend" in text and "not on this backend" in text
+    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 6   # web4 too
+
+
+@pytest.mark.real
+@pytest.mark.vm
+@pytest.mark.extra("notebook")
+def test_haproxy_on_the_sandbox(sandbox, tmp_path, monkeypatch):
+    """HAProxy over three VM backends found by SRV records: an even spread, a stopped VM
+    taken out with no failed request, back after its start, a fourth VM joining by DNS."""
+    nb = _run_real(LB, "scen03", {}, tmp_path, monkeypatch)
+    text = outputs(nb)
+    assert "HAProxy took web2 out" in text and "web2 booted and back in HAProxy" in text
+    assert "'web4'" in text and "skipped" not in text
+    assert "HAProxy statistics" in outputs(nb, "text/html")
+    assert (tmp_path / "report.html").exists() and _images(nb) >= 2
 
 
 def test_a_lab_file_opens_under_another_name(shell):
