@@ -20,6 +20,7 @@ from tests.notebook.test_notebooks import NOTEBOOKS, ROOT, execute, outputs
 MICRO = NOTEBOOKS / "02-microservices-vm-postgres.ipynb"
 DEV = NOTEBOOKS / "05-dev-hot-reload.ipynb"
 LB = NOTEBOOKS / "03-haproxy-vm-backends.ipynb"
+PROM = NOTEBOOKS / "04-discovery-prometheus.ipynb"
 
 
 def _images(nb) -> int:
@@ -46,7 +47,7 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
     print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
     for line in outputs(nb).splitlines():           # what the notebook measured
         if line.startswith(("lab up in", "seconds from", "median", "recovered", "after the",
-                            "HAProxy took", "web2 booted", "{")):
+                            "HAProxy took", "web2 booted", "{", "node2", "targets:")):
             print("  " + line)
     return nb
 
@@ -137,6 +138,45 @@ def test_haproxy_on_the_sandbox(sandbox, tmp_path, monkeypatch):
     assert "HAProxy took web2 out" in text and "web2 booted and back in HAProxy" in text
     assert "'web4'" in text and "skipped" not in text
     assert "HAProxy statistics" in outputs(nb, "text/html")
+    assert (tmp_path / "report.html").exists() and _images(nb) >= 2
+
+
+@pytest.mark.extra("notebook")
+def test_discovery_on_dry_run(tmp_path, monkeypatch):
+    nb = execute(PROM, {"BACKEND": "dry-run", "LAB": "scendry04", "STATE_DIR": str(tmp_path),
+                        "REPORT": str(tmp_path / "r.html")}, monkeypatch)
+    text = outputs(nb)
+    assert "Plan for lab scendry04: 7 to create" in text
+    assert "['node1.hybrid.local.', 'vm1.hybrid.local.']" in text
+    assert "skipped on the dry-run backend" in text and "not on this backend" in text
+    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 3
+
+
+def test_the_consul_variant_validates_and_plans(tmp_path):
+    """examples/consul.yaml is for engines that can pull hashicorp/consul: not run here,
+    but a valid lab file whose plan makes what it says."""
+    from hybridnb.lab import Lab
+
+    lab = Lab.load(ROOT / "examples" / "consul.yaml", backend="dry-run", state_dir=tmp_path)
+    plan = lab.plan().to_text()
+    assert "+ container  consul" in plan and "image hashicorp/consul" in plan
+    assert "+ container  prom" in plan and "+ vm         vm1" in plan
+    lab.apply()
+    assert {e.name for e in lab.status().endpoints} == {"consul", "prom", "vm1", "node1",
+                                                        "register"}
+    lab.destroy()
+
+
+@pytest.mark.real
+@pytest.mark.vm
+@pytest.mark.extra("notebook")
+def test_discovery_on_the_sandbox(sandbox, tmp_path, monkeypatch):
+    """Prometheus discovering node-exporter on a VM and a container through the lab's SRV
+    records: every target up, one joining and leaving within seconds, PromQL plotted."""
+    nb = _run_real(PROM, "scen04", {}, tmp_path, monkeypatch)
+    text = outputs(nb)
+    assert "node2 scraped" in text and "node2 dropped" in text
+    assert "PromQL, now" in outputs(nb, "text/html") and "skipped" not in text
     assert (tmp_path / "report.html").exists() and _images(nb) >= 2
 
 
