@@ -45,8 +45,9 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
         except Exception:
             pass
     print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
+    assert "    # exit 0" in outputs(nb)          # `hybridnb validate` from a shell, on the lab
     for line in outputs(nb).splitlines():           # what the notebook measured
-        if line.startswith(("lab up in", "seconds from", "median", "recovered", "after the",
+        if line.startswith(("$ hybridnb", "lab up in", "seconds from", "median", "recovered", "after the",
                             "HAProxy took", "web2 booted", "{", "node2", "targets:")):
             print("  " + line)
     return nb
