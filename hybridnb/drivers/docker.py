@@ -352,7 +352,7 @@ class ContainerDriver(_DockerDriver):
             with contextlib.suppress(Exception):
                 pid = self.api.exec_inspect(ex["Id"]).get("Pid")
                 if pid:
-                    os.kill(int(pid), 9)
+                    _kill_tree(int(pid))
             worker.join(5.0)
             raise EngineError(f"{' '.join(argv)!r} in container {endpoint} did not finish "
                               f"within {timeout:g} s (killed)", engine="docker")
@@ -469,6 +469,18 @@ class ContainerDriver(_DockerDriver):
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
                      "busybox:latest; other images must be loaded into this engine "
                      "(docker -H <its socket> load -i IMAGE.tar)") from exc
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (an exec'd shell's children too)."""
+    from hybridnb.daemons import process
+
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(process.children(p))
+    process.signal_all(tree, 9)
 
 
 def check_mounts(spec: Mapping[str, Any]) -> None:
