@@ -12,10 +12,18 @@ Per recipe (the built-in templates ``base``, ``docker``, ``observer`` and the te
               accepting connections), median of ``--rounds``, against the busybox test VM
               booted in the same run (the baseline: ratio recipe / test VM);
 * container — create + start until the init prints its ready marker, against the busybox
-              container (``docker run`` until it serves HTTP).
+              container (``docker run`` until it serves HTTP);
+* labs      — (``--labs recipes,templates,cloud-init``, instead of the above) the example lab
+              files through ``Lab.apply``: with ``--cold``, first into an empty image cache
+              (``$HYBRIDNB_IMAGE_DIR`` a fresh directory, the recipes' images removed from the
+              sandbox's Docker engine, so apply builds, imports and makes every disk itself;
+              the first lab also pays the kernel bundle), then destroyed and applied again
+              with the images cached (warm); how long the images step and every endpoint
+              took.  The labs are renamed ``<sandbox><lab>``.
 
 Runs in its own sandbox (``$HYBRIDNB_BENCH_SANDBOX``, default ``bench``); root; the builds
-need the Debian mirror.  ``python benchmarks/images.py [--recipes a,b] [--rounds N] [--cold]``
+need the Debian mirror.  ``python benchmarks/images.py [--recipes a,b] [--rounds N] [--cold]
+[--labs recipes,templates,cloud-init]``
 """
 
 from __future__ import annotations
@@ -93,15 +101,88 @@ def plain_mmdebstrap(packages: tuple[str, ...], work: Path) -> float:
     return took
 
 
+def apply_timed(lab) -> tuple[float, float, dict[str, float]]:
+    """(whole apply, images step, {endpoint: seconds}) of one ``Lab.apply``."""
+    first: list[float] = []
+    t0 = time.monotonic()
+
+    def progress(event) -> None:
+        if not first and getattr(event, "phase", "") != "image":
+            first.append(time.monotonic() - t0)
+
+    try:
+        result = lab.apply(progress=progress)
+    except BaseException:
+        lab.destroy()
+        raise
+    took = time.monotonic() - t0
+    ends = {o.action.name: o.seconds for o in result.outcomes
+            if o.action.kind in ("vm", "container")}
+    return took, first[0] if first else took, ends
+
+
+def bench_labs(names: list[str], cold: bool, work: Path) -> None:
+    """The example labs applied cold (empty image cache) and warm, through ``Lab``."""
+    from hybridnb.images.recipes import list_images
+    from hybridnb.lab import Lab
+    from hybridnb.labfile import load_lab_document
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    box = Sandbox(SANDBOX)
+    box.down()
+    box.up()
+    import docker
+
+    api = docker.APIClient(base_url=box.target().docker_url, version="auto", timeout=300)
+    rows = []
+    try:
+        if cold:
+            os.environ["HYBRIDNB_IMAGE_DIR"] = str(work / "cache")
+            for img in api.images(name="hybridnb/*"):
+                api.remove_image(img["Id"], force=True)
+        for name in names:
+            doc = dict(load_lab_document(examples / f"{name}.yaml").data)
+            doc["name"] = SANDBOX + str(doc["name"])
+            for label in (["cold"] if cold else []) + ["warm"]:
+                lab = Lab.from_dict(doc, backend="sandbox", sandbox=SANDBOX,
+                                    state_dir=work / "state" / name)
+                took, images, ends = apply_timed(lab)
+                lab.destroy()
+                rows.append((name, label, took, images, ends))
+                print(f"   {name} {label}: apply {took:.1f} s (images step {images:.1f} s); "
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(ends.items())),
+                      flush=True)
+        listing = list_images() if cold else None
+    finally:
+        api.close()
+        box.down()
+    print(f"\n{'lab':11} {'cache':5} {'apply':>7} {'images':>7}  endpoints")
+    for name, label, took, images, ends in rows:
+        print(f"{name:11} {label:5} {took:6.1f}s {images:6.1f}s  "
+              + ", ".join(f"{k} {v:.1f}s" for k, v in sorted(ends.items())))
+    if listing is not None:
+        print(f"\n{listing}\nbuild seconds (cold): " + ", ".join(
+            f"{r['name']} {r['seconds']:.1f} s" for r in listing.rows if r.get("seconds")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipes", default="base,docker,observer,pg,web,cloud")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="build into a fresh cache")
     ap.add_argument("--baseline", default="pg", help="recipes to build with plain mmdebstrap")
+    ap.add_argument("--labs", default="", help="example labs to apply (cold with --cold, "
+                    "then warm) instead of the recipe measurements")
     args = ap.parse_args()
     names = [n for n in args.recipes.split(",") if n]
     work = Path(tempfile.mkdtemp(prefix="hnb-bench-images-", dir="/var/tmp"))
+    if args.labs:
+        print(f"== labs ({'cold, then warm' if args.cold else 'warm'})", flush=True)
+        try:
+            bench_labs([n for n in args.labs.split(",") if n], args.cold, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     cache = work / "cache" if args.cold else None
     rows: dict[str, dict[str, float]] = {n: {} for n in names}
     print(f"== builds ({'cold cache ' + str(cache) if cache else 'default cache'})", flush=True)

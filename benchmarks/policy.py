@@ -8,6 +8,10 @@ out; bridged IPv4 passes the IPv4 hooks as in every lab host), then:
   and applied as one transaction by :class:`hybridnb.drivers.nftables.PolicyDriver`, each step
   timed (median of ``--runs``).  Baseline: ``nft -f`` of the same ruleset written as nft text
   (the same add/delete/add table transaction), a process per run as a person would run it.
+* **the lab file**: the same policy as a lab file's ``groups:``/``policies:`` sections over 40
+  host endpoints — ``parse_lab`` (what every ``Lab`` edit and every command pays: validation,
+  groups, shadow analysis) and ``compile_lab`` (every resource, the policy table's JSON body
+  included), median of ``--runs``.
 * **throughput**: iperf3 (Debian's) between two hosts for ``--seconds`` with no policy, then
   through a 100-rule default-deny policy whose only rule for that pair is the last one (every
   packet passes all 100 rules: rules match the conntrack original tuple, so replies are judged
@@ -83,6 +87,30 @@ def time_hybridnb(driver: PolicyDriver, mem: dict[str, Member], groups: dict, ru
     return {k: statistics.median(v) for k, v in steps.items()}, batch
 
 
+def time_lab_file(lab: NetLab, groups: dict, rules: list[dict], runs: int) -> dict[str, float]:
+    """parse_lab and compile_lab of a lab file holding the policy (hosts at lab's addresses)."""
+    from hybridnb.core.compile import compile_lab
+    from hybridnb.core.ipam import assign_addresses
+    from hybridnb.core.spec import parse_lab
+
+    doc = {"name": LAB, "network": {"bridge": "br0", "subnet": f"{lab.subnet}.0/24",
+                                    "gateway": lab.gateway},
+           "endpoints": {lab.name(i): {"kind": "host", "address": lab.address(i),
+                                       "labels": {"rack": f"r{i % 4}"}} for i in range(lab.n)},
+           "groups": groups, "policies": {"default": "deny", "rules": rules}}
+    steps: dict[str, list[float]] = {"parse": [], "compile": []}
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        spec = parse_lab(doc)
+        t1 = time.perf_counter()
+        resources = compile_lab(spec, assign_addresses(spec))
+        t2 = time.perf_counter()
+        assert any(r.kind == "policy" for r in resources)
+        steps["parse"].append(t1 - t0)
+        steps["compile"].append(t2 - t1)
+    return {k: statistics.median(v) for k, v in steps.items()}
+
+
 def time_nft_f(netns: str, text: str, runs: int) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as f:
         f.write(text)
@@ -141,6 +169,11 @@ def main() -> int:
         print(f"  ratio apply / nft -f: {steps['apply'] / baseline:.2f}   "
               f"total / nft -f: {total / baseline:.2f}")
         driver.delete(LAB, LAB)
+        labfile = time_lab_file(lab, groups, rules, args.runs)
+        print(f"the same policy in a lab file with {args.hosts} host endpoints "
+              f"(median of {args.runs})")
+        print(f"  parse_lab (sections, groups, shadows)    {labfile['parse'] * 1000:8.1f} ms")
+        print(f"  compile_lab (every resource)             {labfile['compile'] * 1000:8.1f} ms")
 
         plain = iperf(lab, args.seconds)
         mem2 = {k: v for k, v in mem.items()}

@@ -4,12 +4,11 @@
     python docs/generate.py --check   # exit 1 if a committed page differs (what the test does)
 
 * ``lab-file.md`` — every key of a lab file, per section and endpoint kind, with its type,
-  default and meaning: from :func:`lab_file_fields` (today: the key lists and dataclass
-  defaults of :mod:`hybridnb.core.spec`; when the kind registry lands, that one function
-  reads the registry instead);
+  default and meaning: from :func:`lab_file_fields`, which reads the registries — the lab
+  file's sections (built in and registered) and the endpoint kinds with their fields;
 * ``cli.md`` — every ``hybridnb`` subcommand from :func:`hybridnb.cli.build_parser`;
-* ``magics.md`` — every ``%hybrid`` subcommand from the magics' own argparse parsers, and
-  the ``%config HybridMagics.*`` options from their traits.
+* ``magics.md`` — every ``%hybrid`` subcommand (one per endpoint kind included) from the
+  magics' own argparse parsers, and the ``%config HybridMagics.*`` options from their traits.
 
 The troubleshooting page is written by hand, in a fixed shape a test can read
 (:func:`troubleshooting_entries`): one entry per ``doctor`` check, anchored
@@ -19,7 +18,6 @@ The troubleshooting page is written by hand, in a fixed shape a test can read
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 import sys
 from dataclasses import dataclass
@@ -42,99 +40,59 @@ class FieldDoc:
     doc: str
 
 
-#: What each key means (the spec module validates them but does not describe them).
-#: Keyed by section ("top", "network", "endpoint", a kind name) and key.
-_DOCS: dict[tuple[str, str], tuple[str, str]] = {
-    ("top", "name"): ("string", "the lab's name: 1-24 lowercase letters, digits and `-`; "
-                               "names its namespaces, Docker network and state"),
-    ("top", "network"): ("mapping", "the bridge and subnet every endpoint sits on "
-                                    "(see [network](#network))"),
-    ("top", "endpoints"): ("mapping", "endpoints by name (DNS labels); each has a `kind` "
-                                      "(see [endpoints](#endpoints-every-kind))"),
-    ("top", "expect"): ("list of strings", "connectivity the lab must show, checked by "
-                                           "`hybridnb validate`: `SOURCE -> TARGET CHECK "
-                                           "ok|blocked`, CHECK one of `icmp`, `tcp/PORT`, "
-                                           "`udp/PORT`, `http[/PORT]`, `dns`"),
-    ("network", "bridge"): ("interface name", "the Linux bridge (1-15 characters)"),
-    ("network", "subnet"): ("IPv4 subnet", "the lab's subnet, /8 to /29"),
-    ("network", "gateway"): ("IPv4 address", "the bridge's address, the Docker network's "
-                                             "gateway and the lab's DNS server"),
-    ("network", "domain"): ("domain name", "every endpoint resolves as `NAME.<domain>`"),
-    ("network", "mtu"): ("integer", "MTU of the bridge and every port, 576-9000"),
-    ("network", "adopt"): ("boolean", "use an existing bridge of that name instead of "
-                                      "creating one (it is left in place on destroy)"),
-    ("network", "dns"): ("boolean", "serve the lab's names (A, PTR, SRV) on the gateway"),
-    ("network", "upstream"): ("list of IPv4 addresses", "resolvers the lab's DNS forwards "
-                                                        "other names to (none: it answers "
-                                                        "only its own names)"),
-    ("network", "pools"): ("mapping kind → IPv4 address", "where each kind's automatic "
-                                                          "addresses start"),
-    ("endpoint", "kind"): ("`container`, `vm` or `host`", "what the endpoint is"),
-    ("endpoint", "address"): ("IPv4 address", "a fixed address in the subnet (none: the "
-                                              "next free one of the kind's pool, kept for "
-                                              "the life of the lab)"),
-    ("endpoint", "services"): ("list of `NAME/PORT[/udp]`", "services the endpoint offers: "
-                                                           "SRV records `_NAME._tcp` and real "
-                                                           "ports the probes test"),
-    ("container", "image"): ("image name", "a Docker image the engine has or can pull"),
-    ("container", "command"): ("string or list", "the command to run instead of the "
-                                                 "image's"),
-    ("container", "env"): ("mapping", "environment variables"),
-    ("container", "ports"): ("list of `[HOST:]PORT[/PROTO]`", "ports published on the "
-                                                              "lab host"),
-    ("container", "labels"): ("mapping", "Docker labels (`hybridnb.*` is reserved)"),
-    ("vm", "template"): ("`test`, `base` or `docker`", "`test`: the small busybox VM (Debian "
-                                                       "kernel, boots in ~2 s); `base`, "
-                                                       "`docker`: a cloud image with "
-                                                       "cloud-init"),
-    ("vm", "memory"): ("MiB", "guest memory, at least 96"),
-    ("vm", "vcpus"): ("integer", "virtual CPUs, 1-64"),
-    ("vm", "image"): ("file path", "the cloud image (templates `base`, `docker`)"),
-    ("vm", "kernel"): ("file path", "kernel for direct boot (template `test`)"),
-    ("vm", "initrd"): ("file path", "initramfs for direct boot (template `test`)"),
-}
+def _field_doc(f: Any) -> FieldDoc:
+    """A kind's field as the reference shows it (what ``hybridnb kinds`` shows too)."""
+    typ = f.type.describe()
+    if f.type.repeat and typ == "list":
+        typ = f"list of `{f.metavar}`"
+    low, high = getattr(f.type, "minimum", None), getattr(f.type, "maximum", None)
+    if low is not None or high is not None:               # an Integer with bounds
+        typ += f", {low}-{high}" if low is not None and high is not None else (
+            f", at least {low}" if low is not None else f", at most {high}")
+    return FieldDoc(f.name, typ, f.describe_default(), f.help)
 
 
 def lab_file_fields() -> list[tuple[str, str, list[FieldDoc]]]:
-    """``(section, title, fields)`` for every part of a lab file.
+    """``(section, title, fields)`` for every part of a lab file, from the registries.
 
-    The one place that knows where lab-file keys are defined: today the key lists and the
-    dataclass defaults of :mod:`hybridnb.core.spec`; with the kind registry, the registry."""
+    Top-level keys are the lab file's sections (:func:`hybridnb.core.spec.sections`: the
+    built-in ones and every one registered in :mod:`hybridnb.core.sections`), each described
+    by itself (``value``, ``describe()``) with the keys inside it (``reference_rows()``);
+    endpoint keys are the fields of the kinds (:mod:`hybridnb.core.kinds`): those every kind
+    has, then each kind's own, with the type, default and help the kind module declares."""
     from hybridnb.core import spec
+    from hybridnb.core.kinds import kinds
 
-    def default(obj: Any, key: str) -> str:
-        fields = {f.name: f for f in dataclasses.fields(obj)}
-        if key not in fields:
-            return ""
-        value = getattr(obj, key)
-        if value in (None, (), {}) or (isinstance(value, dict) and not value):
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
-
-    def docs(section: str, keys: tuple[str, ...], obj: Any = None) -> list[FieldDoc]:
-        out = []
-        for key in keys:
-            typ, doc = _DOCS[(section, key)]
-            out.append(FieldDoc(key, typ, default(obj, key) if obj is not None else "", doc))
-        return out
-
-    net_defaults = spec.NetworkSpec()
-    top = docs("top", spec._TOP_KEYS)
-    top[0] = dataclasses.replace(top[0], default=spec.DEFAULT_LAB)
-    network = docs("network", spec._NET_KEYS, net_defaults)
-    network = [dataclasses.replace(f, default="first address of the subnet")
-               if f.key == "gateway" else f for f in network]
-    common = spec._COMMON_KEYS
-    out = [("top", "Top level", top), ("network", "network", network),
-           ("endpoints", "endpoints (every kind)", docs("endpoint", common))]
-    examples = {"container": spec.ContainerSpec(name="x"), "vm": spec.VMSpec(name="x"),
-                "host": spec.HostSpec(name="x")}
-    for kind in spec.KINDS:
-        keys = tuple(k for k in spec._KIND_KEYS[kind] if k not in common)
-        out.append((kind, f"kind: {kind}", docs(kind, keys, examples[kind])))
+    every = spec.sections()
+    top = [FieldDoc(s.key, s.value, s.absent if isinstance(s.absent, str) else "",
+                    s.describe()) for s in every]
+    out = [("top", "Top level", top)]
+    for section in every:
+        rows = [FieldDoc(*row) for row in section.reference_rows()]
+        if rows:
+            out.append((section.key, section.key, rows))
+        if section.key != "endpoints":
+            continue
+        all_kinds = kinds()
+        common = [FieldDoc("kind", " or ".join(f"`{k.name}`" for k in all_kinds), "",
+                           "what the endpoint is: " + "; ".join(
+                               f"`{k.name}`, {k.description}" for k in all_kinds))]
+        common += [_field_doc(f) for f in all_kinds[0].fields() if f.common]
+        out.append(("endpoints", "endpoints (every kind)", common))
+        for kind in all_kinds:
+            out.append((kind.name, f"kind: {kind.name}",
+                        [_field_doc(f) for f in kind.fields() if not f.common]))
+    for _, title, fields in out:
+        bare = [f.key for f in fields if not f.doc.strip() or not f.type.strip()]
+        if bare:
+            raise ValueError(f"lab-file keys without a description in {title!r}: "
+                             f"{', '.join(bare)} (give the field a help=, or the section a "
+                             "value/help or docstring)")
     return out
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
 
 
 def _cell(text: str) -> str:
@@ -142,25 +100,30 @@ def _cell(text: str) -> str:
 
 
 def render_lab_file() -> str:
-    from hybridnb.core import spec
+    from hybridnb.core.kinds import REGISTRY
 
+    parts = lab_file_fields()
+    tables = {section: title for section, title, _ in parts[1:]}
     lines = [BANNER, "", "# Lab file reference", "",
              "A lab file is YAML: a `name`, a `network`, `endpoints` by name, and optional "
              "`expect` lines. Every key below is checked when the file is read; every "
              "problem is reported at once, with its path and a hint.", "",
              "```yaml", (DOCS.parent / "examples" / "seed.yaml").read_text().rstrip(), "```",
              ""]
-    for section, title, fields in lab_file_fields():
+    for section, title, fields in parts:
         lines += [f"## {title}", ""]
-        if section in spec.KINDS:
-            pool = {"host": ".10", "container": ".100", "vm": ".200"}.get(section)
-            lines += [f"Endpoints with `kind: {section}` also take these keys"
-                      + (f" (automatic addresses start at `{pool}` of the subnet)."
-                         if pool else "."), ""]
+        if section in REGISTRY:
+            kind = REGISTRY[section]
+            lines += [f"Endpoints with `kind: {section}` — {kind.description} — also take "
+                      f"these keys (automatic addresses start at `.{kind.pool_offset}` of the "
+                      "subnet).", ""]
         lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for f in fields:
+            doc = f.doc
+            if section == "top" and f.key in tables:
+                doc += f" (see [{f.key}](#{_slug(tables[f.key])}))"
             default = f"`{f.default}`" if f.default else ""
-            lines.append(f"| `{f.key}` | {_cell(f.type)} | {_cell(default)} | {_cell(f.doc)} |")
+            lines.append(f"| `{f.key}` | {_cell(f.type)} | {_cell(default)} | {_cell(doc)} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -235,7 +198,7 @@ def render_cli() -> str:
 
 
 def render_magics() -> str:
-    from hybridnb.notebook.magics import USAGE, HybridMagics
+    from hybridnb.notebook.magics import HybridMagics
 
     magics = HybridMagics(shell=None)
     lines = [BANNER, "", "# Notebook magics reference", "",
@@ -250,8 +213,8 @@ def render_magics() -> str:
         default = trait.default_value
         lines.append(f"| `{name}` | {f'`{default}`' if default else ''} | {_cell(trait.help)} |")
     lines.append("")
-    for cmd, (_, summary) in USAGE.items():
-        lines += _command(f"%hybrid {cmd}", magics._parser(cmd), summary)
+    for cmd in magics.handlers:               # help's order; one per endpoint kind included
+        lines += _command(f"%hybrid {cmd}", magics._parser(cmd), magics.descriptions[cmd])
     return "\n".join(lines).rstrip() + "\n"
 
 

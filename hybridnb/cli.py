@@ -2,17 +2,26 @@
 
 A thin layer: parse arguments, call :class:`hybridnb.Lab` (or the sandbox), print the result
 object's text.  Every command that talks to a sandbox takes ``--sandbox NAME`` (default:
-``$HYBRIDNB_SANDBOX``, else ``default``), like ``--backend`` defaults to ``$HYBRIDNB_BACKEND``;
+``$HYBRIDNB_SANDBOX``, else ``default``); ``--backend`` defaults to ``$HYBRIDNB_BACKEND``, else
+the sandbox as root and the dry-run backend otherwise (:func:`hybridnb.backends.default_backend`);
 ``hybridnb kinds`` prints the reference of the endpoint kinds and their fields, generated from
 the registry.  Errors from the library are printed as one message with its hint — never a
 traceback — and mapped to exit codes:
 
-    0  success (status: the lab is up; plan --detailed-exitcode: no changes)
-    1  the operation ran but the lab is not as wanted (status: changes pending)
-    2  the lab description or the command line is wrong
-    3  the state or the host is in the way (lock held, subnet collides with a route)
-    4  an engine refused or failed an action
-    5  an engine is not available (sandbox not up, daemon missing)
+    0    success (status: the lab is up; plan --detailed-exitcode: no changes)
+    1    the operation ran but the lab is not as wanted (status: changes pending; plan
+         --detailed-exitcode: the plan has changes; test: a probe failed)
+    2    the lab description or the command line is wrong (a bad option value too)
+    3    the state or the host is in the way (lock held, subnet collides with a route, the
+         lab lives on another sandbox)
+    4    an engine refused or failed an action
+    5    an engine is not available (sandbox not up, daemon missing)
+    130  interrupted (Ctrl-C); the next command finishes the record of what was in flight
+    141  the output was cut short (``hybridnb ... | head``): ends quietly, like other tools
+
+Long steps say what they do while they do it: every action is printed on stderr when it
+starts and when it ends (a VM boot is seconds), still-running ones every 10 s, a wait for
+another process's lock and a rollback too; ``-q`` silences them.
 """
 
 from __future__ import annotations
@@ -25,10 +34,53 @@ import sys
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from hybridnb.backends import BACKENDS
+from hybridnb.backends import BACKENDS, DEFAULT_RULE
 from hybridnb.errors import HybridError
 
 EXIT_OK, EXIT_PENDING, EXIT_USAGE = 0, 1, 2
+#: ``plan --detailed-exitcode`` when the plan has changes: the lab is not as wanted (1), not
+#: 2 — that is a bad lab file or command line.
+EXIT_CHANGES = EXIT_PENDING
+EXIT_INTERRUPTED, EXIT_PIPE = 130, 141
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (use 1 or more)")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def check_list(text: str) -> tuple[str, ...]:
+    """argparse type of ``--checks``: comma-separated probe checks, each one valid."""
+    from hybridnb.errors import ValidationError
+    from hybridnb.services.probe.plan import parse_checks
+
+    checks = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not checks:
+        raise argparse.ArgumentTypeError("no check given (e.g. icmp,tcp/80)")
+    try:
+        parse_checks(checks)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(
+            "; ".join(f"{p.message} ({p.hint})" if p.hint else p.message
+                      for p in exc.problems)) from None
+    return checks
 
 
 def _lab(args: argparse.Namespace) -> Any:
@@ -38,20 +90,26 @@ def _lab(args: argparse.Namespace) -> Any:
     return Lab.load(args.lab, backend=backend, state_dir=args.state_dir, sandbox=args.sandbox)
 
 
+def _say(text: str) -> None:
+    """One progress line on stderr (a closed stderr ends nothing)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+
+
 def _progress(args: argparse.Namespace) -> Callable[[Any], None] | None:
+    """Every event of a run as a line on stderr: an action when it starts and when it ends,
+    still-running ones, notes (a lock wait, a rollback)."""
     if args.quiet:
         return None
-
-    def show(event: Any) -> None:
-        if event.phase != "start":
-            print(str(event), file=sys.stderr, flush=True)
-    return show
+    return lambda event: _say(str(event))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = _lab(args).plan()
     print(plan.to_text())
-    return 2 if (args.detailed_exitcode and not plan.empty) else EXIT_OK
+    return EXIT_CHANGES if (args.detailed_exitcode and not plan.empty) else EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -68,15 +126,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     status = _lab(args).status()
     if args.json:
         print(json.dumps({"lab": status.lab, "backend": status.backend, "up": status.up,
-                          "pending": status.pending, "endpoints": status.records()}, indent=2))
+                          "pending": status.pending, "endpoints": status.records(),
+                          "policy": status.policy or None,
+                          "links": [{"endpoint": n, "impairments": w, "state": st}
+                                    for n, w, st in status.links]}, indent=2))
     else:
         print(status.to_text())
     return EXIT_OK if status.up else EXIT_PENDING
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    checks = tuple(c for c in args.checks.split(",") if c) if args.checks else None
-    matrix = _lab(args).test(checks, timeout=args.timeout, count=args.count)
+    matrix = _lab(args).test(args.checks, timeout=args.timeout, count=args.count)
     print(matrix.to_json() if args.json else matrix.to_text(verbose=args.verbose))
     return EXIT_OK if matrix.ok else EXIT_PENDING
 
@@ -89,7 +149,51 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_dns(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    print((lab.dns_query_log(args.query_log) if args.query_log else lab.dns()).to_text())
+    if args.query_log:
+        view = lab.dns_query_log(args.query_log)
+        data: Any = {"lab": view.lab, "queries": view.records()}
+    else:
+        view = lab.dns()
+        data = {"lab": view.lab, "domain": view.domain, "server": view.server,
+                "records": view.records_list()}
+    print(json.dumps(data, indent=2, sort_keys=True) if args.json else view.to_text())
+    return EXIT_OK
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    if args.source is None:
+        table = lab.policy()
+        print(table.to_json() if args.json else table.to_text())
+        return EXIT_OK
+    if args.target is None:
+        raise HybridError("policy: name the target too: hybridnb policy LAB FROM TO "
+                          "[PROTO/PORT]", hint="e.g. hybridnb policy lab.yaml web db tcp/5432")
+    decision = lab.explain(args.source, args.target, args.check)
+    if args.json:
+        print(json.dumps({"source": decision.flow.source, "target": decision.flow.target,
+                          "check": decision.flow.check, "verdict": decision.verdict,
+                          "decided_by": decision.decided_by, "why": decision.why}, indent=2))
+    else:
+        print(str(decision))
+    return EXIT_OK if decision.allowed else EXIT_PENDING
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    view = _lab(args).links()
+    print(json.dumps(view.records(), indent=2) if args.json else view.to_text())
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hybridnb.render.report.render import format_for
+
+    for output in args.output:
+        format_for(output)                  # a name that says no format: before any work
+    report = _lab(args).report(probe=not args.no_probe, monitor=args.monitor)
+    for output in args.output:
+        for path in report.save(output):
+            print(path)
     return EXIT_OK
 
 
@@ -282,10 +386,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from hybridnb.target import default_sandbox
 
     box = Sandbox(args.sandbox or default_sandbox())
+    progress = None if args.quiet else _say
     if args.action == "up":
-        box.up(progress=None if args.quiet else lambda msg: print(msg, file=sys.stderr, flush=True))
+        box.up(progress=progress)
     elif args.action == "down":
-        box.down(purge=args.purge)
+        if progress is not None:
+            progress(f"taking sandbox {box.name} down: its labs end with it")
+        box.down(purge=args.purge, progress=progress)
     print(box.status())
     return EXIT_OK
 
@@ -302,10 +409,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.what:
         image = testvm.build(progress=None if args.quiet else
-                             (lambda event, _f=None: print(event, file=sys.stderr, flush=True)))
+                             (lambda event, _fraction=None: _say(str(event))))
         print(f"test VM image {image.version}: kernel {image.kernel}, initrd {image.initrd}")
         return EXIT_OK
-    show = None if args.quiet else (lambda event: print(event, file=sys.stderr, flush=True))
+    show = None if args.quiet else (lambda event: _say(str(event)))
     for name, (recipe, shapes) in _wanted_images(args.what).items():
         shape = "vm" if "vm" in shapes else "rootfs"
         ref = recipes.ensure_image(recipe, None, shape, show, refresh=args.refresh,
@@ -386,15 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybridnb",
         description="Docker containers and libvirt VMs on one Linux bridge: plan, apply, test "
                     "and destroy a hybrid lab described in a YAML file.",
-        epilog="exit codes: 0 ok, 1 lab not as wanted, 2 bad lab file or usage, 3 state/host "
-               "conflict, 4 engine error, 5 engine unavailable")
+        epilog="exit codes: 0 ok, 1 lab not as wanted (plan --detailed-exitcode: changes), "
+               "2 bad lab file or usage, 3 state/host conflict, 4 engine error, 5 engine "
+               "unavailable, 130 interrupted, 141 output cut short (| head)")
     parser.add_argument("--version", action=_Version, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("lab", metavar="LAB", help="lab file (YAML) or the name of an applied lab")
     common.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="where the lab lives (default: $HYBRIDNB_BACKEND or sandbox)")
+                        help=f"where the lab lives (default: {DEFAULT_RULE})")
     common.add_argument("--dry-run", action="store_true",
                         help="use the in-memory dry-run backend (same as --backend dry-run)")
     _sandbox_option(common)
@@ -405,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", parents=[common], help="show what apply would do")
     p.add_argument("--detailed-exitcode", action="store_true",
-                   help="exit 2 when the plan has changes, 0 when it has none")
+                   help="exit 1 when the plan has changes, 0 when it has none (2 stays: a "
+                        "bad lab file or usage)")
     p.set_defaults(func=cmd_plan)
     sub.add_parser("apply", parents=[common], help="create or converge the lab").set_defaults(func=cmd_apply)
     sub.add_parser("destroy", parents=[common], help="remove everything the lab owns").set_defaults(func=cmd_destroy)
@@ -415,10 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", parents=[common],
                        help="probe every endpoint against every other (exit 1 if any fails)")
-    p.add_argument("--checks", default=None,
+    p.add_argument("--checks", default=None, type=check_list,
                    help="comma-separated checks: icmp,tcp,udp,http,dns,tcp/PORT (default: all)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
-    p.add_argument("--count", type=int, default=3, help="attempts per pair (default 3)")
+    p.add_argument("--timeout", type=positive_float, default=1.0,
+                   help="seconds per probe (default 1)")
+    p.add_argument("--count", type=positive_int, default=3,
+                   help="attempts per pair (default 3)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="every grid and every failure line (by default a lab of more than 10 "
                         "endpoints prints a table per check and its failures, grouped)")
@@ -427,14 +538,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", parents=[common],
                        help="check the lab file's expect: lines (exit 0 all hold, 1 some "
                             "fail, 2 lab not up)")
-    p.add_argument("--timeout", type=float, default=1.0, help="seconds per probe (default 1)")
+    p.add_argument("--timeout", type=positive_float, default=1.0,
+                   help="seconds per probe (default 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("dns", parents=[common], help="the lab's DNS records, or its query log")
-    p.add_argument("--query-log", type=int, metavar="N", default=0,
+    p.add_argument("--query-log", type=positive_int, metavar="N", default=0,
                    help="show the last N queries the lab's DNS server answered")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_dns)
+    p = sub.add_parser("report", parents=[common],
+                       help="write a self-contained report of the lab (HTML, Markdown, JSON)",
+                       description="One document of the lab as it is now: lab file and plan, "
+                                   "environment, topology, endpoints, connectivity and latency "
+                                   "(a fresh probe run), DNS, expectations, doctor findings, "
+                                   "traffic, what apply did. The format follows the file's "
+                                   "suffix; a Markdown report's pictures go to FILE_files/ "
+                                   "beside it. Prints the paths written.")
+    p.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
+                   help="FILE.html, FILE.md or FILE.json (repeat for several formats of one "
+                        "report)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="send nothing into the lab: no probe run, no doctor")
+    p.add_argument("--monitor", type=float, default=0.0, metavar="SECONDS",
+                   help="also record the lab's traffic for SECONDS")
+    p.set_defaults(func=cmd_report)
     _add_watch_commands(sub, common)
+
+    p = sub.add_parser(
+        "policy", parents=[common],
+        help="the lab's policy with hit counters; with FROM TO: would FROM reach TO? (exit 0 "
+             "allowed, 1 denied)",
+        description="Without FROM TO: the rules of the lab's policy as a table, with the "
+                    "packets each decided since the last change. With FROM TO [CHECK]: the "
+                    "decision for that flow and the rule that makes it (from the lab file; "
+                    "nothing is sent).")
+    p.add_argument("source", nargs="?", metavar="FROM", help="source endpoint")
+    p.add_argument("target", nargs="?", metavar="TO", help="target endpoint or gateway")
+    p.add_argument("check", nargs="?", metavar="PROTO/PORT", default="icmp",
+                   help="tcp/PORT, udp/PORT, http[/PORT], icmp or dns (default icmp)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_policy)
+    p = sub.add_parser("links", parents=[common],
+                       help="the lab's link impairments: what, where applied, loss counters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_links)
 
     p = sub.add_parser(
         "sandbox", help="the isolated lab host with private dockerd and libvirtd",
@@ -472,17 +620,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader of our output went away (``| head``): end quietly, as other tools do — the
+    rest of the output goes nowhere instead of raising again at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except HybridError as exc:
-        print(f"hybridnb: error: {exc}", file=sys.stderr)
+        _say(f"hybridnb: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hybridnb: interrupted", file=sys.stderr)
-        return 130
+        _say("hybridnb: interrupted; the next command finishes the record of what was in "
+             "flight")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

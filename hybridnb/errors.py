@@ -14,7 +14,8 @@ the command line uses for it.
     └── EngineError          an engine (kernel, Docker, libvirt, a daemon) refused or failed
         ├── EngineUnavailable  the engine is not installed / not running / not reachable
         │   └── Unsupported    the backend cannot do this at all (a capability it lacks)
-        ├── BootError          a VM did not come up (carries the console tail)
+        ├── BootError          an endpoint did not come up: a VM that did not boot, a
+        │                      container whose command exited (carries the console or log tail)
         └── BuildError         an image recipe did not build (names the recipe and the step)
 """
 
@@ -169,19 +170,21 @@ class Unsupported(EngineUnavailable):
 
 
 class BootError(EngineError):
-    """A VM (or a recipe container) did not come up; ``console`` holds the tail of its serial
-    console (its output)."""
+    """An endpoint did not come up (a VM did not boot, a container's command exited, a recipe
+    container's service never came up); ``console`` holds the tail of its serial console
+    (``what="log"``: of its output)."""
 
     def __init__(self, message: str, *, console: str = "", hint: str | None = None,
-                 engine: str = "libvirt") -> None:
+                 engine: str = "libvirt", what: str = "console") -> None:
         super().__init__(message, hint=hint, engine=engine)
         self.console = console
+        self.what = what
 
     def __str__(self) -> str:
         text = super().__str__()
         if self.console:
             tail = "\n".join("    | " + line for line in self.console.splitlines()[-20:])
-            text += "\n  console tail:\n" + tail
+            text += f"\n  {self.what} tail:\n" + tail
         return text
 
 

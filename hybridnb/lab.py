@@ -8,8 +8,10 @@ description into resources and diffs them against what the backend observes; ``a
 executes that plan under the lab's lock, recording intent first (the images of the lab's
 recipes are built before, :mod:`hybridnb.images.binding`); ``destroy()`` removes
 everything the lab owns; ``status()`` reports each endpoint as the engines see it; ``test()``,
-``validate()``, ``dns()`` and ``dns_query_log()`` look inside.  Every method returns an
-object that renders itself.
+``validate()``, ``dns()`` and ``dns_query_log()`` look inside; ``policy()``, ``explain()``,
+``links()`` and ``warnings()`` show the lab's policies and link impairments; ``report()`` puts
+it all in one document (HTML, Markdown or JSON).  Every method returns an object that renders
+itself.
 
     lab = Lab("demo", backend="dry-run")
     lab.add_container("web", image="busybox").add_vm("vm1")
@@ -18,21 +20,28 @@ object that renders itself.
 Endpoint kinds come from the registry (:mod:`hybridnb.core.kinds`): ``add(kind, name,
 **fields)`` takes any kind and any of its fields; what a backend can do beyond create and
 delete comes from its drivers' declared capabilities (:mod:`hybridnb.drivers.base`).
+
+A lab's state belongs to where it lives (:mod:`hybridnb.state`): the dry-run backend keeps
+its labs apart from the real ones, an applied lab is found on the sandbox its state records
+(when no sandbox or backend is named), and the same name on another target — or an unnamed
+lab file that is not the one the lab was applied from — is refused, never mixed.  A failed
+apply that changed existing resources puts them back (:func:`hybridnb.apply.converge`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import ipaddress
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
-from hybridnb.apply import (ApplyResult, Observed, Progress, execute, observe_all, observe_settled,
-                            preflight)
+from hybridnb.apply import (ApplyResult, Observed, Progress, ProgressEvent, converge, execute,
+                            observe_all, observe_settled, preflight, settle_journal)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.ipam import assign_addresses
 from hybridnb.core.kinds import endpoint_to_dict, is_endpoint_kind, plain
@@ -43,16 +52,20 @@ from hybridnb.core.spec import LabSpec, lab_to_dict, parse_lab
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource, QueryLog
 from hybridnb.errors import (HybridError, NotFoundError, Problem, Unsupported, ValidationError)
 from hybridnb.offloop import engine_call, off_loop
-from hybridnb.state import StateStore, recorded_specs
+from hybridnb.state import (IN_FLIGHT_STATUSES, LabState, StateStore, default_state_dir,
+                            owner_conflict, recorded_specs, recorded_target)
 from hybridnb.target import default_sandbox
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.expect import ExpectationReport
+    from hybridnb.render.report import LabReport
     from hybridnb.services.capture import Capture, CaptureResult
     from hybridnb.services.doctor import DoctorReport
     from hybridnb.services.labview import LabView
     from hybridnb.services.logs import LogLine, LogView
     from hybridnb.services.monitor import TrafficReport, TrafficSample
+    from hybridnb.core.policy import Decision, Policy
+    from hybridnb.services.policyview import LinksView, PolicyTable
     from hybridnb.services.dns.results import DnsRecords, QueryLogView
     from hybridnb.services.probe import ConnectivityMatrix, ProbeEndpoint
 
@@ -91,6 +104,16 @@ class LabStatus:
     endpoints: tuple[EndpointStatus, ...] = ()
     infra: tuple[tuple[str, str, str], ...] = ()       # (kind, name, state)
     pending: int = 0                                   # actions an apply would run
+    policy: str = ""                                   # "inet hnb-x: 12 rules, default deny — up"
+    links: tuple[tuple[str, str, str], ...] = ()       # (endpoint, impairments, state)
+    #: the lab's Policy (for :attr:`denied`, computed only when asked: drawings ask)
+    enforced: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def denied(self) -> tuple[tuple[str, str], ...]:
+        """Endpoint pairs between which the policy allows nothing either way (the topology
+        draws them)."""
+        return tuple(self.enforced.closed_pairs()) if self.enforced is not None else ()
 
     @property
     def up(self) -> bool:
@@ -116,7 +139,12 @@ class LabStatus:
         text = self.headline()
         if self.endpoints:
             text += "\n" + text_table(self._columns(), self.rows())
-        return text
+        return text + "".join(f"\n{line}" for line in self.policy_lines())
+
+    def policy_lines(self) -> list[str]:
+        """The policy and the impaired links, one line each ([] without them)."""
+        lines = [f"policy: {self.policy}"] if self.policy else []
+        return lines + [f"link {name}: {what} — {state}" for name, what, state in self.links]
 
     __repr__ = to_text
     __str__ = to_text
@@ -128,8 +156,13 @@ class LabStatus:
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
+        from html import escape
+
+        extra = self.policy_lines()
         return table(self._columns(), self.rows(), caption=self.headline(),
-                     row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints])
+                     row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints]
+                     ) + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in extra) + "</ul>"
+                          if extra else "")
 
 
 def _state_of(res: Resource, seen: Observation | None, applied: bool,
@@ -164,13 +197,47 @@ class Lab:
     def _init(self, doc: dict[str, Any], backend: str | Backend | None,
               state_dir: str | os.PathLike[str] | None, sandbox: str | None,
               source: str | None) -> None:
+        from hybridnb.backends import state_scope
+
         self._spec = parse_lab(doc, source=source)
         self._doc = doc
         self.source = source
-        self.store = StateStore(state_dir)
+        #: the description names the lab (else the name is its file's stem: Lab.load)
+        self.named = True
+        self._state_base = Path(state_dir) if state_dir is not None else default_state_dir()
         self._backend_choice = backend
         self._sandbox = sandbox or default_sandbox()
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        scope = state_scope(backend)
+        self.store = StateStore(self._state_base / scope if scope else self._state_base)
+        if not scope:
+            self._follow_recorded_target(backend, sandbox)
+
+    def _follow_recorded_target(self, backend: str | Backend | None, sandbox: str | None) -> None:
+        """An applied lab is found where its state says it lives, when the caller named no
+        sandbox (nor ``$HYBRIDNB_SANDBOX``) and no other backend; a legacy dry-run state in
+        the real directory is moved to the dry-run one first."""
+        from hybridnb.backends import SCOPES, is_explicit
+
+        try:
+            data = self.store.read(self.name)
+        except HybridError:
+            return                                   # reported when the state is used
+        if data.get("backend") == "dry-run":         # written before dry-run had its scope
+            legacy = self._state_base / SCOPES["dry-run"] / f"{self.name}.json"
+            if not legacy.exists():
+                legacy.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.store.path(self.name), legacy)
+            return
+        where = recorded_target(data)
+        if where is None or isinstance(backend, Backend):
+            return
+        if where.startswith("sandbox:") and backend in (None, "sandbox") \
+                and sandbox is None and not os.environ.get("HYBRIDNB_SANDBOX"):
+            if backend == "sandbox" or not is_explicit(backend):
+                self._sandbox = where.partition(":")[2]
+        elif where == "host" and not is_explicit(backend):
+            self._backend_choice = "host"
 
     # ------------------------------------------------------------------ construction
 
@@ -197,18 +264,26 @@ class Lab:
         from hybridnb.core.kinds import anchor_paths
         from hybridnb.labfile import load_lab_document
 
+        from hybridnb.backends import state_scope
+
         text = str(path_or_name)
         if Path(path_or_name).exists() or text.endswith((".yaml", ".yml")):
             data, source, default_name = load_lab_document(path_or_name)
             data = anchor_paths(data, os.path.dirname(os.path.abspath(path_or_name)))
             if default_name is not None:
                 data = {"name": default_name, **data}
-            return cls.from_dict(data, source=source, **kw)
-        state = StateStore(kw.get("state_dir")).read(text)
+            lab = cls.from_dict(data, source=source, **kw)
+            lab.named = default_name is None
+            return lab
+        base = Path(kw["state_dir"]) if kw.get("state_dir") else default_state_dir()
+        scope = state_scope(kw.get("backend"))
+        state = StateStore(base / scope if scope else base).read(text)
         if not state.get("spec"):
             raise NotFoundError(f"no lab file and no applied lab named {text!r}",
                                 hint="pass the path of a lab YAML file")
-        return cls.from_dict(state["spec"], **kw)
+        lab = cls.from_dict(state["spec"], **kw)
+        lab.source, lab.named = state.get("source"), bool(state.get("named", True))
+        return lab
 
     # --------------------------------------------------------------------- properties
 
@@ -229,7 +304,7 @@ class Lab:
         if self._backend is None:
             from hybridnb.backends import resolve_backend
 
-            self._backend = resolve_backend(self._backend_choice, state_dir=self.store.dir,
+            self._backend = resolve_backend(self._backend_choice, state_dir=self._state_base,
                                             sandbox=self._sandbox)
         return self._backend
 
@@ -295,9 +370,48 @@ class Lab:
 
     # ----------------------------------------------------------------------- planning
 
+    @property
+    def target(self) -> str:
+        """Where the lab lives: ``sandbox:NAME``, ``host`` or ``dry-run``."""
+        from hybridnb.backends import target_name
+
+        return target_name(self._backend_choice, self._sandbox)
+
+    @property
+    def _source_key(self) -> str | None:
+        """The lab file, as the state records it (an absolute path)."""
+        return str(Path(self.source).resolve()) if self.source else None
+
+    def _check_owner(self, data: Mapping[str, Any]) -> None:
+        """Refuse state that belongs to another target or another unnamed lab file."""
+        conflict = owner_conflict(data, self.name, target=self.target, source=self._source_key,
+                                  named=self.named)
+        if conflict is not None:
+            raise conflict
+
+    def _read_state(self) -> dict[str, Any]:
+        """The lab's state, checked to be this lab's (:meth:`_check_owner`)."""
+        data = self.store.read(self.name)
+        self._check_owner(data)
+        return data
+
+    def _settle_if_idle(self) -> None:
+        """Finish the records of calls a dead or interrupted run left in flight — when no
+        other process holds the lab's lock (a run in progress keeps its intents)."""
+        data = self.store.read(self.name)
+        if not any(isinstance(r, Mapping) and r.get("status") in IN_FLIGHT_STATUSES
+                   for r in (data.get("resources") or {}).values()):
+            return
+        with self.store.try_lock(self.name) as mine:
+            if not mine:
+                return
+            st = LabState(self.name, self.store.read(self.name), self.store)
+            self._check_owner(st.data)
+            settle_journal(st, self._settled(st))
+
     def addresses(self) -> dict[str, ipaddress.IPv4Address]:
         """Every endpoint's address: explicit, else as allocated before, else newly chosen."""
-        return self._assign(self.store.read(self.name).get("addresses", {}))
+        return self._assign(self._read_state().get("addresses", {}))
 
     def _assign(self, previous: Mapping[str, str]) -> dict[str, ipaddress.IPv4Address]:
         try:
@@ -339,42 +453,71 @@ class Lab:
 
     @engine_call
     def plan(self) -> Plan:
-        """What ``apply()`` would do now (nothing is changed)."""
-        recorded = recorded_specs(self.store.read(self.name))
+        """What ``apply()`` would do now (nothing is changed but the record of an interrupted
+        run, which is finished first; the notes say which images apply will make first)."""
+        self._settle_if_idle()
+        recorded = recorded_specs(self._read_state())
         bound = self._bind(compile_lab(self._spec, self.addresses()), "plan")
         plan = diff(self.name, bound.resources, self._observe(), recorded,
                     updatable=self.backend.updatable())
-        return dataclasses.replace(plan, notes=tuple(bound.notes)) if bound.notes else plan
+        return dataclasses.replace(plan, warnings=tuple(self.warnings()),
+                                   notes=tuple(bound.notes))
+
+    def _on_wait(self, progress: Progress | None) -> Any:
+        if progress is None:
+            return None
+        return lambda text: progress(ProgressEvent.note(text))
 
     @engine_call
     def apply(self, progress: Progress | None = None, *, workers: int = 8) -> ApplyResult:
         """Make the engines match the lab; re-applying an unchanged lab does nothing.
 
-        ``workers`` bounds how many actions of one stage run at once (1: one at a time)."""
-        with self.store.transaction(self.name) as st:
+        Everything knowable is checked before anything is deleted (validation, the drivers'
+        preflight checks); a run that fails after changing existing resources puts them back
+        and raises the error (``error.result`` has both runs).  ``workers`` bounds how many
+        actions of one stage run at once (1: one at a time)."""
+        if self._spread():
+            raise Unsupported(f"lab {self.name!r}: {_SPREAD}", hint=_SPREAD_HINT,
+                              capability="hosts")
+        with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
+            self._check_owner(st.data)
             addresses = self._assign(st.addresses)
             # images first: what the endpoints run is made before anything of the lab changes
             resources = self._bind(compile_lab(self._spec, addresses), "build",
                                    progress).resources
-            plan = diff(self.name, resources, self._settled(st), st.recorded(),
+            observed = self._settled(st)
+            settle_journal(st, observed)
+            recorded = st.recorded()
+            plan = diff(self.name, resources, observed, recorded,
                         updatable=self.backend.updatable())
             if plan.empty:
                 return ApplyResult(plan)
             preflight(plan, self.backend)
             # intent first: the addresses and the description are persisted before acting
+            previous = {k: copy.deepcopy(st.data.get(k)) for k in ("addresses", "kinds", "spec")}
             st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
             st.data["kinds"] = {e.name: e.kind for e in self._spec.endpoints}
             st.data["spec"] = lab_to_dict(self._spec)
             st.data["backend"] = self.backend.name
             st.data["target"] = self.backend.target.to_dict()
+            st.data["source"], st.data["named"] = self._source_key, self.named
             st.save()
-            return execute(plan, self.backend, st, progress=progress, workers=workers)
+
+            def restore() -> None:              # the lab was put back: so is its record
+                st.data.update({k: v for k, v in previous.items() if v is not None})
+                st.save()
+            return converge(plan, self.backend, st, before=observed, recorded_before=recorded,
+                            progress=progress, workers=workers, restore=restore)
 
     @engine_call
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
-        """Remove everything this lab owns; its addresses are released."""
-        with self.store.transaction(self.name) as st:
-            plan = destroy_plan(self.name, self._settled(st), st.recorded())
+        """Remove everything this lab owns; its addresses are released, and its state and
+        lock files removed."""
+        with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
+            self._check_owner(st.data)
+            observed = self._settled(st)
+            settle_journal(st, observed)
+            plan = destroy_plan(self.name, observed, st.recorded())
             result = execute(plan, self.backend, st, progress=progress) if not plan.empty \
                 else ApplyResult(plan)
             st.data["addresses"] = {}
@@ -445,15 +588,22 @@ class Lab:
         answers)."""
         from hybridnb.services.probe import probe_matrix
 
+        _check_probe_options(checks, timeout, count)
         if checks is None:
             checks = ("icmp", "tcp", "udp", "http") + (
                 ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
-        return probe_matrix(eps + [gateway], checks, domain=net.domain,
-                            dns_server=str(net.gateway) if net.dns else None,
-                            timeout=timeout, count=count, pin_neighbours=pin_neighbours,
-                            responders=responders)
+        matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
+                              dns_server=str(net.gateway) if net.dns else None,
+                              timeout=timeout, count=count, pin_neighbours=pin_neighbours,
+                              responders=responders)
+        policy = self._policy()
+        if policy is not None:              # denied probes that failed are "blocked"
+            from hybridnb.services.policyview import judge_matrix
+
+            judge_matrix(matrix, policy)
+        return matrix
 
     @engine_call
     def validate(self, *, timeout: float = 1.0, count: int = 2) -> ExpectationReport:
@@ -471,7 +621,7 @@ class Lab:
         # every expect: line is an assertion: only what really listens may answer it
         matrix = self.test(tuple(checks) or ("icmp",), timeout=timeout, count=count,
                            responders=False)
-        return evaluate(expectations, matrix)
+        return evaluate(expectations, matrix, policy=self._policy())
 
     # ---------------------------------------------------------------------------- dns
 
@@ -519,18 +669,106 @@ class Lab:
         code, out, err = drv.guest_exec(self.name, endpoint, argv, timeout=timeout)
         return ExecOutput(endpoint, tuple(argv), int(code), str(out), str(err))
 
+    # ---------------------------------------------------------------- policies and links
+
+    def warnings(self) -> list[Problem]:
+        """What the lab file may not mean, though nothing is wrong enough to refuse it: policy
+        rules that can never match (earlier rules decide all their flows), with the rule
+        numbers; for a lab spread over hosts, the MTU VXLAN leaves it and why.  ``plan()``
+        shows them too."""
+        from hybridnb.core.multihost import fabric_notes
+
+        value = self._spec.sections.get("policies")
+        spread = [Problem("hosts", _SPREAD, _SPREAD_HINT)] if self._spread() else []
+        return (list(value.warnings) if value is not None else []) + fabric_notes(self._spec) \
+            + spread
+
+    def _spread(self) -> bool:
+        """Whether the lab names two hosts or more (placement is not applied yet: issue 17's
+        fabric exists, ``Lab`` does not drive it per host)."""
+        hosts = self._spec.sections.get("hosts")
+        return hosts is not None and hosts.multi
+
+    def _policy(self) -> Policy | None:
+        """The lab's policy over its endpoints' addresses (None without ``policies:``)."""
+        from hybridnb.core.sections.policies import policy_of
+
+        if self._spec.sections.get("policies") is None:
+            return None
+        return policy_of(self._spec, self.addresses())
+
+    def _require_policy(self) -> Policy:
+        policy = self._policy()
+        if policy is None:
+            raise NotFoundError(f"lab {self.name} has no policies",
+                                hint="add a policies: section (default: and rules:) to the lab "
+                                     "file")
+        return policy
+
+    def explain(self, source: str, target: str, check: str = "icmp") -> Decision:
+        """Would ``source`` reach ``target`` with ``check`` (``tcp/5432``, ``http``,
+        ``icmp``, ``dns``)?  The policy's decision and the rule that makes it (computed from
+        the lab file: nothing is sent)."""
+        try:
+            return self._require_policy().explain(source, target, check)
+        except ValidationError as exc:
+            raise ValidationError(exc.problems, source=self.source) from None
+
+    @engine_call
+    def policy(self) -> PolicyTable:
+        """The lab's policy: its rules, the built-ins and the default as a table, with how
+        many packets each decided since the last change (when the backend counts them)."""
+        from hybridnb.drivers.base import RuleCounters
+        from hybridnb.services.policyview import PolicyTable
+
+        policy = self._require_policy()
+        res = next(r for r in self.resources() if r.kind == "policy")
+        seen = self._observe().get("policy", {}).get(res.name)
+        applied = bool(self.store.read(self.name).get("resources"))
+        state, _ = _state_of(res, seen, applied, "")
+        counters, note = None, ""
+        if not self.backend.capable("policy", RuleCounters):
+            note = f"the {self.backend.name} backend counts no packets"
+        elif seen is not None:
+            counters = self.backend.require("policy", RuleCounters).counters(self.name)
+        return PolicyTable(self.name, policy, counters, state, str(res.spec["table"]), note)
+
+    @engine_call
+    def links(self) -> LinksView:
+        """The lab's link impairments: per endpoint what its link should do, whether that is
+        applied, where (its bridge port, inside a VM guest) and what loss dropped."""
+        from hybridnb.core.sections.links import impairments_of
+        from hybridnb.drivers.base import LinkReport
+        from hybridnb.services.policyview import LinkRow, LinksView, where_applied
+
+        wanted = {r.name: r for r in self.resources() if r.kind == "link"}
+        seen = self._observe().get("link", {})
+        report: Mapping[str, Any] = {}
+        if wanted and self.backend.capable("link", LinkReport):
+            report = self.backend.require("link", LinkReport).link_report(self.name)
+        applied = bool(self.store.read(self.name).get("resources"))
+        rows = []
+        for name, imp in sorted(impairments_of(self._spec).items()):
+            state, _ = _state_of(wanted[name], seen.get(name), applied, "")
+            got = report.get(name)
+            rows.append(LinkRow(name, self._spec.endpoint(name).kind, imp.describe(), state,
+                                where_applied(got), None if got is None else got["dropped"]))
+        return LinksView(self.name, tuple(rows))
+
     # ------------------------------------------------------------------------- status
 
     @engine_call
     def status(self) -> LabStatus:
         net = self._spec.network
+        self._settle_if_idle()
         resources = self.resources()
         observed = self._observe()
-        recorded = recorded_specs(self.store.read(self.name))
+        recorded = recorded_specs(self._read_state())
         plan = diff(self.name, resources, observed, recorded, updatable=self.backend.updatable())
         reasons = {a.key: a.reason for a in plan.actions}
         applied = bool(recorded) or any(observed.values())
-        rows, infra = [], []
+        rows, infra, links = [], [], []
+        policy = ""
         for res in sorted(resources, key=lambda r: r.name):
             state, detail = _state_of(res, observed.get(res.kind, {}).get(res.name), applied,
                                       reasons.get(res.key, ""))
@@ -541,9 +779,36 @@ class Lab:
             if not is_endpoint_kind(res.kind):
                 state, _ = _state_of(res, observed.get(res.kind, {}).get(res.name), True, "")
                 infra.append((res.kind, res.name, state))
+                if res.kind == "policy":
+                    policy = f"{res.summary} — {state}"
+                elif res.kind == "link":
+                    links.append((res.name, res.summary, state))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
-                         str(net.gateway), tuple(rows), tuple(infra), len(plan.actions))
+                         str(net.gateway), tuple(rows), tuple(infra), len(plan.actions),
+                         policy=policy, links=tuple(links), enforced=self._policy())
 
+    # ------------------------------------------------------------------------- report
+
+    @engine_call
+    def report(self, *, probe: bool = True, matrix: ConnectivityMatrix | None = None,
+               validation: ExpectationReport | None = None,
+               apply_result: ApplyResult | None = None, doctor: Any = None,
+               traffic: Any = None, monitor: float = 0.0,
+               sections: list[str] | None = None) -> LabReport:
+        """One self-contained document of the lab as it is now: it renders inline in Jupyter
+        and ``.save("lab.html"|"lab.md"|"lab.json")`` writes it.
+
+        The report asks this lab for its results — status, plan, a probe run, the
+        ``expect:`` lines, DNS, the doctor, the last apply's timeline — once each; a result
+        at hand (``matrix``, ``validation``, ``apply_result``, ``doctor``, ``traffic``) is used
+        instead.  ``probe=False`` sends nothing into the lab (no probe run, no doctor);
+        ``monitor``: seconds of traffic to record; ``sections``: only these (see
+        :mod:`hybridnb.render.report.sections`)."""
+        from hybridnb.render.report import report_of
+
+        return report_of(self, probe=probe, matrix=matrix, validation=validation,
+                         apply_result=apply_result, doctor=doctor, traffic=traffic,
+                         monitor=monitor, sections=sections)
     # ----------------------------------------------------- watching (monitor, capture, ...)
 
     def view(self) -> LabView:
@@ -758,6 +1023,32 @@ class ExecOutput:
             if self.stderr.strip() else "")
         return (f"<div><code>{escape(self.endpoint)}$ {escape(self.command)}</code> "
                 f"<span style='{style}'>exit {self.exit_code}</span><pre>{body}</pre></div>")
+
+def _check_probe_options(checks: tuple[str, ...] | None, timeout: float, count: int) -> None:
+    """Refuse bad probe options (usage errors, exit code 2) before the lab is looked at."""
+    from hybridnb.services.probe.plan import parse_checks
+
+    problems: list[Problem] = []
+    if checks is not None:
+        try:
+            parse_checks(checks)
+        except ValidationError as exc:
+            problems += exc.problems
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        problems.append(Problem("count", f"count must be a whole number of at least 1, not "
+                                f"{count!r}", "give the number of attempts per pair, e.g. 3"))
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 \
+            or timeout == float("inf"):
+        problems.append(Problem("timeout", f"timeout must be a positive number of seconds, "
+                                f"not {timeout!r}", "e.g. 1"))
+    if problems:
+        raise ValidationError(problems)
+
+
+_SPREAD = ("a lab spread over two hosts or more is not applied yet: its endpoints would all "
+           "be made through this one backend")
+_SPREAD_HINT = ("keep one host for now; the VXLAN fabric between hosts exists "
+                "(hybridnb.drivers.vxlan), placing endpoints per host does not yet")
 
 
 class LabNotUp(HybridError):

@@ -12,7 +12,17 @@ Files live in ``$HYBRIDNB_STATE_DIR`` or ``$XDG_STATE_HOME/hybridnb`` (default
 ``~/.local/state/hybridnb``): ``<lab>.json`` and ``<lab>.lock``.  Writes go to a temporary
 file in the same directory, are fsync'ed and renamed over the old file, so a reader sees the
 old or the new state, never half of one.  ``fcntl.flock`` on the lock file serialises writers
-across processes and kernels; readers need no lock.
+across processes and kernels; readers need no lock.  A writer that has to wait is told so
+(``on_wait``: which process holds the lock); destroying a lab removes its state *and* its lock
+file (a waiter that then gets the lock of the removed file notices and locks afresh).
+
+State belongs to a *target*: the state records where the lab lives (``target``: the sandbox
+``sandbox:NAME``, ``host``) and, for a lab that takes its name from its file, which file
+(``source``).  :func:`owner_conflict` is the one rule: the same lab name on another target,
+or an unnamed lab file that is not the one the lab was applied from, is a
+:class:`~hybridnb.errors.ConflictError` — never a silent mix.  The dry-run backend keeps its
+labs in a directory of their own (``dry-run/`` inside the state directory; see
+:func:`hybridnb.backends.state_scope`), so a preview never reads or writes a real lab's state.
 """
 
 from __future__ import annotations
@@ -26,11 +36,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from hybridnb.errors import StateError
+from hybridnb.errors import ConflictError, StateError
 
 VERSION = 1
+#: Journal statuses of a resource whose driver call is (or was, when its process died) in
+#: flight; ``created``, ``failed`` and ``interrupted`` are the settled ones.
+IN_FLIGHT_STATUSES = frozenset({"creating", "replacing", "updating", "deleting"})
 #: How many action records the journal keeps (the oldest go first).
 JOURNAL_MAX = 1000
 
@@ -48,12 +61,74 @@ def recorded_specs(data: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, A
     return out
 
 
+def _write_holder(fd: int) -> None:
+    """Write who holds the lock into the lock file (for a waiter's message)."""
+    import sys
+
+    text = f"pid {os.getpid()}: {' '.join(os.path.basename(a) for a in sys.argv[:3])}\n"
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+
+
 def default_state_dir() -> Path:
     env = os.environ.get("HYBRIDNB_STATE_DIR")
     if env:
         return Path(env)
     xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(xdg) / "hybridnb"
+
+
+def applied(data: Mapping[str, Any]) -> bool:
+    """The state holds something of an applied lab (a description, addresses, resources)."""
+    return bool(data.get("spec") or data.get("addresses") or data.get("resources"))
+
+
+def recorded_target(data: Mapping[str, Any]) -> str | None:
+    """The name of the target the state says the lab lives on (``sandbox:NAME``, ``host``,
+    ``dry-run``); ``None`` for state written before targets were recorded."""
+    target = data.get("target")
+    name = target.get("name") if isinstance(target, Mapping) else None
+    return str(name) if name else None
+
+
+def describe_target(name: str) -> str:
+    """``sandbox:NAME`` → ``sandbox 'NAME'``; ``host`` → ``the host's own engines``."""
+    if name.startswith("sandbox:"):
+        return f"sandbox {name.partition(':')[2]!r}"
+    if name == "host":
+        return "the host's own engines"
+    return f"the {name} backend"
+
+
+def target_options(name: str) -> str:
+    """The command-line options that reach target ``name``."""
+    if name.startswith("sandbox:"):
+        return f"--sandbox {name.partition(':')[2]}"
+    return f"--backend {name}"
+
+
+def owner_conflict(data: Mapping[str, Any], lab: str, *, target: str, source: str | None,
+                   named: bool) -> ConflictError | None:
+    """Why this state is not the state of lab ``lab`` on ``target`` described by ``source``
+    (``named``: the description names the lab; else the name is its file's stem) — or
+    ``None`` when it is (or holds nothing yet)."""
+    if not applied(data):
+        return None
+    where = recorded_target(data)
+    if where is not None and where != target:
+        return ConflictError(
+            f"lab {lab!r} lives on {describe_target(where)}, not on {describe_target(target)}",
+            hint=f"work with it there ({target_options(where)}), or destroy it there first "
+                 f"(hybridnb destroy {lab} {target_options(where)}); the same name cannot "
+                 "hold two labs")
+    if not named and data.get("source") != source:
+        came = data.get("source") or "a description that is not this file"
+        return ConflictError(
+            f"lab {lab!r} was applied from {came}; {source} has no name: of its own and would "
+            "take over that lab",
+            hint=f"add a name (name: another-name) to {source}, or destroy the other lab first")
+    return None
 
 
 def empty_state(lab: str) -> dict[str, Any]:
@@ -176,43 +251,107 @@ class StateStore:
         finally:
             os.close(dfd)
 
-    @contextlib.contextmanager
-    def lock(self, lab: str, timeout: float = 60.0) -> Iterator[None]:
-        """Exclusive cross-process lock for one lab."""
-        self._ensure_dir()
-        fd = os.open(self.dir / f"{lab}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
+    def lock_path(self, lab: str) -> Path:
+        return self.dir / f"{lab}.lock"
+
+    def _open_locked(self, lab: str, blocking: bool) -> int | None:
+        """A descriptor of the lab's lock file holding the flock (``None``: held elsewhere
+        and not ``blocking``).  A lock file removed by its holder (a destroyed lab) while we
+        waited is noticed — its inode is no longer the path's — and locked afresh."""
+        path = self.lock_path(lab)
+        while True:
+            self._ensure_dir()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return None
+                raise
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)
+
+    def holder(self, lab: str) -> str:
+        """Who holds the lab's lock, as its holder wrote it (``pid 123: hybridnb apply``)."""
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise StateError(f"lab {lab!r} is locked by another process",
-                                         hint="another kernel or command is applying this lab; "
-                                              "wait for it to finish") from None
-                    time.sleep(0.01)
+            return self.lock_path(lab).read_text().strip()
+        except OSError:
+            return ""
+
+    @contextlib.contextmanager
+    def lock(self, lab: str, timeout: float = 60.0,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Exclusive cross-process lock for one lab; ``on_wait`` is told once, when another
+        process holds it, who that is and how long we wait."""
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            fd = self._open_locked(lab, blocking=False)
+            if fd is not None:
+                break
+            if time.monotonic() > deadline:
+                who = self.holder(lab)
+                raise StateError(f"lab {lab!r} is locked by another process"
+                                 + (f" ({who})" if who else ""),
+                                 hint="another kernel or command is applying this lab; "
+                                      "wait for it to finish")
+            if on_wait is not None and not told:
+                told = True
+                who = self.holder(lab)
+                on_wait(f"lab {lab} is locked by another process" + (f" ({who})" if who else "")
+                        + f"; waiting for it (up to {timeout:.0f} s)")
+            time.sleep(0.01)
+        try:
+            _write_holder(fd)
             yield
         finally:
             os.close(fd)                                   # closing releases the flock
 
     @contextlib.contextmanager
-    def transaction(self, lab: str) -> Iterator[LabState]:
-        """Lock the lab, read its state, yield it for changes; ``LabState.save`` persists."""
-        with self.lock(lab):
-            yield LabState(lab, self.read(lab), self)
+    def try_lock(self, lab: str) -> Iterator[bool]:
+        """The lab's lock if nobody holds it (yields True), else nothing (yields False)."""
+        fd = self._open_locked(lab, blocking=False)
+        try:
+            if fd is not None:
+                _write_holder(fd)
+            yield fd is not None
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def transaction(self, lab: str, on_wait: Callable[[str], None] | None = None
+                    ) -> Iterator[LabState]:
+        """Lock the lab, read its state, yield it for changes; ``LabState.save`` persists.
+        A lab that has no state file when the transaction ends (never applied, destroyed)
+        leaves no lock file either."""
+        with self.lock(lab, on_wait=on_wait):
+            try:
+                yield LabState(lab, self.read(lab), self)
+            finally:
+                if not self.path(lab).exists():
+                    with contextlib.suppress(FileNotFoundError):
+                        self.lock_path(lab).unlink()
 
     def labs(self) -> list[str]:
+        """Every lab with a state file here (files starting with ``.`` or ``_`` are not
+        labs: temporary files, the dry-run engine)."""
         if not self.dir.is_dir():
             return []
-        return sorted(p.stem for p in self.dir.glob("*.json") if not p.name.startswith("."))
+        return sorted(p.stem for p in self.dir.glob("*.json") if p.name[0] not in "._")
 
     def forget(self, lab: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path(lab).unlink()
+        """Remove the lab's state file and its lock file (call it holding the lock: a
+        process waiting for the lock then locks a new file)."""
+        for path in (self.path(lab), self.lock_path(lab)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def allocate(self, lab: str, name: str, kind: str, network: Any) -> str:
         """Reserve the next free address of ``kind`` for ``name`` (idempotent per name),

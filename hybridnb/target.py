@@ -34,6 +34,20 @@ class Target:
         return cls(name="host", netns=None, docker_url="unix:///var/run/docker.sock",
                    libvirt_uri="qemu:///system")
 
+    @property
+    def sandbox(self) -> str | None:
+        """The sandbox's name, for a sandbox's target (``sandbox:NAME``)."""
+        kind, sep, name = self.name.partition(":")
+        return name if sep and kind == "sandbox" else None
+
+    def start_hint(self, engine: str) -> str:
+        """How to get ``engine`` (``dockerd``, ``libvirtd``) running for this target."""
+        if self.sandbox is not None:
+            return (f"is sandbox {self.sandbox!r} up? `hybridnb sandbox status --sandbox "
+                    f"{self.sandbox}`; start it with `hybridnb sandbox up --sandbox "
+                    f"{self.sandbox}`")
+        return f"start the host's {engine}"
+
     def to_dict(self) -> dict[str, str | None]:
         return {"name": self.name, "netns": self.netns, "docker_url": self.docker_url,
                 "libvirt_uri": self.libvirt_uri}

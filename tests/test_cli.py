@@ -22,7 +22,7 @@ def run(capsys, *argv):
 def test_plan_apply_status_destroy(capsys, state_dir):
     common = ["--dry-run", "--state-dir", str(state_dir)]
     code, out, _ = run(capsys, "plan", str(SEED), *common, "--detailed-exitcode")
-    assert code == 2 and "6 to create" in out
+    assert code == 1 and "6 to create" in out          # changes: 1, never 2
     code, out, err = run(capsys, "status", str(SEED), *common)
     assert code == 1 and "not applied" in out
     code, out, err = run(capsys, "apply", str(SEED), *common)

@@ -150,13 +150,14 @@ def test_every_golden_error_has_its_member():
 
 #: ``python -m hybridnb.cli ARGS`` that also writes the peak memory of its own process
 #: (VmHWM: reset by execve, unlike ru_maxrss, which Linux carries over from the forking
-#: parent — a test runner hundreds of MB large) to file descriptor 3 as it exits.
+#: parent — a test runner hundreds of MB large) to the file descriptor ``$HNB_PEAK_FD`` (a
+#: pipe the test passes down) as it exits.
 _CLI_WITH_PEAK = """\
 import atexit, os, runpy, sys
 def peak():
     with open("/proc/self/status") as status:
         kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    os.write(3, str(kb).encode())
+    os.write(int(os.environ["HNB_PEAK_FD"]), str(kb).encode())
 atexit.register(peak)
 sys.argv = ["hybridnb"] + sys.argv[1:]
 runpy.run_module("hybridnb.cli", run_name="__main__")
@@ -173,10 +174,11 @@ def test_each_member_under_a_second_and_200_mb(tmp_path: Path) -> None:
         t = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-c", _CLI_WITH_PEAK, "plan", name,
                                  "--dry-run", "--state-dir", str(tmp_path / "state")],
-                                cwd=folder, preexec_fn=lambda: (_limit(), os.dup2(write, 3)),
+                                cwd=folder, preexec_fn=_limit,
                                 pass_fds=(write,), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                env={**os.environ, "PYTHONPATH": str(ROOT),
+                                     "HNB_PEAK_FD": str(write)})
         os.close(write)
         proc.wait()
         seconds = time.monotonic() - t

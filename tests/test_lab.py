@@ -184,7 +184,7 @@ def test_capabilities_the_dry_run_backend_lacks_raise_one_typed_error(backend, s
     assert info.value.capability == "QueryLog" and "sends no packets" in str(info.value)
     with pytest.raises(Unsupported, match="cannot probe the lab"):
         lab.test()
-    assert backend.updatable() == ["dns"]
+    assert backend.updatable() == ["dns", "link", "policy"]       # changed in place, like the real ones
 
 
 def test_probing_needs_a_way_into_every_kind(backend, state_dir):

@@ -214,7 +214,7 @@ def test_a_lab_without_a_name_is_named_after_its_file(tmp_path, state_dir):
     web.apply()
     assert not db.plan().empty                      # the other file is another lab
     db.apply()
-    assert {"db", "web"} <= {p.stem for p in Path(state_dir).glob("*.json")}
+    assert {"db", "web"} <= {p.stem for p in (Path(state_dir) / "dry-run").glob("*.json")}
     assert web.to_dict()["name"] == "web"           # saved with its name
 
 

@@ -16,6 +16,12 @@ A lab file's ``expect:`` section lists what must and must not reach what.  Each 
 ``reason`` (the connectivity matrix is one) — and returns an :class:`ExpectationReport` whose
 ``exit_code`` is 0 when every expectation holds and 1 otherwise.
 
+In a lab with a policy (:mod:`hybridnb.core.policy`), ``blocked`` means *blocked by the
+policy*: the line holds when the probe failed and the policy denies that flow (observed
+``blocked``, with the deciding rule).  A probe that fails although the policy allows it is
+observed ``fail`` — something else is wrong — and does not satisfy ``blocked``; one that the
+policy denies but gets through is observed ``leak`` and satisfies neither outcome.
+
 This module is pure: no host access, no heavy imports.
 """
 
@@ -26,9 +32,12 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 from hybridnb.errors import Problem, ValidationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.core.policy import Decision, Policy
 
 PROTOCOLS = ("icmp", "tcp", "udp", "http", "dns")
 OUTCOMES = ("ok", "blocked")
@@ -191,7 +200,7 @@ class ExpectationResult:
 
     expectation: Expectation
     holds: bool
-    observed: str          # "ok", "fail", "skip" or "missing"
+    observed: str          # "ok", "fail", "skip", "missing"; with a policy "blocked", "leak"
     reason: str            # why the probe failed / why it was not observed ("" when ok)
 
     def to_record(self) -> dict[str, Any]:
@@ -259,11 +268,13 @@ class ExpectationReport:
                 "<th>reason</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
-def evaluate(expectations: Iterable[Expectation], results: ResultSource) -> ExpectationReport:
+def evaluate(expectations: Iterable[Expectation], results: ResultSource, *,
+             policy: Policy | None = None) -> ExpectationReport:
     """Check each expectation against probe results.
 
-    ``ok`` holds when the probe succeeded; ``blocked`` holds when it ran and failed.  A probe
-    that was skipped or not run at all never satisfies an expectation (either way).
+    ``ok`` holds when the probe succeeded; ``blocked`` holds when it ran and failed — with a
+    ``policy``, only when the policy denies it (see the module docstring).  A probe that was
+    skipped or not run at all never satisfies an expectation (either way).
     """
     out = []
     for e in expectations:
@@ -274,7 +285,26 @@ def evaluate(expectations: Iterable[Expectation], results: ResultSource) -> Expe
         if r.ok is None:
             out.append(ExpectationResult(e, False, "skip", r.reason or "skipped"))
             continue
+        if policy is not None:
+            out.append(_judged(e, r, policy.explain(e.source, e.target, e.check)))
+            continue
         observed = "ok" if r.ok else "fail"
         out.append(ExpectationResult(e, r.ok == e.want_ok, observed,
                                      "" if r.ok else r.reason))
     return ExpectationReport(tuple(out))
+
+
+def _judged(e: Expectation, r: _Result, decision: Decision) -> ExpectationResult:
+    """One probed expectation in a lab with a policy."""
+    rule = decision.decided_by
+    if r.ok:
+        if decision.allowed:
+            return ExpectationResult(e, e.want_ok, "ok", "" if e.want_ok else
+                                     f"the policy allows it ({rule})")
+        return ExpectationResult(e, False, "leak",
+                                 f"the policy denies it ({rule}) yet it got through")
+    if decision.allowed:
+        return ExpectationResult(e, False, "fail",
+                                 f"{r.reason}; the policy allows it ({rule}): not blocked by "
+                                 "the policy")
+    return ExpectationResult(e, not e.want_ok, "blocked", f"by {rule} ({r.reason})")

@@ -86,6 +86,21 @@ class Impairment:
         return Impairment(endpoint, spec.get("delay_us"), spec.get("jitter_us"),
                           spec.get("loss"), spec.get("rate"), spec.get("mtu"))
 
+    def to_yaml(self) -> dict[str, Any]:
+        """The lab-file form (what :func:`parse_links` reads back to the same value)."""
+        out: dict[str, Any] = {}
+        if self.delay_us is not None:
+            out["delay"] = format_time(self.delay_us)
+        if self.jitter_us is not None:
+            out["jitter"] = format_time(self.jitter_us)
+        if self.loss is not None:
+            out["loss"] = format_loss(self.loss)
+        if self.rate is not None:
+            out["rate"] = format_rate(self.rate)
+        if self.mtu is not None:
+            out["mtu"] = self.mtu
+        return out
+
     def describe(self) -> str:
         parts = []
         if self.delay_us is not None:

@@ -51,3 +51,8 @@ def bridge_mac(lab: str, bridge: str) -> str:
     """
     h = _h("bridge", lab, bridge, n=10)
     return "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
+
+
+def vxlan_device(lab: str) -> str:
+    """The lab's VXLAN device on every host (≤ 15 bytes, the same name everywhere)."""
+    return f"hx{_h('vxlan', lab, n=10)}"

@@ -16,6 +16,13 @@ containers (:func:`hybridnb.core.stages.dependents`).  A resource that does not 
 replaced ("not running", whatever its engine); one that differs says *what* differs when the
 recorded spec it was made from is known ("changed: image, command"), else just "changed".
 Re-planning an unchanged, healthy lab yields no action at all.
+
+A replace is two driver calls, and :meth:`Plan.stages` runs them apart (the order apply
+follows): every delete — of removed resources and of the old half of replaced ones — first,
+in reverse kind order, so a resource's dependents are gone before it goes (the containers
+before their Docker network, everything before a renumbered bridge); then every create,
+replace-create and update in kind order.  :func:`rollback_plan` is the plan that puts back
+what a failed apply changed, from the specs the resources had been made from.
 """
 
 from __future__ import annotations
@@ -54,12 +61,61 @@ class Action:
         return text
 
 
+#: The parts of an action, as driver calls (a replace is a delete, then a create).
+PARTS = {"delete": ("delete",), "create": ("create",), "replace": ("delete", "create"),
+         "update": ("update",)}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One driver call of an action: ``part`` is ``delete``, ``create`` or ``update``."""
+
+    action: Action
+    part: str
+
+    @property
+    def kind(self) -> str:
+        return self.action.kind
+
+    def describe(self) -> str:
+        """``create vm vm1``; the halves of a replace say which they are."""
+        a = self.action
+        text = f"{a.op} {a.kind} {a.name}"
+        if a.op == "replace":
+            text += " (remove the old)" if self.part == "delete" else " (create the new)"
+        return text
+
+
+def stages(actions: Iterable[Action]) -> list[tuple[Step, ...]]:
+    """The driver calls of ``actions`` grouped in the order they run: deletes (and the delete
+    half of replaces) by kind in reverse kind order, then creates, the create half of
+    replaces and updates by kind in kind order.  Calls in one stage do not depend on each
+    other."""
+    actions = list(actions)
+    out: list[tuple[Step, ...]] = []
+    order = sorted({a.kind for a in actions}, key=lambda k: (rank(k), k))
+    for kind in reversed(order):
+        group = tuple(Step(a, "delete") for a in actions
+                      if a.kind == kind and "delete" in PARTS[a.op])
+        if group:
+            out.append(group)
+    for kind in order:
+        group = tuple(Step(a, part) for a in actions if a.kind == kind
+                      for part in PARTS[a.op] if part != "delete")
+        if group:
+            out.append(group)
+    return out
+
+
 @dataclass(frozen=True)
 class Plan:
     lab: str
     actions: tuple[Action, ...] = ()
     unchanged: int = 0
     desired: tuple[Resource, ...] = field(default=(), repr=False)
+    #: what the lab file may not mean (e.g. a policy rule that never matches): path, message
+    #: and hint, like validation problems, but nothing is refused
+    warnings: tuple[Any, ...] = ()
     #: what apply makes before it acts (``image pg: will be built from Debian packages``)
     notes: tuple[str, ...] = ()
 
@@ -69,6 +125,10 @@ class Plan:
 
     def count(self, op: str) -> int:
         return sum(1 for a in self.actions if a.op == op)
+
+    def stages(self) -> list[tuple[Step, ...]]:
+        """The driver calls in the order apply runs them (see :func:`stages`)."""
+        return stages(self.actions)
 
     def headline(self) -> str:
         if self.empty:
@@ -80,6 +140,7 @@ class Plan:
         lines = [self.headline()]
         lines += ["  " + a.describe() for a in self.actions]
         lines += ["  " + note for note in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -96,14 +157,17 @@ class Plan:
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
+        from html import escape
+
         rows = [[_SYMBOL[a.op] + " " + a.op, a.kind, a.name,
                  a.resource.summary if a.resource else "", a.reason] for a in self.actions]
         out = table(["action", "kind", "name", "what", "why"], rows, caption=self.headline(),
                     row_classes=[a.op for a in self.actions])
         if self.notes:
-            from html import escape
-
             out += "<ul>" + "".join(f"<li>{escape(n)}</li>" for n in self.notes) + "</ul>"
+        if self.warnings:
+            out += "<ul>" + "".join(f"<li>warning: {escape(str(w))}</li>"
+                                    for w in self.warnings) + "</ul>"
         return out
 
 
@@ -185,3 +249,34 @@ def destroy_plan(lab: str, observed: Mapping[str, Mapping[str, Observation]],
     """Delete everything the lab owns (observed on the engines or recorded in its state)."""
     return diff(lab, (), observed, recorded, delete_reason="destroy")
 
+
+
+def rollback_plan(plan: Plan, before: Mapping[str, Mapping[str, Observation]],
+                  recorded_before: Mapping[Key, Mapping[str, Any] | None],
+                  now: Mapping[str, Mapping[str, Observation]],
+                  recorded_now: Iterable[Key] | Mapping[Key, Mapping[str, Any] | None] = (),
+                  *, updatable: Iterable[str] = ()) -> Plan:
+    """The plan that puts back what a failed run of ``plan`` changed.
+
+    Only the resources ``plan`` acted on are considered.  One that ran before as made from
+    its recorded spec (``recorded_before``; its fingerprint is the observed one) is made
+    again from that spec; one that did not exist before is removed; one that was broken or
+    unknown before (not running, changed behind our back, no recorded spec) is left as it
+    is now.  ``before``/``now`` are what the engines showed before the run and show now.
+    """
+    seen_before = {(k, n): o for k, names in before.items() for n, o in names.items()}
+    restore: list[Resource] = []
+    scope: set[Key] = set()
+    for action in plan.actions:
+        key = action.key
+        old, spec = seen_before.get(key), recorded_before.get(key)
+        if old is None:
+            scope.add(key)
+        elif spec is not None and old.running and fingerprint(spec) == old.fingerprint:
+            restore.append(Resource(action.kind, action.name, dict(spec), "as before"))
+            scope.add(key)
+    observed = {kind: {n: o for n, o in names.items() if (kind, n) in scope}
+                for kind, names in now.items()}
+    specs = recorded_now if isinstance(recorded_now, Mapping) else dict.fromkeys(recorded_now)
+    return diff(plan.lab, restore, observed, {k: v for k, v in specs.items() if k in scope},
+                updatable=updatable, delete_reason="not there before")

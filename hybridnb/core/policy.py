@@ -227,6 +227,10 @@ class Space:
         return Space(self.tcp & o.tcp, self.udp & o.udp, self.icmp and o.icmp,
                      self.other and o.other)
 
+    def __or__(self, o: "Space") -> "Space":
+        return Space(self.tcp | o.tcp, self.udp | o.udp, self.icmp or o.icmp,
+                     self.other or o.other)
+
     def __str__(self) -> str:
         parts = []
         for proto, ports in (("tcp", self.tcp), ("udp", self.udp)):
@@ -235,6 +239,10 @@ class Space:
         parts += ["icmp"] if self.icmp else []
         parts += ["other protocols"] if self.other else []
         return ", ".join(parts)
+
+
+#: Every flow (what ``all`` covers).
+EVERYTHING = Space(FULL, FULL, True, True)
 
 
 def parse_service(text: Any, path: str) -> tuple[Service | None, list[Problem]]:
@@ -434,11 +442,39 @@ class Policy:
         return self.decide(Flow(source, target, proto, port))
 
     def denied_pairs(self, check: str = "icmp") -> list[tuple[str, str]]:
-        """Ordered endpoint pairs whose ``check`` flow the policy denies (topology)."""
+        """Ordered endpoint pairs whose ``check`` flow the policy denies."""
         proto, port = parse_check(check)
         names = sorted(self.members)
         return [(a, b) for a in names for b in names
                 if a != b and not self.decide(Flow(a, b, proto, port)).allowed]
+
+    def allowed(self, source: str, target: str) -> Space:
+        """Every flow ``source`` may open to ``target`` (first match wins; the built-in DNS
+        allowance for the gateway; the default for the rest)."""
+        left, allowed = EVERYTHING, Space()
+        for rule in self.rules:
+            if left and rule.source.has(source) and rule.target.has(target):
+                if rule.verdict == ALLOW:
+                    allowed = allowed | (left & rule.space)
+                left = left - rule.space
+        if target == GATEWAY:
+            dns = Space(tcp=Ports(((DNS_PORT, DNS_PORT),)), udp=Ports(((DNS_PORT, DNS_PORT),)))
+            allowed, left = allowed | (left & dns), left - dns
+        return allowed | left if self.default == ALLOW else allowed
+
+    def closed_pairs(self) -> list[tuple[str, str]]:
+        """Unordered endpoint pairs (sorted) between which the policy allows no flow at all,
+        in either direction — what the topology draws as denied."""
+        names = sorted(self.members)
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
+                if not self.allowed(a, b) and not self.allowed(b, a)]
+
+    def with_addresses(self, addresses: Mapping[str, Any]) -> "Policy":
+        """The same policy over the endpoints' allocated addresses."""
+        from dataclasses import replace
+
+        members = {n: replace(m, address=str(addresses[n])) for n, m in self.members.items()}
+        return replace(self, members=members)
 
     # -- rendering ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 from hybridnb.core.kinds import KINDS, EndpointSpec, endpoint_to_dict, parse_endpoint
+from hybridnb.core.multihost import VxlanSpec, check_mtu, parse_vxlan
 from hybridnb.core.problems import DNS_LABEL, Collector, did_you_mean, typename
 from hybridnb.core.sections import Section, extra_sections
 from hybridnb.errors import ValidationError
@@ -52,6 +53,7 @@ class NetworkSpec:
     dns: bool = True                             # serve NAME.<domain> on the gateway
     upstream: tuple[str, ...] = ()               # resolvers for names outside the lab
     pools: Mapping[str, ipaddress.IPv4Address] = field(default_factory=dict)  # kind -> first address
+    vxlan: VxlanSpec | None = None               # the lab stretched over hosts (core.multihost)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class NameSection(Section):
     key = "name"
     order = 0
     absent = DEFAULT_LAB
+    value = "string"
+    help = ("the lab's name: 1-24 lowercase letters, digits and `-`; names its namespaces, "
+            "Docker network and state")
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> str:
         name = raw
@@ -95,7 +100,26 @@ class NameSection(Section):
 
 # ------------------------------------------------------------------------------- network
 
-_NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools")
+_NET_KEYS = ("bridge", "subnet", "gateway", "domain", "mtu", "adopt", "dns", "upstream", "pools",
+             "vxlan")
+#: the lab-file reference of the network keys: type, meaning (and a default in words)
+_NET_HELP: dict[str, tuple[str, ...]] = {
+    "bridge": ("interface name", "the Linux bridge (1-15 characters)"),
+    "subnet": ("IPv4 subnet", "the lab's subnet, /8 to /29"),
+    "gateway": ("IPv4 address", "the bridge's address, the Docker network's gateway and the "
+                "lab's DNS server", "first address of the subnet"),
+    "domain": ("domain name", "every endpoint resolves as `NAME.<domain>`"),
+    "mtu": ("integer", "MTU of the bridge and every port, 576-9000"),
+    "adopt": ("boolean", "use an existing bridge of that name instead of creating one (it is "
+              "left in place on destroy)"),
+    "dns": ("boolean", "serve the lab's names (A, PTR, SRV) on the gateway"),
+    "upstream": ("list of IPv4 addresses", "resolvers the lab's DNS forwards other names to "
+                 "(none: it answers only its own names)"),
+    "pools": ("mapping kind → IPv4 address", "where each kind's automatic addresses start"),
+    "vxlan": ("`{vni, port}`", "the VXLAN segment joining the `hosts:` (VNI 1-16777215, UDP "
+              "port); with two hosts or more the lab MTU becomes the smallest underlay MTU "
+              "minus 50", "with 2+ hosts: VNI from the lab name, port 4789"),
+}
 
 
 def _bridge(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None:
@@ -190,6 +214,20 @@ def _upstream(c: Collector, data: Mapping[str, Any], kw: dict[str, Any]) -> None
         kw["upstream"] = tuple(str(u) for u in ups if u is not None)
 
 
+def _vxlan(c: Collector, data: Mapping[str, Any], parsed: Mapping[str, Any],
+           kw: dict[str, Any]) -> None:
+    """``vxlan`` (:mod:`hybridnb.core.multihost`): with it, the lab MTU leaves VXLAN its 50
+    bytes — the smallest underlay MTU minus 50 unless the file gives a smaller one."""
+    vx = parse_vxlan(c, data.get("vxlan"), parsed.get("hosts"), str(parsed.get("name")))
+    if vx is None:
+        return
+    kw["vxlan"] = vx
+    if "mtu" not in data:
+        kw["mtu"] = vx.lab_mtu
+    elif "mtu" in kw:
+        check_mtu(c, vx, kw["mtu"])
+
+
 def _pools(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network | None,
            kw: dict[str, Any]) -> None:
     """``pools: {KIND: first address}`` for any registered endpoint kind."""
@@ -213,6 +251,22 @@ def _pools(c: Collector, data: Mapping[str, Any], subnet: ipaddress.IPv4Network 
 class NetworkSection(Section):
     key = "network"
     order = 10
+    help = "the bridge and subnet every endpoint sits on"
+
+    def reference_rows(self) -> tuple[tuple[str, str, str, str], ...]:
+        defaults = NetworkSpec()
+        rows = []
+        for key in _NET_KEYS:
+            typ, meaning, *default = _NET_HELP[key]
+            value = getattr(defaults, key)
+            if default:
+                shown = default[0]
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            else:
+                shown = str(value) if value or value == 0 else ""
+            rows.append((key, typ, shown, meaning))
+        return tuple(rows)
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> NetworkSpec:
         data = c.mapping(raw, "network")
@@ -229,6 +283,7 @@ class NetworkSection(Section):
         _mtu_and_flags(c, data, kw)
         _upstream(c, data, kw)
         _pools(c, data, subnet, kw)
+        _vxlan(c, data, parsed, kw)
         return NetworkSpec(**kw)
 
     def dump(self, net: NetworkSpec) -> dict[str, Any]:
@@ -243,6 +298,8 @@ class NetworkSection(Section):
             network["upstream"] = list(net.upstream)
         if net.pools:
             network["pools"] = {k: str(v) for k, v in sorted(net.pools.items())}
+        if net.vxlan is not None:
+            network["vxlan"] = net.vxlan.to_dict()
         return network
 
 
@@ -251,6 +308,7 @@ class NetworkSection(Section):
 class EndpointsSection(Section):
     key = "endpoints"
     order = 20
+    help = "endpoints by name (DNS labels); each has a `kind` and the fields of its kind"
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[EndpointSpec, ...]:
         endpoints: list[EndpointSpec] = []
@@ -300,6 +358,10 @@ def _check_addresses(c: Collector, net: NetworkSpec, endpoints: tuple[EndpointSp
 class ExpectSection(Section):
     key = "expect"
     order = 30
+    value = "list of strings"
+    help = ("connectivity the lab must show, checked by `hybridnb validate`: `SOURCE -> TARGET "
+            "CHECK ok|blocked`, CHECK one of `icmp`, `tcp/PORT`, `udp/PORT`, `http[/PORT]`, "
+            "`dns`")
     _EXAMPLE: ClassVar[str] = "e.g. - web -> db tcp/5432 ok"
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> tuple[str, ...]:

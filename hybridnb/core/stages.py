@@ -7,7 +7,8 @@ per lab (``Kind.shared``: the Docker network 30) and what registered sections co
 not depend on each other, so their actions may run concurrently.
 
 A replaced bridge replaces everything on it; a replaced resource of a kind that endpoint
-kinds ``need`` (the Docker network for containers) replaces their resources.
+kinds ``need`` (the Docker network for containers) replaces their resources, and so does one
+of a kind a section's resource kind ``needs`` (an endpoint for link impairments).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def dependents(kind: str) -> tuple[str, ...]:
     order = kind_order()
     if kind == "bridge":
         return tuple(k for k in order if k != "bridge")
-    return tuple(k.name for k in kinds() if kind in k.needs)
+    out = [k.name for k in kinds() if kind in k.needs]
+    out += [rk for s in extra_sections() for rk, needs in s.needs.items() if kind in needs]
+    return tuple(out)
 
 
 __all__ = ["INFRA", "dependents", "kind_order", "rank", "stages"]

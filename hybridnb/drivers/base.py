@@ -34,6 +34,8 @@ not, checked with ``isinstance`` — never by probing attributes:
 :class:`ConsoleLog`    ``console_path(lab, endpoint)``: the file its serial console goes to
 :class:`PortInterfaces` ``interfaces(lab, endpoint)``: its NICs and the bridge ports
                        (taps) the engine made for them
+:class:`RuleCounters`  ``counters(lab)``: packets and bytes each policy rule decided
+:class:`LinkReport`    ``link_report(lab)``: where each endpoint's impairments are applied
 =====================  ===========================================================
 
 :meth:`Backend.require` returns the driver of a kind that has a capability, or raises
@@ -155,6 +157,20 @@ class PortInterfaces(Protocol):
     """name the bridge ports of its endpoints"""
 
     def interfaces(self, lab: str, endpoint: str) -> Sequence[Mapping[str, str]]: ...
+
+
+@runtime_checkable
+class RuleCounters(Protocol):
+    """count the packets each policy rule decided"""
+
+    def counters(self, lab: str) -> Mapping[str, tuple[int, int]]: ...
+
+
+@runtime_checkable
+class LinkReport(Protocol):
+    """report where impairments are applied"""
+
+    def link_report(self, lab: str) -> Mapping[str, Mapping[str, Any]]: ...
 
 
 C = TypeVar("C")

@@ -12,9 +12,10 @@ Ownership is written on the bridge in its interface alias:
   — deleting the lab removes only the address we added and restores the old alias; its other
   addresses, its MTU and its ports are never touched.
 
-``check`` runs before anything is changed and refuses a subnet that overlaps a route already in
-the target namespace (other than the lab bridge's own), naming the route, and a bridge name
-that exists but belongs to someone else.
+``check`` runs before anything is changed (also before an in-place update) and refuses a
+subnet that overlaps a route already in the target namespace (other than on the lab's own
+bridges: the one changed, or the old one a renamed bridge replaces), naming the route, a bridge name that exists but belongs to someone else, and an
+adopted bridge declared owned.
 """
 
 from __future__ import annotations
@@ -129,10 +130,20 @@ class BridgeDriver:
         with netlink_errors(f"cannot inspect {self._where}"), nsutil.iproute(self.netns) as ipr:
             link = get_link(ipr, name)
             self._check_name(lab, name, spec, link)
-            own_index = link["index"] if link is not None else None
-            names = {l["index"]: l.get("ifname") for l in ipr.get_links()}
+            mark = BridgeMark.parse(link_alias(link)) if link is not None else None
+            if mark is not None and mark.adopted and not spec.get("adopt"):
+                raise ConflictError(
+                    f"bridge {name} was adopted by lab {lab!r}, it cannot become owned",
+                    hint="keep network.adopt: true, or destroy the lab first")
+            links = ipr.get_links()
+            names = {l["index"]: l.get("ifname") for l in links}
+            # this lab's own bridges: the one to change, or the old one a rename replaces
+            own = {l["index"] for l in links if link_kind(l) == "bridge"
+                   and getattr(BridgeMark.parse(link_alias(l)), "lab", None) == lab}
+            if link is not None:
+                own.add(link["index"])
             for route in ipr.route("dump", family=2):
-                clash = self._overlap(route, subnet, own_index, names)
+                clash = self._overlap(route, subnet, own, names)
                 if clash:
                     raise ConflictError(
                         f"subnet {subnet} of lab {lab!r} overlaps route {clash} "
@@ -163,13 +174,13 @@ class BridgeDriver:
                 hint="set network.adopt: true to use it, or choose another network.bridge")
 
     @staticmethod
-    def _overlap(route: Any, subnet: Any, own_index: int | None,
+    def _overlap(route: Any, subnet: Any, own: set[int],
                  names: Mapping[int, str]) -> str | None:
         dst_len = route["dst_len"]
         if dst_len == 0:                      # a default route overlaps everything
             return None
         oif = route.get("oif")
-        if own_index is not None and oif == own_index:
+        if oif in own:
             return None
         dst = route.get("dst")
         if dst is None:

@@ -104,6 +104,10 @@ class DnsDriver:
         layout = self.layout(lab)
         control.stop(layout, self._procs.pop(lab, None))
         shutil.rmtree(layout.directory, ignore_errors=True)
+        try:
+            layout.directory.parent.rmdir()      # the lab's directory, when nothing else is in it
+        except OSError:
+            pass
 
     # ---------------------------------------------------------------- helpers
     def records(self, lab: str) -> list[Record]:

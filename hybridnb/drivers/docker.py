@@ -17,7 +17,15 @@ domain, port bindings) and ``endpoint_config`` those of ``create_endpoint_config
 address).  This driver passes them through without knowing any field; it adds the name, the
 ownership labels and the network attachment, makes sure the image is there (pulled if
 possible; otherwise the error says how to get it — the sandbox builds ``busybox`` from
-Debian's busybox-static), starts the container and cleans up after a failed start.
+Debian's busybox-static), starts the container and waits a short settle
+(:attr:`ContainerDriver.settle_running`): a container whose command exits at once is an
+error with its exit code and the tail of its output, and is removed — a failed create leaves
+nothing, and apply never reports ``ok`` for a container that does not run.
+
+``check`` (the preflight, before anything of the lab is deleted or changed) refuses what
+would fail later: an image the engine does not have and cannot pull (it is pulled here if it
+can be), a container or network name held by something not of this lab, and a foreign
+Docker network already on the lab bridge.
 
 A container of an image recipe (the spec has ``recipe``) counts as made once the image's init
 printed its ready marker (``HYBRIDNB-READY``: every service of the recipe accepts
@@ -66,8 +74,9 @@ READY_TIMEOUT = 150.0
 
 
 @contextlib.contextmanager
-def docker_errors(action: str) -> Iterator[None]:
-    """Translate docker SDK / transport exceptions raised inside into hybridnb errors."""
+def docker_errors(action: str, hint: str = HINT_UNAVAILABLE) -> Iterator[None]:
+    """Translate docker SDK / transport exceptions raised inside into hybridnb errors
+    (``hint``: how to get the engine running, said when it cannot be reached)."""
     import docker.errors
     import requests.exceptions
 
@@ -86,7 +95,7 @@ def docker_errors(action: str) -> Iterator[None]:
         raise EngineError(f"{action}: {text}", engine="docker") from exc
     except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
         raise EngineUnavailable(f"{action}: the Docker engine is not reachable ({exc})",
-                                engine="docker", hint=HINT_UNAVAILABLE) from exc
+                                engine="docker", hint=hint) from exc
     except requests.exceptions.RequestException as exc:
         raise EngineError(f"{action}: {exc}", engine="docker") from exc
 
@@ -99,11 +108,12 @@ def _explain(exc: Any) -> str:
 class _Clients:
     """One low-level API client per thread for one engine URL."""
 
-    def __init__(self, url: str | None) -> None:
+    def __init__(self, url: str | None, hint: str = HINT_UNAVAILABLE) -> None:
         if not url:
             raise EngineUnavailable("this target has no Docker engine", engine="docker",
-                                    hint=HINT_UNAVAILABLE)
+                                    hint=hint)
         self.url = url
+        self.hint = hint
         self._local = threading.local()
         self._version: str | None = None
         self._lock = threading.Lock()
@@ -114,7 +124,7 @@ class _Clients:
         if client is None:
             import docker
 
-            with docker_errors(f"connect to {self.url}"):
+            with docker_errors(f"connect to {self.url}", self.hint):
                 with self._lock:
                     if self._version is None:
                         probe = docker.APIClient(base_url=self.url, version="auto", timeout=60)
@@ -143,15 +153,19 @@ class _DockerDriver:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self._clients = _Clients(target.docker_url)
+        self._clients = _Clients(target.docker_url, target.start_hint("dockerd"))
 
     @property
     def api(self) -> Any:
         return self._clients.get()
 
+    def _errors(self, action: str) -> Any:
+        """:func:`docker_errors` whose hint names this target (the sandbox to start)."""
+        return docker_errors(action, self._clients.hint)
+
     def engine_version(self) -> dict[str, str]:
         """The engine's version and API version (for reports and diagnostics)."""
-        with docker_errors("ask the engine for its version"):
+        with self._errors("ask the engine for its version"):
             info = self.api.version()
         return {"docker": str(info.get("Version", "?")),
                 "docker API": str(info.get("ApiVersion", "?"))}
@@ -167,12 +181,12 @@ class NetworkDriver(_DockerDriver):
 
     def labs(self) -> set[str]:
         """Every lab that has a Docker network in this engine."""
-        with docker_errors("list docker networks"):
+        with self._errors("list docker networks"):
             nets = self.api.networks(filters={"label": LAB})
         return {(n.get("Labels") or {}).get(LAB) or "" for n in nets} - {""}
 
     def observe(self, lab: str) -> dict[str, Observation]:
-        with docker_errors("list docker networks"):
+        with self._errors("list docker networks"):
             nets = self.api.networks(filters={"label": f"{LAB}={lab}"})
         out = {}
         for net in nets:
@@ -184,32 +198,45 @@ class NetworkDriver(_DockerDriver):
 
     def bridges(self, lab: str) -> dict[str, str]:
         """``{network: the bridge it is bound to}`` for this lab's Docker networks."""
-        with docker_errors("list docker networks"):
+        with self._errors("list docker networks"):
             nets = self.api.networks(filters={"label": f"{LAB}={lab}"})
         return {(n.get("Labels") or {}).get(NAME) or n["Name"]:
                 (n.get("Options") or {}).get(BRIDGE_OPT, "") for n in nets
                 if (n.get("Labels") or {}).get(LAB) == lab}
+
+    def check(self, lab: str, resource: Resource) -> None:
+        """Refuse, before anything changes, a network name or a bridge another holds."""
+        with self._errors(f"check docker network {resource.spec['network']}"):
+            self._foreign(lab, resource, self.api.networks())
+
+    @staticmethod
+    def _foreign(lab: str, resource: Resource, nets: list[dict[str, Any]]) -> None:
+        spec = resource.spec
+        name, bridge = spec["network"], spec["bridge"]
+        for net in nets:
+            ours = (net.get("Labels") or {}).get(LAB) == lab
+            if net["Name"] == name and not ours:
+                raise ConflictError(
+                    f"a docker network named {name} exists and does not belong to lab "
+                    f"{lab}", hint=f"remove it: docker network rm {name}")
+            if net["Name"] != name and (net.get("Options") or {}).get(BRIDGE_OPT) == bridge:
+                raise ConflictError(
+                    f"docker network {net['Name']} already uses bridge {bridge}; only one "
+                    f"docker network may use a bridge",
+                    hint=f"remove it (docker network rm {net['Name']}) or give the lab "
+                         f"another bridge")
 
     def create(self, lab: str, resource: Resource) -> None:
         import docker.types
 
         spec = resource.spec
         name, bridge = spec["network"], spec["bridge"]
-        with docker_errors(f"create docker network {name}"):
-            for net in self.api.networks():
-                opts = net.get("Options") or {}
+        with self._errors(f"create docker network {name}"):
+            nets = self.api.networks()
+            self._foreign(lab, resource, nets)
+            for net in nets:
                 if net["Name"] == name:
-                    if (net.get("Labels") or {}).get(LAB) != lab:
-                        raise ConflictError(
-                            f"a docker network named {name} exists and does not belong to lab "
-                            f"{lab}", hint=f"remove it: docker network rm {name}")
                     self._remove(net["Id"], name)           # leftover: recreate as wanted
-                elif opts.get(BRIDGE_OPT) == bridge:
-                    raise ConflictError(
-                        f"docker network {net['Name']} already uses bridge {bridge}; only one "
-                        f"docker network may use a bridge",
-                        hint=f"remove it (docker network rm {net['Name']}) or give the lab "
-                             f"another bridge")
             pool = docker.types.IPAMPool(
                 subnet=spec["subnet"], gateway=spec["gateway"],
                 iprange=spec.get("ip_range") or None,
@@ -224,7 +251,7 @@ class NetworkDriver(_DockerDriver):
                 labels={LAB: lab, NAME: resource.name, FINGERPRINT: resource.fingerprint})
 
     def delete(self, lab: str, name: str) -> None:
-        with docker_errors(f"delete docker network {name}"):
+        with self._errors(f"delete docker network {name}"):
             for net in self.api.networks(filters={"label": f"{LAB}={lab}"}):
                 labels = net.get("Labels") or {}
                 if labels.get(LAB) == lab and (labels.get(NAME) or net["Name"]) == name:
@@ -248,15 +275,18 @@ class ContainerDriver(_DockerDriver):
     """Kind ``container``: one container per endpoint with a static address on the network."""
 
     kind = "container"
+    #: Seconds a started container must keep running to count as up (its command did not
+    #: exit at once).
+    settle_running = 0.5
 
     def labs(self) -> set[str]:
         """Every lab that has a container in this engine."""
-        with docker_errors("list containers"):
+        with self._errors("list containers"):
             found = self.api.containers(all=True, filters={"label": LAB})
         return {(c.get("Labels") or {}).get(LAB) or "" for c in found} - {""}
 
     def observe(self, lab: str) -> dict[str, Observation]:
-        with docker_errors("list containers"):
+        with self._errors("list containers"):
             found = self.api.containers(all=True, filters={"label": f"{LAB}={lab}"})
         out = {}
         for c in found:
@@ -273,7 +303,7 @@ class ContainerDriver(_DockerDriver):
     def state(self, lab: str) -> dict[str, dict[str, Any]]:
         """Per endpoint: container id, name, state, status text and the MAC address on the
         lab's network (one list call)."""
-        with docker_errors("list containers"):
+        with self._errors("list containers"):
             found = self.api.containers(all=True, filters={"label": f"{LAB}={lab}"})
         return {c["Labels"][ENDPOINT]: {"id": c["Id"], "name": c["Names"][0].lstrip("/"),
                                         "state": c.get("State"), "status": c.get("Status"),
@@ -288,7 +318,7 @@ class ContainerDriver(_DockerDriver):
         for endpoint, info in self.state(lab).items():
             if info.get("state") != "running":
                 continue
-            with docker_errors(f"inspect container {info['name']}"):
+            with self._errors(f"inspect container {info['name']}"):
                 pid = self.api.inspect_container(info["id"])["State"].get("Pid") or 0
             if pid:
                 out[endpoint] = f"/proc/{pid}/ns/net"
@@ -305,20 +335,20 @@ class ContainerDriver(_DockerDriver):
     def start(self, lab: str, endpoint: str) -> None:
         """Start a stopped container of the lab (running is fine)."""
         info = self._one(lab, endpoint)
-        with docker_errors(f"start container {info['name']}"):
+        with self._errors(f"start container {info['name']}"):
             self.api.start(info["id"])
 
     def stop(self, lab: str, endpoint: str) -> None:
         """Stop a container of the lab (it stays: ``start`` brings it back)."""
         info = self._one(lab, endpoint)
-        with docker_errors(f"stop container {info['name']}"):
+        with self._errors(f"stop container {info['name']}"):
             self.api.stop(info["id"], timeout=STOP_TIMEOUT)
 
     def logs(self, lab: str, endpoint: str, *, since: float | None = None,
              tail: int | None = None) -> list[tuple[str, str]]:
         """The container's output as ``(RFC 3339 timestamp, line)`` pairs, oldest first."""
         info = self._one(lab, endpoint)
-        with docker_errors(f"read the logs of {info['name']}"):
+        with self._errors(f"read the logs of {info['name']}"):
             raw = self.api.logs(info["id"], stdout=True, stderr=True, timestamps=True,
                                 since=since if since else None,
                                 tail=tail if tail is not None else "all")
@@ -366,17 +396,37 @@ class ContainerDriver(_DockerDriver):
 
     def version(self) -> dict[str, str]:
         """The engine's version and API version."""
-        with docker_errors("read the Docker version"):
+        with self._errors("read the Docker version"):
             v = self.api.version()
         return {"version": str(v.get("Version", "")), "api": str(v.get("ApiVersion", ""))}
 
+    def check(self, lab: str, resource: Resource) -> None:
+        """Before anything changes: the image is in the engine (pulled now if it can be),
+        the container's name is free or this lab's, and its mounts' sources exist."""
+        import docker.errors
+
+        spec = resource.spec
+        cname = spec["container"]
+        check_mounts(spec)
+        with self._errors(f"check container {cname}"):
+            try:
+                info = self.api.inspect_container(cname)
+            except docker.errors.NotFound:
+                info = None
+            if info is not None and (info["Config"].get("Labels") or {}).get(LAB) != lab:
+                raise ConflictError(f"a container named {cname} exists and does not belong to "
+                                    f"lab {lab}", hint=f"remove it: docker rm -f {cname}")
+            self._ensure_image(str((spec.get("create") or {}).get("image")),
+                               endpoint=spec["endpoint"])
+
     def create(self, lab: str, resource: Resource) -> None:
-        """Create and start the container from the compiled SDK keyword arguments."""
+        """Create and start the container from the compiled SDK keyword arguments; fail
+        (leaving nothing) when its command exits within :attr:`settle_running` seconds."""
         spec = resource.spec
         cname = spec["container"]
         create = dict(spec.get("create") or {})
         check_mounts(spec)
-        with docker_errors(f"create container {cname}"):
+        with self._errors(f"create container {cname}"):
             self._remove_leftover(lab, cname)
             self._ensure_image(create["image"])
             api = self.api
@@ -394,6 +444,8 @@ class ContainerDriver(_DockerDriver):
                 if spec.get("recipe"):
                     self._wait_ready(created["Id"], spec["endpoint"],
                                      float(spec.get("ready_timeout") or READY_TIMEOUT))
+                else:
+                    self._settle(api, created["Id"], spec["endpoint"])
             except Exception:
                 with contextlib.suppress(Exception):
                     api.remove_container(created["Id"], force=True, v=True)
@@ -413,17 +465,37 @@ class ContainerDriver(_DockerDriver):
             if not state.get("Running"):
                 raise BootError(f"container {endpoint} exited with code "
                                 f"{state.get('ExitCode')} before its services were ready",
-                                console=_tail(text), hint="its output is above", engine="docker")
+                                console=_tail(text), hint="its output is above", engine="docker",
+                                what="log")
             if time.monotonic() > deadline:
                 raise BootError(f"container {endpoint}: its services were not ready after "
-                                f"{timeout:.0f} s", console=_tail(text),
+                                f"{timeout:.0f} s", console=_tail(text), what="log",
                                 hint="its output is above; each service logs to "
                                      "/var/log/hybridnb/ in the container", engine="docker")
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
+    def _settle(self, api: Any, cid: str, endpoint: str) -> None:
+        """Wait :attr:`settle_running` seconds; a container that stops meanwhile is a
+        :class:`BootError` with its exit code and the tail of its output."""
+        deadline = time.monotonic() + self.settle_running
+        while True:
+            state = api.inspect_container(cid).get("State") or {}
+            if not state.get("Running"):
+                raw = api.logs(cid, stdout=True, stderr=True, tail=20)
+                tail = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                why = f" ({state['Error']})" if state.get("Error") else ""
+                raise BootError(
+                    f"container {endpoint} exited with code {state.get('ExitCode')} right "
+                    f"after it started{why}", console=tail.rstrip(), engine="docker",
+                    what="log", hint="its command must keep running (a server, or e.g. "
+                                     "sleep 3600); the log tail shows why it stopped")
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
     def delete(self, lab: str, name: str) -> None:
-        with docker_errors(f"delete container of endpoint {name}"):
+        with self._errors(f"delete container of endpoint {name}"):
             for c in self.api.containers(all=True, filters={"label": f"{ENDPOINT}={name}"}):
                 if (c.get("Labels") or {}).get(LAB) == lab:
                     self._remove(c["Id"], running=c.get("State") == "running")
@@ -449,7 +521,7 @@ class ContainerDriver(_DockerDriver):
         with contextlib.suppress(docker.errors.NotFound):
             self.api.remove_container(info["Id"], force=True, v=True)
 
-    def _ensure_image(self, image: str) -> None:
+    def _ensure_image(self, image: str, endpoint: str | None = None) -> None:
         import docker.errors
 
         try:
@@ -462,13 +534,16 @@ class ContainerDriver(_DockerDriver):
             self.api.pull(repo, tag=tag)
             self.api.inspect_image(image)
         except docker.errors.DockerException as exc:
+            whose = f" (of container {endpoint})" if endpoint else ""
+            where = f"sandbox {self.target.sandbox!r}" if self.target.sandbox else \
+                f"the engine at {self.target.docker_url}"
             raise EngineError(
-                f"image {image} is not in the engine at {self.target.docker_url} and cannot be "
-                f"pulled ({_explain(exc).splitlines()[0] if _explain(exc) else exc})",
+                f"image {image}{whose} is not in {where} and cannot be pulled "
+                f"({_explain(exc).splitlines()[0] if _explain(exc) else exc})",
                 engine="docker",
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
-                     "busybox:latest; other images must be loaded into this engine "
-                     "(docker -H <its socket> load -i IMAGE.tar)") from exc
+                     f"busybox:latest; other images must be loaded into this engine "
+                     f"(docker -H {self.target.docker_url} load -i IMAGE.tar)") from exc
 
 
 def _kill_tree(pid: int) -> None:
@@ -505,7 +580,7 @@ def _failed(endpoint: str, text: str) -> BootError:
     service = fields.get("service", "?")
     what = "did not boot" if service == "boot" else f"service {service} did not come up"
     return BootError(f"container {endpoint}: {what}: {reason.strip() or 'unknown'}",
-                     console=_tail(text), engine="docker",
+                     console=_tail(text), engine="docker", what="log",
                      hint="the output above holds the service's log; its full log is "
                           "/var/log/hybridnb/ in the container")
 

@@ -34,6 +34,7 @@ class DryRunEngine:
         self.stopped: set[str] = set()
         self.log: list[str] = []
         self.fail_on: set[str] = set()          # e.g. {"create container/web"}
+        self.fail_once: set[str] = set()        # the same, failing only the next time
         self._lock = threading.Lock()
         if self.path is not None and self.path.exists():
             data = json.loads(self.path.read_text())
@@ -52,6 +53,9 @@ class DryRunEngine:
 
     def record(self, entry: str) -> None:
         if entry in self.fail_on:
+            raise EngineError(f"dry-run: injected failure on {entry!r}", engine="dry-run")
+        if entry in self.fail_once:
+            self.fail_once.discard(entry)
             raise EngineError(f"dry-run: injected failure on {entry!r}", engine="dry-run")
         self.log.append(entry)
 
@@ -122,12 +126,16 @@ class DryRunDriver:
 
 
 class DryRunDnsDriver(DryRunDriver):
-    """The DNS service changes its records in place, like the real one."""
+    """Changed in place, like the real driver: the DNS service (its records), a policy (one
+    table replacement) and a link's impairments (the endpoint is not re-created)."""
 
     def update(self, lab: str, resource: Resource) -> None:
         self.engine.record(f"update {self.kind}/{resource.name}")
         self.engine.put(lab, resource)
 
+
+#: Kinds whose real drivers change a resource in place (``update``), and so do these.
+UPDATED_IN_PLACE = ("dns", "policy", "link")
 
 #: What the dry-run backend cannot do, and where to do it instead.
 HINT = ("the dry-run backend sends no packets and runs no servers: use the sandbox backend "
@@ -138,7 +146,7 @@ def dry_run_backend(path: str | os.PathLike[str] | None = None) -> Backend:
     """Every resource kind in memory; no driver has a capability that needs an engine
     (probing from namespaces, guest exec, a query log)."""
     engine = DryRunEngine(path)
-    drivers = {kind: (DryRunDnsDriver if kind == "dns" else DryRunDriver)(kind, engine)
-               for kind in kind_order()}
+    drivers = {kind: (DryRunDnsDriver if kind in UPDATED_IN_PLACE else DryRunDriver)(
+        kind, engine) for kind in kind_order()}
     return Backend("dry-run", Target(name="dry-run"), dict(drivers), {"engine": engine},
                    hint=HINT)

@@ -46,10 +46,11 @@ from hybridnb.core import nftables as nftjson
 from hybridnb.core.impairments import (Capabilities, Impairment, Placement, format_time,
                                        placement)
 from hybridnb.core.naming import object_name, owner_tag
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import get_link, link_kind, netlink_errors
 from hybridnb.drivers.nftables import Feature, Nft
+from hybridnb.drivers.nftables import available as nft_available
 from hybridnb.errors import EngineError, EngineUnavailable, NotFoundError
 from hybridnb.target import Target
 
@@ -220,6 +221,8 @@ class LinkDriver:
     # -- observe --------------------------------------------------------------------------
 
     def records(self, lab: str) -> dict[str, Record]:
+        if not nft_available():             # every plan observes: no nftables, no records
+            return {}
         listing = self.nft.list_table(nftjson.BRIDGE, nftjson.links_table(lab))
         out: dict[str, Record] = {}
         for rule in nftjson.rules_of(listing or {}):
@@ -229,12 +232,16 @@ class LinkDriver:
                 out[rec.endpoint] = rec
         return dict(sorted(out.items()))
 
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
+        """The impaired endpoints; one whose port is gone or is another link now (the
+        endpoint was re-created) reports a changed fingerprint, so the plan updates it."""
         out = {}
         for name, rec in self.records(lab).items():
             link = self._link_by_index(rec.index) if rec.index else None
-            same = link is not None and link.get_attr("IFLA_IFNAME") == rec.port
-            out[name] = rec.fingerprint if same or rec.port == "-" else rec.fingerprint + MOVED
+            same = rec.port == "-" or (link is not None and
+                                       link.get_attr("IFLA_IFNAME") == rec.port)
+            out[name] = (Observation(rec.fingerprint) if same else
+                         Observation(rec.fingerprint + MOVED, detail="its bridge port changed"))
         return out
 
     # -- check ----------------------------------------------------------------------------
@@ -452,6 +459,14 @@ class LinkDriver:
         """(kind, handle, parent) of every qdisc on a link (for tests and status)."""
         return [(q.get_attr("TCA_KIND"), q["handle"], q["parent"])
                 for q in self._ipr().get_qdiscs(index=index) if q["index"] == index]
+
+    def link_report(self, lab: str) -> dict[str, dict[str, Any]]:
+        """Per impaired endpoint: its bridge port, whether rate shaping has an IFB, whether
+        the delay is applied inside the guest, and the frames its loss rule dropped."""
+        dropped = self.loss_counters(lab)
+        return {name: {"port": rec.port, "ifb": rec.ifb, "guest": rec.guest,
+                       "mtu_restore": rec.mtu, "dropped": dropped.get(name, (0, 0))[0]}
+                for name, rec in self.records(lab).items()}
 
     def loss_counters(self, lab: str) -> dict[str, tuple[int, int]]:
         """Packets and bytes dropped by each endpoint's loss rules."""

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 
 from hybridnb.core import nftables as nftjson
 from hybridnb.core.naming import owner_tag
-from hybridnb.core.resource import Resource
+from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.target import Target
@@ -83,6 +83,15 @@ def _library() -> ctypes.CDLL:
             _lib_error = str(exc)
     raise EngineUnavailable(f"libnftables is not available: {_lib_error}", engine="nftables",
                             hint="apt-get install nftables (it brings libnftables1)")
+
+
+def available() -> bool:
+    """libnftables can be loaded (without it no table of ours can have been made here)."""
+    try:
+        _library()
+    except EngineUnavailable:
+        return False
+    return True
 
 
 def _run(command: str, *, dry_run: bool) -> tuple[int, str, str]:
@@ -165,10 +174,12 @@ class PolicyDriver:
 
     # -- protocol -----------------------------------------------------------------------
 
-    def observe(self, lab: str) -> dict[str, str]:
+    def observe(self, lab: str) -> dict[str, Observation]:
+        if not available():                 # every plan observes: no nftables, no policy
+            return {}
         listing = self.nft.list_table(nftjson.INET, nftjson.policy_table(lab))
         mark = _owner(listing, lab)
-        return {lab: mark} if mark is not None else {}
+        return {lab: Observation(mark)} if mark is not None else {}
 
     def check(self, lab: str, resource: Resource) -> None:
         """Refuse before anything is made when this host cannot enforce the policy."""

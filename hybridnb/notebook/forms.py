@@ -220,7 +220,10 @@ class NetworkForm(Form):
         self.magics = active_magics()
         opts = self.magics.lab_options() if self.magics is not None else {
             "backend": None, "state_dir": None, "sandbox": None}
-        self._defaults = {"name": name, "backend": backend or opts["backend"] or "sandbox"}
+        from hybridnb.backends import default_backend
+
+        self._defaults = {"name": name,
+                          "backend": backend or opts["backend"] or default_backend()}
         self.state_dir = state_dir if state_dir is not None else opts["state_dir"]
         self.sandbox = sandbox or opts["sandbox"]
         super().__init__(lab, apply=apply)

@@ -43,7 +43,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Unicode
 
-from hybridnb.backends import BACKENDS
+from hybridnb.backends import BACKENDS, DEFAULT_RULE
 from hybridnb.errors import HybridError
 
 
@@ -96,8 +96,8 @@ def active_magics(shell: Any = None) -> "HybridMagics | None":
 #: The subcommands in the order ``help`` lists them; ``KINDS`` stands for one subcommand per
 #: endpoint kind of the registry (``container``, ``vm``, ``host``).
 SUBCOMMANDS = ("create", "open", "KINDS", "remove", "status", "plan", "apply", "test",
-               "validate", "dns", "graph", "monitor", "capture", "doctor", "logs", "destroy",
-               "sandbox", "kinds", "yaml", "help")
+               "validate", "dns", "policy", "links", "graph", "monitor", "capture", "doctor",
+               "logs", "report", "destroy", "sandbox", "kinds", "yaml", "help")
 
 
 def _sandbox_option(p: argparse.ArgumentParser) -> None:
@@ -116,7 +116,7 @@ class HybridMagics(Magics):
 
     backend = Unicode("", config=True,
                       help="Backend for new labs: dry-run, sandbox or host "
-                           "(empty: $HYBRIDNB_BACKEND, else sandbox).")
+                           f"(empty: {DEFAULT_RULE}).")
     lab = Unicode("hybrid", config=True,
                   help="Name of the lab to reopen from its state when no lab is current.")
     state_dir = Unicode("", config=True,
@@ -154,9 +154,10 @@ class HybridMagics(Magics):
     def lab_options(self, backend: str | None = None, sandbox: str | None = None
                     ) -> dict[str, Any]:
         """Keyword arguments for a new Lab from the configured options (``backend`` and
-        ``sandbox`` given on the line win)."""
+        ``sandbox`` given on the line win; none named: the Lab's default, or the sandbox an
+        applied lab's state records)."""
         return {"backend": backend or self.backend or None,
-                "state_dir": self.state_dir or None, "sandbox": sandbox or self.sandbox_name()}
+                "state_dir": self.state_dir or None, "sandbox": sandbox or self.sandbox or None}
 
     def require_lab(self) -> Any:
         if self.current_lab is None:
@@ -459,6 +460,27 @@ class HybridMagics(Magics):
         return lab.dns_query_log(a.limit)
 
     @staticmethod
+    def _args_policy(p: _Parser) -> None:
+        p.add_argument("source", nargs="?", metavar="FROM", help="source endpoint")
+        p.add_argument("target", nargs="?", metavar="TO", help="target endpoint or gateway")
+        p.add_argument("check", nargs="?", metavar="PROTO/PORT", default="icmp",
+                       help="tcp/PORT, udp/PORT, http[/PORT], icmp or dns (default icmp)")
+
+    def _cmd_policy(self, a: argparse.Namespace) -> Any:
+        """the policy's rules with hit counters; FROM TO [PROTO/PORT]: the deciding rule"""
+        lab = self.require_lab()
+        if a.source is None:
+            return lab.policy()
+        if a.target is None:
+            raise UsageError("%hybrid policy: name the target too: FROM TO [PROTO/PORT]\n"
+                             "  hint: e.g. %hybrid policy web db tcp/5432")
+        return lab.explain(a.source, a.target, a.check)
+
+    def _cmd_links(self, a: argparse.Namespace) -> Any:
+        """the link impairments: what each endpoint's link does and where it is applied"""
+        return self.require_lab().links()
+
+    @staticmethod
     def _args_graph(p: _Parser) -> None:
         p.add_argument("--matrix", metavar="VAR",
                        help="variable holding a connectivity matrix (default: the last test)")
@@ -469,7 +491,8 @@ class HybridMagics(Magics):
         p.add_argument("--interval", type=float, default=2.0, metavar="S")
 
     def _cmd_graph(self, a: argparse.Namespace) -> Any:
-        """topology drawing: kinds, states, failed probe pairs (--live: interactive, traffic)"""
+        """topology drawing: kinds, states, failed and policy-denied pairs (--live: interactive,
+        traffic)"""
         from hybridnb.render.topology import draw_topology
 
         lab = self.require_lab()
@@ -489,6 +512,35 @@ class HybridMagics(Magics):
                                   layout=_layout_for(self, lab.name))
         return draw_topology(lab.status(), matrix, layout=_layout_for(self, lab.name))
 
+    # ------------------------------------------------------------------ report
+
+    @staticmethod
+    def _args_report(p: _Parser) -> None:
+        p.add_argument("files", nargs="*", metavar="FILE",
+                       help="also save it: FILE.html, FILE.md (pictures in FILE_files/) or "
+                            "FILE.json")
+        p.add_argument("--no-probe", action="store_true",
+                       help="send nothing into the lab (no probe run, no doctor); the "
+                            "notebook's last test of this lab is shown if there was one")
+        p.add_argument("--monitor", type=float, default=0.0, metavar="S",
+                       help="also record the lab's traffic for S seconds")
+
+    def _cmd_report(self, a: argparse.Namespace) -> Any:
+        """the lab in one document: shown here, saved as HTML, Markdown or JSON"""
+        from hybridnb.render.report.render import format_for
+
+        for path in a.files:
+            format_for(path)                    # a name that says no format: before any work
+        lab = self.require_lab()
+        matrix = self.last_matrix
+        names = {e.name for e in lab.spec.endpoints} | {"gateway"}
+        if matrix is not None and not set(matrix.sources) <= names:
+            matrix = None                                # a test of another lab
+        report = lab.report(probe=not a.no_probe, matrix=matrix if a.no_probe else None,
+                            monitor=a.monitor)
+        for path in a.files:
+            report.save(path)
+        return report
     # ------------------------------------------------------------------ watching
 
     @staticmethod

@@ -2,8 +2,9 @@
 otherwise.
 
 ``Lab.apply(progress=...)`` calls its callback with a
-:class:`~hybridnb.apply.ProgressEvent` for every action that starts, finishes or fails —
-possibly from several driver threads at once.  :class:`ProgressBar` turns those events into an
+:class:`~hybridnb.apply.ProgressEvent` for every action that starts, finishes or fails, for
+one still running (every 10 s) and for a note (waiting for a lock, rolling back) — possibly
+from several driver threads at once.  :class:`ProgressBar` turns those events into an
 ipywidgets ``IntProgress`` plus a one-line ``HTML`` label when it runs inside a Jupyter kernel
 (widgets need a frontend), and into one printed line per finished action in a terminal
 IPython or when ipywidgets is not installed.  No tqdm: the bar is the widget itself, so forms
@@ -88,7 +89,7 @@ class ProgressBar:
         with self._lock:
             self.events.append(event)
             text = str(event)
-            if self.bar is not None:
+            if self.bar is not None and event.phase != "note":   # a note is no step
                 self.bar.max = max(1, event.total)
                 self.bar.value = event.done
                 if event.phase == "error":

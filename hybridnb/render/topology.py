@@ -1,6 +1,7 @@
 """The lab drawn as a graph: the bridge in the middle, the gateway (and its DNS) beside it,
 every endpoint (containers, VMs, hosts: the kinds of the registry, each in its own colour)
-around them, failed probe pairs in red.
+around them, failed probe pairs in red, and pairs the lab's policy lets nothing through
+between (either way) as dashed grey lines.
 
 :func:`topology_graph` turns a :class:`~hybridnb.lab.LabStatus` (and optionally a
 connectivity matrix) into a networkx graph whose nodes carry ``kind``, ``state``, ``address``
@@ -38,6 +39,7 @@ STATE_EDGES: dict[str, tuple[str, float]] = {
     "differs": ("#ff7f0e", 2.2), "stopped": ("#ff7f0e", 2.2),
 }
 FAILED_COLOUR = "#d62728"
+DENIED_COLOUR = "#8c8c8c"
 RATE_COLOUR = "#1565c0"
 #: Sector (start angle, span) in degrees per endpoint kind: the circle shared in listing
 #: order (three kinds: containers on top, VMs bottom left, hosts bottom right).
@@ -208,8 +210,10 @@ def failed_pairs(matrix: Any) -> list[tuple[str, str]]:
 def topology_graph(status: Any, matrix: Any = None,
                    rates: Mapping[str, float] | None = None) -> Any:
     """A networkx Graph of the lab: ``bridge``, ``gateway`` and ``ep:NAME`` nodes; ``link``
-    edges from every node to the bridge and ``failed`` edges between endpoints that could
-    not reach each other (``gateway`` as a probe target maps to the gateway node).  With
+    edges from every node to the bridge, ``failed`` edges between endpoints that could
+    not reach each other (``gateway`` as a probe target maps to the gateway node) and
+    ``denied`` edges between endpoints the lab's policy lets nothing through between
+    (``status.denied``; a pair that also failed a probe is drawn failed).  With
     ``rates`` (``{endpoint or "gateway": bytes/s}``, e.g. a traffic sample's ``rates()``) each
     link edge carries its endpoint's ``rate``."""
     import networkx as nx
@@ -233,6 +237,10 @@ def topology_graph(status: Any, matrix: Any = None,
         ids = [("gateway" if n == "gateway" else _node_id(n)) for n in (a, b)]
         if all(i == "gateway" or i[3:] in names for i in ids):
             g.add_edge(ids[0], ids[1], kind="failed")
+    for a, b in getattr(status, "denied", ()):
+        u, v = _node_id(a), _node_id(b)
+        if a in names and b in names and not g.has_edge(u, v):
+            g.add_edge(u, v, kind="denied")
     return g
 
 
@@ -254,6 +262,8 @@ class Topology:
     positions: dict[str, tuple[float, float]]
     figure: Any
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: endpoint pairs drawn as denied by the policy
+    denied: list[tuple[str, str]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {k: 0 for k in ENDPOINT_KINDS}
@@ -312,10 +322,13 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
     ax.set_aspect("equal")
     ax.axis("off")
 
-    links, failed = [], []
+    links, failed, denied = [], [], []
     for u, v, data in graph.edges(data=True):
-        (failed if data["kind"] == "failed" else links).append((pos[u], pos[v]))
+        {"failed": failed, "denied": denied}.get(data["kind"], links).append((pos[u], pos[v]))
     ax.add_collection(LineCollection(links, colors="#c8c8c8", linewidths=0.8, zorder=1))
+    if denied:
+        ax.add_collection(LineCollection(denied, colors=DENIED_COLOUR, linewidths=1.0,
+                                         linestyles="dashed", alpha=0.7, zorder=1))
     if rates:
         _draw_rates(ax, graph, pos)
     if failed:
@@ -359,11 +372,16 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
                                                               "differs")]
     if failed:
         handles.append(Line2D([], [], color=FAILED_COLOUR, label="failed probes"))
+    if denied:
+        handles.append(Line2D([], [], color=DENIED_COLOUR, linestyle="dashed",
+                              label="denied by the policy"))
     ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=False, ncol=2)
     head = title or (f"lab {status.lab} — {status.bridge} {status.subnet} on {status.backend}"
                      + (f" — {len(failed)} failed pair(s)" if failed else ""))
     fig.suptitle(head, fontsize=10)
-    return Topology(status.lab, graph, pos, fig, failed_pairs(matrix))
+    return Topology(status.lab, graph, pos, fig, failed_pairs(matrix),
+                    sorted((graph.nodes[u]["name"], graph.nodes[v]["name"])
+                           for u, v, d in graph.edges(data=True) if d["kind"] == "denied"))
 
 
 def _draw_rates(ax: Any, graph: Any, pos: Mapping[str, tuple[float, float]]) -> None:

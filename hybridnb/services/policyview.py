@@ -16,6 +16,12 @@ an echo to the target, ``tcp``/``udp``/``http`` a connection to the port it prob
 query to the lab's DNS server on the gateway (``udp/53``).  Probes *from* the gateway are
 never filtered.
 
+:func:`judge_matrix` writes the judgement into the matrix itself (``Lab.test`` does it for
+a lab with a policy), so the matrix shows ``blocked`` cells with their rule and counts them
+apart from the failures.  :class:`PolicyTable` is the policy with its rules' hit counters
+(``Lab.policy()``); :class:`LinksView` the impairments and where they are applied
+(``Lab.links()``).
+
 This module reads results and a :class:`~hybridnb.core.policy.Policy`; it touches nothing.
 """
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from html import escape
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from hybridnb.core.policy import GATEWAY, Decision, Flow, Policy
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
@@ -191,3 +197,138 @@ def classify(matrix: ConnectivityMatrix, policy: Policy,
                     else None)
         out.append(Verdict(r, decision, judge(r, decision)))
     return PolicyMatrix(matrix, policy, tuple(out))
+
+
+def judge_matrix(matrix: ConnectivityMatrix, policy: Policy) -> PolicyMatrix:
+    """Classify ``matrix`` against ``policy`` and mark it: each probe the policy denies
+    becomes ``blocked`` (it failed, as the policy says) or ``leak`` (it got through) in
+    ``matrix.judged``, with the deciding rule."""
+    judged = classify(matrix, policy)
+    matrix.judged = {(v.result.check, v.result.source, v.result.target): (v.status, v.rule)
+                     for v in judged.verdicts if v.status in ("blocked", "leak")}
+    return judged
+
+
+# ------------------------------------------------------------------------------ views
+
+@dataclass(frozen=True)
+class PolicyTable:
+    """A lab's policy as a table of rules with their hit counters (``counters`` None: the
+    backend counts nothing, or the policy is not applied), and where it stands."""
+
+    lab: str
+    policy: Policy
+    counters: Mapping[str, tuple[int, int]] | None = None
+    state: str = ""                      # up | missing | differs | not applied
+    table: str = ""                      # the nftables table that enforces it
+    note: str = ""
+
+    def headline(self) -> str:
+        n = len(self.policy.rules)
+        where = f" in {self.table}" if self.table else ""
+        text = (f"Policy of lab {self.lab}: {n} rule{'s' if n != 1 else ''}, default "
+                f"{self.policy.default}{where} — {self.state or 'not applied'}")
+        if self.counters is not None:
+            text += " (packets counted since the last change)"
+        return text + (f"; {self.note}" if self.note else "")
+
+    def records(self) -> list[dict[str, Any]]:
+        rows = self.policy.rows(self.counters)
+        return [{k: v for k, v in r.items() if k != "key"} for r in rows]
+
+    def warnings(self) -> list[str]:
+        return [str(w) for w in self.policy.warnings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lab": self.lab, "state": self.state, "table": self.table,
+                "default": self.policy.default, "rules": self.records(),
+                "warnings": self.warnings(), "note": self.note}
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **({"indent": 2} | kw))
+
+    def to_text(self) -> str:
+        lines = self.policy.to_text(self.counters).splitlines()
+        return "\n".join([self.headline()] + lines[1:])
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def _repr_html_(self) -> str:
+        from hybridnb.core.tables import table
+
+        cols = ["rule", "from", "to", "verdict", "services", "comment"]
+        if self.counters is not None:
+            cols[4:4] = ["packets", "bytes"]
+        records = self.records()
+        rows = [[str(r[c]) for c in cols] for r in records]
+        out = table(cols, rows, caption=self.headline(),
+                    row_classes=["up" if r["verdict"] == "allow" else "delete"
+                                 for r in records])
+        if self.policy.warnings:
+            out += "<ul>" + "".join(f"<li>warning: {escape(w)}</li>"
+                                    for w in self.warnings()) + "</ul>"
+        return out
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    endpoint: str
+    kind: str
+    impairments: str                     # "delay 50ms loss 1%"
+    state: str                           # up | missing | differs | not applied
+    where: str = ""                      # "port vethX, IFB", "in the guest"…
+    dropped: int | None = None           # frames the loss rule dropped
+
+    def to_record(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "kind": self.kind,
+                "impairments": self.impairments, "state": self.state, "where": self.where,
+                "dropped": self.dropped}
+
+
+@dataclass(frozen=True)
+class LinksView:
+    """A lab's link impairments: what each endpoint's link should do, and where it is done."""
+
+    lab: str
+    rows: tuple[LinkRow, ...] = ()
+
+    def headline(self) -> str:
+        n = len(self.rows)
+        up = sum(1 for r in self.rows if r.state == "up")
+        return f"Links of lab {self.lab}: {n} impaired endpoint{'s' if n != 1 else ''}, {up} up"
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r.to_record() for r in self.rows]
+
+    def to_text(self) -> str:
+        from hybridnb.core.tables import text_table
+
+        cols = ["endpoint", "kind", "impairments", "state", "where", "dropped"]
+        rows = [[str(r.to_record()[c]) if r.to_record()[c] is not None else "-" for c in cols]
+                for r in self.rows]
+        return self.headline() + ("\n" + text_table(cols, rows) if rows else "")
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def _repr_html_(self) -> str:
+        from hybridnb.core.tables import table
+
+        cols = ["endpoint", "kind", "impairments", "state", "where", "dropped"]
+        rows = [["" if r.to_record()[c] is None else str(r.to_record()[c]) for c in cols]
+                for r in self.rows]
+        return table(cols, rows, caption=self.headline(),
+                     row_classes=["up" if r.state == "up" else "missing" for r in self.rows])
+
+
+def where_applied(report: Mapping[str, Any] | None) -> str:
+    """``port vethX (rate: IFB too), delay in the guest`` from a link driver's report."""
+    if not report:
+        return ""
+    parts = [f"port {report.get('port', '?')}"]
+    if report.get("ifb"):
+        parts.append("rate both ways (IFB)")
+    if report.get("guest"):
+        parts.append("delay inside the guest")
+    return ", ".join(parts)

@@ -116,6 +116,9 @@ def test_every_notebook_runs_as_a_binder_user_with_no_parameters():
             text = json.dumps([c.get("outputs", []) for c in nb["cells"]])
             assert "the sandbox needs root" not in text
             assert "dry-run" in text                     # the backend the environment chose
+            assert "saved: " in text                     # it ended by exporting its report
+        assert sorted(p.name for p in (repo / "notebooks").glob("*-report.html")), \
+            "no notebook exported its lab report"
         # hybridnb came from the checkout, editable, as `-e .` says
         where = run(f"{venv}/bin/python", "-c", "import hybridnb; print(hybridnb.__file__)",
                     timeout=60)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -55,29 +56,51 @@ def require_browser() -> str:
     return path
 
 
+class LazyBrowser:
+    """Chromium through Playwright, started on first use (:meth:`context`) and stopped at the
+    end of the test: until a test opens a page, its code runs with no asyncio loop on the
+    main thread (Playwright's sync API keeps one running while it is started, and engine
+    libraries such as pyroute2 cannot run their own loop under it)."""
+
+    def __init__(self, path: str, profile: Callable[[], Path]) -> None:
+        self.path, self.profile = path, profile
+        self._pw: Any = None
+        self._context: Any = None
+
+    def context(self) -> Any:
+        if self._context is None:
+            from playwright.sync_api import sync_playwright
+
+            pw = sync_playwright().start()
+            try:
+                self._context = pw.chromium.launch_persistent_context(
+                    str(self.profile()), executable_path=self.path, headless=True,
+                    args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+            except Exception:
+                pw.stop()
+                raise
+            self._pw = pw
+        return self._context
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._context.close()
+            self._pw.stop()
+            self._context = self._pw = None
+
+
 @pytest.fixture
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A browser context with a fresh profile, for one test.
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LazyBrowser]:
+    """A browser with a fresh profile, for one test, started when the test first opens a page.
 
     Not shared wider on purpose: Playwright's sync API keeps an asyncio loop running on the
     main thread while it is started, and every later test that calls ``asyncio.run`` would
     fail until it stops."""
-    path = require_browser()
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
+    lazy = LazyBrowser(require_browser(), lambda: tmp_path_factory.mktemp("chromium-profile"))
     try:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=path,
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-    except Exception:
-        pw.stop()
-        raise
-    try:
-        yield context
+        yield lazy
     finally:
-        context.close()
-        pw.stop()
+        lazy.close()
 
 
 @dataclass
@@ -119,11 +142,11 @@ class Watched:
 
 
 @pytest.fixture
-def watched_page(browser: Any) -> Iterator[Any]:
+def watched_page(browser: LazyBrowser) -> Iterator[Any]:
     opened: list[Watched] = []
 
     def open_page(allowed: tuple[str, ...]) -> Watched:
-        w = Watched.open(browser, allowed)
+        w = Watched.open(browser.context(), allowed)
         opened.append(w)
         return w
 

@@ -236,7 +236,13 @@ def walk_through(server: LabServer, open_page: Any, shots: Path, *, lab: str, su
     # two applies, the destroy and the form's own bar
     assert page.locator(".jp-OutputArea .widget-hprogress").count() >= 4
     form = form_area(page, f"Add a host to lab {lab}")
-    assert form.locator(".widget-text input").count() == 2
+    # a text input for the name and for every text-like field of the host kind (registry)
+    from hybridnb.core.kinds import get
+
+    texts = [f.name for f in get("host").fields()
+             if f.info.form and f.type.form not in ("int", "choice", "lines")]
+    assert form.locator(".widget-text input").count() == 1 + len(texts), texts
+    assert all(field(form, name).count() == 1 for name in ["name", *texts])
     button = form.locator("button", has_text="Apply")
     assert button.is_visible()
 
@@ -298,7 +304,7 @@ def test_basics_notebook_in_jupyterlab_on_the_sandbox(sandbox, jupyterlab, watch
                                                       tmp_path):
     """The same on the real engines of the session's sandbox (a container, a test VM, hosts;
     real probes), the parameters injected as papermill would."""
-    from hybridnb.lab import open_lab
+    from hybridnb.lab import Lab
     from tests.realengines import SANDBOX_NAME
 
     params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "repnb",
@@ -312,5 +318,5 @@ def test_basics_notebook_in_jupyterlab_on_the_sandbox(sandbox, jupyterlab, watch
         assert "probes over" in text and "No probes" not in text    # a real matrix
     finally:
         stop(server.proc)                         # the kernel lets go of the lab first
-        open_lab("repnb", backend="sandbox", sandbox=SANDBOX_NAME,
+        Lab.load("repnb", backend="sandbox", sandbox=SANDBOX_NAME,
                  state_dir=tmp_path / "state").destroy()

@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("jinja2")
 
 from tests.browser.report_page import check_report_in_browser  # noqa: E402
-from tests.render.reportlab import dry_lab, results_for  # noqa: E402
+from tests.render.reportlab import (ObservedLab, dry_lab, results_for,  # noqa: E402
+                                    sample_doctor, sample_traffic)
 
 pytestmark = pytest.mark.browser
 
@@ -17,11 +18,14 @@ def test_report_opens_offline_with_every_section(watched_page, tmp_path):
     from hybridnb.render.report import report_of
 
     lab = dry_lab(tmp_path / "state")
-    rep = report_of(lab, **results_for(lab))
+    # with the doctor's findings and a traffic recording (as a lab offering them gives)
+    observed = ObservedLab(lab, sample_doctor(), sample_traffic(["db", "probe", "web"]))
+    rep = report_of(observed, monitor=4, **results_for(lab))
+    assert rep.data.keys[-2:] == ["traffic", "doctor"]
     html = tmp_path / "lab.html"
     rep.save(html)
     measured = check_report_in_browser(watched_page, html, rep.data.keys, tmp_path)
-    assert measured["svgs"] == 5
+    assert measured["svgs"] == 6                       # + the traffic plot
 
 
 def test_a_report_that_reaches_out_is_caught(watched_page, tmp_path):

@@ -116,3 +116,35 @@ def test_all_hold_exit_zero():
                       FakeResults({("icmp", "a", "b", None): R(True)}))
     assert report.exit_code == 0 and report.ok
     assert report.summary() == "1 expectation holds"
+
+
+def test_with_a_policy_blocked_means_blocked_by_the_policy():
+    from hybridnb.core.policy import Member, parse_policy
+
+    members = {n: Member(n, "host", f"10.0.1.{i + 10}")
+               for i, n in enumerate(("web", "db", "guest"))}
+    policy = parse_policy(None, {"default": "deny", "rules": [
+        {"from": "web", "to": "db", "allow": ["tcp/5432", "icmp"]}]}, members)
+    results = FakeResults({
+        ("tcp", "guest", "db", 5432): R(False, "timeout"),      # denied, failed: blocked
+        ("tcp", "web", "db", 5432): R(False, "refused"),        # allowed, failed
+        ("icmp", "web", "db", None): R(True),                   # allowed, ok
+        ("icmp", "guest", "db", None): R(True),                 # denied, passed: leak
+        ("dns", "guest", "web", None): R(True),                 # built-in DNS allowance
+    })
+    exps = parse_expectations([
+        "guest -> db tcp/5432 blocked",   # holds: the default denies it
+        "web -> db tcp/5432 blocked",     # fails: it failed, but the policy allows it
+        "web -> db icmp ok",              # holds
+        "guest -> db icmp ok",            # fails: a leak
+        "guest -> db tcp/5432 ok",        # fails: blocked
+        "guest -> web dns ok",            # holds
+    ])
+    report = evaluate(exps, results, policy=policy)
+    assert [r.holds for r in report.results] == [True, False, True, False, False, True]
+    assert [r.observed for r in report.results] == ["blocked", "fail", "ok", "leak", "blocked",
+                                                    "ok"]
+    assert report.results[0].reason == "by default (timeout)"
+    assert report.results[1].reason == ("refused; the policy allows it (rule 1): not blocked "
+                                        "by the policy")
+    assert "yet it got through" in report.results[3].reason

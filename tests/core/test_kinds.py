@@ -25,10 +25,11 @@ def test_the_registry_finds_one_module_per_kind():
     assert KINDS == ("container", "vm", "host")
     for kind in kinds():
         assert type(kind).__module__ == f"hybridnb.core.kinds.{kind.name}"
-    assert kind_order() == ("bridge", "firewall", "network", "host", "container", "vm", "dns")
+    assert kind_order() == ("bridge", "firewall", "policy", "network", "host", "container", "vm",
+                            "link", "dns")
     assert dependents("bridge") == kind_order()[1:]
     assert dependents("network") == ("container",)
-    assert dependents("vm") == ()
+    assert dependents("vm") == ("link",)              # impairments live on its port
 
 
 def test_spec_classes_carry_their_kind():
@@ -45,7 +46,7 @@ def test_every_field_round_trips_through_yaml():
         "mounts": ["/srv/app:/app:ro", "/srv/data:/data"],
         "template": "base",
         "memory": 256, "vcpus": 2, "kernel": None, "initrd": None,
-        "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"],
+        "address": "10.0.1.77", "services": ["http/80", "dns/53/udp"], "host": "b",
     }
     for kind in kinds():
         entry: dict[str, Any] = {"kind": kind.name}
@@ -55,7 +56,7 @@ def test_every_field_round_trips_through_yaml():
                 entry[f.name] = samples[f.name]
         if kind.name == "vm":
             entry["image"] = "/var/lib/images/debian.qcow2"
-        spec = parse_lab({"endpoints": {"e": entry}})
+        spec = parse_lab({"hosts": {"b": {"engine": "local"}}, "endpoints": {"e": entry}})
         assert parse_lab(lab_to_dict(spec)) == spec
         assert lab_to_dict(spec)["endpoints"]["e"] == entry
 
@@ -65,7 +66,7 @@ def test_unknown_key_lists_the_kinds_own_fields():
         parse_lab({"endpoints": {"h": {"kind": "host", "image": "busybox"}}})
     (problem,) = info.value.problems
     assert problem.path == "endpoints.h.image"
-    assert problem.hint == "allowed keys: kind, address, services"
+    assert problem.hint == "allowed keys: kind, labels, address, services, host"
 
 
 def test_the_container_kind_compiles_to_the_docker_sdk_vocabulary():
@@ -143,9 +144,12 @@ def test_reference_lists_every_field_with_its_option():
 
 def test_cross_field_rules_stay_with_their_kind():
     c = Collector()
-    assert get("vm").parse(c, "v", {"kind": "vm", "template": "base", "initrd": "/i"},
-                           "endpoints.v") is None
+    assert get("vm").parse(c, "v", {"kind": "vm", "template": "base", "initrd": "/i",
+                                    "image": "/d.qcow2"}, "endpoints.v") is None
     assert [p.path for p in c.problems] == ["endpoints.v.kernel"]
+    c = Collector()                 # without image: the template is a built-in image recipe
+    assert get("vm").parse(c, "v", {"kind": "vm", "template": "docker"}, "endpoints.v")
+    assert c.problems == []
 
 
 class Assets(Section):

@@ -58,6 +58,7 @@ def test_mounts_reach_the_container(sandbox, tmp_path) -> None:
             sandbox=sandbox.name, state_dir=tmp_path / "state")
         with pytest.raises(NotFoundError, match="missing does not exist"):
             gone.apply()
-        assert "d" not in driver.state(lab.name)
+        state = driver.state(lab.name)                # refused in the preflight: nothing
+        assert "d" not in state and "c" in state       # made, nothing removed
     finally:
         lab.destroy()

@@ -8,6 +8,7 @@ import pytest
 from hybridnb.core import nftables as nftjson
 from hybridnb.core.nftables import policy_resource
 from hybridnb.core.policy import Member, parse_policy
+from hybridnb.core.resource import Observation
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.nftables import Nft, PolicyDriver, nft_features
 from hybridnb.errors import EngineUnavailable
@@ -50,9 +51,21 @@ class FakeNft:
 
 @pytest.fixture
 def driver(monkeypatch):
+    monkeypatch.setattr("hybridnb.drivers.nftables.available", lambda: True)
     drv = PolicyDriver(Target("t", netns=None))
     drv.nft = FakeNft()
     return drv
+
+
+def test_without_libnftables_there_is_nothing_to_observe(monkeypatch):
+    """Every plan observes every kind: a machine without nftables plans labs without
+    policies as before (a policy is refused by ``check``)."""
+    from hybridnb.drivers.impairments import LinkDriver
+
+    monkeypatch.setattr("hybridnb.drivers.nftables.available", lambda: False)
+    monkeypatch.setattr("hybridnb.drivers.impairments.nft_available", lambda: False)
+    assert PolicyDriver(Target("t", netns=None)).observe("pl") == {}
+    assert LinkDriver(Target("t", netns=None)).observe("pl") == {}
 
 
 def test_create_and_update_are_one_transaction_each(driver):
@@ -65,9 +78,9 @@ def test_create_and_update_are_one_transaction_each(driver):
         assert batch["nftables"][:3] == [{"add": {"table": ident}},
                                          {"delete": {"table": ident}},
                                          {"add": {"table": ident}}]
-    assert driver.observe("pl") != {"pl": res.fingerprint}
+    assert driver.observe("pl") != {"pl": Observation(res.fingerprint)}
     driver.create("pl", res)
-    assert driver.observe("pl") == {"pl": res.fingerprint}
+    assert driver.observe("pl") == {"pl": Observation(res.fingerprint)}
     assert driver.observe("other") == {}
 
 
@@ -127,7 +140,7 @@ def test_a_ruleset_the_kernel_refuses_is_refused_by_check():
             drv.check("pl", Resource("policy", "pl", bad))
         assert Nft(ns).tables() == []
         drv.create("pl", res)
-        assert drv.observe("pl") == {"pl": res.fingerprint}
+        assert drv.observe("pl") == {"pl": Observation(res.fingerprint)}
         assert set(drv.counters("pl")) == {"rule 1", "default", "dns", "from-gateway"}
         drv.delete("pl", "pl")
         assert Nft(ns).tables() == []

@@ -56,14 +56,21 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def icmp_ping(netns: str, dst: str, timeout: float = 1.0, attempts: int = 3) -> float | None:
+def icmp_ping(netns: str, dst: str, timeout: float = 1.0, attempts: int = 3, *,
+              size: int = 0, df: bool = False) -> float | None:
     """Round-trip time in seconds of an ICMP echo from ``netns`` to ``dst`` — up to
     ``attempts`` echoes, each waited for ``timeout`` seconds (a loaded 2-core CI machine may
-    drop a first packet while ARP resolves); None if every one was lost."""
+    drop a first packet while ARP resolves); None if every one was lost.  ``size``: the IP
+    packet's size in bytes (the payload is padded); ``df``: set Don't Fragment (a packet
+    larger than the route's MTU then raises ``OSError`` EMSGSIZE at once)."""
     sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
+        if df:
+            sock.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                            getattr(socket, "IP_PMTUDISC_DO", 2))
         ident = (os.getpid() + next(_seq)) & 0xFFFF
         payload = b"hybridnb-test"
+        payload += b"." * max(0, size - 28 - len(payload))
         for seq in range(1, attempts + 1):
             header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
             packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) \
@@ -77,7 +84,7 @@ def icmp_ping(netns: str, dst: str, timeout: float = 1.0, attempts: int = 3) -> 
                     break
                 sock.settimeout(left)
                 try:
-                    data, addr = sock.recvfrom(2048)
+                    data, addr = sock.recvfrom(65535)
                 except socket.timeout:
                     break
                 ihl = (data[0] & 0x0F) * 4

@@ -55,3 +55,24 @@ def test_failure_marker_becomes_a_boot_error(tmp_path: Path) -> None:
     boot = "HYBRIDNB-FAILED name=vm service=boot reason=no root disk /dev/vda\n"
     with pytest.raises(BootError, match="VM x: did not boot: no root disk /dev/vda"):
         libvirt._raise_failed("x", boot, console)
+
+
+def test_the_preflight_refuses_a_recipe_vm_whose_disk_is_missing(tmp_path) -> None:
+    """Before anything of the lab changes: the kernel, initramfs and disk the images step
+    bound in must be there (a pruned cache, a disk removed by hand)."""
+    from hybridnb.core.resource import Resource
+    from hybridnb.errors import NotFoundError
+    from hybridnb.target import Target
+
+    kernel, initrd = tmp_path / "vmlinux", tmp_path / "initrd.img"
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
+    drv = libvirt.LibvirtDriver(Target("t", libvirt_uri="qemu:///nowhere"),
+                                files_dir=tmp_path / "vms")
+    spec = {"endpoint": "db", "domain_name": "hnb-l-db", "template": "pg", "boot": "disk",
+            "recipe": {"name": "pg"}, "kernel": str(kernel), "initrd": str(initrd),
+            "disk": str(tmp_path / "gone" / "disk.img"), "memory": 192}
+    with pytest.raises(NotFoundError, match=r"disk '.*/gone/disk.img' of VM db \(image pg\) "
+                                            "not found") as err:
+        drv.check("l", Resource("vm", "db", spec, ""))
+    assert "hybridnb images build" in (err.value.hint or "")

@@ -262,14 +262,24 @@ def test_destroy_leaves_nothing(hybrid):
     assert hostsnap.diff(before, hostsnap.snapshot(box.netns, netns_filter=ours)) == []
 
 
-def test_vm_that_cannot_boot_is_a_clear_error_and_leaves_nothing(sandbox, state_dir):
+def test_vm_that_cannot_boot_is_a_clear_error_and_leaves_nothing(sandbox, state_dir,
+                                                                   tmp_path):
+    from hybridnb.errors import NotFoundError
+
+    missing = Lab("hybad", backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
+    missing.add_vm("broken", kernel="/nonexistent/vmlinux")
+    with pytest.raises(NotFoundError, match="/nonexistent/vmlinux"):   # preflight: nothing made
+        missing.apply()
+    assert all(not v for v in missing._observe().values())
+    not_a_kernel = tmp_path / "vmlinux"
+    not_a_kernel.write_bytes(b"not a kernel\n" * 64)
     lab = Lab("hybad", backend="sandbox", sandbox=SANDBOX_NAME, state_dir=state_dir)
-    lab.add_vm("broken", kernel="/nonexistent/vmlinux")
+    lab.add_vm("broken", kernel=str(not_a_kernel))
     try:
         with pytest.raises(BootError) as info:
             lab.apply()
         text = str(info.value)
-        assert "broken" in text and "/nonexistent/vmlinux" in text
+        assert "broken" in text
         assert lab._observe()["vm"] == {}
         assert [d for d in domains(sandbox) if d.startswith("hnb-hybad-")] == []
     finally:

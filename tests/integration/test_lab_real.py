@@ -24,6 +24,7 @@ import pytest
 from hybridnb.errors import ConflictError
 from hybridnb.lab import Lab
 from tests.helpers import hostsnap
+from tests.helpers.labs import LabsMade
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = pytest.mark.real
@@ -34,19 +35,14 @@ def ours(name: str) -> bool:
     return name.startswith("hnb-it")
 
 
-_made: list[Lab] = []
+_made = LabsMade()
 
 
 @pytest.fixture(autouse=True)
 def _destroy_labs_afterwards():
     """Whatever a test leaves (it failed half way), its labs are destroyed afterwards."""
     yield
-    while _made:
-        lab = _made.pop()
-        try:
-            lab.destroy()
-        except Exception:  # the test's own failure is the one worth reading
-            pass
+    _made.destroy_all()
 
 
 def make_lab(state_dir: Path, name: str = "it", subnet: str = "10.0.1.0/24") -> Lab:

@@ -55,6 +55,17 @@ def test_network_form_validates_inline_and_applies(shell):
     assert current_lab() is form.lab and form.lab.status().up
 
 
+@pytest.mark.parametrize("env, root, want", [("host", True, "host"), ("", True, "sandbox"),
+                                             ("", False, "dry-run")])
+def test_network_form_backend_defaults_as_the_environment_says(shell, monkeypatch, env, root,
+                                                                want):
+    """Nothing configured: the form offers what ``default_backend()`` would use."""
+    shell.run_cell('%config HybridMagics.backend = ""')
+    monkeypatch.setenv("HYBRIDNB_BACKEND", env)
+    monkeypatch.setattr("os.geteuid", lambda: 0 if root else 1000)
+    assert network_form(name="net2").fields["backend"].value == want
+
+
 def test_container_form_field_errors(lab):
     form = container_form()
     assert form.lab is lab
@@ -122,8 +133,11 @@ def test_vm_form_validation_and_apply_failure_is_shown(lab):
     form.fields["vcpus"].value = 0
     assert "out of range" in form.errors["vcpus"].value
     form.fields["vcpus"].value = 2
-    form.fields["template"].value = "base"
-    assert not form.button.disabled
+    form.fields["template"].value = "base"                 # a recipe: no kernel of its own
+    form.fields["kernel"].value = "/boot/vmlinuz"
+    assert form.button.disabled and "apply only to the &#x27;test&#x27; template" in \
+        form.errors["kernel"].value
+    form.fields["kernel"].value = ""
     form.fields["template"].value = "test"
     engine = lab.backend.extras["engine"]
     engine.fail_on.add("create vm/vm1")
@@ -154,7 +168,8 @@ def test_endpoint_forms_have_one_widget_per_field_of_their_kind(lab):
 
     for kind in kinds():
         form = endpoint_form(kind.name)
-        assert list(form.fields) == ["name"] + [f.name for f in kind.fields()], kind.name
+        assert list(form.fields) == ["name"] + [f.name for f in kind.fields() if f.info.form], \
+            kind.name
         assert form.title == f"Add a {kind.title} to lab forms"
     form = container_form()
     form.fields["name"].value = "api"

@@ -33,14 +33,14 @@ def inject(nb, params: dict) -> None:
     nb.cells.insert(index + 1, cell)
 
 
-def execute(path: Path, params: dict, monkeypatch, timeout: int = 600):
+def execute(path: Path, params: dict, monkeypatch, timeout: int = 600, cwd: Path = ROOT):
     nb = nbformat.read(path, as_version=4)
     if params:
         inject(nb, params)
     monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT)}},
+                                     resources={"metadata": {"path": str(cwd)}},
                                      store_widget_state=True)
     client.execute()
     return nb
@@ -76,9 +76,16 @@ def test_saved_notebooks_have_no_outputs(path):
 
 @pytest.mark.extra("notebook")
 def test_basics_on_dry_run(tmp_path, monkeypatch):
-    nb = execute(BASICS, {"BACKEND": "dry-run", "LAB": "nbdry", "STATE_DIR": str(tmp_path)},
-                 monkeypatch)
+    report = tmp_path / "nbdry-report.html"
+    nb = execute(BASICS, {"BACKEND": "dry-run", "LAB": "nbdry", "STATE_DIR": str(tmp_path),
+                          "REPORT": str(report)}, monkeypatch)
     text = outputs(nb)
+    # the notebook ends by exporting its lab's report
+    assert "Report of lab nbdry" in text and f"saved: {report}" in text
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "probe2" in page
+    assert "dry-run backend sends no packets" in page
+    assert "Doctor findings" in page and "Traffic" in page        # each says why it is empty
     assert "Plan for lab nbdry: 3 to create" in text           # the bridge on its own
     assert "No probes on this backend" in text and "dry-run backend sends no packets" in text
     assert "web.hybrid.local." in text                          # the DNS records
@@ -117,9 +124,10 @@ def test_no_parameters_follow_the_environment(tmp_path, monkeypatch):
     binder/start exports it) — the notebook runs on the dry-run backend, even as root."""
     monkeypatch.setenv("HYBRIDNB_BACKEND", "dry-run")
     monkeypatch.setenv("HYBRIDNB_STATE_DIR", str(tmp_path))
-    nb = execute(BASICS, {}, monkeypatch)
+    nb = execute(BASICS, {}, monkeypatch, cwd=tmp_path)
     text = outputs(nb)
     assert "No probes on this backend" in text and "8 to delete" in text
+    assert (tmp_path / "basics-report.html").is_file()       # beside the notebook's cwd
     assert "backend chosen for this run" in outputs(nb, "text/html")
     assert "<td>dry-run</td>" in outputs(nb, "text/html")
 
@@ -133,7 +141,7 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
 
     params = {"BACKEND": "sandbox", "SANDBOX": SANDBOX_NAME, "LAB": "nbbasics",
               "SUBNET": "10.0.61.0/24", "BRIDGE": "hnbnb0","STATE_DIR": str(tmp_path), "WITH_VM": True,
-              "REQUIRE_PROBES": True}
+              "REQUIRE_PROBES": True, "REPORT": str(tmp_path / "report" / "nbbasics.json")}
     try:
         nb = execute(BASICS, params, monkeypatch, timeout=900)
     finally:
@@ -148,6 +156,15 @@ def test_basics_on_the_sandbox(sandbox, tmp_path, monkeypatch):  # noqa: F811
     assert "container &lt;-&gt; VM, both ways" in html or "container <-> VM" in html
     assert "lookups" in html
     assert "not applied" in text
+    import json
+
+    doc = json.loads((tmp_path / "report" / "nbbasics.json").read_text())   # the export
+    conn = doc["sections"]["connectivity"]
+    assert conn["note"] == "" and conn["data"]["results"], conn["note"]   # a fresh probe run
+    assert {e["name"] for e in doc["sections"]["endpoints"]["data"]["endpoints"]} == {
+        "web", "vm1", "probe", "probe2"}
+    doctor = doc["sections"]["doctor"]                             # after doctor --fix
+    assert doctor["note"] == "" and doctor["data"]["counts"]["fail"] == 0, doctor["data"]
     # "when something is wrong": broken, named by doctor, captured, logged, mended
     assert "stopped web and killed the lab's DNS server" in text
     assert "doctor for lab nbbasics" in html and "container web is stopped" in html

@@ -19,10 +19,13 @@ from hybridnb.render.report import (LabReport, Section, collect_report, register
                                     registered, render_html, render_json, render_markdown,
                                     report_of, schema, table_section, write_report)
 from hybridnb.render.report.sections import unregister  # noqa: E402
-from tests.render.reportlab import dry_lab, results_for  # noqa: E402
+from tests.render.reportlab import (ObservedLab, dry_lab, results_for,  # noqa: E402
+                                    sample_doctor, sample_traffic)
 
 BUILTIN = ["overview", "environment", "lab", "topology", "endpoints", "connectivity", "dns",
            "expectations", "timeline"]
+#: every section a Lab's report has: the built-in ones, then the watching services'
+ALL = BUILTIN + ["traffic", "doctor"]
 
 
 @pytest.fixture
@@ -43,9 +46,18 @@ def validator():
 
 
 def test_every_builtin_section_is_collected_in_order(data):
-    assert data.keys == BUILTIN
-    assert [s.key for s in registered()][:len(BUILTIN)] == BUILTIN
-    assert all(not s.note for s in data.sections), [(s.key, s.note) for s in data.sections]
+    assert data.keys == ALL
+    # the policy section is registered too, between DNS and expectations: a lab without
+    # policies or links leaves it out
+    assert [s.key for s in registered()][:len(ALL) + 1] == (
+        BUILTIN[:7] + ["policy"] + BUILTIN[7:] + ["traffic", "doctor"])
+    notes = {s.key: s.note for s in data.sections if s.note}
+    # what the dry-run backend cannot show (no DNS server, no lab host to diagnose), and the
+    # traffic no one asked to record
+    assert list(notes) == ["dns", "traffic", "doctor"], notes
+    assert "dry-run backend cannot read the DNS query log" in notes["dns"]
+    assert "dry-run backend cannot diagnose the lab" in notes["doctor"]
+    assert "--monitor SECONDS" in notes["traffic"]
 
 
 def test_sections_carry_what_the_result_objects_say(lab, data):
@@ -54,8 +66,8 @@ def test_sections_carry_what_the_result_objects_say(lab, data):
     assert data.section("overview").data["headline"] == status.headline()
     assert data.section("overview").data["verdict"] == "ok"        # the failure is expected
     rows = data.section("endpoints").data["endpoints"]
-    assert [{k: r[k] for k in ("name", "kind", "address", "fqdn", "state")} for r in rows] \
-        == status.records()
+    assert [{k: r[k] for k in ("name", "kind", "address", "fqdn", "state", "detail")}
+            for r in rows] == status.records()
     macs = {r["name"]: r["mac"] for r in rows}
     assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", macs["db"])    # VM and host: ours
     assert macs["web"] is None                                       # Docker's, none on dry-run
@@ -88,13 +100,13 @@ def test_json_validates_against_the_schema(data):
     doc = json.loads(render_json(data))
     errors = sorted(validator().iter_errors(doc), key=lambda e: e.json_path)
     assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
-    assert doc["schema_version"] == 1 and doc["order"] == BUILTIN
+    assert doc["schema_version"] == 1 and doc["order"] == ALL
 
 
 def test_schema_describes_every_builtin_section():
     defs = schema()["$defs"]
     props = schema()["properties"]["sections"]["properties"]
-    for key in BUILTIN:
+    for key in ALL:
         assert key in defs and props[key] == {"$ref": f"#/$defs/{key}"}
 
 
@@ -112,7 +124,7 @@ def test_html_is_self_contained(data):
     assert "@import" not in html and "url(http" not in html
     for attr, value in re.findall(r'\b(src|href|xlink:href)="([^"]*)"', html):
         assert value.startswith(("#", "data:")), (attr, value)
-    for key in BUILTIN:
+    for key in ALL:
         assert f'<section id="sec-{key}"' in html
     assert html.count("<svg") == 1 + 3 + 1          # topology, 3 heatmaps, 1 distribution
     ids = re.findall(r'\bid="([^"]+)"', html)
@@ -198,22 +210,155 @@ class _Findings:
 
 
 def test_a_feature_adds_its_section_in_a_few_lines(lab, tmp_path):
-    register(Section("doctor", "Doctor findings", 120, layout="table",
-                     collect=lambda ctx: table_section("doctor", "Doctor findings",
-                                                       ctx.ask("doctor", _Findings))))
+    register(Section("audit", "Audit findings", 120, layout="table",
+                     collect=lambda ctx: table_section("audit", "Audit findings",
+                                                       ctx.ask("audit", _Findings))))
     try:
         rep = report_of(lab, **results_for(lab))
-        assert rep.data.keys[-1] == "doctor"
+        assert rep.data.keys[-1] == "audit"
         html = rep.to_html()
-        assert '<section id="sec-doctor"' in html and "veth 1450 &lt; bridge 1500" in html
+        assert '<section id="sec-audit"' in html and "veth 1450 &lt; bridge 1500" in html
         md, _ = rep.to_markdown()
-        assert "## Doctor findings" in md and "| mtu | warn | veth 1450 < bridge 1500 |" in md
+        assert "## Audit findings" in md and "| mtu | warn | veth 1450 < bridge 1500 |" in md
         doc = json.loads(rep.to_json())
-        assert doc["sections"]["doctor"]["data"]["columns"] == ["check", "status", "found"]
+        assert doc["sections"]["audit"]["data"]["columns"] == ["check", "status", "found"]
         assert not list(validator().iter_errors(doc))
     finally:
-        unregister("doctor")
-    assert "doctor" not in report_of(lab).data.keys
+        unregister("audit")
+    assert "audit" not in report_of(lab).data.keys
+
+
+def test_a_stopped_endpoint_shows_the_engines_words(lab):
+    lab.backend.extras["engine"].stop("rpt", "container", "web")
+    data = collect_report(lab, probe=False)
+    rows = {r["name"]: r for r in data.section("endpoints").data["endpoints"]}
+    assert (rows["web"]["state"], rows["web"]["detail"]) == ("stopped", "stopped (dry-run)")
+    assert rows["db"]["detail"] == ""
+    html = render_html(data)
+    assert "<th>detail</th>" in html and "stopped (dry-run)" in html
+    md, _ = render_markdown(data)
+    assert "| name | kind | address | MAC | fqdn | state | detail | what |" in md
+    assert not list(validator().iter_errors(json.loads(render_json(data))))
+    # nobody stopped: no detail column
+    assert "<th>detail</th>" not in render_html(collect_report(dry_lab(lab.store.dir / "x"),
+                                                               probe=False))
+
+
+def _observed(lab, doctor=None, traffic=None):
+    names = sorted(e.name for e in lab.spec.endpoints)
+    return ObservedLab(lab, sample_doctor() if doctor is None else doctor,
+                       sample_traffic(names) if traffic is None else traffic)
+
+
+def test_doctor_findings_and_traffic_are_sections(lab, tmp_path):
+    observed = _observed(lab)
+    rep = report_of(observed, monitor=4, generated="2026-01-01T00:00:00+00:00",
+                    **results_for(lab))
+    assert rep.data.keys == BUILTIN + ["traffic", "doctor"]
+    assert [c for c, _ in observed.calls] == ["monitor", "doctor"]
+    assert observed.calls[0][1] == {"duration": 4}
+    doctor = rep.data.section("doctor").data
+    from hybridnb.services.doctor import all_checks
+
+    assert doctor["exit_code"] == 2
+    assert doctor["counts"] == {"fail": 1, "warn": 1, "ok": len(all_checks()) - 2}
+
+    assert [f["check"] for f in doctor["findings"]] == [c.id for c in all_checks()]
+    first = next(f for f in doctor["findings"] if f["check"] == "forward-drop")
+    assert first["fixable"] and first["fix"].startswith("iptables -I DOCKER-USER")
+    assert first["data"] == {"verdict": "DROP", "by": "policy"}
+    traffic = rep.data.section("traffic")
+    assert traffic.data["top"] == ["db", "probe", "web"][:len(traffic.data["top"])]
+    assert [e["endpoint"] for e in traffic.data["endpoints"]][:2] == ["db", "probe"]
+    assert traffic.data["not_watched"] == [{"endpoint": "db", "why": "not running"}]
+    assert len(traffic.data["samples"]) == 4 and len(traffic.figures) == 1
+
+    html = rep.to_html()
+    # problems first: the failure's row comes before the warning's, both before the ok ones
+    at = [html.index(f"<td>{c}</td>") for c in ("forward-drop", "mtu", "docker")]
+    assert at == sorted(at) and "doctor --fix applies it" in html
+    assert "4.0 Mbit/s" in html and "1.2 MB" in html and 'id="fig-traffic"' in html
+    md, files = rep.to_markdown("pics")
+    assert "| FAIL | `forward-drop` |" in md and "pics/traffic.svg" in files
+    doc = json.loads(rep.to_json())
+    errors = list(validator().iter_errors(doc))
+    assert not errors, [f"{e.json_path}: {e.message}" for e in errors[:5]]
+    assert doc["order"][-2:] == ["traffic", "doctor"]
+    # the schema knows them: a finding with a status the doctor never gives is refused
+    doc["sections"]["doctor"]["data"]["findings"][0]["status"] = "meh"
+    doc["sections"]["traffic"]["data"]["endpoints"][0].pop("drops")
+    assert len(list(validator().iter_errors(doc))) == 2
+
+
+def test_doctor_and_traffic_say_why_they_are_missing(lab):
+    from hybridnb.errors import Unsupported
+
+    observed = _observed(lab, doctor=Unsupported("the dry-run backend has no host to examine",
+                                                 hint="use the sandbox backend"))
+    only = ["overview", "doctor", "traffic"]                    # (no pictures to draw: fast)
+    data = collect_report(observed, sections=only)
+    notes = {s.key: s.note for s in data.sections}
+    assert "no host to examine (use the sandbox backend)" in notes["doctor"]
+    assert "--monitor SECONDS" in notes["traffic"]
+    assert [c for c, _ in observed.calls] == ["doctor"]          # no recording unless asked
+    assert data.section("doctor").data == {} and data.section("traffic").data == {}
+    assert not list(validator().iter_errors(json.loads(render_json(data))))
+    # probe=False: the doctor (ARP and DNS queries in the lab) is not run
+    quiet = _observed(lab)
+    notes = {s.key: s.note for s in collect_report(quiet, probe=False,
+                                                    sections=only).sections}
+    assert "no probe run" in notes["doctor"] and quiet.calls == []
+    # results handed in are shown and not asked again
+    handed = _observed(lab)
+    data = collect_report(handed, probe=False, doctor=sample_doctor(), sections=only,
+                          traffic=sample_traffic(["probe", "web"]))
+    assert handed.calls == [] and data.section("doctor").data["counts"]["fail"] == 1
+    assert data.section("traffic").data["top"][:1] == ["probe"]
+    # a lab without doctor() and monitor() (an older Lab): no such sections at all
+    class OlderLab(ObservedLab):                # a Lab-shaped object with neither method
+        doctor = monitor = None
+
+    assert collect_report(OlderLab(lab, None, None), probe=False,
+                          sections=only).keys == ["overview"]
+
+
+def test_the_dns_section_summarises_the_query_log(lab, monkeypatch):
+    """The query log as the DNS server's reader returns it (QueryRecord objects): counts,
+    answer codes, busiest names and the latency percentiles, valid under the schema."""
+    from hybridnb.daemons.dns.querylog import QueryRecord
+    from hybridnb.services.dns.results import QueryLogView
+
+    entries = tuple(QueryRecord(1_767_225_600.0 + i, f"10.0.7.{10 + i % 2}",
+                                "web.hybrid.local." if i % 3 else "nope.hybrid.local.", "A",
+                                "NOERROR" if i % 3 else "NXDOMAIN", 20.0 + i)
+                    for i in range(9))
+    view = QueryLogView("rpt", entries)
+    assert view.records()[0] == {"time": 1_767_225_600.0, "client": "10.0.7.10",
+                                 "name": "nope.hybrid.local.", "type": "A",
+                                 "rcode": "NXDOMAIN", "latency_us": 20.0}
+    monkeypatch.setattr(type(lab), "dns_query_log", lambda self, limit=50: view)
+    data = collect_report(lab, probe=False, sections=["dns"])
+    log = data.section("dns").data["log"]
+    assert not data.section("dns").note
+    assert log["queries"] == 9 and log["rcodes"] == [{"value": "NOERROR", "count": 6},
+                                                     {"value": "NXDOMAIN", "count": 3}]
+    assert log["names"][0] == {"value": "web.hybrid.local.", "count": 6}
+    assert log["latency_us"] == {"median": 24.0, "p90": 28.0, "p99": 28.0, "max": 28.0}
+    assert (log["first"], log["last"]) == (1_767_225_600.0, 1_767_225_608.0)
+    assert not list(validator().iter_errors(json.loads(render_json(data))))
+    assert "NXDOMAIN" in render_html(data)
+
+
+def test_a_custom_section_module_brings_its_schema(lab):
+    """A feature's section with its own templates and schema: the report's schema grows a
+    ``$defs`` entry for it (here the doctor section's, registered under another key)."""
+    from hybridnb.render.report.sections import doctor as doctor_section
+
+    assert schema()["$defs"]["doctor"]["allOf"][1]["properties"]["data"]["anyOf"][1] \
+        == doctor_section.SCHEMA
+    assert schema()["properties"]["sections"]["properties"]["doctor"] == {
+        "$ref": "#/$defs/doctor"}
+    assert "traffic" in schema()["$defs"]
 
 
 def test_the_report_renders_itself(lab):

@@ -86,3 +86,61 @@ def test_unknown_endpoints_are_judged_without_policy():
     (v,) = classify(m, POLICY).verdicts
     assert v.decision is None and v.status == "failed" and v.rule == ""
     assert judge(r("icmp", "a", "b", True), None) == "ok"
+
+
+# ------------------------------------------------------------------ the matrix, judged
+
+def test_a_judged_matrix_counts_blocked_apart_and_names_the_rule():
+    from hybridnb.services.policyview import judge_matrix
+
+    m = matrix()
+    plain_failures = len(m.failures())
+    judge_matrix(m, POLICY)
+    assert m.judged[("icmp", "db", "web")] == ("blocked", "default")
+    assert m.judged[("icmp", "web", "h1")] == ("leak", "default")
+    assert ("tcp/5432", "web", "db") not in m.judged              # allowed, failed: a failure
+    assert [(x.check, x.source, x.target) for x in m.failures()] == [("tcp/5432", "web", "db")]
+    assert len(m.blocked()) == plain_failures - 1
+    assert [x.target for x in m.leaks()] == ["h1"] and not m.ok
+    assert m.counts() == {"ok": 4, "fail": 1, "skip": 1, "blocked": 4}
+    assert m.summary().endswith("4 ok (1 leaked through a deny), 4 blocked by the policy, "
+                                "1 failed, 1 skipped")
+    text = m.to_text()
+    assert "blocked by the policy, as it says:" in text
+    assert "dns       db -> web: blocked by rule 3" in text
+    assert "icmp      web -> h1: leak (the policy denies it: default)" in text
+    grid = m.grid("icmp")
+    cells = {(row["source"], c["target"]): c for row in grid["rows"] for c in row["cells"]}
+    assert cells[("db", "web")]["status"] == "blocked" and cells[("db", "web")]["text"] == \
+        "blocked" and "blocked by default" in cells[("db", "web")]["title"]
+    assert cells[("web", "h1")]["text"] == "LEAK"
+    assert "⊘ rule 3" in m.grid_html("dns")
+    assert json.loads(m.to_json())["policy"][0] == {
+        "check": "dns", "source": "db", "target": "web", "status": "blocked", "rule": "rule 3"}
+
+
+def test_an_unjudged_matrix_is_what_it_was():
+    m = matrix()
+    assert m.counts() == {"ok": 4, "fail": 5, "skip": 1} and "blocked" not in m.summary()
+    assert "policy" not in json.loads(m.to_json()) and m.blocked() == [] == m.leaks()
+
+
+def test_policy_table_and_links_view_render():
+    from hybridnb.services.policyview import LinkRow, LinksView, PolicyTable, where_applied
+
+    table = PolicyTable("lab", POLICY, {"rule 1": (12, 1000), "default": (3, 180)}, "up",
+                        "hnb-lab")
+    text = table.to_text()
+    assert text.splitlines()[0] == ("Policy of lab lab: 3 rules, default deny in hnb-lab — up "
+                                    "(packets counted since the last change)")
+    assert text.splitlines()[3].split()[:5] == ["1", "frontend", "db", "allow", "12"]
+    assert table.records()[0]["packets"] == 12 and table.to_dict()["default"] == "deny"
+    assert "<table" in table._repr_html_() and "1000" in table._repr_html_()
+    bare = PolicyTable("lab", POLICY, None, "up", "hnb-lab", "the dry-run backend counts "
+                       "no packets")
+    assert "packets" not in bare.to_text().splitlines()[1]
+    where = where_applied({"port": "veth1", "ifb": True, "guest": True, "dropped": 3})
+    assert where == "port veth1, rate both ways (IFB), delay inside the guest"
+    view = LinksView("lab", (LinkRow("db", "vm", "delay 50ms", "up", where, 0),))
+    assert "db        vm    delay 50ms   up     port veth1" in view.to_text()
+    assert view.records()[0]["dropped"] == 0 and "<table" in view._repr_html_()

@@ -441,7 +441,10 @@ def fields_of(cls: type) -> tuple[Field, ...]:
 
 # ------------------------------------------------------------------------- endpoint spec
 
-_SERVICE = re.compile(r"^(?P<name>[a-z][a-z0-9-]{0,14})/(?P<port>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+# a service name is a DNS label of 1-15 characters (its SRV record _NAME._PROTO...): it neither
+# starts nor ends with '-'
+_SERVICE = re.compile(r"^(?P<name>[a-z](?:[a-z0-9-]{0,13}[a-z0-9])?)/(?P<port>\d{1,5})"
+                      r"(?:/(?P<proto>tcp|udp))?$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -460,7 +463,8 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class EndpointSpec:
-    """What every endpoint has: a name, its kind, an address and the services it offers."""
+    """What every endpoint has: a name, its kind, an address, the services it offers and the
+    host (machine) it runs on."""
 
     name: str
     kind: str = ""
@@ -475,6 +479,9 @@ class EndpointSpec:
         default=(), option="service", metavar="NAME/PORT[/udp]",
         example="e.g. http/80, dns/53/udp",
         help="services it offers (SRV records; probed for real), e.g. http/80")
+    host: str | None = spec_field(
+        Text(what="a host name", hint="one of the lab's hosts:, e.g. b"), form=False,
+        example="e.g. b", help="the machine of `hosts:` it runs on (default: the first)")
 
     @property
     def path(self) -> str:

@@ -35,7 +35,7 @@ from hybridnb.core.problems import text_value
 from hybridnb.core.recipe import endpoint_recipe, recipe_identity, recipe_image
 from hybridnb.core.resource import Resource
 
-_PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$")
+_PORT = re.compile(r"^(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$", re.ASCII)
 _ENVKEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_LABEL_PREFIX = "hybridnb."
 

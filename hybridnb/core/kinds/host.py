@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import CompileContext, EndpointSpec, Kind
+from hybridnb.core.kinds.base import CompileContext, EndpointSpec, KeyValues, Kind, spec_field
+from hybridnb.core.problems import text_value
 
 
 @dataclass(frozen=True)
 class HostSpec(EndpointSpec):
     kind: str = "host"
+    labels: Mapping[str, str] = spec_field(
+        KeyValues(check=lambda k, v: text_value(v)), default={}, option="label",
+        help="labels that policy groups and label:K=V selectors match (nothing else reads "
+             "them)")
 
 
 class HostKind(Kind):

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hybridnb.core import naming
-from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, Kind, Text,
-                                      spec_field)
-from hybridnb.core.problems import Collector
+from hybridnb.core.kinds.base import (Choice, CompileContext, EndpointSpec, Integer, KeyValues,
+                                      Kind, Text, spec_field)
+from hybridnb.core.problems import Collector, text_value
 from hybridnb.core.recipe import endpoint_recipe, is_image_path, recipe_identity
 from hybridnb.core.resource import Resource
 
@@ -62,6 +62,10 @@ class VMSpec(EndpointSpec):
     initrd: str | None = spec_field(
         _INITRD_FILE, to=("initrd",), metavar="PATH",
         help="initramfs for the test template (default: the built test image's)")
+    labels: Mapping[str, str] = spec_field(
+        KeyValues(check=lambda k, v: text_value(v)), default={}, option="label",
+        help="labels that policy groups and label:K=V selectors match (the VM does not "
+             "see them)")
 
 
 class VMKind(Kind):
@@ -79,6 +83,8 @@ class VMKind(Kind):
              ("image_build",): "image", ("cloud_init",): "image"}
 
     def check(self, c: Collector, path: str, values: Mapping[str, Any]) -> bool:
+        # base/docker/observer without image: are built-in recipes (they boot as they are);
+        # with image: FILE, a cloud image.  Only the test template takes kernel/initrd.
         if values.get("template") not in (None, "test") and (
                 values.get("kernel") or values.get("initrd")):
             c.add(f"{path}.kernel", "kernel/initrd apply only to the 'test' template",

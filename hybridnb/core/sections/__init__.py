@@ -13,7 +13,10 @@ parser.  A section
 * writes it back (``dump``; ``None`` leaves the key out);
 * may compile resources of its own kinds (``compile``), whose places in the creation order
   it declares in ``stages`` (bridge 10, firewall 20, Docker network 30, hosts 40,
-  containers 50, VMs 60, DNS 90).
+  containers 50, VMs 60, DNS 90), and which other kinds each of them ``needs`` (a replaced
+  resource of a needed kind replaces them too: impairments live on the endpoints' ports);
+* describes itself for the generated lab-file reference (``value``, ``help`` or its
+  docstring, and ``reference_rows()`` for the keys inside it).
 
 Parsed values of these sections are in ``LabSpec.sections[key]``.  :func:`register` adds a
 section at run time (tests, plugins); :func:`unregister` takes it away again.
@@ -40,8 +43,24 @@ class Section:
     order: ClassVar[int] = 50
     #: resource kinds this section compiles, with their place in the creation order
     stages: ClassVar[Mapping[str, int]] = {}
+    #: per resource kind of this section, the kinds whose replacement replaces it too
+    needs: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     #: what ``parse`` receives when the key is absent (a key written empty gives ``None``)
     absent: ClassVar[Any] = None
+    #: for the lab-file reference (``docs/lab-file.md``): what the key holds (``mapping``,
+    #: ``list of strings``…) and what it means (default: the class docstring's first line)
+    value: ClassVar[str] = "mapping"
+    help: ClassVar[str] = ""
+
+    def describe(self) -> str:
+        """What the key means, in one line (for the lab-file reference)."""
+        doc = (type(self).__doc__ or "").strip()
+        return self.help or (doc.splitlines()[0] if doc else "")
+
+    def reference_rows(self) -> tuple[tuple[str, str, str, str], ...]:
+        """The keys inside the section's value, for the lab-file reference: ``(key, type,
+        default, meaning)`` each (none: the reference shows the section's own line only)."""
+        return ()
 
     def parse(self, c: Collector, raw: Any, parsed: Mapping[str, Any]) -> Any:
         """The section's value from ``raw`` (:attr:`absent` when the key is absent);

@@ -38,6 +38,8 @@ class LabReport:
 
     def __init__(self, data: ReportData) -> None:
         self.data = data
+        #: the documents :meth:`save` wrote, in order
+        self.saved: list[Path] = []
 
     @property
     def lab(self) -> str:
@@ -56,21 +58,29 @@ class LabReport:
         return self.data.to_dict()
 
     def save(self, path: str | os.PathLike[str], fmt: str | None = None) -> list[Path]:
-        """Write the report; the format follows the suffix (.html, .md, .json) or ``fmt``."""
-        return write_report(self.data, path, fmt)
+        """Write the report; the format follows the suffix (.html, .md, .json) or ``fmt``.
+        Returns the files written (a Markdown report's pictures too)."""
+        written = write_report(self.data, path, fmt)
+        self.saved.append(written[0])
+        return written
 
     def to_text(self) -> str:
         lines = [f"Report of lab {self.data.lab} (generated {self.data.generated}): "
                  f"{len(self.data.sections)} sections"]
         for s in self.data.sections:
             lines.append(f"  {s.title}" + (f" — {s.note}" if s.note else ""))
+        lines += [f"saved: {p}" for p in self.saved]
         return "\n".join(lines)
 
     __repr__ = to_text
     __str__ = to_text
 
     def _repr_html_(self) -> str:
-        return render_html(self.data, standalone=False)
+        from html import escape
+
+        saved = "".join(f"<code>{escape(str(p))}</code> " for p in self.saved)
+        return render_html(self.data, standalone=False) + (
+            f'<p class="hnb-saved">saved: {saved.strip()}</p>' if saved else "")
 
 
 def report_of(lab: Any, **kw: Any) -> LabReport:

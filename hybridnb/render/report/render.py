@@ -8,7 +8,9 @@
   no breaks inside a table row or a picture).
 * **Markdown** — the same sections in the same order; pictures are SVG files in a folder
   beside the document (``REPORT_files/``), linked relatively.
-* **JSON** — :meth:`ReportData.to_dict`, checked against ``schema/report.schema.json``.
+* **JSON** — :meth:`ReportData.to_dict`, checked against :func:`schema`: the file
+  ``schema/report.schema.json`` (the document and the built-in sections) plus the ``schema``
+  each registered custom section carries.
 
 Templates are Jinja2 files in ``templates/`` (package data): ``report.html.j2`` and
 ``report.md.j2`` lay the page out and include one template per section
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridnb.core.tables import format_ms
+from hybridnb.errors import HybridError
 from hybridnb.render.report.model import ReportData
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown",
@@ -72,8 +75,10 @@ def environment() -> Any:
                                             default_for_string=False),
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
         keep_trailing_newline=True)
+    from hybridnb.render.traffic import rate, size
+
     env.filters.update(ms=format_ms, iso=_iso, mdcell=_mdcell, join_words=_join, rows=_rows,
-                       pluck=_pluck)
+                       pluck=_pluck, rate=rate, size=size)
     return env
 
 
@@ -106,24 +111,46 @@ def render_json(data: ReportData) -> str:
 
 
 def schema() -> dict[str, Any]:
-    """The JSON Schema every JSON report validates against."""
+    """The JSON Schema every JSON report validates against: ``schema/report.schema.json``,
+    and ``$defs/<key>`` for each registered section that carries its own ``schema`` (the
+    JSON Schema of its data)."""
     from importlib.resources import files
 
-    return json.loads(files("hybridnb.render.report").joinpath(
+    from hybridnb.render.report.sections import registered
+
+    doc = json.loads(files("hybridnb.render.report").joinpath(
         "schema/report.schema.json").read_text())
+    described = doc["properties"]["sections"]["properties"]
+    for section in registered():
+        if section.schema is None or section.key in described:
+            continue
+        doc["$defs"][section.key] = {
+            "description": f"the {section.key} section",
+            "allOf": [{"$ref": "#/$defs/section"},
+                      {"properties": {"data": {"anyOf": [
+                          {"type": "object", "maxProperties": 0},
+                          json.loads(json.dumps(section.schema))]}}}]}
+        described[section.key] = {"$ref": f"#/$defs/{section.key}"}
+    return doc
+
+
+class UnknownFormat(HybridError):
+    """A report was asked for in a format there is none of (a usage error: exit code 2)."""
+
+    exit_code = 2
 
 
 def format_for(path: str | os.PathLike[str], fmt: str | None = None) -> str:
-    from hybridnb.errors import HybridError
-
+    """``html``, ``markdown`` or ``json``: ``fmt``, else what the file's suffix says."""
     if fmt is not None:
         if fmt not in ("html", "markdown", "json"):
-            raise HybridError(f"unknown report format {fmt!r}", hint="use html, markdown or json")
+            raise UnknownFormat(f"unknown report format {fmt!r}",
+                                hint="use html, markdown or json")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise HybridError(f"cannot tell the report format from {str(path)!r}",
-                          hint="name the file .html, .md or .json")
+        raise UnknownFormat(f"cannot tell the report format from {str(path)!r}",
+                            hint="name the file .html, .md or .json")
     return FORMATS[suffix]
 
 
@@ -158,4 +185,4 @@ def write_report(data: ReportData, path: str | os.PathLike[str],
 
 
 __all__ = ["render_html", "render_markdown", "render_json", "write_report", "schema",
-           "format_for", "FORMATS"]
+           "format_for", "FORMATS", "UnknownFormat"]

@@ -10,7 +10,9 @@ Checks are grouped in modules, each exporting ``CHECKS`` (instances of
 * :mod:`.dns`       — the lab's DNS server alive and answering each endpoint's name;
 * :mod:`.engines`   — Docker, libvirt and QEMU reachable (with versions), KVM or TCG;
 * :mod:`.endpoints` — endpoints missing, stopped or different from the plan;
-* :mod:`.leftovers` — objects carrying hybridnb's marks that no lab state owns.
+* :mod:`.leftovers` — objects carrying hybridnb's marks that no lab state owns;
+* :mod:`.policy`    — for labs with policies or impairments: the kernel features they rely
+  on, whether the policy is enforced, and the drops that come from it.
 
 Another part of hybridnb adds its own group with :func:`register_group` (the module path of a
 module exporting ``CHECKS``), e.g. the nftables policies registering checks of the kernel
@@ -39,6 +41,9 @@ def register_group(module: str) -> None:
     """Add a module exporting ``CHECKS`` to every later :func:`diagnose` run."""
     if module not in GROUPS:
         GROUPS.append(module)
+
+
+register_group("hybridnb.services.doctor.policy")
 
 
 def all_checks() -> list[Check]:

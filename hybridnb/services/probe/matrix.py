@@ -16,6 +16,11 @@ plain ``records()`` and ``to_json()``, answers ``lookup()`` for expectation chec
 (:func:`hybridnb.core.expect.evaluate`), and draws latency plots through
 :mod:`hybridnb.render.latency` (matplotlib, imported only then).
 
+A lab with a policy has its matrix *judged* (:func:`hybridnb.services.policyview.judge_matrix`
+fills :attr:`ConnectivityMatrix.judged`): a probe the policy denies and that failed is
+``blocked`` — expected, shown with the deciding rule, not counted among the failures — and a
+denied probe that got through is a ``leak``, which makes the matrix not ok.
+
 This module is plain data: no host access.
 """
 
@@ -126,6 +131,10 @@ class ConnectivityMatrix:
     count: int = 0
     #: how it renders by default: every grid and line (True), or by size (False)
     verbose: bool = field(default=False, compare=False)
+    #: the lab policy's judgement, ``(check, source, target) -> (status, rule)`` with status
+    #: ``blocked`` (denied, failed) or ``leak`` (denied, passed); empty without a policy
+    judged: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict,
+                                                                compare=False)
     _index: dict[tuple[str, str, str], ProbeResult] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -165,26 +174,57 @@ class ConnectivityMatrix:
     def of(self, check: str) -> list[ProbeResult]:
         return [r for r in self.results if r.check == check]
 
+    def mark(self, r: ProbeResult) -> tuple[str, str] | None:
+        """The policy's judgement of a result: ``("blocked"|"leak", rule)`` or None."""
+        return self.judged.get((r.check, r.source, r.target)) if self.judged else None
+
+    def status_of(self, r: ProbeResult) -> str:
+        """``ok``, ``fail``, ``skip`` — or ``blocked`` when the policy denies it and it
+        failed (a ``leak`` stays ``ok``: it did get through)."""
+        mark = self.mark(r)
+        return "blocked" if mark is not None and mark[0] == "blocked" else r.status
+
     def failures(self, check: str | None = None) -> list[ProbeResult]:
-        return [r for r in self.results if r.ok is False and (check is None or r.check == check)]
+        """Results that failed and should not have (a ``blocked`` one is expected)."""
+        return [r for r in self.results if r.ok is False and (check is None or r.check == check)
+                and self.status_of(r) != "blocked"]
+
+    def blocked(self, check: str | None = None) -> list[ProbeResult]:
+        """Results the lab's policy denies that failed, as it says."""
+        return [r for r in self.results if (check is None or r.check == check)
+                and self.status_of(r) == "blocked"]
+
+    def leaks(self, check: str | None = None) -> list[ProbeResult]:
+        """Results the lab's policy denies that got through anyway."""
+        return [r for r in self.results if (check is None or r.check == check)
+                and (self.mark(r) or ("",))[0] == "leak"]
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed (skipped checks do not count as failures)."""
-        return not self.failures()
+        """True when nothing failed unexpectedly (skipped checks and probes blocked by the
+        policy do not count as failures; a probe that leaked through a deny does)."""
+        return not self.failures() and not self.leaks()
 
     def counts(self, check: str | None = None) -> dict[str, int]:
+        """ok, fail, skip — and ``blocked`` (not in ``fail``) when the matrix is judged."""
         out = {"ok": 0, "fail": 0, "skip": 0}
+        if self.judged:
+            out["blocked"] = 0
         for r in self.results:
             if check is None or r.check == check:
-                out[r.status] += 1
+                out[self.status_of(r)] += 1
         return out
 
+    def _counted(self, c: dict[str, int]) -> str:
+        blocked = f"{c['blocked']} blocked by the policy, " if "blocked" in c else ""
+        leaks = len(self.leaks()) if self.judged else 0
+        leaked = f" ({leaks} leaked through a deny)" if leaks else ""
+        return f"{c['ok']} ok{leaked}, {blocked}{c['fail']} failed, {c['skip']} skipped"
+
     def summary(self) -> str:
-        c = self.counts()
         return (f"{len(self.results)} probes over {len(self.checks)} check"
                 f"{'s' if len(self.checks) != 1 else ''} in {self.duration * 1000:.0f} ms: "
-                f"{c['ok']} ok, {c['fail']} failed, {c['skip']} skipped")
+                + self._counted(self.counts()))
 
     # -- export ----------------------------------------------------------------------------
 
@@ -192,9 +232,13 @@ class ConnectivityMatrix:
         return [r.to_record() for r in self.results]
 
     def to_json(self, **kw: Any) -> str:
-        doc = {"duration_s": round(self.duration, 6), "timeout_s": self.timeout,
-               "count": self.count, "sources": self.sources, "targets": self.targets,
-               "checks": self.checks, "results": self.records()}
+        doc: dict[str, Any] = {
+            "duration_s": round(self.duration, 6), "timeout_s": self.timeout,
+            "count": self.count, "sources": self.sources, "targets": self.targets,
+            "checks": self.checks, "results": self.records()}
+        if self.judged:
+            doc["policy"] = [{"check": c, "source": s, "target": t, "status": st, "rule": rule}
+                             for (c, s, t), (st, rule) in sorted(self.judged.items())]
         return json.dumps(doc, **({"indent": 2} | kw))
 
     # -- text ------------------------------------------------------------------------------
@@ -202,6 +246,10 @@ class ConnectivityMatrix:
     def _cell_text(self, r: ProbeResult | None) -> str:
         if r is None:
             return "."
+        if self.status_of(r) == "blocked":
+            return "blocked"
+        if self.mark(r) is not None:
+            return "LEAK"
         if r.ok:
             return _fmt_ms(r.rtt_median) if r.rtts else "ok"
         return "FAIL" if r.ok is False else "skip"
@@ -214,24 +262,23 @@ class ConnectivityMatrix:
         grid = self.grid(check)
         rows = [[row["source"]] + [cell["text"] for cell in row["cells"]]
                 for row in grid["rows"]]
-        c = grid["counts"]
-        head = (f"{check}: {c['ok']} ok, {c['fail']} failed, {c['skip']} skipped "
-                f"(cells: median RTT in ms)")
+        head = f"{check}: {self._counted(grid['counts'])} (cells: median RTT in ms)"
         return head + "\n" + text_table(["from \\ to"] + self.targets, rows)
 
     def grid(self, check: str) -> dict[str, Any]:
         """One check's grid as plain data (what the text and HTML grids and the lab report
         show): the counts, the targets, and per source one cell per target with its status
-        (``ok``/``fail``/``skip``, ``none`` when the pair was not probed), the text of the
-        text grid (median RTT in ms, ``FAIL``, ``skip``, ``.``) and the detail line."""
+        (``ok``/``fail``/``skip``, ``blocked`` when the lab's policy denies it, ``none`` when
+        the pair was not probed), the text of the text grid (median RTT in ms, ``FAIL``,
+        ``blocked``, ``skip``, ``.``) and the detail line."""
         rows = []
         for src in self.sources:
             cells = []
             for dst in self.targets:
                 r = self.get(check, src, dst)
-                cells.append({"target": dst, "status": "none" if r is None else r.status,
+                cells.append({"target": dst, "status": "none" if r is None else self.status_of(r),
                               "text": self._cell_text(r),
-                              "title": "" if r is None else _cell_tip(r)})
+                              "title": "" if r is None else self._tip(r)})
             rows.append({"source": src, "cells": cells})
         return {"check": check, "counts": self.counts(check), "targets": list(self.targets),
                 "rows": rows}
@@ -252,14 +299,30 @@ class ConnectivityMatrix:
         lines = []
         for check in checks or self.checks:
             probed = [r for r in self.of(check)]
-            for status in ("fail", "skip"):
+            for status in ("fail", "skip", "leak"):
                 by_reason: dict[str, list[ProbeResult]] = {}
                 for r in probed:
-                    if r.status == status:
+                    mark = self.mark(r)
+                    if status == "leak" and mark is not None and mark[0] == "leak":
+                        by_reason.setdefault(f"the policy denies it: {mark[1]}", []).append(r)
+                    elif r.status == status and self.status_of(r) == status:
                         by_reason.setdefault(r.reason, []).append(r)
                 for reason, bad in sorted(by_reason.items()):
                     for srcs, dsts in _group_pairs(bad, probed):
                         lines.append(f"  {check:<9} {srcs} -> {dsts}: {status} ({reason})")
+        return lines
+
+    def blocked_lines(self, checks: Sequence[str] | None = None) -> list[str]:
+        """The probes the policy blocked as it says, grouped by the deciding rule."""
+        lines = []
+        for check in checks or self.checks:
+            probed = self.of(check)
+            by_rule: dict[str, list[ProbeResult]] = {}
+            for r in self.blocked(check):
+                by_rule.setdefault((self.mark(r) or ("", ""))[1], []).append(r)
+            for rule, bad in sorted(by_rule.items()):
+                for srcs, dsts in _group_pairs(bad, probed):
+                    lines.append(f"  {check:<9} {srcs} -> {dsts}: blocked by {rule}")
         return lines
 
     def to_text(self, checks: Sequence[str] | None = None, *, verbose: bool | None = None,
@@ -282,7 +345,13 @@ class ConnectivityMatrix:
                 shown = shown + [f"  … and {len(lines) - len(shown)} more lines "
                                  "(--verbose or --json: all)"]
             parts.append("\n".join(["not ok:"] + shown))
-        elif not verbose and len(self.targets) > GRID_MAX:
+        blocked = self.blocked_lines(checks)
+        if blocked:
+            shown = blocked if verbose else blocked[:max_lines]
+            more = [f"  … and {len(blocked) - len(shown)} more lines"] if len(shown) < len(
+                blocked) else []
+            parts.append("\n".join(["blocked by the policy, as it says:"] + shown + more))
+        if not lines and not blocked and not verbose and len(self.targets) > GRID_MAX:
             parts.append(f"every probe answered ({len(self.sources)} sources, "
                          f"{len(self.targets)} targets; --verbose: the grids, --json: every "
                          "result)")
@@ -293,9 +362,25 @@ class ConnectivityMatrix:
 
     # -- html ------------------------------------------------------------------------------
 
+    def _tip(self, r: ProbeResult) -> str:
+        mark = self.mark(r)
+        if mark is None:
+            return _cell_tip(r)
+        if mark[0] == "blocked":
+            return (f"{r.check} {r.source} → {r.target}: blocked by {mark[1]} (the policy "
+                    f"denies it; {r.reason})")
+        return f"{r.check} {r.source} → {r.target}: LEAK — the policy denies it ({mark[1]})"
+
     def _cell_html(self, r: ProbeResult | None) -> str:
         if r is None:
             return '<td style="background:#f3f3f3"></td>'
+        tip = self._tip(r)
+        if self.status_of(r) == "blocked":
+            rule = escape((self.mark(r) or ("", ""))[1])
+            return (f'<td style="background:#e2e3e5;color:#555" title="{escape(tip)}">'
+                    f"⊘ {rule}</td>")
+        if self.mark(r) is not None:
+            return f'<td class="fail" title="{escape(tip)}">LEAK</td>'
         tip = _cell_tip(r)
         if r.ok:
             text = _fmt_ms(r.rtt_median) if r.rtts else "ok"
@@ -307,8 +392,7 @@ class ConnectivityMatrix:
     def grid_html(self, check: str) -> str:
         from hybridnb.core.tables import STYLE
 
-        c = self.counts(check)
-        caption = f"{check}: {c['ok']} ok, {c['fail']} failed, {c['skip']} skipped (median ms)"
+        caption = f"{check}: {self._counted(self.counts(check))} (median ms)"
         head = "".join(f"<th>{escape(t)}</th>" for t in self.targets)
         rows = []
         for src in self.sources:
@@ -330,6 +414,13 @@ class ConnectivityMatrix:
             shown = lines if self.verbose else lines[:60]
             more = len(lines) - len(shown)
             parts.append("<pre>not ok:\n" + escape("\n".join(shown)) +
+                         (f"\n  … and {more} more lines" if more else "") + "</pre>")
+        blocked = self.blocked_lines()
+        if blocked:
+            shown = blocked if self.verbose else blocked[:60]
+            more = len(blocked) - len(shown)
+            parts.append("<pre>blocked by the policy, as it says:\n" +
+                         escape("\n".join(shown)) +
                          (f"\n  … and {more} more lines" if more else "") + "</pre>")
         parts.append("</div>")
         return "".join(parts)

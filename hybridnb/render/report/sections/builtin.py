@@ -1,96 +1,18 @@
-"""The report's sections: a registry, and the sections every lab has.
+"""The sections every lab has: overview, environment, lab file and plan, topology, endpoints,
+connectivity and latency, DNS, expectations, and what apply did.
 
-A :class:`Section` is a key, a title, an order and a ``collect(ctx)`` function that turns
-the lab's results (through a :class:`~hybridnb.render.report.collect.Context`) into a
-:class:`~hybridnb.render.report.model.SectionData` — or ``None`` when the section does not
-apply to this lab (it is then left out).  Each section is rendered by its own templates,
-``templates/sections/<key>.html.j2`` and ``<key>.md.j2``, and described in
-``schema/report.schema.json`` under ``$defs/<key>``; a section with ``layout="table"`` uses the
-shared table templates instead, so a feature whose result object has ``records()`` adds its
-section with a few lines and no template::
-
-    register(Section("doctor", "Doctor findings", 120, layout="table",
-                     collect=lambda ctx: table_section(
-                         "doctor", "Doctor findings", ctx.ask("doctor", ctx.lab.doctor),
-                         why=ctx.why("doctor"))))
-
-Data comes from the result objects' own data methods (``records()``, ``grid()``,
-``summary()``, ``to_record()``), never by re-deriving what they already say.
+Each is rendered by its own templates (``templates/sections/<key>.*.j2``) and described in
+``schema/report.schema.json`` under ``$defs/<key>``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from hybridnb.render.report.model import Figure, SectionData
+from hybridnb.render.report.sections import Section
 
-Collect = Callable[[Any], "SectionData | None"]
-
-
-@dataclass(frozen=True)
-class Section:
-    key: str
-    title: str
-    order: int
-    collect: Collect
-    layout: str = "custom"            # "custom": sections/<key>.*.j2; "table": sections/_table
-
-
-_REGISTRY: dict[str, Section] = {}
-
-
-def register(section: Section) -> Section:
-    """Add (or replace) a section; sections render in ``order``, then by key."""
-    _REGISTRY[section.key] = section
-    return section
-
-
-def unregister(key: str) -> None:
-    _REGISTRY.pop(key, None)
-
-
-def registered() -> list[Section]:
-    return sorted(_REGISTRY.values(), key=lambda s: (s.order, s.key))
-
-
-def layout_of(key: str) -> str:
-    section = _REGISTRY.get(key)
-    return section.layout if section is not None else "custom"
-
-
-def table_section(key: str, title: str, result: Any, *, why: str = "",
-                  columns: list[str] | None = None) -> SectionData | None:
-    """A ``layout="table"`` section from any result with ``records()`` (and optionally
-    ``summary()`` or ``headline()``): its records become the rows.  None when there is no
-    result and no reason to show (the feature is absent)."""
-    if result is None:
-        return SectionData(key, title, {"summary": "", "columns": [], "rows": []},
-                           note=why) if why else None
-    records = list(result.records())
-    cols = columns or list(dict.fromkeys(k for r in records for k in r))
-    text = ""
-    for name in ("summary", "headline"):
-        got = getattr(result, name, None)
-        if callable(got):
-            value = got()
-            if isinstance(value, str):
-                text = value
-                break
-    rows = [[_plain(r.get(c)) for c in cols] for r in records]
-    return SectionData(key, title, {"summary": text, "columns": cols, "rows": rows})
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
-    return str(value)
-
-
-# ------------------------------------------------------------------------ built-in sections
 
 def _overview(ctx: Any) -> SectionData:
     status, matrix, validation = ctx.status, ctx.matrix, ctx.validation
@@ -239,16 +161,16 @@ def _timeline(ctx: Any) -> SectionData:
     return SectionData("timeline", "What apply did", dict(record))
 
 
-for _section in (
-        Section("overview", "Overview", 10, _overview),
-        Section("environment", "Environment", 20, _environment),
-        Section("lab", "Lab file and plan", 30, _lab_file),
-        Section("topology", "Topology", 40, _topology),
-        Section("endpoints", "Endpoints", 50, _endpoints),
-        Section("connectivity", "Connectivity and latency", 60, _connectivity),
-        Section("dns", "DNS", 70, _dns),
-        Section("expectations", "Expectations", 80, _expectations),
-        Section("timeline", "What apply did", 90, _timeline)):
-    register(_section)
+SECTIONS = (
+    Section("overview", "Overview", 10, _overview),
+    Section("environment", "Environment", 20, _environment),
+    Section("lab", "Lab file and plan", 30, _lab_file),
+    Section("topology", "Topology", 40, _topology),
+    Section("endpoints", "Endpoints", 50, _endpoints),
+    Section("connectivity", "Connectivity and latency", 60, _connectivity),
+    Section("dns", "DNS", 70, _dns),
+    Section("expectations", "Expectations", 80, _expectations),
+    Section("timeline", "What apply did", 90, _timeline),
+)
 
-__all__ = ["Section", "register", "unregister", "registered", "table_section", "layout_of"]
+__all__ = ["SECTIONS"]
