@@ -27,6 +27,20 @@ def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
+def _dry_run(path: Path, lab: str, tmp_path: Path, monkeypatch, **params) -> str:
+    """Execute ``path`` on the dry-run backend as lab ``lab``; its text output, after the
+    checks every scenario shares there: engine cells skipped, validate refused, the report
+    saved, the lab destroyed."""
+    nb = execute(path, {"BACKEND": "dry-run", "LAB": lab, "STATE_DIR": str(tmp_path),
+                        "REPORT": str(tmp_path / "r.html"), **params}, monkeypatch)
+    text = outputs(nb)
+    assert "skipped on the dry-run backend" in text and "not on this backend" in text
+    assert (tmp_path / "r.html").read_text().count(lab) > 1
+    assert "# exit 5" in text                       # hybridnb validate: no probes on dry-run
+    assert _images(nb) >= 1                         # the topology
+    return text
+
+
 def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
     """Execute ``path`` on the sandbox as lab ``lab``; whatever it left is destroyed."""
     from hybridnb.lab import Lab
@@ -55,17 +69,10 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
 
 @pytest.mark.extra("notebook")
 def test_microservices_on_dry_run(tmp_path, monkeypatch):
-    nb = execute(MICRO, {"BACKEND": "dry-run", "LAB": "scendry02",
-                         "STATE_DIR": str(tmp_path), "REPORT": str(tmp_path / "r.html")},
-                 monkeypatch)
-    text = outputs(nb)
+    text = _dry_run(MICRO, "scendry02", tmp_path, monkeypatch)
     assert "Plan for lab scendry02: 8 to create" in text
     assert "+ vm         db" in text and "image pg 192 MiB" in text
-    assert "skipped on the dry-run backend" in text
-    assert "not on this backend" in text                       # validate needs probes
-    assert (tmp_path / "r.html").read_text().count("scendry02") > 1
     assert text.count("not applied") >= 4                       # destroyed at the end
-    assert _images(nb) >= 1                                    # the topology
 
 
 @pytest.mark.real
@@ -90,15 +97,11 @@ def test_microservices_on_the_sandbox(sandbox, tmp_path, monkeypatch):
 def test_dev_hot_reload_on_dry_run(tmp_path, monkeypatch):
     app = ROOT / "examples" / "dev-app" / "app.py"
     before = app.read_text()
-    nb = execute(DEV, {"BACKEND": "dry-run", "LAB": "scendry05", "STATE_DIR": str(tmp_path),
-                       "WORKDIR": str(tmp_path / "app"), "REPORT": str(tmp_path / "r.html")},
-                 monkeypatch)
-    text = outputs(nb)
+    text = _dry_run(DEV, "scendry05", tmp_path, monkeypatch, WORKDIR=str(tmp_path / "app"))
     assert "Plan for lab scendry05: 7 to create" in text
     assert f"here:           ['{tmp_path}/app:/app']" in text      # the notebook's copy
     assert "in the lab file: ['" + str(ROOT / "examples" / "dev-app") + ":/app']" in text
-    assert "skipped on the dry-run backend" in text and "not on this backend" in text
-    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 3
+    assert text.count("not applied") >= 3
     assert app.read_text() == before                               # the repository's copy
 
 
@@ -119,13 +122,10 @@ def test_dev_hot_reload_on_the_sandbox(sandbox, tmp_path, monkeypatch):
 
 @pytest.mark.extra("notebook")
 def test_haproxy_on_dry_run(tmp_path, monkeypatch):
-    nb = execute(LB, {"BACKEND": "dry-run", "LAB": "scendry03", "STATE_DIR": str(tmp_path),
-                      "REPORT": str(tmp_path / "r.html")}, monkeypatch)
-    text = outputs(nb)
+    text = _dry_run(LB, "scendry03", tmp_path, monkeypatch)
     assert "Plan for lab scendry03: 9 to create" in text
     assert "['web1.hybrid.local.', 'web2.hybrid.local.', 'web3.hybrid.local.']" in text
-    assert "skipped on the dry-run backend" in text and "not on this backend" in text
-    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 6   # web4 too
+    assert text.count("not applied") >= 6                       # web4 too
 
 
 @pytest.mark.real
@@ -144,13 +144,10 @@ def test_haproxy_on_the_sandbox(sandbox, tmp_path, monkeypatch):
 
 @pytest.mark.extra("notebook")
 def test_discovery_on_dry_run(tmp_path, monkeypatch):
-    nb = execute(PROM, {"BACKEND": "dry-run", "LAB": "scendry04", "STATE_DIR": str(tmp_path),
-                        "REPORT": str(tmp_path / "r.html")}, monkeypatch)
-    text = outputs(nb)
+    text = _dry_run(PROM, "scendry04", tmp_path, monkeypatch)
     assert "Plan for lab scendry04: 7 to create" in text
     assert "['node1.hybrid.local.', 'vm1.hybrid.local.']" in text
-    assert "skipped on the dry-run backend" in text and "not on this backend" in text
-    assert (tmp_path / "r.html").exists() and text.count("not applied") >= 3
+    assert text.count("not applied") >= 3
 
 
 def test_the_consul_variant_validates_and_plans(tmp_path):
