@@ -116,5 +116,5 @@ def plain(value: Any) -> Any:
 
 
 __all__ = ["INVALID", "KINDS", "REGISTRY", "RESERVED_ENDPOINT_NAMES", "CompileContext",
-           "EndpointSpec", "anchor_paths", "Field", "FieldType", "Kind", "ServiceSpec", "endpoint_to_dict",
-           "get", "is_endpoint_kind", "kinds", "parse_endpoint", "plain", "spec_field"]
+           "EndpointSpec", "Field", "FieldType", "Kind", "ServiceSpec", "anchor_paths",
+           "endpoint_to_dict", "get", "is_endpoint_kind", "kinds", "parse_endpoint", "plain", "spec_field"]
