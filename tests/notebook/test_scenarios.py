@@ -10,6 +10,7 @@ long it took.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def _run_real(path: Path, lab: str, params: dict, tmp_path: Path, monkeypatch):
             pass
     print(f"\n{path.name} on the sandbox: {time.monotonic() - t0:.1f} s")
     assert "    # exit 0" in outputs(nb)          # `hybridnb validate` from a shell, on the lab
+    nbconvert = pytest.importorskip("nbconvert")    # the executed notebook as a page
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    assert html.count("data:image/png;base64") >= 2 and "Traceback" not in html
+    page = Path(os.environ.get("HYBRIDNB_SCENARIO_HTML", tmp_path)) / f"{path.stem}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(html)
     for line in outputs(nb).splitlines():           # what the notebook measured
         if line.startswith(("$ hybridnb", "lab up in", "seconds from", "median", "recovered", "after the",
                             "HAProxy took", "web2 booted", "{", "node2", "targets:")):
