@@ -261,6 +261,7 @@ class Lab:
         the file), or — given a name that is no file — from the description saved in the
         state of the applied lab of that name.  Keywords as for ``Lab()`` (``backend``,
         ``state_dir``, ``sandbox``)."""
+        from hybridnb.core.kinds import anchor_paths
         from hybridnb.labfile import load_lab_document
 
         from hybridnb.backends import state_scope
@@ -268,6 +269,7 @@ class Lab:
         text = str(path_or_name)
         if Path(path_or_name).exists() or text.endswith((".yaml", ".yml")):
             data, source, default_name = load_lab_document(path_or_name)
+            data = anchor_paths(data, os.path.dirname(os.path.abspath(path_or_name)))
             if default_name is not None:
                 data = {"name": default_name, **data}
             lab = cls.from_dict(data, source=source, **kw)
@@ -649,6 +651,24 @@ class Lab:
         driver = self.backend.require("dns", QueryLog)
         return QueryLogView(self.name, tuple(driver.query_log(self.name, limit)))
 
+    # --------------------------------------------------------------------------- exec
+
+    @engine_call
+    def exec(self, endpoint: str, command: str | Iterable[str], *,
+             timeout: float = 30.0) -> ExecOutput:
+        """Run ``command`` inside ``endpoint`` — ``docker exec`` in a container, the guest
+        agent in a VM — and return its exit code and output (a string runs through
+        ``/bin/sh -c``).  ``Unsupported`` on a backend whose driver for that kind cannot run
+        commands (dry-run); ``check()`` on the result raises when the command failed."""
+        try:
+            kind = self._spec.endpoint(endpoint).kind
+        except KeyError:
+            raise NotFoundError(f"lab {self.name} has no endpoint {endpoint!r}") from None
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        drv = self.backend.require(kind, GuestExec, doing=f"run a command in {endpoint}")
+        code, out, err = drv.guest_exec(self.name, endpoint, argv, timeout=timeout)
+        return ExecOutput(endpoint, tuple(argv), int(code), str(out), str(err))
+
     # ---------------------------------------------------------------- policies and links
 
     def warnings(self) -> list[Problem]:
@@ -961,6 +981,49 @@ class _Unbound:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExecOutput:
+    """What a command run by :meth:`Lab.exec` inside an endpoint returned."""
+
+    endpoint: str
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def check(self) -> "ExecOutput":
+        """This result, or :class:`~hybridnb.errors.EngineError` with the command's output
+        when it exited non-zero."""
+        if not self.ok:
+            from hybridnb.errors import EngineError
+
+            tail = (self.stderr or self.stdout).strip()[-2000:]
+            raise EngineError(f"{self.command} in {self.endpoint} exited {self.exit_code}: "
+                              f"{tail}")
+        return self
+
+    @property
+    def command(self) -> str:
+        return self.argv[-1] if self.argv[:2] == ("/bin/sh", "-c") else " ".join(self.argv)
+
+    def __repr__(self) -> str:
+        head = f"{self.endpoint}$ {self.command}  (exit {self.exit_code})"
+        return "\n".join(x for x in (head, self.stdout.rstrip(), self.stderr.rstrip()) if x)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        style = "color:#b00" if not self.ok else "color:#070"
+        body = escape(self.stdout.rstrip()) + (
+            f"<span style='color:#b00'>{escape(self.stderr.rstrip())}</span>"
+            if self.stderr.strip() else "")
+        return (f"<div><code>{escape(self.endpoint)}$ {escape(self.command)}</code> "
+                f"<span style='{style}'>exit {self.exit_code}</span><pre>{body}</pre></div>")
+
 def _check_probe_options(checks: tuple[str, ...] | None, timeout: float, count: int) -> None:
     """Refuse bad probe options (usage errors, exit code 2) before the lab is looked at."""
     from hybridnb.services.probe.plan import parse_checks
@@ -1006,5 +1069,5 @@ class _GuestExec:
         return (int(result[0]), str(result[1]), str(result[2]))
 
 
-__all__ = ["Lab", "LabStatus", "EndpointStatus", "LabNotUp", "HybridError", "endpoint_to_dict",
+__all__ = ["Lab", "LabStatus", "EndpointStatus", "ExecOutput", "LabNotUp", "HybridError", "endpoint_to_dict",
            "host_doctor", "load_yaml"]

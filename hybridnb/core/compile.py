@@ -46,12 +46,18 @@ def _infrastructure(spec: LabSpec) -> list[Resource]:
     ]
 
 
+#: The SRV weight of every service an endpoint offers (equal shares).
+SRV_WEIGHT = 1
+
+
 def _dns(spec: LabSpec, addresses: Mapping[str, IPv4]) -> Resource:
     net = spec.network
     gw = str(net.gateway)
     records = {ep.name: str(addresses[ep.name]) for ep in spec.endpoints}
-    services = [{"service": s.name, "proto": s.protocol, "endpoint": ep.name, "port": s.port}
-                for ep in spec.endpoints for s in ep.services]
+    # every endpoint weighs the same, 1: clients that weight by SRV (HAProxy's
+    # server-template) send it traffic — weight 0 would mean "only when no other is up"
+    services = [{"service": s.name, "proto": s.protocol, "endpoint": ep.name, "port": s.port,
+                 "weight": SRV_WEIGHT} for ep in spec.endpoints for s in ep.services]
     dns_spec: dict[str, Any] = {
         "domain": net.domain, "listen": gw, "subnet": str(net.subnet), "gateway": gw,
         "bridge": net.bridge, "records": records, "upstream": list(net.upstream)}

@@ -51,7 +51,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from hybridnb.core import naming
 from hybridnb.core.resource import Observation, Resource
@@ -359,6 +359,41 @@ class ContainerDriver(_DockerDriver):
                 out.append((stamp, text))
         return out
 
+    def guest_exec(self, lab: str, endpoint: str, argv: Sequence[str],
+                   timeout: float = 10.0) -> tuple[int, str, str]:
+        """Run ``argv`` inside a running container of the lab (``docker exec``) →
+        ``(exit code, stdout, stderr)``; a command still running after ``timeout`` seconds is
+        killed and reported as an :class:`~hybridnb.errors.EngineError`."""
+        info = self._one(lab, endpoint)
+        with docker_errors(f"run {argv[0] if argv else 'nothing'} in {info['name']}"):
+            ex = self.api.exec_create(info["id"], list(argv))
+        done: dict[str, Any] = {}
+
+        def run() -> None:          # its own thread, so its own API client
+            try:
+                done["out"] = self.api.exec_start(ex["Id"], demux=True)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, translated
+                done["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"exec-{endpoint}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            with contextlib.suppress(Exception):
+                pid = self.api.exec_inspect(ex["Id"]).get("Pid")
+                if pid:
+                    _kill_tree(int(pid))
+            worker.join(5.0)
+            raise EngineError(f"{' '.join(argv)!r} in container {endpoint} did not finish "
+                              f"within {timeout:g} s (killed)", engine="docker")
+        with docker_errors(f"run {argv[0] if argv else 'nothing'} in {info['name']}"):
+            if "error" in done:
+                raise done["error"]
+            code = self.api.exec_inspect(ex["Id"])["ExitCode"]
+        out, err = done["out"]
+        return (int(code if code is not None else -1),
+                (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
+
     def version(self) -> dict[str, str]:
         """The engine's version and API version."""
         with self._errors("read the Docker version"):
@@ -509,6 +544,18 @@ class ContainerDriver(_DockerDriver):
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
                      f"busybox:latest; other images must be loaded into this engine "
                      f"(docker -H {self.target.docker_url} load -i IMAGE.tar)") from exc
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (an exec'd shell's children too)."""
+    from hybridnb.daemons import process
+
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(process.children(p))
+    process.signal_all(tree, 9)
 
 
 def check_mounts(spec: Mapping[str, Any]) -> None:

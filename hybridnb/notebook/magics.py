@@ -278,7 +278,8 @@ class HybridMagics(Magics):
     @staticmethod
     def _args_create(p: _Parser) -> None:
         p.add_argument("labfile", nargs="?", metavar="LABFILE", help="a YAML lab file")
-        p.add_argument("--name", help="lab name (default: HybridMagics.lab)")
+        p.add_argument("--name", help="lab name (default: the lab file's, else "
+                                      "HybridMagics.lab)")
         p.add_argument("--subnet")
         p.add_argument("--bridge")
         p.add_argument("--gateway")
@@ -302,6 +303,8 @@ class HybridMagics(Magics):
                 raise UsageError(f"%hybrid create: --{flags[0]} cannot be combined with a lab "
                                  "file\n  hint: edit the network section of the file instead")
             lab = Lab.load(a.labfile, **opts)
+            if a.name and a.name != lab.name:       # the file's lab under another name
+                lab = Lab.from_dict({**lab.to_dict(), "name": a.name}, **opts)
         else:
             lab = Lab(a.name or self.lab, subnet=a.subnet, bridge=a.bridge, gateway=a.gateway,
                       domain=a.domain, mtu=a.mtu, **opts)

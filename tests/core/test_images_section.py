@@ -103,8 +103,9 @@ def test_recipe_decides_services_and_memory() -> None:
     assert spec.endpoint("dock").memory == 512 and spec.endpoint("big").memory == 1024
     assert spec.endpoint("db").memory == 128
     zone = resources(spec)["t"].spec["services"]
-    assert {"service": "postgresql", "proto": "tcp", "endpoint": "db", "port": 5432} in zone
-    assert {"service": "http", "proto": "tcp", "endpoint": "w", "port": 80} in zone
+    assert {"service": "postgresql", "proto": "tcp", "endpoint": "db", "port": 5432,
+            "weight": 1} in zone
+    assert {"service": "http", "proto": "tcp", "endpoint": "w", "port": 80, "weight": 1} in zone
 
 
 def test_what_a_recipe_refuses() -> None:

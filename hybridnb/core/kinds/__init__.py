@@ -85,6 +85,22 @@ def parse_endpoint(c: Collector, name: Any, raw: Any) -> EndpointSpec | None:
     return ep if ok else None
 
 
+def anchor_paths(doc: Any, base: str) -> Any:
+    """A lab document read from a file in directory ``base`` with the relative paths its
+    endpoints hold (a container's ``mounts:``) made absolute against ``base``, each kind
+    saying which of its fields are paths (:meth:`~.base.Kind.anchor`).  Anything malformed is
+    left for the parser to report."""
+    endpoints = doc.get("endpoints") if isinstance(doc, dict) else None
+    if not isinstance(endpoints, dict):
+        return doc
+    out = {}
+    for name, raw in endpoints.items():
+        kind = REGISTRY.get(raw.get("kind")) if isinstance(raw, dict) and \
+            isinstance(raw.get("kind"), str) else None
+        out[name] = dict(kind.anchor(raw, base)) if kind is not None else raw
+    return {**doc, "endpoints": out}
+
+
 def endpoint_to_dict(ep: EndpointSpec) -> dict[str, Any]:
     """Mapping form of an endpoint (what ``parse_endpoint`` reads back to the same spec)."""
     return REGISTRY[ep.kind].to_dict(ep)
@@ -100,5 +116,5 @@ def plain(value: Any) -> Any:
 
 
 __all__ = ["INVALID", "KINDS", "REGISTRY", "RESERVED_ENDPOINT_NAMES", "CompileContext",
-           "EndpointSpec", "Field", "FieldType", "Kind", "ServiceSpec", "endpoint_to_dict",
-           "get", "is_endpoint_kind", "kinds", "parse_endpoint", "plain", "spec_field"]
+           "EndpointSpec", "Field", "FieldType", "Kind", "ServiceSpec", "anchor_paths",
+           "endpoint_to_dict", "get", "is_endpoint_kind", "kinds", "parse_endpoint", "plain", "spec_field"]

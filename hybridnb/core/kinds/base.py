@@ -642,6 +642,11 @@ class Kind:
         """What the lab summary shows for the endpoint (before anything is applied)."""
         return ""
 
+    def anchor(self, raw: Mapping[str, Any], base: str) -> Mapping[str, Any]:
+        """The endpoint's raw lab-file fields with the paths in them that are relative made
+        absolute against ``base`` (the lab file's directory); most kinds have none."""
+        return raw
+
     def probe_services(self, resource: Resource) -> tuple[str, ...]:
         """Services the endpoint runs without declaring them (the test VM's httpd)."""
         return ()

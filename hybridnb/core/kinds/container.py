@@ -23,6 +23,7 @@ inside the container pool, and the other endpoints' addresses in that range are 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -129,7 +130,16 @@ class ContainerSpec(EndpointSpec):
         default=(), to=_mounts, paths=(("host_config", "binds"),), option="mount",
         metavar="HOST:CONTAINER[:ro]", example="e.g. /srv/app:/app:ro",
         help="directories of this machine bound into the container (rw unless :ro); the "
-             "host path must exist")
+             "host path must exist (in a lab file, a relative one is the file's neighbour)")
+
+
+def anchor_mount(item: Any, base: str) -> Any:
+    """``app:/app:ro`` in a lab file in ``/srv/lab`` → ``/srv/lab/app:/app:ro``: a relative
+    host path is the lab file's neighbour (absolute ones, and anything else, are left)."""
+    if not isinstance(item, str) or item.startswith("/") or ":" not in item:
+        return item
+    host, rest = item.split(":", 1)
+    return posixpath.normpath(posixpath.join(base, host)) + ":" + rest
 
 
 class ContainerKind(Kind):
@@ -149,6 +159,12 @@ class ContainerKind(Kind):
              ("host_config", "network_mode"): "network", ("host_config", "init"): "init",
              ("host_config", "dns"): "dns", ("host_config", "dns_search"): "domain"}
 
+
+    def anchor(self, raw: Mapping[str, Any], base: str) -> Mapping[str, Any]:
+        mounts = raw.get("mounts")
+        if not isinstance(mounts, list):
+            return raw
+        return {**raw, "mounts": [anchor_mount(m, base) for m in mounts]}
     def base_spec(self, ep: EndpointSpec, ctx: CompileContext) -> dict[str, Any]:
         net = ctx.network
         network = naming.docker_network(ctx.lab)
