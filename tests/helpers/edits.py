@@ -32,15 +32,26 @@ from __future__ import annotations
 import copy
 import ipaddress
 import random
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import rstr
 
 from hybridnb.core import kinds as registry
 from hybridnb.core.ipam import assign_addresses, pools_for
-from hybridnb.core.kinds.base import (AbsolutePath, Address, Argv, Choice, Field, Integer, Items,
-                                      KeyValues, Text)
+from hybridnb.core.kinds.base import (
+    AbsolutePath,
+    Address,
+    Argv,
+    Choice,
+    Field,
+    Integer,
+    Items,
+    KeyValues,
+    Text,
+)
 from hybridnb.core.problems import Collector
 from hybridnb.core.spec import parse_lab
 from hybridnb.errors import ValidationError
@@ -112,11 +123,24 @@ def _kernel_file(which: int) -> Callable[[Ctx], list[Any]]:
     return lambda ctx: [None] if ctx.kernel is None else [None, ctx.kernel[which]]
 
 
+#: Host directories the generated ``mounts:`` bind (they must exist on the engine's machine).
+MOUNT_SOURCES = (Path(tempfile.gettempdir()) / "hnb-edit-mounts" / "a",
+                 Path(tempfile.gettempdir()) / "hnb-edit-mounts" / "b")
+
+
+def _mounts(ctx: Ctx) -> list[Any]:
+    for source in MOUNT_SOURCES:
+        source.mkdir(parents=True, exist_ok=True)
+    a, b = (str(s) for s in MOUNT_SOURCES)
+    return [[], [f"{a}:/srv/a"], [f"{a}:/srv/a:ro", f"{b}:/mnt/b"]]
+
+
 #: Candidate values of fields that must also exist in the engine (chosen uniformly).
 BY_FIELD: dict[tuple[str, str], Callable[[Ctx], list[Any]]] = {
     ("container", "image"): lambda ctx: list(IMAGES),
     ("container", "command"): lambda ctx: list(COMMANDS),
     ("container", "ports"): lambda ctx: [["80"], ["8080/tcp", "53/udp"], ["7"], []],
+    ("container", "mounts"): _mounts,
     ("vm", "memory"): lambda ctx: [96, 128, 160],
     ("vm", "vcpus"): lambda ctx: [1, 2],
     ("vm", "kernel"): _kernel_file(0),
