@@ -29,10 +29,9 @@ from hybridnb.core.naming import owner_tag
 from hybridnb.core import naming
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
-                                    netlink_errors)
+from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
+                                    link_alias, link_kind, netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
-from hybridnb.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +84,11 @@ def _del_addr(ipr: Any, index: int, address: str) -> None:
     ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
 
 
-class BridgeDriver:
+class BridgeDriver(InTargetNamespace):
     """Creates, adopts, observes and deletes lab bridges in ``target.netns``."""
 
     kind = "bridge"
     concurrent = False
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.netns = target.netns
-
-    @property
-    def _where(self) -> str:
-        return f"namespace {self.netns}" if self.netns else "the host namespace"
 
     def netns_paths(self, lab: str) -> dict[str, str | None]:
         """Per bridge of the lab: the namespace holding it (the lab host, where the gateway

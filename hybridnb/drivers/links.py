@@ -1,4 +1,4 @@
-"""Small helpers shared by the netlink drivers (bridge, namespace hosts).
+"""Small helpers shared by the netlink drivers (bridge, namespace hosts, VXLAN).
 
 Ownership of a link is written on the link itself, in its *ifalias*, which starts with the lab's
 owner tag (``hybridnb:<lab>:``).  The kernel cannot set an alias in the request that creates a
@@ -6,7 +6,8 @@ link, so a link is created with :data:`CREATING_GROUP` as its device group (that
 applied atomically at creation) and gets its alias right after: a link with our group and no
 alias is a half-made leftover of a crashed earlier attempt and may be removed safely.
 
-``netlink_errors(what)`` translates pyroute2's ``NetlinkError`` and ``OSError`` into
+``InTargetNamespace`` is their common start: the target whose namespace they work in, and how
+a message names it.  ``netlink_errors(what)`` translates pyroute2's ``NetlinkError`` and ``OSError`` into
 :class:`~hybridnb.errors.EngineError` at the driver edge.
 """
 
@@ -15,12 +16,27 @@ from __future__ import annotations
 import errno
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hybridnb.errors import EngineError, HybridError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.target import Target
+
 #: Device group stamped on links while hybridnb creates them ("hnb" in ASCII).
 CREATING_GROUP = 0x686E62
+
+
+class InTargetNamespace:
+    """A driver that works in ``target.netns`` (``None``: the host's own namespace)."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.netns = target.netns
+
+    @property
+    def _where(self) -> str:
+        return f"namespace {self.netns}" if self.netns else "the host namespace"
 
 
 @contextmanager

@@ -33,8 +33,8 @@ from hybridnb.core import naming
 from hybridnb.core.naming import owner_tag
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import (CREATING_GROUP, get_link, half_made, link_alias, link_kind,
-                                    netlink_errors)
+from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
+                                    link_alias, link_kind, netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -56,7 +56,7 @@ def parse_host_alias(alias: str) -> tuple[str, str, str] | None:
     return parts[1], parts[2], parts[3]
 
 
-class NetnsHostDriver:
+class NetnsHostDriver(InTargetNamespace):
     """Creates namespace hosts on the lab bridge in ``target.netns``.
 
     Actions on different hosts may run on concurrent threads; each thread keeps its own
@@ -66,16 +66,11 @@ class NetnsHostDriver:
     concurrent = True
 
     def __init__(self, target: Target, *, etc_netns: str = ETC_NETNS) -> None:
-        self.target = target
-        self.netns = target.netns
+        super().__init__(target)
         self.etc_netns = etc_netns
         self._local = threading.local()
         self._opened: list[Any] = []
         self._lock = threading.Lock()
-
-    @property
-    def _where(self) -> str:
-        return f"namespace {self.netns}" if self.netns else "the host namespace"
 
     def _ipr(self) -> Any:
         """This thread's IPRoute into the target namespace (opened once, ~2-4 ms)."""

@@ -29,10 +29,9 @@ from typing import Any, Mapping
 from hybridnb.core.naming import owner_tag
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.links import CREATING_GROUP, get_link, half_made, link_alias, link_kind, \
-    netlink_errors
+from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
+                                    link_alias, link_kind, netlink_errors)
 from hybridnb.errors import ConflictError, EngineError, NotFoundError
-from hybridnb.target import Target
 
 ZERO_MAC = "00:00:00:00:00:00"
 _NTF_SELF = 0x02
@@ -75,19 +74,11 @@ def flood_list(ipr: Any, index: int) -> list[str]:
     return sorted(out)
 
 
-class VxlanDriver:
+class VxlanDriver(InTargetNamespace):
     """Creates, observes and deletes a lab's VXLAN device in ``target.netns``."""
 
     kind = "vxlan"
     concurrent = False
-
-    def __init__(self, target: Target) -> None:
-        self.target = target
-        self.netns = target.netns
-
-    @property
-    def _where(self) -> str:
-        return f"namespace {self.netns}" if self.netns else "the host namespace"
 
     # -- observe --------------------------------------------------------------------------
 
