@@ -125,11 +125,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     status = _lab(args).status()
     if args.json:
-        print(json.dumps({"lab": status.lab, "backend": status.backend, "up": status.up,
-                          "pending": status.pending, "endpoints": status.records(),
-                          "policy": status.policy or None,
-                          "links": [{"endpoint": n, "impairments": w, "state": st}
-                                    for n, w, st in status.links]}, indent=2))
+        print(json.dumps(status.to_dict(), indent=2))
     else:
         print(status.to_text())
     return EXIT_OK if status.up else EXIT_PENDING

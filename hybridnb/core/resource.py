@@ -66,6 +66,8 @@ class Observation:
     reason: str = ""
     #: anything else worth showing (engine state text)
     detail: str = ""
+    #: the MTU it has, for a link that reports one (the bridge: status flags drift)
+    mtu: int | None = None
 
 
 def __getattr__(name: str) -> Any:
