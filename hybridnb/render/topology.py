@@ -362,19 +362,8 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
         pos, groups = _positions(status, layout), {}
 
     n = len(status.endpoints)
-    xs_all = [p[0] for p in pos.values()]
-    ys_all = [p[1] for p in pos.values()]
-    reach = max((abs(v) for v in xs_all + ys_all), default=1.0) + 0.5
-    x0, y0, x1, y1 = (-reach, -reach, reach, reach)
-    if groups:
-        boxes = list(groups.values())
-        x0, y0 = min(b[0] for b in boxes) - 0.1, min(b[1] for b in boxes) - 0.1
-        x1, y1 = max(b[2] for b in boxes) + 0.1, max(b[3] for b in boxes) + 0.1
-    extent = max(x1 - x0, y1 - y0) / 2.0
-    if figsize is None:
-        side = min(14.0, max(6.0, 3.0 + extent * 2.2))
-        figsize = ((min(20.0, side * (x1 - x0) / (y1 - y0)), side) if groups else (side, side))
-    fig = Figure(figsize=figsize, dpi=80)
+    (x0, y0, x1, y1), auto = _frame(pos, groups)
+    fig = Figure(figsize=figsize or auto, dpi=80)
     ax = fig.add_axes((0.0, 0.0, 1.0, 0.94))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -389,11 +378,7 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
             (pos[u], pos[v]))
     ax.add_collection(LineCollection(links, colors="#c8c8c8", linewidths=0.8, zorder=1))
     if vxlan:
-        ax.add_collection(LineCollection(vxlan, colors=VXLAN_COLOUR, linewidths=2.4,
-                                         linestyles="dashed", zorder=1))
-        for (ax0, ay0), (ax1, ay1) in vxlan:
-            ax.text((ax0 + ax1) / 2, (ay0 + ay1) / 2 + 0.08, f"VXLAN, mtu {status.mtu}",
-                    fontsize=7, color=VXLAN_COLOUR, ha="center", va="bottom", zorder=5)
+        _draw_vxlan(ax, vxlan, status.mtu)
     if denied:
         ax.add_collection(LineCollection(denied, colors=DENIED_COLOUR, linewidths=1.0,
                                          linestyles="dashed", alpha=0.7, zorder=1))
@@ -454,6 +439,33 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
     return Topology(status.lab, graph, pos, fig, failed_pairs(matrix),
                     sorted((graph.nodes[u]["name"], graph.nodes[v]["name"])
                            for u, v, d in graph.edges(data=True) if d["kind"] == "denied"))
+
+
+def _frame(pos: Mapping[str, tuple[float, float]],
+           groups: Mapping[str, tuple[float, float, float, float]]
+           ) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+    """((x0, y0, x1, y1) of the axes, the figure size that fits them): a square around the
+    bridge for one machine, the hosts' boxes side by side for a lab over hosts."""
+    reach = max((abs(v) for p in pos.values() for v in p), default=1.0) + 0.5
+    x0, y0, x1, y1 = (-reach, -reach, reach, reach)
+    if groups:
+        boxes = list(groups.values())
+        x0, y0 = min(b[0] for b in boxes) - 0.1, min(b[1] for b in boxes) - 0.1
+        x1, y1 = max(b[2] for b in boxes) + 0.1, max(b[3] for b in boxes) + 0.1
+    side = min(14.0, max(6.0, 3.0 + max(x1 - x0, y1 - y0) / 2.0 * 2.2))
+    size = (min(20.0, side * (x1 - x0) / (y1 - y0)), side) if groups else (side, side)
+    return (x0, y0, x1, y1), size
+
+
+def _draw_vxlan(ax: Any, segments: list[Any], mtu: int) -> None:
+    """The VXLAN between the hosts' bridges: thick dashed lines, labelled with the MTU."""
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segments, colors=VXLAN_COLOUR, linewidths=2.4,
+                                     linestyles="dashed", zorder=1))
+    for (ax0, ay0), (ax1, ay1) in segments:
+        ax.text((ax0 + ax1) / 2, (ay0 + ay1) / 2 + 0.08, f"VXLAN, mtu {mtu}", fontsize=7,
+                color=VXLAN_COLOUR, ha="center", va="bottom", zorder=5)
 
 
 def _positions(status: Any, layout: RingLayout) -> dict[str, tuple[float, float]]:
