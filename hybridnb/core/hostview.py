@@ -121,8 +121,9 @@ def bridge_mtu_drift(bridge: str, intended: int, observed: int | None) -> str:
         return ""
     why = ("a port with a smaller MTU joined it, or it was changed by hand" if observed
            < intended else "it was changed by hand")
-    return (f"bridge {bridge} has MTU {observed}, not the lab's {intended}: {why}; "
-            "re-apply, or look at its ports (ip link show master " + bridge + ")")
+    return (f"bridge {bridge} has MTU {observed}, not the lab's {intended}: {why} (a re-apply "
+            f"does not change it back: see its ports with ip link show master {bridge}, set it "
+            f"with ip link set {bridge} mtu {intended})")
 
 
 def vxlan_line(lab: LabSpec) -> str:
