@@ -176,6 +176,10 @@ def test_matrix_says_where_each_end_lives_and_counts_probes_across_hosts(lab):
     assert doc["hosts"]["db"] == "b" and doc["across_hosts"]["cross host"]["fail"] == 1
     html = m._repr_html_()
     assert "<th>db@b</th>" in html and "cross host: 19 ok, 1 failed" in html
+    labels = [t.get_text() for t in m.heatmap("tcp").axes[0].get_xticklabels()]
+    assert labels == ["api@b", "db@b", "probe@a", "web@a", "gateway@a"]
+    ticks = [t.get_text() for t in m.distribution("icmp").axes[0].get_yticklabels()]
+    assert ticks and all(t.count("@") == 2 for t in ticks)
     one = matrix_for(lab)
     one.hosts = {}
     assert not one.spread and one.host_lines() == [] and "@" not in one.to_text()

@@ -285,7 +285,7 @@ class ConnectivityMatrix:
             lines.append(f"{'  ' if '->' in where else ''}{where}: {self._counted(c)}")
         return lines
 
-    def _label(self, name: str) -> str:
+    def label(self, name: str) -> str:
         """A grid's row or column name: ``web@a`` when the lab spans hosts."""
         return f"{name}@{self.hosts[name]}" if self.spread and name in self.hosts else name
 
@@ -326,10 +326,10 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import text_table
 
         grid = self.grid(check)
-        rows = [[self._label(row["source"])] + [cell["text"] for cell in row["cells"]]
+        rows = [[self.label(row["source"])] + [cell["text"] for cell in row["cells"]]
                 for row in grid["rows"]]
         head = f"{check}: {self._counted(grid['counts'])} (cells: median RTT in ms)"
-        return head + "\n" + text_table(["from \\ to"] + [self._label(t) for t in self.targets],
+        return head + "\n" + text_table(["from \\ to"] + [self.label(t) for t in self.targets],
                                         rows)
 
     def grid(self, check: str) -> dict[str, Any]:
@@ -460,11 +460,11 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import STYLE
 
         caption = f"{check}: {self._counted(self.counts(check))} (median ms)"
-        head = "".join(f"<th>{escape(self._label(t))}</th>" for t in self.targets)
+        head = "".join(f"<th>{escape(self.label(t))}</th>" for t in self.targets)
         rows = []
         for src in self.sources:
             cells = "".join(self._cell_html(self.get(check, src, dst)) for dst in self.targets)
-            rows.append(f"<tr><th>{escape(self._label(src))}</th>{cells}</tr>")
+            rows.append(f"<tr><th>{escape(self.label(src))}</th>{cells}</tr>")
         return (STYLE + f'<table class="hnb"><caption>{escape(caption)}</caption>'
                 f"<tr><th>from \\ to</th>{head}</tr>{''.join(rows)}</table>")
 
