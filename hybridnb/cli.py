@@ -514,7 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
     sub.add_parser("apply", parents=[common], help="create or converge the lab").set_defaults(func=cmd_apply)
     sub.add_parser("destroy", parents=[common], help="remove everything the lab owns").set_defaults(func=cmd_destroy)
-    p = sub.add_parser("status", parents=[common], help="endpoints as the engines see them")
+    p = sub.add_parser("status", parents=[common],
+                       help="endpoints as the engines see them (and the host each runs on), the "
+                            "lab MTU and why")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 
