@@ -286,7 +286,8 @@ class ConnectivityMatrix:
         return lines
 
     def label(self, name: str) -> str:
-        """A grid's row or column name: ``web@a`` when the lab spans hosts."""
+        """An end's name as the grids and lines show it: ``web@a`` when the lab spans hosts
+        (a group's text, ``every target (4)``, is left as it is)."""
         return f"{name}@{self.hosts[name]}" if self.spread and name in self.hosts else name
 
     # -- export ----------------------------------------------------------------------------
@@ -376,7 +377,8 @@ class ConnectivityMatrix:
                         by_reason.setdefault(r.reason, []).append(r)
                 for reason, bad in sorted(by_reason.items()):
                     for srcs, dsts in _group_pairs(bad, probed):
-                        lines.append(f"  {check:<9} {srcs} -> {dsts}: {status} ({reason})")
+                        lines.append(f"  {check:<9} {self.label(srcs)} -> {self.label(dsts)}: "
+                                     f"{status} ({reason})")
         return lines
 
     def blocked_lines(self, checks: Sequence[str] | None = None) -> list[str]:
@@ -389,7 +391,8 @@ class ConnectivityMatrix:
                 by_rule.setdefault((self.mark(r) or ("", ""))[1], []).append(r)
             for rule, bad in sorted(by_rule.items()):
                 for srcs, dsts in _group_pairs(bad, probed):
-                    lines.append(f"  {check:<9} {srcs} -> {dsts}: blocked by {rule}")
+                    lines.append(f"  {check:<9} {self.label(srcs)} -> {self.label(dsts)}: "
+                                 f"blocked by {rule}")
         return lines
 
     def to_text(self, checks: Sequence[str] | None = None, *, verbose: bool | None = None,
