@@ -125,11 +125,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     status = _lab(args).status()
     if args.json:
-        print(json.dumps({"lab": status.lab, "backend": status.backend, "up": status.up,
-                          "pending": status.pending, "endpoints": status.records(),
-                          "policy": status.policy or None,
-                          "links": [{"endpoint": n, "impairments": w, "state": st}
-                                    for n, w, st in status.links]}, indent=2))
+        print(json.dumps(status.to_dict(), indent=2))
     else:
         print(status.to_text())
     return EXIT_OK if status.up else EXIT_PENDING
@@ -518,7 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
     sub.add_parser("apply", parents=[common], help="create or converge the lab").set_defaults(func=cmd_apply)
     sub.add_parser("destroy", parents=[common], help="remove everything the lab owns").set_defaults(func=cmd_destroy)
-    p = sub.add_parser("status", parents=[common], help="endpoints as the engines see them")
+    p = sub.add_parser("status", parents=[common],
+                       help="endpoints as the engines see them (and the host each runs on), the "
+                            "lab MTU and why")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
 

@@ -90,6 +90,7 @@ class EndpointStatus:
     fqdn: str
     state: str          # up | stopped | differs | missing | not applied
     detail: str = ""    # why: the engine's words for a stopped one, what differs
+    host: str = ""      # the host it runs on (a lab with hosts:; core.hostview.host_of)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,15 @@ class LabStatus:
     links: tuple[tuple[str, str, str], ...] = ()       # (endpoint, impairments, state)
     #: the lab's Policy (for :attr:`denied`, computed only when asked: drawings ask)
     enforced: Any = field(default=None, repr=False, compare=False)
+    #: the lab MTU, why in a few words and in a sentence (:mod:`hybridnb.core.hostview`)
+    mtu: int = 1500
+    mtu_reason: str = ""
+    mtu_why: str = ""
+    #: the bridge's MTU as observed (None: not observed; differs from ``mtu``: drift)
+    bridge_mtu: int | None = None
+    #: the lab's hosts (``HostRow``s, a lab with ``hosts:``) and its VXLAN segment line
+    hosts: tuple[Any, ...] = ()
+    vxlan: str = ""
 
     @functools.cached_property
     def denied(self) -> tuple[tuple[str, str], ...]:
@@ -121,17 +131,43 @@ class LabStatus:
 
     def headline(self) -> str:
         state = "up" if self.up else f"{self.pending} change(s) pending"
-        return (f"Lab {self.lab} on {self.backend}: bridge {self.bridge} {self.subnet} "
-                f"gateway {self.gateway} — {state}")
+        why = f" ({self.mtu_reason})" if self.mtu_reason else ""
+        where = f" over {len(self.hosts)} hosts" if len(self.hosts) > 1 else ""
+        return (f"Lab {self.lab} on {self.backend}{where}: bridge {self.bridge} {self.subnet} "
+                f"gateway {self.gateway} mtu {self.mtu}{why} — {state}")
 
     def _columns(self) -> list[str]:
-        cols = ["name", "kind", "address", "fqdn", "state"]
+        cols = ["name", "kind"] + (["host"] if self.hosts else []) + [
+            "address", "fqdn", "state"]
         return cols + ["detail"] if any(e.detail for e in self.endpoints) else cols
 
     def rows(self) -> list[list[str]]:
-        detail = "detail" in self._columns()
-        return [[e.name, e.kind, e.address, e.fqdn, e.state] + ([e.detail] if detail else [])
-                for e in self.endpoints]
+        cols = self._columns()
+        return [[str(getattr(e, c)) for c in cols] for e in self.endpoints]
+
+    def host_lines(self) -> list[str]:
+        """The hosts (a lab with ``hosts:``), the VXLAN joining them, why the lab has its MTU
+        (for a lab over VXLAN) and the bridge's MTU when it drifted ([] for a one-machine
+        lab whose bridge is as wanted)."""
+        from hybridnb.core.hostview import bridge_mtu_drift
+
+        lines = [f"host {h.name}{' (primary)' if h.primary else ''}: {h.engines}"
+                 + (f", underlay {h.underlay} mtu {h.underlay_mtu}" if h.underlay else "")
+                 + f", {h.endpoints} endpoint(s)" for h in self.hosts]
+        lines += [self.vxlan] if self.vxlan else []
+        lines += [f"mtu: {self.mtu_why}"] if self.vxlan and self.mtu_why else []
+        drift = bridge_mtu_drift(self.bridge, self.mtu, self.bridge_mtu)
+        return lines + ([f"drift: {drift}"] if drift else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``hybridnb status --json`` prints."""
+        return {"lab": self.lab, "backend": self.backend, "up": self.up,
+                "pending": self.pending, "mtu": self.mtu, "mtu_reason": self.mtu_reason,
+                "mtu_why": self.mtu_why, "bridge_mtu": self.bridge_mtu,
+                "hosts": [h.record() for h in self.hosts], "vxlan": self.vxlan or None,
+                "endpoints": self.records(), "policy": self.policy or None,
+                "links": [{"endpoint": n, "impairments": w, "state": st}
+                          for n, w, st in self.links]}
 
     def to_text(self) -> str:
         from hybridnb.core.tables import text_table
@@ -139,7 +175,7 @@ class LabStatus:
         text = self.headline()
         if self.endpoints:
             text += "\n" + text_table(self._columns(), self.rows())
-        return text + "".join(f"\n{line}" for line in self.policy_lines())
+        return text + "".join(f"\n{line}" for line in self.host_lines() + self.policy_lines())
 
     def policy_lines(self) -> list[str]:
         """The policy and the impaired links, one line each ([] without them)."""
@@ -150,19 +186,27 @@ class LabStatus:
     __str__ = to_text
 
     def records(self) -> list[dict[str, str]]:
-        return [{"name": e.name, "kind": e.kind, "address": e.address, "fqdn": e.fqdn,
-                 "state": e.state, "detail": e.detail} for e in self.endpoints]
+        """One dict per endpoint (with ``host`` for a lab with ``hosts:``)."""
+        host = ["host"] if self.hosts else []
+        return [{"name": e.name, "kind": e.kind, **{k: e.host for k in host},
+                 "address": e.address, "fqdn": e.fqdn, "state": e.state, "detail": e.detail}
+                for e in self.endpoints]
 
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
         from html import escape
 
-        extra = self.policy_lines()
+        from hybridnb.core.hostview import HOST_COLUMNS, host_table_rows
+
+        hosts = table(HOST_COLUMNS, host_table_rows(self.hosts), caption="hosts"
+                      ) if self.hosts else ""
+        extra = [x for x in self.host_lines() if not x.startswith("host ")] + \
+            self.policy_lines()
         return table(self._columns(), self.rows(), caption=self.headline(),
                      row_classes=[("up" if e.state == UP else "missing") for e in self.endpoints]
-                     ) + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in extra) + "</ul>"
-                          if extra else "")
+                     ) + hosts + ("<ul>" + "".join(f"<li>{escape(x)}</li>" for x in extra)
+                                  + "</ul>" if extra else "")
 
 
 def _state_of(res: Resource, seen: Observation | None, applied: bool,
@@ -603,6 +647,9 @@ class Lab:
             from hybridnb.services.policyview import judge_matrix
 
             judge_matrix(matrix, policy)
+        from hybridnb.core.hostview import host_of
+
+        matrix.hosts = host_of(self._spec)           # which host each end lives on
         return matrix
 
     @engine_call
@@ -769,12 +816,14 @@ class Lab:
         applied = bool(recorded) or any(observed.values())
         rows, infra, links = [], [], []
         policy = ""
+        where, spread = self._status_hosts(observed)
         for res in sorted(resources, key=lambda r: r.name):
             state, detail = _state_of(res, observed.get(res.kind, {}).get(res.name), applied,
                                       reasons.get(res.key, ""))
             if is_endpoint_kind(res.kind):
                 rows.append(EndpointStatus(res.name, res.kind, str(res.spec["address"]),
-                                           f"{res.name}.{net.domain}", state, detail))
+                                           f"{res.name}.{net.domain}", state, detail,
+                                           where.get(res.name, "")))
         for res in resources:
             if not is_endpoint_kind(res.kind):
                 state, _ = _state_of(res, observed.get(res.kind, {}).get(res.name), True, "")
@@ -785,7 +834,20 @@ class Lab:
                     links.append((res.name, res.summary, state))
         return LabStatus(self.name, self.backend.name, net.bridge, str(net.subnet),
                          str(net.gateway), tuple(rows), tuple(infra), len(plan.actions),
-                         policy=policy, links=tuple(links), enforced=self._policy())
+                         policy=policy, links=tuple(links), enforced=self._policy(), **spread)
+
+    def _status_hosts(self, observed: Observed) -> tuple[dict[str, str], dict[str, Any]]:
+        """(endpoint → host, the hosts/MTU fields of :class:`LabStatus`), from the lab file
+        (:mod:`hybridnb.core.hostview`: the same before and after apply) and the bridge's
+        observed MTU (a driver that reports it: ``Observation.mtu``)."""
+        from hybridnb.core.hostview import host_of, host_rows, mtu_reason, mtu_why, vxlan_line
+
+        spec = self._spec
+        seen = observed.get("bridge", {}).get(spec.network.bridge)
+        return host_of(spec), {
+            "mtu": spec.network.mtu, "mtu_reason": mtu_reason(spec), "mtu_why": mtu_why(spec),
+            "bridge_mtu": getattr(seen, "mtu", None), "hosts": host_rows(spec),
+            "vxlan": vxlan_line(spec)}
 
     # ------------------------------------------------------------------------- report
 

@@ -66,6 +66,9 @@ class Observation:
     reason: str = ""
     #: anything else worth showing (engine state text)
     detail: str = ""
+    #: the MTU it has, for a link that reports one (the bridge: status flags drift); not
+    #: part of equality: what was made is the fingerprint's business
+    mtu: int | None = field(default=None, compare=False)
 
 
 def __getattr__(name: str) -> Any:

@@ -107,7 +107,8 @@ class BridgeDriver(InTargetNamespace):
                     continue
                 mark = BridgeMark.parse(link_alias(link))
                 if mark is not None and mark.lab == lab:
-                    out[link.get("ifname")] = Observation(mark.fingerprint)
+                    out[link.get("ifname")] = Observation(mark.fingerprint,
+                                                          mtu=link.get_attr("IFLA_MTU"))
         return dict(sorted(out.items()))
 
     # -- check ----------------------------------------------------------------------------

@@ -375,7 +375,7 @@ class HybridMagics(Magics):
     # ------------------------------------------------------------------ engines
 
     def _cmd_status(self, a: argparse.Namespace) -> Any:
-        """every endpoint as the engines see it"""
+        """every endpoint as the engines see it (and its host), the lab MTU and why"""
         return self.require_lab().status()
 
     def _cmd_plan(self, a: argparse.Namespace) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from html import escape
-from typing import Any
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class LabSummary:
     domain: str
     rows: tuple[tuple[str, str, str, str], ...] = ()     # name, kind, address, details
     note: str = ""
+    #: endpoint → host, for a lab with ``hosts:`` (a ``host`` column)
+    hosts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, lab: Any, note: str = "") -> "LabSummary":
@@ -38,8 +40,17 @@ class LabSummary:
 
         rows = [(ep.name, ep.kind, addresses.get(ep.name, "?"), get(ep.kind).details(ep))
                 for ep in spec.endpoints]
+        from hybridnb.core.multihost import placement
+
         return cls(spec.name, net.bridge, str(net.subnet), str(net.gateway), net.domain,
-                   tuple(rows), note)
+                   tuple(rows), note, placement(spec))
+
+    def _table(self) -> tuple[list[str], list[list[str]]]:
+        """Columns and cells: with a ``host`` column after ``kind`` for a lab with hosts."""
+        if not self.hosts:
+            return ["name", "kind", "address", "details"], [list(r) for r in self.rows]
+        return (["name", "kind", "host", "address", "details"],
+                [[r[0], r[1], self.hosts.get(r[0], ""), r[2], r[3]] for r in self.rows])
 
     def headline(self) -> str:
         n = len(self.rows)
@@ -52,7 +63,7 @@ class LabSummary:
 
         text = self.headline()
         if self.rows:
-            text += "\n" + text_table(["name", "kind", "address", "details"], self.rows)
+            text += "\n" + text_table(*self._table())
         return text
 
     __repr__ = to_text
@@ -61,7 +72,7 @@ class LabSummary:
     def _repr_html_(self) -> str:
         from hybridnb.core.tables import table
 
-        return table(["name", "kind", "address", "details"], self.rows, caption=self.headline())
+        return table(*self._table(), caption=self.headline())
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,10 @@ class TopologyWidget:
         live = (f"live, every {self.interval:g}s" if self.running else
                 f"stopped; every {self.interval:g}s" if self._thread is not None else
                 "not refreshing")
+        where = f" over {len(status.hosts)} hosts (mtu {status.mtu})" if len(
+            status.hosts) > 1 else ""
         self.caption.value = html.escape(
-            f"{status.lab}: {len(status.endpoints)} endpoints, {state}; {traffic} — "
+            f"{status.lab}: {len(status.endpoints)} endpoints{where}, {state}; {traffic} — "
             f"{time.strftime('%H:%M:%S')} ({took * 1000:.0f} ms, {live})")
 
     def endpoint_details(self, name: str) -> dict[str, Any]:
@@ -177,7 +179,8 @@ class TopologyWidget:
             services = [f"{s.name}/{s.port}" for s in getattr(ep, "services", ())]
         except (HybridError, AttributeError):
             pass
-        return {"name": name, "kind": row.kind if row else "", "state": row.state if row else "",
+        return {"name": name, "kind": row.kind if row else "", "host": row.host if row else "",
+                "state": row.state if row else "",
                 "address": row.address if row else "", "fqdn": row.fqdn if row else "",
                 "mac": port.mac if port else None, "port": port.ifname if port else None,
                 "services": services,
@@ -193,7 +196,8 @@ class TopologyWidget:
         d = self.endpoint_details(name)
         traffic = (f"sends {rate(d['tx_bytes_s'])}, receives {rate(d['rx_bytes_s'])}"
                    if d["tx_bytes_s"] is not None else "not measured")
-        rows = [("kind", d["kind"]), ("state", d["state"]), ("address", d["address"]),
+        rows = [("kind", d["kind"])] + ([("host", d["host"])] if d["host"] else []) + [
+            ("state", d["state"]), ("address", d["address"]),
                 ("name", d["fqdn"]), ("MAC", d["mac"] or "?"), ("bridge port", d["port"] or "?"),
                 ("services", ", ".join(d["services"]) or "none declared"), ("traffic", traffic)]
         self.details.value = (f"<b>{html.escape(name)}</b><table>" + "".join(

@@ -46,8 +46,9 @@ def heatmap(matrix: Any, check: str = "icmp", *, title: str | None = None) -> An
     fig.colorbar(image, ax=ax, label=f"{check} median RTT (ms)")
     show_labels = n <= 60
     if show_labels:
-        ax.set_xticks(range(len(targets)), targets, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(sources)), sources, fontsize=7)
+        label = getattr(matrix, "label", str)          # web@a for a lab over hosts
+        ax.set_xticks(range(len(targets)), [label(t) for t in targets], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(sources)), [label(s) for s in sources], fontsize=7)
         if n <= 25:
             for i, j in zip(*np.nonzero(failed)):
                 ax.text(j, i, "✗", ha="center", va="center", color="white", fontsize=8)
@@ -74,7 +75,9 @@ def distribution(matrix: Any, check: str = "icmp", *, max_pairs: int = 40,
         except TypeError:
             ax.boxplot(data, vert=False, showfliers=True)
         # tick labels set separately: boxplot's keyword for them changed across versions
-        ax.set_yticks(range(1, len(shown) + 1), [f"{r.source} → {r.target}" for r in shown])
+        label = getattr(matrix, "label", str)          # web@a for a lab over hosts
+        ax.set_yticks(range(1, len(shown) + 1),
+                      [f"{label(r.source)} → {label(r.target)}" for r in shown])
         ax.tick_params(axis="y", labelsize=7)
         ax.invert_yaxis()
     else:

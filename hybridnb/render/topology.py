@@ -61,6 +61,16 @@ class RingLayout:
         self.step = step
         self.spacing = spacing
         self.slots: dict[str, tuple[str, int]] = {}          # name -> (kind, slot)
+        #: one layout per host of a lab spread over hosts (:meth:`for_host`)
+        self.hosts: dict[str, RingLayout] = {}
+
+    def for_host(self, host: str) -> RingLayout:
+        """The layout of one host's group (kept, like the slots, for the life of this one)."""
+        got = self.hosts.get(host)
+        if got is None:
+            got = self.hosts[host] = RingLayout(inner=self.inner, step=self.step,
+                                                spacing=self.spacing)
+        return got
 
     def capacity(self, ring: int) -> int:
         span = math.radians(110.0)
@@ -195,6 +205,39 @@ def _node_id(name: str) -> str:
     return f"ep:{name}"
 
 
+VXLAN_COLOUR = "#6a3d9a"
+HOST_BOX_COLOUR = "#f4f0fa"
+#: space between two hosts' groups (in layout units)
+HOST_GAP = 0.9
+
+
+def host_names(status: Any) -> list[str]:
+    """The hosts drawn as groups, primary first: those of ``status.hosts`` when there are two
+    or more, else [] (a one-machine lab is drawn as always)."""
+    hosts = [h.name for h in getattr(status, "hosts", ())]
+    return hosts if len(hosts) > 1 else []
+
+
+def bridge_id(status: Any, host: str) -> str:
+    """The node of ``host``'s lab bridge: ``bridge`` on the primary (where the gateway is),
+    ``bridge@HOST`` on the others."""
+    hosts = host_names(status)
+    return "bridge" if not hosts or host == hosts[0] else f"bridge@{host}"
+
+
+def _add_host_bridges(g: Any, status: Any, hosts: list[str], state: str) -> None:
+    """Every other host's bridge, its hosts' group on every node, and the VXLAN mesh between
+    the bridges (head-end replication: every bridge to every other)."""
+    g.nodes["bridge"]["host"] = g.nodes["gateway"]["host"] = hosts[0]
+    g.nodes["bridge"]["label"] = f"{status.bridge}@{hosts[0]}\n{status.subnet}"
+    for host in hosts[1:]:
+        g.add_node(bridge_id(status, host), kind="bridge", state=state, address=status.subnet,
+                   host=host, label=f"{status.bridge}@{host}\n{status.subnet}")
+    for i, a in enumerate(hosts):
+        for b in hosts[i + 1:]:
+            g.add_edge(bridge_id(status, a), bridge_id(status, b), kind="vxlan")
+
+
 def failed_pairs(matrix: Any) -> list[tuple[str, str]]:
     """Unordered endpoint pairs with at least one failed probe (sorted, deduplicated)."""
     if matrix is None:
@@ -210,7 +253,9 @@ def failed_pairs(matrix: Any) -> list[tuple[str, str]]:
 def topology_graph(status: Any, matrix: Any = None,
                    rates: Mapping[str, float] | None = None) -> Any:
     """A networkx Graph of the lab: ``bridge``, ``gateway`` and ``ep:NAME`` nodes; ``link``
-    edges from every node to the bridge, ``failed`` edges between endpoints that could
+    edges from every node to the bridge (a lab over hosts: one bridge per host —
+    ``bridge@HOST`` beside the primary's ``bridge`` — every node's ``host``, each endpoint
+    linked to its host's bridge, ``vxlan`` edges between the bridges), ``failed`` edges between endpoints that could
     not reach each other (``gateway`` as a probe target maps to the gateway node) and
     ``denied`` edges between endpoints the lab's policy lets nothing through between
     (``status.denied``; a pair that also failed a probe is drawn failed).  With
@@ -227,11 +272,16 @@ def topology_graph(status: Any, matrix: Any = None,
                label=f"gateway{' + DNS' if dns else ''}\n{status.gateway}")
     rates = rates or {}
     g.add_edge("gateway", "bridge", kind="link", rate=float(rates.get("gateway", 0.0)))
+    hosts = host_names(status)
+    if hosts:
+        _add_host_bridges(g, status, hosts, _infra_state(status, "bridge"))
     for ep in status.endpoints:
         nid = _node_id(ep.name)
+        host = getattr(ep, "host", "") if hosts else ""
         g.add_node(nid, kind=ep.kind, state=ep.state, address=ep.address, name=ep.name,
-                   label=f"{ep.name}\n{ep.address}")
-        g.add_edge(nid, "bridge", kind="link", rate=float(rates.get(ep.name, 0.0)))
+                   label=f"{ep.name}\n{ep.address}", **({"host": host} if hosts else {}))
+        g.add_edge(nid, bridge_id(status, host) if host else "bridge", kind="link",
+                   rate=float(rates.get(ep.name, 0.0)))
     names = {ep.name for ep in status.endpoints}
     for a, b in failed_pairs(matrix):
         ids = [("gateway" if n == "gateway" else _node_id(n)) for n in (a, b)]
@@ -305,27 +355,30 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
 
     layout = layout or RingLayout()
     graph = topology_graph(status, matrix, rates)
-    pos_by_name = layout.positions((ep.name, ep.kind) for ep in status.endpoints)
-    pos = {"bridge": pos_by_name["bridge"], "gateway": pos_by_name["gateway"]}
-    for ep in status.endpoints:
-        pos[_node_id(ep.name)] = pos_by_name[ep.name]
+    hosts = host_names(status)
+    if hosts:
+        pos, groups = _host_positions(status, layout, hosts)
+    else:
+        pos, groups = _positions(status, layout), {}
 
     n = len(status.endpoints)
-    extent = max((math.hypot(*p) for p in pos.values()), default=1.0) + 0.5
-    if figsize is None:
-        side = min(14.0, max(6.0, 3.0 + extent * 2.2))
-        figsize = (side, side)
-    fig = Figure(figsize=figsize, dpi=80)
+    (x0, y0, x1, y1), auto = _frame(pos, groups)
+    fig = Figure(figsize=figsize or auto, dpi=80)
     ax = fig.add_axes((0.0, 0.0, 1.0, 0.94))
-    ax.set_xlim(-extent, extent)
-    ax.set_ylim(-extent, extent)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.axis("off")
+    if groups:
+        _draw_host_boxes(ax, status, groups)
 
-    links, failed, denied = [], [], []
+    links, failed, denied, vxlan = [], [], [], []
     for u, v, data in graph.edges(data=True):
-        {"failed": failed, "denied": denied}.get(data["kind"], links).append((pos[u], pos[v]))
+        {"failed": failed, "denied": denied, "vxlan": vxlan}.get(data["kind"], links).append(
+            (pos[u], pos[v]))
     ax.add_collection(LineCollection(links, colors="#c8c8c8", linewidths=0.8, zorder=1))
+    if vxlan:
+        _draw_vxlan(ax, vxlan, status.mtu)
     if denied:
         ax.add_collection(LineCollection(denied, colors=DENIED_COLOUR, linewidths=1.0,
                                          linestyles="dashed", alpha=0.7, zorder=1))
@@ -370,6 +423,9 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
                        markeredgecolor=c, markeredgewidth=w, label=s)
                 for s, (c, w) in STATE_EDGES.items() if s in ("up", "not applied", "missing",
                                                               "differs")]
+    if vxlan:
+        handles.append(Line2D([], [], color=VXLAN_COLOUR, linestyle="dashed", linewidth=2.4,
+                              label="VXLAN between hosts"))
     if failed:
         handles.append(Line2D([], [], color=FAILED_COLOUR, label="failed probes"))
     if denied:
@@ -377,11 +433,94 @@ def draw_topology(status: Any, matrix: Any = None, *, layout: RingLayout | None 
                               label="denied by the policy"))
     ax.legend(handles=handles, loc="lower left", fontsize=7, frameon=False, ncol=2)
     head = title or (f"lab {status.lab} — {status.bridge} {status.subnet} on {status.backend}"
+                     + (f" over {len(hosts)} hosts, mtu {status.mtu}" if hosts else "")
                      + (f" — {len(failed)} failed pair(s)" if failed else ""))
     fig.suptitle(head, fontsize=10)
     return Topology(status.lab, graph, pos, fig, failed_pairs(matrix),
                     sorted((graph.nodes[u]["name"], graph.nodes[v]["name"])
                            for u, v, d in graph.edges(data=True) if d["kind"] == "denied"))
+
+
+def _frame(pos: Mapping[str, tuple[float, float]],
+           groups: Mapping[str, tuple[float, float, float, float]]
+           ) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+    """((x0, y0, x1, y1) of the axes, the figure size that fits them): a square around the
+    bridge for one machine, the hosts' boxes side by side for a lab over hosts."""
+    reach = max((abs(v) for p in pos.values() for v in p), default=1.0) + 0.5
+    x0, y0, x1, y1 = (-reach, -reach, reach, reach)
+    if groups:
+        boxes = list(groups.values())
+        x0, y0 = min(b[0] for b in boxes) - 0.1, min(b[1] for b in boxes) - 0.1
+        x1, y1 = max(b[2] for b in boxes) + 0.1, max(b[3] for b in boxes) + 0.1
+    side = min(14.0, max(6.0, 3.0 + max(x1 - x0, y1 - y0) / 2.0 * 2.2))
+    size = (min(20.0, side * (x1 - x0) / (y1 - y0)), side) if groups else (side, side)
+    return (x0, y0, x1, y1), size
+
+
+def _draw_vxlan(ax: Any, segments: list[Any], mtu: int) -> None:
+    """The VXLAN between the hosts' bridges: thick dashed lines, labelled with the MTU."""
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(LineCollection(segments, colors=VXLAN_COLOUR, linewidths=2.4,
+                                     linestyles="dashed", zorder=1))
+    for (ax0, ay0), (ax1, ay1) in segments:
+        ax.text((ax0 + ax1) / 2, (ay0 + ay1) / 2 + 0.08, f"VXLAN, mtu {mtu}", fontsize=7,
+                color=VXLAN_COLOUR, ha="center", va="bottom", zorder=5)
+
+
+def _positions(status: Any, layout: RingLayout) -> dict[str, tuple[float, float]]:
+    """Node id → position of a one-machine lab: one set of rings around the bridge."""
+    by_name = layout.positions((ep.name, ep.kind) for ep in status.endpoints)
+    pos = {"bridge": by_name["bridge"], "gateway": by_name["gateway"]}
+    for ep in status.endpoints:
+        pos[_node_id(ep.name)] = by_name[ep.name]
+    return pos
+
+
+def _host_positions(status: Any, layout: RingLayout, hosts: list[str]
+                    ) -> tuple[dict[str, tuple[float, float]],
+                               dict[str, tuple[float, float, float, float]]]:
+    """(node id → position, host → its group's box ``(x0, y0, x1, y1)``) of a lab over hosts:
+    each host's rings around its own bridge, the groups side by side in the hosts' order
+    (the primary, with the gateway, first)."""
+    pos: dict[str, tuple[float, float]] = {}
+    groups: dict[str, tuple[float, float, float, float]] = {}
+    left = 0.0
+    for host in hosts:
+        mine = [ep for ep in status.endpoints if getattr(ep, "host", "") == host]
+        by_name = layout.for_host(host).positions((ep.name, ep.kind) for ep in mine)
+        pts = [by_name["bridge"]] + [by_name[ep.name] for ep in mine] + (
+            [by_name["gateway"]] if host == hosts[0] else [])
+        half = max(0.9, max(max(abs(x), abs(y)) for x, y in pts) + 0.45)
+        dx = left + half
+        shift = lambda p: (round(p[0] + dx, 6), p[1])  # noqa: E731
+        pos[bridge_id(status, host)] = shift(by_name["bridge"])
+        if host == hosts[0]:
+            pos["gateway"] = shift(by_name["gateway"])
+        for ep in mine:
+            pos[_node_id(ep.name)] = shift(by_name[ep.name])
+        groups[host] = (left, -half, left + 2 * half, half)
+        left += 2 * half + HOST_GAP
+    return pos, groups
+
+
+def _draw_host_boxes(ax: Any, status: Any, groups: Mapping[str, tuple[float, ...]]) -> None:
+    """A rounded box around each host's group, titled with the host, its engines and its
+    underlay address."""
+    from matplotlib.patches import FancyBboxPatch
+
+    rows = {h.name: h for h in status.hosts}
+    for host, (x0, y0, x1, y1) in groups.items():
+        ax.add_patch(FancyBboxPatch((x0 + 0.05, y0 + 0.05), x1 - x0 - 0.1, y1 - y0 - 0.1,
+                                    boxstyle="round,pad=0.02,rounding_size=0.15",
+                                    fc=HOST_BOX_COLOUR, ec=VXLAN_COLOUR, lw=1.0, zorder=0))
+        row = rows.get(host)
+        what = ""
+        if row is not None:
+            what = (" (primary)" if row.primary else "") + f" — {row.engines}" + (
+                f", underlay {row.underlay}" if row.underlay else "")
+        ax.text(x0 + 0.2, y1 - 0.15, f"host {host}{what}", fontsize=8, color=VXLAN_COLOUR,
+                ha="left", va="top", zorder=5)
 
 
 def _draw_rates(ax: Any, graph: Any, pos: Mapping[str, tuple[float, float]]) -> None:
@@ -406,4 +545,4 @@ def _draw_rates(ax: Any, graph: Any, pos: Mapping[str, tuple[float, float]]) -> 
 
 
 __all__ = ["RingLayout", "Topology", "draw_topology", "topology_graph", "failed_pairs",
-           "KIND_COLOURS", "STATE_EDGES"]
+           "KIND_COLOURS", "STATE_EDGES", "bridge_id", "host_names"]

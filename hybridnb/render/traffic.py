@@ -42,9 +42,16 @@ def _pps(x: float) -> str:
     return f"{x:.0f}" if x >= 10 or x == 0 else f"{x:.1f}"
 
 
-def _row(p: Any) -> list[str]:
-    return [p.endpoint, p.kind, p.port, rate(p.tx_bytes_s), rate(p.rx_bytes_s),
-            _pps(p.tx_packets_s), _pps(p.rx_packets_s), _pps(p.errors_s), _pps(p.drops_s)]
+def _headers(base: list[str], hosts: Any) -> list[str]:
+    """``base`` with a ``host`` column after ``kind`` for a lab spread over hosts."""
+    return base[:2] + ["host"] + base[2:] if hosts else base
+
+
+def _row(p: Any, hosts: Any = None) -> list[str]:
+    where = [hosts.get(p.endpoint, "")] if hosts else []
+    return [p.endpoint, p.kind] + where + [p.port, rate(p.tx_bytes_s), rate(p.rx_bytes_s),
+                                           _pps(p.tx_packets_s), _pps(p.rx_packets_s),
+                                           _pps(p.errors_s), _pps(p.drops_s)]
 
 
 def _rows(sample: Any) -> list[Any]:
@@ -61,7 +68,9 @@ def headline(sample: Any) -> str:
 
 
 def sample_text(sample: Any) -> str:
-    text = headline(sample) + "\n" + text_table(HEADERS, [_row(p) for p in _rows(sample)])
+    hosts = getattr(sample, "hosts", None)
+    text = headline(sample) + "\n" + text_table(_headers(HEADERS, hosts),
+                                                [_row(p, hosts) for p in _rows(sample)])
     for name, why in sample.missing:
         text += f"\n  {name}: not watched ({why})"
     return text
@@ -70,7 +79,9 @@ def sample_text(sample: Any) -> str:
 def sample_html(sample: Any) -> str:
     rows = _rows(sample)
     classes = ["up" if p.bytes_s > 0 else "" for p in rows]
-    out = table(HEADERS, [_row(p) for p in rows], caption=headline(sample), row_classes=classes)
+    hosts = getattr(sample, "hosts", None)
+    out = table(_headers(HEADERS, hosts), [_row(p, hosts) for p in rows],
+                caption=headline(sample), row_classes=classes)
     if sample.missing:
         out += "<ul>" + "".join(f"<li>{escape(n)}: not watched ({escape(w)})</li>"
                                 for n, w in sample.missing) + "</ul>"
@@ -82,7 +93,9 @@ def top_screen(sample: Any, *, tty: bool, limit: int | None = None) -> str:
     rows = _rows(sample)
     if limit is not None:
         rows = rows[:limit]
-    body = headline(sample) + "\n" + text_table(HEADERS, [_row(p) for p in rows]) + "\n"
+    hosts = getattr(sample, "hosts", None)
+    body = headline(sample) + "\n" + text_table(_headers(HEADERS, hosts),
+                                                [_row(p, hosts) for p in rows]) + "\n"
     return (CLEAR + body) if tty else body + "\n"
 
 
@@ -91,8 +104,10 @@ SUMMARY_HEADERS = ["endpoint", "kind", "port", "sent", "received", "mean", "peak
 
 
 def _summary_rows(report: Any) -> list[list[str]]:
-    return [[r.endpoint, r.kind, r.port, size(r.tx_bytes), size(r.rx_bytes),
-             rate(r.mean_bytes_s), rate(r.peak_bytes_s), f"{r.errors:.0f}", f"{r.drops:.0f}"]
+    hosts = getattr(report, "hosts", None)
+    return [[r.endpoint, r.kind] + ([hosts.get(r.endpoint, "")] if hosts else []) + [
+             r.port, size(r.tx_bytes), size(r.rx_bytes), rate(r.mean_bytes_s),
+             rate(r.peak_bytes_s), f"{r.errors:.0f}", f"{r.drops:.0f}"]
             for r in report.summary()]
 
 
@@ -103,11 +118,13 @@ def report_headline(report: Any) -> str:
 
 
 def report_text(report: Any) -> str:
-    return report_headline(report) + "\n" + text_table(SUMMARY_HEADERS, _summary_rows(report))
+    return report_headline(report) + "\n" + text_table(
+        _headers(SUMMARY_HEADERS, getattr(report, "hosts", None)), _summary_rows(report))
 
 
 def report_html(report: Any) -> str:
-    out = table(SUMMARY_HEADERS, _summary_rows(report), caption=report_headline(report))
+    out = table(_headers(SUMMARY_HEADERS, getattr(report, "hosts", None)), _summary_rows(report),
+                caption=report_headline(report))
     if report.samples:
         fig = plot_traffic(report)
         buf = io.BytesIO()

@@ -33,12 +33,17 @@ class LabView:
     backend: Any                                   # hybridnb.drivers.base.Backend
     state: Mapping[str, Any] = field(default_factory=dict)
     state_dir: Path | None = None
+    #: endpoint (and ``gateway``) → the host it runs on, for a lab with ``hosts:``
+    #: (:func:`hybridnb.core.hostview.host_of`); empty for a one-machine lab
+    hosts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, lab: Any) -> "LabView":
         """From a :class:`hybridnb.Lab` (duck-typed: this module never imports it)."""
+        from hybridnb.core.hostview import host_of
+
         return cls(lab.name, tuple(lab.resources()), lab.backend, lab.store.read(lab.name),
-                   lab.store.dir)
+                   lab.store.dir, host_of(lab.spec))
 
     # -- the network -------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ class TrafficSample:
     gateway: PortRates | None = None              # the bridge device: the lab host's traffic
     missing: tuple[tuple[str, str], ...] = ()     # (endpoint, why it has no port)
     cost: float = 0.0                             # CPU seconds this sample cost
+    #: endpoint (and gateway) → its host, for a lab with ``hosts:`` (a ``host`` column)
+    hosts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def total_bytes_s(self) -> float:
@@ -105,15 +107,17 @@ class TrafficSample:
         return next((p for p in self.ports if p.endpoint == endpoint), None)
 
     def records(self) -> list[dict[str, Any]]:
-        """One row per endpoint (the gateway first), as :meth:`PortRates.to_dict`."""
+        """One row per endpoint (the gateway first), as :meth:`PortRates.to_dict` (with its
+        ``host`` for a lab with ``hosts:``)."""
         rows = ([self.gateway] if self.gateway is not None else []) + list(self.ports)
-        return [p.to_dict() for p in rows]
+        return [_with_host(p.to_dict(), self.hosts) for p in rows]
 
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "bridge": self.bridge, "time": round(self.time, 3),
                 "interval": round(self.interval, 4),
-                "ports": [p.to_dict() for p in self.ports],
-                "gateway": self.gateway.to_dict() if self.gateway else None,
+                "ports": [_with_host(p.to_dict(), self.hosts) for p in self.ports],
+                "gateway": _with_host(self.gateway.to_dict(), self.hosts) if self.gateway
+                else None,
                 "total_bytes_s": round(self.total_bytes_s, 3),
                 "total_packets_s": round(self.total_packets_s, 3),
                 "top": [p.endpoint for p in self.top()],
@@ -131,6 +135,18 @@ class TrafficSample:
         from hybridnb.render.traffic import sample_html
 
         return sample_html(self)
+
+
+def _with_host(row: dict[str, Any], hosts: Mapping[str, str]) -> dict[str, Any]:
+    """``row`` with the host of its endpoint after ``kind`` (a lab with ``hosts:``)."""
+    if not hosts:
+        return row
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "kind":
+            out["host"] = hosts.get(row["endpoint"], "")
+    return out
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,11 @@ class TrafficReport:
     lab: str
     bridge: str
     samples: tuple[TrafficSample, ...] = ()
+
+    @property
+    def hosts(self) -> Mapping[str, str]:
+        """Endpoint → host (a lab with ``hosts:``; from the samples)."""
+        return self.samples[-1].hosts if self.samples else {}
 
     @property
     def duration(self) -> float:
@@ -201,7 +222,7 @@ class TrafficReport:
         """The summary as rows (the report's table; stable keys: ``endpoint``, ``kind``,
         ``port``, ``tx_bytes``, ``rx_bytes``, ``mean_bytes_s``, ``peak_bytes_s``,
         ``errors``, ``drops``), busiest first, the gateway among them."""
-        return [r.to_dict() for r in self.summary()]
+        return [_with_host(r.to_dict(), self.hosts) for r in self.summary()]
 
     def headline(self) -> str:
         from hybridnb.render.traffic import report_headline
@@ -210,7 +231,7 @@ class TrafficReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"lab": self.lab, "bridge": self.bridge, "duration": round(self.duration, 3),
-                "summary": [r.to_dict() for r in self.summary()], "top": self.top(),
+                "summary": self.records(), "top": self.top(),
                 "samples": [s.to_dict() for s in self.samples]}
 
     def figure(self, top: int = 6) -> Any:
@@ -335,7 +356,8 @@ class TrafficMonitor:
         if a is not None and b is not None:
             gw = _rates(GATEWAY, "gateway", a, b, dt, sent_is_rx=False)
         return TrafficSample(self.view.name, self.view.bridge, new.wall, dt, tuple(rows), gw,
-                             tuple(sorted(ports.missing.items())), cost)
+                             tuple(sorted(ports.missing.items())), cost,
+                             dict(self.view.hosts))
 
     def watch(self, interval: float = 1.0, duration: float | None = None,
               stop: threading.Event | None = None) -> Iterator[TrafficSample]:

@@ -53,6 +53,7 @@ def test_create_observe_delete_round_trip(ns):
     found, addrs = link(ns, "hbt0")
     assert addrs == ["10.77.0.1/24"]
     assert found.get("mtu") == 1450 and found["flags"] & 1
+    assert drv.observe(lab)["hbt0"].mtu == 1450          # status compares it with the lab's
     assert found.get("ifalias") == f"hybridnb:{lab}:{res.fingerprint}"
     drv.check(lab, res)                       # its own route is no conflict on re-apply
     changed = bridge_res(address="10.77.0.254/24", mtu=1400)

@@ -47,10 +47,10 @@ def validator():
 
 def test_every_builtin_section_is_collected_in_order(data):
     assert data.keys == ALL
-    # the policy section is registered too, between DNS and expectations: a lab without
-    # policies or links leaves it out
-    assert [s.key for s in registered()][:len(ALL) + 1] == (
-        BUILTIN[:7] + ["policy"] + BUILTIN[7:] + ["traffic", "doctor"])
+    # the hosts section (after the topology) and the policy section (between DNS and
+    # expectations) are registered too: a lab without hosts, policies or links leaves them out
+    assert [s.key for s in registered()][:len(ALL) + 2] == (
+        BUILTIN[:4] + ["hosts"] + BUILTIN[4:7] + ["policy"] + BUILTIN[7:] + ["traffic", "doctor"])
     notes = {s.key: s.note for s in data.sections if s.note}
     # what the dry-run backend cannot show (no DNS server, no lab host to diagnose), and the
     # traffic no one asked to record

@@ -160,6 +160,9 @@ class ConnectivityMatrix:
     #: ``blocked`` (denied, failed) or ``leak`` (denied, passed); empty without a policy
     judged: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict,
                                                                 compare=False)
+    #: endpoint (and ``gateway``) → the host it runs on, for a lab with ``hosts:``
+    #: (:func:`hybridnb.core.hostview.host_of`); empty for a one-machine lab
+    hosts: dict[str, str] = field(default_factory=dict, compare=False)
     _index: dict[tuple[str, str, str], ProbeResult] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -251,6 +254,42 @@ class ConnectivityMatrix:
                 f"{'s' if len(self.checks) != 1 else ''} in {self.duration * 1000:.0f} ms: "
                 + self._counted(self.counts()))
 
+    # -- hosts (a lab spread over machines) ------------------------------------------------
+
+    @property
+    def spread(self) -> bool:
+        """Whether the probed endpoints live on more than one host."""
+        return len(set(self.hosts.values())) > 1
+
+    def across_hosts(self) -> dict[str, dict[str, int]]:
+        """Counts per where a probe crossed: ``same host``, ``cross host`` and each ordered
+        host pair (``a -> b``); {} for a one-machine lab."""
+        from hybridnb.core.hostview import cross_host_counts
+
+        if not self.spread:
+            return {}
+        return cross_host_counts(self.results, self.hosts, self.status_of)
+
+    def host_lines(self) -> list[str]:
+        """Which endpoints live where, and the probes across hosts and within one ([] for a
+        one-machine lab)."""
+        if not self.spread:
+            return []
+        by_host: dict[str, list[str]] = {}
+        for name in dict.fromkeys(self.sources + self.targets):
+            if name in self.hosts:
+                by_host.setdefault(self.hosts[name], []).append(name)
+        lines = ["hosts: " + "; ".join(f"{h}: {compact_names(n)}"
+                                       for h, n in sorted(by_host.items()))]
+        for where, c in self.across_hosts().items():
+            lines.append(f"{'  ' if '->' in where else ''}{where}: {self._counted(c)}")
+        return lines
+
+    def label(self, name: str) -> str:
+        """An end's name as the grids and lines show it: ``web@a`` when the lab spans hosts
+        (a group's text, ``every target (4)``, is left as it is)."""
+        return f"{name}@{self.hosts[name]}" if self.spread and name in self.hosts else name
+
     # -- export ----------------------------------------------------------------------------
 
     def records(self) -> list[dict[str, Any]]:
@@ -261,6 +300,9 @@ class ConnectivityMatrix:
             "duration_s": round(self.duration, 6), "timeout_s": self.timeout,
             "count": self.count, "sources": self.sources, "targets": self.targets,
             "checks": self.checks, "results": self.records()}
+        if self.hosts:
+            doc["hosts"] = dict(sorted(self.hosts.items()))
+            doc["across_hosts"] = self.across_hosts()
         if self.judged:
             doc["policy"] = [{"check": c, "source": s, "target": t, "status": st, "rule": rule}
                              for (c, s, t), (st, rule) in sorted(self.judged.items())]
@@ -285,10 +327,11 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import text_table
 
         grid = self.grid(check)
-        rows = [[row["source"]] + [cell["text"] for cell in row["cells"]]
+        rows = [[self.label(row["source"])] + [cell["text"] for cell in row["cells"]]
                 for row in grid["rows"]]
         head = f"{check}: {self._counted(grid['counts'])} (cells: median RTT in ms)"
-        return head + "\n" + text_table(["from \\ to"] + self.targets, rows)
+        return head + "\n" + text_table(["from \\ to"] + [self.label(t) for t in self.targets],
+                                        rows)
 
     def grid(self, check: str) -> dict[str, Any]:
         """One check's grid as plain data (what the text and HTML grids and the lab report
@@ -334,7 +377,8 @@ class ConnectivityMatrix:
                         by_reason.setdefault(r.reason, []).append(r)
                 for reason, bad in sorted(by_reason.items()):
                     for srcs, dsts in _group_pairs(bad, probed):
-                        lines.append(f"  {check:<9} {srcs} -> {dsts}: {status} ({reason})")
+                        lines.append(f"  {check:<9} {self.label(srcs)} -> {self.label(dsts)}: "
+                                     f"{status} ({reason})")
         return lines
 
     def blocked_lines(self, checks: Sequence[str] | None = None) -> list[str]:
@@ -347,7 +391,8 @@ class ConnectivityMatrix:
                 by_rule.setdefault((self.mark(r) or ("", ""))[1], []).append(r)
             for rule, bad in sorted(by_rule.items()):
                 for srcs, dsts in _group_pairs(bad, probed):
-                    lines.append(f"  {check:<9} {srcs} -> {dsts}: blocked by {rule}")
+                    lines.append(f"  {check:<9} {self.label(srcs)} -> {self.label(dsts)}: "
+                                 f"blocked by {rule}")
         return lines
 
     def to_text(self, checks: Sequence[str] | None = None, *, verbose: bool | None = None,
@@ -358,7 +403,7 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import text_table
 
         verbose = self.verbose if verbose is None else verbose
-        parts = [self.summary()]
+        parts = ["\n".join([self.summary()] + self.host_lines())]
         if verbose or len(self.targets) <= GRID_MAX:
             parts += [self.grid_text(check) for check in checks or self.checks]
         else:
@@ -418,11 +463,11 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import STYLE
 
         caption = f"{check}: {self._counted(self.counts(check))} (median ms)"
-        head = "".join(f"<th>{escape(t)}</th>" for t in self.targets)
+        head = "".join(f"<th>{escape(self.label(t))}</th>" for t in self.targets)
         rows = []
         for src in self.sources:
             cells = "".join(self._cell_html(self.get(check, src, dst)) for dst in self.targets)
-            rows.append(f"<tr><th>{escape(src)}</th>{cells}</tr>")
+            rows.append(f"<tr><th>{escape(self.label(src))}</th>{cells}</tr>")
         return (STYLE + f'<table class="hnb"><caption>{escape(caption)}</caption>'
                 f"<tr><th>from \\ to</th>{head}</tr>{''.join(rows)}</table>")
 
@@ -430,6 +475,8 @@ class ConnectivityMatrix:
         from hybridnb.core.tables import table
 
         parts = [f"<div><b>{escape(self.summary())}</b>"]
+        if self.spread:
+            parts.append("<br>" + "<br>".join(escape(x) for x in self.host_lines()))
         if self.verbose or len(self.targets) <= GRID_MAX:
             parts += [self.grid_html(check) for check in self.checks]
         else:

@@ -56,6 +56,8 @@ SCHEMA = {
         "endpoints": {"type": "array", "items": {
             "type": "object",
             "properties": {"endpoint": {"type": "string"}, "kind": {"type": "string"},
+                           "host": {"type": "string",
+                                    "description": "the host it runs on (a lab with hosts:)"},
                            "port": {"type": "string"}, "tx_bytes": {"type": "integer"},
                            "rx_bytes": {"type": "integer"}, "mean_bytes_s": _NUMBER,
                            "peak_bytes_s": _NUMBER, "errors": _NUMBER, "drops": _NUMBER},
