@@ -445,6 +445,10 @@ class Lab:
                            progress=progress)
 
     def _observe(self) -> Observed:
+        if self._spread():                 # every host's share, seen as one lab
+            from hybridnb import multihost_apply
+
+            return multihost_apply.observe_as_one(self)
         return observe_all(self.name, self.backend)
 
     def _settled(self, st: Any) -> Observed:
@@ -665,7 +669,7 @@ class Lab:
         from hybridnb.services.dns.results import QueryLogView
 
         self._dns_resource()
-        driver = self.backend.require("dns", QueryLog)
+        driver = self._dns_backend().require("dns", QueryLog)
         return QueryLogView(self.name, tuple(driver.query_log(self.name, limit)))
 
     # --------------------------------------------------------------------------- exec
@@ -708,14 +712,18 @@ class Lab:
             return multihost_apply.host_backend(self, placement(self._spec)[endpoint])
         return self.backend
 
-    def _serves_dns(self) -> bool:
-        """Whether the backend (the primary host's, for a lab over several hosts) runs the
-        lab's DNS server."""
+    def _dns_backend(self) -> Backend:
+        """The backend of the host running the lab's DNS server (the primary's)."""
         if self._spread():
             from hybridnb import multihost_apply
 
-            return multihost_apply.dns_capable(self)
-        return self.backend.supports("dns")
+            return multihost_apply.host_backend(self, self._spec.sections["hosts"].primary.name)
+        return self.backend
+
+    def _serves_dns(self) -> bool:
+        """Whether the backend (the primary host's, for a lab over several hosts) runs the
+        lab's DNS server."""
+        return self._dns_backend().supports("dns")
 
     def _spread(self) -> bool:
         """Whether the lab names two hosts or more: it is then planned, applied, destroyed

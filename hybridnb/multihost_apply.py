@@ -450,6 +450,40 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
     return sorted(eps, key=lambda e: e.name), gateway
 
 
-def dns_capable(lab: Lab) -> bool:
-    """Whether the primary host serves the lab's DNS."""
-    return host_backend(lab, _hosts(lab).primary.name).supports("dns")
+# ---------------------------------------------------------------------- the lab as one
+
+def _as_one(wanted: Resource, seen: list[tuple[Resource, Any]]) -> Any:
+    """One observation of a resource of the whole lab from what each host holding its
+    share shows: there only when there on every one of them, running only when running
+    everywhere, and as wanted (the whole lab's fingerprint) only when each host's share is
+    as that host wants it."""
+    from hybridnb.core.resource import Observation
+
+    if not seen or any(obs is None for _, obs in seen):
+        return None
+    down = [obs for _, obs in seen if not obs.running]
+    if down:
+        return down[0]
+    same = all(obs.fingerprint == mine.fingerprint for mine, obs in seen)
+    return Observation(wanted.fingerprint if same else "", detail=seen[0][1].detail)
+
+
+def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
+    """What the engines of every host hold of the lab, as if it were one host: ``{kind:
+    {name: Observation}}`` over the whole lab's resources (what ``status``, ``policy`` and
+    ``links`` compare with), each host's share translated back (the bridge of a non-primary
+    host is as wanted when it is as *that* host wants it).  Per-host devices (the VXLAN)
+    are left out; a host that cannot be reached raises, naming it."""
+    state = lab._read_state()
+    addresses = lab._assign(state.get("addresses", {}))
+    compiled = compile_lab(lab.spec, addresses)
+    shares = {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+    observed = _each_host(lab, lambda h: observe_all(lab.name, host_backend(lab, h)))
+    out: dict[str, dict[str, Any]] = {}
+    for res in compiled:
+        seen = [(mine, observed[h].get(res.kind, {}).get(res.name))
+                for h, share in shares.items() for mine in share if mine.key == res.key]
+        obs = _as_one(res, seen)
+        if obs is not None:
+            out.setdefault(res.kind, {})[res.name] = obs
+    return out

@@ -89,9 +89,9 @@ def test_apply_makes_every_hosts_share_and_reapplying_does_nothing(tmp_path):
     result = moved.destroy()
     assert result.ok
     for host in ("a", "b"):
-        assert multihost_apply.host_backend(moved, host).extras["engine"].objects.get(
-            "mhs", {}) in ({}, None) or not any(
-            multihost_apply.host_backend(moved, host).extras["engine"].objects["mhs"].values())
+        engine = multihost_apply.host_backend(moved, host).extras["engine"]
+        assert not any(engine.objects.get("mhs", {}).values()), (host, engine.objects)
+        assert not multihost_apply.host_store(moved, host).labs()
     assert not moved.store.labs()
 
 
@@ -136,3 +136,23 @@ def test_one_host_labs_are_unchanged(tmp_path):
                         backend="dry-run", state_dir=tmp_path)
     assert one.warnings() == [] and one.apply().ok
     assert not hasattr(one.plan(), "hosts")
+
+
+def test_status_sees_every_hosts_share_as_one_lab(tmp_path):
+    lab = spread(tmp_path)
+    assert not lab.status().up
+    lab.apply()
+    status = lab.status()
+    assert status.up and status.pending == 0, status
+    assert {e.name: e.state for e in status.endpoints} == {
+        "c1": "up", "c2": "up", "h1": "up", "h2": "up"}
+    # c2 goes away on b (and b's bridge changes): status says so, the plan redoes b's share
+    engine_b = multihost_apply.host_backend(lab, "b").extras["engine"]
+    engine_b.drop("mhs", "container", "c2")
+    engine_b.tamper("mhs", "bridge", "hybr0", "0000")
+    status = lab.status()
+    states = {e.name: e.state for e in status.endpoints}
+    assert states["c2"] == "missing" and states["c1"] == "up", status
+    assert ("bridge", "hybr0", "differs") in status.infra, status.infra
+    assert [h for h, p in lab.plan().hosts if not p.empty] == ["b"]
+    assert lab.apply().ok and lab.status().up

@@ -222,6 +222,10 @@ def check_the_lab(lab: Lab) -> None:
         for dst in ("c1", "c2", "v1"):
             if src != dst:
                 assert m.get("http", src, dst).ok and m.get("dns", src, dst).ok, (src, dst)
+    # status sees both hosts' shares as one lab
+    status = lab.status()
+    assert status.up and {e.name: e.state for e in status.endpoints} == {
+        "c1": "up", "c2": "up", "v1": "up"}, status
     rtt = m.get("icmp", "c1", "c2").rtt_median
     print(f"c1 (a) -> c2 (b): icmp median {rtt * 1000:.3f} ms")
     # 3. by name, from inside the endpoints on either host (the DNS server is on a)
@@ -230,6 +234,10 @@ def check_the_lab(lab: Lab) -> None:
         out = lab.exec(src, f"nslookup {dst}.hybrid.local").check()
         assert addresses[dst] in out.stdout, out
         lab.exec(src, f"ping -c1 -W2 {dst}.hybrid.local").check()
+    # the one DNS server (on a) answered the endpoints of b, over the VXLAN
+    clients = {str(e.client).split("#")[0].rsplit(":", 1)[0]
+               for e in lab.dns_query_log(500).entries}
+    assert {addresses["c2"], addresses["v1"]} <= clients, clients
     # 4. path MTU: 1400-byte packets with DF set cross the VXLAN both ways
     eps, gateway = lab.probe_endpoints()
     ns = {e.name: e.netns for e in eps + [gateway]}
