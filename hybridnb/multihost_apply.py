@@ -297,17 +297,25 @@ def _apply_host(lab: Lab, host: str, resources: list[Resource], progress: Progre
                         progress=_tagged(progress, host), workers=workers)
 
 
+@dataclass(frozen=True)
+class HostEvent(ProgressEvent):
+    """A :class:`~hybridnb.apply.ProgressEvent` of one host's apply (its counts are that
+    host's); it reads ``host b: [2/6] create vxlan ...``."""
+
+    host: str = ""
+
+    def __str__(self) -> str:
+        return f"host {self.host}: {super().__str__()}"
+
+
 def _tagged(progress: Progress | None, host: str) -> Progress | None:
-    """Progress events with the host named in notes and errors."""
+    """Progress events naming their host."""
     if progress is None:
         return None
 
     def report(event: ProgressEvent) -> None:
-        if event.phase == "note":
-            event = dataclasses.replace(event, text=f"host {host}: {event.text}")
-        elif event.phase == "error":
-            event = dataclasses.replace(event, error=f"host {host}: {event.error}")
-        progress(event)
+        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        progress(HostEvent(**fields, host=host))
     return report
 
 
