@@ -254,8 +254,30 @@ def _usable(backend: Backend, resources: list[Resource]) -> list[Resource]:
 
 # ------------------------------------------------------------------------ plan/apply/destroy
 
+def check_clash(lab: Lab) -> None:
+    """Refuse a lab whose VXLAN segment (VNI and port over a shared underlay address) is
+    another applied lab's of the same state directory: their segments would merge."""
+    from hybridnb.core.multihost import vxlan_clash
+    from hybridnb.core.spec import parse_lab
+    from hybridnb.errors import ConflictError
+
+    for name in lab.store.labs():
+        if name == lab.name:
+            continue
+        try:
+            data = lab.store.read(name)
+            other = parse_lab(data["spec"]) if data.get("spec") else None
+        except (HybridError, KeyError, TypeError):
+            continue                   # no description to compare with
+        why = vxlan_clash(lab.spec, other) if other is not None else None
+        if why:
+            raise ConflictError(why, hint=f"give one of them another network.vxlan.vni "
+                                f"(lab {name} is applied)")
+
+
 def plan(lab: Lab) -> HostsPlan:
     """Every host's plan, made at the same time; nothing is changed."""
+    check_clash(lab)
     state = lab._read_state()
     wanted = resources_by_host(lab, lab._assign(state.get("addresses", {})))
 
@@ -329,6 +351,7 @@ def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> Ho
     t0 = time.perf_counter()
     with lab.store.transaction(lab.name, on_wait=lab._on_wait(progress)) as st:
         lab._check_owner(st.data)
+        check_clash(lab)
         addresses = lab._assign(st.addresses)
         wanted = resources_by_host(lab, addresses)
         st.data["addresses"] = {n: str(a) for n, a in addresses.items()}

@@ -156,3 +156,23 @@ def test_status_sees_every_hosts_share_as_one_lab(tmp_path):
     assert ("bridge", "hybr0", "differs") in status.infra, status.infra
     assert [h for h, p in lab.plan().hosts if not p.empty] == ["b"]
     assert lab.apply().ok and lab.status().up
+
+
+def test_two_labs_on_one_vxlan_segment_are_refused(tmp_path):
+    from hybridnb.errors import ConflictError
+
+    first = spread(tmp_path)
+    first.apply()
+    vni = first.spec.network.vxlan.vni
+    second = Lab.from_dict({"name": "mhz", "hosts": TWO, "network": {
+        "subnet": "10.0.2.0/24", "vxlan": {"vni": vni}},
+        "endpoints": {"h9": {"kind": "host", "host": "b"}}},
+        backend="dry-run", state_dir=tmp_path)
+    for attempt in (second.plan, second.apply):
+        with pytest.raises(ConflictError) as info:
+            attempt()
+        assert f"both use VNI {vni} on UDP port 4789" in str(info.value)
+    other = Lab.from_dict({**second.to_dict(), "network": {"subnet": "10.0.2.0/24",
+                                                            "vxlan": {"vni": vni + 1}}},
+                          backend="dry-run", state_dir=tmp_path)
+    assert other.apply().ok

@@ -600,6 +600,7 @@ __all__ = [
     "check_mtu",
     "default_vni",
     "fabric_notes",
+    "host_resources",
     "mtu_note",
     "parse_docker_url",
     "parse_hosts",
