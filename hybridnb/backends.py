@@ -94,7 +94,10 @@ def real_backend(target: Target, *, state_dir: Path, name: str = "real") -> Back
     from hybridnb.drivers.bridge import BridgeDriver
     from hybridnb.drivers.netns import NetnsHostDriver
 
+    from hybridnb.drivers.vxlan import VxlanDriver
+
     drivers["bridge"] = BridgeDriver(target)
+    drivers["vxlan"] = VxlanDriver(target)
     drivers["host"] = NetnsHostDriver(target)
     if target.docker_url:
         from hybridnb.drivers.docker import ContainerDriver, NetworkDriver

@@ -489,6 +489,10 @@ class Lab:
                            progress=progress)
 
     def _observe(self) -> Observed:
+        if self._spread():                 # every host's share, seen as one lab
+            from hybridnb import multihost_apply
+
+            return multihost_apply.observe_as_one(self)
         return observe_all(self.name, self.backend)
 
     def _settled(self, st: Any) -> Observed:
@@ -499,6 +503,10 @@ class Lab:
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed but the record of an interrupted
         run, which is finished first; the notes say which images apply will make first)."""
+        if self._spread():
+            from hybridnb import multihost_apply
+
+            return multihost_apply.plan(self)
         self._settle_if_idle()
         recorded = recorded_specs(self._read_state())
         bound = self._bind(compile_lab(self._spec, self.addresses()), "plan")
@@ -520,9 +528,10 @@ class Lab:
         preflight checks); a run that fails after changing existing resources puts them back
         and raises the error (``error.result`` has both runs).  ``workers`` bounds how many
         actions of one stage run at once (1: one at a time)."""
-        if self._spread():
-            raise Unsupported(f"lab {self.name!r}: {_SPREAD}", hint=_SPREAD_HINT,
-                              capability="hosts")
+        if self._spread():                 # one lab over several hosts: per host, in parallel
+            from hybridnb import multihost_apply
+
+            return multihost_apply.apply(self, progress, workers=workers)
         with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
             self._check_owner(st.data)
             addresses = self._assign(st.addresses)
@@ -557,6 +566,10 @@ class Lab:
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
         """Remove everything this lab owns; its addresses are released, and its state and
         lock files removed."""
+        if self._spread():
+            from hybridnb import multihost_apply
+
+            return multihost_apply.destroy(self, progress)
         with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
             self._check_owner(st.data)
             observed = self._settled(st)
@@ -601,6 +614,14 @@ class Lab:
         neither: probes from it fail as "not running"."""
         from hybridnb.services.probe import lab_probe_endpoints, service_checks
 
+        if self._spread():
+            from hybridnb import multihost_apply
+
+            bridges = multihost_apply.primary_bridges(self)
+            if self._spec.network.bridge not in bridges:
+                raise LabNotUp(f"lab {self.name} has no bridge {self._spec.network.bridge} on "
+                               "its primary host", hint="apply it first")
+            return multihost_apply.probe_endpoints(self, bridges)
         backend = self.backend
         net = self._spec.network
         lab_host = backend.require("bridge", NamespaceSource, doing="probe the lab")
@@ -635,7 +656,7 @@ class Lab:
         _check_probe_options(checks, timeout, count)
         if checks is None:
             checks = ("icmp", "tcp", "udp", "http") + (
-                ("dns",) if self._spec.network.dns and self.backend.supports("dns") else ())
+                ("dns",) if self._spec.network.dns and self._serves_dns() else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
         matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
@@ -695,7 +716,7 @@ class Lab:
         from hybridnb.services.dns.results import QueryLogView
 
         self._dns_resource()
-        driver = self.backend.require("dns", QueryLog)
+        driver = self._dns_backend().require("dns", QueryLog)
         return QueryLogView(self.name, tuple(driver.query_log(self.name, limit)))
 
     # --------------------------------------------------------------------------- exec
@@ -712,7 +733,8 @@ class Lab:
         except KeyError:
             raise NotFoundError(f"lab {self.name} has no endpoint {endpoint!r}") from None
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        drv = self.backend.require(kind, GuestExec, doing=f"run a command in {endpoint}")
+        drv = self._backend_of(endpoint).require(kind, GuestExec,
+                                                  doing=f"run a command in {endpoint}")
         code, out, err = drv.guest_exec(self.name, endpoint, argv, timeout=timeout)
         return ExecOutput(endpoint, tuple(argv), int(code), str(out), str(err))
 
@@ -726,13 +748,33 @@ class Lab:
         from hybridnb.core.multihost import fabric_notes
 
         value = self._spec.sections.get("policies")
-        spread = [Problem("hosts", _SPREAD, _SPREAD_HINT)] if self._spread() else []
-        return (list(value.warnings) if value is not None else []) + fabric_notes(self._spec) \
-            + spread
+        return (list(value.warnings) if value is not None else []) + fabric_notes(self._spec)
+
+    def _backend_of(self, endpoint: str) -> Backend:
+        """The backend of the host ``endpoint`` runs on (the lab's own for a one-host lab)."""
+        if self._spread():
+            from hybridnb import multihost_apply
+            from hybridnb.core.multihost import placement
+
+            return multihost_apply.host_backend(self, placement(self._spec)[endpoint])
+        return self.backend
+
+    def _dns_backend(self) -> Backend:
+        """The backend of the host running the lab's DNS server (the primary's)."""
+        if self._spread():
+            from hybridnb import multihost_apply
+
+            return multihost_apply.host_backend(self, self._spec.sections["hosts"].primary.name)
+        return self.backend
+
+    def _serves_dns(self) -> bool:
+        """Whether the backend (the primary host's, for a lab over several hosts) runs the
+        lab's DNS server."""
+        return self._dns_backend().supports("dns")
 
     def _spread(self) -> bool:
-        """Whether the lab names two hosts or more (placement is not applied yet: issue 17's
-        fabric exists, ``Lab`` does not drive it per host)."""
+        """Whether the lab names two hosts or more: it is then planned, applied, destroyed
+        and probed host by host (:mod:`hybridnb.multihost_apply`)."""
         hosts = self._spec.sections.get("hosts")
         return hosts is not None and hosts.multi
 
@@ -1105,12 +1147,6 @@ def _check_probe_options(checks: tuple[str, ...] | None, timeout: float, count: 
                                 f"not {timeout!r}", "e.g. 1"))
     if problems:
         raise ValidationError(problems)
-
-
-_SPREAD = ("a lab spread over two hosts or more is not applied yet: its endpoints would all "
-           "be made through this one backend")
-_SPREAD_HINT = ("keep one host for now; the VXLAN fabric between hosts exists "
-                "(hybridnb.drivers.vxlan), placing endpoints per host does not yet")
 
 
 class LabNotUp(HybridError):

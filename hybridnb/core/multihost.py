@@ -510,6 +510,69 @@ def vxlan_resource(lab: LabSpec, host: str) -> Resource | None:
     return Resource("vxlan", device, spec, summary)
 
 
+#: resource kinds every host of a spread lab has (the bridge, stretched; the firewall rule
+#: and the policy table, which filter what is bridged on that host)
+EVERY_HOST = ("bridge", "firewall", "policy")
+#: resource kinds only the primary has (the lab's DNS server, on the gateway address)
+PRIMARY_ONLY = ("dns",)
+#: Docker's option that binds a network to an existing bridge without putting the gateway
+#: address on it (moby#40579, Docker 20.10+): the gateway lives on the primary's bridge
+INHIBIT_IPV4 = "inhibit_ipv4"
+
+
+def _placed_on(lab: LabSpec, res: Resource, host: str, where: Mapping[str, str]) -> bool:
+    """Whether ``res`` (of the whole lab) belongs to ``host``."""
+    primary = lab.sections["hosts"].primary.name
+    if res.kind in EVERY_HOST:
+        return True
+    if res.kind in PRIMARY_ONLY:
+        return host == primary
+    if res.kind == "network":           # the Docker network: where containers run
+        return any(where.get(ep.name) == host for ep in lab.endpoints
+                   if ep.kind == "container")
+    # an endpoint, or what a section makes for one (a link's impairments) follows it
+    if res.name in where:
+        return where[res.name] == host
+    return host == primary               # anything else of the lab: on the primary
+
+
+def _for_host(lab: LabSpec, res: Resource, host: str) -> Resource:
+    """``res`` as ``host`` makes it: a non-primary host's bridge carries no lab address and
+    has its own MAC; its Docker network leaves the (absent) gateway address alone."""
+    from hybridnb.core.naming import bridge_mac
+    from hybridnb.core.resource import Resource
+
+    if host == lab.sections["hosts"].primary.name:
+        return res
+    if res.kind == "bridge":
+        spec = dict(res.spec, address=None,
+                    mac=bridge_mac(lab.name, lab.network.bridge, host))
+        return Resource(res.kind, res.name, spec,
+                        f"no lab address (gateway on the primary) mtu {lab.network.mtu}")
+    if res.kind == "network":
+        return Resource(res.kind, res.name, dict(res.spec, **{INHIBIT_IPV4: True}),
+                        res.summary + ", gateway on the primary")
+    return res
+
+
+def host_resources(lab: LabSpec, compiled: list[Resource], host: str) -> list[Resource]:
+    """What ``host`` makes of a lab spread over several hosts: of the whole lab's resources
+    (``compiled``, one IPAM over the whole spec: :func:`hybridnb.core.compile.compile_lab`)
+    the bridge, the firewall rule and the policy table on every host, the DNS server on the
+    primary only, the Docker network where containers run, each endpoint (and its link) on
+    its host (:func:`placement`) — plus the host's VXLAN device (:func:`vxlan_resource`).
+    A non-primary host's bridge carries no lab address and a MAC of its own."""
+    from hybridnb.core.resource import Resource
+
+    where = placement(lab)
+    out = [_for_host(lab, r, host) for r in compiled if _placed_on(lab, r, host, where)]
+    vx = vxlan_resource(lab, host)
+    if vx is not None:
+        out.append(vx)
+    out.sort(key=Resource.sort_key)
+    return out
+
+
 def vxlan_clash(a: LabSpec, b: LabSpec) -> str | None:
     """Why two labs cannot both run on the same hosts (the same VNI and port over a shared
     underlay address would merge their segments), or None."""
@@ -537,6 +600,7 @@ __all__ = [
     "check_mtu",
     "default_vni",
     "fabric_notes",
+    "host_resources",
     "mtu_note",
     "parse_docker_url",
     "parse_hosts",

@@ -42,14 +42,19 @@ def owner_tag(lab: str) -> str:
     return f"hybridnb:{lab}"
 
 
-def bridge_mac(lab: str, bridge: str) -> str:
+def bridge_mac(lab: str, bridge: str, host: str | None = None) -> str:
     """Fixed, locally administered MAC of an owned lab bridge.
 
     A Linux bridge without an explicit address takes the lowest MAC among its ports, so it
     changes whenever a container is re-created; every neighbour's ARP entry for the gateway
     then points at a MAC nobody answers to until it expires.  A set address never changes.
+
+    A lab spread over several hosts has one bridge per host on one VXLAN segment: each must
+    have its own MAC (``host``: the non-primary host's name), else a bridge sees frames from
+    another host's bridge with its own address as the source, and ARP across the VXLAN dies.
+    The primary's bridge keeps the one-host MAC (``host=None``).
     """
-    h = _h("bridge", lab, bridge, n=10)
+    h = _h("bridge", lab, bridge, *((host,) if host else ()), n=10)
     return "02:" + ":".join(h[i:i + 2] for i in range(0, 10, 2))
 
 

@@ -2,7 +2,10 @@
 
 A lab's endpoints all hang off one Linux bridge that carries the gateway address.  The spec
 (see :mod:`hybridnb.core.compile`) is ``{"bridge", "address": "GW/PREFIX", "subnet", "mtu",
-"adopt"}``.
+"adopt"}``.  On the non-primary hosts of a lab spread over several hosts
+(:func:`hybridnb.core.multihost.host_resources`) ``address`` is ``None`` (the gateway lives
+on the primary's bridge only; this bridge carries no lab address) and ``mac`` gives the
+bridge a MAC of its own on the shared VXLAN segment.
 
 Ownership is written on the bridge in its interface alias:
 
@@ -204,7 +207,7 @@ class BridgeDriver(InTargetNamespace):
 
     def _own(self, ipr: Any, lab: str, resource: Resource) -> None:
         spec = resource.spec
-        name, mtu, address = spec["bridge"], int(spec["mtu"]), spec["address"]
+        name, mtu, address = spec["bridge"], int(spec["mtu"]), spec.get("address")
         link = get_link(ipr, name)
         if link is not None and half_made(link):
             ipr.link("del", index=link["index"])
@@ -229,11 +232,11 @@ class BridgeDriver(InTargetNamespace):
         # a fixed MAC: otherwise the bridge takes its lowest port's, and the gateway's MAC
         # changes (stale ARP everywhere) whenever a container is re-created
         ipr.link("set", index=index, ifalias=alias, group=0, mtu=mtu,
-                 address=naming.bridge_mac(lab, name))
+                 address=spec.get("mac") or naming.bridge_mac(lab, name))
         have = _ipv4_addrs(ipr, index)
         for stale in sorted(have - {address}):
             _del_addr(ipr, index, stale)
-        if address not in have:
+        if address and address not in have:
             _add_addr(ipr, index, address)
         ipr.link("set", index=index, state="up")
 

@@ -65,6 +65,9 @@ ENDPOINT = "hybridnb.endpoint"
 FINGERPRINT = "hybridnb.fingerprint"
 BRIDGE_OPT = "com.docker.network.bridge.name"
 MTU_OPT = "com.docker.network.driver.mtu"
+#: bind the network to the bridge without putting the gateway address on it (the bridge of a
+#: non-primary host of a lab spread over several hosts: the gateway is on the primary's)
+INHIBIT_OPT = "com.docker.network.bridge.inhibit_ipv4"
 #: Seconds a container gets between SIGTERM and SIGKILL when it is deleted.
 STOP_TIMEOUT = 3
 HINT_UNAVAILABLE = "start the sandbox (`hybridnb sandbox up`) or the host's dockerd"
@@ -244,6 +247,8 @@ class NetworkDriver(_DockerDriver):
             options = {BRIDGE_OPT: bridge}
             if spec.get("mtu"):
                 options[MTU_OPT] = str(spec["mtu"])
+            if spec.get("inhibit_ipv4"):
+                options[INHIBIT_OPT] = "true"
             self.api.create_network(
                 name, driver="bridge", options=options,
                 ipam=docker.types.IPAMConfig(driver="default", pool_configs=[pool]),

@@ -25,7 +25,7 @@ def test_the_registry_finds_one_module_per_kind():
     assert KINDS == ("container", "vm", "host")
     for kind in kinds():
         assert type(kind).__module__ == f"hybridnb.core.kinds.{kind.name}"
-    assert kind_order() == ("bridge", "firewall", "policy", "network", "host", "container", "vm",
+    assert kind_order() == ("bridge", "vxlan", "firewall", "policy", "network", "host", "container", "vm",
                             "link", "dns")
     assert dependents("bridge") == kind_order()[1:]
     assert dependents("network") == ("container",)

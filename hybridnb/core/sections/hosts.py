@@ -51,6 +51,8 @@ class HostsSection(Section):
     order = 5
     help = ("the machines the lab is spread over, in order (the first is the primary); "
             "endpoints choose one with `host:`")
+    #: the VXLAN device joins the lab bridge right after the bridge is made
+    stages = {"vxlan": 15}
 
     def reference_rows(self) -> tuple[tuple[str, str, str, str], ...]:
         defaults = {"mtu": "1500"}

@@ -1,0 +1,520 @@
+"""Plan, apply, destroy and probe one lab spread over several hosts (``hosts:``, issue 17).
+
+A lab whose ``hosts:`` section names two machines or more is made host by host, each through
+its own backend, from one description:
+
+* **One IPAM, one zone.**  Addresses are assigned once over the whole spec and kept in the
+  lab's own state (as for a one-host lab); the lab compiles once
+  (:func:`~hybridnb.core.compile.compile_lab`), and each host makes its share
+  (:func:`~hybridnb.core.multihost.host_resources`): the bridge everywhere (the gateway
+  address and the one-host MAC on the primary only; the others carry no lab address and a
+  MAC of their own), the VXLAN device that joins the bridges, the firewall rule and the
+  policy table everywhere, the DNS server on the primary only (every endpoint asks the
+  gateway, which the VXLAN makes reachable from every host), each endpoint on its host.
+* **One backend per host.** ``sandbox: NAME`` is that sandbox's backend (two sandboxes stand
+  in for two machines), ``engine: local`` the backend the lab is applied with; a dry-run lab
+  simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
+  (``docker: ssh://…``, ``libvirt: qemu+ssh://…``) is refused for now: its bridge and VXLAN
+  device are made with netlink *on that machine*, which needs an agent (or ssh) there.
+* **State per host.** Each host keeps the journal of what was made there in a state store of
+  its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
+  the description and the addresses.  So one host failing leaves the others recorded as they
+  are, and the next apply goes on from there on each host.
+* **In parallel, named.** Hosts plan and apply at the same time (one thread per host, each
+  running the ordinary staged apply :func:`~hybridnb.apply.converge`); an error says which
+  host it came from (``host b (sandbox x): ...``), and when several hosts fail, all of them.
+* **One matrix.** Probes run from every host's endpoints: each host's drivers say how to get
+  inside its endpoints (namespaces, the guest agent) and the probe engine runs them all
+  together in one matrix, the gateway on the primary.  On one machine the sandboxes share the
+  kernel, so one process enters every namespace; a truly remote host would need the probe
+  engine (or an agent) running there, its results merged the same way.
+
+:class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
+an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their
+actions by host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from hybridnb.apply import (ApplyResult, Progress, ProgressEvent, converge, execute,
+                            observe_all, observe_settled, preflight, settle_journal)
+from hybridnb.core.compile import compile_lab
+from hybridnb.core.multihost import Hosts, LabHost, host_resources, placement
+from hybridnb.core.plan import Plan, destroy_plan, diff
+from hybridnb.core.resource import Resource
+from hybridnb.core.spec import lab_to_dict
+from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource
+from hybridnb.errors import HybridError, Unsupported
+from hybridnb.state import StateStore, recorded_specs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.services.probe import ProbeEndpoint
+
+T = TypeVar("T")
+#: a :class:`hybridnb.lab.Lab` (not imported: the lab imports this module)
+Lab = Any
+
+
+# ---------------------------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class HostsPlan(Plan):
+    """A plan of a lab over several hosts: every host's plan (``hosts``, in the order of
+    ``hosts:``); ``actions`` holds them all, so it reads like any plan."""
+
+    hosts: tuple[tuple[str, Plan], ...] = ()
+    where: tuple[tuple[str, str], ...] = ()        # host -> its engines in a few words
+
+    def headline(self) -> str:
+        head = super().headline().replace(f"lab {self.lab}:",
+                                          f"lab {self.lab} over {len(self.hosts)} hosts:")
+        return head
+
+    def _host_line(self, host: str, plan: Plan) -> str:
+        where = dict(self.where).get(host, "")
+        text = plan.headline().partition(": ")[2]
+        return f"host {host}" + (f" ({where})" if where else "") + f": {text}"
+
+    def to_text(self) -> str:
+        lines = [self.headline()]
+        for host, plan in self.hosts:
+            lines.append("  " + self._host_line(host, plan))
+            lines += ["    " + a.describe() for a in plan.actions]
+        lines += ["  " + note for note in self.notes]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    __str__ = to_text
+    __repr__ = to_text
+
+    def records(self) -> list[dict[str, str]]:
+        return [{"host": host, **rec} for host, plan in self.hosts for rec in plan.records()]
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        from hybridnb.core.tables import table
+
+        rows = [[host, a.op, a.kind, a.name, a.resource.summary if a.resource else "",
+                 a.reason] for host, plan in self.hosts for a in plan.actions]
+        out = table(["host", "action", "kind", "name", "what", "why"], rows,
+                    caption=self.headline(),
+                    row_classes=[a.op for _, plan in self.hosts for a in plan.actions])
+        extra = [self._host_line(h, p) for h, p in self.hosts] + list(self.notes) + \
+            [f"warning: {w}" for w in self.warnings]
+        return out + "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in extra) + "</ul>"
+
+
+@dataclass
+class HostsApplyResult(ApplyResult):
+    """What an apply or destroy did on every host (``hosts``: host -> its result)."""
+
+    hosts: dict[str, ApplyResult] = field(default_factory=dict)
+
+    def to_text(self) -> str:
+        lines = [f"{self.plan.headline()}; done in {self.seconds:.2f}s"]
+        for host, result in self.hosts.items():
+            lines.append(f"  host {host}:")
+            lines += ["    " + line for line in result.to_text().splitlines()]
+        return "\n".join(lines)
+
+    __repr__ = to_text
+    __str__ = to_text
+
+    def records(self) -> list[dict[str, Any]]:
+        return [{"host": host, **rec} for host, result in self.hosts.items()
+                for rec in result.records()]
+
+
+# ------------------------------------------------------------------------ hosts and backends
+
+def spread(lab: Lab) -> Hosts | None:
+    """The lab's hosts when it names two or more (else None: a one-machine lab)."""
+    hosts = lab.spec.sections.get("hosts")
+    return hosts if isinstance(hosts, Hosts) and hosts.multi else None
+
+
+def _hosts(lab: Lab) -> Hosts:
+    hosts = spread(lab)
+    assert hosts is not None
+    return hosts
+
+
+def host_store(lab: Lab, host: str) -> StateStore:
+    """Where ``host``'s share of the lab records what was made there."""
+    return StateStore(Path(lab.store.dir) / "hosts" / host)
+
+
+def _dry_run(lab: Lab) -> bool:
+    return lab.target == "dry-run"
+
+
+def _make_backend(lab: Lab, host: LabHost) -> Backend:
+    from hybridnb.backends import DRY_RUN_ENGINE, resolve_backend
+
+    if _dry_run(lab):
+        from hybridnb.drivers.dryrun import dry_run_backend
+
+        return dry_run_backend(Path(lab.store.dir) / "hosts" / host.name / DRY_RUN_ENGINE)
+    if host.engine == "local":
+        return lab.backend
+    if host.sandbox:
+        # drivers that keep files (the DNS server's, the VMs') keep them per host: a host's
+        # driver must never see another host's share as its own
+        return resolve_backend("sandbox", state_dir=Path(lab.store.dir) / "hosts" / host.name,
+                               sandbox=host.sandbox)
+    raise Unsupported(f"host {host.name} is reached through its engines' URLs "
+                      f"({host.where}), and its bridge and VXLAN device must be made with "
+                      "netlink on that machine: not supported yet",
+                      hint="run hybridnb on that machine too, or give it as sandbox: or "
+                           "engine: local", capability="hosts")
+
+
+def host_backend(lab: Lab, host: str) -> Backend:
+    """``host``'s backend (made once per ``Lab``)."""
+    cache: dict[str, Backend] = lab.__dict__.setdefault("_host_backends", {})
+    if host not in cache:
+        try:
+            cache[host] = _make_backend(lab, _hosts(lab).get(host))
+        except HybridError as exc:
+            raise _named(exc, lab, host) from None
+    return cache[host]
+
+
+def _named(exc: HybridError, lab: Lab, host: str) -> HybridError:
+    """``exc`` with the host it happened on in front of its message (once)."""
+    where = _hosts(lab).get(host).where
+    head = f"host {host} ({where}): "
+    if not exc.message.startswith(head):
+        exc.message = head + exc.message
+    exc.host = host  # type: ignore[attr-defined]
+    return exc
+
+
+def _each_host(lab: Lab, work: Callable[[str], T]) -> dict[str, T]:
+    """``work(host)`` on every host at once; every host runs to its end, then the errors
+    (each naming its host) are raised as one — the first error, its message listing the
+    others — so one failing host never stops another half-way."""
+    names = _hosts(lab).names
+    results: dict[str, T] = {}
+    errors: list[HybridError] = []
+    with ThreadPoolExecutor(max_workers=len(names),
+                            thread_name_prefix="hybridnb-host") as pool:
+        futures = {h: pool.submit(_guarded, lab, h, work) for h in names}
+        for h in names:
+            try:
+                results[h] = futures[h].result()
+            except HybridError as exc:
+                errors.append(exc)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            first.message += "; also " + "; ".join(e.message for e in errors[1:])
+        first.results = results  # type: ignore[attr-defined]
+        raise first
+    return results
+
+
+def _guarded(lab: Lab, host: str, work: Callable[[str], T]) -> T:
+    from hybridnb.errors import EngineError
+
+    try:
+        return work(host)
+    except HybridError as exc:
+        raise _named(exc, lab, host) from None
+    except Exception as exc:               # an engine error no driver translated
+        raise _named(EngineError(f"{type(exc).__name__}: {exc}"), lab, host) from exc
+
+
+def _where(lab: Lab) -> tuple[tuple[str, str], ...]:
+    return tuple((h.name, h.where) for h in _hosts(lab).hosts)
+
+
+def resources_by_host(lab: Lab, addresses: Mapping[str, Any]) -> dict[str, list[Resource]]:
+    """Each host's share of the lab (one compile, one IPAM over the whole spec)."""
+    compiled = compile_lab(lab.spec, addresses)
+    if lab._runs_recipes(compiled):
+        raise Unsupported(f"lab {lab.name}: image recipes in a lab spread over several hosts "
+                          "are not built per host yet", hint="use images the engines have",
+                          capability="hosts")
+    return {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+
+
+def _usable(backend: Backend, resources: list[Resource]) -> list[Resource]:
+    """The firewall rule only where a Docker engine runs (it is Docker's FORWARD drop it
+    works around)."""
+    return [r for r in resources if r.kind != "firewall" or backend.supports("firewall")]
+
+
+# ------------------------------------------------------------------------ plan/apply/destroy
+
+def check_clash(lab: Lab) -> None:
+    """Refuse a lab whose VXLAN segment (VNI and port over a shared underlay address) is
+    another applied lab's of the same state directory: their segments would merge."""
+    from hybridnb.core.multihost import vxlan_clash
+    from hybridnb.core.spec import parse_lab
+    from hybridnb.errors import ConflictError
+
+    for name in lab.store.labs():
+        if name == lab.name:
+            continue
+        try:
+            data = lab.store.read(name)
+            other = parse_lab(data["spec"]) if data.get("spec") else None
+        except (HybridError, KeyError, TypeError):
+            continue                   # no description to compare with
+        why = vxlan_clash(lab.spec, other) if other is not None else None
+        if why:
+            raise ConflictError(why, hint=f"give one of them another network.vxlan.vni "
+                                f"(lab {name} is applied)")
+
+
+def plan(lab: Lab) -> HostsPlan:
+    """Every host's plan, made at the same time; nothing is changed."""
+    check_clash(lab)
+    state = lab._read_state()
+    wanted = resources_by_host(lab, lab._assign(state.get("addresses", {})))
+
+    def one(host: str) -> Plan:
+        backend = host_backend(lab, host)
+        recorded = recorded_specs(host_store(lab, host).read(lab.name))
+        return diff(lab.name, _usable(backend, wanted[host]), observe_all(lab.name, backend),
+                    recorded, updatable=backend.updatable())
+
+    plans = _each_host(lab, one)
+    return _merged(lab, plans, warnings=tuple(lab.warnings()))
+
+
+def _merged(lab: Lab, plans: Mapping[str, Plan], **kw: Any) -> HostsPlan:
+    ordered = tuple((h, plans[h]) for h in _hosts(lab).names if h in plans)
+    return HostsPlan(lab.name, tuple(a for _, p in ordered for a in p.actions),
+                     sum(p.unchanged for _, p in ordered),
+                     tuple(r for _, p in ordered for r in p.desired), hosts=ordered,
+                     where=_where(lab), **kw)
+
+
+def _apply_host(lab: Lab, host: str, resources: list[Resource], progress: Progress | None,
+                workers: int) -> ApplyResult:
+    backend = host_backend(lab, host)
+    store = host_store(lab, host)
+    with store.transaction(lab.name) as st:
+        observed = observe_settled(lab.name, backend, st.resources)
+        settle_journal(st, observed)
+        recorded = st.recorded()
+        plan = diff(lab.name, _usable(backend, resources), observed, recorded,
+                    updatable=backend.updatable())
+        if plan.empty:
+            return ApplyResult(plan)
+        preflight(plan, backend)
+        st.data.update(spec=None, backend=backend.name, target=backend.target.to_dict(),
+                       host=host)
+        st.save()
+        return converge(plan, backend, st, before=observed, recorded_before=recorded,
+                        progress=_tagged(progress, host), workers=workers)
+
+
+@dataclass(frozen=True)
+class HostEvent(ProgressEvent):
+    """A :class:`~hybridnb.apply.ProgressEvent` of one host's apply (its counts are that
+    host's); it reads ``host b: [2/6] create vxlan ...``."""
+
+    host: str = ""
+
+    def __str__(self) -> str:
+        return f"host {self.host}: {super().__str__()}"
+
+
+def _tagged(progress: Progress | None, host: str) -> Progress | None:
+    """Progress events naming their host."""
+    if progress is None:
+        return None
+
+    def report(event: ProgressEvent) -> None:
+        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+        progress(HostEvent(**fields, host=host))
+    return report
+
+
+def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> HostsApplyResult:
+    """Make every host's engines match its share of the lab, all hosts at once.  The lab's
+    description and addresses are recorded first; each host then runs the ordinary staged
+    apply under its own lock.  A host that fails raises (naming it) after the others
+    finished: they stay as made, and applying again goes on from there."""
+    import time
+
+    t0 = time.perf_counter()
+    with lab.store.transaction(lab.name, on_wait=lab._on_wait(progress)) as st:
+        lab._check_owner(st.data)
+        check_clash(lab)
+        addresses = lab._assign(st.addresses)
+        wanted = resources_by_host(lab, addresses)
+        st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
+        st.data["kinds"] = {e.name: e.kind for e in lab.spec.endpoints}
+        st.data["spec"] = lab_to_dict(lab.spec)
+        st.data["backend"] = lab.target.partition(":")[0]
+        st.data["target"] = {"name": lab.target}
+        st.data["hosts"] = {h: w for h, w in _where(lab)}
+        st.data["placement"] = placement(lab.spec)
+        st.data["source"], st.data["named"] = lab._source_key, lab.named
+        st.save()
+        try:
+            results = _each_host(lab, lambda h: _apply_host(lab, h, wanted[h], progress,
+                                                            workers))
+        except HybridError as exc:
+            done = getattr(exc, "results", {})
+            exc.result = _result(lab, done, t0)  # type: ignore[attr-defined]
+            raise
+        return _result(lab, results, t0)
+
+
+def _result(lab: Lab, results: Mapping[str, ApplyResult], t0: float) -> HostsApplyResult:
+    import time
+
+    ordered = {h: results[h] for h in _hosts(lab).names if h in results}
+    merged = _merged(lab, {h: r.plan for h, r in ordered.items()})
+    return HostsApplyResult(merged, [o for r in ordered.values() for o in r.outcomes],
+                            time.perf_counter() - t0, hosts=ordered)
+
+
+def _destroy_host(lab: Lab, host: str, progress: Progress | None) -> ApplyResult:
+    backend = host_backend(lab, host)
+    store = host_store(lab, host)
+    with store.transaction(lab.name) as st:
+        observed = observe_settled(lab.name, backend, st.resources)
+        settle_journal(st, observed)
+        plan = destroy_plan(lab.name, observed, st.recorded())
+        result = execute(plan, backend, st, progress=_tagged(progress, host)) \
+            if not plan.empty else ApplyResult(plan)
+        store.forget(lab.name)
+        return result
+
+
+def destroy(lab: Lab, progress: Progress | None = None) -> HostsApplyResult:
+    """Remove what the lab owns on every host, all at once; the lab's state is forgotten
+    only when every host is clean (a host that failed keeps its record and the lab's, so
+    destroying again finishes the job)."""
+    import time
+
+    t0 = time.perf_counter()
+    with lab.store.transaction(lab.name, on_wait=lab._on_wait(progress)) as st:
+        lab._check_owner(st.data)
+        try:
+            results = _each_host(lab, lambda h: _destroy_host(lab, h, progress))
+        except HybridError as exc:
+            exc.result = _result(lab, getattr(exc, "results", {}), t0)  # type: ignore
+            raise
+        st.data.update(addresses={}, kinds={}, resources={})
+        st.save()
+        lab.store.forget(lab.name)
+        return _result(lab, results, t0)
+
+
+# ---------------------------------------------------------------------------------- probes
+
+def _ways_in(lab: Lab, backend: Backend, kinds: set[str]) -> dict[str, Any]:
+    """Per endpoint kind on one host: ``{endpoint: netns}`` or a command executor maker."""
+    ways: dict[str, Any] = {}
+    for kind in sorted(kinds):
+        if not backend.supports(kind):
+            ways[kind] = {}
+            continue
+        drv = backend.driver(kind)
+        if isinstance(drv, NamespaceSource):
+            ways[kind] = drv.netns_paths(lab.name)
+        elif isinstance(drv, GuestExec):
+            ways[kind] = (lambda name, d=drv: _Exec(d, lab.name, name))
+        else:
+            raise Unsupported(f"the {backend.name} backend cannot probe from {kind} "
+                              "endpoints", hint=backend.hint,
+                              capability="NamespaceSource", kind=kind)
+    return ways
+
+
+class _Exec:
+    """A command executor inside one endpoint, through its driver's guest exec."""
+
+    def __init__(self, driver: GuestExec, lab: str, endpoint: str) -> None:
+        self.driver, self.lab, self.endpoint = driver, lab, endpoint
+
+    def __call__(self, argv: Any, timeout: float) -> tuple[int, str, str]:
+        code, out, err = self.driver.guest_exec(self.lab, self.endpoint, list(argv),
+                                                timeout=timeout)
+        return int(code), str(out), str(err)
+
+
+def primary_bridges(lab: Lab) -> dict[str, str | None]:
+    """The lab's bridges on the primary host and the namespace holding them."""
+    primary = host_backend(lab, _hosts(lab).primary.name)
+    lab_host = primary.require("bridge", NamespaceSource, doing="probe the lab")
+    return dict(lab_host.netns_paths(lab.name))
+
+
+def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
+                    ) -> tuple[list[ProbeEndpoint], ProbeEndpoint]:
+    """(endpoints of every host, the gateway on the primary) for one probe matrix;
+    ``bridges``: :func:`primary_bridges` (the lab's bridge must be among them)."""
+    from hybridnb.core.kinds import get as get_kind
+    from hybridnb.core.kinds import is_endpoint_kind
+    from hybridnb.services.probe import lab_probe_endpoints, service_checks
+
+    hosts, net = _hosts(lab), lab.spec.network
+    where = placement(lab.spec)
+    resources = [r for r in lab.resources() if is_endpoint_kind(r.kind)]
+    services = {r.name: service_checks(lab.spec.endpoint(r.name).services)
+                + get_kind(r.kind).probe_services(r) for r in resources}
+    eps: list[ProbeEndpoint] = []
+    gateway = None
+    for host in hosts.names:
+        mine = [r for r in resources if where.get(r.name) == host]
+        ways = _ways_in(lab, host_backend(lab, host), {r.kind for r in mine})
+        found, gw = lab_probe_endpoints(mine, services, ways, gateway=str(net.gateway),
+                                        gateway_netns=bridges[net.bridge])
+        eps += found
+        gateway = gateway or gw
+    assert gateway is not None
+    return sorted(eps, key=lambda e: e.name), gateway
+
+
+# ---------------------------------------------------------------------- the lab as one
+
+def _as_one(wanted: Resource, seen: list[tuple[Resource, Any]]) -> Any:
+    """One observation of a resource of the whole lab from what each host holding its
+    share shows: there only when there on every one of them, running only when running
+    everywhere, and as wanted (the whole lab's fingerprint) only when each host's share is
+    as that host wants it."""
+    from hybridnb.core.resource import Observation
+
+    if not seen or any(obs is None for _, obs in seen):
+        return None
+    down = [obs for _, obs in seen if not obs.running]
+    if down:
+        return down[0]
+    same = all(obs.fingerprint == mine.fingerprint for mine, obs in seen)
+    return Observation(wanted.fingerprint if same else "", detail=seen[0][1].detail)
+
+
+def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
+    """What the engines of every host hold of the lab, as if it were one host: ``{kind:
+    {name: Observation}}`` over the whole lab's resources (what ``status``, ``policy`` and
+    ``links`` compare with), each host's share translated back (the bridge of a non-primary
+    host is as wanted when it is as *that* host wants it).  Per-host devices (the VXLAN)
+    are left out; a host that cannot be reached raises, naming it."""
+    state = lab._read_state()
+    addresses = lab._assign(state.get("addresses", {}))
+    compiled = compile_lab(lab.spec, addresses)
+    shares = {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+    observed = _each_host(lab, lambda h: observe_all(lab.name, host_backend(lab, h)))
+    out: dict[str, dict[str, Any]] = {}
+    for res in compiled:
+        seen = [(mine, observed[h].get(res.kind, {}).get(res.name))
+                for h, share in shares.items() for mine in share if mine.key == res.key]
+        obs = _as_one(res, seen)
+        if obs is not None:
+            out.setdefault(res.kind, {})[res.name] = obs
+    return out
