@@ -65,7 +65,7 @@ def test_where_each_endpoint_lives_comes_from_the_lab_file(lab):
     assert mtu_reason(lab.spec) == "VXLAN headroom"
     assert mtu_why(lab.spec).startswith("lab MTU 1450: VXLAN adds 50 bytes")
     assert vxlan_line(lab.spec) == ("VXLAN vni 4242 udp/4789 joins 2 hosts' hybr0 bridges "
-                                    "over a 192.168.250.1, b 192.168.250.2")
+                                    "over the underlay (a=192.168.250.1, b=192.168.250.2)")
 
 
 def test_one_machine_labs_have_no_hosts_and_their_own_mtu(tmp_path):

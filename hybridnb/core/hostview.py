@@ -131,9 +131,9 @@ def vxlan_line(lab: LabSpec) -> str:
     vx, hosts = lab.network.vxlan, _hosts(lab)
     if vx is None or hosts is None or not hosts.multi:
         return ""
-    under = ", ".join(f"{h.name} {h.underlay}" for h in hosts.hosts)
+    under = ", ".join(f"{h.name}={h.underlay}" for h in hosts.hosts)
     return (f"VXLAN vni {vx.vni} udp/{vx.port} joins {len(hosts)} hosts' {lab.network.bridge} "
-            f"bridges over {under}")
+            f"bridges over the underlay ({under})")
 
 
 def cross_host_counts(results: Iterable[Any], hosts: Mapping[str, str],
