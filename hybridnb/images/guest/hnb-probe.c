@@ -57,6 +57,7 @@
 #define TOKEN_LEN 8
 #define ECHO_LEN (8 + TOKEN_LEN + 8)         /* ICMP header, token, sequence copy */
 #define MAX_TIMEOUT_MS 600000L
+#define GAP_NS 1000000L                     /* longest wait before the next echo */
 #define IDLE_US 20000                       /* how often an unconnected port is looked at */
 #define OUT_CAP (MAX_PAIRS * (40 + MAX_COUNT * 21) + 64)
 
@@ -208,45 +209,35 @@ static void on_packet(const unsigned char *buf, size_t n, int64_t ts, uint16_t i
     }
 }
 
-/* Receive until every echo is answered or failed, or the deadline passes. */
-static void collect(int fd, int64_t deadline, uint16_t ident, const unsigned char *token,
-                    long npairs, long count, long pending)
+/* Read every datagram waiting on the socket. */
+static void drain(int fd, uint16_t ident, const unsigned char *token, long npairs, long count,
+                  long *pending)
 {
     unsigned char buf[1500];
     char ctl[256];
     struct iovec iov = { buf, sizeof buf };
     struct msghdr msg;
     struct cmsghdr *c;
-    struct pollfd p = { fd, POLLIN, 0 };
     struct timespec *tsp;
-    int64_t now, ts;
+    int64_t ts;
     ssize_t n;
 
-    while (pending > 0) {
-        now = now_ns();
-        if (now >= deadline)
-            break;
-        if (poll(&p, 1, (int)((deadline - now + 999999) / 1000000)) <= 0)
-            continue;
-        for (;;) {
-            memset(&msg, 0, sizeof msg);
-            msg.msg_iov = &iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = ctl;
-            msg.msg_controllen = sizeof ctl;
-            n = recvmsg(fd, &msg, MSG_DONTWAIT);
-            if (n < 0)
-                break;
-            ts = 0;
-            for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS) {
-                    tsp = (struct timespec *)CMSG_DATA(c);
-                    ts = (int64_t)tsp->tv_sec * 1000000000 + tsp->tv_nsec;
-                }
-            if (ts == 0)
-                ts = now_ns();
-            on_packet(buf, (size_t)n, ts, ident, token, npairs, count, &pending);
-        }
+    for (;;) {
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl;
+        msg.msg_controllen = sizeof ctl;
+        n = recvmsg(fd, &msg, MSG_DONTWAIT);
+        if (n < 0)
+            return;
+        ts = 0;
+        for (c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS) {
+                tsp = (struct timespec *)CMSG_DATA(c);
+                ts = (int64_t)tsp->tv_sec * 1000000000 + tsp->tv_nsec;
+            }
+        on_packet(buf, (size_t)n, ts ? ts : now_ns(), ident, token, npairs, count, pending);
     }
 }
 
@@ -270,12 +261,43 @@ static void report(const char *id, long npairs)
     emit("DONE %s\n", id);
 }
 
+/* Send echo `at` of pair `p` (sequence number `seq`); 0 when it went out. */
+static int send_echo(int fd, struct pair *p, long at, long seq, uint16_t ident,
+                     const unsigned char *token)
+{
+    unsigned char pkt[ECHO_LEN];
+    uint16_t c;
+    char why[32];
+
+    memset(pkt, 0, sizeof pkt);
+    pkt[0] = ICMP_ECHO;
+    pkt[4] = (unsigned char)(ident >> 8);
+    pkt[5] = (unsigned char)ident;
+    pkt[6] = (unsigned char)(seq >> 8);
+    pkt[7] = (unsigned char)seq;
+    memcpy(pkt + 8, token, TOKEN_LEN);
+    memcpy(pkt + 8 + TOKEN_LEN, &seq, sizeof seq < 8 ? sizeof seq : 8);
+    c = cksum(pkt, sizeof pkt);
+    pkt[2] = (unsigned char)(c >> 8);
+    pkt[3] = (unsigned char)c;
+    p->sent_at[at] = now_ns();
+    if (sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&p->to, sizeof p->to) < 0) {
+        p->sent_at[at] = 0;
+        snprintf(why, sizeof why, "errno:%d", errno);
+        set_reason(p, why);
+        return -1;
+    }
+    return 0;
+}
+
 static void run_icmp(const char *id, long npairs, long count, long timeout_ms)
 {
-    unsigned char token[TOKEN_LEN], pkt[ECHO_LEN];
-    uint16_t ident, c;
-    long i, at, seq, pending = 0;
+    unsigned char token[TOKEN_LEN];
+    uint16_t ident;
+    long i, at, seq, k, total, prev = -1, pending = 0;
+    int64_t now, next_at = 0, deadline = 0, wait;
     int fd, one = 1, big = 1 << 20;
+    struct pollfd pfd;
     char why[32];
 
     fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
@@ -293,37 +315,37 @@ static void run_icmp(const char *id, long npairs, long count, long timeout_ms)
         memcpy(token, &t, sizeof token);
     }
     ident = (uint16_t)(token[0] << 8 | token[1]);
-    /* round by round: attempt 0 to every target, then attempt 1 ... (as the engine does) */
-    for (at = 0; at < count; at++) {
-        for (i = 0; i < npairs; i++) {
-            struct pair *p = &pairs[i];
-
-            if (strcmp(p->reason, "bad-address") == 0)
+    /* Round by round (attempt 0 to every target, then attempt 1 ...), as the engine does,
+     * but paced: the next echo goes out once the previous one is answered or GAP_NS after
+     * it.  A guest has one emulated CPU: a burst of echoes would queue their replies behind
+     * its own sends and inflate every RTT but the last. */
+    total = npairs * count;
+    for (k = 0; k < total || pending > 0; ) {
+        now = now_ns();
+        if (k < total && (prev < 0 || pairs[prev / count].sent_at[prev % count] == 0 ||
+                          now >= next_at)) {
+            at = k / npairs;
+            i = k % npairs;
+            k++;
+            if (strcmp(pairs[i].reason, "bad-address") == 0)
                 continue;
             seq = i * count + at;
-            memset(pkt, 0, sizeof pkt);
-            pkt[0] = ICMP_ECHO;
-            pkt[4] = (unsigned char)(ident >> 8);
-            pkt[5] = (unsigned char)ident;
-            pkt[6] = (unsigned char)(seq >> 8);
-            pkt[7] = (unsigned char)seq;
-            memcpy(pkt + 8, token, TOKEN_LEN);
-            memcpy(pkt + 8 + TOKEN_LEN, &seq, sizeof seq < 8 ? sizeof seq : 8);
-            c = cksum(pkt, sizeof pkt);
-            pkt[2] = (unsigned char)(c >> 8);
-            pkt[3] = (unsigned char)c;
-            p->sent_at[at] = now_ns();
-            if (sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&p->to, sizeof p->to) < 0) {
-                p->sent_at[at] = 0;
-                snprintf(why, sizeof why, "errno:%d", errno);
-                set_reason(p, why);
-                continue;
+            if (send_echo(fd, &pairs[i], at, seq, ident, token) == 0) {
+                pending++;
+                prev = seq;
+                next_at = pairs[i].sent_at[at] + GAP_NS;
+                deadline = pairs[i].sent_at[at] + (int64_t)timeout_ms * 1000000;
             }
-            pending++;
+            continue;
         }
+        if (k >= total && now >= deadline)
+            break;
+        wait = (k < total && next_at < deadline ? next_at : deadline) - now;
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        if (poll(&pfd, 1, wait > 0 ? (int)((wait + 999999) / 1000000) : 0) > 0)
+            drain(fd, ident, token, npairs, count, &pending);
     }
-    collect(fd, now_ns() + (int64_t)timeout_ms * 1000000, ident, token, npairs, count,
-            pending);
     close(fd);
     report(id, npairs);
 }
