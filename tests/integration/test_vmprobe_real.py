@@ -1,7 +1,7 @@
 """VM-sourced probes at wire speed (issue 18): the test VM's resident helper, real engines.
 
-One module-scoped lab in the session sandbox: a container and a test VM on one bridge.  The
-VM's ICMP probes go through ``hnb-probe`` on its virtio-serial port (the results say so),
+One module-scoped lab in the session sandbox: two containers and a test VM on one bridge.
+The VM's ICMP probes go through ``hnb-probe`` on its virtio-serial port (the results say so),
 and a VM->container RTT median is within 2x of the container->VM median of the same pair —
 both measured with kernel timestamps, one in the guest, one on the lab host.  The guest-agent
 script path (forced with ``HYBRIDNB_VM_PROBE=script``) agrees with the helper in meaning: the
@@ -15,12 +15,13 @@ from statistics import median
 import pytest
 
 from hybridnb.lab import Lab
+from hybridnb.services.probe import probe_matrix
 from hybridnb.services.probe.vmhelper import MODE_ENV, VIA_HELPER, VIA_SCRIPT
 from tests.realengines import SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
 COUNT = 10
-RUNS = 3
+RUNS = 15
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +44,31 @@ def icmp(lab: Lab, monkeypatch, mode: str):
     return lab.test(("icmp",), timeout=2.0, count=COUNT)
 
 
-def test_vm_sourced_icmp_uses_the_helper_and_matches_the_container_side(pair, monkeypatch):
-    """The medians of the pair's samples over RUNS matrix runs (the machine is shared: one
-    run's median can be an outlier either way)."""
+def test_vm_sourced_icmp_goes_through_the_helper(pair, monkeypatch):
+    m = icmp(pair, monkeypatch, "auto")
+    rows = [r for r in m.results if r.source == "v1"]
+    assert {r.target for r in rows} >= {"c1", "c2", "gateway"}
+    for r in rows:
+        assert r.ok and r.detail == VIA_HELPER, r
+        assert (r.sent, r.received, len(r.rtts)) == (COUNT, COUNT, COUNT), r
+    assert m.get("icmp", "c1", "v1").ok
+
+
+def test_vm_sourced_rtt_within_2x_of_the_container_side_of_the_same_pair(pair, monkeypatch):
+    """The pair alone (one echo each way per run, RUNS runs, medians of the samples): in a
+    whole matrix the engine sends every echo of a run at once, and an emulated guest answers
+    a burst only once it has processed all of it, so container -> VM RTTs there measure the
+    burst (see benchmarks/vm_probe.py)."""
+    monkeypatch.setenv(MODE_ENV, "auto")
+    eps, _ = pair.probe_endpoints()
+    two = [e for e in eps if e.name in ("c1", "v1")]
     vm_rtts: list[float] = []
     ct_rtts: list[float] = []
     for _ in range(RUNS):
-        m = icmp(pair, monkeypatch, "auto")
+        m = probe_matrix(two, ("icmp",), timeout=2.0, count=1)
         vm_side, ct_side = m.get("icmp", "v1", "c1"), m.get("icmp", "c1", "v1")
-        assert vm_side is not None and vm_side.ok, m.to_text()
-        assert ct_side is not None and ct_side.ok, m.to_text()
+        assert vm_side.ok and ct_side.ok, m.to_text()
         assert vm_side.detail == VIA_HELPER
-        assert vm_side.received == COUNT and vm_side.sent == COUNT
-        for r in m.results:
-            if r.source == "v1":
-                assert r.ok and r.detail == VIA_HELPER, r
         vm_rtts += vm_side.rtts
         ct_rtts += ct_side.rtts
     vm_med, ct_med = median(vm_rtts), median(ct_rtts)
