@@ -21,7 +21,7 @@ from tests.realengines import SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
 COUNT = 10
-RUNS = 15
+RUNS = 25
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,14 @@ def test_helper_and_script_paths_agree_in_meaning(pair, monkeypatch):
               f"script {s.rtt_median * 1e3:.3f} ms")
         # the script's user-space RTT includes the guest's own overhead, never less
         assert s.rtt_median >= 0.5 * h.rtt_median
+
+
+def test_every_check_from_the_vm_icmp_by_the_helper_the_rest_by_the_script(pair, monkeypatch):
+    monkeypatch.setenv(MODE_ENV, "auto")
+    checks = ("icmp", "tcp", "udp", "http")
+    m = pair.test(checks, timeout=2.0, count=3)
+    for check in checks:
+        for dst in ("c1", "c2", "gateway"):
+            r = m.get(check, "v1", dst)
+            assert r is not None and r.ok, m.to_text()
+            assert (r.detail == VIA_HELPER) == (check == "icmp"), r
