@@ -28,7 +28,7 @@ virtualization) but this: Debian's own kernel, uncompressed from its bzImage to 
   a page naming the VM over HTTP (busybox httpd), echoes UDP on port 7 (``hnb-udp echo 7``),
   starts the guest agent and prints :data:`READY_MARKER` on the serial console.
 
-The initramfs is a gzip-compressed newc archive (~4.1 MB; the guest needs at least 96 MiB of
+The initramfs is a gzip-compressed newc archive (~5.1 MB; the guest needs at least 96 MiB of
 RAM, of which the kernel keeps ~48 MiB).  Everything comes from Debian packages fetched with ``apt-get download``; nothing is installed
 on the host.  :func:`build` is idempotent (a second call returns the cached image at once) and
 :func:`find` returns the built image or says how to build it.
