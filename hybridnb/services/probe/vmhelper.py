@@ -214,7 +214,7 @@ class HelperConnection:
             raise HelperUnavailable(f"writing to the helper: {exc}") from exc
         text = b""
         while True:
-            if b"DONE " + batch_id.encode() in self.buffer:
+            if f"DONE {batch_id}\n".encode() in self.buffer:
                 text, self.buffer = self.buffer, b""
                 break
             self._recv(deadline)
@@ -332,8 +332,16 @@ def _with_helper(conn: HelperConnection, fast: Sequence[PairSpec], rest: Sequenc
     """The helper's batch here, the script for the rest beside it (a thread); a batch that
     goes wrong midway is ``fallback(why)`` for its pairs."""
     scripted: dict[int, ProbeResult] = {}
-    side = threading.Thread(target=lambda: scripted.update(script(rest)),
-                            name="probe-exec-rest", daemon=True)
+
+    def side_run() -> None:
+        try:
+            scripted.update(script(rest))
+        except Exception as exc:    # a bug or an executor gone wrong: a reason, not a hole
+            scripted.update({p.index: ProbeResult(p.check.name, p.src.name, p.dst.name, False,
+                                                  f"probe script failed: {exc}", port=p.port,
+                                                  address=p.address) for p in rest})
+
+    side = threading.Thread(target=side_run, name="probe-exec-rest", daemon=True)
     if rest:
         side.start()
     try:

@@ -131,6 +131,36 @@ def test_a_channel_nobody_answers_falls_back_to_the_script(monkeypatch, tmp_path
     assert all(r.ok for r in out.values())
 
 
+def test_a_helper_that_dies_midway_hands_only_its_pairs_to_the_script(monkeypatch, tmp_path):
+    """HELLO answered, then the port closes during the batch: the ICMP pairs are scripted
+    once, the rest (already scripted beside the batch) not again."""
+    monkeypatch.delenv(vmhelper.MODE_ENV, raising=False)
+    path = str(tmp_path / "probe.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(1)
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            nonce = conn.recv(100).split()[1]
+            conn.sendall(b"HELLO " + nonce + b" hnb-probe 1 icmp\n")
+            conn.recv(4096)                                  # the batch: then gone
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        guest = Guest(path)
+        src, pairs = vm_pairs(guest)
+        out = run(src, pairs)
+    finally:
+        t.join(5)
+        lsock.close()
+    assert sorted(guest.scripted) == ["icmp:0", "icmp:1", "tcp:0", "tcp:1"]
+    assert len(out) == 4 and all(r.ok for r in out.values())
+    assert {r.detail for r in out.values() if r.check == "icmp"} == {vmhelper.VIA_SCRIPT}
+
+
 # ----------------------------------------------------------------- the real helper, end to end
 
 @pytest.fixture(scope="module")
