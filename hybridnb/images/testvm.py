@@ -18,7 +18,7 @@ virtualization) but this: Debian's own kernel, uncompressed from its bzImage to 
   neither.  Without ``gcc`` the image is built without it (and UDP probes from and to the VM
   are skipped);
 * ``/bin/hnb-probe`` (``guest/hnb-probe.c``, compiled the same way): the resident probe
-  helper /init starts, answering ICMP probe batches on the virtio-serial port
+  helper /init starts, answering ICMP and TCP probe batches on the virtio-serial port
   ``org.hybridnb.probe.0`` (:mod:`hybridnb.services.probe.vmhelper`), so VM-sourced RTTs are
   kernel-timestamped like every other source's.  Without ``gcc`` the VM probes through the
   guest agent's script only;

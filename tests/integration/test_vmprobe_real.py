@@ -94,7 +94,8 @@ def test_helper_and_script_paths_agree_in_meaning(pair, monkeypatch):
         assert s.rtt_median >= 0.5 * h.rtt_median
 
 
-def test_every_check_from_the_vm_icmp_by_the_helper_the_rest_by_the_script(pair, monkeypatch):
+def test_every_check_from_the_vm_icmp_tcp_by_the_helper_the_rest_by_the_script(pair,
+                                                                                monkeypatch):
     monkeypatch.setenv(MODE_ENV, "auto")
     checks = ("icmp", "tcp", "udp", "http")
     m = pair.test(checks, timeout=2.0, count=3)
@@ -102,4 +103,6 @@ def test_every_check_from_the_vm_icmp_by_the_helper_the_rest_by_the_script(pair,
         for dst in ("c1", "c2", "gateway"):
             r = m.get(check, "v1", dst)
             assert r is not None and r.ok, m.to_text()
-            assert (r.detail == VIA_HELPER) == (check == "icmp"), r
+            assert (r.detail == VIA_HELPER) == (check in ("icmp", "tcp")), r
+            if check == "tcp":
+                assert len(r.rtts) == 1 and 0 < r.rtts[0] < 2.0, r      # the handshake RTT

@@ -15,20 +15,26 @@
  *                              libvirt domain, see hybridnb/services/probe/vmhelper.py)
  *   hnb-probe stdio            answer batches read from stdin on stdout (for tests)
  *
+ * TCP connects too (`TCP INDEX ADDR PORT`): the RTT is the kernel's handshake sample
+ * (TCP_INFO), the socket is reset on close (SO_LINGER 0), as the engine does.
+ *
  * Wire format: text lines (LF), one request at a time.
  *   host:   HELLO NONCE
- *   helper: HELLO NONCE hnb-probe 1 icmp
+ *   helper: HELLO NONCE hnb-probe 1 icmp tcp
  *   host:   BATCH ID COUNT TIMEOUT_MS        then one line per pair, then END
- *           ICMP INDEX ADDR
+ *           ICMP INDEX ADDR                  COUNT echoes
+ *           TCP INDEX ADDR PORT              one connect
  *           END
  *   helper: R ID INDEX ok RTT_NS,RTT_NS,... -     one line per pair, in index order
  *           R ID INDEX fail - REASON               REASON: timeout | unreach:CODE | ttl |
  *                                                          errno:N | bad-address
  *           DONE ID
  * ID and NONCE are the host's (so it ignores lines of a batch it gave up on).  A pair's
- * result is ok when at least one of its COUNT echoes was answered; the first error seen
- * (an ICMP unreachable or TTL exceeded quoting our echo, a send errno) is its reason when
- * none was.
+ * result is ok when at least one of its COUNT echoes was answered (a TCP pair's when its
+ * connect completed); the first error seen (an ICMP unreachable or TTL exceeded quoting our
+ * echo, a send or connect errno) is its reason when none was.  All items (the echoes round
+ * by round, then the connects) are paced: the next starts once the previous is answered or
+ * 1 ms later.
  *
  * Build: gcc -static -Os -s -Wall -Wextra -o hnb-probe hnb-probe.c
  */
@@ -40,6 +46,7 @@
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/ip_icmp.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -64,6 +71,9 @@
 struct pair {
     struct sockaddr_in to;
     long index;
+    int tcp;                             /* a TCP connect, not ICMP echoes */
+    int fd;                              /* the TCP socket in flight, or -1 */
+    int64_t start;                       /* when the connect began */
     int answered;
     int nrtt;
     int64_t rtt[MAX_COUNT];
@@ -290,23 +300,103 @@ static int send_echo(int fd, struct pair *p, long at, long seq, uint16_t ident,
     return 0;
 }
 
-static void run_icmp(const char *id, long npairs, long count, long timeout_ms)
+/* Start pair p's TCP connect; 0 when it is in flight. */
+static int tcp_start(struct pair *p)
+{
+    char why[32];
+
+    p->start = now_ns();
+    p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->fd >= 0 && (connect(p->fd, (struct sockaddr *)&p->to, sizeof p->to) == 0 ||
+                       errno == EINPROGRESS))
+        return 0;
+    snprintf(why, sizeof why, "errno:%d", errno);
+    set_reason(p, why);
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+    return -1;
+}
+
+/* Pair p's connect completed (or failed): its RTT is the kernel's handshake sample. */
+static void tcp_finish(struct pair *p, int64_t now)
+{
+    struct linger lg = { 1, 0 };
+    struct tcp_info ti;
+    socklen_t len;
+    int err = 0;
+    char why[32];
+
+    len = sizeof err;
+    if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        snprintf(why, sizeof why, "errno:%d", err);
+        set_reason(p, why);
+    } else {
+        len = sizeof ti;
+        memset(&ti, 0, sizeof ti);
+        if (getsockopt(p->fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_rtt > 0)
+            p->rtt[0] = (int64_t)ti.tcpi_rtt * 1000;
+        else
+            p->rtt[0] = now - p->start;
+        p->nrtt = 1;
+        p->answered = 1;
+        setsockopt(p->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);     /* RST, no TIME_WAIT */
+    }
+    close(p->fd);
+    p->fd = -1;
+}
+
+/* Whether item k (an echo, or past npairs * count a TCP connect) has its answer. */
+static int item_done(long k, long npairs, long count)
+{
+    long at, i;
+
+    if (k < 0)
+        return 1;
+    if (k >= npairs * count)
+        return pairs[k - npairs * count].fd < 0;
+    at = k / npairs;
+    i = k % npairs;
+    return pairs[i].sent_at[at] == 0;
+}
+
+/* Start item k; 1 when something went out. */
+static int item_start(long k, long npairs, long count, int fd, uint16_t ident,
+                      const unsigned char *token)
+{
+    struct pair *p;
+    long at;
+
+    if (k >= npairs * count) {
+        p = &pairs[k - npairs * count];
+        return p->tcp && p->reason[0] == '\0' && tcp_start(p) == 0;
+    }
+    at = k / npairs;
+    p = &pairs[k % npairs];
+    if (p->tcp || strcmp(p->reason, "bad-address") == 0)
+        return 0;
+    return send_echo(fd, p, at, (k % npairs) * count + at, ident, token) == 0;
+}
+
+static void run_batch(const char *id, long npairs, long count, long timeout_ms)
 {
     unsigned char token[TOKEN_LEN];
     uint16_t ident;
-    long i, at, seq, k, total, prev = -1, pending = 0;
-    int64_t now, next_at = 0, deadline = 0, wait;
+    static struct pollfd pfd[MAX_PAIRS + 1];
+    static long who[MAX_PAIRS + 1];
+    long i, j, k, total, prev = -1, pending = 0, nfd;
+    int64_t now, next_at = 0, deadline = 0, wait, timeout_ns = (int64_t)timeout_ms * 1000000;
     int fd, one = 1, big = 1 << 20;
-    struct pollfd pfd;
     char why[32];
 
     fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
-    if (fd < 0) {
+    if (fd < 0) {                            /* the echoes fail, the connects still run */
         snprintf(why, sizeof why, "errno:%d", errno);
         for (i = 0; i < npairs; i++)
-            set_reason(&pairs[i], why);
-        report(id, npairs);
-        return;
+            if (!pairs[i].tcp)
+                set_reason(&pairs[i], why);
     }
     setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
@@ -319,34 +409,50 @@ static void run_icmp(const char *id, long npairs, long count, long timeout_ms)
      * but paced: the next echo goes out once the previous one is answered or GAP_NS after
      * it.  A guest has one emulated CPU: a burst of echoes would queue their replies behind
      * its own sends and inflate every RTT but the last. */
-    total = npairs * count;
+    total = npairs * count + npairs;          /* the echoes, then the TCP connects */
     for (k = 0; k < total || pending > 0; ) {
         now = now_ns();
-        if (k < total && (prev < 0 || pairs[prev / count].sent_at[prev % count] == 0 ||
-                          now >= next_at)) {
-            at = k / npairs;
-            i = k % npairs;
-            k++;
-            if (strcmp(pairs[i].reason, "bad-address") == 0)
-                continue;
-            seq = i * count + at;
-            if (send_echo(fd, &pairs[i], at, seq, ident, token) == 0) {
-                pending++;
-                prev = seq;
-                next_at = pairs[i].sent_at[at] + GAP_NS;
-                deadline = pairs[i].sent_at[at] + (int64_t)timeout_ms * 1000000;
+        for (i = 0; i < npairs; i++)           /* TCP connects past their deadline */
+            if (pairs[i].fd >= 0 && now >= pairs[i].start + timeout_ns) {
+                close(pairs[i].fd);
+                pairs[i].fd = -1;
+                pending--;
             }
+        if (k < total && (item_done(prev, npairs, count) || now >= next_at)) {
+            if (item_start(k, npairs, count, fd, ident, token)) {
+                pending++;
+                prev = k;
+                next_at = now + GAP_NS;
+                deadline = now + timeout_ns;
+            }
+            k++;
             continue;
         }
         if (k >= total && now >= deadline)
             break;
         wait = (k < total && next_at < deadline ? next_at : deadline) - now;
-        pfd.fd = fd;
-        pfd.events = POLLIN;
-        if (poll(&pfd, 1, wait > 0 ? (int)((wait + 999999) / 1000000) : 0) > 0)
+        nfd = 0;
+        pfd[nfd].fd = fd;
+        pfd[nfd++].events = POLLIN;
+        for (i = 0; i < npairs; i++)
+            if (pairs[i].fd >= 0) {
+                who[nfd] = i;
+                pfd[nfd].fd = pairs[i].fd;
+                pfd[nfd++].events = POLLOUT;
+            }
+        if (poll(pfd, (nfds_t)nfd, wait > 0 ? (int)((wait + 999999) / 1000000) : 0) <= 0)
+            continue;
+        if (pfd[0].revents)
             drain(fd, ident, token, npairs, count, &pending);
+        now = now_ns();
+        for (j = 1; j < nfd; j++)
+            if (pfd[j].revents) {
+                tcp_finish(&pairs[who[j]], now);
+                pending--;
+            }
     }
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     report(id, npairs);
 }
 
@@ -388,7 +494,7 @@ static void on_line(char *line)
     if (n == 0)
         return;
     if (strcmp(w[0], "HELLO") == 0 && n == 2) {
-        emit("HELLO %.32s hnb-probe 1 icmp\n", w[1]);
+        emit("HELLO %.32s hnb-probe 1 icmp tcp\n", w[1]);
         flush_out();
     } else if (strcmp(w[0], "BATCH") == 0 && n == 4) {
         snprintf(batch_id, sizeof batch_id, "%s", w[1]);
@@ -399,15 +505,21 @@ static void on_line(char *line)
             emit("ERROR %s bad batch header\n", batch_id);
             flush_out();
         }
-    } else if (strcmp(w[0], "ICMP") == 0 && n == 3 && batch_n >= 0 && batch_n < MAX_PAIRS) {
+    } else if (((strcmp(w[0], "ICMP") == 0 && n == 3) || (strcmp(w[0], "TCP") == 0 && n == 4))
+               && batch_n >= 0 && batch_n < MAX_PAIRS) {
         p = &pairs[batch_n++];
         memset(p, 0, sizeof *p);
+        p->fd = -1;
+        p->tcp = w[0][0] == 'T';
         p->index = number(w[1], 0, 1L << 30);
         p->to.sin_family = AF_INET;
-        if (inet_pton(AF_INET, w[2], &p->to.sin_addr) != 1)
+        if (inet_pton(AF_INET, w[2], &p->to.sin_addr) != 1 ||
+            (p->tcp && number(w[3], 1, 65535) < 0))
             set_reason(p, "bad-address");
+        else if (p->tcp)
+            p->to.sin_port = htons((uint16_t)number(w[3], 1, 65535));
     } else if (strcmp(w[0], "END") == 0 && batch_n >= 0) {
-        run_icmp(batch_id, batch_n, batch_count, batch_timeout);
+        run_batch(batch_id, batch_n, batch_count, batch_timeout);
         flush_out();
         batch_n = -1;
     } else if (batch_n >= 0) {

@@ -12,19 +12,21 @@ timestamp (``SO_TIMESTAMPNS``) minus the clock read just before the send — wha
 does for every other source — so a VM-sourced RTT means the same as the others.
 
 :func:`run_vm_source` is what the engine calls for a VM source: the pairs the helper can
-probe (:data:`HELPER_PROTOCOLS`: ICMP) go to the helper, the rest (TCP, UDP, HTTP, DNS) to
-the script, both at once.  A VM without the helper (a recipe VM, an older image, a socket
+probe (:data:`HELPER_PROTOCOLS`: ICMP, and TCP connects with the kernel's handshake RTT, as
+far as the helper's greeting lists them) go to the helper, the rest (UDP, HTTP, DNS) to the
+script, both at once.  A VM without the helper (a recipe VM, an older image, a socket
 that does not answer the greeting within :data:`HELLO_TIMEOUT`) falls back to the script
-for everything, automatically.  Each ICMP result says which path measured it in its
+for everything, automatically.  Each ICMP and TCP result says which path measured it in its
 ``detail``: :data:`VIA_HELPER` or :data:`VIA_SCRIPT`.  ``HYBRIDNB_VM_PROBE`` (``auto``,
 ``helper``, ``script``) forces a path (``helper`` without a helper fails those pairs with the
 reason) — for benchmarks and tests.
 
 The wire format (text lines, see the C source for the whole of it)::
 
-    -> HELLO <nonce>                  <- HELLO <nonce> hnb-probe 1 icmp
+    -> HELLO <nonce>                  <- HELLO <nonce> hnb-probe 1 icmp tcp
     -> BATCH <id> <count> <timeout ms>
-    -> ICMP <index> <address>         (one per pair)
+    -> ICMP <index> <address>         (one per pair: <count> echoes)
+    -> TCP <index> <address> <port>   (one per pair: one connect)
     -> END                            <- R <id> <index> ok <rtt ns,...> -
                                       <- R <id> <index> fail - <reason code>
                                       <- DONE <id>
@@ -52,8 +54,9 @@ from hybridnb.services.probe.wire import reason as errno_text
 
 #: The virtio-serial port name the helper listens on (the domain XML's channel target).
 CHANNEL_NAME = "org.hybridnb.probe.0"
-#: Checks the helper runs; the others stay on the guest-agent script.
-HELPER_PROTOCOLS = frozenset({"icmp"})
+#: Checks the helper can run (those its greeting lists are sent to it); the others stay on
+#: the guest-agent script.
+HELPER_PROTOCOLS = frozenset({"icmp", "tcp"})
 #: ``detail`` of results measured by the helper / by the script.
 VIA_HELPER = "via hnb-probe"
 VIA_SCRIPT = "via guest script"
@@ -96,18 +99,24 @@ def mode() -> str:
 
 
 def encode_batch(batch_id: str, count: int, timeout: float,
-                 probes: Sequence[tuple[int, str]]) -> bytes:
-    """The request for ``probes`` (``(index, IPv4 address)``), ``count`` echoes each,
-    replies awaited ``timeout`` seconds."""
+                 probes: Sequence[tuple[int, str, str, int | None]]) -> bytes:
+    """The request for ``probes`` (``(index, protocol, IPv4 address, port)``; ``icmp``:
+    ``count`` echoes, ``tcp``: one connect to ``port``), replies awaited ``timeout``
+    seconds."""
     if not 1 <= count <= 16:
         raise ValueError(f"the helper sends 1 to 16 echoes per pair, not {count}")
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} pairs per batch, not {len(probes)}")
     lines = [f"BATCH {batch_id} {count} {max(1, round(timeout * 1000))}"]
-    for index, address in probes:
+    for index, protocol, address, port in probes:
         if not address or any(c.isspace() for c in address):
             raise ValueError(f"not an address: {address!r}")
-        lines.append(f"ICMP {int(index)} {address}")
+        if protocol == "icmp":
+            lines.append(f"ICMP {int(index)} {address}")
+        elif protocol == "tcp" and port is not None and 0 < int(port) < 65536:
+            lines.append(f"TCP {int(index)} {address} {int(port)}")
+        else:
+            raise ValueError(f"the helper cannot probe {protocol} port {port}")
     lines.append("END")
     return ("\n".join(lines) + "\n").encode()
 
@@ -163,6 +172,8 @@ class HelperConnection:
             nonce = secrets.token_hex(6)
             self.sock.sendall(f"HELLO {nonce}\n".encode())
             self.version = self._line(f"HELLO {nonce} ", time.monotonic() + hello_timeout)
+            #: the checks this helper runs (its greeting: ``hnb-probe 1 icmp tcp``)
+            self.capabilities = frozenset(self.version.split()[2:]) & HELPER_PROTOCOLS
         except BaseException:
             self.sock.close()
             raise
@@ -202,7 +213,7 @@ class HelperConnection:
                     return line[len(want):].decode(errors="replace").strip()
             self._recv(deadline)
 
-    def batch(self, probes: Sequence[tuple[int, str]], *, count: int,
+    def batch(self, probes: Sequence[tuple[int, str, str, int | None]], *, count: int,
               timeout: float) -> dict[int, HelperLine]:
         """Run one batch; ``{index: HelperLine}`` for every probe."""
         batch_id = secrets.token_hex(4)
@@ -219,7 +230,7 @@ class HelperConnection:
                 break
             self._recv(deadline)
         got, done = parse_replies(text.decode(errors="replace"), batch_id)
-        missing = [i for i, _ in probes if i not in got]
+        missing = [p[0] for p in probes if p[0] not in got]
         if not done or missing:
             raise HelperUnavailable(f"the helper's answer lacks {len(missing)} pairs")
         return got
@@ -251,9 +262,10 @@ def _results(pairs: Sequence[PairSpec], got: dict[int, HelperLine], count: int
     out = {}
     for i, p in enumerate(pairs):
         line = got[i]
+        sent = count if p.protocol == "icmp" else 1
         out[p.index] = ProbeResult(p.check.name, p.src.name, p.dst.name, line.ok,
                                    "" if line.ok else reason_text(line.reason),
-                                   rtts=line.rtts, sent=count, received=len(line.rtts),
+                                   rtts=line.rtts, sent=sent, received=min(len(line.rtts), sent),
                                    port=p.port, address=p.address, detail=VIA_HELPER)
     return out
 
@@ -266,7 +278,7 @@ def _failed(pairs: Sequence[PairSpec], why: str) -> dict[int, ProbeResult]:
 
 def _via_script(results: dict[int, ProbeResult], pairs: Sequence[PairSpec]
                 ) -> dict[int, ProbeResult]:
-    """Mark the script's ICMP results with the path that measured them."""
+    """Mark the script's ICMP and TCP results with the path that measured them."""
     icmp = {p.index for p in pairs if p.protocol in HELPER_PROTOCOLS}
     return {i: (dataclasses.replace(r, detail=VIA_SCRIPT) if i in icmp and not r.detail
                 else r) for i, r in results.items()}
@@ -274,8 +286,9 @@ def _via_script(results: dict[int, ProbeResult], pairs: Sequence[PairSpec]
 
 def run_vm_source(src: ProbeEndpoint, pairs: Sequence[PairSpec], *, timeout: float,
                   count: int, domain: str) -> dict[int, ProbeResult]:
-    """Probe ``pairs`` (all from the VM source ``src``): ICMP through the helper when it
-    answers, everything else (and everything, when it does not) through the script."""
+    """Probe ``pairs`` (all from the VM source ``src``): ICMP and TCP through the helper
+    when it answers, everything else (and everything, when it does not) through the
+    script."""
     if not pairs:
         return {}
     chosen = mode()
@@ -295,6 +308,9 @@ def run_vm_source(src: ProbeEndpoint, pairs: Sequence[PairSpec], *, timeout: flo
 
     if not fast:
         return script(pairs)
+    if not all(p.protocol == "icmp" or p.port for p in fast):
+        fast = [p for p in fast if p.protocol == "icmp" or p.port]
+        rest = _others(pairs, fast)
     path = helper_channel(src)
     if path is None:
         return without_helper("no helper channel")
@@ -309,12 +325,21 @@ def run_vm_source(src: ProbeEndpoint, pairs: Sequence[PairSpec], *, timeout: flo
         except (HelperUnavailable, OSError) as exc:
             return without_helper(_why(exc))
         with conn:
+            fast = [p for p in fast if p.protocol in conn.capabilities]
+            if not fast:                                # an older helper: nothing it runs
+                return script(pairs)
+            rest = _others(pairs, fast)
             return _with_helper(conn, fast, rest, script, count=count, timeout=timeout,
                                 fallback=lambda why: _failed(
                                     fast, f"probe helper failed: {why}") if chosen == "helper"
                                 else script(fast))
     finally:
         lock.release()
+
+
+def _others(pairs: Sequence[PairSpec], taken: Sequence[PairSpec]) -> list[PairSpec]:
+    keep = {p.index for p in taken}
+    return [p for p in pairs if p.index not in keep]
 
 
 def _why(exc: BaseException) -> str:
@@ -346,8 +371,8 @@ def _with_helper(conn: HelperConnection, fast: Sequence[PairSpec], rest: Sequenc
         side.start()
     try:
         try:
-            got = conn.batch([(i, p.address) for i, p in enumerate(fast)], count=count,
-                             timeout=timeout)
+            got = conn.batch([(i, p.protocol, p.address, p.port) for i, p in enumerate(fast)],
+                             count=count, timeout=timeout)
             out = _results(fast, got, count)
         except (HelperUnavailable, OSError) as exc:
             out = fallback(_why(exc))

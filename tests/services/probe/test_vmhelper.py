@@ -24,12 +24,16 @@ from tests.gating import IN_CI
 
 
 def test_encode_batch_one_line_per_pair():
-    data = vmhelper.encode_batch("ab12", 3, 1.5, [(0, "10.0.1.5"), (7, "10.0.1.9")])
-    assert data == b"BATCH ab12 3 1500\nICMP 0 10.0.1.5\nICMP 7 10.0.1.9\nEND\n"
+    data = vmhelper.encode_batch("ab12", 3, 1.5, [(0, "icmp", "10.0.1.5", None),
+                                                  (7, "tcp", "10.0.1.9", 5432)])
+    assert data == b"BATCH ab12 3 1500\nICMP 0 10.0.1.5\nTCP 7 10.0.1.9 5432\nEND\n"
 
 
-@pytest.mark.parametrize("count, probes", [(0, [(0, "10.0.1.5")]), (17, [(0, "10.0.1.5")]),
-                                            (1, [(0, "10.0.1.5 x")]), (1, [(0, "")])])
+@pytest.mark.parametrize("count, probes", [
+    (0, [(0, "icmp", "10.0.1.5", None)]), (17, [(0, "icmp", "10.0.1.5", None)]),
+    (1, [(0, "icmp", "10.0.1.5 x", None)]), (1, [(0, "icmp", "", None)]),
+    (1, [(0, "tcp", "10.0.1.5", None)]), (1, [(0, "tcp", "10.0.1.5", 70000)]),
+    (1, [(0, "udp", "10.0.1.5", 7)])])
 def test_encode_batch_refuses_what_the_helper_cannot_read(count, probes):
     with pytest.raises(ValueError):
         vmhelper.encode_batch("b", count, 1.0, probes)
@@ -79,10 +83,11 @@ class Guest:
         return self.channel
 
 
-def vm_pairs(guest: Guest, checks=("icmp", "tcp")):
+def vm_pairs(guest: Guest, checks=("icmp", "tcp"), port: int = 7):
     src = ProbeEndpoint("vm", "127.0.0.1", executor=guest, kind="vm")
-    eps = [src, ProbeEndpoint("a", "127.0.0.1", kind="vm", services=("tcp/7",)),
-           ProbeEndpoint("b", "127.0.0.1", kind="vm", services=("tcp/7",))]
+    declared = (f"tcp/{port}", "udp/7")
+    eps = [src, ProbeEndpoint("a", "127.0.0.1", kind="vm", services=declared),
+           ProbeEndpoint("b", "127.0.0.1", kind="vm", services=declared)]
     plan = plan_probes(eps, checks, count=2)
     source = next(s for s in plan.scripts if s.src.name == "vm")
     return source.src, [plan.pairs[i] for i in source.pairs]
@@ -98,20 +103,19 @@ def test_without_a_channel_everything_goes_through_the_script_and_says_so(monkey
     src, pairs = vm_pairs(guest)
     out = run(src, pairs)
     assert sorted(guest.scripted) == ["icmp:0", "icmp:1", "tcp:2", "tcp:3"]
-    assert {r.detail for r in out.values() if r.check == "icmp"} == {vmhelper.VIA_SCRIPT}
-    assert {r.detail for r in out.values() if r.check == "tcp"} == {""}
+    assert {r.detail for r in out.values()} == {vmhelper.VIA_SCRIPT}
     assert all(r.ok for r in out.values())
 
 
 def test_forced_helper_without_one_fails_its_pairs_with_the_reason(monkeypatch):
     monkeypatch.setenv(vmhelper.MODE_ENV, "helper")
     guest = Guest()
-    src, pairs = vm_pairs(guest)
+    src, pairs = vm_pairs(guest, ("icmp", "tcp", "udp"))
     out = run(src, pairs)
-    assert sorted(guest.scripted) == ["tcp:0", "tcp:1"]       # the rest still runs
-    icmp = [r for r in out.values() if r.check == "icmp"]
-    assert len(icmp) == 2 and all(r.ok is False for r in icmp)
-    assert all(r.reason == "probe helper unavailable: no helper channel" for r in icmp)
+    assert sorted(guest.scripted) == ["udp:0", "udp:1"]       # the rest still runs
+    fast = [r for r in out.values() if r.check in ("icmp", "tcp")]
+    assert len(fast) == 4 and all(r.ok is False for r in fast)
+    assert all(r.reason == "probe helper unavailable: no helper channel" for r in fast)
 
 
 def test_a_channel_nobody_answers_falls_back_to_the_script(monkeypatch, tmp_path):
@@ -220,9 +224,10 @@ def served(prober, tmp_path):
 
 def test_helper_answers_hello_and_a_batch_with_kernel_rtts(served):
     with vmhelper.HelperConnection(served) as conn:
-        assert conn.version == "hnb-probe 1 icmp"
-        got = conn.batch([(0, "127.0.0.1"), (5, "127.0.0.2"), (9, "300.1.1.1")], count=3,
-                         timeout=0.5)
+        assert conn.version == "hnb-probe 1 icmp tcp"
+        assert conn.capabilities == {"icmp", "tcp"}
+        got = conn.batch([(0, "icmp", "127.0.0.1", None), (5, "icmp", "127.0.0.2", None),
+                          (9, "icmp", "300.1.1.1", None)], count=3, timeout=0.5)
     assert set(got) == {0, 5, 9}
     for i in (0, 5):
         assert got[i].ok and len(got[i].rtts) == 3
@@ -230,15 +235,44 @@ def test_helper_answers_hello_and_a_batch_with_kernel_rtts(served):
     assert got[9] == (False, (), "bad-address")
 
 
-def test_vm_source_icmp_through_the_helper_the_rest_through_the_script(monkeypatch, served):
+def test_helper_tcp_connects_rtt_refused_and_bad_port(served):
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))                     # bound, not listening: refused
+    try:
+        with vmhelper.HelperConnection(served) as conn:
+            got = conn.batch([(0, "tcp", "127.0.0.1", ls.getsockname()[1]),
+                              (1, "tcp", "127.0.0.1", closed.getsockname()[1]),
+                              (2, "icmp", "127.0.0.1", None)], count=2, timeout=0.5)
+    finally:
+        ls.close()
+        closed.close()
+    assert got[0].ok and len(got[0].rtts) == 1 and 0 < got[0].rtts[0] < 0.05, got[0]
+    assert got[1] == (False, (), "errno:111")
+    assert vmhelper.reason_text(got[1].reason) == "refused"
+    assert got[2].ok and len(got[2].rtts) == 2
+
+
+def test_vm_source_icmp_and_tcp_through_the_helper_the_rest_through_the_script(
+        monkeypatch, served):
     monkeypatch.delenv(vmhelper.MODE_ENV, raising=False)
-    guest = Guest(served)
-    src, pairs = vm_pairs(guest)
-    out = run(src, pairs)
-    assert sorted(guest.scripted) == ["tcp:0", "tcp:1"]
-    icmp = [r for r in out.values() if r.check == "icmp"]
-    assert len(icmp) == 2
-    for r in icmp:
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    try:
+        guest = Guest(served)
+        src, pairs = vm_pairs(guest, ("icmp", "tcp", "udp"), port=ls.getsockname()[1])
+        out = run(src, pairs)
+    finally:
+        ls.close()
+    assert sorted(guest.scripted) == ["udp:0", "udp:1"]
+    fast = [r for r in out.values() if r.check in ("icmp", "tcp")]
+    assert len(fast) == 4
+    for r in fast:
         assert isinstance(r, ProbeResult)
-        assert r.ok and r.detail == vmhelper.VIA_HELPER and (r.sent, r.received) == (2, 2), r
+        want = (2, 2) if r.check == "icmp" else (1, 1)
+        assert r.ok and r.detail == vmhelper.VIA_HELPER and (r.sent, r.received) == want, r
+        assert len(r.rtts) == want[1]
     assert all(r.ok for r in out.values())
