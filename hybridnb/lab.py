@@ -1166,6 +1166,15 @@ class _GuestExec:
         result = self.driver.guest_exec(self.lab, self.endpoint, list(argv), timeout=timeout)
         return (int(result[0]), str(result[1]), str(result[2]))
 
+    def probe_channel(self) -> str | None:
+        """The socket of the endpoint's resident probe helper, if its driver has one
+        (:mod:`hybridnb.services.probe.vmhelper`)."""
+        from hybridnb.drivers.base import ProbeChannel
+
+        if isinstance(self.driver, ProbeChannel):
+            return self.driver.probe_channel(self.lab, self.endpoint)
+        return None
+
 
 __all__ = ["Lab", "LabStatus", "EndpointStatus", "ExecOutput", "LabNotUp", "HybridError", "endpoint_to_dict",
            "host_doctor", "load_yaml"]

@@ -14,7 +14,9 @@ virtualization (measured in ``notes/engines-here.md``):
   ``cloud_init`` the identity comes from a NoCloud seed attached as ``vdb`` instead;
 * one NIC: ``<interface type='bridge'>`` on the lab bridge, virtio, the endpoint's stable MAC;
 * the serial console goes to a file (readiness marker, boot errors) and a virtio-serial channel
-  carries the QEMU guest agent (``org.qemu.guest_agent.0``);
+  carries the QEMU guest agent (``org.qemu.guest_agent.0``); given ``probe_socket``, a second
+  one (``org.hybridnb.probe.0``, host side a unix socket at that path) reaches the test VM's
+  resident probe helper (:mod:`hybridnb.services.probe.vmhelper`);
 * every lifecycle event (poweroff, reboot, crash) destroys the test VM, so a kernel panic
   (``panic=1``) shows as "not running" at once; no USB, balloon, graphics or video (the USB
   controller alone costs ~0.35 s of boot under TCG).
@@ -38,6 +40,8 @@ METADATA_NS = "https://hybridnb.dev/xmlns/lab/1"
 METADATA_PREFIX = "hybridnb"
 #: virtio-serial port name of the QEMU guest agent.
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
+#: virtio-serial port name of the test VM's resident probe helper (hnb-probe).
+PROBE_CHANNEL = "org.hybridnb.probe.0"
 
 
 def domain_uuid(lab: str, endpoint: str) -> str:
@@ -79,14 +83,15 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None,
                initrd: str | None, console_log: str, seed_iso: str | None = None,
-               disk: str | None = None, fingerprint: str | None = None) -> str:
+               disk: str | None = None, fingerprint: str | None = None,
+               probe_socket: str | None = None) -> str:
     """The domain XML of one lab VM.
 
     ``kernel``/``initrd`` (direct boot) are required for the ``test`` template; cloud
     templates need ``disk`` (the VM's qcow2 overlay) and ``seed_iso`` (NoCloud seed); recipe
     VMs (``boot: disk``) need all three of kernel, initrd and disk (the seed when
     ``cloud_init``).  ``fingerprint`` defaults to the fingerprint of a ``vm`` resource with
-    this spec.
+    this spec.  ``probe_socket``: the host-side unix socket of a :data:`PROBE_CHANNEL` port.
     """
     spec = dict(resource_spec)
     endpoint = spec["endpoint"]
@@ -161,6 +166,10 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
     _sub(serial, "target", port="0")
     chan = _sub(dev, "channel", type="unix")
     _sub(chan, "target", type="virtio", name=AGENT_CHANNEL)
+    if probe_socket:
+        chan = _sub(dev, "channel", type="unix")
+        _sub(chan, "source", mode="bind", path=probe_socket)
+        _sub(chan, "target", type="virtio", name=PROBE_CHANNEL)
     if template != "test":
         rng = _sub(dev, "rng", model="virtio")
         _sub(rng, "backend", "/dev/urandom", model="random")

@@ -26,6 +26,8 @@ not, checked with ``isinstance`` — never by probing attributes:
                        (or of the lab host, for the bridge; ``None``: this process's
                        own), where probes open sockets
 :class:`GuestExec`     ``guest_exec(lab, endpoint, argv, timeout)``: run a command inside
+:class:`ProbeChannel`  ``probe_channel(lab, endpoint)``: the host-side socket of a VM's
+                       resident probe helper port (None: it has none)
 :class:`QueryLog`      ``query_log(lab, limit)``: the DNS queries the lab's server answered
 :class:`Closable`      ``close()``: release connections
 :class:`Startable`     ``start(lab, endpoint)``/``stop(lab, endpoint)``: power an
@@ -112,6 +114,13 @@ class GuestExec(Protocol):
 
     def guest_exec(self, lab: str, endpoint: str, argv: Sequence[str],
                    timeout: float = 10.0) -> tuple[int, str, str]: ...
+
+
+@runtime_checkable
+class ProbeChannel(Protocol):
+    """reach a resident probe helper inside its endpoints"""
+
+    def probe_channel(self, lab: str, endpoint: str) -> str | None: ...
 
 
 @runtime_checkable

@@ -31,8 +31,8 @@ cannot be made: a kernel, initrd, cloud image or recipe disk that is not there (
 test image), a domain name held by another lab, guest memory the machine does not have
 available.
 
-Per-VM files (serial console log, seed ISO, disk overlay) live in
-``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a command in the guest
+Per-VM files (serial console log, seed ISO, disk overlay, the test VM's probe helper socket)
+live in ``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a command in the guest
 through the agent (``guest-exec`` / ``guest-exec-status``), so a guest whose network is
 broken can still be diagnosed.  One libvirt connection is shared by all threads (libvirt's
 client is thread-safe), so creates of different VMs may run concurrently.
@@ -62,6 +62,8 @@ Progress = Callable[[str, float], None]
 
 READY_MARKER = "HYBRIDNB-READY"
 FAILED_MARKER = "HYBRIDNB-FAILED"
+#: The host-side socket of a test VM's probe helper port, in its files directory.
+PROBE_SOCKET = "probe.sock"
 #: What QEMU itself needs beside the guest's memory, MiB (measured: 200-240 MB RSS under TCG
 #: for a 128 MiB test VM).
 QEMU_OVERHEAD_MIB = 128
@@ -348,6 +350,12 @@ class LibvirtDriver:
         err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
         return ExecResult(int(code), out, err)
 
+    def probe_channel(self, lab: str, endpoint: str) -> str | None:
+        """The host side of the VM's probe helper port (a unix socket QEMU listens on; test
+        VMs get one, see :func:`_probe_socket`), or None when it has none."""
+        path = self.files_dir / naming.object_name(lab, endpoint) / PROBE_SOCKET
+        return str(path) if path.is_socket() else None
+
     def agent_ping(self, lab: str, endpoint: str, timeout: int = 2) -> bool:
         """True when the guest agent of the VM answers."""
         try:
@@ -479,7 +487,8 @@ class LibvirtDriver:
                 kernel = kernel or str(img.kernel)
                 initrd = initrd or str(img.initrd)
             return vmxml.domain_xml(lab, spec, kernel=str(kernel), initrd=str(initrd),
-                                    console_log=str(console), fingerprint=fingerprint)
+                                    console_log=str(console), fingerprint=fingerprint,
+                                    probe_socket=_probe_socket(vmdir))
         image = spec.get("image")
         if not image or not Path(image).is_file():
             raise NotFoundError(f"cloud image {image!r} of VM {spec['endpoint']} not found",
@@ -609,6 +618,13 @@ def _raise_failed(endpoint: str, text: str, console: Path) -> None:
     raise BootError(f"VM {endpoint}: {what}: {reason}", console=_tail(console),
                     hint="the console tail holds the service's log; "
                          "its full log is /var/log/hybridnb/ in the guest")
+
+
+def _probe_socket(vmdir: Path) -> str | None:
+    """Where a test VM's probe helper port is reached (None when the path is too long for
+    a unix socket: the VM then probes through the guest agent only)."""
+    path = str(vmdir / PROBE_SOCKET)
+    return path if len(path.encode()) < 108 else None
 
 
 def _available_mib() -> int | None:

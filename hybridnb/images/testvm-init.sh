@@ -5,7 +5,8 @@
 #   hybrid.ip=10.0.1.200/24 hybrid.gw=10.0.1.1 hybrid.dns=10.0.1.1[,..]
 #   hybrid.domain=hybrid.local hybrid.name=vm1 [hybrid.mtu=1500]
 # loads the virtio modules, configures eth0, serves HTTP on port 80 (busybox httpd), echoes
-# UDP on port 7 (hnb-udp, when the image has it), runs qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0, and prints the ready
+# UDP on port 7 (hnb-udp, when the image has it), starts the probe helper (hnb-probe) on the
+# virtio-serial port org.hybridnb.probe.0, runs qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0, and prints the ready
 # marker "HYBRIDNB-READY name=<name> ip=<ip>" on the console (ttyS0).
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 mount -t proc proc /proc
@@ -69,6 +70,8 @@ EOF
 httpd -p 80 -h /www
 # UDP echo on the probe engine's UDP port (busybox has no UDP server)
 [ -x /bin/hnb-udp ] && { hnb-udp echo 7 </dev/null & }
+# the resident probe helper, on its virtio-serial port (it finds the port itself)
+[ -x /bin/hnb-probe ] && { hnb-probe serve org.hybridnb.probe.0 </dev/null & }
 
 # The guest agent: devtmpfs has no udev, so find the named virtio-serial port ourselves.
 QGA=

@@ -17,13 +17,18 @@ virtualization) but this: Debian's own kernel, uncompressed from its bzImage to 
   host's ``gcc`` while building): a UDP echo server and UDP probe client, because busybox has
   neither.  Without ``gcc`` the image is built without it (and UDP probes from and to the VM
   are skipped);
+* ``/bin/hnb-probe`` (``guest/hnb-probe.c``, compiled the same way): the resident probe
+  helper /init starts, answering ICMP and TCP probe batches on the virtio-serial port
+  ``org.hybridnb.probe.0`` (:mod:`hybridnb.services.probe.vmhelper`), so VM-sourced RTTs are
+  kernel-timestamped like every other source's.  Without ``gcc`` the VM probes through the
+  guest agent's script only;
 * ``/init`` (``testvm-init.sh`` beside this module), which takes the VM's address, gateway,
   DNS, search domain and name from the kernel command line (``hybrid.ip=10.0.1.200/24
   hybrid.gw=10.0.1.1 hybrid.dns=10.0.1.1 hybrid.domain=hybrid.local hybrid.name=vm1``), serves
   a page naming the VM over HTTP (busybox httpd), echoes UDP on port 7 (``hnb-udp echo 7``),
   starts the guest agent and prints :data:`READY_MARKER` on the serial console.
 
-The initramfs is a gzip-compressed newc archive (~4.1 MB; the guest needs at least 96 MiB of
+The initramfs is a gzip-compressed newc archive (~5.1 MB; the guest needs at least 96 MiB of
 RAM, of which the kernel keeps ~48 MiB).  Everything comes from Debian packages fetched with ``apt-get download``; nothing is installed
 on the host.  :func:`build` is idempotent (a second call returns the cached image at once) and
 :func:`find` returns the built image or says how to build it.
@@ -65,6 +70,9 @@ _INIT = Path(__file__).with_name("testvm-init.sh")
 UDP_HELPER_SOURCE = Path(__file__).with_name("guest") / "hnb-udp.c"
 #: Where the helper goes in the initramfs (what the probe script runs).
 UDP_HELPER_PATH = "bin/hnb-udp"
+#: The guest's resident probe helper (C source) and where it goes in the initramfs.
+PROBE_HELPER_SOURCE = Path(__file__).with_name("guest") / "hnb-probe.c"
+PROBE_HELPER_PATH = "bin/hnb-probe"
 _MANIFEST = "manifest.json"
 
 
@@ -96,13 +104,13 @@ def init_script() -> bytes:
 
 
 #: Bump when the image layout changes, so cached images of the old layout are rebuilt.
-_FORMAT = b"hybridnb-testvm-4\n"
+_FORMAT = b"hybridnb-testvm-5\n"
 
 
 def _init_hash() -> str:
-    """The cache key: the layout version, /init and the guest helper's source."""
-    return hashlib.sha256(_FORMAT + init_script() + b"\0"
-                          + UDP_HELPER_SOURCE.read_bytes()).hexdigest()[:8]
+    """The cache key: the layout version, /init and the guest helpers' sources."""
+    return hashlib.sha256(_FORMAT + init_script() + b"\0" + UDP_HELPER_SOURCE.read_bytes()
+                          + b"\0" + PROBE_HELPER_SOURCE.read_bytes()).hexdigest()[:8]
 
 
 def compile_udp_helper(work: Path) -> bytes:
@@ -110,13 +118,21 @@ def compile_udp_helper(work: Path) -> bytes:
 
     EngineUnavailable when there is no ``gcc``; EngineError when it does not compile (for a
     static link ``libc6-dev`` must be installed)."""
+    return _compile_static(work, UDP_HELPER_SOURCE, "hnb-udp", "UDP helper")
+
+
+def compile_probe_helper(work: Path) -> bytes:
+    """``hnb-probe``, the resident probe helper, compiled like :func:`compile_udp_helper`."""
+    return _compile_static(work, PROBE_HELPER_SOURCE, "hnb-probe", "probe helper")
+
+
+def _compile_static(work: Path, source: Path, name: str, what: str) -> bytes:
     gcc = shutil.which("gcc")
     if gcc is None:
-        raise EngineUnavailable("gcc not found: cannot compile the guest's UDP helper",
+        raise EngineUnavailable(f"gcc not found: cannot compile the guest's {what}",
                                 engine="images", hint="apt-get install gcc libc6-dev")
-    out = work / "hnb-udp"
-    _run([gcc, "-static", "-Os", "-s", "-Wall", "-Wextra", "-o", str(out),
-          str(UDP_HELPER_SOURCE)])
+    out = work / name
+    _run([gcc, "-static", "-Os", "-s", "-Wall", "-Wextra", "-o", str(out), str(source)])
     return out.read_bytes()
 
 
@@ -195,13 +211,15 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         qemu_ga = next(iter(qga.values()))
         try:
             helper: bytes | None = compile_udp_helper(work)
-            report("compiled the guest's UDP helper (hnb-udp)", 0.75)
+            prober: bytes | None = compile_probe_helper(work)
+            report("compiled the guest's UDP and probe helpers (hnb-udp, hnb-probe)", 0.75)
         except EngineUnavailable as exc:
-            helper = None
-            report(f"{exc.message}; the image has no UDP helper, so UDP probes from and to "
-                   "the VM will be skipped", 0.75)
+            helper = prober = None
+            report(f"{exc.message}; the image has no UDP or probe helper, so UDP probes from "
+                   "and to the VM will be skipped and its probes go through the guest agent",
+                   0.75)
         entries = _initramfs_entries(busybox, qemu_ga, work, modules, order, helper,
-                                     tc=next(iter(tc.values())))
+                                     tc=next(iter(tc.values())), probe_helper=prober)
         version = f"{kver}-{_deb_version(deb['qemu-guest-agent'])}-{_init_hash()}"
         out = root / f"testvm-{_safe(version)}"
         if out.exists():
@@ -216,7 +234,8 @@ def build(cache: Path | None = None, progress: Progress | None = None, *,
         (stage / "initrd.img").write_bytes(gzip.compress(raw.getvalue(), 6, mtime=0))
         (stage / _MANIFEST).write_text(json.dumps({
             "version": version, "init": _init_hash(), "kernel_package": kernel_pkg,
-            "modules": order, "udp_helper": helper is not None, "tc": True,
+            "modules": order, "udp_helper": helper is not None,
+            "probe_helper": prober is not None, "tc": True,
             "built": time.time()},
             indent=1, sort_keys=True))
         os.rename(stage, out)
@@ -376,7 +395,8 @@ def _shared_libs(binary: Path) -> list[str]:
 
 def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict[str, bytes],
                        order: list[str], udp_helper: bytes | None = None,
-                       tc: bytes | None = None) -> list[_Entry]:
+                       tc: bytes | None = None, probe_helper: bytes | None = None
+                       ) -> list[_Entry]:
     d, f, ln = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755, stat.S_IFLNK | 0o777
     entries: dict[str, _Entry] = {}
 
@@ -401,6 +421,8 @@ def _initramfs_entries(busybox: bytes, qemu_ga: bytes, work: Path, modules: dict
     add(_Entry("init", f, init_script()))
     if udp_helper is not None:
         add(_Entry(UDP_HELPER_PATH, f, udp_helper))
+    if probe_helper is not None:
+        add(_Entry(PROBE_HELPER_PATH, f, probe_helper))
     qga = work / "qemu-ga"
     qga.write_bytes(qemu_ga)
     qga.chmod(0o755)

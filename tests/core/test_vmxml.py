@@ -110,3 +110,18 @@ def test_stable_uuid_and_inputs_checked() -> None:
     with pytest.raises(ValueError):
         vmxml.domain_xml("cloud", vm_specs("cloud")["db"], kernel=None, initrd=None,
                          console_log="/c")
+
+
+def test_probe_helper_channel_only_when_given_a_socket() -> None:
+    spec = vm_specs("seed")["vm1"]
+    kw = dict(kernel="/k", initrd="/i", console_log="/c.log")
+    root = ET.fromstring(vmxml.domain_xml("seed", spec, probe_socket="/v/probe.sock", **kw))
+    chans = {c.find("target").get("name"): c for c in root.findall("devices/channel")}
+    assert set(chans) == {vmxml.AGENT_CHANNEL, vmxml.PROBE_CHANNEL}
+    probe = chans[vmxml.PROBE_CHANNEL]
+    assert probe.get("type") == "unix"
+    assert probe.find("source").attrib == {"mode": "bind", "path": "/v/probe.sock"}
+    assert probe.find("target").get("type") == "virtio"
+    root = ET.fromstring(vmxml.domain_xml("seed", spec, **kw))
+    assert [c.find("target").get("name") for c in root.findall("devices/channel")] == [
+        vmxml.AGENT_CHANNEL]

@@ -29,8 +29,9 @@ How the run stays fast and tool-free:
   table gets permanent entries for the run (:mod:`~hybridnb.services.probe.neighbours`).
 
 Sources that have no namespace but an ``executor`` (VMs, through qemu-guest-agent) probe with a
-shell script run inside them (:mod:`~hybridnb.services.probe.script`), concurrently with the
-socket probes; the responders stay up until those scripts are done.
+shell script run inside them (:mod:`~hybridnb.services.probe.script`) — their ICMP through the
+test VM's resident helper where it answers (:mod:`~hybridnb.services.probe.vmhelper`) —
+concurrently with the socket probes; the responders stay up until those scripts are done.
 
 Safety: the engine only sends to the addresses of the endpoints (and DNS server) it is given.
 """
@@ -61,7 +62,7 @@ from hybridnb.services.probe.plan import (
 )
 from hybridnb.services.probe.responders import StreamResponder, UdpResponder, start_responder
 from hybridnb.services.probe.schedule import Window
-from hybridnb.services.probe.script import run_script
+from hybridnb.services.probe.vmhelper import run_vm_source
 from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
 
 __all__ = ["DEFAULT_CHECKS", "PROTOCOLS", "probe_matrix", "run_plan"]
@@ -216,8 +217,8 @@ class _Scripts:
 
     def _script(self, src: ProbeEndpoint, pairs: list[PairSpec]) -> None:
         try:
-            results = run_script(src, pairs, timeout=self.timeout, count=self.plan.count,
-                                 domain=self.plan.domain)
+            results = run_vm_source(src, pairs, timeout=self.timeout, count=self.plan.count,
+                                    domain=self.plan.domain)
         except Exception as exc:    # a bug or an executor gone wrong: a reason, not a hang
             results = {p.index: ProbeResult(p.check.name, src.name, p.dst.name, False,
                                             f"probe script failed: {exc}", port=p.port,
