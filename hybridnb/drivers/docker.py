@@ -548,32 +548,9 @@ class ContainerDriver(_DockerDriver):
         import docker.errors
 
         with contextlib.suppress(docker.errors.NotFound):
-            if running and self._hears_stop_signal(cid):
+            if running:
                 self.api.stop(cid, timeout=STOP_TIMEOUT)
             self.api.remove_container(cid, force=True, v=True)
-
-    def _hears_stop_signal(self, cid: str) -> bool:
-        """Whether stopping the container gracefully can do anything.  The first process of
-        a PID namespace gets no signal it has no handler for (the kernel drops it), so a
-        ``sleep`` or a shell script run as the container's command would sit out the whole
-        ``STOP_TIMEOUT`` before being killed — the same end, seconds later (100 such
-        containers: ~40 s of a lab's destroy).  True when unsure."""
-        import signal
-
-        info = self.api.inspect_container(cid)
-        pid = int((info.get("State") or {}).get("Pid") or 0)
-        if not pid or (info.get("HostConfig") or {}).get("PidMode"):
-            return True                       # not the init of a namespace of its own
-        name = (info.get("Config") or {}).get("StopSignal") or "SIGTERM"
-        try:
-            number = int(name) if str(name).isdigit() else \
-                int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-            with open(f"/proc/{pid}/status") as f:
-                caught = next(int(line.split()[1], 16) for line in f
-                              if line.startswith("SigCgt:"))
-        except (KeyError, ValueError, OSError, StopIteration):
-            return True
-        return bool(caught & (1 << (number - 1)))
 
     def _remove_leftover(self, lab: str, cname: str) -> None:
         import docker.errors

@@ -7,8 +7,7 @@
 * the bridge and namespace-host drivers observe from that snapshot;
 * ``existing_netns`` tells mounted namespaces from plain files and missing names;
 * the container driver remembers a container's pid while the same process runs (no inspect),
-  asks again when the process is another one, and skips the graceful stop only when the
-  container's first process has no handler for the stop signal.
+  asks again when the process is another one, and forgets a container that stopped.
 """
 
 from __future__ import annotations
@@ -108,14 +107,12 @@ def test_existing_netns_tells_mounts_from_files(tmp_path):
 
 
 class _Api:
-    def __init__(self, pid: int, **config: Any) -> None:
-        self.pid, self.config, self.inspected = pid, config, []
+    def __init__(self, pid: int) -> None:
+        self.pid, self.inspected = pid, []
 
     def inspect_container(self, cid: str) -> dict[str, Any]:
         self.inspected.append(cid)
-        return {"State": {"Pid": self.pid},
-                "Config": {"StopSignal": self.config.get("stop")},
-                "HostConfig": {"PidMode": self.config.get("pidmode", "")}}
+        return {"State": {"Pid": self.pid}}
 
 
 def _driver(monkeypatch, api: _Api, containers: dict[str, str]) -> Any:
@@ -149,17 +146,3 @@ def test_a_stopped_container_is_forgotten(monkeypatch):
     del containers["b"]
     assert drv.netns_paths("lab") == {"a": f"/proc/{os.getpid()}/ns/net"}
     assert set(drv._pid_cache) == {"id-a"}
-
-
-@pytest.mark.parametrize("config, hears", [
-    ({}, False),                       # Python leaves SIGTERM to the default: dropped by an init
-    ({"stop": "SIGINT"}, True),        # Python has a SIGINT handler
-    ({"stop": "INT"}, True),
-    ({"stop": "2"}, True),
-    ({"pidmode": "host"}, True),       # not the init of a namespace of its own
-    ({"stop": "SIGNOPE"}, True),       # unsure: stop gracefully
-])
-def test_the_graceful_stop_is_skipped_only_when_it_cannot_work(monkeypatch, config, hears):
-    drv = _driver(monkeypatch, _Api(os.getpid(), **config), {})
-    assert drv._hears_stop_signal("id") is hears
-    assert _driver(monkeypatch, _Api(0), {})._hears_stop_signal("id") is True
