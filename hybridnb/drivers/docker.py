@@ -365,7 +365,7 @@ class ContainerDriver(_DockerDriver):
                 cache[cid] = (pid, started)
             out[cid] = pid
         for cid in set(cache) - set(names):
-            del cache[cid]                     # gone or stopped
+            cache.pop(cid, None)               # gone or stopped
         return out
 
     # -- for the watching services (doctor, logs, the topology widget) --------------------
