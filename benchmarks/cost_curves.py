@@ -7,6 +7,8 @@ prints:
 * apply       — ``Lab.apply()`` of the endpoints added since the last size (per added endpoint)
 * re-apply    — ``Lab.apply()`` with nothing to do (per endpoint: should stay flat)
 * status      — ``Lab.status()`` (per endpoint)
+* probe endpoints — ``Lab.probe_endpoints()``: what ``Lab.test`` does before the probe
+                engine runs (observing and building the endpoints; per endpoint)
 * icmp x1     — ``Lab.test(("icmp",), count=1)``, warm (per probed pair)
 * all checks  — ``Lab.test(count=1)``: ICMP, TCP, UDP, HTTP, DNS (per pair and check)
 * dns reload  — a zone reload through the server's contract: zone file rewritten, SIGHUP,
@@ -16,7 +18,10 @@ prints:
 and the growth order of every measure between consecutive sizes: k in cost ~ units^k, the
 unit being what it is charged per (added endpoints, endpoints, pairs, records).  Linear in
 endpoints for apply and status, linear in pairs for the matrix, constant per endpoint for
-re-apply (k = 1) are the goals; k above 1.2 is flagged.
+re-apply (k = 1) are the goals; k above 1.2 is flagged.  A least-squares line cost = a + b *
+units over all sizes says how much of each measure is a fixed cost (a) — a measure dominated
+by it shows k well below 1 and a per-unit cost that falls with size, which is not economy of
+scale.  The CPU model, the number of CPUs and the load average are printed first and last.
 Only the public Lab API drives the lab (``Lab.from_dict``, ``apply``, ``status``, ``test``,
 ``destroy``); the DNS server is found by its command line (its state directory) and
 reloaded through its contract, :mod:`hybridnb.daemons.dns.control`.
@@ -81,6 +86,15 @@ def raise_open_files() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def machine() -> str:
+    """CPU model, number of CPUs and load: the benchmark's numbers mean little without them."""
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "?")
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"CPU: {model}; nproc {os.cpu_count()}; load average {load}"
+
+
 def timed(fn: Any, *args: Any, **kw: Any) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn(*args, **kw)
@@ -139,6 +153,8 @@ def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict
         reapply.append(t)
     m["reapply"] = statistics.median(reapply)
     m["status"] = statistics.median(timed(lab.status)[0] for _ in range(runs))
+    # what Lab.test does before the probe engine runs: observe and build the endpoints
+    m["endpoints"] = statistics.median(timed(lab.probe_endpoints)[0] for _ in range(runs))
     lab.test(("icmp",), count=1)                                  # warm-up (neighbours)
     icmp = []
     for _ in range(runs):
@@ -180,6 +196,43 @@ def _order(r0: dict[str, Any], r1: dict[str, Any], key: str, unit: str) -> float
     return math.log(c1 / c0) / math.log(u1 / u0)
 
 
+#: (measure, label, unit, scale of b to its printed unit, that unit) of the fit lines
+_FITS = (("apply", "apply", "added", 1e3, "ms"),
+         ("reapply", "re-apply", "size", 1e3, "ms"),
+         ("status", "status", "size", 1e3, "ms"),
+         ("endpoints", "probe endpoints", "size", 1e3, "ms"),
+         ("icmp", "icmp x1", "icmp_pairs", 1e6, "us"),
+         ("all", "all checks x1", "all_probes", 1e6, "us"),
+         ("dns_reload", "dns reload", "names", 1e3, "ms"))
+
+
+def unit_name(unit: str) -> str:
+    return {"added": "added ep", "size": "ep", "icmp_pairs": "pair", "all_probes": "probe",
+            "names": "record"}[unit]
+
+
+def _fit(rows: list[dict[str, Any]], key: str, unit: str) -> tuple[float, float]:
+    """(a, b) of the least-squares line cost = a + b * units over the sizes measured (nan
+    when a measure is missing)."""
+    xs = [float(r[unit]) for r in rows]
+    ys = [float(r[key]) for r in rows]
+    if any(y != y for y in ys) or len(set(xs)) < 2:
+        return float("nan"), float("nan")
+    b, a = statistics.linear_regression(xs, ys)
+    return a, b
+
+
+def _overall(rows: list[dict[str, Any]], key: str, unit: str) -> float:
+    """k of the least-squares line through (log units, log cost) over all sizes."""
+    import math
+
+    points = [(math.log(r[unit]), math.log(r[key])) for r in rows
+              if r[key] == r[key] and r[key] > 0 and r[unit] > 0]
+    if len({x for x, _ in points}) < 2:
+        return float("nan")
+    return statistics.linear_regression([x for x, _ in points], [y for _, y in points])[0]
+
+
 def report(rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"{'size':>5} {'apply':>15} {'re-apply':>15} {'status':>15} {'icmp x1':>19} "
              f"{'all checks x1':>20} {'dns reload':>15} {'dns rss':>16}",
@@ -199,26 +252,61 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(f"size {r['size']}: icmp {r['icmp_ok']}/{r['icmp_pairs']} ok; all checks "
                      f"({r['all_checks']}): {r['all_counts']}")
+    lines.append("")
+    lines.append(f"{'size':>5} {'probe endpoints':>17}   (Lab.probe_endpoints: observing and "
+                 "building the endpoints, the part of Lab.test before the probe engine)")
+    lines.append(f"{'':>5} {'ms (ms/ep)':>17}")
+    for r in rows:
+        lines.append(f"{r['size']:>5} {r['endpoints'] * 1e3:>9.0f} "
+                     f"({r['endpoints'] / r['size'] * 1e3:>5.2f})")
+    if len(rows) >= 3:
+        lines.append("")
+        lines.append("fixed and per-unit cost, least squares over all sizes: cost = a + b * "
+                     "units; 'fixed' is a's share of the cost at the smallest and largest size")
+        for key, label, unit, scale, name in _FITS:
+            a, b = _fit(rows, key, unit)
+            if a != a:
+                continue
+            first, last = rows[0], rows[-1]
+            shares = [a / r[key] * 100 if r[key] > 0 else float("nan") for r in (first, last)]
+            verdict = "no fixed cost seen (a <= 0)" if a <= 0 else \
+                "dominated by fixed costs" if shares[1] >= 50 else \
+                "per-unit cost dominates" if shares[1] < 25 else "fixed and per-unit costs"
+            lines.append(f"  {label:<26} a {a * 1e3:>8.1f} ms  b {b * scale:>8.3f} "
+                         f"{name}/{unit_name(unit)}; fixed {shares[0]:>3.0f}% at "
+                         f"{first['size']}, {shares[1]:>3.0f}% at {last['size']}: {verdict}")
     if len(rows) >= 2:
         lines.append("")
         lines.append("growth order between consecutive sizes: k in cost ~ units^k (1: linear "
                      "in its unit; fixed costs make k < 1 at small sizes)")
         head = "  ".join(f"{a['size']}->{b['size']}" for a, b in zip(rows, rows[1:]))
-        lines.append(f"  {'measure (unit)':<34} {head}")
+        lines.append(f"  {'measure (unit)':<34} {head}  overall   (overall: log-log least "
+                     "squares over all sizes; the verdict takes it and the largest step)")
         for key, label, unit in (("apply", "apply (added endpoints)", "added"),
                                  ("reapply", "re-apply (endpoints)", "size"),
                                  ("status", "status (endpoints)", "size"),
+                                 ("endpoints", "probe endpoints (endpoints)", "size"),
                                  ("icmp", "icmp x1 (pairs)", "icmp_pairs"),
                                  ("all", "all checks x1 (probes)", "all_probes"),
                                  ("dns_reload", "dns reload (records)", "names"),
                                  ("dns_rss", "dns rss (records)", "names")):
             ks = [_order(r0, r1, key, unit) for r0, r1 in zip(rows, rows[1:])]
-            worst = max((k for k in ks if k == k), default=float("nan"))
+            overall = _overall(rows, key, unit)
+            worst = max((k for k in (ks[-1], overall) if k == k), default=float("nan"))
             verdict = "n/a" if worst != worst else "linear or better" if worst <= 1.2 \
                 else "GROWS FASTER"
             cells = "  ".join(f"{k:>{len(c)}.2f}" for k, c in zip(ks, head.split("  ")))
-            lines.append(f"  {label:<34} {cells}   {verdict}")
+            lines.append(f"  {label:<34} {cells}  {overall:>7.2f}   {verdict}")
     return lines
+
+
+def per_kind(result: Any) -> str:
+    """Per resource kind of an apply/destroy result: actions, median and longest seconds."""
+    seconds: dict[str, list[float]] = {}
+    for o in result.outcomes:
+        seconds.setdefault(o.action.kind, []).append(o.seconds)
+    return "; ".join(f"{kind} x{len(s)} median {statistics.median(s):.2f} s, max {max(s):.2f} s"
+                     for kind, s in sorted(seconds.items(), key=lambda kv: -sum(kv[1])))
 
 
 def main() -> int:
@@ -235,6 +323,7 @@ def main() -> int:
         print("needs root (sandbox)", file=sys.stderr)
         return 2
     files = raise_open_files()
+    print(machine())
     t0 = time.perf_counter()
     box = Sandbox(args.sandbox)
     box.up(libvirt=False)
@@ -257,12 +346,13 @@ def main() -> int:
         print("\n".join(report(rows)))
     finally:
         if lab is not None:
-            t, _ = timed(lab.destroy)
-            print(f"\ndestroy of {prev} endpoints: {t:.1f} s")
+            t, gone = timed(lab.destroy)
+            print(f"\ndestroy of {prev} endpoints: {t:.1f} s ({t / max(prev, 1) * 1e3:.0f} ms "
+                  f"per endpoint); {per_kind(gone)}")
         shutil.rmtree(state_dir, ignore_errors=True)
         if not args.keep:
             box.down()
-    print(f"total {time.perf_counter() - t0:.0f} s")
+    print(f"total {time.perf_counter() - t0:.0f} s; {machine()}")
     return 0
 
 

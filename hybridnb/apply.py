@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 from hybridnb.core.plan import PARTS, Action, Plan, Step, rollback_plan
 from hybridnb.core.resource import Observation
 from hybridnb.drivers.base import Backend, Checkable, Settling, Updatable
+from hybridnb.drivers.links import observe_pass
 from hybridnb.errors import EngineError, HybridError
 from hybridnb.state import IN_FLIGHT_STATUSES, Entry, LabState
 
@@ -219,9 +220,11 @@ def observe_settled(lab: str, backend: Backend, journal: Mapping[str, Mapping[st
 
 
 def observe_all(lab: str, backend: Backend, kinds: Iterable[str] | None = None) -> Observed:
-    """What each driver (of ``kinds``, default all) observes of ``lab``."""
-    return {k: dict(backend.drivers[k].observe(lab))
-            for k in sorted(backend.drivers if kinds is None else kinds)}
+    """What each driver (of ``kinds``, default all) observes of ``lab``; one pass: drivers
+    reading the links of the same namespace share one dump."""
+    with observe_pass():
+        return {k: dict(backend.drivers[k].observe(lab))
+                for k in sorted(backend.drivers if kinds is None else kinds)}
 
 
 def _entry(action: Action, status: str | None) -> Entry:

@@ -612,6 +612,12 @@ class Lab:
         its sockets open in (a driver with NamespaceSource: hosts, containers) or a command
         executor inside it (a driver with GuestExec: VMs).  An endpoint that does not run has
         neither: probes from it fail as "not running"."""
+        from hybridnb.drivers.links import observe_pass
+
+        with observe_pass():           # one link dump of the lab host for bridge and hosts
+            return self._probe_endpoints()
+
+    def _probe_endpoints(self) -> tuple[list[ProbeEndpoint], ProbeEndpoint]:
         from hybridnb.services.probe import lab_probe_endpoints, service_checks
 
         if self._spread():

@@ -33,7 +33,7 @@ from hybridnb.core import naming
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
-                                    link_alias, link_kind, netlink_errors)
+                                    link_alias, link_kind, link_snapshot, netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,14 @@ class BridgeDriver(InTargetNamespace):
 
     def observe(self, lab: str) -> Mapping[str, Observation]:
         out: dict[str, Observation] = {}
-        with netlink_errors(f"cannot list bridges in {self._where}"), \
-                nsutil.iproute(self.netns) as ipr:
-            for link in ipr.get_links():
-                if link_kind(link) != "bridge":
-                    continue
-                mark = BridgeMark.parse(link_alias(link))
-                if mark is not None and mark.lab == lab:
-                    out[link.get("ifname")] = Observation(mark.fingerprint,
-                                                          mtu=link.get_attr("IFLA_MTU"))
+        with netlink_errors(f"cannot list bridges in {self._where}"):
+            links = link_snapshot(self.netns)
+        for link in links:
+            if link.kind != "bridge":
+                continue
+            mark = BridgeMark.parse(link.alias)
+            if mark is not None and mark.lab == lab:
+                out[link.name] = Observation(mark.fingerprint, mtu=link.mtu or None)
         return dict(sorted(out.items()))
 
     # -- check ----------------------------------------------------------------------------

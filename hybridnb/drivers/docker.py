@@ -284,6 +284,19 @@ class ContainerDriver(_DockerDriver):
     #: exit at once).
     settle_running = 0.5
 
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        self._pid_cache: dict[str, tuple[int, str]] = {}     # id -> (pid, its start time)
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        super().close()
+
     def labs(self) -> set[str]:
         """Every lab that has a container in this engine."""
         with self._errors("list containers"):
@@ -318,15 +331,46 @@ class ContainerDriver(_DockerDriver):
 
     def netns_paths(self, lab: str) -> dict[str, str]:
         """Per running endpoint: its network namespace (``/proc/<pid>/ns/net``), where the
-        probe engine opens sockets — no exec into the container, no tools in the image."""
-        out: dict[str, str] = {}
-        for endpoint, info in self.state(lab).items():
-            if info.get("state") != "running":
-                continue
-            with self._errors(f"inspect container {info['name']}"):
-                pid = self.api.inspect_container(info["id"])["State"].get("Pid") or 0
-            if pid:
-                out[endpoint] = f"/proc/{pid}/ns/net"
+        probe engine opens sockets — no exec into the container, no tools in the image.
+
+        The list call does not give a container's process; an inspect per container does
+        (~3 ms each).  So a container's pid is remembered with the start time of that
+        process (``/proc/<pid>/stat``): while the same process runs, no inspect is needed —
+        a restarted container has another process, a reused pid another start time — and the
+        containers not known yet are inspected a few at a time."""
+        running = {endpoint: info for endpoint, info in self.state(lab).items()
+                   if info.get("state") == "running"}
+        pids = self._pids({info["id"]: info["name"] for info in running.values()})
+        return {endpoint: f"/proc/{pids[info['id']]}/ns/net"
+                for endpoint, info in running.items() if pids.get(info["id"])}
+
+    def _pids(self, names: Mapping[str, str]) -> dict[str, int]:
+        """``{container id: pid}`` of running containers (``names``: id -> name)."""
+        cache = self._pid_cache
+        out = {cid: cache[cid][0] for cid in names
+               if cid in cache and _start_time(cache[cid][0]) == cache[cid][1]}
+        missing = sorted(set(names) - set(out))
+
+        def inspect(cid: str) -> tuple[str, int]:
+            with self._errors(f"inspect container {names[cid]}"):
+                return cid, int(self.api.inspect_container(cid)["State"].get("Pid") or 0)
+        if len(missing) > 1:
+            with self._lock:
+                if self._pool is None:         # its threads keep their API clients
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(4, thread_name_prefix="hnb-inspect")
+                pool = self._pool
+            found = list(pool.map(inspect, missing))
+        else:
+            found = [inspect(cid) for cid in missing]
+        for cid, pid in found:
+            started = _start_time(pid) if pid else None
+            if started is not None:
+                cache[cid] = (pid, started)
+            out[cid] = pid
+        for cid in set(cache) - set(names):
+            cache.pop(cid, None)               # gone or stopped
         return out
 
     # -- for the watching services (doctor, logs, the topology widget) --------------------
@@ -549,6 +593,18 @@ class ContainerDriver(_DockerDriver):
                 hint="no registry is reachable from the sandbox: `hybridnb sandbox up` builds "
                      f"busybox:latest; other images must be loaded into this engine "
                      f"(docker -H {self.target.docker_url} load -i IMAGE.tar)") from exc
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (field 22 of ``/proc/<pid>/stat``), None if it is gone:
+    a pid and its start time name one process for the machine's lifetime."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else None
 
 
 def _kill_tree(pid: int) -> None:

@@ -7,8 +7,9 @@ the monitor needs six numbers per port.  :class:`LinkDumper` therefore sends one
 ``RTM_GETLINK`` dump request on a raw ``NETLINK_ROUTE`` socket opened inside the namespace
 (:func:`hybridnb.drivers.nsutil.socket_in_netns`) and walks the answer with
 :func:`struct.unpack_from`: a link whose index is not wanted is skipped by its header alone;
-of a wanted link only the name, MAC, MTU, master, peer index, operational state and the
-64-bit counters (``IFLA_STATS64``) are read.
+of a wanted link only the name, MAC, MTU, master, peer index, operational state, alias, kind,
+device group, flags and the 64-bit counters (``IFLA_STATS64``) are read (observing uses the
+same dump: :func:`hybridnb.drivers.links.link_snapshot`).
 
 :meth:`LinkDumper.dump` returns ``{ifindex: Link}`` for every link (``wanted=None``) or for the
 given indexes only.  One dumper keeps its socket; :meth:`close` it when done.
@@ -39,9 +40,12 @@ IFLA_MTU = 4
 IFLA_LINK = 5
 IFLA_MASTER = 10
 IFLA_OPERSTATE = 16
+IFLA_LINKINFO = 18
 IFLA_IFALIAS = 20
 IFLA_STATS64 = 23
+IFLA_GROUP = 27
 IFLA_EXT_MASK = 29
+IFLA_INFO_KIND = 1
 
 _NLMSG = struct.Struct("=LHHLL")
 _IFINFO = struct.Struct("=BxHiII")
@@ -79,11 +83,27 @@ class Link:
     operstate: str = "unknown"
     alias: str = ""
     counters: Counters = Counters()
+    kind: str | None = None            # IFLA_INFO_KIND: "bridge", "veth", "vxlan", ...
+    group: int = 0                     # device group
+    flags: int = 0                     # IFF_* (IFF_UP is 1)
 
 
-def _parse(buf: memoryview, offset: int, end: int, index: int) -> Link:
+def _info_kind(buf: memoryview, pos: int, end: int) -> str | None:
+    """IFLA_INFO_KIND inside an IFLA_LINKINFO attribute's payload."""
+    while pos + 4 <= end:
+        rlen, rtype = _RTA.unpack_from(buf, pos)
+        if rlen < 4:
+            break
+        if rtype & 0x3FFF == IFLA_INFO_KIND:
+            return bytes(buf[pos + 4:pos + rlen]).split(b"\0", 1)[0].decode()
+        pos += (rlen + 3) & ~3
+    return None
+
+
+def _parse(buf: memoryview, offset: int, end: int, index: int, flags: int = 0) -> Link:
     name, mac, alias = "", None, ""
-    mtu = master = peer = 0
+    mtu = master = peer = group = 0
+    kind = None
     oper = "unknown"
     counters = Counters()
     pos = offset
@@ -110,8 +130,12 @@ def _parse(buf: memoryview, offset: int, end: int, index: int) -> Link:
             oper = _OPERSTATES[code] if code < len(_OPERSTATES) else str(code)
         elif rtype == IFLA_IFALIAS:
             alias = bytes(buf[data:pos + rlen]).split(b"\0", 1)[0].decode(errors="replace")
+        elif rtype == IFLA_LINKINFO:
+            kind = _info_kind(buf, data, pos + rlen)
+        elif rtype == IFLA_GROUP:
+            group = _U32.unpack_from(buf, data)[0]
         pos += (rlen + 3) & ~3
-    return Link(index, name, mac, mtu, master, peer, oper, alias, counters)
+    return Link(index, name, mac, mtu, master, peer, oper, alias, counters, kind, group, flags)
 
 
 class LinkDumper:
@@ -174,9 +198,9 @@ class LinkDumper:
                         raise OSError(code, f"netlink error {code}")
                     return False
                 if mtype == RTM_NEWLINK:
-                    index = _IFINFO.unpack_from(buf, pos + _NLMSG.size)[2]
+                    _f, _t, index, flags, _c = _IFINFO.unpack_from(buf, pos + _NLMSG.size)
                     if wanted is None or index in wanted:
-                        out[index] = _parse(buf, pos + _HDR, pos + mlen, index)
+                        out[index] = _parse(buf, pos + _HDR, pos + mlen, index, flags)
             pos += (mlen + 3) & ~3
         return True
 

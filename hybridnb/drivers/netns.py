@@ -34,7 +34,7 @@ from hybridnb.core.naming import owner_tag
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
-                                    link_alias, link_kind, netlink_errors)
+                                    link_alias, link_kind, link_snapshot, netlink_errors)
 from hybridnb.errors import ConflictError, NotFoundError
 from hybridnb.target import Target
 
@@ -97,25 +97,22 @@ class NetnsHostDriver(InTargetNamespace):
     def labs(self) -> set[str]:
         """Every lab with a host on a bridge of this namespace."""
         with netlink_errors(f"cannot list hosts in {self._where}"):
-            links = self._ipr().get_links()
-        marks = (parse_host_alias(link_alias(link)) for link in links
-                 if link_kind(link) == "veth")
+            links = link_snapshot(self.netns)
+        marks = (parse_host_alias(link.alias) for link in links if link.kind == "veth")
         return {mark[0] for mark in marks if mark is not None}
 
     def observe(self, lab: str) -> Mapping[str, Observation]:
-        out: dict[str, Observation] = {}
         with netlink_errors(f"cannot list hosts in {self._where}"):
-            links = self._ipr().get_links()
+            links = link_snapshot(self.netns)
+        marks = {}
         for link in links:
-            if link_kind(link) != "veth":
-                continue
-            mark = parse_host_alias(link_alias(link))
-            if mark is None or mark[0] != lab:
-                continue
-            if not nsutil.netns_exists(naming.object_name(lab, mark[1])):
-                continue                       # namespace gone: the host is not whole
-            out[mark[1]] = Observation(mark[2])
-        return dict(sorted(out.items()))
+            mark = parse_host_alias(link.alias) if link.kind == "veth" else None
+            if mark is not None and mark[0] == lab:
+                marks[mark[1]] = mark[2]
+        # a host whose namespace is gone is not whole
+        whole = nsutil.existing_netns(naming.object_name(lab, name) for name in marks)
+        return {name: Observation(fingerprint) for name, fingerprint in sorted(marks.items())
+                if naming.object_name(lab, name) in whole}
 
     def netns_paths(self, lab: str) -> dict[str, str | None]:
         """Per host of the lab that is whole: its namespace, where probes open sockets."""

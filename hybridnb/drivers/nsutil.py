@@ -31,7 +31,7 @@ import queue
 import socket
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from hybridnb.errors import EngineError, NotFoundError
 
@@ -273,6 +273,29 @@ def netns_exists(netns: str) -> bool:
         return st.st_dev != os.stat(os.path.dirname(path)).st_dev
     except FileNotFoundError:
         return False
+
+
+def existing_netns(names: Iterable[str]) -> set[str]:
+    """Those of ``names`` that are mounted network namespaces (:func:`netns_exists` for
+    many: each directory is looked at once)."""
+    out: set[str] = set()
+    dirs: dict[str, int | None] = {}
+    for name in names:
+        path = netns_path(name)
+        assert path is not None
+        parent = os.path.dirname(path)
+        if parent not in dirs:
+            try:
+                dirs[parent] = os.stat(parent).st_dev
+            except FileNotFoundError:
+                dirs[parent] = None
+        try:
+            # a mounted nsfs file lives on a different device than the tmpfs of /run/netns
+            if dirs[parent] is not None and os.stat(path).st_dev != dirs[parent]:
+                out.add(name)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def _prepare_run_dir(run_dir: str) -> None:
