@@ -213,7 +213,7 @@ def test_a_windowed_run_gives_the_same_answers_as_one_batch(lab):
     plan = plan_probes(lab.endpoints(), CHECKS, gateway=lab.gateway_endpoint(), domain=DOMAIN,
                        count=3)
     notes: list[str] = []
-    limit = 24 + len(plan.responders)                # a few dozen of ~250 sockets at a time
+    limit = 12 + len(plan.responders)                # a dozen of ~120 sockets at a time
     m = run_plan(plan, timeout=0.5, fd_limit=limit, progress=notes.append)
     assert m.failures() == [], m.to_text()
     assert m.counts()["ok"] == len(plan.pairs)
@@ -228,7 +228,7 @@ def test_a_dead_endpoint_costs_one_timeout_in_a_windowed_run_too(lab):
     plan = plan_probes(lab.endpoints(), ("icmp", "tcp", "udp", "http"),
                        gateway=lab.gateway_endpoint(), domain=DOMAIN, count=3)
     # room for every first attempt to and from the dead host, not for everything at once
-    limit = 60 + len(plan.responders)
+    limit = 36 + len(plan.responders)
     assert plan.fds_needed > 2 * limit
     lab.link(1, False)
     try:

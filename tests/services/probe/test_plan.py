@@ -129,7 +129,7 @@ def test_a_source_without_a_way_in_is_skipped_and_no_dns_server_skips_dns():
 
 def test_units_group_icmp_and_dns_per_source_then_go_target_by_target():
     eps = [host("a", 0), host("b", 1), vm("v", 0)]
-    plan = plan_probes(eps, ["icmp", "dns", "udp", "http"], gateway=GW, count=3)
+    plan = plan_probes(eps, ["icmp", "dns", "udp", "tcp", "http"], gateway=GW, count=3)
     kinds = [(u.kind, u.attempt) for u in plan.units]
     # 2 socket sources (the VM probes by script): one icmp and one dns unit each
     assert kinds[:4] == [("icmp", 0), ("icmp", 0), ("dns", 0), ("dns", 0)]
@@ -142,9 +142,12 @@ def test_units_group_icmp_and_dns_per_source_then_go_target_by_target():
         attempts = [u.attempt for u in singles if plan.pairs[u.pairs[0]].dst.name == t]
         assert attempts == sorted(attempts) and attempts[0] == 0     # no retry before a first
     streams = [u for u in plan.units if u.kind == "stream"]
-    # sources x (the other host, the gateway) x count: HTTP to the VM is skipped (no service)
-    assert len(streams) == 2 * 2 * 3
-    to_ours = [u for u in streams if plan.pairs[u.pairs[0]].responder]
+    http = [u for u in streams if plan.pairs[u.pairs[0]].protocol == "http"]
+    # sources x (the other host, the gateway): TCP x count attempts, HTTP one unit per pair
+    # (its count requests on one keep-alive connection); to the VM skipped (no service)
+    assert len(streams) - len(http) == 2 * 2 * 3
+    assert len(http) == 2 * 2 and all(u.attempt == 0 for u in http)
+    to_ours = [u for u in http if plan.pairs[u.pairs[0]].responder]
     assert to_ours and all(u.fds == 2 for u in to_ours)               # + the accepted conn
     assert all(u.responder >= 0 for u in to_ours)
     for u in plan.units:                          # a unit names the responder its pair probes
