@@ -354,3 +354,25 @@ def test_lab_probe_endpoints_from_plain_facts():
     no_vms, _ = lab_probe_endpoints([r for r in resources if r.kind == "vm"], {}, {},
                                     gateway="10.0.1.1", gateway_netns=None)
     assert no_vms[0].down == "v1 is not running"
+
+
+# ------------------------------------------------------------------ http heads (both engines)
+
+def test_an_http_head_says_whether_its_connection_carries_the_next_request():
+    from hybridnb.services.probe.clients import head_end, head_keeps
+
+    assert head_end(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") == 38
+    assert head_end(b"HTTP/1.0 200 OK\n\nok") == 17 and head_end(b"HTTP/1.1 200 OK\r\n") == -1
+    ok11 = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n"
+    assert head_keeps(ok11, response=True) == (True, 9, False)
+    assert head_keeps(ok11 + b"Connection: close\r\n", response=True)[0] is False
+    assert head_keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n", response=True)[0] is False
+    assert head_keeps(b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\n", response=True) == \
+        (True, None, False)
+    assert head_keeps(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n", response=True) == \
+        (True, None, True)
+    # requests: HTTP/1.1 keeps unless it says close (the probe's own request keeps)
+    from hybridnb.services.probe.clients import http_request
+    assert head_keeps(http_request("h01.lab"), response=False)[0] is True
+    assert head_keeps(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: close\r\n", False)[0] is False
+    assert head_keeps(b"GET / HTTP/1.1\r\nConnection: close\r\n", response=False)[0] is False
