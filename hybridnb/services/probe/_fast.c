@@ -92,14 +92,18 @@ enum { R_CLOSED = 0, R_OPEN, R_ASIDE };
 #define DNS_STALE_NS (20 * 1000000LL)
 #define ADMIT_ROUND 64
 #define UDP_PROBE_LEN 14
-#define HTTP_BUF 512
+#define HTTP_BUF 4096        /* an HTTP response's head: longer, its connection is not reused */
 #define REQ_MAX 8192
 #define NS_PER_S 1000000000LL
 
 static const char UDP_MAGIC[4] = {'h', 'n', 'b', 'P'};
+/* a request that does not keep its connection (HTTP/1.0, `Connection: close`) */
 static const char HTTP_RESPONSE[] =
     "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
     "Connection: close\r\n\r\nhybridnb\n";
+/* one that does (HTTP/1.1, or `Connection: keep-alive`): the connection stays open */
+static const char HTTP_RESPONSE_KEEP[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nhybridnb\n";
 
 /* ---------------------------------------------------------------------------------- data */
 
@@ -142,8 +146,12 @@ typedef struct Live {
     int in_heap;
     int outstanding;
     int64_t deadline;     /* monotonic */
-    int64_t t0;           /* stream: monotonic start */
-    int state;            /* stream: 0 connecting, 1 waiting for the response */
+    int64_t t0;           /* stream: monotonic start of the connect */
+    int64_t t_req;        /* http: monotonic time the current request was sent */
+    int state;            /* stream: 0 connecting, 1 reading the response head, 2 its body */
+    int req;              /* http: the request under way (0 .. count-1) */
+    int answered;         /* http: the current request's status line was judged */
+    long body_left;       /* http: body bytes still to skip before the next request */
     uint16_t ident, qbase;
     int n;                /* icmp/dns: pairs in the group */
     int64_t *sent_at;     /* icmp/dns/udp: realtime ns per probe, 0: not outstanding */
@@ -253,6 +261,10 @@ static int64_t cmsg_ts(struct msghdr *msg) {
         }
     }
     return real_ns();
+}
+
+static inline int is_ws_(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 /* ------------------------------------------------------------------------------- budget */
@@ -463,18 +475,78 @@ static void responder_open(Lane *L, Responder *r) {
     r->ever_open = 1;
 }
 
-static int request_done(const char *buf, int len) {
-    if (len >= REQ_MAX) return 1;
+/* where an HTTP head (request or response) ends: just past its blank line, or -1 */
+static int head_end(const char *buf, int len) {
     for (int i = 1; i < len; i++) {
         if (buf[i] != '\n') continue;
-        if (buf[i - 1] == '\n') return 1;
-        if (i >= 3 && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') return 1;
+        if (buf[i - 1] == '\n') return i + 1;
+        if (i >= 3 && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') return i + 1;
     }
+    return -1;
+}
+
+static int ci_eq(const char *a, int alen, const char *word) {
+    int n = (int)strlen(word);
+    if (alen != n) return 0;
+    for (int i = 0; i < n; i++)
+        if ((a[i] | 0x20) != word[i]) return 0;
+    return 1;
+}
+
+static int ci_has(const char *a, int alen, const char *word) {
+    int n = (int)strlen(word);
+    for (int i = 0; i + n <= alen; i++)
+        if (ci_eq(a + i, n, word)) return 1;
     return 0;
 }
 
-/* read what the connection has; answer and close once the request is whole, or close when
- * the peer closed or failed first */
+/* an HTTP head's first line and headers (as clients.head_fields): whether the first line
+ * ends in (request) or starts with (response) HTTP/1.1, its `Connection` header's verdict
+ * (-1 close, 1 keep-alive, 0 none), whether it has `Transfer-Encoding`, its
+ * `Content-Length` (-1: none or not a number) */
+typedef struct { int v11, conn, chunked; long length; } Head;
+
+static Head head_fields(const char *b, int head, int response) {
+    Head h = {0, 0, 0, -1};
+    const char *nl = memchr(b, '\n', head);
+    int end = nl ? (int)(nl - b) : head, e = end;
+    while (e > 0 && is_ws_(b[e - 1])) e--;
+    h.v11 = response ? (end >= 8 && memcmp(b, "HTTP/1.1", 8) == 0)
+                     : (e >= 8 && memcmp(b + e - 8, "HTTP/1.1", 8) == 0);
+    for (int p = end + 1; p < head;) {
+        const char *n2 = memchr(b + p, '\n', head - p);
+        int le = n2 ? (int)(n2 - b) : head;
+        const char *colon = memchr(b + p, ':', le - p);
+        if (colon) {
+            int nlen = (int)(colon - (b + p)), vs = (int)(colon - b) + 1, vlen = le - vs;
+            if (ci_eq(b + p, nlen, "connection")) {
+                if (ci_has(b + vs, vlen, "close")) h.conn = -1;
+                else if (ci_has(b + vs, vlen, "keep-alive") && h.conn == 0) h.conn = 1;
+            } else if (ci_eq(b + p, nlen, "transfer-encoding")) {
+                h.chunked = 1;
+            } else if (ci_eq(b + p, nlen, "content-length")) {
+                int q = vs, ve = le;
+                while (q < ve && is_ws_(b[q])) q++;
+                while (ve > q && is_ws_(b[ve - 1])) ve--;
+                long v = q < ve ? 0 : -1;
+                for (int k = q; k < ve && v >= 0; k++)
+                    v = (b[k] >= '0' && b[k] <= '9' && v < 100000000) ? v * 10 + (b[k] - '0') : -1;
+                h.length = v;
+            }
+        }
+        p = le + 1;
+    }
+    return h;
+}
+
+/* whether a connection carries another request after this head's message */
+static int head_keeps(Head h) {
+    return h.conn == 1 || (h.v11 && h.conn == 0);
+}
+
+/* read what the connection has; answer each whole request (keeping the connection when the
+ * request asks for it, as HTTP/1.1 does by default); close when the peer closed or failed,
+ * or after answering a request that does not keep it */
 static void conn_read(Lane *L, Conn *c, int registered) {
     for (;;) {
         int room = REQ_MAX - c->len;
@@ -486,13 +558,27 @@ static void conn_read(Lane *L, Conn *c, int registered) {
             }
             return;
         }
-        if (n > 0) {
-            c->len += (int)n;
-            if (!request_done(c->buf, c->len)) continue;
-            send(c->fd, HTTP_RESPONSE, sizeof HTTP_RESPONSE - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n <= 0) {
+            conn_close(L, c);
+            return;
         }
-        conn_close(L, c);
-        return;
+        c->len += (int)n;
+        for (;;) {
+            int end = head_end(c->buf, c->len);
+            if (end < 0) {
+                if (c->len < REQ_MAX) break;
+                end = c->len;
+            }
+            int keep = head_keeps(head_fields(c->buf, end, 0));
+            const char *resp = keep ? HTTP_RESPONSE_KEEP : HTTP_RESPONSE;
+            int rlen = keep ? (int)sizeof HTTP_RESPONSE_KEEP - 1 : (int)sizeof HTTP_RESPONSE - 1;
+            if (send(c->fd, resp, rlen, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 || !keep) {
+                conn_close(L, c);
+                return;
+            }
+            memmove(c->buf, c->buf + end, c->len - end);
+            c->len -= end;
+        }
     }
 }
 
@@ -947,112 +1033,223 @@ static int tcp_state(int fd, int64_t *rtt) {
     return ti.tcpi_state;
 }
 
+/* close a stream socket with RST: no FIN exchange, no TIME_WAIT */
+static void stream_reset(Live *live) {
+    if (live->fd < 0) return;
+    struct linger lg = {1, 0};
+    setsockopt(live->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(live->fd);
+    live->fd = -1;
+}
+
+static void stream_end(Lane *L, Live *live) {
+    stream_reset(live);
+    live->outstanding = 0;
+    unit_finish(L, live);
+}
+
 static void stream_done(Lane *L, Live *live, int64_t rtt, int code) {
     Engine *e = L->e;
     int pair = e->u_first[live->unit];
     if (code) pair_fail(e, pair, code);
     else pair_rtt(e, pair, rtt);
-    live->outstanding = 0;
-    unit_finish(L, live);
+    stream_end(L, live);
 }
 
 static void tcp_connected(Lane *L, Live *live) {
     int64_t rtt;
     tcp_state(live->fd, &rtt);
-    struct linger lg = {1, 0};                          /* close with RST: no TIME_WAIT */
-    setsockopt(live->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     stream_done(L, live, rtt >= 0 ? rtt : mono_ns() - live->t0, 0);
 }
 
-/* HTTP: the connection is up: send the request and wait for the response (0), or fail */
+static void http_next(Lane *L, Live *live, int keep);
+
+/* HTTP: send the current request on the connection (it is up); 0, or -1 (failure recorded) */
 static int http_request(Lane *L, Live *live) {
     Engine *e = L->e;
-    int t = e->u_target[live->unit];
-    if (send(live->fd, e->ep_req[t], e->ep_reqlen[t], MSG_NOSIGNAL) < 0) {
-        stream_done(L, live, 0, errno);
-        return -1;
-    }
-    live->buf = malloc(HTTP_BUF);
-    if (!live->buf) {
+    int t = e->u_target[live->unit], pair = e->u_first[live->unit];
+    if (!live->buf && !(live->buf = malloc(HTTP_BUF))) {
         L->err = ENOMEM;
-        stream_done(L, live, 0, ENOMEM);
+        pair_fail(e, pair, ENOMEM);
         return -1;
     }
     live->blen = 0;
+    live->answered = 0;
     live->state = 1;
+    live->t_req = mono_ns();
+    if (send(live->fd, e->ep_req[t], e->ep_reqlen[t], MSG_NOSIGNAL) < 0) {
+        pair_fail(e, pair, errno);
+        return -1;
+    }
+    return 0;
+}
+
+/* connect the unit's socket to its target (TCP: done once connected; HTTP: then the request);
+ * 1: the unit finished, 0: under way, -1: failed (recorded) */
+static int stream_connect(Lane *L, Live *live) {
+    Engine *e = L->e;
+    int u = live->unit, pair = e->u_first[u];
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->u_port[u])};
+    sa.sin_addr.s_addr = e->ep_ip[e->u_target[u]];
+    live->state = 0;
+    live->t0 = mono_ns();
+    if (connect(live->fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
+        pair_fail(e, pair, errno);
+        return -1;
+    }
+    /* on a veth the handshake usually completes inside connect(): no event needed */
+    int64_t rtt;
+    if (tcp_state(live->fd, &rtt) == 1) {               /* TCP_ESTABLISHED */
+        if (!live->http) {
+            tcp_connected(L, live);
+            return 1;
+        }
+        if (http_request(L, live) < 0) return -1;
+    } else {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(live->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            pair_fail(e, pair, err);
+            return -1;
+        }
+    }
+    struct epoll_event ev = {.events = live->state ? EPOLLIN : EPOLLOUT, .data.ptr = live};
+    epoll_ctl(L->ep, EPOLL_CTL_ADD, live->fd, &ev);
     return 0;
 }
 
 static int64_t start_stream(Lane *L, Live *live, int fd) {
     Engine *e = L->e;
-    int u = live->unit, pair = e->u_first[u];
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(e->u_port[u])};
-    sa.sin_addr.s_addr = e->ep_ip[e->u_target[u]];
+    int pair = e->u_first[live->unit];
+    (void)fd;
     e->o_sent[pair]++;
     pair_started(e, pair, mono_ns());
-    live->t0 = mono_ns();
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
-        pair_fail(e, pair, errno);
-        return 0;
-    }
     live->outstanding = 1;
-    /* on a veth the handshake usually completes inside connect(): no event needed */
-    int64_t rtt;
-    if (tcp_state(fd, &rtt) == 1) {                     /* TCP_ESTABLISHED */
-        if (!live->http) {
-            tcp_connected(L, live);
-            return 0;
-        }
-        if (http_request(L, live) < 0) return 0;
-    } else {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err) {
-            stream_done(L, live, 0, err);
-            return 0;
-        }
+    int rc = stream_connect(L, live);
+    if (rc == 1) return 0;
+    if (rc < 0) {
+        if (live->http) http_next(L, live, 0);
+        else stream_end(L, live);
     }
-    struct epoll_event ev = {.events = live->state ? EPOLLIN : EPOLLOUT, .data.ptr = live};
-    epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
     return e->p_deadline[pair];
 }
 
-static inline int is_ws(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+/* HTTP: the current request is answered (or failed).  The next of the pair's `count` requests
+ * goes on the same connection when the response keeps it (HTTP/1.1 or keep-alive, a
+ * Content-Length, no Transfer-Encoding, no `Connection: close`), else on a new connection;
+ * none is started past the pair's deadline. */
+static void http_next(Lane *L, Live *live, int keep) {
+    Engine *e = L->e;
+    int u = live->unit, pair = e->u_first[u];
+    if (++live->req >= e->count || mono_ns() >= e->p_deadline[pair]) {
+        stream_end(L, live);
+        return;
+    }
+    e->o_sent[pair]++;
+    if (keep && live->fd >= 0) {
+        if (http_request(L, live) == 0) return;
+        http_next(L, live, 0);
+        return;
+    }
+    stream_reset(live);
+    int fd = socket_in(L, e->u_ns[u], SOCK_STREAM, 0);
+    if (fd < 0) {
+        pair_fail(e, pair, (-fd & NS_ERR) ? E_NONS | (-fd & 0xFFFF) : E_NOSOCK | -fd);
+        stream_end(L, live);
+        return;
+    }
+    live->fd = fd;
+    if (stream_connect(L, live) < 0) http_next(L, live, 0);
 }
 
-/* the status line decides, as engine.py's _http_verdict */
+/* the status line decides, as clients._http_verdict: the request's RTT (sent to status line)
+ * or its failure */
 static void http_verdict(Lane *L, Live *live) {
     Engine *e = L->e;
     int pair = e->u_first[live->unit];
-    int64_t rtt = mono_ns() - live->t0;
+    int64_t rtt = mono_ns() - live->t_req;
     const char *b = live->buf;
     const char *nl = memchr(b, '\n', live->blen);
     int end = nl ? (int)(nl - b) : live->blen, s = 0;
-    while (s < end && is_ws(b[s])) s++;
-    while (end > s && is_ws(b[end - 1])) end--;
+    live->answered = 1;
+    while (s < end && is_ws_(b[s])) s++;
+    while (end > s && is_ws_(b[end - 1])) end--;
     if (s >= end) {
-        stream_done(L, live, 0, E_CLOSED);
+        pair_fail(e, pair, E_CLOSED);
         return;
     }
     int p = s;
-    while (p < end && !is_ws(b[p])) p++;
+    while (p < end && !is_ws_(b[p])) p++;
     if (p - s >= 5 && memcmp(b + s, "HTTP/", 5) == 0) {
-        while (p < end && is_ws(b[p])) p++;
+        while (p < end && is_ws_(b[p])) p++;
         int q = p;
         long status = 0;
         while (q < end && b[q] >= '0' && b[q] <= '9') {
             if (status < 100000000) status = status * 10 + (b[q] - '0');
             q++;
         }
-        if (q > p && (q == end || is_ws(b[q]))) {
+        if (q > p && (q == end || is_ws_(b[q]))) {
             e->o_status[pair] = (int32_t)status;
-            stream_done(L, live, rtt, status < 400 ? 0 : E_HTTP | (int)(status & 0xFFFF));
+            if (status < 400) pair_rtt(e, pair, rtt);
+            else pair_fail(e, pair, E_HTTP | (int)(status & 0xFFFF));
             return;
         }
     }
-    stream_done(L, live, 0, E_NOTHTTP);
+    pair_fail(e, pair, E_NOTHTTP);
+}
+
+/* HTTP: skip the rest of the response's body, then the next request */
+static void http_body(Lane *L, Live *live) {
+    char scratch[4096];
+    while (live->body_left > 0) {
+        size_t want = live->body_left < (long)sizeof scratch ? (size_t)live->body_left
+                                                             : sizeof scratch;
+        ssize_t n = recv(live->fd, scratch, want, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (n <= 0) {
+            http_next(L, live, 0);
+            return;
+        }
+        live->body_left -= n;
+    }
+    http_next(L, live, 1);
+}
+
+/* HTTP: read the response's head; its status line decides the request, its headers whether
+ * the connection carries the next one */
+static void http_head(Lane *L, Live *live) {
+    Engine *e = L->e;
+    for (;;) {
+        ssize_t n = recv(live->fd, live->buf + live->blen, HTTP_BUF - live->blen, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) return;
+            if (!live->answered) pair_fail(e, e->u_first[live->unit], errno);
+            http_next(L, live, 0);
+            return;
+        }
+        live->blen += (int)n;
+        if (!live->answered) {
+            if (n > 0 && !memchr(live->buf, '\n', live->blen) && live->blen < HTTP_BUF) continue;
+            http_verdict(L, live);
+        }
+        int end = head_end(live->buf, live->blen);
+        if (n == 0 || (end < 0 && live->blen >= HTTP_BUF)) {
+            http_next(L, live, 0);
+            return;
+        }
+        if (end < 0) continue;
+        Head h = head_fields(live->buf, end, 1);
+        long left = h.length - (live->blen - end);
+        if (!head_keeps(h) || h.chunked || h.length < 0 || left < 0) {
+            http_next(L, live, 0);
+            return;
+        }
+        live->body_left = left;
+        live->state = 2;
+        http_body(L, live);
+        return;
+    }
 }
 
 static void on_stream(Lane *L, Live *live) {
@@ -1061,30 +1258,27 @@ static void on_stream(Lane *L, Live *live) {
         socklen_t len = sizeof err;
         getsockopt(live->fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err) {
-            stream_done(L, live, 0, err);
+            pair_fail(L->e, L->e->u_first[live->unit], err);
+            if (live->http) http_next(L, live, 0);
+            else stream_end(L, live);
             return;
         }
+        int64_t rtt;
+        if (tcp_state(live->fd, &rtt) != 1) return;     /* not up yet (an older event) */
         if (!live->http) {
             tcp_connected(L, live);
             return;
         }
-        if (http_request(L, live) < 0) return;
+        if (http_request(L, live) < 0) {
+            http_next(L, live, 0);
+            return;
+        }
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = live};
         epoll_ctl(L->ep, EPOLL_CTL_MOD, live->fd, &ev);
         return;
     }
-    for (;;) {
-        ssize_t n = recv(live->fd, live->buf + live->blen, HTTP_BUF - live->blen, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) return;
-            stream_done(L, live, 0, errno);
-            return;
-        }
-        live->blen += (int)n;
-        if (n > 0 && !memchr(live->buf, '\n', live->blen) && live->blen < HTTP_BUF) continue;
-        http_verdict(L, live);
-        return;
-    }
+    if (live->state == 1) http_head(L, live);
+    else http_body(L, live);
 }
 
 /* ---------------------------------------------------------------------------- the lanes */

@@ -7,7 +7,8 @@ Each client owns one socket of a :class:`~hybridnb.services.probe.plan.Unit` and
   round by round (attempt 0 to everyone, then attempt 1…), matched by identifier, sequence
   and a per-run token; ICMP errors (unreachable, TTL exceeded) fail their pair;
 * :class:`StreamClient` — one TCP attempt: connect (TCP: done, RTT from the kernel's
-  ``TCP_INFO``), or connect + ``GET /`` (HTTP: the status line decides);
+  ``TCP_INFO``), or a pair's ``count`` ``GET /`` requests on one keep-alive connection (HTTP:
+  each status line decides; RTT from the request's send to its status line);
 * :class:`UdpClient` — one connected socket per UDP pair, ``count`` datagrams on it; our
   responders append their receive/send times so their own delay is subtracted;
 * :class:`DnsClient` — one socket per source to the DNS server, an ``A`` query per target and
@@ -38,6 +39,7 @@ from hybridnb.services.probe.wire import (
     Loop,
     checksum,
     errno_reason,
+    open_sockets,
     reason,
     recv_ts,
     tcp_rtt,
@@ -228,80 +230,209 @@ class IcmpClient(Client):
                                   UNREACH_CODES.get(code, f"unreachable (code {code})"))
 
 
+#: The longest HTTP response head read; longer, its connection is not reused.
+HTTP_HEAD = 4096
+
+
+def http_request(host: str) -> bytes:
+    """The ``GET /`` an ``http`` probe sends (HTTP/1.1: the connection stays open for the
+    pair's next request)."""
+    return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hybridnb-probe\r\n\r\n".encode()
+
+
+def head_end(buf: bytes | bytearray) -> int:
+    """Where an HTTP head (request or response) ends: just past its blank line, or -1."""
+    ends = [i + k for i, k in ((buf.find(b"\n\n"), 2), (buf.find(b"\r\n\r\n"), 4)) if i >= 0]
+    return min(ends) if ends else -1
+
+
+def head_keeps(head: bytes, response: bool) -> tuple[bool, int | None, bool]:
+    """(the connection carries another request after this message, its ``Content-Length``
+    or None, it has a ``Transfer-Encoding``) of an HTTP head: HTTP/1.1 keeps it unless
+    ``Connection: close``, anything else only with ``Connection: keep-alive``."""
+    lines = head.split(b"\n")
+    first = lines[0].rstrip() if response else lines[0].strip()
+    v11 = first.startswith(b"HTTP/1.1") if response else first.endswith(b"HTTP/1.1")
+    conn, length, chunked = 0, None, False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            continue
+        name, value = name.lower(), value.lower()
+        if name == b"connection":
+            if b"close" in value:
+                conn = -1
+            elif b"keep-alive" in value and conn == 0:
+                conn = 1
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-length":
+            v = value.strip()
+            length = int(v) if v.isdigit() and len(v) < 10 else None
+    return conn == 1 or (v11 and conn == 0), length, chunked
+
+
 class StreamClient(Client):
-    """One TCP connect (``tcp``) or one ``GET /`` (``http``)."""
+    """One TCP connect (``tcp``), or a pair's ``count`` ``GET /`` requests (``http``) on one
+    keep-alive connection: the next request goes on the same connection once the response
+    (status line, headers, ``Content-Length`` bytes of body) is read, on a new connection
+    when the server closes it or cannot keep it; each request's RTT is from its send to the
+    status line.  Connections end with a reset (no FIN exchange, no TIME_WAIT)."""
 
     def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
         super().__init__(run, index, unit, sock)
         self.st = self.pairs[0]
         spec = self.st.spec
+        self.http = spec.protocol == "http"
         self.error: str | None = None
         self.waiting = False
         self.t0 = 0.0
+        self.t_req = 0.0
+        self.req = 0                  # http: the request under way
+        self.answered = False         # its status line was judged
+        self.body_left = -1           # >= 0: body bytes still to skip
         self.buf = bytearray()
         host = f"{spec.dst.name}.{run.domain}" if spec.dst.kind != "gateway" else spec.address
-        self.request = (f"GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hybridnb-probe\r\n"
-                        f"Connection: close\r\n\r\n").encode()
+        self.request = http_request(host)
 
     @property
     def outstanding(self) -> int:
         return int(self.waiting)
 
     def send(self) -> None:
+        self.error = self._connect()
+
+    def _connect(self) -> str | None:
         self.t0 = time.perf_counter()
         err = self.sock.connect_ex((self.st.spec.address, self.st.spec.port or 0))
         if err in (0, errno.EINPROGRESS):
             self.waiting = True
             self.run.loop.add(self.sock, selectors.EVENT_WRITE, self.writable)
-        else:
-            self.error = reason(err)
+            return None
+        return reason(err)
 
     def started(self, now: float) -> None:
         self.st.sent += 1
+        if self.st.deadline is None:
+            self.st.deadline = now + self.run.timeout
         if self.error is not None:
             self.st.failed(self.error)
+            self.error = None
+            if self.http:
+                self._next(False)
         super().started(now)
 
-    def _done(self, rtt: float | None = None, why: str | None = None) -> None:
+    def _end(self) -> None:
         self.waiting = False
+        _reset(self.sock)
+        self.finish()
+
+    def _done(self, rtt: float | None = None, why: str | None = None) -> None:
         if why is not None:
             self.st.failed(why)
         elif rtt is not None:
             self.st.answered(rtt)
-        self.finish()
+        self._end()
+
+    def _next(self, keep: bool) -> None:
+        """The current request is answered or failed: the pair's next one, on this
+        connection (``keep``) or a new one; none past the pair's deadline."""
+        self.req += 1
+        deadline = self.st.deadline
+        if self.req >= self.run.count or (deadline is not None and time.monotonic() >= deadline):
+            self._end()
+            return
+        self.st.sent += 1
+        if keep:
+            self._request(self.sock)
+            return
+        self.run.loop.drop(_reset(self.sock))
+        made = open_sockets({self.unit.netns: ["stream"]})[self.unit.netns]
+        if isinstance(made, BaseException):
+            self.st.failed(f"cannot open sockets in {self.unit.netns}: {made}")
+            self.waiting = False
+            self.finish()
+            return
+        self.sock = made[0]
+        self.sock.setblocking(False)
+        why = self._connect()
+        if why is not None:
+            self.st.failed(why)
+            self._next(False)
 
     def writable(self, s: socket.socket) -> None:
+        if s is not self.sock or self.finished:        # an event of a connection left behind
+            return
         err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            self._done(why=reason(err))
+            if not self.http:
+                self._done(why=reason(err))
+                return
+            self.st.failed(reason(err))
+            self._next(False)
             return
-        if self.st.spec.protocol == "tcp":
+        if not self.http:
             rtt = tcp_rtt(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self._done(rtt if rtt is not None else time.perf_counter() - self.t0)
             return
+        self.run.loop.modify(s, selectors.EVENT_READ, self.readable)
+        self._request(s)
+
+    def _request(self, s: socket.socket) -> None:
+        self.buf.clear()
+        self.answered = False
+        self.body_left = -1
+        self.t_req = time.perf_counter()
         try:
             s.send(self.request)
         except OSError as exc:
-            self._done(why=errno_reason(exc))
-            return
-        self.run.loop.modify(s, selectors.EVENT_READ, self.readable)
+            self.st.failed(errno_reason(exc))
+            self._next(False)
 
     def readable(self, s: socket.socket) -> None:
+        if s is not self.sock or self.finished:
+            return
         try:
             data = s.recv(4096)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._done(why=errno_reason(exc))
+            if not self.answered and self.body_left < 0:
+                self.st.failed(errno_reason(exc))
+            self._next(False)
+            return
+        if self.body_left >= 0:                       # skipping the body
+            self.body_left -= len(data)
+            if not data or self.body_left <= 0:
+                self._next(bool(data) and self.body_left == 0)
             return
         self.buf.extend(data)
-        line_end = self.buf.find(b"\n")
-        if data and line_end < 0 and len(self.buf) < 4096:
+        if not self.answered:
+            line_end = self.buf.find(b"\n")
+            if data and line_end < 0 and len(self.buf) < HTTP_HEAD:
+                return
+            self.answered = True
+            rtt = time.perf_counter() - self.t_req
+            line = bytes(self.buf[:line_end if line_end >= 0 else len(self.buf)]).strip()
+            why = _http_verdict(line, self.st)
+            if why is None:
+                self.st.answered(rtt)
+            else:
+                self.st.failed(why)
+        end = head_end(self.buf)
+        if not data or (end < 0 and len(self.buf) >= HTTP_HEAD):
+            self._next(False)
             return
-        rtt = time.perf_counter() - self.t0
-        line = bytes(self.buf[:line_end if line_end >= 0 else len(self.buf)]).strip()
-        self._done(rtt, why=_http_verdict(line, self.st))
+        if end < 0:
+            return
+        keeps, length, chunked = head_keeps(bytes(self.buf[:end]), response=True)
+        left = -1 if length is None else length - (len(self.buf) - end)
+        if not keeps or chunked or left < 0:
+            self._next(False)
+            return
+        self.body_left = left
+        if left == 0:
+            self._next(True)
 
 
 def _http_verdict(line: bytes, st: PairState) -> str | None:
@@ -312,6 +443,15 @@ def _http_verdict(line: bytes, st: PairState) -> str | None:
         st.detail = f"HTTP {status}"
         return None if status < 400 else f"HTTP {status}"
     return "connection closed without a response" if not line else "not an HTTP response"
+
+
+def _reset(sock: socket.socket) -> socket.socket:
+    """Make ``sock``'s close a reset (no FIN exchange, no TIME_WAIT)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    return sock
 
 
 class _DatagramClient(Client):

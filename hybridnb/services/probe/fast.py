@@ -25,7 +25,7 @@ import socket
 from array import array
 from typing import Callable, Sequence
 
-from hybridnb.services.probe.clients import UNREACH_CODES
+from hybridnb.services.probe.clients import UNREACH_CODES, http_request
 from hybridnb.services.probe.matrix import ProbeResult, fast_result
 from hybridnb.services.probe.plan import CheckPlan, ProbePlan, UnitTable
 from hybridnb.services.probe.wire import fd_budget, reason
@@ -79,8 +79,7 @@ def _qname(name: str, domain: str) -> bytes:
 
 
 def _request(host: str) -> bytes:
-    return (f"GET / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: hybridnb-probe\r\n"
-            f"Connection: close\r\n\r\n").encode()
+    return http_request(host)
 
 
 class _Inputs:

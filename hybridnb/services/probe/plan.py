@@ -21,9 +21,10 @@ check probes in the same run, so a built-in check cannot answer for it either.  
 **Sockets come in units** (:class:`Unit`), each holding one socket for as long as it is in
 flight: one raw ICMP socket per source for all its echoes, one DNS socket per source for all
 its queries (they all go to one server), one connected UDP socket per UDP pair, one TCP socket
-per TCP/HTTP pair and attempt.  The ICMP and DNS units come first; then the UDP and stream
-units **target by target**: every first attempt towards a target, then its retries, then the
-next target.  The engine admits units in that order while their file descriptors fit
+per TCP pair and attempt, one TCP socket per HTTP pair (its ``count`` requests go on one
+keep-alive connection, see :class:`~hybridnb.services.probe.clients.StreamClient`).  The
+ICMP and DNS units come first; then the UDP and stream units **target by target**: every
+first attempt towards a target, then its retries, then the next target.  The engine admits units in that order while their file descriptors fit
 (:class:`~hybridnb.services.probe.schedule.Window`), and a responder is open only while units
 towards it are queued or in flight — opened with the first, closed after the last — so
 neither the probes nor the responders cap the size of a lab under a small ``ulimit -n``.
@@ -538,7 +539,7 @@ class _Units:
             for attempt in range(self.count):
                 for cp in singles:
                     column = columns.get(id(cp))
-                    if column is None or (cp.check.unit_kind == UDP and attempt > 0):
+                    if column is None or (attempt > 0 and cp.check.protocol in ("udp", "http")):
                         continue
                     j = where[id(cp)][t]
                     responder = cp.responders[j]

@@ -4,7 +4,9 @@ A :class:`~hybridnb.services.probe.plan.ResponderSpec` becomes a socket bound to
 address inside the target's namespace, from the first probe towards it to the last:
 
 * a stream listener — for ``tcp`` it accepts and closes at once (the client's connect was the
-  probe); for ``http`` it reads the request and answers ``200 OK``;
+  probe); for ``http`` it reads each request and answers ``200 OK``, keeping the connection
+  for the next request when the request asks for it (HTTP/1.1 without ``Connection: close``,
+  or ``Connection: keep-alive``), as a web server does;
 * a UDP echo, which appends its kernel receive time and its send time to our own probes so the
   client can subtract the time the datagram spent in this loop.
 
@@ -20,12 +22,16 @@ import socket
 import struct
 import time
 
-from hybridnb.services.probe.clients import UDP_MAGIC, UDP_PROBE_LEN
+from hybridnb.services.probe.clients import UDP_MAGIC, UDP_PROBE_LEN, head_end, head_keeps
 from hybridnb.services.probe.plan import ResponderSpec
 from hybridnb.services.probe.wire import SO_TIMESTAMPNS, Loop, anc_ts
 
+#: The answer to a request that does not keep its connection (HTTP/1.0, ``Connection: close``).
 HTTP_RESPONSE = (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
                  b"Connection: close\r\n\r\nhybridnb\n")
+#: The answer to one that does (HTTP/1.1, ``Connection: keep-alive``): the connection stays.
+HTTP_RESPONSE_KEEP = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+                      b"\r\nhybridnb\n")
 
 
 def start_responder(loop: Loop, spec: ResponderSpec, sock: socket.socket | None
@@ -103,14 +109,24 @@ class StreamResponder:
         except OSError:
             data = b""
         buf = self.buffers.get(conn, b"") + data
-        if data and not (b"\r\n\r\n" in buf or b"\n\n" in buf or len(buf) > 8192):
-            self.buffers[conn] = buf
-            return
-        if data:
+        while data:
+            end = head_end(buf)
+            if end < 0:
+                if len(buf) <= 8192:
+                    self.buffers[conn] = buf
+                    return
+                end = len(buf)
+            keep = head_keeps(buf[:end], response=False)[0]
             try:
-                conn.send(HTTP_RESPONSE)
+                conn.send(HTTP_RESPONSE_KEEP if keep else HTTP_RESPONSE)
             except OSError:
-                pass
+                keep = False
+            if not keep:
+                break
+            buf = buf[end:]
+            if not buf:
+                self.buffers[conn] = buf
+                return
         self.buffers.pop(conn, None)
         self.loop.drop(conn)
 

@@ -213,7 +213,7 @@ def test_a_windowed_run_gives_the_same_answers_as_one_batch(lab):
     plan = plan_probes(lab.endpoints(), CHECKS, gateway=lab.gateway_endpoint(), domain=DOMAIN,
                        count=3)
     notes: list[str] = []
-    limit = 24 + len(plan.responders)                # a few dozen of ~250 sockets at a time
+    limit = 12 + len(plan.responders)                # a dozen of ~120 sockets at a time
     m = run_plan(plan, timeout=0.5, fd_limit=limit, progress=notes.append)
     assert m.failures() == [], m.to_text()
     assert m.counts()["ok"] == len(plan.pairs)
@@ -228,7 +228,7 @@ def test_a_dead_endpoint_costs_one_timeout_in_a_windowed_run_too(lab):
     plan = plan_probes(lab.endpoints(), ("icmp", "tcp", "udp", "http"),
                        gateway=lab.gateway_endpoint(), domain=DOMAIN, count=3)
     # room for every first attempt to and from the dead host, not for everything at once
-    limit = 60 + len(plan.responders)
+    limit = 36 + len(plan.responders)
     assert plan.fds_needed > 2 * limit
     lab.link(1, False)
     try:
@@ -310,3 +310,76 @@ def test_a_dead_source_does_not_hold_the_dns_queries_back(lab, monkeypatch):
     assert all(r.reason == "timeout" for r in m.failures())
     assert all(r.received == 3 for r in m.results if r.ok)
     assert 0.5 <= took < 0.5 + 0.6, took
+
+
+# ------------------------------------------------------- http: count requests, one connection
+
+class TinyHTTP:
+    """A real web server in a namespace, one connection at a time: ``keep`` answers
+    HTTP/1.1 with a 10,000-byte body and keeps the connection; else HTTP/1.0, closed after
+    each response.  Counts connections and requests."""
+
+    def __init__(self, netns: str, address: str, port: int, keep: bool) -> None:
+        from hybridnb.drivers import nsutil
+
+        self.sock = nsutil.socket_in_netns(netns, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.05)
+        self.keep = keep
+        self.connections = self.requests = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(1.0)
+                self.converse(conn)
+
+    def converse(self, conn: socket.socket) -> None:
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\r\n\r\n" in buf:
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                self.requests += 1
+                if not self.keep:
+                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n" + b"x" * 10000)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["keep-alive", "closes"])
+def test_http_count_requests_go_on_one_keep_alive_connection(lab, keep):
+    """``http`` x3: three requests on one connection when the server keeps it (the body is
+    skipped by its Content-Length), else one connection per request — three answers either
+    way."""
+    server = TinyHTTP(lab.netns(2), lab.address(2), 8080, keep)
+    try:
+        eps = lab.endpoints()
+        m = probe_matrix([eps[0], eps[2]], ("http/8080",), timeout=0.5, count=3)
+    finally:
+        server.close()
+    r = m.get("http/8080", "h00", "h02")
+    assert r.ok and r.sent == 3 and r.received == 3 and r.detail == "HTTP 200", r
+    assert server.requests == 3
+    assert server.connections == (1 if keep else 3)

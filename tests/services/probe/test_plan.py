@@ -129,7 +129,7 @@ def test_a_source_without_a_way_in_is_skipped_and_no_dns_server_skips_dns():
 
 def test_units_group_icmp_and_dns_per_source_then_go_target_by_target():
     eps = [host("a", 0), host("b", 1), vm("v", 0)]
-    plan = plan_probes(eps, ["icmp", "dns", "udp", "http"], gateway=GW, count=3)
+    plan = plan_probes(eps, ["icmp", "dns", "udp", "tcp", "http"], gateway=GW, count=3)
     kinds = [(u.kind, u.attempt) for u in plan.units]
     # 2 socket sources (the VM probes by script): one icmp and one dns unit each
     assert kinds[:4] == [("icmp", 0), ("icmp", 0), ("dns", 0), ("dns", 0)]
@@ -142,9 +142,12 @@ def test_units_group_icmp_and_dns_per_source_then_go_target_by_target():
         attempts = [u.attempt for u in singles if plan.pairs[u.pairs[0]].dst.name == t]
         assert attempts == sorted(attempts) and attempts[0] == 0     # no retry before a first
     streams = [u for u in plan.units if u.kind == "stream"]
-    # sources x (the other host, the gateway) x count: HTTP to the VM is skipped (no service)
-    assert len(streams) == 2 * 2 * 3
-    to_ours = [u for u in streams if plan.pairs[u.pairs[0]].responder]
+    http = [u for u in streams if plan.pairs[u.pairs[0]].protocol == "http"]
+    # sources x (the other host, the gateway): TCP x count attempts, HTTP one unit per pair
+    # (its count requests on one keep-alive connection); to the VM skipped (no service)
+    assert len(streams) - len(http) == 2 * 2 * 3
+    assert len(http) == 2 * 2 and all(u.attempt == 0 for u in http)
+    to_ours = [u for u in http if plan.pairs[u.pairs[0]].responder]
     assert to_ours and all(u.fds == 2 for u in to_ours)               # + the accepted conn
     assert all(u.responder >= 0 for u in to_ours)
     for u in plan.units:                          # a unit names the responder its pair probes
@@ -351,3 +354,25 @@ def test_lab_probe_endpoints_from_plain_facts():
     no_vms, _ = lab_probe_endpoints([r for r in resources if r.kind == "vm"], {}, {},
                                     gateway="10.0.1.1", gateway_netns=None)
     assert no_vms[0].down == "v1 is not running"
+
+
+# ------------------------------------------------------------------ http heads (both engines)
+
+def test_an_http_head_says_whether_its_connection_carries_the_next_request():
+    from hybridnb.services.probe.clients import head_end, head_keeps
+
+    assert head_end(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") == 38
+    assert head_end(b"HTTP/1.0 200 OK\n\nok") == 17 and head_end(b"HTTP/1.1 200 OK\r\n") == -1
+    ok11 = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n"
+    assert head_keeps(ok11, response=True) == (True, 9, False)
+    assert head_keeps(ok11 + b"Connection: close\r\n", response=True)[0] is False
+    assert head_keeps(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n", response=True)[0] is False
+    assert head_keeps(b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\n", response=True) == \
+        (True, None, False)
+    assert head_keeps(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n", response=True) == \
+        (True, None, True)
+    # requests: HTTP/1.1 keeps unless it says close (the probe's own request keeps)
+    from hybridnb.services.probe.clients import http_request
+    assert head_keeps(http_request("h01.lab"), response=False)[0] is True
+    assert head_keeps(b"GET / HTTP/1.0\r\nHost: x\r\nConnection: close\r\n", False)[0] is False
+    assert head_keeps(b"GET / HTTP/1.1\r\nConnection: close\r\n", response=False)[0] is False
