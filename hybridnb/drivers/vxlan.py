@@ -30,7 +30,8 @@ from hybridnb.core.naming import owner_tag
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.links import (CREATING_GROUP, InTargetNamespace, get_link, half_made,
-                                    link_alias, link_kind, netlink_errors)
+                                    link_alias, link_kind, link_snapshot,
+                                    netlink_errors)
 from hybridnb.errors import ConflictError, EngineError, NotFoundError
 
 ZERO_MAC = "00:00:00:00:00:00"
@@ -84,14 +85,14 @@ class VxlanDriver(InTargetNamespace):
 
     def observe(self, lab: str) -> Mapping[str, Observation]:
         out: dict[str, Observation] = {}
-        with netlink_errors(f"cannot list VXLAN devices in {self._where}"), \
-                nsutil.iproute(self.netns) as ipr:
-            for link in ipr.get_links():
-                mark = parse_vxlan_alias(link_alias(link)) if link_kind(link) == "vxlan" else None
-                if mark is not None and mark[0] == lab:
-                    running = bool(link["flags"] & 1) and link.get("master") is not None
-                    out[link.get("ifname")] = Observation(
-                        mark[1], running=running, reason="" if running else "down or detached")
+        with netlink_errors(f"cannot list VXLAN devices in {self._where}"):
+            links = link_snapshot(self.netns)       # the observing pass's one dump
+        for link in links:
+            mark = parse_vxlan_alias(link.alias) if link.kind == "vxlan" else None
+            if mark is not None and mark[0] == lab:
+                running = bool(link.flags & 1) and bool(link.master)
+                out[link.name] = Observation(
+                    mark[1], running=running, reason="" if running else "down or detached")
         return dict(sorted(out.items()))
 
     def flood_list(self, device: str) -> list[str]:
