@@ -920,7 +920,14 @@ class Lab:
         LabView`: name, compiled resources, backend, state, state directory)."""
         from hybridnb.services.labview import LabView
 
-        return LabView.of(self)
+        view = LabView.of(self)
+        if self._spread():                 # one share per host, each through its own backend
+            import dataclasses
+
+            from hybridnb.multihost_apply import host_views
+
+            view = dataclasses.replace(view, parts=host_views(self))
+        return view
 
     def _watched(self, doing: str) -> LabView:
         """:meth:`view`, refused (``Unsupported``) on a backend without lab hosts (dry-run):
@@ -954,7 +961,10 @@ class Lab:
         state (``captures/<lab>/<endpoint>-<time>.pcap``)."""
         from hybridnb.services.capture import Capture
 
-        return Capture(self._watched("capture packets"), endpoint, bpf=bpf, count=count,
+        view = self._watched("capture packets")
+        if view.parts:                     # a spread lab: in the lab host of endpoint's host
+            view = view.part(endpoint if endpoint != "bridge" else "gateway")
+        return Capture(view, endpoint, bpf=bpf, count=count,
                        duration=duration, path=path)
 
     @engine_call

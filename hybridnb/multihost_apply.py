@@ -54,6 +54,7 @@ from hybridnb.errors import HybridError, Unsupported
 from hybridnb.state import StateStore, recorded_specs
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.services.labview import LabView
     from hybridnb.services.probe import ProbeEndpoint
 
 T = TypeVar("T")
@@ -518,3 +519,19 @@ def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
         if obs is not None:
             out.setdefault(res.kind, {})[res.name] = obs
     return out
+
+
+# ------------------------------------------------------------------------------- watching
+
+def host_views(lab: Lab) -> tuple[LabView, ...]:
+    """One :class:`~hybridnb.services.labview.LabView` per host: its share of the lab's
+    resources, its own backend and journal, so monitor/capture/logs look at each endpoint
+    through the lab host of the host it lives on."""
+    from hybridnb.core.hostview import host_of
+    from hybridnb.services.labview import LabView
+
+    hosts = host_of(lab.spec)
+    shares = resources_by_host(lab, lab.addresses())
+    return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
+                         host_store(lab, h).read(lab.name), lab.store.dir, hosts, host=h)
+                 for h in _hosts(lab).names)

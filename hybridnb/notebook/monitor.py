@@ -112,10 +112,10 @@ class LiveMonitor:
         return self
 
     def _loop(self) -> None:
-        from hybridnb.services.monitor import TrafficMonitor
+        from hybridnb.services.monitor import watcher
 
         try:
-            with TrafficMonitor(self.view) as mon:
+            with watcher(self.view) as mon:
                 for sample in mon.watch(self.interval, self.duration, self._stop):
                     self.samples.append(sample)
                     if self.handle is not None:
