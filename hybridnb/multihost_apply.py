@@ -535,3 +535,24 @@ def host_views(lab: Lab) -> tuple[LabView, ...]:
     return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
                          host_store(lab, h).read(lab.name), lab.store.dir, hosts, host=h)
                  for h in _hosts(lab).names)
+
+
+def doctor(lab: Lab, view: LabView, checks: Any) -> Any:
+    """The doctor of a lab over several hosts, read-only: each host's checks run on that
+    host's share through its own backend and lab host (its leftovers judged against its own
+    journal); the findings are merged, each titled ``host X: ...`` and carrying ``host``."""
+    from hybridnb.services.doctor import DoctorContext, DoctorReport, diagnose
+
+    def one(part: LabView) -> Any:
+        assert part.host is not None
+        owned = {name: host_store(lab, part.host).read(name)
+                 for name in host_store(lab, part.host).labs()}
+        return diagnose(DoctorContext.of(part, owned), checks)
+
+    reports = {part.host: one(part) for part in view.parts}
+    findings = tuple(dataclasses.replace(f, title=f"host {h}: {f.title}",
+                                         data={**f.data, "host": h})
+                     for h, r in reports.items() for f in r.findings)
+    where = ", ".join(f"{h} {r.where}" for h, r in reports.items())
+    return DoctorReport(lab.name, where, findings,
+                        seconds=sum(r.seconds for r in reports.values()))

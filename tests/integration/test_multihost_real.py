@@ -284,3 +284,17 @@ def check_watching(lab: Lab) -> None:
     html, text = report.to_html(), report.to_text()
     assert "<th>host</th>" in html and "Hosts" in html and "Traffic" in html
     assert "Hosts" in text and "Traffic" in text, text
+    # logs: each endpoint's output/console through its own host's engine, DNS from a's server
+    logs = lab.logs()
+    print(f"logs: {logs.headline()}; errors: {dict(logs.errors)}")
+    assert logs.errors == () and {"container:c1", "container:c2", "vm:v1", "dns"} <= set(
+        logs.sources), logs.sources
+    askers = {ln.text.split(" asked ")[0] for ln in logs.of("dns")}
+    assert {"c1", "c2", "v1"} <= askers, askers        # b's clients known by name on a
+    # doctor: each host's share checked on that host, every finding names its host
+    doc = lab.doctor()
+    print(f"doctor: {doc.headline()}")
+    for f in doc.problems():
+        print(f"  {f.status} {f.title}: {f.found}")
+    assert {f.data["host"] for f in doc.findings} == {"a", "b"}
+    assert doc.exit_code < 2, doc.to_text()
