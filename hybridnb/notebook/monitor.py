@@ -40,7 +40,10 @@ def lab_view(lab: Any) -> Any:
     """The services' view of a lab (a :class:`~hybridnb.services.labview.LabView` passes)."""
     from hybridnb.services.labview import LabView
 
-    return lab if isinstance(lab, LabView) else LabView.of(lab)
+    if isinstance(lab, LabView):
+        return lab
+    view = lab.view() if callable(getattr(lab, "view", None)) else None
+    return view if isinstance(view, LabView) else LabView.of(lab)   # per host when spread
 
 
 class LiveMonitor:
