@@ -926,7 +926,14 @@ class Lab:
         LabView`: name, compiled resources, backend, state, state directory)."""
         from hybridnb.services.labview import LabView
 
-        return LabView.of(self)
+        view = LabView.of(self)
+        if self._spread():                 # one share per host, each through its own backend
+            import dataclasses
+
+            from hybridnb.multihost_apply import host_views
+
+            view = dataclasses.replace(view, parts=host_views(self))
+        return view
 
     def _watched(self, doing: str) -> LabView:
         """:meth:`view`, refused (``Unsupported``) on a backend without lab hosts (dry-run):
@@ -960,7 +967,10 @@ class Lab:
         state (``captures/<lab>/<endpoint>-<time>.pcap``)."""
         from hybridnb.services.capture import Capture
 
-        return Capture(self._watched("capture packets"), endpoint, bpf=bpf, count=count,
+        view = self._watched("capture packets")
+        if view.parts:                     # a spread lab: in the lab host of endpoint's host
+            view = view.part(endpoint if endpoint != "bridge" else "gateway")
+        return Capture(view, endpoint, bpf=bpf, count=count,
                        duration=duration, path=path)
 
     @engine_call
@@ -999,6 +1009,8 @@ class Lab:
 
         chosen = select_checks(checks, skip)
         view = self._watched("diagnose the lab")
+        if view.parts:                     # one lab over several hosts: each host's share
+            return self._doctor_hosts(view, chosen, fix)
         if not fix:
             return diagnose(DoctorContext.of(view, self._owned()), chosen)
         with self.store.transaction(self.name) as st:
@@ -1009,6 +1021,17 @@ class Lab:
                             "error": None if o.ok else o.message} for o in report.fixes)
                 st.save()
             return report
+
+    def _doctor_hosts(self, view: LabView, chosen: Any, fix: bool) -> DoctorReport:
+        from hybridnb.multihost_apply import doctor
+
+        if fix:
+            raise Unsupported(f"lab {self.name} spans hosts "
+                              f"{', '.join(str(p.host) for p in view.parts)}: doctor --fix is "
+                              "not done per host yet (each fix would need that host's lock "
+                              "and journal)", hint="run the doctor without --fix and re-apply",
+                              capability="hosts")
+        return doctor(self, view, chosen)
 
     def _owned(self) -> dict[str, Mapping[str, Any]]:
         return _owned_labs(self.store)

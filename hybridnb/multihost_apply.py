@@ -54,6 +54,7 @@ from hybridnb.errors import HybridError, Unsupported
 from hybridnb.state import StateStore, recorded_specs
 
 if TYPE_CHECKING:  # pragma: no cover
+    from hybridnb.services.labview import LabView
     from hybridnb.services.probe import ProbeEndpoint
 
 T = TypeVar("T")
@@ -518,3 +519,40 @@ def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
         if obs is not None:
             out.setdefault(res.kind, {})[res.name] = obs
     return out
+
+
+# ------------------------------------------------------------------------------- watching
+
+def host_views(lab: Lab) -> tuple[LabView, ...]:
+    """One :class:`~hybridnb.services.labview.LabView` per host: its share of the lab's
+    resources, its own backend and journal, so monitor/capture/logs look at each endpoint
+    through the lab host of the host it lives on."""
+    from hybridnb.core.hostview import host_of
+    from hybridnb.services.labview import LabView
+
+    hosts = host_of(lab.spec)
+    shares = resources_by_host(lab, lab.addresses())
+    return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
+                         host_store(lab, h).read(lab.name), lab.store.dir, hosts, host=h)
+                 for h in _hosts(lab).names)
+
+
+def doctor(lab: Lab, view: LabView, checks: Any) -> Any:
+    """The doctor of a lab over several hosts, read-only: each host's checks run on that
+    host's share through its own backend and lab host (its leftovers judged against its own
+    journal); the findings are merged, each titled ``host X: ...`` and carrying ``host``."""
+    from hybridnb.services.doctor import DoctorContext, DoctorReport, diagnose
+
+    def one(part: LabView) -> Any:
+        assert part.host is not None
+        owned = {name: host_store(lab, part.host).read(name)
+                 for name in host_store(lab, part.host).labs()}
+        return diagnose(DoctorContext.of(part, owned), checks)
+
+    reports = {part.host: one(part) for part in view.parts}
+    findings = tuple(dataclasses.replace(f, title=f"host {h}: {f.title}",
+                                         data={**f.data, "host": h})
+                     for h, r in reports.items() for f in r.findings)
+    where = ", ".join(f"{h} {r.where}" for h, r in reports.items())
+    return DoctorReport(lab.name, where, findings,
+                        seconds=sum(r.seconds for r in reports.values()))

@@ -176,3 +176,23 @@ def test_two_labs_on_one_vxlan_segment_are_refused(tmp_path):
                                                             "vxlan": {"vni": vni + 1}}},
                           backend="dry-run", state_dir=tmp_path)
     assert other.apply().ok
+
+
+def test_watching_views_are_per_host_and_refusals_name_the_host(tmp_path):
+    """Lab.view() of a spread lab has one share per host, each with its own backend; the
+    dry-run engines have no lab host, so monitor/doctor refuse naming the host."""
+    lab = spread(tmp_path)
+    lab.apply()
+    view = lab.view()
+    assert [p.host for p in view.parts] == ["a", "b"]
+    assert {p.host: sorted(r.name for r in p.endpoints()) for p in view.parts} == {
+        "a": ["c1", "h1"], "b": ["c2", "h2"]}
+    assert [r.name for r in view.endpoints()] == ["c1", "c2", "h1", "h2"]
+    assert view.part("c2").host == "b" and view.part("gateway").host == "a"
+    assert view.part("c2").backend is multihost_apply.host_backend(lab, "b")
+    for watch in (lab.monitor, lab.doctor):
+        with pytest.raises(Unsupported) as info:
+            watch()
+        assert str(info.value).startswith("host a: the dry-run backend cannot"), info.value
+    logs = lab.logs()
+    assert dict(logs.errors)["container:c2"].startswith("host b: the dry-run backend has no")

@@ -40,7 +40,10 @@ def lab_view(lab: Any) -> Any:
     """The services' view of a lab (a :class:`~hybridnb.services.labview.LabView` passes)."""
     from hybridnb.services.labview import LabView
 
-    return lab if isinstance(lab, LabView) else LabView.of(lab)
+    if isinstance(lab, LabView):
+        return lab
+    view = lab.view() if callable(getattr(lab, "view", None)) else None
+    return view if isinstance(view, LabView) else LabView.of(lab)   # per host when spread
 
 
 class LiveMonitor:
@@ -112,10 +115,10 @@ class LiveMonitor:
         return self
 
     def _loop(self) -> None:
-        from hybridnb.services.monitor import TrafficMonitor
+        from hybridnb.services.monitor import watcher
 
         try:
-            with TrafficMonitor(self.view) as mon:
+            with watcher(self.view) as mon:
                 for sample in mon.watch(self.interval, self.duration, self._stop):
                     self.samples.append(sample)
                     if self.handle is not None:

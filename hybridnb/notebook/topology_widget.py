@@ -98,7 +98,7 @@ class TopologyWidget:
     def _sample(self) -> None:
         """One traffic sample (rates since the previous refresh), if this lab can be watched."""
         from hybridnb.errors import Unsupported
-        from hybridnb.services.monitor import TrafficMonitor
+        from hybridnb.services.monitor import watcher
 
         if self.no_rates:
             return
@@ -106,7 +106,7 @@ class TopologyWidget:
             if self._monitor is None:
                 view = self.view
                 view.lab_host("show traffic rates")
-                self._monitor = TrafficMonitor(view)
+                self._monitor = watcher(view)
                 self._monitor.sample()
             self.sample = self._monitor.sample()
             self.ports = self._monitor.ports

@@ -36,6 +36,23 @@ class LabView:
     #: endpoint (and ``gateway``) → the host it runs on, for a lab with ``hosts:``
     #: (:func:`hybridnb.core.hostview.host_of`); empty for a one-machine lab
     hosts: Mapping[str, str] = field(default_factory=dict)
+    #: the host this view is one share of (a part of a lab over several hosts), else None
+    host: str | None = None
+    #: a lab over several hosts: one view per host — that host's share of the resources,
+    #: its own backend and journal — which the services watch each through its own lab
+    #: host and merge (empty for a one-machine lab)
+    parts: tuple["LabView", ...] = ()
+
+    def part(self, endpoint: str) -> "LabView":
+        """The view of the host ``endpoint`` lives on (this view for a one-machine lab)."""
+        if not self.parts:
+            return self
+        host = self.hosts.get(endpoint)
+        for part in self.parts:
+            if part.host == host:
+                return part
+        self.endpoint(endpoint)                    # unknown endpoint: NotFoundError
+        raise NotFoundError(f"lab {self.name}: endpoint {endpoint!r} has no host share")
 
     @classmethod
     def of(cls, lab: Any) -> "LabView":
@@ -95,10 +112,14 @@ class LabView:
         from hybridnb.drivers.base import NamespaceSource
         from hybridnb.errors import Unsupported
 
+        if self.parts:                             # every host's lab host must be there
+            hosts = {part.host: part.lab_host(doing) for part in self.parts}
+            return hosts.get(self.hosts.get("gateway"))
         if not isinstance(self.driver("bridge"), NamespaceSource):
             name = getattr(self.backend, "name", "this")
+            where = f"host {self.host}: " if self.host else ""
             raise Unsupported(
-                f"the {name} backend cannot {doing}: its lab has no bridge, ports or lab "
+                f"{where}the {name} backend cannot {doing}: its lab has no bridge, ports or lab "
                 "host to look at (looking anyway would mean this machine's own network)",
                 hint=getattr(self.backend, "hint", None) or "use the sandbox backend",
                 capability="NamespaceSource", kind="bridge")
@@ -107,7 +128,9 @@ class LabView:
     # -- the endpoints -----------------------------------------------------------------
 
     def endpoints(self) -> list[Resource]:
-        """Every endpoint resource (sorted by name)."""
+        """Every endpoint resource (sorted by name; of every host for a spread lab)."""
+        if self.parts:
+            return sorted((r for p in self.parts for r in p.endpoints()), key=lambda r: r.name)
         return sorted((r for r in self.resources
                        if "endpoint" in r.spec and "address" in r.spec),
                       key=lambda r: r.name)

@@ -36,6 +36,8 @@ from hybridnb.drivers.base import ConsoleLog, GuestExec, OutputLog, QueryLog
 from hybridnb.errors import HybridError
 from hybridnb.services.labview import LabView
 
+GATEWAY = "gateway"
+
 _UPTIME = re.compile(r"^\[\s*(\d+\.\d+)\]|\b(?:at|uptime=)\s?(\d+\.\d+)\b")
 
 
@@ -96,10 +98,10 @@ class DnsSource(_Incremental):
     def __init__(self, view: LabView, limit: int = 10000,
                  only: set[str] | None = None) -> None:
         super().__init__()
-        self.view, self.limit, self.only = view, limit, only
+        self.view, self.limit, self.only = view.part(GATEWAY), limit, only   # the primary's
         self.name = "dns"
         self.names = {str(r.spec["address"]): r.name for r in view.endpoints()}
-        self.names[view.gateway] = "gateway"
+        self.names[view.gateway] = GATEWAY
 
     def read(self, since: float | None = None) -> list[LogLine]:
         driver = self.view.driver("dns")
@@ -282,6 +284,12 @@ def _capable(view: LabView, kind: str) -> bool:
     return isinstance(view.driver(kind), _NEEDS[kind][0])
 
 
+def _cannot(view: LabView, kind: str) -> str:
+    backend = getattr(view.backend, "name", "this")
+    where = f"host {view.host}: " if view.host else ""
+    return f"{where}the {backend} backend has no {_NEEDS[kind][1]}"
+
+
 def _sources(view: LabView, endpoints: Iterable[str] | None,
              kinds: Iterable[str] | None) -> tuple[list[Any], list[tuple[str, str]]]:
     wanted = set(kinds) if kinds is not None else {"hybridnb", "dns", "container", "vm"}
@@ -292,26 +300,25 @@ def _sources(view: LabView, endpoints: Iterable[str] | None,
     out: list[Any] = []
     skipped: list[tuple[str, str]] = []
 
-    def cannot(kind: str, source: str) -> None:
-        backend = getattr(view.backend, "name", "this")
-        skipped.append((source, f"the {backend} backend has no {_NEEDS[kind][1]}"))
     if "hybridnb" in wanted:
         out.append(JournalSource(view, names))
     if "dns" in wanted and view.dns is not None:
-        if _capable(view, "dns"):
+        primary = view.part(GATEWAY)               # a lab over hosts: DNS on the primary
+        if _capable(primary, "dns"):
             out.append(DnsSource(view, only=names))
         else:
-            cannot("dns", "dns")
+            skipped.append(("dns", _cannot(primary, "dns")))
     for res in view.endpoints():
         if (names is not None and res.name not in names) or res.kind not in _NEEDS \
                 or res.kind not in wanted:
             continue
-        if not _capable(view, res.kind):
-            cannot(res.kind, f"{res.kind}:{res.name}")
+        mine = view.part(res.name)                 # its own host's drivers
+        if not _capable(mine, res.kind):
+            skipped.append((f"{res.kind}:{res.name}", _cannot(mine, res.kind)))
         elif res.kind == "container":
-            out.append(ContainerSource(view, res.name))
+            out.append(ContainerSource(mine, res.name))
         else:
-            out.append(ConsoleSource(view, res.name))
+            out.append(ConsoleSource(mine, res.name))
     return out, skipped
 
 

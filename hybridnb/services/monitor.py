@@ -390,13 +390,73 @@ class TrafficMonitor:
         return TrafficReport(self.view.name, self.view.bridge, tuple(samples))
 
 
+class HostsMonitor(TrafficMonitor):
+    """A lab over several hosts: one :class:`TrafficMonitor` per host (each with one dump
+    of its own lab host per sample), their samples merged into one — every endpoint's row
+    from its own host's bridge port, the gateway from the primary's bridge."""
+
+    def __init__(self, view: LabView, *, resolve_every: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.view = view
+        self.resolve_every = resolve_every
+        self.clock = clock
+        self._subs = [TrafficMonitor(p, resolve_every=resolve_every, clock=clock)
+                      for p in view.parts]
+        self._last = None
+
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.close()
+
+    @property
+    def ports(self) -> PortMap:
+        """Every host's ports as one map (netns and bridge index: the primary's; ifindexes
+        are each host's own — use :attr:`hosts_ports` to look links up by index)."""
+        maps = self.hosts_ports
+        primary = maps.get(self.view.hosts.get(GATEWAY)) or next(iter(maps.values()))
+        ports = {n: p for m in maps.values() for n, p in m.ports.items()}
+        missing = {n: f"host {h}: {why}" for h, m in maps.items() for n, why in m.missing.items()}
+        return PortMap(self.view.name, primary.netns, self.view.bridge, primary.bridge_index,
+                       ports, missing)
+
+    @property
+    def hosts_ports(self) -> dict[str | None, PortMap]:
+        return {sub.view.host: sub.ports for sub in self._subs}
+
+    def forget_ports(self) -> None:
+        for sub in self._subs:
+            sub.forget_ports()
+
+    def sample(self) -> TrafficSample | None:
+        samples = [(sub.view.host, sub.sample()) for sub in self._subs]
+        self._last = _Reading(self.clock(), time.time())
+        if any(s is None for _, s in samples):
+            return None
+        return _merged(self.view, [(h, s) for h, s in samples if s is not None])
+
+
+def _merged(view: LabView, samples: list[tuple[str | None, TrafficSample]]) -> TrafficSample:
+    primary = view.hosts.get(GATEWAY)
+    rows = sorted((r for _, s in samples for r in s.ports), key=lambda r: r.endpoint)
+    gateway = next((s.gateway for h, s in samples if h == primary), None)
+    missing = sorted((ep, f"host {h}: {why}") for h, s in samples for ep, why in s.missing)
+    return TrafficSample(view.name, view.bridge, max(s.time for _, s in samples),
+                         max(s.interval for _, s in samples), tuple(rows), gateway,
+                         tuple(missing), sum(s.cost for _, s in samples), dict(view.hosts))
+
+
+def watcher(view: LabView, **kw: Any) -> TrafficMonitor:
+    """The monitor for ``view``: per host (:class:`HostsMonitor`) for a lab over several."""
+    return HostsMonitor(view, **kw) if view.parts else TrafficMonitor(view, **kw)
+
+
 def monitor(view: LabView, *, interval: float = 1.0, duration: float = 10.0,
             stop: threading.Event | None = None,
             on_sample: Callable[[TrafficSample], None] | None = None) -> TrafficReport:
     """Record a lab's traffic for ``duration`` seconds (see :class:`TrafficMonitor`)."""
-    with TrafficMonitor(view) as mon:
+    with watcher(view) as mon:
         return mon.record(interval, duration, stop, on_sample)
 
 
-__all__ = ["Counters", "EndpointSummary", "GATEWAY", "PortRates", "TrafficMonitor",
-           "TrafficReport", "TrafficSample", "monitor"]
+__all__ = ["Counters", "EndpointSummary", "GATEWAY", "HostsMonitor", "PortRates", "TrafficMonitor",
+           "TrafficReport", "TrafficSample", "monitor", "watcher"]

@@ -153,6 +153,7 @@ def test_one_lab_over_two_sandboxes(two) -> None:
               f"whole bring-up {time.monotonic() - t0:.1f}s")
         check_bridges(boxes)
         check_the_lab(again)
+        check_watching(again)
     finally:
         done = open_lab(state).destroy()
         print(f"destroy: {done.seconds:.2f}s")
@@ -245,3 +246,55 @@ def check_the_lab(lab: Lab) -> None:
                      ("c2", "gateway")):
         assert icmp_ping(ns[src], addresses.get(dst, "10.0.1.1"), timeout=2.0, size=1400,
                          df=True) is not None, (src, dst)
+
+
+def check_watching(lab: Lab) -> None:
+    """5. monitor and report watch every endpoint through its own host's lab host, while
+    traffic crosses the VXLAN (c1 on a pings c2 and v1 on b)."""
+    import json
+    import threading
+
+    got: dict[str, Any] = {}
+    t0 = time.monotonic()
+    watch = threading.Thread(target=lambda: got.update(
+        report=lab.report(probe=False, monitor=3.0)))
+    watch.start()
+    time.sleep(0.3)
+    for dst in ("c2", "v1"):
+        lab.exec("c1", f"ping -c 10 -i 0.1 -s 1000 {dst}.hybrid.local").check()
+    watch.join(30)
+    report = got["report"]
+    print(f"report with 3 s of monitor in {time.monotonic() - t0:.2f}s")
+    traffic = report.data.section("traffic").data
+    print(f"traffic: {traffic['headline']}; not watched: {traffic['not_watched']}")
+    assert traffic["not_watched"] == [], traffic["not_watched"]
+    rows = {r["endpoint"]: r for r in traffic["endpoints"]}
+    assert {n: r["host"] for n, r in rows.items()} == {
+        "c1": "a", "c2": "b", "v1": "b", "gateway": "a"}, rows
+    for name in ("c1", "c2", "v1"):                 # counters of both hosts' ports moved
+        print(f"  {name}@{rows[name]['host']}: tx {rows[name]['tx_bytes']} "
+              f"rx {rows[name]['rx_bytes']} via {rows[name]['port']}")
+        assert rows[name]["tx_bytes"] > 4 * 1000 and rows[name]["rx_bytes"] > 4 * 1000, rows
+    hosts = report.data.section("hosts").data
+    assert [h["name"] for h in hosts["hosts"]] == ["a", "b"], hosts
+    eps = {r["name"]: r["host"] for r in report.data.section("endpoints").data["endpoints"]}
+    assert eps == {"c1": "a", "c2": "b", "v1": "b"}, eps
+    doc = json.loads(report.to_json())
+    assert {"hosts", "endpoints", "traffic"} <= set(doc["sections"]), doc["order"]
+    html, text = report.to_html(), report.to_text()
+    assert "<th>host</th>" in html and "Hosts" in html and "Traffic" in html
+    assert "Hosts" in text and "Traffic" in text, text
+    # logs: each endpoint's output/console through its own host's engine, DNS from a's server
+    logs = lab.logs()
+    print(f"logs: {logs.headline()}; errors: {dict(logs.errors)}")
+    assert logs.errors == () and {"container:c1", "container:c2", "vm:v1", "dns"} <= set(
+        logs.sources), logs.sources
+    askers = {ln.text.split(" asked ")[0] for ln in logs.of("dns")}
+    assert {"c1", "c2", "v1"} <= askers, askers        # b's clients known by name on a
+    # doctor: each host's share checked on that host, every finding names its host
+    doc = lab.doctor()
+    print(f"doctor: {doc.headline()}")
+    for f in doc.problems():
+        print(f"  {f.status} {f.title}: {f.found}")
+    assert {f.data["host"] for f in doc.findings} == {"a", "b"}
+    assert doc.exit_code < 2, doc.to_text()

@@ -71,7 +71,9 @@ class Bridge(Check):
         if link.operstate not in ("up", "unknown"):
             problems.append(f"it is {link.operstate}")
         have = _addresses(ctx.netns, index=link.index)
-        if address not in have:
+        if address is None:                # a lab over hosts: the gateway is the primary's
+            address = "no address (the gateway is on the primary host)"
+        elif address not in have:
             problems.append(f"it lacks the gateway address {address} (has "
                             f"{', '.join(sorted(have)) or 'none'})")
         if problems:
@@ -177,7 +179,9 @@ def sweep(ctx: DoctorContext) -> dict[str, set[str]]:
         link = host.link_named(ctx, spec["bridge"])
         if link is None or link.mac is None:
             return {}
-        gateway = spec["address"].split("/")[0]
+        # a bridge without the gateway (a lab over hosts, not the primary) asks as an ARP
+        # probe does, from 0.0.0.0: endpoints still answer, to the bridge's MAC
+        gateway = (spec["address"] or "0.0.0.0").split("/")[0]
         targets = [str(r.spec["address"]) for r in ctx.endpoints()]
         return arp_sweep(ctx.netns, spec["bridge"], gateway, link.mac, spec["subnet"], targets)
     return ctx.cached("arp", run)
