@@ -218,6 +218,8 @@ struct Engine {
     int nresp;
     Responder *resp;
     int hold_fd;         /* readable once the script sources are done (-1: no hold) */
+    int ready_fd;        /* written once every lane's held responders listen (-1: none) */
+    atomic_int lanes_holding;   /* lanes that have not opened their held responders yet */
     /* run */
     int count;
     int64_t timeout, grace;
@@ -1473,6 +1475,10 @@ static void *lane_main(void *arg) {
     Lane *L = arg;
     struct epoll_event evs[MAXEV];
     hold_responders(L);
+    if (atomic_fetch_sub(&L->e->lanes_holding, 1) == 1 && L->e->ready_fd >= 0) {
+        uint64_t one = 1;           /* the script sources may start: their responders listen */
+        if (write(L->e->ready_fd, &one, sizeof one) < 0) { /* the caller times out instead */ }
+    }
     while (!L->err) {
         int64_t now = mono_ns();
         int started = admit(L, now);
@@ -1649,13 +1655,14 @@ static int parse_responders(Engine *e, PyObject *rs) {
 static PyObject *fast_run(PyObject *self, PyObject *args) {
     PyObject *units, *group, *group_target, *eps, *nss, *rs, *out;
     int count, limit, lanes, dns_port, cache, ident, hold_fd, dns_window = DNS_WINDOW_DEFAULT;
+    int ready_fd = -1;
     long long timeout, grace;
     const char *token, *dns_ip;
     Py_ssize_t token_len, dns_len;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|i", &units, &group, &group_target, &eps,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|ii", &units, &group, &group_target, &eps,
                           &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes, &token,
                           &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache, &hold_fd,
-                          &dns_window))
+                          &dns_window, &ready_fd))
         return NULL;
     if (token_len != 8 || (dns_len != 0 && dns_len != 4) || count < 1 || lanes < 1 ||
         !PyTuple_Check(units) || PyTuple_GET_SIZE(units) != 11 || !PyTuple_Check(out) ||
@@ -1677,6 +1684,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     e.dns_port = dns_port;
     e.dns_window = dns_window > 0 ? dns_window : 1;
     e.hold_fd = hold_fd;
+    e.ready_fd = ready_fd;
+    atomic_init(&e.lanes_holding, lanes < 64 ? lanes : 64);   /* the lanes that run */
     atomic_init(&e.ident, ident);
     atomic_init(&e.budget, limit);
     atomic_init(&e.in_use, 0);
@@ -1861,7 +1870,7 @@ static PyMethodDef fast_methods[] = {
     {"run", fast_run, METH_VARARGS,
      "run(units, group, group_target, endpoints, namespaces, responders, out, count, "
      "timeout_ns, grace_ns, limit, lanes, token, dns_ip, dns_port, ident, cache_ns, hold_fd"
-     "[, dns_window]) -> "
+     "[, dns_window, ready_fd]) -> "
      "(notes, responders_up, batches, dropped, peak_fds): run a probe plan (see fast.py)."},
     {NULL, NULL, 0, NULL}};
 

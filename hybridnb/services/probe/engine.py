@@ -118,7 +118,6 @@ def run_plan(plan: ProbePlan, *, timeout: float = 1.0, pin_neighbours: bool | No
     try:
         with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note,
                                removal=removal):
-            scripts.start()
             try:
                 if use_fast:
                     out = _fast(plan, timeout, fd_limit, note, scripts)
@@ -155,17 +154,31 @@ def _use_fast(plan: ProbePlan, engine: str) -> bool:
 
 def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
           scripts: "_Scripts") -> "fast.Outcome":
-    """The fast engine; the responders script sources probe serve until they are done (an
-    eventfd tells the C threads)."""
+    """The fast engine.  The script sources start once the responders they probe listen
+    (the C threads write ``ready``: started before, a script's probe could be refused), and
+    those responders serve until the scripts are done (``hold`` tells the C threads)."""
     if not plan.held or not plan.scripts:
+        scripts.start()
         return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note)
     hold = os.eventfd(0, os.EFD_CLOEXEC)
-    waiter = scripts.then(lambda: os.eventfd_write(hold, 1))
+    ready = os.eventfd(0, os.EFD_CLOEXEC)
+
+    def run_scripts() -> None:
+        os.eventfd_read(ready)
+        scripts.start()
+        scripts.join()
+        os.eventfd_write(hold, 1)
+
+    runner = threading.Thread(target=run_scripts, name="probe-exec:start", daemon=True)
+    runner.start()
     try:
-        return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note, hold=hold)
+        return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note, hold=hold,
+                            ready=ready)
     finally:
-        waiter.join()
+        os.eventfd_write(ready, 1)      # an engine that failed early never said so
+        runner.join()
         os.close(hold)
+        os.close(ready)
 
 
 def _portable(plan: ProbePlan, states: list[PairState], timeout: float, fd_limit: int | None,
@@ -188,8 +201,13 @@ class _Scripts:
         self.timeout = timeout
         self.threads: list[threading.Thread] = []
         self.results: dict[int, ProbeResult] = {}
+        self.started = False
 
     def start(self) -> None:
+        """Start the script sources (once; later calls do nothing)."""
+        if self.started:
+            return
+        self.started = True
         for source in self.plan.scripts:
             pairs = [self.plan.pairs[i] for i in source.pairs]
             t = threading.Thread(target=self._script, args=(source.src, pairs),
@@ -204,16 +222,6 @@ class _Scripts:
     def join(self) -> None:
         for t in self.threads:
             t.join()
-
-    def then(self, fn: Callable[[], None]) -> threading.Thread:
-        """Call ``fn`` (in a thread, returned) once every script is done."""
-        def wait() -> None:
-            self.join()
-            fn()
-
-        t = threading.Thread(target=wait, name="probe-exec:wait", daemon=True)
-        t.start()
-        return t
 
     def _script(self, src: ProbeEndpoint, pairs: list[PairSpec]) -> None:
         try:
@@ -255,8 +263,13 @@ class _Run:
                 self._expire(now, caught_up)
                 batch = self.window.take(lambda u, t=now: self._stale(u, t))
                 self._close_unused()
-                if batch or self.window.opening:
+                opened = bool(batch or self.window.opening)
+                if opened:
                     self._start(batch, self._open(batch))
+                # the scripts start once the responders held for them listen (the first
+                # take opens those): started before, a script's probe could be refused
+                self.scripts.start()
+                if opened:
                     continue
                 if self.window.held and self.scripts.done:
                     self.window.release_held()

@@ -133,11 +133,13 @@ class Outcome:
 
 
 def execute(plan: ProbePlan, *, timeout: float, fd_limit: int | None = None,
-            note: Callable[[str], None] = lambda _m: None, hold: int = -1) -> Outcome:
+            note: Callable[[str], None] = lambda _m: None, hold: int = -1,
+            ready: int = -1) -> Outcome:
     """Run ``plan``'s socket units (not its script sources); ``fd_limit``: descriptors the
     run may hold at once (default: what the process's limit leaves free).  ``hold``: a
     descriptor that becomes readable once the script sources are done (the responders they
-    probe, :attr:`ProbePlan.held`, serve until then); -1: none to wait for."""
+    probe, :attr:`ProbePlan.held`, serve until then); -1: none to wait for.  ``ready``: an
+    eventfd written once those held responders listen (the script sources start then)."""
     assert _fast is not None
     inputs = _Inputs(plan)
     n_lanes = lanes()
@@ -152,7 +154,7 @@ def execute(plan: ProbePlan, *, timeout: float, fd_limit: int | None = None,
         inputs.units, inputs.group, inputs.group_target, inputs.endpoints, inputs.namespaces,
         inputs.responders, out.buffers, plan.count, int(timeout * 1e9),
         int(max(timeout, GRACE) * 1e9), limit, n_lanes, secrets.token_bytes(8), inputs.dns_ip,
-        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1, DNS_WINDOW)
+        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1, DNS_WINDOW, ready)
     if up:
         note(f"{up} responders listening")
     if batches > 1:
