@@ -190,6 +190,18 @@ def in_flight(state_dir: Path) -> dict[str, str]:
             if r.get("status") in IN_FLIGHT_STATUSES}
 
 
+def wait_in_flight(state_dir: Path, proc: subprocess.Popen, limit: float = 30.0) -> None:
+    """Return once the journal of the running apply records a resource in flight."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if in_flight(state_dir):
+                return
+        except ValueError:            # caught between the journal's write and its rename
+            pass
+        time.sleep(0.005)
+
+
 def test_an_interrupted_apply_is_finished_by_the_next_command(sandbox, tmp_path, state_dir):
     """Regression (#12): after SIGINT the journal kept "creating"/"replacing" forever."""
     path = lab_file(tmp_path, "cvint", INTERRUPT)
@@ -203,7 +215,10 @@ def test_an_interrupted_apply_is_finished_by_the_next_command(sandbox, tmp_path,
         proc = subprocess.Popen([sys.executable, "-m", "hybridnb.cli", "apply", str(path),
                                  "--sandbox", SANDBOX_NAME, "-q"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.6, 1.6))
+        if trial % 2:                 # at a random moment, wherever the apply is then
+            time.sleep(rng.uniform(0.6, 1.6))
+        else:                         # as soon as the journal says a driver call is running
+            wait_in_flight(state_dir, proc)
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=60)[1]
         assert "Traceback" not in err, err
