@@ -194,11 +194,8 @@ def wait_in_flight(state_dir: Path, proc: subprocess.Popen, limit: float = 30.0)
     """Return once the journal of the running apply records a resource in flight."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if in_flight(state_dir):
-                return
-        except ValueError:            # caught between the journal's write and its rename
-            pass
+        if in_flight(state_dir):      # the journal is replaced by rename: never half-read
+            return
         time.sleep(0.005)
 
 
