@@ -11,6 +11,10 @@ VXLAN devices join the two bridges into one segment.  Checked:
   ways, gateway included; names resolve and answer from inside the containers and the VM on
   either host;
 * 1400-byte pings with DF set cross the VXLAN both ways (the lab MTU is 1450);
+* a whole-bridge capture captures on both hosts' bridges and merges them: a frame between two
+  endpoints of b (which never crosses a's bridge) is in it, and a frame between hosts is seen
+  on each bridge;
+* the logs hold hybridnb's lines from both hosts' journals, each naming its host;
 * destroy leaves both sandboxes' namespaces **exactly** as they were (``hostsnap``, taken
   before the lab, with the underlay already linked);
 * then, a separate phase: killing b's dockerd in the middle of an apply fails it with an
@@ -174,6 +178,7 @@ def test_one_lab_over_two_sandboxes(two) -> None:
         check_bridges(boxes)
         check_the_lab(lab)
         check_watching(lab)
+        check_capture(lab)
     finally:
         destroyed(state)
     after = snapshots(boxes)
@@ -360,3 +365,35 @@ def check_watching(lab: Lab) -> None:
         print(f"  {f.status} {f.title}: {f.found}")
     assert {f.data["host"] for f in doc.findings} == {"a", "b"}
     assert doc.exit_code < 2, doc.to_text()
+
+
+def check_capture(lab: Lab) -> None:
+    """6. ``Lab.capturing()`` without an endpoint: the bridge of every host, merged in time
+    order.  c2 -> v1 (both on b) crosses only b's bridge; c1 (a) -> c2 (b) crosses both."""
+    addr = {n: str(a) for n, a in lab.addresses().items()}
+    t0 = time.monotonic()
+    with lab.capturing(bpf="icmp") as cap:
+        lab.exec("c2", f"ping -c 3 -i 0.2 {addr['v1']}").check()
+        lab.exec("c1", f"ping -c 3 -i 0.2 {addr['c2']}").check()
+    result = cap.result
+    assert result is not None
+    print(f"capture in {time.monotonic() - t0:.2f}s: {result.headline()}")
+    assert [h for h, _ in result.hosts] == ["a", "b"], result.hosts
+
+    def echoes(table: Any) -> set[tuple[str, str]]:
+        return {(p.src, p.dst) for p in table.packets if p.protocol == "ICMP"}
+
+    on = {h: echoes(result.host(h).packets()) for h in ("a", "b")}
+    merged = result.packets()
+    within_b = {(addr["c2"], addr["v1"]), (addr["v1"], addr["c2"])}
+    across = {(addr["c1"], addr["c2"]), (addr["c2"], addr["c1"])}
+    assert within_b <= on["b"] and not within_b & on["a"], on
+    assert across <= on["a"] and across <= on["b"], on
+    assert within_b | across <= echoes(merged)
+    assert len(merged.packets) == sum(r.captured for _, r in result.hosts) == result.captured
+    times = [p.time for p in merged.packets]
+    assert times == sorted(times)
+    # logs: hybridnb's own lines from both hosts' journals, each naming its host
+    lines = [ln.text for ln in lab.logs(kinds=["hybridnb"]).of("hybridnb")]
+    for h, made in (("a", "container c1"), ("b", "container c2"), ("b", "vm v1")):
+        assert any(t.startswith(f"host {h}: create {made} ") for t in lines), (h, made, lines)
