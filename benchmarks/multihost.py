@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,9 @@ try:
     from hybridnb.lab import Lab
     from hybridnb.sandbox import Sandbox
     from tests.helpers.privnet import icmp_ping
+
+    from benchmarks.vm_probe import machine        # CPU model, nproc, uptime
+    from benchmarks.vxlan import rtts as ping_rtts  # one ping at a time, microseconds
 except ImportError as exc:  # pragma: no cover - run from a checkout without the package
     sys.exit(f"{exc}: run this with the Python hybridnb is installed in (.venv/bin/python)")
 
@@ -63,14 +65,6 @@ def lab_doc(name: str, boxes: dict[str, str]) -> dict[str, Any]:
             "hosts": {"a": {"sandbox": boxes["a"], "underlay": "192.168.253.1"},
                       "b": {"sandbox": boxes["b"], "underlay": "192.168.253.2"}},
             "endpoints": {n: {"kind": "host", "host": h} for n, h in PLACE.items()}}
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return f"CPU: {model}; nproc {os.cpu_count()}; uptime: {uptime}"
 
 
 def p90(xs: list[float]) -> float:
@@ -92,15 +86,6 @@ def engine_rtts(lab: Lab, runs: int, count: int) -> dict[str, list[float]]:
             if r.source in PLACE and r.target in PLACE:
                 side = "same" if PLACE[r.source] == PLACE[r.target] else "cross"
                 out[side] += [x * 1e6 for x in r.rtts]
-    return out
-
-
-def ping_rtts(netns: str, dst: str, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        rtt = icmp_ping(netns, dst, timeout=1.0, attempts=1)
-        if rtt is not None:
-            out.append(rtt * 1e6)
     return out
 
 
