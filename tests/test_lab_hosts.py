@@ -217,3 +217,21 @@ def test_logs_merge_every_hosts_journal_naming_the_host(tmp_path):
     assert not any("dns" in t for t in texts if t.startswith("host b: "))
     only = [ln.text for ln in lab.logs("c2", kinds=["hybridnb"]).of("hybridnb")]
     assert only and all(t.startswith("host b: ") and " c2 " in t for t in only), only
+
+
+def test_hybridnb_logs_shows_every_hosts_journal(tmp_path, capsys):
+    """``hybridnb logs`` of a spread lab: hybridnb's lines of both hosts, each naming it."""
+    import yaml
+
+    from hybridnb.cli import main
+
+    path = tmp_path / "mhs.yaml"
+    path.write_text(yaml.safe_dump({"name": "mhs", "hosts": TWO, "endpoints": {
+        "c1": {"kind": "container", "image": "busybox"},
+        "c2": {"kind": "container", "image": "busybox", "host": "b"}}}))
+    state = tmp_path / "state"
+    Lab.load(path, backend="dry-run", state_dir=state).apply()
+    assert main(["logs", str(path), "--dry-run", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "host a: create container c1 " in out and "host b: create container c2 " in out
+    assert "host a: create vxlan " in out and "host b: create vxlan " in out, out
