@@ -961,17 +961,16 @@ class Lab:
                   duration: float | None = None,
                   path: str | os.PathLike[str] | None = None) -> Capture:
         """A packet capture (tcpdump in the lab host) on ``endpoint``'s bridge port — or the
-        whole bridge — not yet started: use it as a context manager around what makes the
-        traffic (``with lab.capturing("web") as cap: lab.test()``; then ``cap.result``), or
+        whole bridge (of every host of a lab over several hosts, merged) — not yet started:
+        use it as a context manager around what makes the traffic (``with
+        lab.capturing("web") as cap: lab.test()``; then ``cap.result``), or
         ``start()``/``stop()`` it.  The pcap goes to ``path``, by default beside the lab
         state (``captures/<lab>/<endpoint>-<time>.pcap``)."""
-        from hybridnb.services.capture import Capture
+        from hybridnb.services.capture import capturing
 
-        view = self._watched("capture packets")
-        if view.parts:                     # a spread lab: in the lab host of endpoint's host
-            view = view.part(endpoint if endpoint != "bridge" else "gateway")
-        return Capture(view, endpoint, bpf=bpf, count=count,
-                       duration=duration, path=path)
+        # a spread lab: in the lab host of endpoint's host; the whole bridge on every host
+        return capturing(self._watched("capture packets"), endpoint, bpf=bpf, count=count,
+                         duration=duration, path=path)
 
     @engine_call
     def capture(self, endpoint: str = "bridge", *, bpf: str = "", count: int | None = None,

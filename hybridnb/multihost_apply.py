@@ -526,14 +526,16 @@ def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
 def host_views(lab: Lab) -> tuple[LabView, ...]:
     """One :class:`~hybridnb.services.labview.LabView` per host: its share of the lab's
     resources, its own backend and journal, so monitor/capture/logs look at each endpoint
-    through the lab host of the host it lives on."""
+    through the lab host of the host it lives on (its ``state_dir`` is that host's state
+    directory: the logs read its journal there)."""
     from hybridnb.core.hostview import host_of
     from hybridnb.services.labview import LabView
 
     hosts = host_of(lab.spec)
     shares = resources_by_host(lab, lab.addresses())
     return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
-                         host_store(lab, h).read(lab.name), lab.store.dir, hosts, host=h)
+                         host_store(lab, h).read(lab.name), host_store(lab, h).dir, hosts,
+                         host=h)
                  for h in _hosts(lab).names)
 
 

@@ -196,3 +196,42 @@ def test_watching_views_are_per_host_and_refusals_name_the_host(tmp_path):
         assert str(info.value).startswith("host a: the dry-run backend cannot"), info.value
     logs = lab.logs()
     assert dict(logs.errors)["container:c2"].startswith("host b: the dry-run backend has no")
+
+
+def test_logs_merge_every_hosts_journal_naming_the_host(tmp_path):
+    """hybridnb's own lines of a spread lab come from every host's journal (each host's share
+    is applied under its own state), in time order, each naming its host."""
+    lab = spread(tmp_path)
+    lab.apply()
+    view = lab.view()
+    assert [p.state_dir for p in view.parts] == [multihost_apply.host_store(lab, h).dir
+                                                 for h in ("a", "b")]
+    lines = lab.logs(kinds=["hybridnb"]).of("hybridnb")
+    texts = [ln.text for ln in lines]
+    assert [ln.time for ln in lines] == sorted(ln.time for ln in lines)
+    for host, made in (("a", ("bridge hybr0", "vxlan", "container c1", "host h1", "dns")),
+                       ("b", ("bridge hybr0", "vxlan", "container c2", "host h2"))):
+        mine = [t for t in texts if t.startswith(f"host {host}: create ")]
+        for what in made:
+            assert any(what in t and t.endswith(" ok") for t in mine), (host, what, texts)
+    assert not any("dns" in t for t in texts if t.startswith("host b: "))
+    only = [ln.text for ln in lab.logs("c2", kinds=["hybridnb"]).of("hybridnb")]
+    assert only and all(t.startswith("host b: ") and " c2 " in t for t in only), only
+
+
+def test_hybridnb_logs_shows_every_hosts_journal(tmp_path, capsys):
+    """``hybridnb logs`` of a spread lab: hybridnb's lines of both hosts, each naming it."""
+    import yaml
+
+    from hybridnb.cli import main
+
+    path = tmp_path / "mhs.yaml"
+    path.write_text(yaml.safe_dump({"name": "mhs", "hosts": TWO, "endpoints": {
+        "c1": {"kind": "container", "image": "busybox"},
+        "c2": {"kind": "container", "image": "busybox", "host": "b"}}}))
+    state = tmp_path / "state"
+    Lab.load(path, backend="dry-run", state_dir=state).apply()
+    assert main(["logs", str(path), "--dry-run", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "host a: create container c1 " in out and "host b: create container c2 " in out
+    assert "host a: create vxlan " in out and "host b: create vxlan " in out, out

@@ -60,6 +60,9 @@ class CaptureResult:
     dropped: int = 0
     address: str | None = None        # the endpoint's address (to focus the summary)
     notes: tuple[str, ...] = field(default=())
+    #: a whole-bridge capture of a lab over several hosts: each host's own capture (its
+    #: bridge, its pcap); ``path`` is then their frames merged in time order
+    hosts: tuple[tuple[str, "CaptureResult"], ...] = field(default=())
 
     @property
     def seconds(self) -> float:
@@ -75,8 +78,18 @@ class CaptureResult:
         what = f"{self.endpoint} ({self.interface})" if self.endpoint != BRIDGE \
             else f"bridge {self.interface}"
         flt = f" filter {self.bpf!r}" if self.bpf else ""
-        return (f"capture of lab {self.lab} on {what}{flt}: {self.captured} packets in "
+        each = f" ({', '.join(f'{h} {r.captured}' for h, r in self.hosts)})" \
+            if self.hosts else ""
+        return (f"capture of lab {self.lab} on {what}{flt}: {self.captured} packets{each} in "
                 f"{self.seconds:.1f}s" + (f", {self.dropped} dropped" if self.dropped else ""))
+
+    def host(self, name: str) -> "CaptureResult":
+        """Host ``name``'s own capture (of a whole-bridge capture over several hosts)."""
+        for h, result in self.hosts:
+            if h == name:
+                return result
+        raise HybridError(f"capture of lab {self.lab} has no host {name!r}",
+                          hint=f"its hosts: {', '.join(h for h, _ in self.hosts) or 'none'}")
 
     def records(self, limit: int | None = 500) -> list[dict[str, Any]]:
         """The decoded packets as rows (see :class:`~hybridnb.services.packets.PacketSummary`)."""
@@ -86,10 +99,18 @@ class CaptureResult:
         return {"lab": self.lab, "endpoint": self.endpoint, "interface": self.interface,
                 "path": self.path, "bpf": self.bpf, "started": round(self.started, 3),
                 "ended": round(self.ended, 3), "captured": self.captured,
-                "dropped": self.dropped, "packets": self.packets(limit=500).records()}
+                "dropped": self.dropped, "packets": self.packets(limit=500).records(),
+                **({"hosts": [{"host": h, "interface": r.interface, "path": r.path,
+                               "captured": r.captured, "dropped": r.dropped}
+                              for h, r in self.hosts]} if self.hosts else {})}
+
+    def _pcaps(self) -> str:
+        return "".join(f"\n  host {h}: {r.captured} packets on {r.interface}, pcap: {r.path}"
+                       for h, r in self.hosts)
 
     def to_text(self) -> str:
-        return self.packets(limit=200).to_text(limit=50) + f"\npcap: {self.path}"
+        return self.packets(limit=200).to_text(limit=50) + f"\npcap: {self.path}" + \
+            self._pcaps()
 
     __repr__ = to_text
     __str__ = to_text
@@ -98,7 +119,10 @@ class CaptureResult:
         from html import escape
 
         return (self.packets(limit=200)._repr_html_()
-                + f"<div>pcap: <code>{escape(self.path)}</code></div>")
+                + f"<div>pcap: <code>{escape(self.path)}</code></div>"
+                + "".join(f"<div>host {escape(h)}: {r.captured} packets on "
+                          f"{escape(r.interface)}, pcap: <code>{escape(r.path)}</code></div>"
+                          for h, r in self.hosts))
 
 
 def default_path(view: LabView, endpoint: str) -> Path:
@@ -294,6 +318,111 @@ class Capture:
             self.stop()
 
 
+class BridgesCapture(Capture):
+    """A whole-bridge capture of a lab over several hosts: one tcpdump per host, each on
+    that host's bridge in its own lab host (a frame between two endpoints of one host
+    crosses only that host's bridge; one between hosts crosses both, once each), each into
+    a pcap of its own (``<path stem>-<host>.pcap``); when they end, their frames are merged
+    in time order into ``path``.  ``count`` ends each host's tcpdump after that many
+    packets on its bridge."""
+
+    def __init__(self, view: LabView, *, bpf: str = "", count: int | None = None,
+                 duration: float | None = None,
+                 path: str | os.PathLike[str] | None = None, **kw: Any) -> None:
+        super().__init__(view, BRIDGE, bpf=bpf, count=count, duration=duration, path=path,
+                         **kw)
+        self.parts = [(part.host or "", Capture(
+            part, BRIDGE, bpf=bpf, count=count, duration=duration,
+            path=self.path.with_name(f"{self.path.stem}-{part.host}.pcap"), **kw))
+            for part in view.parts]
+
+    def start(self) -> "Capture":
+        """Start every host's tcpdump; return once all listen (if one cannot start, the
+        others are stopped and the error names its host)."""
+        if self._started:
+            return self
+        self.interface = ", ".join(f"{h}:{part.view.bridge}" for h, part in self.parts)
+        self._started = time.time()
+        for h, part in self.parts:
+            try:
+                part.start()
+            except HybridError as exc:
+                for _, started in self.parts:
+                    if started.running:
+                        started.stop()
+                exc.message = f"host {h}: {exc.message}"
+                raise
+        return self
+
+    @property
+    def running(self) -> bool:
+        return any(part.running for _, part in self.parts)
+
+    def wait(self, timeout: float | None = None,
+             stop: threading.Event | None = None) -> CaptureResult:
+        if not self._started:
+            raise HybridError("the capture was not started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _, part in self.parts:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            part.wait(left, stop=stop)
+        return self._finish()
+
+    def stop(self) -> CaptureResult:
+        if not self._started:
+            raise HybridError("the capture was not started")
+        for _, part in self.parts:
+            part.stop()
+        return self._finish()
+
+    def _finish(self) -> CaptureResult:
+        if self.result is not None:
+            return self.result
+        done = [(h, part.stop()) for h, part in self.parts]
+        merge_pcaps([r.path for _, r in done], self.path, self.snaplen)
+        self.result = CaptureResult(
+            self.view.name, BRIDGE, self.interface, str(self.path), self.bpf, self._started,
+            time.time(), sum(r.captured for _, r in done), sum(r.dropped for _, r in done),
+            None, tuple(f"host {h}: {n}" for h, r in done for n in r.notes), hosts=tuple(done))
+        return self.result
+
+
+def merge_pcaps(paths: list[str], into: str | os.PathLike[str], snaplen: int = 65535) -> int:
+    """The frames of the pcap files ``paths`` (Ethernet, as tcpdump writes them) in one pcap
+    ``into``, in time order (a stable sort: equal times keep the files' order); returns how
+    many.  A file missing or cut before its header holds nothing."""
+    import dpkt
+
+    frames: list[tuple[float, int, bytes]] = []
+    for n, path in enumerate(paths):
+        if not os.path.exists(path):
+            continue
+        with open(path, "rb") as fh:
+            try:
+                reader = dpkt.pcap.Reader(fh)
+            except (ValueError, dpkt.UnpackError):
+                continue
+            frames += [(ts, n, buf) for ts, buf in reader]
+    frames.sort(key=lambda f: (f[0], f[1]))
+    with open(into, "wb") as out:
+        writer = dpkt.pcap.Writer(out, snaplen=snaplen, linktype=dpkt.pcap.DLT_EN10MB)
+        for ts, _, buf in frames:
+            writer.writepkt(buf, ts=ts)
+    return len(frames)
+
+
+def capturing(view: LabView, endpoint: str = BRIDGE, **kw: Any) -> Capture:
+    """A capture, not yet started, on ``endpoint``'s port or the whole bridge; for a lab
+    over several hosts, in the lab host of the endpoint's host, and the whole bridge on
+    every host (:class:`BridgesCapture`).  The pcap goes beside the lab's own state unless
+    ``path`` says where."""
+    if kw.get("path") is None:
+        kw["path"] = default_path(view, endpoint)
+    if view.parts and endpoint == BRIDGE:
+        return BridgesCapture(view, **kw)
+    return Capture(view.part(endpoint) if view.parts else view, endpoint, **kw)
+
+
 def capture(view: LabView, endpoint: str = BRIDGE, *, bpf: str = "", count: int | None = None,
             duration: float | None = 10.0, path: str | os.PathLike[str] | None = None
             ) -> CaptureResult:
@@ -301,8 +430,10 @@ def capture(view: LabView, endpoint: str = BRIDGE, *, bpf: str = "", count: int 
     if not count and not duration:
         raise HybridError("a capture needs a packet count or a duration",
                           hint="pass count= or duration=")
-    cap = Capture(view, endpoint, bpf=bpf, count=count, duration=duration, path=path).start()
+    cap = capturing(view, endpoint, bpf=bpf, count=count, duration=duration, path=path)
+    cap.start()
     return cap.wait(None if duration is None else duration + STOP_TIMEOUT)
 
 
-__all__ = ["BRIDGE", "Capture", "CaptureResult", "capture", "default_path"]
+__all__ = ["BRIDGE", "BridgesCapture", "Capture", "CaptureResult", "capture", "capturing",
+           "default_path", "merge_pcaps"]

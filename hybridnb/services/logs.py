@@ -13,7 +13,8 @@ Four kinds of source, each a small adapter with ``read(since)`` (the lines it ha
   guest agent reports, else the file's last write minus the last uptime seen — each becomes a
   wall-clock time; a line without one takes its predecessor's;
 * :class:`JournalSource` — hybridnb's own action journal in the lab state (what apply and
-  destroy did to which resource, when, for how long, and whether it failed).
+  destroy did to which resource, when, for how long, and whether it failed); for a lab over
+  several hosts, every host's journal, each line naming its host.
 
 :func:`collect_logs` merges them into a :class:`LogView` (oldest first, each line tagged by its
 source: ``dns``, ``container:web``, ``vm:vm1``, ``hybridnb``), which renders as text, HTML,
@@ -230,7 +231,10 @@ def _uptime(line: str) -> float | None:
 
 
 class JournalSource(_Incremental):
-    """hybridnb's action journal (``journal`` in the lab state, written by apply)."""
+    """hybridnb's action journal (``journal`` in the lab state, written by apply).  A lab
+    over several hosts keeps one journal per host (each host's share is applied under its
+    own state): every host's is read, and its lines say which host (``host b: create
+    container c2 ...``)."""
 
     name = "hybridnb"
 
@@ -238,25 +242,30 @@ class JournalSource(_Incremental):
         super().__init__()
         self.view, self.only = view, only
 
-    def _entries(self) -> list[dict[str, Any]]:
-        if self.view.state_dir is None:
-            return list(self.view.state.get("journal") or [])
-        path = Path(self.view.state_dir) / f"{self.view.name}.json"
+    @staticmethod
+    def _entries(view: LabView) -> list[dict[str, Any]]:
+        if view.state_dir is None:
+            return list(view.state.get("journal") or [])
+        path = Path(view.state_dir) / f"{view.name}.json"
         try:
             return list(json.loads(path.read_text()).get("journal") or [])
         except (OSError, ValueError):
-            return list(self.view.state.get("journal") or [])
+            return list(view.state.get("journal") or [])
 
     def read(self, since: float | None = None) -> list[LogLine]:
         out = []
-        for e in self._entries():
-            if self.only is not None and e.get("name") not in self.only:
-                continue
-            what = " ".join(str(w) for w in (e.get("op"), e.get("kind"), e.get("name")) if w)
-            result = "ok" if e.get("ok") else f"FAILED: {e.get('error')}"
-            out.append(LogLine(float(e["at"]), "hybridnb", "",
-                               f"{what} ({float(e.get('seconds', 0.0)):.2f}s) {result}"))
-        return _after(out, since)
+        for view in (self.view, *self.view.parts):
+            where = f"host {view.host}: " if view.host else ""
+            for e in self._entries(view):
+                if self.only is not None and e.get("name") not in self.only:
+                    continue
+                what = " ".join(str(w) for w in (e.get("op"), e.get("kind"), e.get("name"))
+                                if w)
+                result = "ok" if e.get("ok") else f"FAILED: {e.get('error')}"
+                out.append(LogLine(float(e["at"]), "hybridnb", "",
+                                   f"{where}{what} ({float(e.get('seconds', 0.0)):.2f}s) "
+                                   f"{result}"))
+        return _after(sorted(out), since)
 
 
 def sources(view: LabView, endpoints: Iterable[str] | None = None,

@@ -158,6 +158,43 @@ def test_frames_decode_to_readable_lines():
     assert t.figure() is not None
 
 
+def test_pcaps_of_several_hosts_merge_in_time_order(tmp_path):
+    """A whole-bridge capture over hosts merges each host's pcap into one, by time (equal
+    times keep the hosts' order); a pcap cut before its header adds nothing.  The result
+    names every host's own capture."""
+    import dpkt
+
+    from hybridnb.services.capture import CaptureResult, merge_pcaps
+
+    echo = dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=7, seq=1, data=b"x"))
+    pcaps = {"a": [(1.0, "10.0.1.10"), (1.2, "10.0.1.12"), (1.4, "10.0.1.14")],
+             "b": [(1.1, "10.0.1.11"), (1.2, "10.0.1.13"), (1.5, "10.0.1.15")]}
+    paths = []
+    for host, frames in pcaps.items():
+        path = tmp_path / f"x-{host}.pcap"
+        with path.open("wb") as fh:
+            w = dpkt.pcap.Writer(fh, linktype=dpkt.pcap.DLT_EN10MB)
+            for ts, src in frames:
+                w.writepkt(_eth(_ip(echo, 1, src=src)), ts=ts)
+        paths.append(str(path))
+    (tmp_path / "x-c.pcap").write_bytes(b"\xd4\xc3")
+    merged = tmp_path / "x.pcap"
+    assert merge_pcaps(paths + [str(tmp_path / "x-c.pcap")], merged) == 6
+    parts = tuple((h, CaptureResult("lab", "bridge", "hybr0", p, captured=3))
+                  for h, p in zip(pcaps, paths))
+    result = CaptureResult("lab", "bridge", "a:hybr0, b:hybr0", str(merged), captured=6,
+                           hosts=parts)
+    t = result.packets()
+    assert [p.src for p in t.packets] == ["10.0.1.10", "10.0.1.11", "10.0.1.12", "10.0.1.13",
+                                          "10.0.1.14", "10.0.1.15"]
+    assert [round(p.time, 3) for p in t.packets] == [1.0, 1.1, 1.2, 1.2, 1.4, 1.5]
+    assert "6 packets (a 3, b 3)" in result.headline()
+    assert result.host("b").path == paths[1]
+    assert f"host b: 3 packets on hybr0, pcap: {paths[1]}" in result.to_text()
+    assert [h["host"] for h in result.to_dict()["hosts"]] == ["a", "b"]
+    assert "host a: 3 packets" in result._repr_html_()
+
+
 # -- doctor --------------------------------------------------------------------------------
 
 def test_forward_walk_follows_docker_chains():
