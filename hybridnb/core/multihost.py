@@ -202,7 +202,8 @@ class LabHost:
             return self.engine
         if self.sandbox:
             return f"sandbox {self.sandbox}"
-        return ", ".join(str(u) for u in (self.docker, self.libvirt) if u is not None)
+        return ", ".join(f"{u.engine} {u}" for u in (self.docker, self.libvirt)
+                         if u is not None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
