@@ -4,7 +4,9 @@
 labelled :data:`~hybridnb.remote.image.LABEL` with its image's tag, made through that
 engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_image`):
 
-* ``privileged`` — it creates bridges and VXLAN devices and writes iptables/nftables;
+* ``cap_add: NET_ADMIN, NET_RAW`` (:data:`CAPABILITIES`) — it creates bridges and VXLAN
+  devices and writes iptables/nftables: root on that host's network, nothing more (not
+  ``privileged``: every capability, devices and writable ``/sys``);
 * ``network_mode=host`` — it lives in the host's network namespace, so the fabric drivers
   (bound to a target without a namespace) act on *that* host's links and tables; its own
   PID and mount namespaces stay private (``pid=host`` is not needed: nothing it does
@@ -37,6 +39,11 @@ from hybridnb.remote.image import LABEL, ensure_agent_image
 from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner
 
 NAME = "hnb-agent"
+#: what the agent may do beyond an ordinary container: configure the network (links,
+#: addresses, FDB, iptables, nftables) and open raw sockets — not ``privileged``, which
+#: would hand it every capability (and fails under a dockerd whose own bounding set lacks
+#: some, as on this project's CI machines)
+CAPABILITIES = ("NET_ADMIN", "NET_RAW")
 MODULE = "hybridnb.remote.agent"
 
 
@@ -61,7 +68,8 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
                 api.start(found["Id"])
             return str(found["Id"])
         try:
-            host_config = api.create_host_config(privileged=True, network_mode="host")
+            host_config = api.create_host_config(cap_add=list(CAPABILITIES),
+                                                 network_mode="host")
             made = api.create_container(tag, name=NAME, labels={LABEL: tag},
                                         host_config=host_config, detach=True)
             api.start(made["Id"])
