@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import EngineError, EngineUnavailable, HybridError
 from hybridnb.remote import wire
-from hybridnb.remote.image import LABEL, ensure_agent_image
+from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
 from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner
 
 NAME = "hnb-agent"
@@ -62,6 +62,7 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
         found = _find(api)
         if found is not None and (found.get("Labels") or {}).get(LABEL) != tag:
             api.remove_container(found["Id"], force=True)      # another hybridnb's agent
+            drop_stale(api, tag)
             found = None
         if found is not None:
             if found.get("State") != "running":
@@ -227,3 +228,23 @@ PROXIES: dict[str, type[AgentDriver]] = {"bridge": BridgeProxy, "vxlan": VxlanPr
 def agent_labs(client: AgentClient) -> set[str]:
     """Labs owning a bridge or VXLAN device on the agent's host (what every share has)."""
     return set(client.call("agent", "labs"))
+
+
+def remove_from(docker_url: str) -> list[str]:
+    """Remove hybridnb's agent containers and agent images from the engine at
+    ``docker_url`` (what ``hybridnb images prune --docker URL`` does); what was removed.
+    Labs applied there keep their fabric (the kernel holds it); the next command that needs
+    the agent imports and starts it again."""
+    import docker
+
+    from hybridnb.drivers.docker import client_kwargs, docker_errors
+    from hybridnb.remote.image import remove_images
+
+    with docker_errors(f"remove the hybridnb agent from {docker_url}"):
+        api = docker.APIClient(base_url=docker_url, version="auto", timeout=60,
+                               **client_kwargs(docker_url))
+        try:
+            return [f"container {n}" for n in remove_agents(api)] + \
+                [f"image {t}" for t in remove_images(api)]
+        finally:
+            api.close()

@@ -109,10 +109,25 @@ def ensure_agent_image(client: Any, *, cache: Path | str | None = None,
                                       repository=repo, tag=version,
                                       changes=changes(build.id, tag))
         client.inspect_image(tag)
+        drop_stale(client, tag)
         if progress:
             progress(f"imported {tag} ({counter[0] / 2**20:.0f} MiB) in "
                      f"{time.monotonic() - t0:.1f} s")
         return tag
+
+
+def drop_stale(client: Any, keep: str) -> None:
+    """Remove the engine's other agent images (an older hybridnb's) that no container
+    uses; one in use stays (the engine refuses)."""
+    import docker.errors
+
+    for image in client.images(filters={"label": LABEL}):
+        for tag in image.get("RepoTags") or ():
+            if tag != keep:
+                try:
+                    client.remove_image(tag)
+                except docker.errors.APIError:
+                    pass
 
 
 def remove_images(client: Any) -> list[str]:

@@ -188,7 +188,8 @@ class _ExecProcess:
         self._got_pid.wait(5)
         if self._pid and self._pid.isdigit():
             try:
-                eid = self.api.exec_create(self.container, ["kill", "-9", self._pid])["Id"]
+                eid = self.api.exec_create(self.container,
+                                           ["sh", "-c", f"kill -9 {self._pid}"])["Id"]
                 self.api.exec_start(eid)
             except Exception:                     # gone already: nothing to kill
                 pass
