@@ -33,7 +33,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 from hybridnb.core.resource import Observation, Resource
-from hybridnb.errors import EngineError, EngineUnavailable, HybridError
+from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.remote import wire
 from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
 from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner

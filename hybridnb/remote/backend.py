@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers.base import Backend
-from hybridnb.errors import Unsupported
+from hybridnb.errors import HybridError, Unsupported
 from hybridnb.target import Target
 
 
@@ -108,13 +108,18 @@ def refuse_unserved(host: str, where: str, backend: Backend,
     if not missing:
         return
     what = ", ".join(f"{k} {n}" for k, n in missing)
-    vms = any(k == "vm" for k, _ in missing)
+    kinds = {k for k, _ in missing}
+    if "dns" in kinds:
+        hint = ("the first host (the primary) holds the gateway and the lab's DNS server: "
+                "make it a sandbox or engine: local host and list it first")
+    elif "vm" in kinds:
+        hint = "place VMs on a sandbox or engine: local host (endpoint key host:)"
+    else:
+        hint = "place these endpoints on a sandbox or engine: local host"
     raise Unsupported(
         f"host {host} ({where}) is reached through its engines' URLs, where hybridnb makes "
-        f"containers and the fabric only, not {what}",
-        hint="place VMs on a sandbox or local host (host: a)" if vms else
-             "place these endpoints on a sandbox or local host",
-        capability="hosts", kind=missing[0][0])
+        f"containers and the fabric only, not {what}", hint=hint, capability="hosts",
+        kind=missing[0][0])
 
 
 def release_if_unused(backend: Backend) -> bool:
@@ -125,15 +130,18 @@ def release_if_unused(backend: Backend) -> bool:
     from hybridnb.remote.agentbox import agent_labs, agents, remove_agents
 
     client = backend.extras["agent"]
-    with docker_errors("list the hybridnb agent containers"):
-        if not agents(backend.extras["docker"].api):
+    try:                  # best effort: the lab is destroyed; a kept agent is harmless
+        with docker_errors("list the hybridnb agent containers"):
+            if not agents(backend.extras["docker"].api):
+                return False
+        owners = agent_labs(client)
+        owners |= backend.drivers["network"].labs()        # type: ignore[attr-defined]
+        owners |= backend.drivers["container"].labs()      # type: ignore[attr-defined]
+        if owners:
             return False
-    owners = agent_labs(client)
-    owners |= backend.drivers["network"].labs()        # type: ignore[attr-defined]
-    owners |= backend.drivers["container"].labs()      # type: ignore[attr-defined]
-    if owners:
+        client.close()
+        with docker_errors("remove the hybridnb agent container"):
+            remove_agents(backend.extras["docker"].api)
+    except HybridError:
         return False
-    client.close()
-    with docker_errors("remove the hybridnb agent container"):
-        remove_agents(backend.extras["docker"].api)
     return True
