@@ -218,3 +218,18 @@ def test_a_remote_primary_and_probes_and_watching_on_a_remote_host_are_refused(t
                         ("watch its bridge", lambda: multihost_apply.host_views(lab))):
         with pytest.raises(Unsupported, match=f"host b .* cannot {doing}"):
             call()
+
+
+def test_an_idle_agent_ends_and_the_client_asks_a_new_one():
+    import time
+
+    client = AgentClient(lambda: LocalRunner(env={"PYTHONPATH": ROOT}), "test host",
+                         exit_after=0.3)
+    try:
+        first = client.hello()["pid"]
+        proc = client._proc
+        time.sleep(0.8)                        # it said bye and ended meanwhile
+        assert proc.wait(5) == 0                # type: ignore[union-attr]
+        assert client.hello()["pid"] != first
+    finally:
+        client.close()

@@ -9,8 +9,9 @@ agent container (``network_mode=host``), the remote host's own.  The pseudo kind
 answers ``hello`` (its version, kinds and network-namespace inode) so a caller can tell
 where it landed.
 
-``--idle`` is the agent container's main process: it only waits for SIGTERM, so that
-``docker exec`` has a running container to start the server in.
+``--hold`` is the agent container's main process: it only waits for SIGTERM, so that
+``docker exec`` has a running container to start the server in.  ``--exit-after SECONDS``
+ends a server nobody asked anything for that long (it says ``{"bye": "idle"}`` first).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 #: kind -> (module, class) of the driver the agent serves
 KINDS: dict[str, tuple[str, str]] = {
@@ -82,14 +83,40 @@ class Agent:
         return fn(*args)
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Answer requests until ``stdin`` closes."""
+def _lines(fd: int, timeout: float | None) -> Iterator[bytes | None]:
+    """Lines read from ``fd``; ``None`` once ``timeout`` seconds pass without one."""
+    import select
+
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            yield line
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            yield None
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        buf += chunk
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO, *, exit_after: float | None = None) -> int:
+    """Answer requests until ``stdin`` closes — or, with ``exit_after``, until that many
+    seconds pass without a request: then the agent says ``{"bye": "idle"}`` and ends (a
+    client that went away without closing leaves no process behind; one still there
+    starts a new agent and asks again, :class:`hybridnb.remote.agentbox.AgentClient`)."""
     import json
 
     from hybridnb.remote import wire
 
     agent = Agent()
-    for line in iter(stdin.readline, b""):
+    for line in _lines(stdin.fileno(), exit_after):
+        if line is None:
+            stdout.write(wire.BYE.encode())
+            stdout.flush()
+            break
         if not line.strip():
             continue
         ident: Any = None
@@ -106,7 +133,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     return 0
 
 
-def idle() -> int:
+def hold() -> int:
     """Wait for SIGTERM (the container's main process)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
@@ -114,6 +141,19 @@ def idle() -> int:
         signal.pause()
 
 
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python3 -m hybridnb.remote.agent")
+    parser.add_argument("--hold", action="store_true",
+                        help="be the agent container's main process: wait for SIGTERM")
+    parser.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
+                        help="end after this many seconds without a request")
+    args = parser.parse_args(argv)
+    if args.hold:
+        return hold()
+    return serve(sys.stdin.buffer, sys.stdout.buffer, exit_after=args.exit_after)
+
+
 if __name__ == "__main__":          # pragma: no cover - run in the agent container
-    sys.exit(idle() if "--idle" in sys.argv[1:] else serve(sys.stdin.buffer,
-                                                             sys.stdout.buffer))
+    sys.exit(main(sys.argv[1:]))

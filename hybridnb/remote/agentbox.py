@@ -45,6 +45,9 @@ NAME = "hnb-agent"
 #: some, as on this project's CI machines)
 CAPABILITIES = ("NET_ADMIN", "NET_RAW")
 MODULE = "hybridnb.remote.agent"
+#: an agent server nobody asked anything for this long ends (a Lab object dropped without
+#: ``close`` leaves no process on the host); the client starts a new one when it asks again
+EXIT_AFTER = 300.0
 
 
 def _find(api: Any) -> dict[str, Any] | None:
@@ -100,43 +103,61 @@ def remove_agents(api: Any) -> list[str]:
 class AgentClient:
     """One agent server process on a host (started on first use), one request at a time."""
 
-    def __init__(self, runner_factory: Callable[[], Runner], where: str) -> None:
-        self._factory, self.where = runner_factory, where
+    def __init__(self, runner_factory: Callable[[], Runner], where: str, *,
+                 exit_after: float = EXIT_AFTER) -> None:
+        self._factory, self.where, self.exit_after = runner_factory, where, exit_after
         self._proc: ModuleProcess | None = None
         self._lock = threading.Lock()
         self._next = 0
 
     def _process(self) -> ModuleProcess:
         if self._proc is None:
-            self._proc = self._factory().run_module(MODULE)
+            self._proc = self._factory().run_module(
+                MODULE, ["--exit-after", f"{self.exit_after:g}"])
         return self._proc
 
     def call(self, kind: str, method: str, *args: Any) -> Any:
         """``driver(kind).method(*args)`` on the host; its error re-raised here."""
         with self._lock:
-            proc = self._process()
-            self._next += 1
-            try:
-                proc.stdin.write(wire.request(self._next, kind, method, *args).encode())
-                proc.stdin.flush()
-                line = proc.stdout.readline()
-            except OSError as exc:
-                line = b""
-                why = str(exc)
-            else:
-                why = ""
-            if not line:
-                self._proc = None
-                tail = proc.stderr_tail().strip()[-400:]
-                proc.kill()
-                raise EngineUnavailable(
-                    f"the hybridnb agent on {self.where} stopped answering"
-                    + (f" ({why})" if why else "") + (f": {tail}" if tail else ""),
-                    hint="the next command starts it again")
+            line = self._ask(wire.request(self._next_id(), kind, method, *args).encode())
+            if line == wire.BYE.encode():           # it ended, idle, before our request
+                self._drop()
+                line = self._ask(wire.request(self._next_id(), kind, method, *args).encode())
             reply = json.loads(line)
         if not reply.get("ok"):
             raise wire.error_from(reply.get("error") or {})
         return wire.decode(reply.get("value"))
+
+    def _next_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def _drop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+
+    def _ask(self, request: bytes) -> bytes:
+        """Send one request, read one line (caller holds the lock)."""
+        proc = self._process()
+        why = ""
+        try:
+            proc.stdin.write(request)
+            proc.stdin.flush()
+        except OSError as exc:                # it ended: what it said last is still there
+            why = str(exc)
+        try:
+            line = proc.stdout.readline()
+        except OSError as exc:
+            line, why = b"", why or str(exc)
+        if not line:
+            tail = proc.stderr_tail().strip()[-400:]
+            self._drop()
+            raise EngineUnavailable(
+                f"the hybridnb agent on {self.where} stopped answering"
+                + (f" ({why})" if why else "") + (f": {tail}" if tail else ""),
+                hint="the next command starts it again")
+        return line
 
     def hello(self) -> dict[str, Any]:
         return dict(self.call("agent", "hello"))

@@ -79,7 +79,7 @@ def changes(build_id: str, tag: str) -> list[str]:
     """The image configuration given to the import."""
     return ["WORKDIR /", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             f"ENV PYTHONPATH=/{LAYER_DIR}", "ENV PYTHONDONTWRITEBYTECODE=1",
-            f'ENTRYPOINT {json.dumps(["python3", "-m", "hybridnb.remote.agent", "--idle"])}',
+            f'ENTRYPOINT {json.dumps(["python3", "-m", "hybridnb.remote.agent", "--hold"])}',
             f"LABEL {LABEL}={tag}", f"LABEL hybridnb.image={build_id}"]
 
 

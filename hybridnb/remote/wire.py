@@ -4,7 +4,8 @@ A request names a driver kind and one of its methods with JSON arguments::
 
     {"id": 3, "kind": "bridge", "method": "create", "args": ["lab", {"$resource": {...}}]}
 
-and is answered by exactly one line::
+and is answered by exactly one line (or, by an agent that ends because nobody asked it
+anything for a while, :data:`BYE` — the client starts a new one and asks again)::
 
     {"id": 3, "ok": true, "value": ...}
     {"id": 3, "ok": false, "error": {"type": "ConflictError", "message": "...", "hint": "..."}}
@@ -61,6 +62,10 @@ def decode(value: Any) -> Any:
     if "$set" in value:
         return set(decode(value["$set"]))
     return {k: decode(v) for k, v in value.items()}
+
+
+#: the line an agent writes before it ends on its own (idle): not an answer
+BYE = '{"bye":"idle"}\n'
 
 
 def request(ident: int, kind: str, method: str, *args: Any) -> str:

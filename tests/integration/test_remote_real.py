@@ -192,7 +192,7 @@ def check_runner(api: Any) -> None:
     proc.stdin.write(b'{"a": [1, 2]}')
     proc.stdin.close()
     assert proc.stdout.read() == b'{"a":[1,2]}\n' and proc.wait(10) == 0
-    stuck = runner.run_module("hybridnb.remote.agent", ["--idle"])
+    stuck = runner.run_module("hybridnb.remote.agent", ["--hold"])
     t0 = time.monotonic()
     stuck.kill()
     assert stuck.wait(10) != 0, "killed module reported success"
