@@ -73,7 +73,8 @@ def test_a_dead_agent_is_an_error_naming_the_host_and_the_next_call_restarts_it(
     try:
         first = client.hello()["pid"]
         client._proc.kill()                                # type: ignore[union-attr]
-        with pytest.raises(EngineUnavailable, match="agent on test host stopped answering"):
+        with pytest.raises(EngineUnavailable, match="hello agent: the hybridnb agent on test host "
+                                                   "stopped answering"):
             client.hello()
         assert client.hello()["pid"] != first
     finally:

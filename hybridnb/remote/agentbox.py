@@ -119,10 +119,14 @@ class AgentClient:
     def call(self, kind: str, method: str, *args: Any) -> Any:
         """``driver(kind).method(*args)`` on the host; its error re-raised here."""
         with self._lock:
-            line = self._ask(wire.request(self._next_id(), kind, method, *args).encode())
+            doing = f"{method} {kind}" + (f" {args[1]}" if len(args) > 1 and
+                                          isinstance(args[1], str) else "")
+            line = self._ask(wire.request(self._next_id(), kind, method, *args).encode(),
+                             doing)
             if line == wire.BYE.encode():           # it ended, idle, before our request
                 self._drop()
-                line = self._ask(wire.request(self._next_id(), kind, method, *args).encode())
+                line = self._ask(wire.request(self._next_id(), kind, method, *args).encode(),
+                                 doing)
             reply = json.loads(line)
         if not reply.get("ok"):
             raise wire.error_from(reply.get("error") or {})
@@ -137,7 +141,7 @@ class AgentClient:
         if proc is not None:
             proc.kill()
 
-    def _ask(self, request: bytes) -> bytes:
+    def _ask(self, request: bytes, doing: str) -> bytes:
         """Send one request, read one line (caller holds the lock)."""
         proc = self._process()
         why = ""
@@ -154,9 +158,10 @@ class AgentClient:
             tail = proc.stderr_tail().strip()[-400:]
             self._drop()
             raise EngineUnavailable(
-                f"the hybridnb agent on {self.where} stopped answering"
+                f"{doing}: the hybridnb agent on {self.where} stopped answering"
                 + (f" ({why})" if why else "") + (f": {tail}" if tail else ""),
-                hint="the next command starts it again")
+                hint="is that host's Docker engine up? the next command starts the agent "
+                     "again")
         return line
 
     def hello(self) -> dict[str, Any]:
