@@ -117,6 +117,8 @@ class _SocketWriter:
         try:
             if hasattr(self.sock, "shutdown_write"):      # paramiko (ssh://) channels
                 self.sock.shutdown_write()
+            elif getattr(self.sock, "proc", None) is not None:   # ssh:// via the ssh binary
+                self.sock.proc.stdin.close()
             else:
                 self.sock.shutdown(socket.SHUT_WR)
         except OSError:
