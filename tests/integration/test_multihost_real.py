@@ -115,6 +115,29 @@ def kill_dockerd(box: Sandbox) -> None:
     raise AssertionError(f"dockerd {pid} did not die")
 
 
+def apply_killing_dockerd(lab: Lab, box: Sandbox, host: str,
+                          action: tuple[str, str | None]) -> HybridError:
+    """Apply ``lab``, SIGKILLing ``box``'s dockerd as ``host``'s ``action`` (kind, name or
+    None: any) starts; the apply must fail, the other hosts' shares made.  The error."""
+    killed: list[str] = []
+
+    def progress(event: Any) -> None:
+        act = event.action
+        if event.phase == "start" and act is not None and act.kind == action[0] \
+                and action[1] in (None, act.name) and getattr(event, "host", host) == host \
+                and not killed:
+            kill_dockerd(box)
+            killed.append(host)
+
+    with pytest.raises(HybridError) as info:
+        lab.apply(progress=progress)
+    print(f"apply with {host}'s dockerd killed: {info.value}")
+    assert killed == [host]
+    partial = info.value.result
+    assert all(r.ok for h, r in partial.hosts.items() if h != host), partial
+    return info.value
+
+
 def test_one_lab_over_two_sandboxes(two) -> None:
     boxes, state = two["boxes"], two["state"]
     lab = open_lab(state)
@@ -126,22 +149,8 @@ def test_one_lab_over_two_sandboxes(two) -> None:
     t0 = time.monotonic()
     try:
         # 1. b's dockerd dies just before b's container is made: the error names host b
-        killed: list[str] = []
-
-        def progress(event) -> None:
-            act = event.action
-            if event.phase == "start" and act is not None and act.kind == "container" \
-                    and act.name == "c2" and not killed:
-                kill_dockerd(boxes["b"])
-                killed.append("b")
-
-        with pytest.raises(HybridError) as info:
-            lab.apply(progress=progress)
-        print(f"apply with b's dockerd killed: {info.value}")
-        assert killed == ["b"]
-        assert str(info.value).startswith(f"host b (sandbox {BOXES['b']}): "), info.value
-        partial = info.value.result
-        assert partial.hosts["a"].ok, partial
+        error = apply_killing_dockerd(lab, boxes["b"], "b", ("container", "c2"))
+        assert str(error).startswith(f"host b (sandbox {BOXES['b']}): "), error
         # dockerd comes back; one apply converges, and then nothing is left to do
         boxes["b"].up(libvirt=True)
         again = open_lab(state)

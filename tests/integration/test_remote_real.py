@@ -42,7 +42,7 @@ from hybridnb.lab import Lab
 from hybridnb.sandbox import Sandbox
 from tests.gating import require_real
 from tests.helpers import hostsnap
-from tests.integration.test_multihost_real import dockerd_restart_noise, kill_dockerd
+from tests.integration.test_multihost_real import apply_killing_dockerd, dockerd_restart_noise
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
 pytestmark = [pytest.mark.real]
@@ -163,21 +163,8 @@ def test_host_given_only_by_its_docker_url(two) -> None:
         try:
             # b's dockerd dies as b's VXLAN device is about to be made: the agent's stream
             # goes with it; the error names host b, a's share is made
-            killed: list[str] = []
-
-            def progress(event: Any) -> None:
-                act = event.action
-                if event.phase == "start" and act is not None and act.kind == "vxlan" \
-                        and getattr(event, "host", "") == "b" and not killed:
-                    kill_dockerd(boxes["b"])
-                    killed.append("b")
-
-            with pytest.raises(HybridError) as info:
-                lab.apply(progress=progress)
-            print(f"apply with b's dockerd killed: {info.value}")
-            assert killed == ["b"]
-            assert str(info.value).startswith(f"host b (docker {two['url']}): "), info.value
-            assert info.value.result.hosts["a"].ok, info.value.result
+            error = apply_killing_dockerd(lab, boxes["b"], "b", ("vxlan", None))
+            assert str(error).startswith(f"host b (docker {two['url']}): "), error
             with entered.paused():
                 boxes["b"].up(libvirt=False)
             again = open_lab(two)
