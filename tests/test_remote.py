@@ -127,8 +127,11 @@ def test_a_host_given_by_its_docker_url_gets_a_remote_backend_without_namespace(
     assert backend.target.docker_url == "ssh://lab@b"
     assert sorted(backend.drivers) == ["bridge", "container", "firewall", "network",
                                        "policy", "vxlan"]
-    # nothing of it reaches into this machine's namespaces or processes
-    assert not backend.having(NamespaceSource) and not backend.having(GuestExec)
+    # nothing of it reaches into this machine's namespaces or processes; commands in its
+    # containers run by docker exec, and one that times out is not killed by a local pid
+    assert not backend.having(NamespaceSource) and list(backend.having(GuestExec)) == [
+        "container"]
+    assert backend.drivers["container"]._d.local_processes is False
     assert multihost_apply.is_remote(backend)
 
 

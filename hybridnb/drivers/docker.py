@@ -311,6 +311,9 @@ class ContainerDriver(_DockerDriver):
     #: Seconds a started container must keep running to count as up (its command did not
     #: exit at once).
     settle_running = 0.5
+    #: The engine's processes are this machine's (its ``/proc`` shows them): false for the
+    #: engine of a remote host, where a timed-out exec cannot be killed from here.
+    local_processes = True
 
     def __init__(self, target: Target) -> None:
         super().__init__(target)
@@ -456,6 +459,10 @@ class ContainerDriver(_DockerDriver):
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
+            if not self.local_processes:
+                raise EngineError(f"{' '.join(argv)!r} in container {endpoint} did not "
+                                  f"finish within {timeout:g} s (left running: its engine "
+                                  "is another machine's)", engine="docker")
             with contextlib.suppress(Exception):
                 pid = self.api.exec_inspect(ex["Id"]).get("Pid")
                 if pid:

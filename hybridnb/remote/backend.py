@@ -29,9 +29,8 @@ from hybridnb.target import Target
 
 
 class RemoteContainers:
-    """A Docker driver seen from afar: the Driver protocol, ``check``, ``labs``,
-    ``start``/``stop``, ``logs`` and ``state`` — not ``netns_paths``, ``guest_exec`` or
-    ``interfaces``, which use this machine's ``/proc``."""
+    """A Docker driver seen from afar: the Driver protocol, ``check``, ``labs`` — not
+    ``netns_paths`` or ``interfaces``, which use this machine's ``/proc``."""
 
     def __init__(self, driver: Any) -> None:
         self._d = driver
@@ -63,7 +62,17 @@ class RemoteContainers:
 
 
 class RemoteEndpoints(RemoteContainers):
-    """Containers: also started, stopped, their output read (all through the API)."""
+    """Containers: also started, stopped, their output read, commands run in them
+    (``docker exec``; one that times out is left running, not killed by a pid of this
+    machine) — all through the API."""
+
+    def __init__(self, driver: Any) -> None:
+        super().__init__(driver)
+        driver.local_processes = False
+
+    def guest_exec(self, lab: str, endpoint: str, argv: Sequence[str],
+                   timeout: float = 10.0) -> tuple[int, str, str]:
+        return self._d.guest_exec(lab, endpoint, argv, timeout=timeout)
 
     def start(self, lab: str, endpoint: str) -> None:
         self._d.start(lab, endpoint)

@@ -257,6 +257,9 @@ def check_reach(two: dict[str, Any], lab: Lab) -> None:
             assert addresses[dst] in out, out
             in_container(apis[host], name, f"ping -c1 -W2 {dst}.hybrid.local")
             in_container(apis[host], name, "ping -c1 -W2 10.0.1.1")      # the gateway on a
+        # and through Lab.exec, which runs in c2 by b's Docker API (docker exec)
+        out = lab.exec("c2", "nslookup c1.hybrid.local").check()
+        assert addresses["c1"] in out.stdout, out
         print(f"c1 ({addresses['c1']}, a) <-> c2 ({addresses['c2']}, b): by address and "
               "by name, both ways")
     finally:
