@@ -402,6 +402,11 @@ def cmd_images(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "prune":
         print(recipes.prune(everything=args.all).to_text())
+        for url in args.docker or ():
+            from hybridnb.remote.agentbox import remove_from
+
+            gone = remove_from(url)
+            print(f"{url}: removed {', '.join(gone)}" if gone else f"{url}: no hybridnb agent")
         return EXIT_OK
     if not args.what:
         image = testvm.build(progress=None if args.quiet else
@@ -613,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even when cached")
     p.add_argument("--all", action="store_true", help="with prune: remove every image")
     p.add_argument("--json", action="store_true", help="with list: machine-readable output")
+    p.add_argument("--docker", action="append", metavar="URL",
+                   help="with prune: also remove hybridnb's agent container and images from "
+                        "the Docker engine at URL (a remote host's; repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_images)
     return parser

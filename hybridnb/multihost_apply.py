@@ -14,8 +14,9 @@ its own backend, from one description:
 * **One backend per host.** ``sandbox: NAME`` is that sandbox's backend (two sandboxes stand
   in for two machines), ``engine: local`` the backend the lab is applied with; a dry-run lab
   simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
-  (``docker: ssh://…``, ``libvirt: qemu+ssh://…``) is refused for now: its bridge and VXLAN
-  device are made with netlink *on that machine*, which needs an agent (or ssh) there.
+  (``docker: ssh://…``) is a *remote* host (:mod:`hybridnb.remote`): its containers through
+  its Docker API, its bridge, VXLAN device, firewall rule and policy table by hybridnb's
+  agent container there; VMs on it, probes from it and watching it are refused, naming it.
 * **State per host.** Each host keeps the journal of what was made there in a state store of
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
@@ -170,11 +171,26 @@ def _make_backend(lab: Lab, host: LabHost) -> Backend:
         # driver must never see another host's share as its own
         return resolve_backend("sandbox", state_dir=Path(lab.store.dir) / "hosts" / host.name,
                                sandbox=host.sandbox)
-    raise Unsupported(f"host {host.name} is reached through its engines' URLs "
-                      f"({host.where}), and its bridge and VXLAN device must be made with "
-                      "netlink on that machine: not supported yet",
-                      hint="run hybridnb on that machine too, or give it as sandbox: or "
-                           "engine: local", capability="hosts")
+    return _remote_backend(host)
+
+
+def _remote_backend(host: LabHost) -> Backend:
+    """A host given by its engines' URLs: its Docker API, the agent container there for its
+    bridge and VXLAN device (:mod:`hybridnb.remote`)."""
+    if host.docker is None:
+        raise Unsupported(f"host {host.name} is reached through its engines' URLs "
+                          f"({host.where}) but names no Docker engine: its bridge and VXLAN "
+                          "device are made by hybridnb's agent container, started through "
+                          "the host's Docker API", hint="give the host a docker: URL too",
+                          capability="hosts")
+    from hybridnb.remote.backend import remote_backend
+
+    return remote_backend(host.name, host.docker.url, where=host.where)
+
+
+def is_remote(backend: Backend) -> bool:
+    """A backend that reaches its host through the engines' URLs only."""
+    return backend.name == "remote"
 
 
 def host_backend(lab: Lab, host: str) -> Backend:
@@ -249,7 +265,12 @@ def resources_by_host(lab: Lab, addresses: Mapping[str, Any]) -> dict[str, list[
 
 def _usable(backend: Backend, resources: list[Resource]) -> list[Resource]:
     """The firewall rule only where a Docker engine runs (it is Docker's FORWARD drop it
-    works around)."""
+    works around); on a remote host, a share with kinds it cannot make is refused."""
+    if is_remote(backend):
+        from hybridnb.remote.backend import refuse_unserved
+
+        refuse_unserved(backend.target.name.partition(":")[2], backend.extras["where"],
+                        backend, resources)
     return [r for r in resources if r.kind != "firewall" or backend.supports("firewall")]
 
 
@@ -393,7 +414,11 @@ def _destroy_host(lab: Lab, host: str, progress: Progress | None) -> ApplyResult
         result = execute(plan, backend, st, progress=_tagged(progress, host)) \
             if not plan.empty else ApplyResult(plan)
         store.forget(lab.name)
-        return result
+    if is_remote(backend):          # the agent container goes with the host's last lab
+        from hybridnb.remote.backend import release_if_unused
+
+        release_if_unused(backend)
+    return result
 
 
 def destroy(lab: Lab, progress: Progress | None = None) -> HostsApplyResult:
@@ -473,6 +498,7 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
     gateway = None
     for host in hosts.names:
         mine = [r for r in resources if where.get(r.name) == host]
+        _refuse_remote(lab, host, "probe from its endpoints")
         ways = _ways_in(lab, host_backend(lab, host), {r.kind for r in mine})
         found, gw = lab_probe_endpoints(mine, services, ways, gateway=str(net.gateway),
                                         gateway_netns=bridges[net.bridge])
@@ -480,6 +506,16 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
         gateway = gateway or gw
     assert gateway is not None
     return sorted(eps, key=lambda e: e.name), gateway
+
+
+def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
+    """Work that enters a host's namespaces cannot reach a remote host from here."""
+    if is_remote(host_backend(lab, host)):
+        raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
+                          f"its Docker API only: hybridnb cannot {doing} there yet (it "
+                          "would run in that host's namespaces)",
+                          hint="its share is made and watched through `status`; probes "
+                               "need a probe runner on that host", capability="hosts")
 
 
 # ---------------------------------------------------------------------- the lab as one
@@ -532,6 +568,8 @@ def host_views(lab: Lab) -> tuple[LabView, ...]:
     from hybridnb.services.labview import LabView
 
     hosts = host_of(lab.spec)
+    for h in _hosts(lab).names:
+        _refuse_remote(lab, h, "watch its bridge and endpoints")
     shares = resources_by_host(lab, lab.addresses())
     return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
                          host_store(lab, h).read(lab.name), host_store(lab, h).dir, hosts,

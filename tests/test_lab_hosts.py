@@ -118,18 +118,6 @@ def test_a_failing_host_is_named_and_the_other_stays_made(tmp_path, monkeypatch)
     assert lab.destroy().ok
 
 
-def test_remote_hosts_by_url_are_refused_naming_the_host(tmp_path):
-    lab = Lab.from_dict({"name": "mhu", "hosts": {
-        "a": {"engine": "local", "underlay": "192.168.250.1"},
-        "b": {"docker": "ssh://lab@b", "libvirt": "qemu+ssh://lab@b/system",
-              "underlay": "192.168.250.2"}},
-        "endpoints": {"c1": {"kind": "container", "image": "busybox", "host": "b"}}},
-        backend="sandbox", sandbox="mhnone", state_dir=tmp_path)
-    with pytest.raises(Unsupported) as info:
-        multihost_apply.host_backend(lab, "b")
-    assert str(info.value).startswith("host b (ssh://lab@b, qemu+ssh://lab@b/system): ")
-
-
 def test_one_host_labs_are_unchanged(tmp_path):
     one = Lab.from_dict({"name": "mht", "hosts": {"a": {"engine": "local"}},
                          "endpoints": {"h1": {"kind": "host", "host": "a"}}},

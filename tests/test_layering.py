@@ -36,6 +36,7 @@ RANK = {
     "render": 4, "images": 4, "state": 4,      # beside services: output, image builds, state
     "services": 5, "sandbox": 5,               # DNS, probes; the isolated lab host
     "offloop": 6, "labfile": 6, "apply": 6, "backends": 6,   # the Lab's own helpers
+    "remote": 6,                               # a host reached through its Docker API
     "multihost_apply": 6.5,                    # a lab over several hosts: uses apply, backends
     "lab": 7, "options": 7,                    # the one API; option generation for the fronts
     "cli": 8, "notebook": 8, "demo": 8,        # fronts

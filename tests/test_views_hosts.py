@@ -159,7 +159,7 @@ def test_cli_status_of_a_two_host_lab_file(capsys, tmp_path):
     assert main(["status", str(TWO), *common]) == 1           # nothing applied: pending
     out = capsys.readouterr().out
     assert out.startswith("Lab mhv on dry-run over 2 hosts:") and "mtu 1450" in out
-    assert "host b: ssh://lab@b" in out
+    assert "host b: docker ssh://lab@b" in out
     assert main(["status", str(TWO), *common, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["mtu"] == 1450 and [h["name"] for h in doc["hosts"]] == ["a", "b"]

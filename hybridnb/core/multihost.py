@@ -202,7 +202,8 @@ class LabHost:
             return self.engine
         if self.sandbox:
             return f"sandbox {self.sandbox}"
-        return ", ".join(str(u) for u in (self.docker, self.libvirt) if u is not None)
+        return ", ".join(f"{u.engine} {u}" for u in (self.docker, self.libvirt)
+                         if u is not None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -248,8 +249,10 @@ HOST_HELP: dict[str, tuple[str, str]] = {
     "engine": ("local", "this machine: the engines of the backend the lab is applied with"),
     "sandbox": ("sandbox name", "the engines of that sandbox (two sandboxes stand in for two "
                 "machines in tests)"),
-    "docker": ("URL", "its Docker engine: unix://, tcp://HOST:2376 or https:// (TLS), "
-               "ssh://USER@HOST; given to the Docker SDK unchanged"),
+    "docker": ("URL", "its Docker engine: unix://, tcp://HOST:2376 or https:// (TLS, "
+               "certificates from $DOCKER_CERT_PATH), ssh://USER@HOST; given to the Docker SDK "
+               "unchanged. A host with URLs only is remote: hybridnb's agent container "
+               "makes its bridge and VXLAN device through this engine"),
     "libvirt": ("URI", "its libvirt: qemu:///system, qemu+ssh://USER@HOST/system, "
                 "qemu+tls://HOST/system; given to libvirt unchanged"),
     "underlay": ("IPv4 address or DNS name", "where the other hosts send its VXLAN traffic; "

@@ -108,6 +108,33 @@ def _explain(exc: Any) -> str:
     return text.decode() if isinstance(text, bytes) else str(text)
 
 
+def client_kwargs(url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``docker.APIClient`` besides ``base_url`` for an engine URL:
+    TLS for ``https://`` and ``tcp://HOST:2376`` (the client certificate ``cert.pem`` /
+    ``key.pem`` and the CA ``ca.pem`` from ``$DOCKER_CERT_PATH``, else ``~/.docker``, as
+    the docker CLI finds them; the server is verified when there is a CA file); for
+    ``ssh://`` the ``ssh`` binary (``use_ssh_client``) unless paramiko is installed."""
+    import importlib.util
+
+    env = os.environ if env is None else env
+    scheme, _, rest = url.partition("://")
+    port = rest.split("/", 1)[0].rpartition(":")[2]
+    if scheme == "https" or (scheme == "tcp" and port == "2376"):
+        import docker.tls
+
+        certs = env.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker")
+        have = {n: os.path.join(certs, n) for n in ("ca.pem", "cert.pem", "key.pem")
+                if os.path.exists(os.path.join(certs, n))}
+        client_cert = (have["cert.pem"], have["key.pem"]) \
+            if "cert.pem" in have and "key.pem" in have else None
+        return {"tls": docker.tls.TLSConfig(client_cert=client_cert,
+                                            ca_cert=have.get("ca.pem"),
+                                            verify=have.get("ca.pem") or False)}
+    if scheme == "ssh" and importlib.util.find_spec("paramiko") is None:
+        return {"use_ssh_client": True}
+    return {}
+
+
 class _Clients:
     """One low-level API client per thread for one engine URL."""
 
@@ -130,12 +157,13 @@ class _Clients:
             with docker_errors(f"connect to {self.url}", self.hint):
                 with self._lock:
                     if self._version is None:
-                        probe = docker.APIClient(base_url=self.url, version="auto", timeout=60)
+                        probe = docker.APIClient(base_url=self.url, version="auto", timeout=60,
+                                                 **client_kwargs(self.url))
                         self._version = probe.api_version
                         client = probe
                     else:
                         client = docker.APIClient(base_url=self.url, version=self._version,
-                                                  timeout=60)
+                                                  timeout=60, **client_kwargs(self.url))
                     self._all.append(client)
             self._local.client = client
         return client
@@ -283,6 +311,9 @@ class ContainerDriver(_DockerDriver):
     #: Seconds a started container must keep running to count as up (its command did not
     #: exit at once).
     settle_running = 0.5
+    #: The engine's processes are this machine's (its ``/proc`` shows them): false for the
+    #: engine of a remote host, where a timed-out exec cannot be killed from here.
+    local_processes = True
 
     def __init__(self, target: Target) -> None:
         super().__init__(target)
@@ -428,6 +459,10 @@ class ContainerDriver(_DockerDriver):
         worker.start()
         worker.join(timeout)
         if worker.is_alive():
+            if not self.local_processes:
+                raise EngineError(f"{' '.join(argv)!r} in container {endpoint} did not "
+                                  f"finish within {timeout:g} s (left running: its engine "
+                                  "is another machine's)", engine="docker")
             with contextlib.suppress(Exception):
                 pid = self.api.exec_inspect(ex["Id"]).get("Pid")
                 if pid:

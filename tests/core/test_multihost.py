@@ -110,7 +110,8 @@ def test_a_two_host_lab_parses_places_and_round_trips():
     hosts = spec.sections["hosts"]
     assert isinstance(hosts, Hosts) and hosts.names == ("a", "b") and hosts.primary.name == "a"
     assert hosts.get("b").underlay == "b.lab.example"
-    assert hosts.get("b").docker.transport == "ssh" and hosts.get("b").where.startswith("ssh")
+    assert hosts.get("b").docker.transport == "ssh" and \
+        hosts.get("b").where == "docker ssh://lab@b, libvirt qemu+ssh://lab@b/system"
     assert placement(spec) == {"h1": "a", "db": "b"}
     vx = spec.network.vxlan
     assert (vx.vni, vx.port, vx.underlay_mtu) == (4242, 4789, 1500)

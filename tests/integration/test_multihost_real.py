@@ -158,6 +158,29 @@ def destroyed(state: Path) -> None:
     assert not lab.store.labs()
 
 
+def apply_killing_dockerd(lab: Lab, box: Sandbox, host: str,
+                          action: tuple[str, str | None]) -> HybridError:
+    """Apply ``lab``, SIGKILLing ``box``'s dockerd as ``host``'s ``action`` (kind, name or
+    None: any) starts; the apply must fail, the other hosts' shares made.  The error."""
+    killed: list[str] = []
+
+    def progress(event: Any) -> None:
+        act = event.action
+        if event.phase == "start" and act is not None and act.kind == action[0] \
+                and action[1] in (None, act.name) and getattr(event, "host", host) == host \
+                and not killed:
+            kill_dockerd(box)
+            killed.append(host)
+
+    with pytest.raises(HybridError) as info:
+        lab.apply(progress=progress)
+    print(f"apply with {host}'s dockerd killed: {info.value}")
+    assert killed == [host]
+    partial = info.value.result
+    assert all(r.ok for h, r in partial.hosts.items() if h != host), partial
+    return info.value
+
+
 def test_one_lab_over_two_sandboxes(two) -> None:
     """One clean apply, the whole matrix, watching; destroy gives back both sandboxes'
     snapshots exactly."""
@@ -195,22 +218,9 @@ def test_dockerd_killed_mid_apply_names_the_host_and_one_apply_converges(two) ->
     lab = open_lab(state)
     t0 = time.monotonic()
     try:
-        killed: list[str] = []
-
-        def progress(event) -> None:
-            act = event.action
-            if event.phase == "start" and act is not None and act.kind == "container" \
-                    and act.name == "c2" and not killed:
-                kill_dockerd(boxes["b"])
-                killed.append("b")
-
-        with pytest.raises(HybridError) as info:
-            lab.apply(progress=progress)
-        print(f"apply with b's dockerd killed: {info.value}")
-        assert killed == ["b"]
-        assert str(info.value).startswith(f"host b (sandbox {BOXES['b']}): "), info.value
-        partial = info.value.result
-        assert partial.hosts["a"].ok, partial
+        # 1. b's dockerd dies just before b's container is made: the error names host b
+        error = apply_killing_dockerd(lab, boxes["b"], "b", ("container", "c2"))
+        assert str(error).startswith(f"host b (sandbox {BOXES['b']}): "), error
         # dockerd comes back; one apply converges, and then nothing is left to do
         boxes["b"].up(libvirt=True)
         again = open_lab(state)

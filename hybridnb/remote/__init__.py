@@ -1,0 +1,21 @@
+"""Remote hosts: a lab host reached only through its engines' URLs (issue 17).
+
+A host given as ``{docker: ssh://lab@b, libvirt: qemu+ssh://lab@b/system}`` is driven from
+this machine through its Docker API alone:
+
+* its containers and Docker networks by the ordinary Docker drivers, given the URL
+  (``unix://``, ``tcp://`` with TLS, ``ssh://`` go to the docker SDK unchanged);
+* its bridge, VXLAN device, firewall rule and nftables table — netlink and nftables work that
+  must happen *on that machine* — by hybridnb's own fabric drivers running there in the
+  **agent container** (:mod:`hybridnb.remote.agentbox`): privileged, in the host's network
+  namespace (``network_mode=host``), started through that Docker API from the **agent image**
+  (:mod:`hybridnb.remote.image`), reached by Docker exec with stdio attached
+  (:mod:`hybridnb.remote.runner`) and spoken to in JSON lines (:mod:`hybridnb.remote.wire`,
+  the server :mod:`hybridnb.remote.agent`).
+
+:func:`hybridnb.remote.backend.remote_backend` bundles it into an ordinary
+:class:`~hybridnb.drivers.base.Backend`.  Nothing here enters a network namespace of this
+machine: the remote backend's target has no namespace and none of its drivers opens a
+netlink socket here.  The modules are imported lazily (the agent image carries this package
+and runs ``python3 -m hybridnb.remote.agent``).
+"""

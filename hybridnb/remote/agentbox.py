@@ -1,0 +1,276 @@
+"""The agent container on a remote host, the client that talks to it, and its driver proxies.
+
+**The container** (:func:`ensure_agent`): one per Docker engine, named :data:`NAME`,
+labelled :data:`~hybridnb.remote.image.LABEL` with its image's tag, made through that
+engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_image`):
+
+* ``cap_add: NET_ADMIN, NET_RAW`` (:data:`CAPABILITIES`) — it creates bridges and VXLAN
+  devices and writes iptables/nftables: root on that host's network, nothing more (not
+  ``privileged``: every capability, devices and writable ``/sys``);
+* ``network_mode=host`` — it lives in the host's network namespace, so the fabric drivers
+  (bound to a target without a namespace) act on *that* host's links and tables; its own
+  PID and mount namespaces stay private (``pid=host`` is not needed: nothing it does
+  touches other processes);
+* its main process idles (``python3 -m hybridnb.remote.agent --idle``); the server runs by
+  ``docker exec`` with stdio attached (:class:`~hybridnb.remote.runner.DockerExecRunner`).
+
+It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, Docker network
+or container on that engine's host (starting it costs an image inspect and a container
+start, ~0.5 s), and removed by the destroy that leaves none (:func:`release_if_unused`);
+the image stays in the engine, like every image hybridnb imports — :func:`remove_agents`
+and :func:`hybridnb.remote.image.remove_images` remove both.  A container of an older
+image (another hybridnb) is replaced.
+
+**The client** (:class:`AgentClient`) starts one server process per backend, lazily, and
+sends one request at a time (a lock); :class:`AgentDriver` and its subclasses are the
+Driver protocol (and the capabilities the real fabric drivers have) forwarded to it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable, Mapping
+
+from hybridnb.core.resource import Observation, Resource
+from hybridnb.errors import EngineError, EngineUnavailable
+from hybridnb.remote import wire
+from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
+from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner
+
+NAME = "hnb-agent"
+#: what the agent may do beyond an ordinary container: configure the network (links,
+#: addresses, FDB, iptables, nftables) and open raw sockets — not ``privileged``, which
+#: would hand it every capability (and fails under a dockerd whose own bounding set lacks
+#: some, as on this project's CI machines)
+CAPABILITIES = ("NET_ADMIN", "NET_RAW")
+MODULE = "hybridnb.remote.agent"
+#: an agent server nobody asked anything for this long ends (a Lab object dropped without
+#: ``close`` leaves no process on the host); the client starts a new one when it asks again
+EXIT_AFTER = 300.0
+
+
+def _find(api: Any) -> dict[str, Any] | None:
+    found = api.containers(all=True, filters={"name": f"^/{NAME}$"})
+    return found[0] if found else None
+
+
+def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> str:
+    """The id of the running agent container of the engine behind ``api``, made (and its
+    image imported) first when missing or stale."""
+    import docker.errors
+
+    tag = ensure_agent_image(api, progress=progress)
+    for _attempt in range(3):
+        found = _find(api)
+        if found is not None and (found.get("Labels") or {}).get(LABEL) != tag:
+            api.remove_container(found["Id"], force=True)      # another hybridnb's agent
+            drop_stale(api, tag)
+            found = None
+        if found is not None:
+            if found.get("State") != "running":
+                api.start(found["Id"])
+            return str(found["Id"])
+        try:
+            host_config = api.create_host_config(cap_add=list(CAPABILITIES),
+                                                 network_mode="host")
+            made = api.create_container(tag, name=NAME, labels={LABEL: tag},
+                                        host_config=host_config, detach=True)
+            api.start(made["Id"])
+            return str(made["Id"])
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:                # 409: another process made it first
+                raise
+    raise EngineError(f"cannot make the agent container {NAME}", engine="docker")
+
+
+def agents(api: Any) -> list[dict[str, Any]]:
+    """The agent containers of an engine (``docker ps -a`` rows)."""
+    return list(api.containers(all=True, filters={"label": LABEL}))
+
+
+def remove_agents(api: Any) -> list[str]:
+    """Remove every agent container of the engine behind ``api``; their names."""
+    out = []
+    for row in agents(api):
+        api.remove_container(row["Id"], force=True)
+        out.append((row.get("Names") or [row["Id"]])[0].lstrip("/"))
+    return sorted(out)
+
+
+# ------------------------------------------------------------------------------- client
+
+class AgentClient:
+    """One agent server process on a host (started on first use), one request at a time."""
+
+    def __init__(self, runner_factory: Callable[[], Runner], where: str, *,
+                 exit_after: float = EXIT_AFTER) -> None:
+        self._factory, self.where, self.exit_after = runner_factory, where, exit_after
+        self._proc: ModuleProcess | None = None
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def _process(self) -> ModuleProcess:
+        if self._proc is None:
+            self._proc = self._factory().run_module(
+                MODULE, ["--exit-after", f"{self.exit_after:g}"])
+        return self._proc
+
+    def call(self, kind: str, method: str, *args: Any) -> Any:
+        """``driver(kind).method(*args)`` on the host; its error re-raised here."""
+        with self._lock:
+            doing = f"{method} {kind}" + (f" {args[1]}" if len(args) > 1 and
+                                          isinstance(args[1], str) else "")
+            line = self._ask(wire.request(self._next_id(), kind, method, *args).encode(),
+                             doing)
+            if line == wire.BYE.encode():           # it ended, idle, before our request
+                self._drop()
+                line = self._ask(wire.request(self._next_id(), kind, method, *args).encode(),
+                                 doing)
+            reply = json.loads(line)
+        if not reply.get("ok"):
+            raise wire.error_from(reply.get("error") or {})
+        return wire.decode(reply.get("value"))
+
+    def _next_id(self) -> int:
+        self._next += 1
+        return self._next
+
+    def _drop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+
+    def _ask(self, request: bytes, doing: str) -> bytes:
+        """Send one request, read one line (caller holds the lock)."""
+        proc = self._process()
+        why = ""
+        try:
+            proc.stdin.write(request)
+            proc.stdin.flush()
+        except OSError as exc:                # it ended: what it said last is still there
+            why = str(exc)
+        try:
+            line = proc.stdout.readline()
+        except OSError as exc:
+            line, why = b"", why or str(exc)
+        if not line:
+            tail = proc.stderr_tail().strip()[-400:]
+            self._drop()
+            raise EngineUnavailable(
+                f"{doing}: the hybridnb agent on {self.where} stopped answering"
+                + (f" ({why})" if why else "") + (f": {tail}" if tail else ""),
+                hint="is that host's Docker engine up? the next command starts the agent "
+                     "again")
+        return line
+
+    def hello(self) -> dict[str, Any]:
+        return dict(self.call("agent", "hello"))
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()
+                proc.wait(5)
+            except Exception:
+                proc.kill()
+
+
+def docker_runner(api_factory: Callable[[], Any], where: str,
+                  progress: Callable[[str], None] | None = None) -> Callable[[], Runner]:
+    """A runner factory that makes sure the agent container runs, then execs in it."""
+    def make() -> Runner:
+        from hybridnb.drivers.docker import docker_errors
+
+        with docker_errors(f"start the hybridnb agent on {where}"):
+            api = api_factory()
+            cid = ensure_agent(api, progress=progress)
+        return DockerExecRunner(api, cid, where=f"the agent container {NAME} on {where}")
+    return make
+
+
+# ------------------------------------------------------------------------------ drivers
+
+class AgentDriver:
+    """The Driver protocol of the ``kind`` driver the agent holds."""
+
+    concurrent = False
+
+    def __init__(self, kind: str, client: AgentClient) -> None:
+        self.kind, self.client = kind, client
+
+    def observe(self, lab: str) -> Mapping[str, Observation]:
+        return dict(self.client.call(self.kind, "observe", lab))
+
+    def create(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "create", lab, resource)
+
+    def delete(self, lab: str, name: str) -> None:
+        self.client.call(self.kind, "delete", lab, name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _Checked(AgentDriver):
+    def check(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "check", lab, resource)
+
+    def update(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "update", lab, resource)
+
+
+class BridgeProxy(_Checked):
+    """The bridge: check, update (no ``netns_paths``: its namespace is not this machine's)."""
+
+
+class VxlanProxy(AgentDriver):
+    def update(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "update", lab, resource)
+
+    def flood_list(self, device: str) -> list[str]:
+        return list(self.client.call(self.kind, "flood_list", device))
+
+
+class FirewallProxy(AgentDriver):
+    """The DOCKER-USER rule (create and delete only)."""
+
+
+class PolicyProxy(_Checked):
+    def counters(self, lab: str) -> dict[str, tuple[int, int]]:
+        return {k: (int(v[0]), int(v[1])) for k, v in
+                dict(self.client.call(self.kind, "counters", lab)).items()}
+
+    def ruleset(self, lab: str) -> Any:
+        return self.client.call(self.kind, "ruleset", lab)
+
+
+PROXIES: dict[str, type[AgentDriver]] = {"bridge": BridgeProxy, "vxlan": VxlanProxy,
+                                         "firewall": FirewallProxy, "policy": PolicyProxy}
+
+
+def agent_labs(client: AgentClient) -> set[str]:
+    """Labs owning a bridge or VXLAN device on the agent's host (what every share has)."""
+    return set(client.call("agent", "labs"))
+
+
+def remove_from(docker_url: str) -> list[str]:
+    """Remove hybridnb's agent containers and agent images from the engine at
+    ``docker_url`` (what ``hybridnb images prune --docker URL`` does); what was removed.
+    Labs applied there keep their fabric (the kernel holds it); the next command that needs
+    the agent imports and starts it again."""
+    import docker
+
+    from hybridnb.drivers.docker import client_kwargs, docker_errors
+    from hybridnb.remote.image import remove_images
+
+    with docker_errors(f"remove the hybridnb agent from {docker_url}"):
+        api = docker.APIClient(base_url=docker_url, version="auto", timeout=60,
+                               **client_kwargs(docker_url))
+        try:
+            return [f"container {n}" for n in remove_agents(api)] + \
+                [f"image {t}" for t in remove_images(api)]
+        finally:
+            api.close()
