@@ -448,6 +448,12 @@ class _Exec:
                                                 timeout=timeout)
         return int(code), str(out), str(err)
 
+    def wire_ref(self) -> dict[str, Any]:
+        """How a probe share in another process reconnects to the guest (the libvirt URI;
+        see :class:`~hybridnb.services.probe.share.LibvirtGuest`)."""
+        return {"kind": "libvirt", "uri": getattr(self.driver, "uri", None), "lab": self.lab,
+                "endpoint": self.endpoint, "channel": None}
+
 
 def primary_bridges(lab: Lab) -> dict[str, str | None]:
     """The lab's bridges on the primary host and the namespace holding them."""
@@ -480,6 +486,26 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
         gateway = gateway or gw
     assert gateway is not None
     return sorted(eps, key=lambda e: e.name), gateway
+
+
+def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """How to probe the spread ``lab`` as one matrix: with no ``runners`` (every host's
+    namespaces can be entered from here, as two sandboxes on one machine), the ordinary
+    :func:`~hybridnb.services.probe.probe_matrix`; else
+    :func:`~hybridnb.services.probe.coordinate.probe_shares` with each host's share run
+    where it can (host → :class:`~hybridnb.services.probe.runner.Runner`; a host without one
+    in this process), the endpoints placed on their hosts, the gateway on the primary."""
+    import functools
+
+    from hybridnb.services.probe import probe_matrix
+
+    if not runners:
+        return probe_matrix
+    from hybridnb.services.probe.coordinate import probe_shares
+
+    where = dict(placement(lab.spec))
+    where["gateway"] = _hosts(lab).primary.name
+    return functools.partial(probe_shares, placement=where, runners=dict(runners))
 
 
 # ---------------------------------------------------------------------- the lab as one

@@ -87,6 +87,7 @@ def run_shares(request: ProbeRequest, placement: Mapping[str, str],
     hosts += [h for h in dict.fromkeys(placement.values()) if h not in hosts]
     local = {h: [n for n in plan.targets if placement.get(n) == h] for h in hosts}
     shares: dict[str, _Handle] = {}
+    ok = False
     try:
         for host in hosts:
             runner = runners.get(host)
@@ -100,9 +101,10 @@ def run_shares(request: ProbeRequest, placement: Mapping[str, str],
         limit = results_timeout if results_timeout is not None else max(60.0, 20 * request.timeout)
         deadline = time.monotonic() + limit
         got = {host: share.results(deadline, limit) for host, share in shares.items()}
+        ok = True
     finally:
         for share in shares.values():
-            share.close()
+            share.close(abort=not ok)
     results = _merge(plan.check_plans, plan.sources, placement, got)
     return ConnectivityMatrix(results=results, sources=list(plan.sources),
                               targets=list(plan.targets), checks=[c.name for c in plan.checks],
@@ -141,7 +143,7 @@ class _Handle:
 
     def results(self, deadline: float, limit: float) -> list[ProbeResult]: ...
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None: ...
 
 
 class _Local(_Handle):
@@ -188,7 +190,7 @@ class _Local(_Handle):
         assert self.out is not None
         return self.out
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self.share.close()
 
 
@@ -303,10 +305,12 @@ class _Remote(_Handle):
         msg = self._expect("results", deadline, limit)
         return [result_from_wire(r) for r in msg.get("results", ())]
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         """Say done and give the process a moment to release its responders; kill it
-        otherwise."""
+        otherwise (at once when the run is given up: ``abort``)."""
         try:
+            if abort:
+                raise EngineError("given up", engine="probe")
             self._send({"op": "done"})
             pipe = self.proc.stdin
             if pipe is not None:
