@@ -26,8 +26,9 @@ its own backend, from one description:
 * **One matrix.** Probes run from every host's endpoints: each host's drivers say how to get
   inside its endpoints (namespaces, the guest agent) and the probe engine runs them all
   together in one matrix, the gateway on the primary.  On one machine the sandboxes share the
-  kernel, so one process enters every namespace; a truly remote host would need the probe
-  engine (or an agent) running there, its results merged the same way.
+  kernel, so one process enters every namespace; a host given a runner (:func:`prober`,
+  ``Lab.probe_runners``) runs its share of the matrix there instead
+  (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix.
 
 :class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
 an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their

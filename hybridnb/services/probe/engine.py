@@ -33,6 +33,11 @@ shell script run inside them (:mod:`~hybridnb.services.probe.script`) — their 
 test VM's resident helper where it answers (:mod:`~hybridnb.services.probe.vmhelper`) —
 concurrently with the socket probes; the responders stay up until those scripts are done.
 
+A host's share of a matrix over several hosts (:mod:`~hybridnb.services.probe.share`) is two
+runs of the same engines: :func:`hold_responders` keeps its targets' responders open from
+"ready" until released (held as for script sources), and :func:`run_plan` sends from its
+sources only (``pin``: the neighbour entries of its own endpoints).
+
 Safety: the engine only sends to the addresses of the endpoints (and DNS server) it is given.
 """
 
