@@ -140,13 +140,10 @@ def hold_responders(plan: ProbePlan, *, ready: threading.Event, release: threadi
     :func:`~hybridnb.services.probe.plan.share_plans`), set ``ready`` once every one
     listens, serve until ``release`` is set, then close them.  Blocks: run it on a thread.
     The same engines as :func:`run_plan`, the responders held as they are for script
-    sources (the release stands in for the scripts being done)."""
+    sources (the release stands in for the scripts being done).  An engine that fails
+    raises at once, ``ready`` not set."""
     note = progress or (lambda _m: None)
-    hold = _Hold(ready, release)
-    try:
-        _execute(plan, 1.0, None, note, _use_fast(plan, engine), hold)
-    finally:
-        ready.set()                 # an engine that failed early never said so
+    _execute(plan, 1.0, None, note, _use_fast(plan, engine), _Hold(ready, release))
 
 
 def _execute(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
@@ -159,6 +156,9 @@ def _execute(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progre
         else:
             states = [PairState(p) for p in plan.pairs]
             _portable(plan, states, timeout, fd_limit, note, scripts)
+    except BaseException:
+        scripts.abort()
+        raise
     finally:
         scripts.join()
 
@@ -205,6 +205,9 @@ def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
     try:
         return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note, hold=hold,
                             ready=ready)
+    except BaseException:
+        scripts.abort()
+        raise
     finally:
         os.eventfd_write(ready, 1)      # an engine that failed early never said so
         runner.join()
@@ -250,6 +253,9 @@ class _Scripts:
     def done(self) -> bool:
         return all(not t.is_alive() for t in self.threads)
 
+    def abort(self) -> None:
+        """The run failed: the scripts end on their own (their probes have deadlines)."""
+
     def join(self) -> None:
         for t in self.threads:
             t.join()
@@ -272,17 +278,24 @@ class _Hold:
     def __init__(self, ready: threading.Event, release: threading.Event) -> None:
         self.ready = ready
         self.release = release
+        self.failed = False
         self.results: dict[int, ProbeResult] = {}
 
     def start(self) -> None:
-        self.ready.set()
+        if not self.failed:
+            self.ready.set()
 
     @property
     def done(self) -> bool:
-        return self.release.is_set()
+        return self.release.is_set() or self.failed
+
+    def abort(self) -> None:
+        """The run failed: not ready, nothing to wait for."""
+        self.failed = True
 
     def join(self) -> None:
-        self.release.wait()
+        while not self.failed and not self.release.wait(0.1):
+            pass
 
 
 class _Run:

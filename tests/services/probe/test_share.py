@@ -198,3 +198,13 @@ def test_a_share_that_dies_after_go_is_named() -> None:
 def test_every_source_needs_a_host() -> None:
     with pytest.raises(EngineError, match="no host given for x3"):
         probe_shares(unreachable(), ("icmp",), placement={"x1": "a", "x2": "b"})
+
+
+def test_a_share_whose_engine_fails_says_so_naming_its_host() -> None:
+    from hybridnb.errors import HybridError
+
+    for runners, host in (({}, "a"), ({"a": LocalRunner()}, "a")):
+        with pytest.raises(HybridError, match=rf"(?s)host {host}: .*unknown probe engine "
+                                              r"'bogus'"):
+            probe_shares(unreachable(), ("icmp",), placement={"x1": "a", "x2": "b", "x3": "b"},
+                         runners=runners, engine="bogus", ready_timeout=10)
