@@ -224,6 +224,11 @@ def _state_of(res: Resource, seen: Observation | None, applied: bool,
 class Lab:
     """A hybrid lab: one bridge, one subnet, containers, VMs and hosts on it."""
 
+    #: host → :class:`~hybridnb.services.probe.runner.Runner` for a lab over several hosts:
+    #: that host's share of ``test()``'s matrix runs through it (a host this process cannot
+    #: enter); None or a host left out: in this process (see docs/multihost.md)
+    probe_runners: Mapping[str, Any] | None = None
+
     def __init__(self, name: str = "hybrid", *, subnet: str | None = None,
                  bridge: str | None = None, gateway: str | None = None,
                  domain: str | None = None, mtu: int | None = None,
@@ -665,6 +670,10 @@ class Lab:
                 ("dns",) if self._spec.network.dns and self._serves_dns() else ())
         eps, gateway = self.probe_endpoints()
         net = self._spec.network
+        if self._spread():                  # one matrix, each host's share where it runs
+            from hybridnb import multihost_apply
+
+            probe_matrix = multihost_apply.prober(self, self.probe_runners)
         matrix = probe_matrix(eps + [gateway], checks, domain=net.domain,
                               dns_server=str(net.gateway) if net.dns else None,
                               timeout=timeout, count=count, pin_neighbours=pin_neighbours,

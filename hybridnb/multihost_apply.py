@@ -27,8 +27,9 @@ its own backend, from one description:
 * **One matrix.** Probes run from every host's endpoints: each host's drivers say how to get
   inside its endpoints (namespaces, the guest agent) and the probe engine runs them all
   together in one matrix, the gateway on the primary.  On one machine the sandboxes share the
-  kernel, so one process enters every namespace; a truly remote host would need the probe
-  engine (or an agent) running there, its results merged the same way.
+  kernel, so one process enters every namespace; a host given a runner (:func:`prober`,
+  ``Lab.probe_runners``) runs its share of the matrix there instead
+  (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix.
 
 :class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
 an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their
@@ -473,6 +474,12 @@ class _Exec:
                                                 timeout=timeout)
         return int(code), str(out), str(err)
 
+    def wire_ref(self) -> dict[str, Any]:
+        """How a probe share in another process reconnects to the guest (the libvirt URI;
+        see :class:`~hybridnb.services.probe.share.LibvirtGuest`)."""
+        return {"kind": "libvirt", "uri": getattr(self.driver, "uri", None), "lab": self.lab,
+                "endpoint": self.endpoint, "channel": None}
+
 
 def primary_bridges(lab: Lab) -> dict[str, str | None]:
     """The lab's bridges on the primary host and the namespace holding them."""
@@ -516,6 +523,26 @@ def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
                           "would run in that host's namespaces)",
                           hint="its share is made and watched through `status`; probes "
                                "need a probe runner on that host", capability="hosts")
+
+
+def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """How to probe the spread ``lab`` as one matrix: with no ``runners`` (every host's
+    namespaces can be entered from here, as two sandboxes on one machine), the ordinary
+    :func:`~hybridnb.services.probe.probe_matrix`; else
+    :func:`~hybridnb.services.probe.coordinate.probe_shares` with each host's share run
+    where it can (host → :class:`~hybridnb.services.probe.runner.Runner`; a host without one
+    in this process), the endpoints placed on their hosts, the gateway on the primary."""
+    import functools
+
+    from hybridnb.services.probe import probe_matrix
+
+    if not runners:
+        return probe_matrix
+    from hybridnb.services.probe.coordinate import probe_shares
+
+    where = dict(placement(lab.spec))
+    where["gateway"] = _hosts(lab).primary.name
+    return functools.partial(probe_shares, placement=where, runners=dict(runners))
 
 
 # ---------------------------------------------------------------------- the lab as one

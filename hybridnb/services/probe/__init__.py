@@ -11,6 +11,11 @@ The engine's parts: :mod:`.schedule` (the file-descriptor window), :mod:`.client
 socket), :mod:`.responders`, :mod:`.wire` (sockets in namespaces, the loop), :mod:`.script`
 (VM sources), :mod:`.neighbours` (pinned ARP entries for big meshes).
 
+One matrix over several hosts: :mod:`.share` (a host's share — its responders, its sources —
+in this process or as ``python -m hybridnb.services.probe.share`` over JSON lines),
+:mod:`.coordinate` (runs every host's share, two-phase, and merges the results),
+:mod:`.runner` (how a share is started on a host this process cannot enter).
+
 Importing this package is cheap: sockets, threads and dnslib are touched only when probing.
 """
 

@@ -1035,6 +1035,14 @@ static int tcp_state(int fd, int64_t *rtt) {
     return ti.tcpi_state;
 }
 
+/* the handshake completed: established, or already closed by the other side (CLOSE_WAIT: a
+ * server on another thread or machine that accepts and closes at once, e.g. another host's
+ * responder, can send its FIN before this lane looks; counting only ESTABLISHED, such a
+ * socket stayed writable and never "connected" and spun its lane until the grace ran out) */
+static int tcp_up(int state) {
+    return state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT;
+}
+
 /* close a stream socket with RST: no FIN exchange, no TIME_WAIT */
 static void stream_reset(Live *live) {
     if (live->fd < 0) return;
@@ -1101,7 +1109,7 @@ static int stream_connect(Lane *L, Live *live) {
     }
     /* on a veth the handshake usually completes inside connect(): no event needed */
     int64_t rtt;
-    if (tcp_state(live->fd, &rtt) == 1) {               /* TCP_ESTABLISHED */
+    if (tcp_up(tcp_state(live->fd, &rtt))) {
         if (!live->http) {
             tcp_connected(L, live);
             return 1;
@@ -1266,7 +1274,7 @@ static void on_stream(Lane *L, Live *live) {
             return;
         }
         int64_t rtt;
-        if (tcp_state(live->fd, &rtt) != 1) return;     /* not up yet (an older event) */
+        if (!tcp_up(tcp_state(live->fd, &rtt))) return;  /* not up yet (an older event) */
         if (!live->http) {
             tcp_connected(L, live);
             return;

@@ -33,6 +33,11 @@ shell script run inside them (:mod:`~hybridnb.services.probe.script`) — their 
 test VM's resident helper where it answers (:mod:`~hybridnb.services.probe.vmhelper`) —
 concurrently with the socket probes; the responders stay up until those scripts are done.
 
+A host's share of a matrix over several hosts (:mod:`~hybridnb.services.probe.share`) is two
+runs of the same engines: :func:`hold_responders` keeps its targets' responders open from
+"ready" until released (held as for script sources), and :func:`run_plan` sends from its
+sources only (``pin``: the neighbour entries of its own endpoints).
+
 Safety: the engine only sends to the addresses of the endpoints (and DNS server) it is given.
 """
 
@@ -65,7 +70,7 @@ from hybridnb.services.probe.schedule import Window
 from hybridnb.services.probe.vmhelper import run_vm_source
 from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
 
-__all__ = ["DEFAULT_CHECKS", "PROTOCOLS", "probe_matrix", "run_plan"]
+__all__ = ["DEFAULT_CHECKS", "PROTOCOLS", "hold_responders", "probe_matrix", "run_plan"]
 
 Progress = Callable[[str], None]
 #: The longest a busy loop keeps a client past its deadline (see _Run._expire).
@@ -103,12 +108,14 @@ def probe_matrix(endpoints: Sequence[ProbeEndpoint],
 
 def run_plan(plan: ProbePlan, *, timeout: float = 1.0, pin_neighbours: bool | None = None,
              progress: Progress | None = None, fd_limit: int | None = None,
-             engine: str = "auto") -> ConnectivityMatrix:
+             engine: str = "auto", pin: Sequence[ProbeEndpoint] | None = None
+             ) -> ConnectivityMatrix:
     """Run a :class:`~hybridnb.services.probe.plan.ProbePlan`.  ``fd_limit``: descriptors
     the run may hold at once (default: what the process's limit leaves free).  ``engine``:
     ``fast`` (the C extension, :mod:`~hybridnb.services.probe.fast`), ``portable`` (this
     module's selectors loop) or ``auto`` (fast where it is built; ``HYBRIDNB_PROBE_ENGINE``
-    overrides)."""
+    overrides).  ``pin``: the endpoints whose neighbour entries may be pinned (default: every
+    endpoint of the plan; a host's share gives its own)."""
     t_start = time.perf_counter()
     note = progress or (lambda _m: None)
     use_fast = _use_fast(plan, engine)
@@ -116,28 +123,52 @@ def run_plan(plan: ProbePlan, *, timeout: float = 1.0, pin_neighbours: bool | No
     scripts = _Scripts(plan, timeout)
     removal = Removal()          # the pins go while the results are built
     try:
-        with pinned_neighbours(list(plan.endpoints), budget=pin_budget, note=note,
-                               removal=removal):
-            try:
-                if use_fast:
-                    out = _fast(plan, timeout, fd_limit, note, scripts)
-                else:
-                    states = [PairState(p) for p in plan.pairs]
-                    _portable(plan, states, timeout, fd_limit, note, scripts)
-            finally:
-                scripts.join()
-        if use_fast:
-            results = fast.results(plan, out, scripts.results)
-        else:
-            for index, result in scripts.results.items():
-                states[index].final = result
-            results = [s.result() for s in states]
+        with pinned_neighbours(list(plan.endpoints if pin is None else pin),
+                               budget=pin_budget, note=note, removal=removal):
+            results = _execute(plan, timeout, fd_limit, note, use_fast, scripts)
     finally:
         removal.wait()
-    return ConnectivityMatrix(results=results, sources=list(plan.sources),
+    return ConnectivityMatrix(results=results(), sources=list(plan.sources),
                               targets=list(plan.targets), checks=[c.name for c in plan.checks],
                               duration=time.perf_counter() - t_start, timeout=timeout,
                               count=plan.count)
+
+
+def hold_responders(plan: ProbePlan, *, ready: threading.Event, release: threading.Event,
+                    engine: str = "auto", progress: Progress | None = None) -> None:
+    """Open ``plan``'s responders (a plan of responders only: the ``holding`` half of
+    :func:`~hybridnb.services.probe.plan.share_plans`), set ``ready`` once every one
+    listens, serve until ``release`` is set, then close them.  Blocks: run it on a thread.
+    The same engines as :func:`run_plan`, the responders held as they are for script
+    sources (the release stands in for the scripts being done).  An engine that fails
+    raises at once, ``ready`` not set."""
+    note = progress or (lambda _m: None)
+    _execute(plan, 1.0, None, note, _use_fast(plan, engine), _Hold(ready, release))
+
+
+def _execute(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
+             use_fast: bool, scripts: "_Scripts | _Hold") -> Callable[[], list[ProbeResult]]:
+    """Run ``plan`` with ``scripts`` beside it; returns how to build its results (after
+    the neighbour pins are on their way out)."""
+    try:
+        if use_fast:
+            out = _fast(plan, timeout, fd_limit, note, scripts)
+        else:
+            states = [PairState(p) for p in plan.pairs]
+            _portable(plan, states, timeout, fd_limit, note, scripts)
+    except BaseException:
+        scripts.abort()
+        raise
+    finally:
+        scripts.join()
+
+    def results() -> list[ProbeResult]:
+        if use_fast:
+            return fast.results(plan, out, scripts.results)
+        for index, result in scripts.results.items():
+            states[index].final = result
+        return [s.result() for s in states]
+    return results
 
 
 def _use_fast(plan: ProbePlan, engine: str) -> bool:
@@ -153,11 +184,11 @@ def _use_fast(plan: ProbePlan, engine: str) -> bool:
 
 
 def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
-          scripts: "_Scripts") -> "fast.Outcome":
+          scripts: "_Scripts | _Hold") -> "fast.Outcome":
     """The fast engine.  The script sources start once the responders they probe listen
     (the C threads write ``ready``: started before, a script's probe could be refused), and
     those responders serve until the scripts are done (``hold`` tells the C threads)."""
-    if not plan.held or not plan.scripts:
+    if not plan.held:
         scripts.start()
         return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note)
     hold = os.eventfd(0, os.EFD_CLOEXEC)
@@ -174,6 +205,9 @@ def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
     try:
         return fast.execute(plan, timeout=timeout, fd_limit=fd_limit, note=note, hold=hold,
                             ready=ready)
+    except BaseException:
+        scripts.abort()
+        raise
     finally:
         os.eventfd_write(ready, 1)      # an engine that failed early never said so
         runner.join()
@@ -182,7 +216,7 @@ def _fast(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progress,
 
 
 def _portable(plan: ProbePlan, states: list[PairState], timeout: float, fd_limit: int | None,
-              note: Progress, scripts: "_Scripts") -> None:
+              note: Progress, scripts: "_Scripts | _Hold") -> None:
     units = list(plan.units)
     limit = plan.window(fd_budget(plan.fds_needed) if fd_limit is None else fd_limit)
     window = Window(units, limit, len(plan.responders), plan.held)
@@ -219,6 +253,9 @@ class _Scripts:
     def done(self) -> bool:
         return all(not t.is_alive() for t in self.threads)
 
+    def abort(self) -> None:
+        """The run failed: the scripts end on their own (their probes have deadlines)."""
+
     def join(self) -> None:
         for t in self.threads:
             t.join()
@@ -234,12 +271,40 @@ class _Scripts:
         self.results.update(results)
 
 
+class _Hold:
+    """Stands in for the script sources of a run that only holds responders
+    (:func:`hold_responders`): "started" once they listen, "done" once released."""
+
+    def __init__(self, ready: threading.Event, release: threading.Event) -> None:
+        self.ready = ready
+        self.release = release
+        self.failed = False
+        self.results: dict[int, ProbeResult] = {}
+
+    def start(self) -> None:
+        if not self.failed:
+            self.ready.set()
+
+    @property
+    def done(self) -> bool:
+        return self.release.is_set() or self.failed
+
+    def abort(self) -> None:
+        """The run failed: not ready, nothing to wait for."""
+        self.failed = True
+
+    def join(self) -> None:
+        while not self.failed and not self.release.wait(0.1):
+            pass
+
+
 class _Run:
     """One run of a plan by the portable engine: windowed socket units and the responders
     they need, in one selectors loop."""
 
     def __init__(self, plan: ProbePlan, units: Sequence[Unit], states: list[PairState],
-                 window: Window, timeout: float, note: Progress, scripts: "_Scripts") -> None:
+                 window: Window, timeout: float, note: Progress,
+                 scripts: "_Scripts | _Hold") -> None:
         self.plan = plan
         self.scripts = scripts
         self.units = units

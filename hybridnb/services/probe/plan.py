@@ -43,6 +43,7 @@ target (port, address, responder, ``tgt_skip``); :attr:`ProbePlan.pairs` compute
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence, overload
@@ -635,3 +636,69 @@ def plan_probes(endpoints: Sequence[ProbeEndpoint], checks: Iterable[str] = DEFA
                      scripts=tuple(_plan_scripts(cps, eps)), endpoints=tuple(targets),
                      count=count, domain=domain.strip("."), dns_server=dns_server,
                      check_plans=cps, held=_held_responders(cps, eps))
+
+
+# -- a host's share -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SharePlans:
+    """One host's share of a :class:`ProbePlan` (see :func:`share_plans`), as two plans the
+    engines run as they run any plan: ``holding`` opens the responders of this host's targets
+    (every one held, no unit, no script) and ``probing`` sends from this host's sources
+    (their socket units and scripts; no responder of its own: every target's responders are
+    held by its own host's share).  Both keep the whole plan's endpoints, pairs and checks,
+    so pair numbers, results and their order are the whole plan's."""
+
+    holding: ProbePlan
+    probing: ProbePlan
+    local: frozenset[str]
+
+    def mine(self, source: str) -> bool:
+        return source in self.local
+
+
+def share_plans(plan: ProbePlan, local: Iterable[str]) -> SharePlans:
+    """The share of ``plan`` for the host holding the endpoints named in ``local`` (the
+    gateway included when it is there).  Pure: the split of the whole plan, nothing else —
+    so every host's share, planned from the same inputs, agrees on every pair, port and
+    responder."""
+    mine = frozenset(local)
+    responders = tuple(r for r in plan.responders if r.target in mine)
+    holding = ProbePlan(checks=plan.checks, sources=plan.sources, targets=plan.targets,
+                        pairs=plan.pairs, responders=responders,
+                        units=UnitTable(()), scripts=(), endpoints=plan.endpoints,
+                        count=plan.count, domain=plan.domain, dns_server=plan.dns_server,
+                        check_plans=plan.check_plans, held=tuple(range(len(responders))))
+    probing = dataclasses.replace(
+        plan, responders=(), held=(), units=_local_units(plan, mine),
+        scripts=tuple(s for s in plan.scripts if s.src.name in mine))
+    return SharePlans(holding, probing, mine)
+
+
+def _local_units(plan: ProbePlan, mine: frozenset[str]) -> UnitTable:
+    """The units whose source is one of ``mine``, probing without responders of this run
+    (a stream unit towards our own HTTP responder holds one descriptor, not two)."""
+    units = plan.units
+    if not isinstance(units, UnitTable):
+        raise EngineError("a plan's share needs its units as a UnitTable")
+    spaces = {e.netns for e in plan.endpoints[:len(plan.sources)]
+              if e.name in mine and e.netns is not None}
+    keep = [i for i, ns in enumerate(units.namespaces) if ns in spaces]
+    renumber = {old: new for new, old in enumerate(keep)}
+    out = UnitTable([units.namespaces[i] for i in keep])
+    out.group, out.group_target = units.group, units.group_target
+    for u in range(len(units)):
+        ns = renumber.get(units.ns[u])
+        if ns is None:
+            continue
+        out.kind.append(units.kind[u])
+        out.ns.append(ns)
+        out.first.append(units.first[u])
+        out.size.append(units.size[u])
+        out.attempt.append(units.attempt[u])
+        out.fds.append(1 if units.responder[u] >= 0 else units.fds[u])
+        out.responder.append(-1)
+        out.http.append(units.http[u])
+        out.target.append(units.target[u])
+        out.port.append(units.port[u])
+    return out
