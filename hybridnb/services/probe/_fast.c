@@ -158,8 +158,15 @@ typedef struct Live {
     char *buf;            /* http response */
     int blen;
     int next, total;      /* dns: the next query to send, and how many there are */
-    struct Live *wprev, *wnext;   /* dns: in the lane's queue of units with queries to send */
+    struct Live *wprev, *wnext;   /* icmp/dns: in the lane's queue of units with packets to send */
     int waiting;
+    int pk;               /* packets of this unit counted in the lane's window */
+    int *slowq;           /* icmp: echoes (send order) towards slow targets, not sent yet */
+    int nslow;
+    int64_t *tok;         /* icmp: per echo (seq), the slow target's turn it took (0: none) */
+    struct Live *sprev, *snext;   /* icmp: in the lane's list of units with slow echoes */
+    int slowlisted;
+    int64_t slow_tok;     /* udp/stream towards a slow target: the turn it took */
 } Live;
 
 typedef struct { int64_t deadline; Live *live; } HeapItem;
@@ -185,7 +192,14 @@ typedef struct {
     int err;          /* a fatal error (ENOMEM...) */
     int dns_inflight; /* DNS queries sent and not answered (nor given up, nor forgiven) */
     int64_t dns_full_since;   /* when the window filled up (0: it is not full) */
-    Live *dns_head, *dns_tail;   /* DNS units with queries still to send, in order */
+    Live *dns_head, *dns_tail;   /* ICMP and DNS units with packets still to send, in order */
+    int inflight;     /* packets sent and not answered (nor given up, nor forgiven): the window */
+    int64_t full_since;       /* when the packet window filled up (0: it is not full) */
+    int pblocked;     /* the last admission stopped for a full packet window */
+    Live *slow_head;  /* ICMP units with echoes towards slow targets still to send */
+    int *sq;          /* UDP/stream units towards slow targets, waiting for their turn */
+    int nsq;
+    int64_t next_tok; /* the turn taken for the unit being started (start_unit) */
     /* notes collected without the GIL */
     int *note_pair;
     char **note_data;
@@ -226,6 +240,10 @@ struct Engine {
     uint32_t dns_ip;
     int dns_port;
     int dns_window;      /* DNS queries a lane keeps in flight */
+    int pkt_cap;         /* packets a lane keeps unanswered (schedule.packet_cap) */
+    int64_t slow_gap;    /* a slow target's turn lasts until answered or this long */
+    uint8_t *ep_slow;    /* per endpoint: slow (a VM): one probe at a time towards it */
+    _Atomic int64_t *slow_until;  /* per endpoint: its turn is taken until then (monotonic) */
     char token[8];
     atomic_int ident;
     atomic_long budget;
@@ -287,6 +305,57 @@ static int reserve(Engine *e, long n) {
 static void give_back(Engine *e, long n) {
     atomic_fetch_add(&e->budget, n);
     atomic_fetch_sub(&e->in_use, n);
+}
+
+/* ------------------------------------------------------------------------------ pacing */
+
+/* The lane's packet window (schedule.Pacer): packets sent and not answered, given up or
+ * forgiven; at most pkt_cap, so a burst never overflows a CPU's receive backlog. */
+static inline void pk_add(Lane *L, Live *live, int n) {
+    live->pk += n;
+    L->inflight += n;
+}
+
+static inline void pk_sub(Lane *L, Live *live, int n) {
+    if (n > live->pk) n = live->pk;
+    live->pk -= n;
+    L->inflight -= n;
+    if (L->inflight < 0) L->inflight = 0;           /* answers to forgiven packets */
+}
+
+/* packets that may go now; a window full and unanswered for DNS_STALE_NS is forgiven */
+static int pk_room(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    if (L->inflight >= e->pkt_cap) {
+        if (!L->full_since) {
+            L->full_since = now;
+        } else if (now - L->full_since >= DNS_STALE_NS) {
+            L->inflight = 0;
+            L->full_since = 0;
+        }
+    } else {
+        L->full_since = 0;
+    }
+    return e->pkt_cap - L->inflight;
+}
+
+/* take slow target t's turn (shared by the lanes); 1 and the stamp, or 0: it is taken */
+static int slow_take(Engine *e, int t, int64_t now, int64_t *stamp) {
+    int64_t cur = atomic_load(&e->slow_until[t]);
+    while (cur <= now) {
+        int64_t want = now + e->slow_gap;
+        if (atomic_compare_exchange_weak(&e->slow_until[t], &cur, want)) {
+            *stamp = want;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* the probe that took `stamp` is answered: the next may go now (unless the turn passed on) */
+static void slow_done(Engine *e, int t, int64_t stamp) {
+    int64_t cur = stamp;
+    if (stamp) atomic_compare_exchange_strong(&e->slow_until[t], &cur, 0);
 }
 
 /* ---------------------------------------------------------------------------- outcomes */
@@ -651,6 +720,12 @@ static inline void pair_started(Engine *e, int pair, int64_t now) {
 }
 
 static void dns_unqueue(Lane *L, Live *live);
+static void slow_unlist(Lane *L, Live *live);
+
+/* nothing left to send or to wait for */
+static inline int unit_idle(Live *live) {
+    return live->outstanding == 0 && live->next >= live->total && live->nslow == 0;
+}
 
 static void responder_unused(Lane *L, int ri) {
     if (ri < 0) return;
@@ -671,12 +746,18 @@ static void unit_finish(Lane *L, Live *live) {
     give_back(e, e->u_fds[live->unit]);
     L->active--;
     responder_unused(L, e->u_resp[live->unit]);
-    if (live->kind == K_DNS) {
-        L->dns_inflight -= live->outstanding;           /* given up: their slots are free */
-        dns_unqueue(L, live);
-    }
+    if (live->kind == K_DNS) L->dns_inflight -= live->outstanding;   /* given up: free */
+    dns_unqueue(L, live);
+    slow_unlist(L, live);
+    pk_sub(L, live, live->pk);
+    if (live->slow_tok) slow_done(e, e->u_target[live->unit], live->slow_tok);
     free(live->sent_at);
     live->sent_at = NULL;
+    free(live->slowq);
+    live->slowq = NULL;
+    live->nslow = 0;
+    free(live->tok);
+    live->tok = NULL;
     free(live->buf);
     live->buf = NULL;
     if (!live->in_heap) bury(L, live);
@@ -703,10 +784,48 @@ static void group_socket(int fd) {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
 }
 
+static void pump_queue(Lane *L, Live *live);
+
+/* send echo `idx` of an ICMP unit (send order, round by round: idx = attempt * n + k) */
+static void icmp_send(Lane *L, Live *live, int idx, int64_t stamp) {
+    Engine *e = L->e;
+    int u = live->unit, n = live->n, c = e->count, k = idx % n, a = idx / n;
+    int pair = e->group[e->u_first[u] + k], seq = k * c + a;
+    unsigned char pkt[24];
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    memset(pkt, 0, sizeof pkt);
+    pkt[0] = 8;
+    pkt[4] = live->ident >> 8;
+    pkt[5] = live->ident & 0xFF;
+    pkt[6] = seq >> 8;
+    pkt[7] = seq & 0xFF;
+    memcpy(pkt + 8, e->token, 8);
+    pkt[22] = seq >> 8;
+    pkt[23] = seq & 0xFF;
+    uint16_t ck = checksum(pkt, sizeof pkt);
+    memcpy(pkt + 2, &ck, 2);
+    sa.sin_addr.s_addr = e->ep_ip[e->group_target[e->u_first[u] + k]];
+    e->o_sent[pair]++;
+    int64_t now = mono_ns();
+    pair_started(e, pair, now);
+    live->deadline = now + e->timeout;                  /* the last echo sent + timeout */
+    int64_t t = real_ns();
+    if (sendto(live->fd, pkt, sizeof pkt, 0, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        pair_fail(e, pair, errno);
+        slow_done(e, e->group_target[e->u_first[u] + k], stamp);
+    } else {
+        live->sent_at[seq] = t;
+        live->outstanding++;
+        pk_add(L, live, 1);
+        if (live->tok) live->tok[seq] = stamp;
+    }
+}
+
+/* an ICMP unit: its echoes are queued (pump() sends them as the lane's window allows, those
+ * towards slow targets one at a time per target: slow_pump()) */
 static int64_t start_icmp(Lane *L, Live *live, int fd) {
     Engine *e = L->e;
     int u = live->unit, n = e->u_size[u], c = e->count;
-    int64_t last = 0;
     if ((long)n * c > 0xFFFF) {
         fail_unit(e, u, E_TOOMANY);
         return 0;
@@ -717,42 +836,30 @@ static int64_t start_icmp(Lane *L, Live *live, int fd) {
     live->n = n;
     live->ident = (uint16_t)atomic_fetch_add(&e->ident, 1);
     live->sent_at = calloc((size_t)n * c, sizeof(int64_t));
-    if (!live->sent_at) {
+    int slow = 0;
+    for (int k = 0; k < n && !slow; k++) slow = e->ep_slow[e->group_target[e->u_first[u] + k]];
+    if (slow) {
+        live->tok = calloc((size_t)n * c, sizeof(int64_t));
+        live->slowq = malloc((size_t)n * c * sizeof(int));
+    }
+    if (!live->sent_at || (slow && (!live->tok || !live->slowq))) {
         L->err = ENOMEM;
         return 0;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = live};
     epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
-    unsigned char pkt[24];
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    for (int a = 0; a < c; a++) {                       /* round by round */
-        for (int k = 0; k < n; k++) {
-            int pair = e->group[e->u_first[u] + k], seq = k * c + a;
-            memset(pkt, 0, sizeof pkt);
-            pkt[0] = 8;
-            pkt[4] = live->ident >> 8;
-            pkt[5] = live->ident & 0xFF;
-            pkt[6] = seq >> 8;
-            pkt[7] = seq & 0xFF;
-            memcpy(pkt + 8, e->token, 8);
-            pkt[22] = seq >> 8;
-            pkt[23] = seq & 0xFF;
-            uint16_t ck = checksum(pkt, sizeof pkt);
-            memcpy(pkt + 2, &ck, 2);
-            sa.sin_addr.s_addr = e->ep_ip[e->group_target[e->u_first[u] + k]];
-            e->o_sent[pair]++;
-            last = mono_ns();
-            pair_started(e, pair, last);
-            int64_t t = real_ns();
-            if (sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&sa, sizeof sa) < 0) {
-                pair_fail(e, pair, errno);
-            } else {
-                live->sent_at[seq] = t;
-                live->outstanding++;
-            }
-        }
-    }
-    return last + e->timeout;
+    live->total = n * c;
+    live->next = 0;
+    live->deadline = mono_ns() + e->timeout;
+    pump_queue(L, live);
+    return live->deadline;
+}
+
+/* echo `seq` is answered: the slow target's turn it took (if any) ends */
+static void icmp_turn_done(Engine *e, Live *live, int seq) {
+    if (!live->tok || !live->tok[seq]) return;
+    slow_done(e, e->group_target[e->u_first[live->unit] + seq / e->count], live->tok[seq]);
+    live->tok[seq] = 0;
 }
 
 static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, int64_t ts) {
@@ -768,6 +875,8 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         pair_rtt(e, pair, ts - live->sent_at[seq]);
         live->sent_at[seq] = 0;
         live->outstanding--;
+        pk_sub(L, live, 1);
+        icmp_turn_done(e, live, seq);
     } else if (d[ihl] == 3 || d[ihl] == 11) {
         int type = d[ihl], code = d[ihl + 1], inner = ihl + 8;
         if (len < inner + 20) return;
@@ -778,6 +887,8 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         if (rid != live->ident || seq >= live->n * c || live->sent_at[seq] == 0) return;
         live->sent_at[seq] = 0;
         live->outstanding--;
+        pk_sub(L, live, 1);
+        icmp_turn_done(e, live, seq);
         pair_fail(e, e->group[e->u_first[live->unit] + seq / c], E_ICMP | (type << 8) | code);
     }
 }
@@ -823,6 +934,7 @@ static void dns_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
     live->sent_at[idx] = 0;
     live->outstanding--;
     L->dns_inflight--;
+    pk_sub(L, live, 1);
     if (dns_has(d, len, e->ep_ip[target]) == 1) {
         pair_rtt(e, pair, rtt);
         return;
@@ -866,26 +978,93 @@ static void dns_send(Lane *L, Live *live, int idx) {
         live->sent_at[idx] = t;
         live->outstanding++;
         L->dns_inflight++;
+        pk_add(L, live, 1);
     }
 }
 
-/* send queued DNS queries while the lane's window has room; a unit with everything sent and
- * nothing outstanding is finished */
-static void dns_pump(Lane *L) {
+static void pump_queue(Lane *L, Live *live) {
+    live->waiting = 1;
+    live->wprev = L->dns_tail;
+    live->wnext = NULL;
+    if (L->dns_tail) L->dns_tail->wnext = live; else L->dns_head = live;
+    L->dns_tail = live;
+}
+
+static void slow_unlist(Lane *L, Live *live) {
+    if (!live->slowlisted) return;
+    if (live->sprev) live->sprev->snext = live->snext; else L->slow_head = live->snext;
+    if (live->snext) live->snext->sprev = live->sprev;
+    live->sprev = live->snext = NULL;
+    live->slowlisted = 0;
+}
+
+static void slow_list(Lane *L, Live *live) {
+    if (live->slowlisted) return;
+    live->sprev = NULL;
+    live->snext = L->slow_head;
+    if (L->slow_head) L->slow_head->sprev = live;
+    L->slow_head = live;
+    live->slowlisted = 1;
+}
+
+/* echoes towards slow targets: each goes when its target's turn is free (one probe at a
+ * time per slow target, from every lane together) and the lane's window has room */
+static void slow_pump(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    for (Live *live = L->slow_head, *next; live; live = next) {
+        next = live->snext;
+        int kept = 0;
+        for (int i = 0; i < live->nslow; i++) {
+            int idx = live->slowq[i];
+            int t = e->group_target[e->u_first[live->unit] + idx % live->n];
+            int64_t stamp;
+            if (L->inflight < e->pkt_cap && slow_take(e, t, now, &stamp))
+                icmp_send(L, live, idx, stamp);
+            else
+                live->slowq[kept++] = idx;
+        }
+        live->nslow = kept;
+        if (kept) continue;
+        slow_unlist(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
+    }
+}
+
+/* send queued ICMP echoes and DNS queries while the lane's packet window (and, for DNS, its
+ * DNS window) has room; echoes towards slow targets are set aside for slow_pump; a unit with
+ * everything sent and nothing outstanding is finished */
+static void pump(Lane *L) {
+    Engine *e = L->e;
+    int64_t now = mono_ns();
     if (L->dns_inflight < 0) L->dns_inflight = 0;       /* answers to forgiven queries */
-    if (L->dns_head && L->dns_inflight >= L->e->dns_window) {
-        int64_t now = mono_ns();
+    if (L->dns_head && L->dns_head->kind == K_DNS && L->dns_inflight >= e->dns_window) {
         if (!L->dns_full_since) L->dns_full_since = now;
         else if (now - L->dns_full_since >= DNS_STALE_NS) L->dns_inflight = 0;
     }
-    if (L->dns_inflight < L->e->dns_window) L->dns_full_since = 0;
-    while (L->dns_head && L->dns_inflight < L->e->dns_window) {
+    if (L->dns_inflight < e->dns_window) L->dns_full_since = 0;
+    int room = pk_room(L, now);
+    while (L->dns_head && room > 0) {
         Live *live = L->dns_head;
-        dns_send(L, live, live->next++);
+        if (live->kind == K_DNS) {
+            if (L->dns_inflight >= e->dns_window) break;
+            dns_send(L, live, live->next++);
+            room--;
+        } else {
+            int idx = live->next++;
+            int t = e->group_target[e->u_first[live->unit] + idx % live->n];
+            if (e->ep_slow[t]) {
+                live->slowq[live->nslow++] = idx;
+                slow_list(L, live);
+            } else {
+                icmp_send(L, live, idx, 0);
+                room--;
+            }
+        }
         if (live->next < live->total) continue;
         dns_unqueue(L, live);
-        if (live->outstanding == 0) unit_finish(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
     }
+    if (L->slow_head) slow_pump(L, now);
 }
 
 static int64_t start_dns(Lane *L, Live *live, int fd) {
@@ -911,15 +1090,11 @@ static int64_t start_dns(Lane *L, Live *live, int fd) {
     live->qbase = (uint16_t)((unsigned)atomic_fetch_add(&e->ident, 1) * 40503u);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = live};
     epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
-    /* queued: dns_pump sends its queries as the lane's window allows (the caller pumps) */
+    /* queued: pump() sends its queries as the lane's windows allow (the caller pumps) */
     live->total = n * c;
     live->next = 0;
     live->deadline = mono_ns() + e->timeout;
-    live->waiting = 1;
-    live->wprev = L->dns_tail;
-    live->wnext = NULL;
-    if (L->dns_tail) L->dns_tail->wnext = live; else L->dns_head = live;
-    L->dns_tail = live;
+    pump_queue(L, live);
     return live->deadline;
 }
 
@@ -940,6 +1115,7 @@ static void udp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
     pair_rtt(e, e->u_first[live->unit], ts - live->sent_at[key] - held);
     live->sent_at[key] = 0;
     live->outstanding--;
+    pk_sub(L, live, 1);
 }
 
 static int64_t start_udp(Lane *L, Live *live, int fd) {
@@ -974,6 +1150,7 @@ static int64_t start_udp(Lane *L, Live *live, int fd) {
         } else {
             live->sent_at[k] = t;
             live->outstanding++;
+            pk_add(L, live, 1);
         }
     }
     return e->p_deadline[pair];
@@ -988,6 +1165,7 @@ static void dgram_error(Lane *L, Live *live, int err) {
         if (live->sent_at[i] == 0) continue;
         live->sent_at[i] = 0;
         live->outstanding--;
+        pk_sub(L, live, 1);
         if (live->kind == K_DNS) L->dns_inflight--;
         int pair = live->kind == K_UDP ? e->u_first[live->unit]
                                        : e->group[e->u_first[live->unit] + i % live->n];
@@ -1134,6 +1312,7 @@ static int64_t start_stream(Lane *L, Live *live, int fd) {
         if (live->http) http_next(L, live, 0);
         else stream_end(L, live);
     }
+    if (!live->finished) pk_add(L, live, 1);            /* its connection, until it ends */
     return e->p_deadline[pair];
 }
 
@@ -1302,6 +1481,8 @@ static void start_unit(Lane *L, int u) {
     live->kind = kind;
     live->http = e->u_http[u];
     live->fd = -1;
+    live->slow_tok = L->next_tok;
+    L->next_tok = 0;
     L->active++;
     int fd = socket_in(L, e->u_ns[u], types[kind], protos[kind]);
     if (fd < 0) {
@@ -1318,7 +1499,7 @@ static void start_unit(Lane *L, int u) {
     default: deadline = start_stream(L, live, fd); break;
     }
     if (live->finished) return;
-    if (live->outstanding == 0 && live->next >= live->total) {
+    if (unit_idle(live)) {
         unit_finish(L, live);
         return;
     }
@@ -1331,48 +1512,98 @@ static void start_unit(Lane *L, int u) {
     live->in_heap = 1;
 }
 
-/* admit the lane's next units while their descriptors fit; returns how many started */
-static int admit(Lane *L, int64_t now) {
+/* start unit u if its descriptors fit: 1 started, 0 dropped (a retry past its pair's
+ * deadline), -1 no descriptors now */
+static int try_start(Lane *L, int u, int64_t now) {
     Engine *e = L->e;
-    int started = 0;
-    while (L->qpos < L->nq && started < ADMIT_ROUND) {
-        int u = L->queue[L->qpos];
-        if (e->u_attempt[u] > 0) {                      /* a retry past its pair's deadline */
-            int64_t d = e->p_deadline[e->u_first[u]];
-            if (d && d <= now + 1000000) {
-                L->qpos++;
-                L->dropped++;
-                responder_unused(L, e->u_resp[u]);
-                continue;
-            }
+    if (e->u_attempt[u] > 0) {                          /* a retry past its pair's deadline */
+        int64_t d = e->p_deadline[e->u_first[u]];
+        if (d && d <= now + 1000000) {
+            L->dropped++;
+            responder_unused(L, e->u_resp[u]);
+            return 0;
         }
-        int ri = e->u_resp[u];
-        Responder *r = ri >= 0 ? &e->resp[ri] : NULL;
-        int opening = r && r->state == R_CLOSED;
-        if (!reserve(e, e->u_fds[u] + opening)) {
-            L->blocked = 1;
-            break;
-        }
-        if (L->blocked || L->batches == 0) {
-            L->batches++;
-            L->blocked = 0;
-        }
-        if (opening) responder_open(L, r);
-        L->qpos++;
-        start_unit(L, u);
-        started++;
     }
-    dns_pump(L);
+    int ri = e->u_resp[u];
+    Responder *r = ri >= 0 ? &e->resp[ri] : NULL;
+    int opening = r && r->state == R_CLOSED;
+    if (!reserve(e, e->u_fds[u] + opening)) {
+        L->blocked = 1;
+        return -1;
+    }
+    if (L->blocked || L->batches == 0) {
+        L->batches++;
+        L->blocked = 0;
+    }
+    if (opening) responder_open(L, r);
+    start_unit(L, u);
+    return 1;
+}
+
+/* UDP and stream units towards slow targets, set aside by admit(): each starts once its
+ * target's turn is free (one at a time per slow target) and the lane's window has room */
+static int slow_units(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    int kept = 0, started = 0;
+    for (int i = 0; i < L->nsq; i++) {
+        int u = L->sq[i], t = e->u_target[u];
+        int64_t stamp = 0;
+        if (pk_room(L, now) <= 0 || !slow_take(e, t, now, &stamp)) {
+            L->sq[kept++] = u;
+            continue;
+        }
+        L->next_tok = stamp;
+        int rc = try_start(L, u, now);
+        L->next_tok = 0;
+        if (rc < 0) {
+            slow_done(e, t, stamp);
+            L->sq[kept++] = u;
+        }
+        started += rc > 0;
+    }
+    L->nsq = kept;
     return started;
 }
 
-/* every query a DNS unit sent is older than the timeout: no longer in flight */
-static void dns_give_up_sent(Lane *L, Live *live) {
+/* admit the lane's next units while their descriptors fit and (UDP, stream) the lane's packet
+ * window has room; those towards slow targets wait for their turn (slow_units); returns how
+ * many started */
+static int admit(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    int started = 0;
+    L->pblocked = 0;
+    if (L->nsq) started += slow_units(L, now);
+    while (L->qpos < L->nq && started < ADMIT_ROUND) {
+        int u = L->queue[L->qpos];
+        int kind = e->u_kind[u];
+        if (kind == K_UDP || kind == K_STREAM) {
+            if (e->ep_slow[e->u_target[u]]) {
+                L->sq[L->nsq++] = u;
+                L->qpos++;
+                continue;
+            }
+            if (pk_room(L, now) <= 0) {
+                L->pblocked = 1;
+                break;
+            }
+        }
+        int rc = try_start(L, u, now);
+        if (rc < 0) break;
+        L->qpos++;
+        started += rc;
+    }
+    pump(L);
+    return started;
+}
+
+/* every probe a unit sent is older than the timeout: no longer in flight */
+static void give_up_sent(Lane *L, Live *live) {
     for (int i = 0; i < live->total && live->outstanding > 0; i++) {
         if (live->sent_at[i] == 0) continue;
         live->sent_at[i] = 0;
         live->outstanding--;
-        L->dns_inflight--;
+        pk_sub(L, live, 1);
+        if (live->kind == K_DNS) L->dns_inflight--;
     }
 }
 
@@ -1384,10 +1615,11 @@ static void expire(Lane *L, int64_t now, int caught_up) {
         live->in_heap = 0;
         if (live->finished) {
             bury(L, live);
-        } else if (live->next < live->total || live->deadline > due) {
-            /* a DNS unit still sending, or it sent since: its deadline is its last query's */
-            if (live->deadline <= due) dns_give_up_sent(L, live);
-            if (live->next < live->total) live->deadline = now + L->e->timeout;
+        } else if (live->next < live->total || live->nslow || live->deadline > due) {
+            /* an ICMP/DNS unit still sending, or it sent since: its deadline is its last
+             * probe's */
+            if (live->deadline <= due) give_up_sent(L, live);
+            if (live->next < live->total || live->nslow) live->deadline = now + L->e->timeout;
             if (heap_push(L, live) < 0) {
                 L->err = ENOMEM;
                 unit_finish(L, live);
@@ -1418,7 +1650,7 @@ static void dispatch(Lane *L, struct epoll_event *ev) {
                                                                              : udp_dgram;
         int err = drain(L, live, fn);
         if (err && live->kind != K_ICMP) dgram_error(L, live, err);
-        if (live->outstanding == 0 && live->next >= live->total) unit_finish(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
     } else if (h->type == H_LISTENER) {
         Responder *r = (Responder *)h;
         if (r->state == R_OPEN) on_listener(L, r);
@@ -1432,7 +1664,7 @@ static void dispatch(Lane *L, struct epoll_event *ev) {
 }
 
 static int wait_ms(Lane *L, int64_t now, int started) {
-    if (L->qpos < L->nq && !L->blocked && started) return 0;
+    if (L->qpos < L->nq && !L->blocked && !L->pblocked && started) return 0;
     int64_t wait = 250 * 1000000LL;
     if (L->nheap > 0) {
         int64_t d = L->heap[0].deadline - now;
@@ -1441,6 +1673,11 @@ static int wait_ms(Lane *L, int64_t now, int started) {
     if (L->qpos < L->nq && L->blocked && wait > 1000000) wait = 1000000;
     if (L->dns_head && L->dns_inflight >= L->e->dns_window && wait > DNS_STALE_NS / 4)
         wait = DNS_STALE_NS / 4;
+    if ((L->pblocked || (L->dns_head && L->inflight >= L->e->pkt_cap)) &&
+        wait > DNS_STALE_NS / 4)
+        wait = DNS_STALE_NS / 4;                        /* the window may be forgiven */
+    if ((L->slow_head || L->nsq) && wait > L->e->slow_gap)
+        wait = L->e->slow_gap;                          /* a slow target's turn may end */
     if (wait <= 0) return 0;
     return (int)((wait + 999999) / 1000000);
 }
@@ -1482,7 +1719,7 @@ static void *lane_main(void *arg) {
     while (!L->err) {
         int64_t now = mono_ns();
         int started = admit(L, now);
-        if (L->qpos >= L->nq && L->active == 0 && !L->holding) break;
+        if (L->qpos >= L->nq && L->active == 0 && !L->holding && L->nsq == 0) break;
         int n = epoll_wait(L->ep, evs, MAXEV, wait_ms(L, mono_ns(), started));
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -1492,7 +1729,7 @@ static void *lane_main(void *arg) {
         for (int i = 0; i < n; i++) dispatch(L, &evs[i]);
         empty_grave(L);
         expire(L, mono_ns(), n == 0);     /* caught up: nothing was waiting */
-        dns_pump(L);
+        pump(L);
         empty_grave(L);
     }
     return NULL;
@@ -1547,6 +1784,8 @@ static void engine_free(Engine *e) {
     free(e->ep_reqlen);
     free(e->resp);
     free(e->p_deadline);
+    free(e->ep_slow);
+    free((void *)e->slow_until);
 }
 
 static char *copy_bytes(PyObject *o, int *len) {
@@ -1655,14 +1894,15 @@ static int parse_responders(Engine *e, PyObject *rs) {
 static PyObject *fast_run(PyObject *self, PyObject *args) {
     PyObject *units, *group, *group_target, *eps, *nss, *rs, *out;
     int count, limit, lanes, dns_port, cache, ident, hold_fd, dns_window = DNS_WINDOW_DEFAULT;
-    int ready_fd = -1;
-    long long timeout, grace;
-    const char *token, *dns_ip;
-    Py_ssize_t token_len, dns_len;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|ii", &units, &group, &group_target, &eps,
-                          &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes, &token,
-                          &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache, &hold_fd,
-                          &dns_window, &ready_fd))
+    int ready_fd = -1, pkt_cap = 1 << 30;
+    long long timeout, grace, slow_gap = 1000000;
+    const char *token, *dns_ip, *slow = NULL;
+    Py_ssize_t token_len, dns_len, slow_len = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|iiiy#L", &units, &group, &group_target,
+                          &eps, &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes,
+                          &token, &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache,
+                          &hold_fd, &dns_window, &ready_fd, &pkt_cap, &slow, &slow_len,
+                          &slow_gap))
         return NULL;
     if (token_len != 8 || (dns_len != 0 && dns_len != 4) || count < 1 || lanes < 1 ||
         !PyTuple_Check(units) || PyTuple_GET_SIZE(units) != 11 || !PyTuple_Check(out) ||
@@ -1683,6 +1923,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     if (dns_len == 4) memcpy(&e.dns_ip, dns_ip, 4);
     e.dns_port = dns_port;
     e.dns_window = dns_window > 0 ? dns_window : 1;
+    e.pkt_cap = pkt_cap > 0 ? pkt_cap : 1;
+    e.slow_gap = slow_gap > 0 ? slow_gap : 0;
     e.hold_fd = hold_fd;
     e.ready_fd = ready_fd;
     atomic_init(&e.lanes_holding, lanes < 64 ? lanes : 64);   /* the lanes that run */
@@ -1733,6 +1975,17 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     if (parse_endpoints(&e, eps) < 0 || parse_namespaces(&e, nss, cache) < 0 ||
         parse_responders(&e, rs) < 0)
         goto done;
+    if (slow && slow_len != 0 && slow_len != e.nendpoints) {
+        PyErr_SetString(PyExc_ValueError, "slow: one byte per endpoint");
+        goto done;
+    }
+    e.ep_slow = calloc(e.nendpoints + 1, 1);
+    e.slow_until = calloc(e.nendpoints + 1, sizeof(int64_t));
+    if (!e.ep_slow || !e.slow_until) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (slow && slow_len) memcpy(e.ep_slow, slow, slow_len);
     e.p_deadline = calloc(npairs + 1, sizeof(int64_t));
     ls = calloc(lanes, sizeof(Lane));
     if (!e.p_deadline || !ls) {
@@ -1749,7 +2002,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
         ls[i].home = -1;
         ls[i].ep = -1;
         ls[i].queue = malloc((nu + 1) * sizeof(int));
-        if (!ls[i].queue) {
+        ls[i].sq = malloc((nu + 1) * sizeof(int));
+        if (!ls[i].queue || !ls[i].sq) {
             PyErr_NoMemory();
             goto done;
         }
@@ -1834,6 +2088,8 @@ done:
                 if (!live->finished && live->fd >= 0) close(live->fd);
                 free(live->sent_at);
                 free(live->buf);
+                free(live->slowq);
+                free(live->tok);
                 free(live);
             }
             free(L->heap);
@@ -1845,6 +2101,7 @@ done:
             free(L->note_len);
             free(L->note_rtt);
             free(L->queue);
+            free(L->sq);
             if (L->ep >= 0) close(L->ep);
             if (L->home >= 0) close(L->home);
         }
@@ -1870,7 +2127,7 @@ static PyMethodDef fast_methods[] = {
     {"run", fast_run, METH_VARARGS,
      "run(units, group, group_target, endpoints, namespaces, responders, out, count, "
      "timeout_ns, grace_ns, limit, lanes, token, dns_ip, dns_port, ident, cache_ns, hold_fd"
-     "[, dns_window, ready_fd]) -> "
+     "[, dns_window, ready_fd, packet_cap, slow, slow_gap_ns]) -> "
      "(notes, responders_up, batches, dropped, peak_fds): run a probe plan (see fast.py)."},
     {NULL, NULL, 0, NULL}};
 

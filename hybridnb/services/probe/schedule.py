@@ -124,3 +124,108 @@ class Window:
 
     def _queued_fds(self) -> int:
         return sum(self.units[i].fds for i in islice(self.queue, self.chunk))
+
+
+# -- pacing ---------------------------------------------------------------------------------
+
+#: The fewest packets a lane may keep unanswered, whatever the backlog says.
+MIN_PACKETS = 32
+#: A full packet window with nothing answered for this long is forgiven: those packets are
+#: lost (a dead target) or late, and no longer sit in any queue (DNS_STALE_NS in _fast.c).
+STALE = 0.020
+#: Towards a slow target (a VM) the next probe goes once the previous is answered, or this
+#: long after it was sent (a dead VM must not hold the others back for a timeout).
+SLOW_GAP = 0.001
+
+
+def packet_cap(backlog: int, lanes: int) -> int:
+    """Packets each of ``lanes`` lanes may keep unanswered at once so that all of them fit,
+    twice over, in one CPU's receive backlog (``net.core.netdev_max_backlog``, per CPU): a
+    veth hands every packet to the backlog of the CPU that sent it, and when the softirqs
+    are deferred (a loaded machine) a burst larger than the backlog is dropped there — a
+    lost probe then costs a whole timeout.  Every packet in flight sits in at most one
+    backlog slot at a time (request, forwarded copy, reply are one after the other)."""
+    return max(MIN_PACKETS, backlog // (2 * max(lanes, 1)))
+
+
+def read_backlog(path: str = "/proc/sys/net/core/netdev_max_backlog") -> int:
+    """The kernel's per-CPU receive backlog (1000 where it cannot be read)."""
+    try:
+        with open(path) as f:
+            return max(1, int(f.read().strip()))
+    except (OSError, ValueError):
+        return 1000
+
+
+class Pacer:
+    """One lane's packets in flight, and the slow targets' turns.
+
+    * **The packet window**: at most ``cap`` packets sent and not yet answered (nor given up);
+      :meth:`room` says how many more may go now.  Should the window stay full for
+      :data:`STALE` seconds with nothing answered, what is in it is forgiven (lost or late
+      packets no longer load any queue), so a dead target holds the others back for
+      milliseconds, not a timeout.
+    * **Slow targets** (``slow``: endpoint indices, :data:`~hybridnb.services.probe.plan.SLOW_KINDS`): one probe at a time
+      towards each, from every source together — the next once the previous is answered
+      (:meth:`slow_done`) or :data:`SLOW_GAP` after it went — so a guest's queue never
+      inflates another pair's RTT.  :meth:`slow_take` returns a stamp for :meth:`slow_done`.
+
+    Pure bookkeeping: the caller passes ``now`` (monotonic seconds).  The C engine keeps
+    the same rules per lane (the slow turns shared by its lanes)."""
+
+    def __init__(self, cap: int, slow: Sequence[int] = (), gap: float = SLOW_GAP,
+                 stale: float = STALE) -> None:
+        self.cap = max(1, cap)
+        self.gap = gap
+        self.stale = stale
+        self.inflight = 0
+        self.full_since: float | None = None
+        self.forgiven = 0
+        self.slow = frozenset(slow)
+        self.busy: dict[int, float] = {}       # slow target -> its turn ends (its stamp)
+
+    def room(self, now: float) -> int:
+        """Packets that may go now."""
+        if self.inflight >= self.cap:
+            if self.full_since is None:
+                self.full_since = now
+            elif now - self.full_since >= self.stale:
+                self.forgiven += self.inflight
+                self.inflight = 0
+                self.full_since = None
+        else:
+            self.full_since = None
+        return self.cap - self.inflight
+
+    def sent(self, n: int = 1) -> None:
+        self.inflight += n
+
+    def answered(self, n: int = 1) -> None:
+        """``n`` packets answered, failed or given up (never below zero: answers to forgiven
+        packets come back too)."""
+        self.inflight = max(0, self.inflight - n)
+        if self.inflight < self.cap:
+            self.full_since = None
+
+    def is_slow(self, target: int) -> bool:
+        return target in self.slow
+
+    def slow_free(self, target: int, now: float) -> bool:
+        return self.busy.get(target, 0.0) <= now
+
+    def slow_take(self, target: int, now: float) -> float:
+        """Take ``target``'s turn (it must be free); the stamp to give it back with."""
+        stamp = now + self.gap
+        self.busy[target] = stamp
+        return stamp
+
+    def slow_done(self, target: int, stamp: float) -> None:
+        """The probe that took ``stamp`` is answered: the next may go at once (unless the
+        turn already passed to another probe)."""
+        if self.busy.get(target) == stamp:
+            self.busy[target] = 0.0
+
+    def slow_wait(self, now: float) -> float | None:
+        """Seconds until the next slow turn frees up (None: none is busy)."""
+        ends = [t for t in self.busy.values() if t > now]
+        return min(ends) - now if ends else None
