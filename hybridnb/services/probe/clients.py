@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from hybridnb.services.probe.matrix import ProbeResult
 from hybridnb.services.probe.plan import PairSpec, Unit
+from hybridnb.services.probe.schedule import Pacer
 from hybridnb.services.probe.wire import (
     SO_TIMESTAMPNS,
     Loop,
@@ -100,6 +101,9 @@ class RunContext:
     timeout: float
     release: Callable[["Client"], None]
     icmp_ident: int = 0
+    #: packets in flight and slow targets' turns (schedule.Pacer); touched on the engine's
+    #: thread only (a send lane sends what the engine allotted it beforehand)
+    pacer: Pacer = field(default_factory=lambda: Pacer(1 << 30))
 
     def next_ident(self) -> int:
         self.icmp_ident = (self.icmp_ident + 1) & 0xFFFF
@@ -136,6 +140,14 @@ class Client:
         if self.outstanding == 0:
             self.finish()
 
+    @property
+    def pending(self) -> bool:
+        """Packets still to send (paced clients)."""
+        return False
+
+    def settled(self, key: int) -> None:
+        """Packet ``key`` is answered or failed (paced clients free its place)."""
+
     def finish(self) -> None:
         if not self.finished:
             self.finished = True
@@ -143,14 +155,117 @@ class Client:
             self.run.release(self)
 
 
-class IcmpClient(Client):
-    """Every echo from one source, on one raw socket."""
+Packet = tuple[int, PairState, bytes]
+
+
+class _Paced(Client):
+    """A socket for many packets (ICMP echoes, DNS queries of one source): they go as the
+    run's :class:`~hybridnb.services.probe.schedule.Pacer` allows — what fits the packet
+    window on the send lane (:attr:`allow`, allotted by the engine beforehand), the rest from
+    the event loop (:meth:`pump`) as answers come back; packets towards slow targets one at a
+    time per target.  The deadline is the last packet's send + ``timeout``."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket,
+                 *more: object) -> None:
+        super().__init__(run, index, unit, sock, *more)   # type: ignore[call-arg]
+        self.sent_at: dict[int, int] = {}
+        self.packets: list[Packet] = []
+        self.pos = 0                           # the next of packets to go
+        self.allow = 0                         # allotted to the send lane
+        self.went = 0                          # of those, sent
+        self.slowq: list[Packet] = []          # towards slow targets, waiting for their turn
+        self.turns: dict[int, tuple[str, float]] = {}   # key -> (slow target, its turn)
+        self.last = 0.0                        # monotonic: the last packet sent
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.sent_at)
+
+    @property
+    def pending(self) -> bool:
+        return self.pos < len(self.packets) or bool(self.slowq)
+
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        """Send one packet; whether it went."""
+        raise NotImplementedError
+
+    def _go(self, n: int) -> int:
+        """Send up to ``n`` packets in order, setting aside those towards slow targets."""
+        went, pacer = 0, self.run.pacer
+        while self.pos < len(self.packets) and went < n:
+            item = self.packets[self.pos]
+            self.pos += 1
+            if pacer.is_slow(item[1].spec.dst.name):
+                self.slowq.append(item)
+            elif self.transmit(*item):
+                went += 1
+        if went:
+            self.last = time.monotonic()
+        return went
+
+    def send(self) -> None:
+        self.went = self._go(self.allow)
+
+    def started(self, now: float) -> None:
+        self.run.pacer.answered(self.allow - self.went)     # allotted, not sent
+        self.allow = self.went = 0
+        for st in self.pairs:
+            if st.deadline is None:
+                st.deadline = now + self.run.timeout
+        self.pump(now)
+        self.deadline = (self.last or now) + self.run.timeout
+        if self.outstanding == 0 and not self.pending:
+            self.finish()
+
+    def pump(self, now: float) -> None:
+        """Send what the packet window and the slow targets' turns allow now."""
+        pacer = self.run.pacer
+        room = pacer.room(now)
+        if room > 0 and self.pos < len(self.packets):
+            pacer.sent(self._go(room))
+        kept: list[Packet] = []
+        for item in self.slowq:
+            name = item[1].spec.dst.name
+            if pacer.inflight >= pacer.cap or not pacer.slow_free(name, now):
+                kept.append(item)
+                continue
+            stamp = pacer.slow_take(name, now)
+            if self.transmit(*item):
+                pacer.sent(1)
+                self.turns[item[0]] = (name, stamp)
+                self.last = time.monotonic()
+            else:
+                pacer.slow_done(name, stamp)
+        self.slowq = kept
+        if self.last:
+            self.deadline = self.last + self.run.timeout
+
+    def settled(self, key: int) -> None:
+        """Packet ``key`` is answered or failed: its place in the window (and its slow
+        target's turn) is free."""
+        self.run.pacer.answered(1)
+        turn = self.turns.pop(key, None)
+        if turn is not None:
+            self.run.pacer.slow_done(*turn)
+
+    def give_up_sent(self) -> None:
+        """Every packet sent is older than the timeout: no longer in flight."""
+        self.run.pacer.answered(len(self.sent_at))
+        self.sent_at.clear()
+        self.turns.clear()
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.run.pacer.answered(len(self.sent_at))
+        super().finish()
+
+
+class IcmpClient(_Paced):
+    """Every echo from one source, on one raw socket (paced: :class:`_Paced`)."""
 
     def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
         super().__init__(run, index, unit, sock)
-        self.sent_at: dict[int, int] = {}
         self.seq_pair: dict[int, PairState] = {}
-        self.packets: list[tuple[int, PairState, bytes]] = []
         self.ident = run.next_ident()
         count = run.count
         if len(self.pairs) * count > 0xFFFF:
@@ -176,20 +291,16 @@ class IcmpClient(Client):
         self.packets.sort(key=lambda t: (t[0] % count, t[0]))
         run.loop.add(sock, selectors.EVENT_READ, self.receive)
 
-    @property
-    def outstanding(self) -> int:
-        return len(self.sent_at)
-
-    def send(self) -> None:
-        sendto, sent_at = self.sock.sendto, self.sent_at
-        for seq, st, pkt in self.packets:
-            st.sent += 1
-            sent_at[seq] = time.time_ns()
-            try:
-                sendto(pkt, (st.spec.address, 0))
-            except OSError as exc:
-                sent_at.pop(seq, None)
-                st.failed(errno_reason(exc))
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        st.sent += 1
+        self.sent_at[key] = time.time_ns()
+        try:
+            self.sock.sendto(data, (st.spec.address, 0))
+        except OSError as exc:
+            self.sent_at.pop(key, None)
+            st.failed(errno_reason(exc))
+            return False
+        return True
 
     def receive(self, s: socket.socket) -> None:
         while True:
@@ -204,7 +315,7 @@ class IcmpClient(Client):
                 self._reply(data, ihl, ts)
             elif data[ihl] in (ICMP_UNREACH, ICMP_TIMXCEED):
                 self._error(data, ihl)
-        if not self.sent_at:
+        if not self.sent_at and not self.pending:
             self.finish()
 
     def _reply(self, data: bytes, ihl: int, ts: int) -> None:
@@ -213,6 +324,7 @@ class IcmpClient(Client):
             return
         t0 = self.sent_at.pop(seq, None)
         if t0 is not None:
+            self.settled(seq)
             self.seq_pair[seq].answered((ts - t0) / 1e9)
 
     def _error(self, data: bytes, ihl: int) -> None:
@@ -226,6 +338,7 @@ class IcmpClient(Client):
         rid, seq = struct.unpack_from("!HH", data, inner + iihl + 4)
         if rid != self.ident or self.sent_at.pop(seq, None) is None:
             return
+        self.settled(seq)
         self.seq_pair[seq].failed("TTL exceeded" if typ == ICMP_TIMXCEED else
                                   UNREACH_CODES.get(code, f"unreachable (code {code})"))
 
@@ -504,10 +617,11 @@ class _DatagramClient(Client):
                 why = _dgram_reason(exc)
                 for key in list(self.sent_at):
                     self.sent_at.pop(key)
+                    self.settled(key)
                     self.owner[key].failed(why)
                 break
             self.reply(data, ts)
-        if not self.sent_at:
+        if not self.sent_at and not self.pending:
             self.finish()
 
     def reply(self, data: bytes, ts: int) -> None:
@@ -544,8 +658,9 @@ class UdpClient(_DatagramClient):
         self.owner[key].answered((ts - t0 - held) / 1e9)
 
 
-class DnsClient(_DatagramClient):
-    """Every ``A`` query of one source, on one socket to the DNS server."""
+class DnsClient(_Paced, _DatagramClient):
+    """Every ``A`` query of one source, on one socket to the DNS server (paced:
+    :class:`_Paced`)."""
 
     def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
         first = run.states[unit.pairs[0]].spec
@@ -564,7 +679,34 @@ class DnsClient(_DatagramClient):
                 q = DNSRecord.question(f"{st.spec.dst.name}.{run.domain}.", "A")
                 q.header.id = qid
                 self.owner[qid] = st
-                self.payloads.append((qid, st, q.pack()))
+                self.packets.append((qid, st, q.pack()))
+
+    def send(self) -> None:
+        try:
+            self.sock.connect(self.server)
+        except OSError as exc:
+            self.error = errno_reason(exc)
+            return
+        self.run.loop.add(self.sock, selectors.EVENT_READ, self.receive)
+        _Paced.send(self)
+
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        st.sent += 1
+        self.sent_at[key] = time.time_ns()
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            self.sent_at.pop(key, None)
+            st.failed(_dgram_reason(exc))
+            return False
+        return True
+
+    def started(self, now: float) -> None:
+        if self.error is not None:
+            for st in self.pairs:
+                st.failed(self.error)
+            self.pos, self.slowq = len(self.packets), []
+        _Paced.started(self, now)
 
     def reply(self, data: bytes, ts: int) -> None:
         if len(data) < 2:
@@ -573,6 +715,7 @@ class DnsClient(_DatagramClient):
         t0 = self.sent_at.pop(key, None)
         if t0 is None:
             return
+        self.settled(key)
         st = self.owner[key]
         verdict = dns_verdict(data, st.spec.dst.address)
         if verdict is None:

@@ -55,6 +55,7 @@ class Window:
         self.closing: list[int] = []    # responders nobody needs any more (the caller empties)
         self.held = list(held)          # opened with the first take, kept until release_held()
         self.started = False
+        self.waiting: list[int] = []    # set aside by take(slow=...): towards slow targets
         for r in self.held:
             self.users[r] += 1
 
@@ -64,12 +65,21 @@ class Window:
 
     @property
     def done(self) -> bool:
-        return not self.queue and self.active == 0
+        return not self.queue and not self.waiting and self.active == 0
 
-    def take(self, stale: Callable[[Unit], bool] = lambda _u: False) -> list[int]:
+    def take(self, stale: Callable[[Unit], bool] = lambda _u: False,
+             fits: Callable[[int], bool] | None = None,
+             slow: Callable[[int], bool] | None = None) -> list[int]:
         """The next units to open and send (indices into ``units``); ``stale(unit)`` says a
         retry is past its pair's deadline (it is dropped, not sent).  The responders to open
-        with them are in :attr:`opening`."""
+        with them are in :attr:`opening`.
+
+        Pacing (:class:`Pacer`): ``fits(index)`` says whether the unit's packets may go now
+        (and counts them when it says yes; it is asked only about a unit that will be
+        admitted): no, and admission stops there.  ``slow(index)``: the unit goes towards a
+        slow target; such units are set aside in :attr:`waiting` and admitted, in order, as
+        soon as ``fits`` lets them (it takes the target's turn) — the others do not wait
+        for them."""
         self.opening = []
         if not self.started:
             self.started = True
@@ -77,26 +87,61 @@ class Window:
                 self.state[r] = 1
                 self.in_flight += 1
             self.opening = list(self.held)
+        out: list[int] = []
+        if self.waiting:
+            self._take_waiting(stale, fits or (lambda _i: True), out)
         free = self.limit - self.in_flight
         if self.active and free < min(self.chunk, self._queued_fds()):
-            return []
-        out: list[int] = []
+            return self._taken(out)
         while self.queue:
-            unit = self.units[self.queue[0]]
+            index = self.queue[0]
+            unit = self.units[index]
             if not unit.first and stale(unit):
                 self.dropped.append(self.queue.popleft())
                 self._unused(unit.responder)
                 continue
-            r = unit.responder
-            need = unit.fds + (r >= 0 and self.state[r] == 0)
-            if self.in_flight + need > self.limit and (self.active or out):
+            if slow is not None and slow(index):
+                self.waiting.append(self.queue.popleft())
+                continue
+            if not self._fit(index, out) or (fits is not None and not fits(index)):
                 break
-            out.append(self.queue.popleft())
-            self.in_flight += need
-            self.active += 1
-            if r >= 0 and self.state[r] == 0:
-                self.state[r] = 1
-                self.opening.append(r)
+            self.queue.popleft()
+            self._admit(index, out)
+        return self._taken(out)
+
+    def _need(self, unit: Unit) -> int:
+        r = unit.responder
+        return unit.fds + (r >= 0 and self.state[r] == 0)
+
+    def _fit(self, index: int, out: list[int]) -> bool:
+        return self.in_flight + self._need(self.units[index]) <= self.limit or not (
+            self.active or out)
+
+    def _admit(self, index: int, out: list[int]) -> None:
+        unit = self.units[index]
+        r = unit.responder
+        self.in_flight += self._need(unit)
+        self.active += 1
+        out.append(index)
+        if r >= 0 and self.state[r] == 0:
+            self.state[r] = 1
+            self.opening.append(r)
+
+    def _take_waiting(self, stale: Callable[[Unit], bool], fits: Callable[[int], bool],
+                      out: list[int]) -> None:
+        kept: list[int] = []
+        for index in self.waiting:
+            unit = self.units[index]
+            if not unit.first and stale(unit):
+                self.dropped.append(index)
+                self._unused(unit.responder)
+            elif self._fit(index, out) and fits(index):
+                self._admit(index, out)
+            else:
+                kept.append(index)
+        self.waiting = kept
+
+    def _taken(self, out: list[int]) -> list[int]:
         if out:
             self.batches += 1
         return out
