@@ -1592,6 +1592,7 @@ static int admit(Lane *L, int64_t now) {
         L->qpos++;
         started += rc;
     }
+    if (L->nsq) started += slow_units(L, now);          /* set aside just now */
     pump(L);
     return started;
 }

@@ -90,6 +90,7 @@ class Window:
         out: list[int] = []
         if self.waiting:
             self._take_waiting(stale, fits or (lambda _i: True), out)
+        set_aside = len(self.waiting)
         free = self.limit - self.in_flight
         if self.active and free < min(self.chunk, self._queued_fds()):
             return self._taken(out)
@@ -107,6 +108,8 @@ class Window:
                 break
             self.queue.popleft()
             self._admit(index, out)
+        if len(self.waiting) > set_aside:        # set aside just now: their turn may be free
+            self._take_waiting(stale, fits or (lambda _i: True), out)
         return self._taken(out)
 
     def _need(self, unit: Unit) -> int:
