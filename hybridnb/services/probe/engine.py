@@ -19,6 +19,11 @@ How the run stays fast and tool-free:
   the caller), then replies are read with one ``selectors`` loop until everything answered or
   ``timeout`` seconds after the pair's first request.  A dead endpoint costs one timeout in
   total, not one per pair.
+* **Paced** (:class:`~hybridnb.services.probe.schedule.Pacer`): at most
+  :func:`~hybridnb.services.probe.schedule.packet_cap` packets unanswered at once (ICMP and
+  DNS clients send the rest from the loop as answers come back; UDP and stream units are
+  admitted while their packets fit), so a burst never overflows the receive backlog; and
+  one probe at a time towards a slow target (a VM).
 * **Within the file-descriptor limit.**  When the plan needs more sockets than the process
   may open (``ulimit -n``), they are opened and closed in batches through a sliding window
   (:mod:`~hybridnb.services.probe.schedule`) — first attempts of every pair before any retry,
