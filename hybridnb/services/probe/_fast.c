@@ -90,6 +90,11 @@ enum { R_CLOSED = 0, R_OPEN, R_ASIDE };
  * a dropped datagram) or late, and no longer load the server; so a dead source holds the
  * lane's DNS queries back for milliseconds, not for a timeout */
 #define DNS_STALE_NS (20 * 1000000LL)
+/* a packet counts in its lane's packet window for at most this long after it was sent: by then
+ * it has left every backlog (answered, dropped, or waiting at a dead end), so a dead endpoint's
+ * packets hold the window for milliseconds, not for a timeout (schedule.STALE) */
+#define STALE_MS 10
+#define AGE_SLOTS 64
 #define ADMIT_ROUND 64
 #define UDP_PROBE_LEN 14
 #define HTTP_BUF 4096        /* an HTTP response's head: longer, its connection is not reused */
@@ -160,7 +165,7 @@ typedef struct Live {
     int next, total;      /* dns: the next query to send, and how many there are */
     struct Live *wprev, *wnext;   /* icmp/dns: in the lane's queue of units with packets to send */
     int waiting;
-    int pk;               /* packets of this unit counted in the lane's window */
+    int64_t pk_t;         /* stream: when its connection was counted in the window (0: not) */
     int *slowq;           /* icmp: echoes (send order) towards slow targets, not sent yet */
     int nslow;
     int64_t *tok;         /* icmp: per echo (seq), the slow target's turn it took (0: none) */
@@ -193,8 +198,9 @@ typedef struct {
     int dns_inflight; /* DNS queries sent and not answered (nor given up, nor forgiven) */
     int64_t dns_full_since;   /* when the window filled up (0: it is not full) */
     Live *dns_head, *dns_tail;   /* ICMP and DNS units with packets still to send, in order */
-    int inflight;     /* packets sent and not answered (nor given up, nor forgiven): the window */
-    int64_t full_since;       /* when the packet window filled up (0: it is not full) */
+    int inflight;     /* packets sent in the last STALE_MS and not answered: the window */
+    int age[AGE_SLOTS];       /* of those, per millisecond of sending (a ring) */
+    int64_t age_head;         /* the oldest millisecond still counted */
     int pblocked;     /* the last admission stopped for a full packet window */
     Live *slow_head;  /* ICMP units with echoes towards slow targets still to send */
     int *sq;          /* UDP/stream units towards slow targets, waiting for their turn */
@@ -309,34 +315,49 @@ static void give_back(Engine *e, long n) {
 
 /* ------------------------------------------------------------------------------ pacing */
 
-/* The lane's packet window (schedule.Pacer): packets sent and not answered, given up or
- * forgiven; at most pkt_cap, so a burst never overflows a CPU's receive backlog. */
-static inline void pk_add(Lane *L, Live *live, int n) {
-    live->pk += n;
-    L->inflight += n;
-}
-
-static inline void pk_sub(Lane *L, Live *live, int n) {
-    if (n > live->pk) n = live->pk;
-    live->pk -= n;
-    L->inflight -= n;
-    if (L->inflight < 0) L->inflight = 0;           /* answers to forgiven packets */
-}
-
-/* packets that may go now; a window full and unanswered for DNS_STALE_NS is forgiven */
-static int pk_room(Lane *L, int64_t now) {
-    Engine *e = L->e;
-    if (L->inflight >= e->pkt_cap) {
-        if (!L->full_since) {
-            L->full_since = now;
-        } else if (now - L->full_since >= DNS_STALE_NS) {
-            L->inflight = 0;
-            L->full_since = 0;
-        }
-    } else {
-        L->full_since = 0;
+/* The lane's packet window (schedule.Pacer): packets sent in the last STALE_MS and not yet
+ * answered; at most pkt_cap, so a burst never overflows a CPU's receive backlog.  Counted per
+ * millisecond of sending (realtime, the clock of sent_at) so that old packets drop out. */
+static void pk_age(Lane *L, int64_t now_ms) {
+    int64_t first = now_ms - STALE_MS + 1;              /* the oldest millisecond counted */
+    if (first - L->age_head > AGE_SLOTS) {              /* idle for long: nothing counts */
+        memset(L->age, 0, sizeof L->age);
+        L->inflight = 0;
+        L->age_head = first;
+        return;
     }
-    return e->pkt_cap - L->inflight;
+    while (L->age_head < first) {
+        int *slot = &L->age[L->age_head % AGE_SLOTS];
+        L->inflight -= *slot;
+        *slot = 0;
+        L->age_head++;
+    }
+}
+
+static inline void pk_add(Lane *L, int64_t t) {
+    int64_t ms = t / 1000000;
+    pk_age(L, ms);
+    if (ms < L->age_head) return;
+    L->age[ms % AGE_SLOTS]++;
+    L->inflight++;
+}
+
+/* the packet sent at t (realtime ns) is answered or given up: out of the window, if it still
+ * counts there */
+static inline void pk_sub(Lane *L, int64_t t) {
+    int64_t ms = t / 1000000;
+    if (ms < L->age_head || ms >= L->age_head + AGE_SLOTS) return;
+    int *slot = &L->age[ms % AGE_SLOTS];
+    if (*slot > 0) {
+        (*slot)--;
+        L->inflight--;
+    }
+}
+
+/* packets that may go now */
+static int pk_room(Lane *L) {
+    pk_age(L, real_ns() / 1000000);
+    return L->e->pkt_cap - L->inflight;
 }
 
 /* take slow target t's turn (shared by the lanes); 1 and the stamp, or 0: it is taken */
@@ -749,7 +770,13 @@ static void unit_finish(Lane *L, Live *live) {
     if (live->kind == K_DNS) L->dns_inflight -= live->outstanding;   /* given up: free */
     dns_unqueue(L, live);
     slow_unlist(L, live);
-    pk_sub(L, live, live->pk);
+    if (live->sent_at) {                                /* what is still counted */
+        int np = live->kind == K_UDP ? e->count : live->n * e->count;
+        for (int i = 0; i < np && live->outstanding > 0; i++)
+            if (live->sent_at[i]) pk_sub(L, live->sent_at[i]);
+    }
+    if (live->pk_t) pk_sub(L, live->pk_t);
+    live->pk_t = 0;
     if (live->slow_tok) slow_done(e, e->u_target[live->unit], live->slow_tok);
     free(live->sent_at);
     live->sent_at = NULL;
@@ -816,7 +843,7 @@ static void icmp_send(Lane *L, Live *live, int idx, int64_t stamp) {
     } else {
         live->sent_at[seq] = t;
         live->outstanding++;
-        pk_add(L, live, 1);
+        pk_add(L, t);
         if (live->tok) live->tok[seq] = stamp;
     }
 }
@@ -873,9 +900,9 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         if (seq >= live->n * c || live->sent_at[seq] == 0) return;
         int pair = e->group[e->u_first[live->unit] + seq / c];
         pair_rtt(e, pair, ts - live->sent_at[seq]);
+        pk_sub(L, live->sent_at[seq]);
         live->sent_at[seq] = 0;
         live->outstanding--;
-        pk_sub(L, live, 1);
         icmp_turn_done(e, live, seq);
     } else if (d[ihl] == 3 || d[ihl] == 11) {
         int type = d[ihl], code = d[ihl + 1], inner = ihl + 8;
@@ -885,9 +912,9 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         int rid = (d[inner + iihl + 4] << 8) | d[inner + iihl + 5];
         int seq = (d[inner + iihl + 6] << 8) | d[inner + iihl + 7];
         if (rid != live->ident || seq >= live->n * c || live->sent_at[seq] == 0) return;
+        pk_sub(L, live->sent_at[seq]);
         live->sent_at[seq] = 0;
         live->outstanding--;
-        pk_sub(L, live, 1);
         icmp_turn_done(e, live, seq);
         pair_fail(e, e->group[e->u_first[live->unit] + seq / c], E_ICMP | (type << 8) | code);
     }
@@ -931,10 +958,10 @@ static void dns_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
     int pair = e->group[e->u_first[live->unit] + k];
     int target = e->group_target[e->u_first[live->unit] + k];
     int64_t rtt = ts - live->sent_at[idx];
+    pk_sub(L, live->sent_at[idx]);
     live->sent_at[idx] = 0;
     live->outstanding--;
     L->dns_inflight--;
-    pk_sub(L, live, 1);
     if (dns_has(d, len, e->ep_ip[target]) == 1) {
         pair_rtt(e, pair, rtt);
         return;
@@ -978,7 +1005,7 @@ static void dns_send(Lane *L, Live *live, int idx) {
         live->sent_at[idx] = t;
         live->outstanding++;
         L->dns_inflight++;
-        pk_add(L, live, 1);
+        pk_add(L, t);
     }
 }
 
@@ -1042,7 +1069,7 @@ static void pump(Lane *L) {
         else if (now - L->dns_full_since >= DNS_STALE_NS) L->dns_inflight = 0;
     }
     if (L->dns_inflight < e->dns_window) L->dns_full_since = 0;
-    int room = pk_room(L, now);
+    int room = pk_room(L);
     while (L->dns_head && room > 0) {
         Live *live = L->dns_head;
         if (live->kind == K_DNS) {
@@ -1113,9 +1140,9 @@ static void udp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
         held = tx > rx ? (int64_t)(tx - rx) : 0;
     }
     pair_rtt(e, e->u_first[live->unit], ts - live->sent_at[key] - held);
+    pk_sub(L, live->sent_at[key]);
     live->sent_at[key] = 0;
     live->outstanding--;
-    pk_sub(L, live, 1);
 }
 
 static int64_t start_udp(Lane *L, Live *live, int fd) {
@@ -1150,7 +1177,7 @@ static int64_t start_udp(Lane *L, Live *live, int fd) {
         } else {
             live->sent_at[k] = t;
             live->outstanding++;
-            pk_add(L, live, 1);
+            pk_add(L, t);
         }
     }
     return e->p_deadline[pair];
@@ -1163,9 +1190,9 @@ static void dgram_error(Lane *L, Live *live, int err) {
     int n = live->kind == K_UDP ? e->count : live->n * e->count;
     for (int i = 0; i < n && live->outstanding > 0; i++) {
         if (live->sent_at[i] == 0) continue;
+        pk_sub(L, live->sent_at[i]);
         live->sent_at[i] = 0;
         live->outstanding--;
-        pk_sub(L, live, 1);
         if (live->kind == K_DNS) L->dns_inflight--;
         int pair = live->kind == K_UDP ? e->u_first[live->unit]
                                        : e->group[e->u_first[live->unit] + i % live->n];
@@ -1312,7 +1339,7 @@ static int64_t start_stream(Lane *L, Live *live, int fd) {
         if (live->http) http_next(L, live, 0);
         else stream_end(L, live);
     }
-    if (!live->finished) pk_add(L, live, 1);            /* its connection, until it ends */
+    if (!live->finished) pk_add(L, live->pk_t = real_ns());   /* its connection's packet */
     return e->p_deadline[pair];
 }
 
@@ -1548,7 +1575,7 @@ static int slow_units(Lane *L, int64_t now) {
     for (int i = 0; i < L->nsq; i++) {
         int u = L->sq[i], t = e->u_target[u];
         int64_t stamp = 0;
-        if (pk_room(L, now) <= 0 || !slow_take(e, t, now, &stamp)) {
+        if (pk_room(L) <= 0 || !slow_take(e, t, now, &stamp)) {
             L->sq[kept++] = u;
             continue;
         }
@@ -1582,7 +1609,7 @@ static int admit(Lane *L, int64_t now) {
                 L->qpos++;
                 continue;
             }
-            if (pk_room(L, now) <= 0) {
+            if (pk_room(L) <= 0) {
                 L->pblocked = 1;
                 break;
             }
@@ -1601,9 +1628,9 @@ static int admit(Lane *L, int64_t now) {
 static void give_up_sent(Lane *L, Live *live) {
     for (int i = 0; i < live->total && live->outstanding > 0; i++) {
         if (live->sent_at[i] == 0) continue;
+        pk_sub(L, live->sent_at[i]);
         live->sent_at[i] = 0;
         live->outstanding--;
-        pk_sub(L, live, 1);
         if (live->kind == K_DNS) L->dns_inflight--;
     }
 }
@@ -1674,9 +1701,8 @@ static int wait_ms(Lane *L, int64_t now, int started) {
     if (L->qpos < L->nq && L->blocked && wait > 1000000) wait = 1000000;
     if (L->dns_head && L->dns_inflight >= L->e->dns_window && wait > DNS_STALE_NS / 4)
         wait = DNS_STALE_NS / 4;
-    if ((L->pblocked || (L->dns_head && L->inflight >= L->e->pkt_cap)) &&
-        wait > DNS_STALE_NS / 4)
-        wait = DNS_STALE_NS / 4;                        /* the window may be forgiven */
+    if ((L->pblocked || (L->dns_head && L->inflight >= L->e->pkt_cap)) && wait > 2000000)
+        wait = 2000000;                                 /* old packets leave the window */
     if ((L->slow_head || L->nsq) && wait > L->e->slow_gap)
         wait = L->e->slow_gap;                          /* a slow target's turn may end */
     if (wait <= 0) return 0;

@@ -145,8 +145,9 @@ class Client:
         """Packets still to send (paced clients)."""
         return False
 
-    def settled(self, key: int) -> None:
-        """Packet ``key`` is answered or failed (paced clients free its place)."""
+    def settled(self, key: int, sent_ns: int) -> None:
+        """Packet ``key`` (sent at ``sent_ns``, ``time.time_ns()``) is answered or failed
+        (paced clients free its place)."""
 
     def finish(self) -> None:
         if not self.finished:
@@ -171,7 +172,8 @@ class _Paced(Client):
         self.sent_at: dict[int, int] = {}
         self.packets: list[Packet] = []
         self.pos = 0                           # the next of packets to go
-        self.allow = 0                         # allotted to the send lane
+        self.allow = 0                         # allotted to the send lane (counted at allot_at)
+        self.allot_at = 0.0
         self.went = 0                          # of those, sent
         self.slowq: list[Packet] = []          # towards slow targets, waiting for their turn
         self.turns: dict[int, tuple[str, float]] = {}   # key -> (slow target, its turn)
@@ -189,8 +191,9 @@ class _Paced(Client):
         """Send one packet; whether it went."""
         raise NotImplementedError
 
-    def _go(self, n: int) -> int:
-        """Send up to ``n`` packets in order, setting aside those towards slow targets."""
+    def _go(self, n: int, count: bool) -> int:
+        """Send up to ``n`` packets in order, setting aside those towards slow targets;
+        ``count``: in the window (on the engine's thread only)."""
         went, pacer = 0, self.run.pacer
         while self.pos < len(self.packets) and went < n:
             item = self.packets[self.pos]
@@ -199,15 +202,21 @@ class _Paced(Client):
                 self.slowq.append(item)
             elif self.transmit(*item):
                 went += 1
+                if count:
+                    pacer.sent(self.sent_at[item[0]] / 1e9)
         if went:
             self.last = time.monotonic()
         return went
 
     def send(self) -> None:
-        self.went = self._go(self.allow)
+        self.went = self._go(self.allow, False)
 
     def started(self, now: float) -> None:
-        self.run.pacer.answered(self.allow - self.went)     # allotted, not sent
+        pacer = self.run.pacer
+        if self.allow:                                  # what the lane sent, at its times
+            pacer.answered(self.allot_at, self.allow)
+            for t in self.sent_at.values():
+                pacer.sent(t / 1e9)
         self.allow = self.went = 0
         for st in self.pairs:
             if st.deadline is None:
@@ -220,9 +229,9 @@ class _Paced(Client):
     def pump(self, now: float) -> None:
         """Send what the packet window and the slow targets' turns allow now."""
         pacer = self.run.pacer
-        room = pacer.room(now)
+        room = pacer.room(time.time())
         if room > 0 and self.pos < len(self.packets):
-            pacer.sent(self._go(room))
+            self._go(room, True)
         kept: list[Packet] = []
         for item in self.slowq:
             name = item[1].spec.dst.name
@@ -231,7 +240,7 @@ class _Paced(Client):
                 continue
             stamp = pacer.slow_take(name, now)
             if self.transmit(*item):
-                pacer.sent(1)
+                pacer.sent(self.sent_at[item[0]] / 1e9)
                 self.turns[item[0]] = (name, stamp)
                 self.last = time.monotonic()
             else:
@@ -240,23 +249,25 @@ class _Paced(Client):
         if self.last:
             self.deadline = self.last + self.run.timeout
 
-    def settled(self, key: int) -> None:
+    def settled(self, key: int, sent_ns: int) -> None:
         """Packet ``key`` is answered or failed: its place in the window (and its slow
         target's turn) is free."""
-        self.run.pacer.answered(1)
+        self.run.pacer.answered(sent_ns / 1e9)
         turn = self.turns.pop(key, None)
         if turn is not None:
             self.run.pacer.slow_done(*turn)
 
     def give_up_sent(self) -> None:
         """Every packet sent is older than the timeout: no longer in flight."""
-        self.run.pacer.answered(len(self.sent_at))
+        for t in self.sent_at.values():
+            self.run.pacer.answered(t / 1e9)
         self.sent_at.clear()
         self.turns.clear()
 
     def finish(self) -> None:
         if not self.finished:
-            self.run.pacer.answered(len(self.sent_at))
+            for t in self.sent_at.values():
+                self.run.pacer.answered(t / 1e9)
         super().finish()
 
 
@@ -324,7 +335,7 @@ class IcmpClient(_Paced):
             return
         t0 = self.sent_at.pop(seq, None)
         if t0 is not None:
-            self.settled(seq)
+            self.settled(seq, t0)
             self.seq_pair[seq].answered((ts - t0) / 1e9)
 
     def _error(self, data: bytes, ihl: int) -> None:
@@ -336,9 +347,10 @@ class IcmpClient(_Paced):
         if len(data) < inner + iihl + 8 or data[inner + iihl] != ICMP_ECHO:
             return
         rid, seq = struct.unpack_from("!HH", data, inner + iihl + 4)
-        if rid != self.ident or self.sent_at.pop(seq, None) is None:
+        t0 = self.sent_at.pop(seq, None) if rid == self.ident else None
+        if t0 is None:
             return
-        self.settled(seq)
+        self.settled(seq, t0)
         self.seq_pair[seq].failed("TTL exceeded" if typ == ICMP_TIMXCEED else
                                   UNREACH_CODES.get(code, f"unreachable (code {code})"))
 
@@ -616,8 +628,7 @@ class _DatagramClient(Client):
                 # an ICMP error reported on the connected socket (port unreachable…)
                 why = _dgram_reason(exc)
                 for key in list(self.sent_at):
-                    self.sent_at.pop(key)
-                    self.settled(key)
+                    self.settled(key, self.sent_at.pop(key))
                     self.owner[key].failed(why)
                 break
             self.reply(data, ts)
@@ -715,7 +726,7 @@ class DnsClient(_Paced, _DatagramClient):
         t0 = self.sent_at.pop(key, None)
         if t0 is None:
             return
-        self.settled(key)
+        self.settled(key, t0)
         st = self.owner[key]
         verdict = dns_verdict(data, st.spec.dst.address)
         if verdict is None:

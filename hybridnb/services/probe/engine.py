@@ -259,7 +259,7 @@ class _Run:
                               icmp_ident=secrets.randbelow(0x10000), pacer=self.pacer)
         self.live: dict[int, Client] = {}                  # unit index -> unfinished client
         self.paced: dict[int, _Paced] = {}                 # clients with packets still to send
-        self.counted: dict[int, int] = {}                  # unit index -> packets it counts
+        self.counted: dict[int, tuple[int, float]] = {}    # unit index -> (packets, when)
         self.turns: dict[int, tuple[str, float]] = {}      # unit index -> slow target's turn
         self.expiry: list[tuple[float, int]] = []          # (deadline, unit index), a heap
         self.responders: dict[int, StreamResponder | UdpResponder] = {}
@@ -351,7 +351,8 @@ class _Run:
     def _release(self, client: Client) -> None:
         self.live.pop(client.index, None)
         self.paced.pop(client.index, None)
-        self.pacer.answered(self.counted.pop(client.index, 0))
+        packets, at = self.counted.pop(client.index, (0, 0.0))
+        self.pacer.answered(at, packets)
         turn = self.turns.pop(client.index, None)
         if turn is not None:
             self.pacer.slow_done(*turn)
@@ -361,13 +362,15 @@ class _Run:
 
     def _allot(self, clients: Sequence[Client]) -> None:
         """What the packet window lets each paced client send on its send lane."""
-        room = self.pacer.room(time.monotonic())
+        at = time.time()
+        room = self.pacer.room(at)
         for c in clients:
             if isinstance(c, _Paced):
                 self.paced[c.index] = c
                 c.allow = max(0, min(room, len(c.packets)))
+                c.allot_at = at
                 room -= c.allow
-                self.pacer.sent(c.allow)
+                self.pacer.sent(at, c.allow)
 
     def _pump(self, now: float) -> None:
         for client in list(self.paced.values()):
@@ -397,15 +400,16 @@ class _Run:
         if unit.kind not in ("udp", "stream"):
             return True
         packets = self.plan.count if unit.kind == "udp" else 1
-        if self.pacer.room(now) < min(packets, self.pacer.cap):
+        at = time.time()
+        if self.pacer.room(at) < min(packets, self.pacer.cap):
             return False
         target = self._target(unit)
         if self.pacer.is_slow(target):
             if not self.pacer.slow_free(target, now):
                 return False
             self.turns[index] = (target, self.pacer.slow_take(target, now))
-        self.pacer.sent(packets)
-        self.counted[index] = packets
+        self.pacer.sent(at, packets)
+        self.counted[index] = (packets, at)
         return True
 
     def _close_unused(self) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from hybridnb.services.probe.plan import Unit
 
@@ -178,9 +178,10 @@ class Window:
 
 #: The fewest packets a lane may keep unanswered, whatever the backlog says.
 MIN_PACKETS = 32
-#: A full packet window with nothing answered for this long is forgiven: those packets are
-#: lost (a dead target) or late, and no longer sit in any queue (DNS_STALE_NS in _fast.c).
-STALE = 0.020
+#: A packet counts in the packet window for at most this long after it was sent: by then it
+#: has left every backlog (answered, dropped, or waiting at a dead end), so a dead endpoint's
+#: packets hold the window for milliseconds, not for a timeout (STALE_MS in _fast.c).
+STALE = 0.010
 #: Towards a slow target (a VM) the next probe goes once the previous is answered, or this
 #: long after it was sent (a dead VM must not hold the others back for a timeout).
 SLOW_GAP = 0.001
@@ -208,66 +209,75 @@ def read_backlog(path: str = "/proc/sys/net/core/netdev_max_backlog") -> int:
 class Pacer:
     """One lane's packets in flight, and the slow targets' turns.
 
-    * **The packet window**: at most ``cap`` packets sent and not yet answered (nor given up);
-      :meth:`room` says how many more may go now.  Should the window stay full for
-      :data:`STALE` seconds with nothing answered, what is in it is forgiven (lost or late
-      packets no longer load any queue), so a dead target holds the others back for
-      milliseconds, not a timeout.
-    * **Slow targets** (``slow``: endpoint indices, :data:`~hybridnb.services.probe.plan.SLOW_KINDS`): one probe at a time
-      towards each, from every source together — the next once the previous is answered
-      (:meth:`slow_done`) or :data:`SLOW_GAP` after it went — so a guest's queue never
-      inflates another pair's RTT.  :meth:`slow_take` returns a stamp for :meth:`slow_done`.
+    * **The packet window**: at most ``cap`` packets sent in the last :data:`STALE` seconds
+      and not yet answered (nor given up); :meth:`room` says how many more may go now.  A
+      packet older than that no longer counts (it has left every queue: a dead endpoint's
+      packets hold the window for milliseconds, not for a timeout).  Counted per millisecond
+      of sending: :meth:`sent` and :meth:`answered` take the packet's send time.
+    * **Slow targets** (``slow``: endpoint keys, :data:`~hybridnb.services.probe.plan.SLOW_KINDS`):
+      one probe at a time towards each, from every source together — the next once the
+      previous is answered (:meth:`slow_done`) or :data:`SLOW_GAP` after it went — so a
+      guest's queue never inflates another pair's RTT.  :meth:`slow_take` returns a stamp
+      for :meth:`slow_done`.
 
-    Pure bookkeeping: the caller passes ``now`` (monotonic seconds).  The C engine keeps
-    the same rules per lane (the slow turns shared by its lanes)."""
+    Pure bookkeeping: the caller passes the times (seconds; one clock for the window, one for
+    the turns).  The C engine keeps the same rules per lane (the slow turns shared by its
+    lanes)."""
 
-    def __init__(self, cap: int, slow: Sequence[int] = (), gap: float = SLOW_GAP,
+    def __init__(self, cap: int, slow: Iterable[object] = (), gap: float = SLOW_GAP,
                  stale: float = STALE) -> None:
         self.cap = max(1, cap)
         self.gap = gap
-        self.stale = stale
+        self.span = max(1, round(stale * 1000))      # milliseconds a packet counts
         self.inflight = 0
-        self.full_since: float | None = None
-        self.forgiven = 0
+        self.counts: dict[int, int] = {}             # millisecond of sending -> packets
         self.slow = frozenset(slow)
-        self.busy: dict[int, float] = {}       # slow target -> its turn ends (its stamp)
+        self.busy: dict[object, float] = {}          # slow target -> its turn ends (its stamp)
+
+    @staticmethod
+    def _ms(at: float) -> int:
+        return int(at * 1000 + 1e-6)
+
+    def _age(self, now: float) -> None:
+        first = self._ms(now) - self.span + 1
+        for ms in [ms for ms in self.counts if ms < first]:
+            self.inflight -= self.counts.pop(ms)
 
     def room(self, now: float) -> int:
         """Packets that may go now."""
-        if self.inflight >= self.cap:
-            if self.full_since is None:
-                self.full_since = now
-            elif now - self.full_since >= self.stale:
-                self.forgiven += self.inflight
-                self.inflight = 0
-                self.full_since = None
-        else:
-            self.full_since = None
+        self._age(now)
         return self.cap - self.inflight
 
-    def sent(self, n: int = 1) -> None:
-        self.inflight += n
+    def sent(self, at: float, n: int = 1) -> None:
+        """``n`` packets sent at ``at``."""
+        self._age(at)
+        if n > 0:
+            ms = self._ms(at)
+            self.counts[ms] = self.counts.get(ms, 0) + n
+            self.inflight += n
 
-    def answered(self, n: int = 1) -> None:
-        """``n`` packets answered, failed or given up (never below zero: answers to forgiven
-        packets come back too)."""
-        self.inflight = max(0, self.inflight - n)
-        if self.inflight < self.cap:
-            self.full_since = None
+    def answered(self, at: float, n: int = 1) -> None:
+        """``n`` packets sent at ``at`` are answered, failed or given up: out of the window,
+        as far as they still count there."""
+        ms = self._ms(at)
+        k = min(self.counts.get(ms, 0), n)
+        if k > 0:
+            self.counts[ms] -= k
+            self.inflight -= k
 
-    def is_slow(self, target: int) -> bool:
+    def is_slow(self, target: object) -> bool:
         return target in self.slow
 
-    def slow_free(self, target: int, now: float) -> bool:
+    def slow_free(self, target: object, now: float) -> bool:
         return self.busy.get(target, 0.0) <= now
 
-    def slow_take(self, target: int, now: float) -> float:
+    def slow_take(self, target: object, now: float) -> float:
         """Take ``target``'s turn (it must be free); the stamp to give it back with."""
         stamp = now + self.gap
         self.busy[target] = stamp
         return stamp
 
-    def slow_done(self, target: int, stamp: float) -> None:
+    def slow_done(self, target: object, stamp: float) -> None:
         """The probe that took ``stamp`` is answered: the next may go at once (unless the
         turn already passed to another probe)."""
         if self.busy.get(target) == stamp:

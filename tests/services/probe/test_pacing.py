@@ -34,25 +34,26 @@ def test_the_backlog_is_read_from_the_kernel_or_defaults(tmp_path):
 
 def test_the_window_holds_at_most_cap_packets_and_answers_free_places():
     p = Pacer(4)
-    assert p.room(0.0) == 4
-    p.sent(4)
-    assert p.room(0.0) == 0
-    p.answered(1)
-    assert p.room(0.001) == 1
-    p.answered(10)                                  # answers to forgiven packets: not below 0
-    assert p.inflight == 0 and p.room(0.002) == 4
+    assert p.room(1.0) == 4
+    p.sent(1.0, 3)
+    p.sent(1.001)
+    assert p.room(1.001) == 0
+    p.answered(1.001)                               # by its send time
+    assert p.room(1.002) == 1
+    p.answered(1.0, 10)                             # more than counted there: not below 0
+    assert p.inflight == 0 and p.room(1.002) == 4
 
 
-def test_a_full_window_unanswered_for_stale_seconds_is_forgiven():
+def test_a_packet_counts_for_stale_seconds_at_most():
     p = Pacer(2)
-    p.sent(2)
-    assert p.room(1.0) == 0                         # full since 1.0
-    assert p.room(1.0 + STALE / 2) == 0
-    assert p.room(1.0 + STALE) == 2 and p.forgiven == 2
-    p.sent(2)
-    assert p.room(1.0 + STALE + 0.001) == 0         # full again: a new stretch starts
-    p.answered(1)
-    assert p.room(1.0 + 3 * STALE) == 1             # not full: nothing to forgive
+    p.sent(1.0, 2)
+    assert p.room(1.0 + STALE / 2) == 0             # a dead end: the window is full
+    assert p.room(1.0 + STALE) == 2                 # ... for STALE, not for a timeout
+    p.answered(1.0)                                 # a late answer changes nothing
+    assert p.inflight == 0
+    p.sent(2.0)
+    p.sent(2.0 + STALE / 2)
+    assert p.room(2.0 + STALE) == 1                 # only the older one left
 
 
 def test_one_probe_at_a_time_towards_a_slow_target():
@@ -121,12 +122,12 @@ def test_admission_stops_where_the_packet_window_is_full():
     def fits(i: int) -> bool:
         if p.room(0.0) < 1:
             return False
-        p.sent(1)
+        p.sent(0.0)
         return True
 
     assert w.take(fits=fits) == [0, 1, 2]
     assert w.take(fits=fits) == []
-    p.answered(2)
+    p.answered(0.0, 2)
     w.release(0)
     w.release(1)
     assert w.take(fits=fits) == [3, 4]
