@@ -256,7 +256,7 @@ class _Run:
         self.pacer = Pacer(packet_cap(read_backlog(), 1), slow)
         self.ctx = RunContext(self.loop, states, secrets.token_bytes(8), plan.count,
                               plan.domain, timeout, self._release,
-                              icmp_ident=secrets.randbelow(0x10000), pacer=self.pacer)
+                              pacer=self.pacer)
         self.live: dict[int, Client] = {}                  # unit index -> unfinished client
         self.paced: dict[int, _Paced] = {}                 # clients with packets still to send
         self.counted: dict[int, tuple[int, float]] = {}    # unit index -> (packets, when)
