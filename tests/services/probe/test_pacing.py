@@ -140,3 +140,13 @@ def test_a_waiting_retry_past_its_deadline_is_dropped():
     assert w.waiting == [1]
     assert w.take(lambda u: True, fits=lambda i: True, slow=lambda i: True) == []
     assert w.dropped == [1] and w.waiting == []
+
+
+def test_a_source_namespace_has_the_same_icmp_identifier_in_every_run():
+    from hybridnb.services.probe.clients import icmp_ident
+
+    a = icmp_ident("/run/netns/hnb-lab-h01")
+    assert a == icmp_ident("/run/netns/hnb-lab-h01") and 0 <= a <= 0xFFFF
+    assert len({icmp_ident(f"/run/netns/hnb-lab-h{i:02d}") for i in range(200)}) > 190
+    # FNV-1a of b"a" is 0xe40c292c; folded: 0xe40c ^ 0x292c
+    assert icmp_ident("a") == 0xE40C ^ 0x292C
