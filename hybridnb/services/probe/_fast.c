@@ -101,6 +101,9 @@ enum { R_CLOSED = 0, R_OPEN, R_ASIDE };
  * it has left every backlog (answered, dropped, or waiting at a dead end), so a dead endpoint's
  * packets hold the window for milliseconds, not for a timeout (schedule.STALE) */
 #define STALE_MS 10
+/* ep_slow bits (fast.py): ICMP echoes towards the endpoint paced; UDP/stream units too */
+#define SLOW_ECHOES 1
+#define SLOW_UNITS 2
 #define AGE_SLOTS 64
 #define ADMIT_ROUND 64
 #define UDP_PROBE_LEN 14
@@ -256,7 +259,7 @@ struct Engine {
     int dns_window;      /* DNS queries a lane keeps in flight */
     int pkt_cap;         /* packets a lane keeps unanswered (schedule.packet_cap) */
     int64_t slow_gap;    /* a slow target's turn lasts until answered or this long */
-    uint8_t *ep_slow;    /* per endpoint: slow (a VM): one probe at a time towards it */
+    uint8_t *ep_slow;    /* per endpoint: SLOW_ECHOES | SLOW_UNITS (a VM): one at a time */
     _Atomic int64_t *slow_until;  /* per endpoint: its turn is taken until then (monotonic) */
     char token[8];
     atomic_int ident;
@@ -872,7 +875,8 @@ static int64_t start_icmp(Lane *L, Live *live, int fd) {
     live->ident = e->ns_ident[e->u_ns[u]];
     live->sent_at = calloc((size_t)n * c, sizeof(int64_t));
     int slow = 0;
-    for (int k = 0; k < n && !slow; k++) slow = e->ep_slow[e->group_target[e->u_first[u] + k]];
+    for (int k = 0; k < n && !slow; k++)
+        slow = e->ep_slow[e->group_target[e->u_first[u] + k]] & SLOW_ECHOES;
     if (slow) {
         live->tok = calloc((size_t)n * c, sizeof(int64_t));
         live->slowq = malloc((size_t)n * c * sizeof(int));
@@ -1090,7 +1094,7 @@ static void pump(Lane *L) {
         } else {
             int idx = live->next++;
             int t = e->group_target[e->u_first[live->unit] + idx % live->n];
-            if (e->ep_slow[t]) {
+            if (e->ep_slow[t] & SLOW_ECHOES) {
                 live->slowq[live->nslow++] = idx;
                 slow_list(L, live);
             } else {
@@ -1615,7 +1619,7 @@ static int admit(Lane *L, int64_t now) {
         int u = L->queue[L->qpos];
         int kind = e->u_kind[u];
         if (kind == K_UDP || kind == K_STREAM) {
-            if (e->ep_slow[e->u_target[u]]) {
+            if (e->ep_slow[e->u_target[u]] & SLOW_UNITS) {
                 L->sq[L->nsq++] = u;
                 L->qpos++;
                 continue;

@@ -608,20 +608,31 @@ class _DatagramClient(Client):
         return len(self.sent_at)
 
     def send(self) -> None:
+        if self.connect():
+            for key, st, payload in self.payloads:
+                self.transmit(key, st, payload)
+
+    def connect(self) -> bool:
+        """Connect to the server and listen for replies; False: failed (said at started)."""
         try:
             self.sock.connect(self.server)
         except OSError as exc:
             self.error = errno_reason(exc)
-            return
+            return False
         self.run.loop.add(self.sock, selectors.EVENT_READ, self.receive)
-        for key, st, payload in self.payloads:
-            st.sent += 1
-            self.sent_at[key] = time.time_ns()
-            try:
-                self.sock.send(payload)
-            except OSError as exc:
-                self.sent_at.pop(key, None)
-                st.failed(_dgram_reason(exc))
+        return True
+
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        """Send one datagram; whether it went."""
+        st.sent += 1
+        self.sent_at[key] = time.time_ns()
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            self.sent_at.pop(key, None)
+            st.failed(_dgram_reason(exc))
+            return False
+        return True
 
     def started(self, now: float) -> None:
         if self.error is not None:
@@ -703,25 +714,11 @@ class DnsClient(_Paced, _DatagramClient):
                 self.owner[qid] = st
                 self.packets.append((qid, st, q.pack()))
 
-    def send(self) -> None:
-        try:
-            self.sock.connect(self.server)
-        except OSError as exc:
-            self.error = errno_reason(exc)
-            return
-        self.run.loop.add(self.sock, selectors.EVENT_READ, self.receive)
-        _Paced.send(self)
+    transmit = _DatagramClient.transmit
 
-    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
-        st.sent += 1
-        self.sent_at[key] = time.time_ns()
-        try:
-            self.sock.send(data)
-        except OSError as exc:
-            self.sent_at.pop(key, None)
-            st.failed(_dgram_reason(exc))
-            return False
-        return True
+    def send(self) -> None:
+        if self.connect():
+            _Paced.send(self)
 
     def started(self, now: float) -> None:
         if self.error is not None:

@@ -23,7 +23,7 @@ How the run stays fast and tool-free:
   :func:`~hybridnb.services.probe.schedule.packet_cap` packets unanswered at once (ICMP and
   DNS clients send the rest from the loop as answers come back; UDP and stream units are
   admitted while their packets fit), so a burst never overflows the receive backlog; and
-  one probe at a time towards a slow target (a VM).
+  one ICMP echo at a time towards a slow target (a VM; ``schedule.PACE_SLOW_UNITS``).
 * **Within the file-descriptor limit.**  When the plan needs more sockets than the process
   may open (``ulimit -n``), they are opened and closed in batches through a sliding window
   (:mod:`~hybridnb.services.probe.schedule`) — first attempts of every pair before any retry,
@@ -66,7 +66,14 @@ from hybridnb.services.probe.plan import (
     plan_probes,
 )
 from hybridnb.services.probe.responders import StreamResponder, UdpResponder, start_responder
-from hybridnb.services.probe.schedule import STALE, Pacer, Window, packet_cap, read_backlog
+from hybridnb.services.probe.schedule import (
+    PACE_SLOW_UNITS,
+    STALE,
+    Pacer,
+    Window,
+    packet_cap,
+    read_backlog,
+)
 from hybridnb.services.probe.vmhelper import run_vm_source
 from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
 
@@ -390,7 +397,8 @@ class _Run:
 
     def _slow(self, index: int) -> bool:
         unit = self.units[index]
-        return unit.kind in ("udp", "stream") and self.pacer.is_slow(self._target(unit))
+        return PACE_SLOW_UNITS and unit.kind in ("udp", "stream") and \
+            self.pacer.is_slow(self._target(unit))
 
     def _fits(self, index: int, now: float) -> bool:
         """Whether a UDP/stream unit's packets fit the window now (counted when they do,
@@ -404,7 +412,7 @@ class _Run:
         if self.pacer.room(at) < min(packets, self.pacer.cap):
             return False
         target = self._target(unit)
-        if self.pacer.is_slow(target):
+        if PACE_SLOW_UNITS and self.pacer.is_slow(target):
             if not self.pacer.slow_free(target, now):
                 return False
             self.turns[index] = (target, self.pacer.slow_take(target, now))

@@ -31,7 +31,12 @@ from typing import Callable, Sequence
 from hybridnb.services.probe.clients import UNREACH_CODES, http_request
 from hybridnb.services.probe.matrix import ProbeResult, fast_result
 from hybridnb.services.probe.plan import CheckPlan, ProbePlan, UnitTable
-from hybridnb.services.probe.schedule import SLOW_GAP, packet_cap, read_backlog
+from hybridnb.services.probe.schedule import (
+    PACE_SLOW_UNITS,
+    SLOW_GAP,
+    packet_cap,
+    read_backlog,
+)
 from hybridnb.services.probe.wire import fd_budget, reason
 
 try:  # built by setup.py where a compiler is available
@@ -117,7 +122,8 @@ class _Inputs:
         self.namespaces = namespaces
         self.dns_ip = _ip(plan.dns_server) if plan.dns_server else b""
         slow = set(plan.slow)
-        self.slow = bytes(k in slow for k in range(len(eps)))
+        flag = 1 | (2 if PACE_SLOW_UNITS else 0)      # _fast.c: SLOW_ECHOES | SLOW_UNITS
+        self.slow = bytes(flag if k in slow else 0 for k in range(len(eps)))
 
 
 class Outcome:
