@@ -38,6 +38,7 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -140,6 +141,37 @@ def dns_reloads(pid: int | None, runs: int) -> float:
     return statistics.median(times)
 
 
+#: the lab host's network namespace (the sandbox's), for its connection-tracking counters
+LAB_NETNS: list[str] = []
+
+
+def ct_max() -> str:
+    try:
+        return Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def conntrack() -> tuple[int, int]:
+    """(entries, packets dropped since boot because the table was full) of connection
+    tracking in the lab host's namespace: bridged frames pass iptables there
+    (br_netfilter) and every probe flow gets an entry, at most ``nf_conntrack_max`` (a
+    machine-wide value, read-only inside a namespace)."""
+    if not LAB_NETNS:
+        return -1, -1
+    out = subprocess.run(["ip", "netns", "exec", LAB_NETNS[0], "sh", "-c",
+                          "cat /proc/sys/net/netfilter/nf_conntrack_count; "
+                          "cat /proc/net/stat/nf_conntrack"],
+                         capture_output=True, text=True).stdout.split("\n")
+    try:
+        head = out[1].split()
+        col = head.index("drop")
+        drops = sum(int(line.split()[col], 16) for line in out[2:] if line.strip())
+        return int(out[0]), drops
+    except (IndexError, ValueError):
+        return -1, -1
+
+
 def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict[str, Any]:
     m: dict[str, Any] = {"size": size, "added": added}
     m["apply"], result = timed(lab.apply)
@@ -163,6 +195,7 @@ def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict
     counts = matrix.counts()
     m["icmp"], m["icmp_pairs"], m["icmp_ok"] = statistics.median(icmp), len(matrix.results), \
         counts["ok"]
+    ct0 = conntrack()
     try:
         t, full = timed(lab.test, count=1)
     except HybridError as exc:            # e.g. more sockets than the open-file limit
@@ -171,6 +204,10 @@ def measure(lab: Lab, size: int, added: int, state_dir: Path, runs: int) -> dict
     else:
         m["all"], m["all_probes"], m["all_counts"] = t, len(full.results), full.counts()
         m["all_checks"] = ",".join(full.checks)
+        ct1 = conntrack()
+        m["conntrack"] = (f"connection tracking in the lab host: {ct0[0]} entries before, "
+                          f"{ct1[0]} after (nf_conntrack_max {ct_max()}); "
+                          f"{ct1[1] - ct0[1]} packets dropped for a full table during it")
         failed = {}
         for r in full.results:
             if r.ok is False:
@@ -252,6 +289,8 @@ def report(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(f"size {r['size']}: icmp {r['icmp_ok']}/{r['icmp_pairs']} ok; all checks "
                      f"({r['all_checks']}): {r['all_counts']}")
+        if r.get("conntrack"):
+            lines.append(f"  {r['conntrack']}")
     lines.append("")
     lines.append(f"{'size':>5} {'probe endpoints':>17}   (Lab.probe_endpoints: observing and "
                  "building the endpoints, the part of Lab.test before the probe engine)")
@@ -327,6 +366,7 @@ def main() -> int:
     t0 = time.perf_counter()
     box = Sandbox(args.sandbox)
     box.up(libvirt=False)
+    LAB_NETNS.append(box.netns)
     print(f"sandbox {args.sandbox} up in {time.perf_counter() - t0:.1f} s; lab {args.lab}: "
           f"half namespace hosts, half busybox containers, DNS on; sizes {sizes}; "
           f"open-file limit {files}")

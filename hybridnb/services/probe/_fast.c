@@ -28,6 +28,13 @@
  *   them in flight (sending the next as answers come back; a window unanswered for
  *   DNS_STALE_NS is forgiven), so a 200-endpoint matrix does not overflow the server's socket
  *   buffer; a DNS unit's deadline is its last query's + timeout;
+ * - pacing (schedule.Pacer): each lane keeps at most `packet_cap` packets sent in the last
+ *   STALE_MS and unanswered (ICMP echoes and DNS queries go as the window allows, UDP and
+ *   stream units are admitted while it has room), so a burst never overflows a CPU's receive
+ *   backlog (a veth hands every packet to it; a packet dropped there costs a timeout); probes
+ *   towards slow targets (VMs) go one at a time per target, from every lane together (an
+ *   atomic turn per target, passed on when answered or after `slow_gap`), so an emulated
+ *   guest's queue never inflates another pair's RTT;
  * - a unit past its deadline is given up only once its lane has read everything that
  *   arrived (an epoll_wait found nothing waiting: a responder of the lane may still have
  *   answered during the last batch of events), or GRACE later;
@@ -90,6 +97,14 @@ enum { R_CLOSED = 0, R_OPEN, R_ASIDE };
  * a dropped datagram) or late, and no longer load the server; so a dead source holds the
  * lane's DNS queries back for milliseconds, not for a timeout */
 #define DNS_STALE_NS (20 * 1000000LL)
+/* a packet counts in its lane's packet window for at most this long after it was sent: by then
+ * it has left every backlog (answered, dropped, or waiting at a dead end), so a dead endpoint's
+ * packets hold the window for milliseconds, not for a timeout (schedule.STALE) */
+#define STALE_MS 10
+/* ep_slow bits (fast.py): ICMP echoes towards the endpoint paced; UDP/stream units too */
+#define SLOW_ECHOES 1
+#define SLOW_UNITS 2
+#define AGE_SLOTS 64
 #define ADMIT_ROUND 64
 #define UDP_PROBE_LEN 14
 #define HTTP_BUF 4096        /* an HTTP response's head: longer, its connection is not reused */
@@ -158,8 +173,15 @@ typedef struct Live {
     char *buf;            /* http response */
     int blen;
     int next, total;      /* dns: the next query to send, and how many there are */
-    struct Live *wprev, *wnext;   /* dns: in the lane's queue of units with queries to send */
+    struct Live *wprev, *wnext;   /* icmp/dns: in the lane's queue of units with packets to send */
     int waiting;
+    int64_t pk_t;         /* stream: when its connection was counted in the window (0: not) */
+    int *slowq;           /* icmp: echoes (send order) towards slow targets, not sent yet */
+    int nslow;
+    int64_t *tok;         /* icmp: per echo (seq), the slow target's turn it took (0: none) */
+    struct Live *sprev, *snext;   /* icmp: in the lane's list of units with slow echoes */
+    int slowlisted;
+    int64_t slow_tok;     /* udp/stream towards a slow target: the turn it took */
 } Live;
 
 typedef struct { int64_t deadline; Live *live; } HeapItem;
@@ -185,7 +207,15 @@ typedef struct {
     int err;          /* a fatal error (ENOMEM...) */
     int dns_inflight; /* DNS queries sent and not answered (nor given up, nor forgiven) */
     int64_t dns_full_since;   /* when the window filled up (0: it is not full) */
-    Live *dns_head, *dns_tail;   /* DNS units with queries still to send, in order */
+    Live *dns_head, *dns_tail;   /* ICMP and DNS units with packets still to send, in order */
+    int inflight;     /* packets sent in the last STALE_MS and not answered: the window */
+    int age[AGE_SLOTS];       /* of those, per millisecond of sending (a ring) */
+    int64_t age_head;         /* the oldest millisecond still counted */
+    int pblocked;     /* the last admission stopped for a full packet window */
+    Live *slow_head;  /* ICMP units with echoes towards slow targets still to send */
+    int *sq;          /* UDP/stream units towards slow targets, waiting for their turn */
+    int nsq;
+    int64_t next_tok; /* the turn taken for the unit being started (start_unit) */
     /* notes collected without the GIL */
     int *note_pair;
     char **note_data;
@@ -214,6 +244,7 @@ struct Engine {
     int nns;
     char **ns_path;
     int *ns_fd;          /* cached fds, -1: open on use */
+    uint16_t *ns_ident;  /* the ICMP identifier of a source namespace's echoes (icmp_ident) */
     /* responders */
     int nresp;
     Responder *resp;
@@ -226,6 +257,10 @@ struct Engine {
     uint32_t dns_ip;
     int dns_port;
     int dns_window;      /* DNS queries a lane keeps in flight */
+    int pkt_cap;         /* packets a lane keeps unanswered (schedule.packet_cap) */
+    int64_t slow_gap;    /* a slow target's turn lasts until answered or this long */
+    uint8_t *ep_slow;    /* per endpoint: SLOW_ECHOES | SLOW_UNITS (a VM): one at a time */
+    _Atomic int64_t *slow_until;  /* per endpoint: its turn is taken until then (monotonic) */
     char token[8];
     atomic_int ident;
     atomic_long budget;
@@ -287,6 +322,72 @@ static int reserve(Engine *e, long n) {
 static void give_back(Engine *e, long n) {
     atomic_fetch_add(&e->budget, n);
     atomic_fetch_sub(&e->in_use, n);
+}
+
+/* ------------------------------------------------------------------------------ pacing */
+
+/* The lane's packet window (schedule.Pacer): packets sent in the last STALE_MS and not yet
+ * answered; at most pkt_cap, so a burst never overflows a CPU's receive backlog.  Counted per
+ * millisecond of sending (realtime, the clock of sent_at) so that old packets drop out. */
+static void pk_age(Lane *L, int64_t now_ms) {
+    int64_t first = now_ms - STALE_MS + 1;              /* the oldest millisecond counted */
+    if (first - L->age_head > AGE_SLOTS) {              /* idle for long: nothing counts */
+        memset(L->age, 0, sizeof L->age);
+        L->inflight = 0;
+        L->age_head = first;
+        return;
+    }
+    while (L->age_head < first) {
+        int *slot = &L->age[L->age_head % AGE_SLOTS];
+        L->inflight -= *slot;
+        *slot = 0;
+        L->age_head++;
+    }
+}
+
+static inline void pk_add(Lane *L, int64_t t) {
+    int64_t ms = t / 1000000;
+    pk_age(L, ms);
+    if (ms < L->age_head) return;
+    L->age[ms % AGE_SLOTS]++;
+    L->inflight++;
+}
+
+/* the packet sent at t (realtime ns) is answered or given up: out of the window, if it still
+ * counts there */
+static inline void pk_sub(Lane *L, int64_t t) {
+    int64_t ms = t / 1000000;
+    if (ms < L->age_head || ms >= L->age_head + AGE_SLOTS) return;
+    int *slot = &L->age[ms % AGE_SLOTS];
+    if (*slot > 0) {
+        (*slot)--;
+        L->inflight--;
+    }
+}
+
+/* packets that may go now */
+static int pk_room(Lane *L) {
+    pk_age(L, real_ns() / 1000000);
+    return L->e->pkt_cap - L->inflight;
+}
+
+/* take slow target t's turn (shared by the lanes); 1 and the stamp, or 0: it is taken */
+static int slow_take(Engine *e, int t, int64_t now, int64_t *stamp) {
+    int64_t cur = atomic_load(&e->slow_until[t]);
+    while (cur <= now) {
+        int64_t want = now + e->slow_gap;
+        if (atomic_compare_exchange_weak(&e->slow_until[t], &cur, want)) {
+            *stamp = want;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* the probe that took `stamp` is answered: the next may go now (unless the turn passed on) */
+static void slow_done(Engine *e, int t, int64_t stamp) {
+    int64_t cur = stamp;
+    if (stamp) atomic_compare_exchange_strong(&e->slow_until[t], &cur, 0);
 }
 
 /* ---------------------------------------------------------------------------- outcomes */
@@ -651,6 +752,12 @@ static inline void pair_started(Engine *e, int pair, int64_t now) {
 }
 
 static void dns_unqueue(Lane *L, Live *live);
+static void slow_unlist(Lane *L, Live *live);
+
+/* nothing left to send or to wait for */
+static inline int unit_idle(Live *live) {
+    return live->outstanding == 0 && live->next >= live->total && live->nslow == 0;
+}
 
 static void responder_unused(Lane *L, int ri) {
     if (ri < 0) return;
@@ -671,12 +778,24 @@ static void unit_finish(Lane *L, Live *live) {
     give_back(e, e->u_fds[live->unit]);
     L->active--;
     responder_unused(L, e->u_resp[live->unit]);
-    if (live->kind == K_DNS) {
-        L->dns_inflight -= live->outstanding;           /* given up: their slots are free */
-        dns_unqueue(L, live);
+    if (live->kind == K_DNS) L->dns_inflight -= live->outstanding;   /* given up: free */
+    dns_unqueue(L, live);
+    slow_unlist(L, live);
+    if (live->sent_at) {                                /* what is still counted */
+        int np = live->kind == K_UDP ? e->count : live->n * e->count;
+        for (int i = 0; i < np && live->outstanding > 0; i++)
+            if (live->sent_at[i]) pk_sub(L, live->sent_at[i]);
     }
+    if (live->pk_t) pk_sub(L, live->pk_t);
+    live->pk_t = 0;
+    if (live->slow_tok) slow_done(e, e->u_target[live->unit], live->slow_tok);
     free(live->sent_at);
     live->sent_at = NULL;
+    free(live->slowq);
+    live->slowq = NULL;
+    live->nslow = 0;
+    free(live->tok);
+    live->tok = NULL;
     free(live->buf);
     live->buf = NULL;
     if (!live->in_heap) bury(L, live);
@@ -703,10 +822,48 @@ static void group_socket(int fd) {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
 }
 
+static void pump_queue(Lane *L, Live *live);
+
+/* send echo `idx` of an ICMP unit (send order, round by round: idx = attempt * n + k) */
+static void icmp_send(Lane *L, Live *live, int idx, int64_t stamp) {
+    Engine *e = L->e;
+    int u = live->unit, n = live->n, c = e->count, k = idx % n, a = idx / n;
+    int pair = e->group[e->u_first[u] + k], seq = k * c + a;
+    unsigned char pkt[24];
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    memset(pkt, 0, sizeof pkt);
+    pkt[0] = 8;
+    pkt[4] = live->ident >> 8;
+    pkt[5] = live->ident & 0xFF;
+    pkt[6] = seq >> 8;
+    pkt[7] = seq & 0xFF;
+    memcpy(pkt + 8, e->token, 8);
+    pkt[22] = seq >> 8;
+    pkt[23] = seq & 0xFF;
+    uint16_t ck = checksum(pkt, sizeof pkt);
+    memcpy(pkt + 2, &ck, 2);
+    sa.sin_addr.s_addr = e->ep_ip[e->group_target[e->u_first[u] + k]];
+    e->o_sent[pair]++;
+    int64_t now = mono_ns();
+    pair_started(e, pair, now);
+    live->deadline = now + e->timeout;                  /* the last echo sent + timeout */
+    int64_t t = real_ns();
+    if (sendto(live->fd, pkt, sizeof pkt, 0, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        pair_fail(e, pair, errno);
+        slow_done(e, e->group_target[e->u_first[u] + k], stamp);
+    } else {
+        live->sent_at[seq] = t;
+        live->outstanding++;
+        pk_add(L, t);
+        if (live->tok) live->tok[seq] = stamp;
+    }
+}
+
+/* an ICMP unit: its echoes are queued (pump() sends them as the lane's window allows, those
+ * towards slow targets one at a time per target: slow_pump()) */
 static int64_t start_icmp(Lane *L, Live *live, int fd) {
     Engine *e = L->e;
     int u = live->unit, n = e->u_size[u], c = e->count;
-    int64_t last = 0;
     if ((long)n * c > 0xFFFF) {
         fail_unit(e, u, E_TOOMANY);
         return 0;
@@ -715,44 +872,33 @@ static int64_t start_icmp(Lane *L, Live *live, int fd) {
     uint32_t allowed = (1u << 0) | (1u << 3) | (1u << 11), filter = ~allowed;
     setsockopt(fd, SOL_RAW_, ICMP_FILTER_, &filter, sizeof filter);
     live->n = n;
-    live->ident = (uint16_t)atomic_fetch_add(&e->ident, 1);
+    live->ident = e->ns_ident[e->u_ns[u]];
     live->sent_at = calloc((size_t)n * c, sizeof(int64_t));
-    if (!live->sent_at) {
+    int slow = 0;
+    for (int k = 0; k < n && !slow; k++)
+        slow = e->ep_slow[e->group_target[e->u_first[u] + k]] & SLOW_ECHOES;
+    if (slow) {
+        live->tok = calloc((size_t)n * c, sizeof(int64_t));
+        live->slowq = malloc((size_t)n * c * sizeof(int));
+    }
+    if (!live->sent_at || (slow && (!live->tok || !live->slowq))) {
         L->err = ENOMEM;
         return 0;
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = live};
     epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
-    unsigned char pkt[24];
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    for (int a = 0; a < c; a++) {                       /* round by round */
-        for (int k = 0; k < n; k++) {
-            int pair = e->group[e->u_first[u] + k], seq = k * c + a;
-            memset(pkt, 0, sizeof pkt);
-            pkt[0] = 8;
-            pkt[4] = live->ident >> 8;
-            pkt[5] = live->ident & 0xFF;
-            pkt[6] = seq >> 8;
-            pkt[7] = seq & 0xFF;
-            memcpy(pkt + 8, e->token, 8);
-            pkt[22] = seq >> 8;
-            pkt[23] = seq & 0xFF;
-            uint16_t ck = checksum(pkt, sizeof pkt);
-            memcpy(pkt + 2, &ck, 2);
-            sa.sin_addr.s_addr = e->ep_ip[e->group_target[e->u_first[u] + k]];
-            e->o_sent[pair]++;
-            last = mono_ns();
-            pair_started(e, pair, last);
-            int64_t t = real_ns();
-            if (sendto(fd, pkt, sizeof pkt, 0, (struct sockaddr *)&sa, sizeof sa) < 0) {
-                pair_fail(e, pair, errno);
-            } else {
-                live->sent_at[seq] = t;
-                live->outstanding++;
-            }
-        }
-    }
-    return last + e->timeout;
+    live->total = n * c;
+    live->next = 0;
+    live->deadline = mono_ns() + e->timeout;
+    pump_queue(L, live);
+    return live->deadline;
+}
+
+/* echo `seq` is answered: the slow target's turn it took (if any) ends */
+static void icmp_turn_done(Engine *e, Live *live, int seq) {
+    if (!live->tok || !live->tok[seq]) return;
+    slow_done(e, e->group_target[e->u_first[live->unit] + seq / e->count], live->tok[seq]);
+    live->tok[seq] = 0;
 }
 
 static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, int64_t ts) {
@@ -766,8 +912,10 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         if (seq >= live->n * c || live->sent_at[seq] == 0) return;
         int pair = e->group[e->u_first[live->unit] + seq / c];
         pair_rtt(e, pair, ts - live->sent_at[seq]);
+        pk_sub(L, live->sent_at[seq]);
         live->sent_at[seq] = 0;
         live->outstanding--;
+        icmp_turn_done(e, live, seq);
     } else if (d[ihl] == 3 || d[ihl] == 11) {
         int type = d[ihl], code = d[ihl + 1], inner = ihl + 8;
         if (len < inner + 20) return;
@@ -776,8 +924,13 @@ static void icmp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len,
         int rid = (d[inner + iihl + 4] << 8) | d[inner + iihl + 5];
         int seq = (d[inner + iihl + 6] << 8) | d[inner + iihl + 7];
         if (rid != live->ident || seq >= live->n * c || live->sent_at[seq] == 0) return;
+        uint32_t qdst;                                  /* the quoted echo's destination */
+        memcpy(&qdst, d + inner + 16, 4);
+        if (qdst != e->ep_ip[e->group_target[e->u_first[live->unit] + seq / c]]) return;
+        pk_sub(L, live->sent_at[seq]);
         live->sent_at[seq] = 0;
         live->outstanding--;
+        icmp_turn_done(e, live, seq);
         pair_fail(e, e->group[e->u_first[live->unit] + seq / c], E_ICMP | (type << 8) | code);
     }
 }
@@ -820,6 +973,7 @@ static void dns_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
     int pair = e->group[e->u_first[live->unit] + k];
     int target = e->group_target[e->u_first[live->unit] + k];
     int64_t rtt = ts - live->sent_at[idx];
+    pk_sub(L, live->sent_at[idx]);
     live->sent_at[idx] = 0;
     live->outstanding--;
     L->dns_inflight--;
@@ -866,26 +1020,93 @@ static void dns_send(Lane *L, Live *live, int idx) {
         live->sent_at[idx] = t;
         live->outstanding++;
         L->dns_inflight++;
+        pk_add(L, t);
     }
 }
 
-/* send queued DNS queries while the lane's window has room; a unit with everything sent and
- * nothing outstanding is finished */
-static void dns_pump(Lane *L) {
+static void pump_queue(Lane *L, Live *live) {
+    live->waiting = 1;
+    live->wprev = L->dns_tail;
+    live->wnext = NULL;
+    if (L->dns_tail) L->dns_tail->wnext = live; else L->dns_head = live;
+    L->dns_tail = live;
+}
+
+static void slow_unlist(Lane *L, Live *live) {
+    if (!live->slowlisted) return;
+    if (live->sprev) live->sprev->snext = live->snext; else L->slow_head = live->snext;
+    if (live->snext) live->snext->sprev = live->sprev;
+    live->sprev = live->snext = NULL;
+    live->slowlisted = 0;
+}
+
+static void slow_list(Lane *L, Live *live) {
+    if (live->slowlisted) return;
+    live->sprev = NULL;
+    live->snext = L->slow_head;
+    if (L->slow_head) L->slow_head->sprev = live;
+    L->slow_head = live;
+    live->slowlisted = 1;
+}
+
+/* echoes towards slow targets: each goes when its target's turn is free (one probe at a
+ * time per slow target, from every lane together) and the lane's window has room */
+static void slow_pump(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    for (Live *live = L->slow_head, *next; live; live = next) {
+        next = live->snext;
+        int kept = 0;
+        for (int i = 0; i < live->nslow; i++) {
+            int idx = live->slowq[i];
+            int t = e->group_target[e->u_first[live->unit] + idx % live->n];
+            int64_t stamp;
+            if (L->inflight < e->pkt_cap && slow_take(e, t, now, &stamp))
+                icmp_send(L, live, idx, stamp);
+            else
+                live->slowq[kept++] = idx;
+        }
+        live->nslow = kept;
+        if (kept) continue;
+        slow_unlist(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
+    }
+}
+
+/* send queued ICMP echoes and DNS queries while the lane's packet window (and, for DNS, its
+ * DNS window) has room; echoes towards slow targets are set aside for slow_pump; a unit with
+ * everything sent and nothing outstanding is finished */
+static void pump(Lane *L) {
+    Engine *e = L->e;
+    int64_t now = mono_ns();
     if (L->dns_inflight < 0) L->dns_inflight = 0;       /* answers to forgiven queries */
-    if (L->dns_head && L->dns_inflight >= L->e->dns_window) {
-        int64_t now = mono_ns();
+    if (L->dns_head && L->dns_head->kind == K_DNS && L->dns_inflight >= e->dns_window) {
         if (!L->dns_full_since) L->dns_full_since = now;
         else if (now - L->dns_full_since >= DNS_STALE_NS) L->dns_inflight = 0;
     }
-    if (L->dns_inflight < L->e->dns_window) L->dns_full_since = 0;
-    while (L->dns_head && L->dns_inflight < L->e->dns_window) {
+    if (L->dns_inflight < e->dns_window) L->dns_full_since = 0;
+    int room = pk_room(L);
+    while (L->dns_head && room > 0) {
         Live *live = L->dns_head;
-        dns_send(L, live, live->next++);
+        if (live->kind == K_DNS) {
+            if (L->dns_inflight >= e->dns_window) break;
+            dns_send(L, live, live->next++);
+            room--;
+        } else {
+            int idx = live->next++;
+            int t = e->group_target[e->u_first[live->unit] + idx % live->n];
+            if (e->ep_slow[t] & SLOW_ECHOES) {
+                live->slowq[live->nslow++] = idx;
+                slow_list(L, live);
+            } else {
+                icmp_send(L, live, idx, 0);
+                room--;
+            }
+        }
         if (live->next < live->total) continue;
         dns_unqueue(L, live);
-        if (live->outstanding == 0) unit_finish(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
     }
+    if (L->slow_head) slow_pump(L, now);
 }
 
 static int64_t start_dns(Lane *L, Live *live, int fd) {
@@ -911,15 +1132,11 @@ static int64_t start_dns(Lane *L, Live *live, int fd) {
     live->qbase = (uint16_t)((unsigned)atomic_fetch_add(&e->ident, 1) * 40503u);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = live};
     epoll_ctl(L->ep, EPOLL_CTL_ADD, fd, &ev);
-    /* queued: dns_pump sends its queries as the lane's window allows (the caller pumps) */
+    /* queued: pump() sends its queries as the lane's windows allow (the caller pumps) */
     live->total = n * c;
     live->next = 0;
     live->deadline = mono_ns() + e->timeout;
-    live->waiting = 1;
-    live->wprev = L->dns_tail;
-    live->wnext = NULL;
-    if (L->dns_tail) L->dns_tail->wnext = live; else L->dns_head = live;
-    L->dns_tail = live;
+    pump_queue(L, live);
     return live->deadline;
 }
 
@@ -938,6 +1155,7 @@ static void udp_dgram(Lane *L, Live *live, const unsigned char *d, ssize_t len, 
         held = tx > rx ? (int64_t)(tx - rx) : 0;
     }
     pair_rtt(e, e->u_first[live->unit], ts - live->sent_at[key] - held);
+    pk_sub(L, live->sent_at[key]);
     live->sent_at[key] = 0;
     live->outstanding--;
 }
@@ -974,6 +1192,7 @@ static int64_t start_udp(Lane *L, Live *live, int fd) {
         } else {
             live->sent_at[k] = t;
             live->outstanding++;
+            pk_add(L, t);
         }
     }
     return e->p_deadline[pair];
@@ -986,6 +1205,7 @@ static void dgram_error(Lane *L, Live *live, int err) {
     int n = live->kind == K_UDP ? e->count : live->n * e->count;
     for (int i = 0; i < n && live->outstanding > 0; i++) {
         if (live->sent_at[i] == 0) continue;
+        pk_sub(L, live->sent_at[i]);
         live->sent_at[i] = 0;
         live->outstanding--;
         if (live->kind == K_DNS) L->dns_inflight--;
@@ -1142,6 +1362,7 @@ static int64_t start_stream(Lane *L, Live *live, int fd) {
         if (live->http) http_next(L, live, 0);
         else stream_end(L, live);
     }
+    if (!live->finished) pk_add(L, live->pk_t = real_ns());   /* its connection's packet */
     return e->p_deadline[pair];
 }
 
@@ -1310,6 +1531,8 @@ static void start_unit(Lane *L, int u) {
     live->kind = kind;
     live->http = e->u_http[u];
     live->fd = -1;
+    live->slow_tok = L->next_tok;
+    L->next_tok = 0;
     L->active++;
     int fd = socket_in(L, e->u_ns[u], types[kind], protos[kind]);
     if (fd < 0) {
@@ -1326,7 +1549,7 @@ static void start_unit(Lane *L, int u) {
     default: deadline = start_stream(L, live, fd); break;
     }
     if (live->finished) return;
-    if (live->outstanding == 0 && live->next >= live->total) {
+    if (unit_idle(live)) {
         unit_finish(L, live);
         return;
     }
@@ -1339,48 +1562,99 @@ static void start_unit(Lane *L, int u) {
     live->in_heap = 1;
 }
 
-/* admit the lane's next units while their descriptors fit; returns how many started */
-static int admit(Lane *L, int64_t now) {
+/* start unit u if its descriptors fit: 1 started, 0 dropped (a retry past its pair's
+ * deadline), -1 no descriptors now */
+static int try_start(Lane *L, int u, int64_t now) {
     Engine *e = L->e;
-    int started = 0;
-    while (L->qpos < L->nq && started < ADMIT_ROUND) {
-        int u = L->queue[L->qpos];
-        if (e->u_attempt[u] > 0) {                      /* a retry past its pair's deadline */
-            int64_t d = e->p_deadline[e->u_first[u]];
-            if (d && d <= now + 1000000) {
-                L->qpos++;
-                L->dropped++;
-                responder_unused(L, e->u_resp[u]);
-                continue;
-            }
+    if (e->u_attempt[u] > 0) {                          /* a retry past its pair's deadline */
+        int64_t d = e->p_deadline[e->u_first[u]];
+        if (d && d <= now + 1000000) {
+            L->dropped++;
+            responder_unused(L, e->u_resp[u]);
+            return 0;
         }
-        int ri = e->u_resp[u];
-        Responder *r = ri >= 0 ? &e->resp[ri] : NULL;
-        int opening = r && r->state == R_CLOSED;
-        if (!reserve(e, e->u_fds[u] + opening)) {
-            L->blocked = 1;
-            break;
-        }
-        if (L->blocked || L->batches == 0) {
-            L->batches++;
-            L->blocked = 0;
-        }
-        if (opening) responder_open(L, r);
-        L->qpos++;
-        start_unit(L, u);
-        started++;
     }
-    dns_pump(L);
+    int ri = e->u_resp[u];
+    Responder *r = ri >= 0 ? &e->resp[ri] : NULL;
+    int opening = r && r->state == R_CLOSED;
+    if (!reserve(e, e->u_fds[u] + opening)) {
+        L->blocked = 1;
+        return -1;
+    }
+    if (L->blocked || L->batches == 0) {
+        L->batches++;
+        L->blocked = 0;
+    }
+    if (opening) responder_open(L, r);
+    start_unit(L, u);
+    return 1;
+}
+
+/* UDP and stream units towards slow targets, set aside by admit(): each starts once its
+ * target's turn is free (one at a time per slow target) and the lane's window has room */
+static int slow_units(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    int kept = 0, started = 0;
+    for (int i = 0; i < L->nsq; i++) {
+        int u = L->sq[i], t = e->u_target[u];
+        int64_t stamp = 0;
+        if (pk_room(L) <= 0 || !slow_take(e, t, now, &stamp)) {
+            L->sq[kept++] = u;
+            continue;
+        }
+        L->next_tok = stamp;
+        int rc = try_start(L, u, now);
+        L->next_tok = 0;
+        if (rc < 0) {
+            slow_done(e, t, stamp);
+            L->sq[kept++] = u;
+        }
+        started += rc > 0;
+    }
+    L->nsq = kept;
     return started;
 }
 
-/* every query a DNS unit sent is older than the timeout: no longer in flight */
-static void dns_give_up_sent(Lane *L, Live *live) {
+/* admit the lane's next units while their descriptors fit and (UDP, stream) the lane's packet
+ * window has room; those towards slow targets wait for their turn (slow_units); returns how
+ * many started */
+static int admit(Lane *L, int64_t now) {
+    Engine *e = L->e;
+    int started = 0;
+    L->pblocked = 0;
+    if (L->nsq) started += slow_units(L, now);
+    while (L->qpos < L->nq && started < ADMIT_ROUND) {
+        int u = L->queue[L->qpos];
+        int kind = e->u_kind[u];
+        if (kind == K_UDP || kind == K_STREAM) {
+            if (e->ep_slow[e->u_target[u]] & SLOW_UNITS) {
+                L->sq[L->nsq++] = u;
+                L->qpos++;
+                continue;
+            }
+            if (pk_room(L) <= 0) {
+                L->pblocked = 1;
+                break;
+            }
+        }
+        int rc = try_start(L, u, now);
+        if (rc < 0) break;
+        L->qpos++;
+        started += rc;
+    }
+    if (L->nsq) started += slow_units(L, now);          /* set aside just now */
+    pump(L);
+    return started;
+}
+
+/* every probe a unit sent is older than the timeout: no longer in flight */
+static void give_up_sent(Lane *L, Live *live) {
     for (int i = 0; i < live->total && live->outstanding > 0; i++) {
         if (live->sent_at[i] == 0) continue;
+        pk_sub(L, live->sent_at[i]);
         live->sent_at[i] = 0;
         live->outstanding--;
-        L->dns_inflight--;
+        if (live->kind == K_DNS) L->dns_inflight--;
     }
 }
 
@@ -1392,10 +1666,11 @@ static void expire(Lane *L, int64_t now, int caught_up) {
         live->in_heap = 0;
         if (live->finished) {
             bury(L, live);
-        } else if (live->next < live->total || live->deadline > due) {
-            /* a DNS unit still sending, or it sent since: its deadline is its last query's */
-            if (live->deadline <= due) dns_give_up_sent(L, live);
-            if (live->next < live->total) live->deadline = now + L->e->timeout;
+        } else if (live->next < live->total || live->nslow || live->deadline > due) {
+            /* an ICMP/DNS unit still sending, or it sent since: its deadline is its last
+             * probe's */
+            if (live->deadline <= due) give_up_sent(L, live);
+            if (live->next < live->total || live->nslow) live->deadline = now + L->e->timeout;
             if (heap_push(L, live) < 0) {
                 L->err = ENOMEM;
                 unit_finish(L, live);
@@ -1426,7 +1701,7 @@ static void dispatch(Lane *L, struct epoll_event *ev) {
                                                                              : udp_dgram;
         int err = drain(L, live, fn);
         if (err && live->kind != K_ICMP) dgram_error(L, live, err);
-        if (live->outstanding == 0 && live->next >= live->total) unit_finish(L, live);
+        if (unit_idle(live)) unit_finish(L, live);
     } else if (h->type == H_LISTENER) {
         Responder *r = (Responder *)h;
         if (r->state == R_OPEN) on_listener(L, r);
@@ -1440,7 +1715,7 @@ static void dispatch(Lane *L, struct epoll_event *ev) {
 }
 
 static int wait_ms(Lane *L, int64_t now, int started) {
-    if (L->qpos < L->nq && !L->blocked && started) return 0;
+    if (L->qpos < L->nq && !L->blocked && !L->pblocked && started) return 0;
     int64_t wait = 250 * 1000000LL;
     if (L->nheap > 0) {
         int64_t d = L->heap[0].deadline - now;
@@ -1449,6 +1724,10 @@ static int wait_ms(Lane *L, int64_t now, int started) {
     if (L->qpos < L->nq && L->blocked && wait > 1000000) wait = 1000000;
     if (L->dns_head && L->dns_inflight >= L->e->dns_window && wait > DNS_STALE_NS / 4)
         wait = DNS_STALE_NS / 4;
+    if ((L->pblocked || (L->dns_head && L->inflight >= L->e->pkt_cap)) && wait > 2000000)
+        wait = 2000000;                                 /* old packets leave the window */
+    if ((L->slow_head || L->nsq) && wait > L->e->slow_gap)
+        wait = L->e->slow_gap;                          /* a slow target's turn may end */
     if (wait <= 0) return 0;
     return (int)((wait + 999999) / 1000000);
 }
@@ -1490,7 +1769,7 @@ static void *lane_main(void *arg) {
     while (!L->err) {
         int64_t now = mono_ns();
         int started = admit(L, now);
-        if (L->qpos >= L->nq && L->active == 0 && !L->holding) break;
+        if (L->qpos >= L->nq && L->active == 0 && !L->holding && L->nsq == 0) break;
         int n = epoll_wait(L->ep, evs, MAXEV, wait_ms(L, mono_ns(), started));
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -1500,7 +1779,7 @@ static void *lane_main(void *arg) {
         for (int i = 0; i < n; i++) dispatch(L, &evs[i]);
         empty_grave(L);
         expire(L, mono_ns(), n == 0);     /* caught up: nothing was waiting */
-        dns_pump(L);
+        pump(L);
         empty_grave(L);
     }
     return NULL;
@@ -1541,6 +1820,7 @@ static void engine_free(Engine *e) {
         for (int i = 0; i < e->nns; i++)
             if (e->ns_fd[i] >= 0) close(e->ns_fd[i]);
     free(e->ns_fd);
+    free(e->ns_ident);
     if (e->ns_path)
         for (int i = 0; i < e->nns; i++) free(e->ns_path[i]);
     free(e->ns_path);
@@ -1555,6 +1835,8 @@ static void engine_free(Engine *e) {
     free(e->ep_reqlen);
     free(e->resp);
     free(e->p_deadline);
+    free(e->ep_slow);
+    free((void *)e->slow_until);
 }
 
 static char *copy_bytes(PyObject *o, int *len) {
@@ -1603,6 +1885,16 @@ static int parse_endpoints(Engine *e, PyObject *eps) {
     return 0;
 }
 
+/* A source namespace's ICMP identifier: the same in every run (clients.icmp_ident), so
+ * repeated runs refresh the lab's connection-tracking entries for their echoes instead of
+ * adding new ones (a 200-endpoint matrix is 39,800 ICMP entries, kept 30 s); replies are
+ * told apart by the run's token, errors by the quoted destination. FNV-1a, folded. */
+static uint16_t icmp_ident(const char *path) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) h = (h ^ *p) * 16777619u;
+    return (uint16_t)((h ^ (h >> 16)) & 0xFFFF);
+}
+
 /* namespaces: list[str]; cache: open them all now (else on every use) */
 static int parse_namespaces(Engine *e, PyObject *nss, int cache) {
     Py_ssize_t n = PyList_Size(nss);
@@ -1610,7 +1902,8 @@ static int parse_namespaces(Engine *e, PyObject *nss, int cache) {
     e->nns = (int)n;
     e->ns_path = calloc(n + 1, sizeof(char *));
     e->ns_fd = malloc((n + 1) * sizeof(int));
-    if (!e->ns_path || !e->ns_fd) {
+    e->ns_ident = calloc(n + 1, sizeof(uint16_t));
+    if (!e->ns_path || !e->ns_fd || !e->ns_ident) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1619,6 +1912,7 @@ static int parse_namespaces(Engine *e, PyObject *nss, int cache) {
         const char *path = PyUnicode_AsUTF8(PyList_GET_ITEM(nss, i));
         if (!path) return -1;
         e->ns_path[i] = strdup(path);
+        e->ns_ident[i] = icmp_ident(path);
         if (!e->ns_path[i]) {
             PyErr_NoMemory();
             return -1;
@@ -1663,14 +1957,15 @@ static int parse_responders(Engine *e, PyObject *rs) {
 static PyObject *fast_run(PyObject *self, PyObject *args) {
     PyObject *units, *group, *group_target, *eps, *nss, *rs, *out;
     int count, limit, lanes, dns_port, cache, ident, hold_fd, dns_window = DNS_WINDOW_DEFAULT;
-    int ready_fd = -1;
-    long long timeout, grace;
-    const char *token, *dns_ip;
-    Py_ssize_t token_len, dns_len;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|ii", &units, &group, &group_target, &eps,
-                          &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes, &token,
-                          &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache, &hold_fd,
-                          &dns_window, &ready_fd))
+    int ready_fd = -1, pkt_cap = 1 << 30;
+    long long timeout, grace, slow_gap = 1000000;
+    const char *token, *dns_ip, *slow = NULL;
+    Py_ssize_t token_len, dns_len, slow_len = 0;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiLLiiy#y#iipi|iiiy#L", &units, &group, &group_target,
+                          &eps, &nss, &rs, &out, &count, &timeout, &grace, &limit, &lanes,
+                          &token, &token_len, &dns_ip, &dns_len, &dns_port, &ident, &cache,
+                          &hold_fd, &dns_window, &ready_fd, &pkt_cap, &slow, &slow_len,
+                          &slow_gap))
         return NULL;
     if (token_len != 8 || (dns_len != 0 && dns_len != 4) || count < 1 || lanes < 1 ||
         !PyTuple_Check(units) || PyTuple_GET_SIZE(units) != 11 || !PyTuple_Check(out) ||
@@ -1691,6 +1986,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     if (dns_len == 4) memcpy(&e.dns_ip, dns_ip, 4);
     e.dns_port = dns_port;
     e.dns_window = dns_window > 0 ? dns_window : 1;
+    e.pkt_cap = pkt_cap > 0 ? pkt_cap : 1;
+    e.slow_gap = slow_gap > 0 ? slow_gap : 0;
     e.hold_fd = hold_fd;
     e.ready_fd = ready_fd;
     atomic_init(&e.lanes_holding, lanes < 64 ? lanes : 64);   /* the lanes that run */
@@ -1741,6 +2038,17 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
     if (parse_endpoints(&e, eps) < 0 || parse_namespaces(&e, nss, cache) < 0 ||
         parse_responders(&e, rs) < 0)
         goto done;
+    if (slow && slow_len != 0 && slow_len != e.nendpoints) {
+        PyErr_SetString(PyExc_ValueError, "slow: one byte per endpoint");
+        goto done;
+    }
+    e.ep_slow = calloc(e.nendpoints + 1, 1);
+    e.slow_until = calloc(e.nendpoints + 1, sizeof(int64_t));
+    if (!e.ep_slow || !e.slow_until) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (slow && slow_len) memcpy(e.ep_slow, slow, slow_len);
     e.p_deadline = calloc(npairs + 1, sizeof(int64_t));
     ls = calloc(lanes, sizeof(Lane));
     if (!e.p_deadline || !ls) {
@@ -1757,7 +2065,8 @@ static PyObject *fast_run(PyObject *self, PyObject *args) {
         ls[i].home = -1;
         ls[i].ep = -1;
         ls[i].queue = malloc((nu + 1) * sizeof(int));
-        if (!ls[i].queue) {
+        ls[i].sq = malloc((nu + 1) * sizeof(int));
+        if (!ls[i].queue || !ls[i].sq) {
             PyErr_NoMemory();
             goto done;
         }
@@ -1842,6 +2151,8 @@ done:
                 if (!live->finished && live->fd >= 0) close(live->fd);
                 free(live->sent_at);
                 free(live->buf);
+                free(live->slowq);
+                free(live->tok);
                 free(live);
             }
             free(L->heap);
@@ -1853,6 +2164,7 @@ done:
             free(L->note_len);
             free(L->note_rtt);
             free(L->queue);
+            free(L->sq);
             if (L->ep >= 0) close(L->ep);
             if (L->home >= 0) close(L->home);
         }
@@ -1878,7 +2190,7 @@ static PyMethodDef fast_methods[] = {
     {"run", fast_run, METH_VARARGS,
      "run(units, group, group_target, endpoints, namespaces, responders, out, count, "
      "timeout_ns, grace_ns, limit, lanes, token, dns_ip, dns_port, ident, cache_ns, hold_fd"
-     "[, dns_window, ready_fd]) -> "
+     "[, dns_window, ready_fd, packet_cap, slow, slow_gap_ns]) -> "
      "(notes, responders_up, batches, dropped, peak_fds): run a probe plan (see fast.py)."},
     {NULL, NULL, 0, NULL}};
 

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 
 from hybridnb.services.probe.matrix import ProbeResult
 from hybridnb.services.probe.plan import PairSpec, Unit
+from hybridnb.services.probe.schedule import Pacer
 from hybridnb.services.probe.wire import (
     SO_TIMESTAMPNS,
     Loop,
@@ -53,6 +54,18 @@ UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol u
                   10: "administratively prohibited", 13: "administratively prohibited"}
 UDP_MAGIC = b"hnbP"
 UDP_PROBE_LEN = 4 + 8 + 2          # magic, run token, attempt
+
+
+def icmp_ident(netns: str) -> int:
+    """A source namespace's ICMP identifier: the same in every run, so repeated runs refresh
+    the lab's connection-tracking entries for their echoes instead of adding new ones (a
+    200-endpoint matrix is 39,800 ICMP entries, kept 30 s; the table holds
+    ``nf_conntrack_max`` for the whole namespace).  Replies are told apart by the run's
+    token, errors by the quoted destination.  FNV-1a, folded to 16 bits (as ``_fast.c``)."""
+    h = 2166136261
+    for b in netns.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return (h ^ (h >> 16)) & 0xFFFF
 
 
 @dataclass(eq=False)
@@ -99,11 +112,9 @@ class RunContext:
     domain: str
     timeout: float
     release: Callable[["Client"], None]
-    icmp_ident: int = 0
-
-    def next_ident(self) -> int:
-        self.icmp_ident = (self.icmp_ident + 1) & 0xFFFF
-        return self.icmp_ident
+    #: packets in flight and slow targets' turns (schedule.Pacer); touched on the engine's
+    #: thread only (a send lane sends what the engine allotted it beforehand)
+    pacer: Pacer = field(default_factory=lambda: Pacer(1 << 30))
 
 
 class Client:
@@ -136,6 +147,15 @@ class Client:
         if self.outstanding == 0:
             self.finish()
 
+    @property
+    def pending(self) -> bool:
+        """Packets still to send (paced clients)."""
+        return False
+
+    def settled(self, key: int, sent_ns: int) -> None:
+        """Packet ``key`` (sent at ``sent_ns``, ``time.time_ns()``) is answered or failed
+        (paced clients free its place)."""
+
     def finish(self) -> None:
         if not self.finished:
             self.finished = True
@@ -143,15 +163,128 @@ class Client:
             self.run.release(self)
 
 
-class IcmpClient(Client):
-    """Every echo from one source, on one raw socket."""
+Packet = tuple[int, PairState, bytes]
+
+
+class _Paced(Client):
+    """A socket for many packets (ICMP echoes, DNS queries of one source): they go as the
+    run's :class:`~hybridnb.services.probe.schedule.Pacer` allows — what fits the packet
+    window on the send lane (:attr:`allow`, allotted by the engine beforehand), the rest from
+    the event loop (:meth:`pump`) as answers come back; packets towards slow targets one at a
+    time per target.  The deadline is the last packet's send + ``timeout``."""
+
+    def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket,
+                 *more: object) -> None:
+        super().__init__(run, index, unit, sock, *more)   # type: ignore[call-arg]
+        self.sent_at: dict[int, int] = {}
+        self.packets: list[Packet] = []
+        self.pos = 0                           # the next of packets to go
+        self.allow = 0                         # allotted to the send lane (counted at allot_at)
+        self.allot_at = 0.0
+        self.went = 0                          # of those, sent
+        self.slowq: list[Packet] = []          # towards slow targets, waiting for their turn
+        self.turns: dict[int, tuple[str, float]] = {}   # key -> (slow target, its turn)
+        self.last = 0.0                        # monotonic: the last packet sent
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.sent_at)
+
+    @property
+    def pending(self) -> bool:
+        return self.pos < len(self.packets) or bool(self.slowq)
+
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        """Send one packet; whether it went."""
+        raise NotImplementedError
+
+    def _go(self, n: int, count: bool) -> int:
+        """Send up to ``n`` packets in order, setting aside those towards slow targets;
+        ``count``: in the window (on the engine's thread only)."""
+        went, pacer = 0, self.run.pacer
+        while self.pos < len(self.packets) and went < n:
+            item = self.packets[self.pos]
+            self.pos += 1
+            if pacer.is_slow(item[1].spec.dst.name):
+                self.slowq.append(item)
+            elif self.transmit(*item):
+                went += 1
+                if count:
+                    pacer.sent(self.sent_at[item[0]] / 1e9)
+        if went:
+            self.last = time.monotonic()
+        return went
+
+    def send(self) -> None:
+        self.went = self._go(self.allow, False)
+
+    def started(self, now: float) -> None:
+        pacer = self.run.pacer
+        if self.allow:                                  # what the lane sent, at its times
+            pacer.answered(self.allot_at, self.allow)
+            for t in self.sent_at.values():
+                pacer.sent(t / 1e9)
+        self.allow = self.went = 0
+        for st in self.pairs:
+            if st.deadline is None:
+                st.deadline = now + self.run.timeout
+        self.pump(now)
+        self.deadline = (self.last or now) + self.run.timeout
+        if self.outstanding == 0 and not self.pending:
+            self.finish()
+
+    def pump(self, now: float) -> None:
+        """Send what the packet window and the slow targets' turns allow now."""
+        pacer = self.run.pacer
+        room = pacer.room(time.time())
+        if room > 0 and self.pos < len(self.packets):
+            self._go(room, True)
+        kept: list[Packet] = []
+        for item in self.slowq:
+            name = item[1].spec.dst.name
+            if pacer.inflight >= pacer.cap or not pacer.slow_free(name, now):
+                kept.append(item)
+                continue
+            stamp = pacer.slow_take(name, now)
+            if self.transmit(*item):
+                pacer.sent(self.sent_at[item[0]] / 1e9)
+                self.turns[item[0]] = (name, stamp)
+                self.last = time.monotonic()
+            else:
+                pacer.slow_done(name, stamp)
+        self.slowq = kept
+        if self.last:
+            self.deadline = self.last + self.run.timeout
+
+    def settled(self, key: int, sent_ns: int) -> None:
+        """Packet ``key`` is answered or failed: its place in the window (and its slow
+        target's turn) is free."""
+        self.run.pacer.answered(sent_ns / 1e9)
+        turn = self.turns.pop(key, None)
+        if turn is not None:
+            self.run.pacer.slow_done(*turn)
+
+    def give_up_sent(self) -> None:
+        """Every packet sent is older than the timeout: no longer in flight."""
+        for t in self.sent_at.values():
+            self.run.pacer.answered(t / 1e9)
+        self.sent_at.clear()
+        self.turns.clear()
+
+    def finish(self) -> None:
+        if not self.finished:
+            for t in self.sent_at.values():
+                self.run.pacer.answered(t / 1e9)
+        super().finish()
+
+
+class IcmpClient(_Paced):
+    """Every echo from one source, on one raw socket (paced: :class:`_Paced`)."""
 
     def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
         super().__init__(run, index, unit, sock)
-        self.sent_at: dict[int, int] = {}
         self.seq_pair: dict[int, PairState] = {}
-        self.packets: list[tuple[int, PairState, bytes]] = []
-        self.ident = run.next_ident()
+        self.ident = icmp_ident(unit.netns)
         count = run.count
         if len(self.pairs) * count > 0xFFFF:
             for st in self.pairs:
@@ -176,20 +309,16 @@ class IcmpClient(Client):
         self.packets.sort(key=lambda t: (t[0] % count, t[0]))
         run.loop.add(sock, selectors.EVENT_READ, self.receive)
 
-    @property
-    def outstanding(self) -> int:
-        return len(self.sent_at)
-
-    def send(self) -> None:
-        sendto, sent_at = self.sock.sendto, self.sent_at
-        for seq, st, pkt in self.packets:
-            st.sent += 1
-            sent_at[seq] = time.time_ns()
-            try:
-                sendto(pkt, (st.spec.address, 0))
-            except OSError as exc:
-                sent_at.pop(seq, None)
-                st.failed(errno_reason(exc))
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        st.sent += 1
+        self.sent_at[key] = time.time_ns()
+        try:
+            self.sock.sendto(data, (st.spec.address, 0))
+        except OSError as exc:
+            self.sent_at.pop(key, None)
+            st.failed(errno_reason(exc))
+            return False
+        return True
 
     def receive(self, s: socket.socket) -> None:
         while True:
@@ -204,7 +333,7 @@ class IcmpClient(Client):
                 self._reply(data, ihl, ts)
             elif data[ihl] in (ICMP_UNREACH, ICMP_TIMXCEED):
                 self._error(data, ihl)
-        if not self.sent_at:
+        if not self.sent_at and not self.pending:
             self.finish()
 
     def _reply(self, data: bytes, ihl: int, ts: int) -> None:
@@ -213,6 +342,7 @@ class IcmpClient(Client):
             return
         t0 = self.sent_at.pop(seq, None)
         if t0 is not None:
+            self.settled(seq, t0)
             self.seq_pair[seq].answered((ts - t0) / 1e9)
 
     def _error(self, data: bytes, ihl: int) -> None:
@@ -224,8 +354,14 @@ class IcmpClient(Client):
         if len(data) < inner + iihl + 8 or data[inner + iihl] != ICMP_ECHO:
             return
         rid, seq = struct.unpack_from("!HH", data, inner + iihl + 4)
-        if rid != self.ident or self.sent_at.pop(seq, None) is None:
+        st = self.seq_pair.get(seq)
+        if rid != self.ident or st is None or \
+                socket.inet_ntoa(data[inner + 16:inner + 20]) != st.spec.address:
+            return                                      # not ours, or an older run's
+        t0 = self.sent_at.pop(seq, None)
+        if t0 is None:
             return
+        self.settled(seq, t0)
         self.seq_pair[seq].failed("TTL exceeded" if typ == ICMP_TIMXCEED else
                                   UNREACH_CODES.get(code, f"unreachable (code {code})"))
 
@@ -472,20 +608,31 @@ class _DatagramClient(Client):
         return len(self.sent_at)
 
     def send(self) -> None:
+        if self.connect():
+            for key, st, payload in self.payloads:
+                self.transmit(key, st, payload)
+
+    def connect(self) -> bool:
+        """Connect to the server and listen for replies; False: failed (said at started)."""
         try:
             self.sock.connect(self.server)
         except OSError as exc:
             self.error = errno_reason(exc)
-            return
+            return False
         self.run.loop.add(self.sock, selectors.EVENT_READ, self.receive)
-        for key, st, payload in self.payloads:
-            st.sent += 1
-            self.sent_at[key] = time.time_ns()
-            try:
-                self.sock.send(payload)
-            except OSError as exc:
-                self.sent_at.pop(key, None)
-                st.failed(_dgram_reason(exc))
+        return True
+
+    def transmit(self, key: int, st: PairState, data: bytes) -> bool:
+        """Send one datagram; whether it went."""
+        st.sent += 1
+        self.sent_at[key] = time.time_ns()
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            self.sent_at.pop(key, None)
+            st.failed(_dgram_reason(exc))
+            return False
+        return True
 
     def started(self, now: float) -> None:
         if self.error is not None:
@@ -503,11 +650,11 @@ class _DatagramClient(Client):
                 # an ICMP error reported on the connected socket (port unreachable…)
                 why = _dgram_reason(exc)
                 for key in list(self.sent_at):
-                    self.sent_at.pop(key)
+                    self.settled(key, self.sent_at.pop(key))
                     self.owner[key].failed(why)
                 break
             self.reply(data, ts)
-        if not self.sent_at:
+        if not self.sent_at and not self.pending:
             self.finish()
 
     def reply(self, data: bytes, ts: int) -> None:
@@ -544,8 +691,9 @@ class UdpClient(_DatagramClient):
         self.owner[key].answered((ts - t0 - held) / 1e9)
 
 
-class DnsClient(_DatagramClient):
-    """Every ``A`` query of one source, on one socket to the DNS server."""
+class DnsClient(_Paced, _DatagramClient):
+    """Every ``A`` query of one source, on one socket to the DNS server (paced:
+    :class:`_Paced`)."""
 
     def __init__(self, run: RunContext, index: int, unit: Unit, sock: socket.socket) -> None:
         first = run.states[unit.pairs[0]].spec
@@ -564,7 +712,20 @@ class DnsClient(_DatagramClient):
                 q = DNSRecord.question(f"{st.spec.dst.name}.{run.domain}.", "A")
                 q.header.id = qid
                 self.owner[qid] = st
-                self.payloads.append((qid, st, q.pack()))
+                self.packets.append((qid, st, q.pack()))
+
+    transmit = _DatagramClient.transmit
+
+    def send(self) -> None:
+        if self.connect():
+            _Paced.send(self)
+
+    def started(self, now: float) -> None:
+        if self.error is not None:
+            for st in self.pairs:
+                st.failed(self.error)
+            self.pos, self.slowq = len(self.packets), []
+        _Paced.started(self, now)
 
     def reply(self, data: bytes, ts: int) -> None:
         if len(data) < 2:
@@ -573,6 +734,7 @@ class DnsClient(_DatagramClient):
         t0 = self.sent_at.pop(key, None)
         if t0 is None:
             return
+        self.settled(key, t0)
         st = self.owner[key]
         verdict = dns_verdict(data, st.spec.dst.address)
         if verdict is None:

@@ -19,6 +19,11 @@ How the run stays fast and tool-free:
   the caller), then replies are read with one ``selectors`` loop until everything answered or
   ``timeout`` seconds after the pair's first request.  A dead endpoint costs one timeout in
   total, not one per pair.
+* **Paced** (:class:`~hybridnb.services.probe.schedule.Pacer`): at most
+  :func:`~hybridnb.services.probe.schedule.packet_cap` packets unanswered at once (ICMP and
+  DNS clients send the rest from the loop as answers come back; UDP and stream units are
+  admitted while their packets fit), so a burst never overflows the receive backlog; and
+  one ICMP echo at a time towards a slow target (a VM; ``schedule.PACE_SLOW_UNITS``).
 * **Within the file-descriptor limit.**  When the plan needs more sockets than the process
   may open (``ulimit -n``), they are opened and closed in batches through a sliding window
   (:mod:`~hybridnb.services.probe.schedule`) — first attempts of every pair before any retry,
@@ -53,7 +58,7 @@ from typing import Callable, Sequence
 
 from hybridnb.errors import EngineError, Problem, ValidationError
 from hybridnb.services.probe import fast
-from hybridnb.services.probe.clients import CLIENTS, Client, PairState, RunContext
+from hybridnb.services.probe.clients import CLIENTS, Client, PairState, RunContext, _Paced
 from hybridnb.services.probe.endpoint import ProbeEndpoint
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
 from hybridnb.services.probe.neighbours import Removal, pinned_neighbours
@@ -66,7 +71,14 @@ from hybridnb.services.probe.plan import (
     plan_probes,
 )
 from hybridnb.services.probe.responders import StreamResponder, UdpResponder, start_responder
-from hybridnb.services.probe.schedule import Window
+from hybridnb.services.probe.schedule import (
+    PACE_SLOW_UNITS,
+    STALE,
+    Pacer,
+    Window,
+    packet_cap,
+    read_backlog,
+)
 from hybridnb.services.probe.vmhelper import run_vm_source
 from hybridnb.services.probe.wire import Loop, fd_budget, open_sockets
 
@@ -312,10 +324,15 @@ class _Run:
         self.window = window
         self.note = note
         self.loop = Loop()
+        slow = [plan.endpoints[k].name for k in plan.slow]
+        self.pacer = Pacer(packet_cap(read_backlog(), 1), slow)
         self.ctx = RunContext(self.loop, states, secrets.token_bytes(8), plan.count,
                               plan.domain, timeout, self._release,
-                              icmp_ident=secrets.randbelow(0x10000))
+                              pacer=self.pacer)
         self.live: dict[int, Client] = {}                  # unit index -> unfinished client
+        self.paced: dict[int, _Paced] = {}                 # clients with packets still to send
+        self.counted: dict[int, tuple[int, float]] = {}    # unit index -> (packets, when)
+        self.turns: dict[int, tuple[str, float]] = {}      # unit index -> slow target's turn
         self.expiry: list[tuple[float, int]] = []          # (deadline, unit index), a heap
         self.responders: dict[int, StreamResponder | UdpResponder] = {}
         self.up = 0
@@ -326,7 +343,9 @@ class _Run:
             while True:
                 now = time.monotonic()
                 self._expire(now, caught_up)
-                batch = self.window.take(lambda u, t=now: self._stale(u, t))
+                self._pump(now)
+                batch = self.window.take(lambda u, t=now: self._stale(u, t),
+                                         lambda u, t=now: self._fits(u, t), self._slow)
                 self._close_unused()
                 opened = bool(batch or self.window.opening)
                 if opened:
@@ -392,6 +411,7 @@ class _Run:
             client = CLIENTS[unit.kind](self.ctx, index, unit, sock)
             self.live[index] = client
             clients.append(client)
+        self._allot(clients)
         _send_all([c.send for c in clients])
         now = time.monotonic()
         for c in clients:
@@ -402,7 +422,68 @@ class _Run:
 
     def _release(self, client: Client) -> None:
         self.live.pop(client.index, None)
+        self.paced.pop(client.index, None)
+        packets, at = self.counted.pop(client.index, (0, 0.0))
+        self.pacer.answered(at, packets)
+        turn = self.turns.pop(client.index, None)
+        if turn is not None:
+            self.pacer.slow_done(*turn)
         self.window.release(client.index)
+
+    # -- pacing ------------------------------------------------------------------------------
+
+    def _allot(self, clients: Sequence[Client]) -> None:
+        """What the packet window lets each paced client send on its send lane."""
+        at = time.time()
+        room = self.pacer.room(at)
+        for c in clients:
+            if isinstance(c, _Paced):
+                self.paced[c.index] = c
+                c.allow = max(0, min(room, len(c.packets)))
+                c.allot_at = at
+                room -= c.allow
+                self.pacer.sent(at, c.allow)
+
+    def _pump(self, now: float) -> None:
+        for client in list(self.paced.values()):
+            if client.finished:
+                continue
+            if not client.pending:
+                self.paced.pop(client.index, None)
+                continue
+            client.pump(now)
+            if not client.pending:
+                self.paced.pop(client.index, None)
+                if client.outstanding == 0:
+                    client.finish()
+
+    def _target(self, unit: Unit) -> str:
+        return self.states[unit.pairs[0]].spec.dst.name
+
+    def _slow(self, index: int) -> bool:
+        unit = self.units[index]
+        return PACE_SLOW_UNITS and unit.kind in ("udp", "stream") and \
+            self.pacer.is_slow(self._target(unit))
+
+    def _fits(self, index: int, now: float) -> bool:
+        """Whether a UDP/stream unit's packets fit the window now (counted when they do,
+        until the unit is done); towards a slow target, only when its turn is free (taken
+        when it is, given back when the unit is done)."""
+        unit = self.units[index]
+        if unit.kind not in ("udp", "stream"):
+            return True
+        packets = self.plan.count if unit.kind == "udp" else 1
+        at = time.time()
+        if self.pacer.room(at) < min(packets, self.pacer.cap):
+            return False
+        target = self._target(unit)
+        if PACE_SLOW_UNITS and self.pacer.is_slow(target):
+            if not self.pacer.slow_free(target, now):
+                return False
+            self.turns[index] = (target, self.pacer.slow_take(target, now))
+        self.pacer.sent(at, packets)
+        self.counted[index] = (packets, at)
+        return True
 
     def _close_unused(self) -> None:
         for r in self.window.closing:
@@ -419,10 +500,20 @@ class _Run:
         or, should replies never stop coming, :data:`GRACE` seconds later."""
         grace = 0.0 if caught_up else max(self.ctx.timeout, GRACE)
         while self.expiry and self.expiry[0][0] + grace <= now:
-            _, index = heapq.heappop(self.expiry)
+            due, index = heapq.heappop(self.expiry)
             client = self.live.get(index)
-            if client is not None:
-                client.finish()
+            if client is None:
+                continue
+            if client.pending or client.deadline > due:
+                # a paced client still sending, or it sent since: its deadline is its last
+                # packet's
+                if client.deadline <= due and isinstance(client, _Paced):
+                    client.give_up_sent()
+                if client.pending:
+                    client.deadline = max(client.deadline, now + self.ctx.timeout)
+                heapq.heappush(self.expiry, (client.deadline, index))
+                continue
+            client.finish()
         self._close_unused()
 
     def _stale(self, unit: Unit, now: float) -> bool:
@@ -430,10 +521,16 @@ class _Run:
         return deadline is not None and deadline <= now + 0.001
 
     def _wait(self, now: float) -> float:
+        bound = 0.25
+        if self.window.waiting or self.paced:
+            bound = STALE / 4                              # the packet window may be forgiven
+            turn = self.pacer.slow_wait(now)
+            if turn is not None:
+                bound = min(bound, turn)                   # a slow target's turn ends
         if not self.live:
-            return 0.05                                    # only script sources left
-        nearest = self.expiry[0][0] - now if self.expiry else 0.25
-        return min(max(nearest, 0.0), 0.25)
+            return min(0.05, bound)                        # only script sources left
+        nearest = self.expiry[0][0] - now if self.expiry else bound
+        return min(max(nearest, 0.0), bound)
 
 
 def _send_all(jobs: list[Callable[[], None]]) -> None:

@@ -9,7 +9,10 @@ objects, reasons worded exactly as the portable engine words them.
 Same semantics as the portable engine (:mod:`.engine` with :mod:`.clients`): the units go out
 in plan order within the file-descriptor window, a responder is open from the first unit
 towards it to the last, a pair's deadline is its first attempt + ``timeout``, a unit is given
-up only once its lane has read everything that arrived.  The real-engine tests run both.
+up only once its lane has read everything that arrived; each lane keeps at most
+:func:`~hybridnb.services.probe.schedule.packet_cap` packets unanswered, and probes towards
+slow targets (VMs) go one at a time per target (:class:`~hybridnb.services.probe.schedule.Pacer`
+says the rules).  The real-engine tests run both.
 
 :func:`available` says whether the extension was built (``pip install`` builds it where a C
 compiler and Python's headers are; without them the portable engine runs).
@@ -28,6 +31,12 @@ from typing import Callable, Sequence
 from hybridnb.services.probe.clients import UNREACH_CODES, http_request
 from hybridnb.services.probe.matrix import ProbeResult, fast_result
 from hybridnb.services.probe.plan import CheckPlan, ProbePlan, UnitTable
+from hybridnb.services.probe.schedule import (
+    PACE_SLOW_UNITS,
+    SLOW_GAP,
+    packet_cap,
+    read_backlog,
+)
 from hybridnb.services.probe.wire import fd_budget, reason
 
 try:  # built by setup.py where a compiler is available
@@ -112,6 +121,9 @@ class _Inputs:
                                     r.http, target[r.target], n in held))
         self.namespaces = namespaces
         self.dns_ip = _ip(plan.dns_server) if plan.dns_server else b""
+        slow = set(plan.slow)
+        flag = 1 | (2 if PACE_SLOW_UNITS else 0)      # _fast.c: SLOW_ECHOES | SLOW_UNITS
+        self.slow = bytes(flag if k in slow else 0 for k in range(len(eps)))
 
 
 class Outcome:
@@ -154,7 +166,8 @@ def execute(plan: ProbePlan, *, timeout: float, fd_limit: int | None = None,
         inputs.units, inputs.group, inputs.group_target, inputs.endpoints, inputs.namespaces,
         inputs.responders, out.buffers, plan.count, int(timeout * 1e9),
         int(max(timeout, GRACE) * 1e9), limit, n_lanes, secrets.token_bytes(8), inputs.dns_ip,
-        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1, DNS_WINDOW, ready)
+        53, secrets.randbelow(0x10000), cache, hold if plan.held else -1, DNS_WINDOW, ready,
+        packet_cap(read_backlog(), n_lanes), inputs.slow, int(SLOW_GAP * 1e9))
     if up:
         note(f"{up} responders listening")
     if batches > 1:

@@ -58,6 +58,10 @@ STANDIN = ("tcp", "udp", "http")
 #: The fewest file descriptors a run may hold at once (a unit and its target's responders
 #: must fit); fewer, and probing stops with a clear error.
 MIN_WINDOW = 8
+#: Endpoint kinds whose network stack is slow to answer a burst (an emulated guest answers a
+#: burst only after processing all of it, so every RTT but the last would measure the queue):
+#: the engines send probes towards them one at a time (schedule.Pacer).
+SLOW_KINDS = ("vm",)
 #: Unit kinds, in the order of the integer codes of :attr:`UnitTable.kind`.
 UNIT_KINDS = ("icmp", "dns", "udp", "stream")
 ICMP, DNS, UDP, STREAM = range(4)
@@ -375,6 +379,12 @@ class ProbePlan:
     check_plans: tuple[CheckPlan, ...] = field(default=(), repr=False)
     #: responders that script sources probe: open from the start until the scripts are done
     held: tuple[int, ...] = ()
+
+    @property
+    def slow(self) -> tuple[int, ...]:
+        """Endpoints (indices into :attr:`endpoints`) probed one probe at a time
+        (:data:`SLOW_KINDS`)."""
+        return tuple(k for k, e in enumerate(self.endpoints) if e.kind in SLOW_KINDS)
 
     @property
     def fds_needed(self) -> int:
