@@ -107,7 +107,8 @@ def test_in_a_whole_matrix_too_because_echoes_towards_the_vm_are_paced(pair, mon
 
 def test_helper_and_script_paths_agree_in_meaning(pair, monkeypatch):
     """ICMP and TCP from the VM, every pair, both paths: the same verdicts and counts; ICMP
-    RTTs of the same order (the script's user-space ping adds the guest's own overhead)."""
+    RTTs of the same order (the script's user-space ping adds the guest's own overhead, so
+    its fastest echo is no faster than half the helper's)."""
     runs = {}
     for mode in ("helper", "script"):
         monkeypatch.setenv(MODE_ENV, mode)
@@ -122,9 +123,15 @@ def test_helper_and_script_paths_agree_in_meaning(pair, monkeypatch):
             s.ok, s.sent, s.received, s.address, s.port), (h, s)
         assert h.detail == VIA_HELPER and s.detail == VIA_SCRIPT
         if check == "icmp":
-            print(f"v1 -> {dst}: helper {h.rtt_median * 1e3:.3f} ms, "
-                  f"script {s.rtt_median * 1e3:.3f} ms")
-            assert s.rtt_median >= 0.5 * h.rtt_median
+            print(f"v1 -> {dst}: helper median {h.rtt_median * 1e3:.3f} ms, min "
+                  f"{h.rtt_min * 1e3:.3f} ms; script median {s.rtt_median * 1e3:.3f} ms, "
+                  f"min {s.rtt_min * 1e3:.3f} ms")
+            # the fastest echo of each path: a helper that timed anything but the echo (its
+            # batch, a process start) is slow on every echo, so its minimum shows it; medians
+            # also carry the emulated guest's busy spells (TCP connects to its httpd forking
+            # at the run's start: a helper median of 5.2 ms over first echoes of 28, 16, 3 ms
+            # and then 0.25 ms was seen once on a loaded machine)
+            assert s.rtt_min >= 0.5 * h.rtt_min
 
 
 def test_every_check_from_the_vm_icmp_tcp_by_the_helper_the_rest_by_the_script(pair,
