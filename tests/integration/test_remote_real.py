@@ -284,6 +284,18 @@ def check_matrix(two: dict[str, Any], lab: Lab) -> tuple[int, int]:
     assert shares["b"]["engine"] == want, (shares, want)
     print(f"b's share: pid {proc['pid']} in the agent container (mnt ns {proc['mntns']}), "
           f"Python {proc['python']}, {shares['b']['engine']} engine")
+    # the portable engine, what b's share runs with when the image's Python cannot load
+    # the C engine: the same verdicts
+    eps, gateway = lab.probe_endpoints()
+    net = lab.spec.network
+    t0 = time.monotonic()
+    portable = multihost_apply.prober(lab)(eps + [gateway], matrix.checks, domain=net.domain,
+                                           dns_server=str(net.gateway), engine="portable")
+    print(f"portable engine on both hosts: {time.monotonic() - t0:.2f}s, {portable.summary()}")
+    assert {h: i["engine"] for h, i in portable.shares.items()} == {"a": "portable",
+                                                                   "b": "portable"}
+    assert [(r.check, r.source, r.target, r.ok) for r in portable.results] == [
+        (r.check, r.source, r.target, r.ok) for r in matrix.results]
     return nsutil._ns_key(f"/proc/{c2_pid}/ns/net")
 
 
