@@ -565,8 +565,9 @@ def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
                           f"its Docker API only: hybridnb cannot {doing} there yet (it "
                           "would run in that host's namespaces)",
-                          hint="its share is made and watched through `status`; probes "
-                               "need a probe runner on that host", capability="hosts")
+                          hint="its share is made and watched through `status`, and "
+                               "`test` probes from its containers there (in its agent "
+                               "container)", capability="hosts")
 
 
 def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., Any]:

@@ -238,3 +238,56 @@ def test_a_matrix_says_where_each_hosts_share_ran() -> None:
     assert doc["shares"] == {"a": {"engine": "fast", "where": "this process"},
                              "b": {"engine": "portable",
                                    "where": "the agent container hnb-agent on host b"}}
+
+
+# ---------------------------------------------- the coordinator over the agent's runner shape
+
+class _BytesRunner:
+    """hybridnb.remote's runner shape (byte pipes, ``stderr_tail()``, no ``stderr``), as
+    ``docker exec`` into the agent gives it — here a local subprocess."""
+
+    def __init__(self, module: str | None = None) -> None:
+        from hybridnb.remote.runner import LocalRunner
+
+        self.runner, self.module = LocalRunner(), module
+        self.where = "a test agent"
+        self.procs: list[Any] = []
+
+    def run_module(self, module: str, args: Any = ()) -> Any:
+        proc = self.runner.run_module(self.module or module, list(args))
+        self.procs.append(proc)
+        return proc
+
+
+def _unreachable() -> list[Any]:
+    from hybridnb.services.probe import ProbeEndpoint
+
+    return [ProbeEndpoint(f"x{i}", f"10.9.9.{i}", kind="vm") for i in range(1, 4)]
+
+
+def test_a_share_through_the_agents_runner_shape_merges_and_says_where_it_ran() -> None:
+    from hybridnb.services.probe import probe_matrix
+    from hybridnb.services.probe.coordinate import probe_shares
+
+    eps, where = _unreachable(), {"x1": "a", "x2": "b", "x3": "b"}
+    one = probe_matrix(eps, ("icmp", "udp"), timeout=0.2, count=1)
+    runner = _BytesRunner()
+    m = probe_shares(eps, ("icmp", "udp"), placement=where, runners={"b": runner},
+                     timeout=0.2, count=1)
+    assert [(r.check, r.source, r.target, r.status) for r in m.results] == \
+        [(r.check, r.source, r.target, r.status) for r in one.results]
+    assert m.shares["a"]["where"] == "this process" and m.shares["b"]["where"] == "a test agent"
+    assert m.shares["a"]["engine"] == m.shares["b"]["engine"]        # the same machine
+    assert m.shares["b"]["process"]["pid"] == runner.procs[0].proc.pid
+    assert runner.procs[0].wait(5) == 0
+
+
+def test_a_share_that_cannot_start_on_its_host_says_why_from_its_error_output() -> None:
+    from hybridnb.services.probe.coordinate import probe_shares
+
+    with pytest.raises(EngineError) as info:
+        probe_shares(_unreachable(), ("icmp",), placement={"x1": "a", "x2": "b", "x3": "b"},
+                     runners={"b": _BytesRunner("hybridnb_no_such_module")}, timeout=0.2,
+                     count=1, ready_timeout=10)
+    assert str(info.value).startswith("host b: the probe share in a test agent ended"), info.value
+    assert "No module named hybridnb_no_such_module" in (info.value.hint or ""), info.value.hint
