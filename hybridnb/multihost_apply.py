@@ -547,15 +547,27 @@ def share_runners(lab: Lab, given: Mapping[str, Any] | None = None) -> dict[str,
     """Where each host's share of the probe matrix runs: a remote host's in its agent
     container (:func:`hybridnb.remote.backend.share_runner`) unless ``given``
     (``Lab.probe_runners``) names another runner for it; ``given`` may add runners for
-    other hosts, and a host mapped to None runs its share in this process."""
+    other hosts, and a host mapped to None runs its share in this process — refused for a
+    remote host whose engine is not on this machine (not ``unix://``): the namespace paths
+    of its containers name that machine's processes."""
     out: dict[str, Any] = {}
+    given = dict(given or {})
     for host in _hosts(lab).names:
         backend = host_backend(lab, host)
-        if is_remote(backend):
-            from hybridnb.remote.backend import share_runner
+        if not is_remote(backend):
+            continue
+        from hybridnb.remote.backend import share_runner
 
-            out[host] = share_runner(backend)
-    out.update(given or {})
+        out[host] = share_runner(backend)
+        url = str(backend.target.docker_url or "")
+        if host in given and given[host] is None and not url.startswith("unix://"):
+            # its containers' /proc/<pid> paths name processes of *that* machine
+            raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is another "
+                              "machine: its probe share cannot run in this process (its "
+                              "containers' namespaces are that machine's)",
+                              hint=f"leave probe_runners[{host!r}] unset: its agent "
+                                   "container runs it", capability="hosts")
+    out.update(given)
     return {h: r for h, r in out.items() if r is not None}
 
 

@@ -103,11 +103,21 @@ def test_a_remote_host_gets_its_agents_runner_unless_told_otherwise(tmp_path) ->
     assert multihost_apply.share_runners(lab) == {"b": agent}
     other = object()
     assert multihost_apply.share_runners(lab, {"b": other}) == {"b": other}
-    assert multihost_apply.share_runners(lab, {"b": None}) == {}      # in this process
+    with pytest.raises(Unsupported, match="host b .* is another machine") as info:
+        multihost_apply.share_runners(lab, {"b": None})     # ssh://: not this machine's pids
+    assert "probe_runners['b'] unset" in (info.value.hint or "")
     assert multihost_apply.share_runners(lab, {"a": other}) == {"a": other, "b": agent}
     probe = multihost_apply.prober(lab)          # what Lab.test uses, no probe_runners set
     assert isinstance(probe, functools.partial) and probe.keywords["runners"] == {"b": agent}
     assert probe.keywords["placement"] == {"c1": "b", "gateway": "a"}
+
+
+def test_a_remote_host_on_this_machine_may_run_its_share_here(tmp_path) -> None:
+    data = spread("unix:///run/hybridnb/sandbox/x/docker.sock")
+    lab = Lab.from_dict(data, backend="sandbox", sandbox="rmnone", state_dir=tmp_path)
+    lab.__dict__.setdefault("_host_backends", {})["a"] = _NoEngine()
+    assert multihost_apply.share_runners(lab, {"b": None}) == {}      # in this process
+    assert multihost_apply.prober(lab, {"b": None}).__name__ == "probe_matrix"
 
 
 def test_the_agent_runner_is_made_once_and_made_again_when_its_container_is_gone() -> None:
