@@ -183,6 +183,7 @@ def test_host_given_only_by_its_docker_url(two) -> None:
                 "c1": "up", "c2": "up"}, status
             check_reach(two, again)
             c2_ns = check_matrix(two, again)
+            check_down(two, again)
         finally:
             done = open_lab(two).destroy()
             print(f"destroy: {done.seconds:.2f}s")
@@ -297,6 +298,28 @@ def check_matrix(two: dict[str, Any], lab: Lab) -> tuple[int, int]:
     assert [(r.check, r.source, r.target, r.ok) for r in portable.results] == [
         (r.check, r.source, r.target, r.ok) for r in matrix.results]
     return nsutil._ns_key(f"/proc/{c2_pid}/ns/net")
+
+
+def check_down(two: dict[str, Any], lab: Lab) -> None:
+    """c2 stopped on b (through b's Docker API): b's share has no source left, c2's rows
+    fail as not running and probes to it fail, everything else stays green."""
+    import docker
+
+    api = docker.APIClient(base_url=two["url"], version="auto")
+    try:
+        api.stop("hnb-rml-c2", timeout=1)
+        t0 = time.monotonic()
+        matrix = lab.test(("icmp", "tcp", "dns"))
+        print(f"c2 stopped: {time.monotonic() - t0:.2f}s, {matrix.summary()}")
+    finally:
+        api.start("hnb-rml-c2")
+        api.close()
+    for r in matrix.results:
+        if "c2" in (r.source, r.target) and not (r.check == "dns" and r.target == "c2"):
+            assert not r.ok, r                      # (a name resolves while c2 is down)
+        else:
+            assert r.ok, r
+    assert {r.reason for r in matrix.results if r.source == "c2"} == {"c2 is not running"}
 
 
 def check_reach(two: dict[str, Any], lab: Lab) -> None:
