@@ -230,6 +230,25 @@ def test_the_fast_engine_goes_into_the_agent_image_only_when_its_python_loads_it
     assert not list((bare / image.LAYER_DIR).rglob("*.so"))
 
 
+def test_the_layer_is_byte_compiled_only_for_the_images_python(tmp_path) -> None:
+    import sys
+
+    for name in ("same", "other"):
+        (tmp_path / name / "opt/hybridnb/pkg").mkdir(parents=True)
+        (tmp_path / name / "opt/hybridnb/pkg/__init__.py").write_text("X = 1\n")
+    same = tmp_path / f"rootfs/usr/lib/python{sys.version_info[0]}.{sys.version_info[1]}"
+    same.mkdir(parents=True)
+    other = tmp_path / "rootfs2/usr/lib/python2.7"
+    other.mkdir(parents=True)
+    assert image.compile_layer(tmp_path / "same", tmp_path / "rootfs")
+    pyc = list((tmp_path / "same/opt/hybridnb/pkg/__pycache__").glob("__init__.*.pyc"))
+    assert len(pyc) == 1
+    assert int.from_bytes(pyc[0].read_bytes()[4:8], "little") == 0b01   # hash, unchecked
+    assert not image.compile_layer(tmp_path / "other", tmp_path / "rootfs2")
+    assert not list((tmp_path / "other").rglob("*.pyc"))
+    assert not image.compile_layer(tmp_path / "other", None)
+
+
 def test_a_matrix_says_where_each_hosts_share_ran() -> None:
     rows = [ProbeResult("icmp", "c1", "c2", True, "", (0.001,), 1, 1, None, "10.0.1.3", ""),
             ProbeResult("icmp", "c2", "c1", True, "", (0.001,), 1, 1, None, "10.0.1.2", "")]

@@ -17,8 +17,10 @@ image is built here, once, into the shared image cache (:mod:`hybridnb.images`):
   ``.cpython-311-x86_64-linux-gnu.so``) is the one of the image's ``lib-dynload`` modules
   and the image's C library is not older than this machine's.  Otherwise the share on the
   remote host probes with the portable pure-Python engine (``auto`` picks it; the matrix
-  says which engine each host's share ran).  The agent uses nftables through
-  ``libnftables`` (ctypes, from the image's ``nftables`` package) and iptables' binary.
+  says which engine each host's share ran).  When the image's Python is this one's minor
+  version, the layer is byte-compiled before the import (:func:`compile_layer`).  The agent
+  uses nftables through ``libnftables`` (ctypes, from the image's ``nftables`` package) and
+  iptables' binary.
 * **The tag** ``hybridnb/agent:<rootfs build>-<layer key>`` names exactly one rootfs build
   and one layer (a content hash of the copied files), so a present tag is a hit: the image
   is imported into an engine (``docker import`` streamed through the Docker API) only when
@@ -127,6 +129,24 @@ def write_layer(root: Path, rootfs: Path | None = None) -> str:
     return digest.hexdigest()[:12]
 
 
+def compile_layer(root: Path, rootfs: Path | None) -> bool:
+    """Byte-compile the layer under ``root`` for the image's Python when it is this
+    interpreter's minor version (the ``.pyc`` format is fixed within a minor release), so
+    each ``docker exec`` of the agent or a probe share imports without compiling (~50 ms
+    less a start).  Hash-checked ``.pyc`` files (no source times), made only when the image
+    is imported: the layer's key is its sources'.  True when compiled."""
+    import compileall
+    import py_compile
+    import sys
+
+    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    if rootfs is None or not (rootfs / "usr" / "lib" / minor).is_dir():
+        return False
+    return bool(compileall.compile_dir(
+        str(root / LAYER_DIR), ddir=f"/{LAYER_DIR}", quiet=1,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH))
+
+
 def changes(build_id: str, tag: str) -> list[str]:
     """The image configuration given to the import."""
     return ["WORKDIR /", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -156,6 +176,7 @@ def ensure_agent_image(client: Any, *, cache: Path | str | None = None,
         if progress:
             progress(f"importing the agent image {tag} ({build.size / 2**20:.0f} MiB)")
         t0, counter = time.monotonic(), [0]
+        compile_layer(Path(tmp), build.rootfs)
         repo, _, version = tag.rpartition(":")
         client.import_image_from_data(_tar_stream(build, Path(tmp), [LAYER_DIR], counter),
                                       repository=repo, tag=version,
