@@ -226,7 +226,8 @@ class Lab:
 
     #: host → :class:`~hybridnb.services.probe.runner.Runner` for a lab over several hosts:
     #: that host's share of ``test()``'s matrix runs through it (a host this process cannot
-    #: enter); None or a host left out: in this process (see docs/multihost.md)
+    #: enter); None or a host left out: in this process — but a remote host (``docker:``
+    #: URL) left out runs its share in its agent container (see docs/multihost.md)
     probe_runners: Mapping[str, Any] | None = None
 
     def __init__(self, name: str = "hybrid", *, subnet: str | None = None,

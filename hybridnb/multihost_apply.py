@@ -16,7 +16,8 @@ its own backend, from one description:
   simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
   (``docker: ssh://…``) is a *remote* host (:mod:`hybridnb.remote`): its containers through
   its Docker API, its bridge, VXLAN device, firewall rule and policy table by hybridnb's
-  agent container there; VMs on it, probes from it and watching it are refused, naming it.
+  agent container there, which also runs that host's share of the probe matrix; VMs on it
+  and watching it are refused, naming it.
 * **State per host.** Each host keeps the journal of what was made there in a state store of
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
@@ -29,7 +30,9 @@ its own backend, from one description:
   together in one matrix, the gateway on the primary.  On one machine the sandboxes share the
   kernel, so one process enters every namespace; a host given a runner (:func:`prober`,
   ``Lab.probe_runners``) runs its share of the matrix there instead
-  (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix.
+  (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix — a remote host
+  always does, in its agent container (:func:`share_runners`), its containers' namespaces
+  named as seen on that host.
 
 :class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
 an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their
@@ -505,8 +508,10 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
     gateway = None
     for host in hosts.names:
         mine = [r for r in resources if where.get(r.name) == host]
-        _refuse_remote(lab, host, "probe from its endpoints")
-        ways = _ways_in(lab, host_backend(lab, host), {r.kind for r in mine})
+        backend = host_backend(lab, host)
+        kinds = {r.kind for r in mine}
+        ways = _remote_ways_in(lab, host, backend, mine) if is_remote(backend) else \
+            _ways_in(lab, backend, kinds)
         found, gw = lab_probe_endpoints(mine, services, ways, gateway=str(net.gateway),
                                         gateway_netns=bridges[net.bridge])
         eps += found
@@ -515,27 +520,81 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
     return sorted(eps, key=lambda e: e.name), gateway
 
 
+def _remote_ways_in(lab: Lab, host: str, backend: Backend,
+                    resources: list[Resource]) -> dict[str, Any]:
+    """The ways into a remote host's endpoints **as seen on that host**: its containers'
+    namespace paths from its Docker API (``/proc/<pid>/ns/net`` of dockerd's PID namespace),
+    for its probe share, which runs there (:func:`share_runners`).  Other kinds (VMs,
+    namespace hosts) are refused, naming the host."""
+    other = sorted({(r.kind, r.name) for r in resources if r.kind != "container"})
+    if other:
+        what = ", ".join(f"{k} {n}" for k, n in other)
+        raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
+                          f"its Docker API only: hybridnb cannot probe from {what} there "
+                          "(its probe share runs in the agent container, which enters "
+                          "containers only)",
+                          hint="place VMs and hosts on a sandbox or engine: local host",
+                          capability="hosts", kind=other[0][0])
+    if not resources:
+        return {}
+    try:
+        return {"container": backend.driver("container").netns_paths_there(lab.name)}
+    except HybridError as exc:
+        raise _named(exc, lab, host) from None
+
+
+def share_runners(lab: Lab, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where each host's share of the probe matrix runs: a remote host's in its agent
+    container (:func:`hybridnb.remote.backend.share_runner`) unless ``given``
+    (``Lab.probe_runners``) names another runner for it; ``given`` may add runners for
+    other hosts, and a host mapped to None runs its share in this process — refused for a
+    remote host whose engine is not on this machine (not ``unix://``): the namespace paths
+    of its containers name that machine's processes."""
+    out: dict[str, Any] = {}
+    given = dict(given or {})
+    for host in _hosts(lab).names:
+        backend = host_backend(lab, host)
+        if not is_remote(backend):
+            continue
+        from hybridnb.remote.backend import share_runner
+
+        out[host] = share_runner(backend)
+        url = str(backend.target.docker_url or "")
+        if host in given and given[host] is None and not url.startswith("unix://"):
+            # its containers' /proc/<pid> paths name processes of *that* machine
+            raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is another "
+                              "machine: its probe share cannot run in this process (its "
+                              "containers' namespaces are that machine's)",
+                              hint=f"leave probe_runners[{host!r}] unset: its agent "
+                                   "container runs it", capability="hosts")
+    out.update(given)
+    return {h: r for h, r in out.items() if r is not None}
+
+
 def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
     """Work that enters a host's namespaces cannot reach a remote host from here."""
     if is_remote(host_backend(lab, host)):
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
                           f"its Docker API only: hybridnb cannot {doing} there yet (it "
                           "would run in that host's namespaces)",
-                          hint="its share is made and watched through `status`; probes "
-                               "need a probe runner on that host", capability="hosts")
+                          hint="its share is made and watched through `status`, and "
+                               "`test` probes from its containers there (in its agent "
+                               "container)", capability="hosts")
 
 
 def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., Any]:
-    """How to probe the spread ``lab`` as one matrix: with no ``runners`` (every host's
+    """How to probe the spread ``lab`` as one matrix: with no runner (every host's
     namespaces can be entered from here, as two sandboxes on one machine), the ordinary
     :func:`~hybridnb.services.probe.probe_matrix`; else
     :func:`~hybridnb.services.probe.coordinate.probe_shares` with each host's share run
-    where it can (host → :class:`~hybridnb.services.probe.runner.Runner`; a host without one
-    in this process), the endpoints placed on their hosts, the gateway on the primary."""
+    where it can (host → :class:`~hybridnb.services.probe.runner.Runner`: ``runners`` and
+    each remote host's agent, :func:`share_runners`; a host without one in this process),
+    the endpoints placed on their hosts, the gateway on the primary."""
     import functools
 
     from hybridnb.services.probe import probe_matrix
 
+    runners = share_runners(lab, runners)
     if not runners:
         return probe_matrix
     from hybridnb.services.probe.coordinate import probe_shares

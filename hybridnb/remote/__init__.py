@@ -7,11 +7,16 @@ this machine through its Docker API alone:
   (``unix://``, ``tcp://`` with TLS, ``ssh://`` go to the docker SDK unchanged);
 * its bridge, VXLAN device, firewall rule and nftables table — netlink and nftables work that
   must happen *on that machine* — by hybridnb's own fabric drivers running there in the
-  **agent container** (:mod:`hybridnb.remote.agentbox`): privileged, in the host's network
-  namespace (``network_mode=host``), started through that Docker API from the **agent image**
-  (:mod:`hybridnb.remote.image`), reached by Docker exec with stdio attached
+  **agent container** (:mod:`hybridnb.remote.agentbox`): not privileged but given
+  ``NET_ADMIN``, ``NET_RAW`` and ``SYS_ADMIN``, in the host's network and PID namespaces
+  (``network_mode=host``, ``pid_mode=host``), started through that Docker API from the
+  **agent image** (:mod:`hybridnb.remote.image`), reached by Docker exec with stdio attached
   (:mod:`hybridnb.remote.runner`) and spoken to in JSON lines (:mod:`hybridnb.remote.wire`,
-  the server :mod:`hybridnb.remote.agent`).
+  the server :mod:`hybridnb.remote.agent`);
+* its share of a probe matrix — sockets opened inside its containers' network namespaces —
+  by ``python3 -m hybridnb.services.probe.share`` in the same agent container
+  (:func:`hybridnb.remote.backend.share_runner`), merged with the other hosts' shares by
+  :mod:`hybridnb.services.probe.coordinate`.
 
 :func:`hybridnb.remote.backend.remote_backend` bundles it into an ordinary
 :class:`~hybridnb.drivers.base.Backend`.  Nothing here enters a network namespace of this

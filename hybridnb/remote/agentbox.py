@@ -4,13 +4,19 @@
 labelled :data:`~hybridnb.remote.image.LABEL` with its image's tag, made through that
 engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_image`):
 
-* ``cap_add: NET_ADMIN, NET_RAW`` (:data:`CAPABILITIES`) — it creates bridges and VXLAN
-  devices and writes iptables/nftables: root on that host's network, nothing more (not
-  ``privileged``: every capability, devices and writable ``/sys``);
+* ``cap_add: NET_ADMIN, NET_RAW, SYS_ADMIN`` (:data:`CAPABILITIES`) — it creates bridges
+  and VXLAN devices and writes iptables/nftables (``NET_ADMIN``), opens raw sockets for
+  ICMP probes (``NET_RAW``), and enters the network namespaces of that host's lab
+  containers to run its share of the probe matrix there (``setns(CLONE_NEWNET)`` needs
+  ``SYS_ADMIN``; Docker's default seccomp profile allows ``setns`` only with it) — not
+  ``privileged``: every capability, devices and writable ``/sys`` (and ``privileged`` fails
+  under a dockerd whose own bounding set lacks some capabilities, as on this project's CI
+  machines);
 * ``network_mode=host`` — it lives in the host's network namespace, so the fabric drivers
-  (bound to a target without a namespace) act on *that* host's links and tables; its own
-  PID and mount namespaces stay private (``pid=host`` is not needed: nothing it does
-  touches other processes);
+  (bound to a target without a namespace) act on *that* host's links and tables;
+* ``pid_mode=host`` — a lab container's namespace is ``/proc/<pid>/ns/net`` with the pid
+  the host's Docker API gives (``State.Pid``, a pid of dockerd's PID namespace): the
+  probe share finds it only in that PID namespace.  Its mount namespace stays private;
 * its main process idles (``python3 -m hybridnb.remote.agent --idle``); the server runs by
   ``docker exec`` with stdio attached (:class:`~hybridnb.remote.runner.DockerExecRunner`).
 
@@ -40,10 +46,17 @@ from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner
 
 NAME = "hnb-agent"
 #: what the agent may do beyond an ordinary container: configure the network (links,
-#: addresses, FDB, iptables, nftables) and open raw sockets — not ``privileged``, which
-#: would hand it every capability (and fails under a dockerd whose own bounding set lacks
-#: some, as on this project's CI machines)
-CAPABILITIES = ("NET_ADMIN", "NET_RAW")
+#: addresses, FDB, iptables, nftables), open raw sockets, enter other containers' network
+#: namespaces (probes) — not ``privileged``, which would hand it every capability (and
+#: fails under a dockerd whose own bounding set lacks some, as on this project's CI
+#: machines)
+CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN")
+#: the agent shares the host's PID namespace (the lab containers' pids are dockerd's)
+PID_MODE = "host"
+#: the label saying how the agent container was made (an agent made with other
+#: capabilities — an older hybridnb's — is replaced)
+CONFIG_LABEL = "hybridnb.agent.config"
+CONFIG = f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host"
 MODULE = "hybridnb.remote.agent"
 #: an agent server nobody asked anything for this long ends (a Lab object dropped without
 #: ``close`` leaves no process on the host); the client starts a new one when it asks again
@@ -63,7 +76,8 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
     tag = ensure_agent_image(api, progress=progress)
     for _attempt in range(3):
         found = _find(api)
-        if found is not None and (found.get("Labels") or {}).get(LABEL) != tag:
+        labels = (found or {}).get("Labels") or {}
+        if found is not None and (labels.get(LABEL) != tag or labels.get(CONFIG_LABEL) != CONFIG):
             api.remove_container(found["Id"], force=True)      # another hybridnb's agent
             drop_stale(api, tag)
             found = None
@@ -73,8 +87,8 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
             return str(found["Id"])
         try:
             host_config = api.create_host_config(cap_add=list(CAPABILITIES),
-                                                 network_mode="host")
-            made = api.create_container(tag, name=NAME, labels={LABEL: tag},
+                                                 network_mode="host", pid_mode=PID_MODE)
+            made = api.create_container(tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG},
                                         host_config=host_config, detach=True)
             api.start(made["Id"])
             return str(made["Id"])
@@ -189,6 +203,36 @@ def docker_runner(api_factory: Callable[[], Any], where: str,
             cid = ensure_agent(api, progress=progress)
         return DockerExecRunner(api, cid, where=f"the agent container {NAME} on {where}")
     return make
+
+
+class AgentRunner:
+    """A :class:`~hybridnb.remote.runner.Runner` into a host's agent container, made on first
+    use (the container started if needed) and kept; when the container is gone (a destroy
+    released it) the next module starts it again."""
+
+    def __init__(self, factory: Callable[[], Runner], where: str) -> None:
+        self._factory = factory
+        self._runner: Runner | None = None
+        self._lock = threading.Lock()
+        self.where = f"the agent container {NAME} on {where}"
+
+    def run_module(self, module: str, args: Any = ()) -> ModuleProcess:
+        for attempt in (1, 2):
+            with self._lock:
+                if self._runner is None:
+                    self._runner = self._factory()
+                runner = self._runner
+            try:
+                return runner.run_module(module, list(args))
+            except EngineError:
+                with self._lock:
+                    self._runner = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def __repr__(self) -> str:
+        return f"AgentRunner({self.where!r})"
 
 
 # ------------------------------------------------------------------------------ drivers

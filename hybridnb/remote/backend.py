@@ -16,6 +16,10 @@ netlink socket, runs iptables or enters a namespace on this machine.  VMs (``lib
 not served yet: a VM's disk image would have to reach the remote host first — a lab that
 places a VM there is refused naming the host (:func:`refuse_unserved`).  The lab's DNS
 server lives on the primary host, so a remote host needs none.
+
+Probes from the host's containers run **on that host**: their namespaces are named as seen
+there (:meth:`RemoteEndpoints.netns_paths_there`) and the host's share of the probe matrix
+runs in the agent container (:func:`share_runner`).
 """
 
 from __future__ import annotations
@@ -87,27 +91,50 @@ class RemoteEndpoints(RemoteContainers):
     def state(self, lab: str) -> dict[str, dict[str, Any]]:
         return self._d.state(lab)
 
+    def netns_paths_there(self, lab: str) -> dict[str, str]:
+        """Per running endpoint: its network namespace **as seen on its host** —
+        ``/proc/<pid>/ns/net`` with the pid that host's Docker API gives (``State.Pid``, a
+        pid of dockerd's PID namespace, which the agent container shares).  For a probe
+        share running there (:func:`share_runner`); never opened on this machine."""
+        out: dict[str, str] = {}
+        for endpoint, info in sorted(self._d.state(lab).items()):
+            if info.get("state") != "running":
+                continue
+            with self._d._errors(f"inspect container {info['name']}"):
+                pid = int(self._d.api.inspect_container(info["id"])["State"].get("Pid") or 0)
+            if pid:
+                out[endpoint] = f"/proc/{pid}/ns/net"
+        return out
+
 
 def remote_backend(host: str, docker_url: str, *, where: str = "",
                    progress: Callable[[str], None] | None = None) -> Backend:
     """The backend of ``host`` through the Docker engine at ``docker_url``."""
     from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
-    from hybridnb.remote.agentbox import PROXIES, AgentClient, docker_runner
+    from hybridnb.remote.agentbox import PROXIES, AgentClient, AgentRunner, docker_runner
 
     where = where or f"docker {docker_url}"
     target = Target(name=f"remote:{host}", netns=None, docker_url=docker_url)
     network = NetworkDriver(target)
     containers = ContainerDriver(target)
-    client = AgentClient(docker_runner(lambda: network.api, f"host {host}", progress),
-                         where=f"host {host}")
+    runners = docker_runner(lambda: network.api, f"host {host}", progress)
+    client = AgentClient(runners, where=f"host {host}")
     drivers: dict[str, Any] = {kind: cls(kind, client) for kind, cls in PROXIES.items()}
     drivers["network"] = RemoteContainers(network)
     drivers["container"] = RemoteEndpoints(containers)
     backend = Backend("remote", target, drivers,
-                      extras={"agent": client, "docker": network, "where": where},
+                      extras={"agent": client, "docker": network, "where": where,
+                              "runner": AgentRunner(runners, f"host {host}")},
                       hint=f"host {host} is reached through its Docker API ({where}): "
                            "this needs the host's own namespaces")
     return backend
+
+
+def share_runner(backend: Backend) -> Any:
+    """The runner a probe share of the remote host's endpoints runs through: ``docker exec``
+    of ``python3 -m hybridnb.services.probe.share`` in its agent container
+    (:class:`~hybridnb.remote.agentbox.AgentRunner`)."""
+    return backend.extras["runner"]
 
 
 def refuse_unserved(host: str, where: str, backend: Backend,

@@ -9,12 +9,18 @@ image is built here, once, into the shared image cache (:mod:`hybridnb.images`):
   by recipe and package versions like every recipe, about 40 s cold.  Debian 12's ``python3``
   is 3.11, the Python hybridnb supports.
 * **The layer** is hybridnb's own package and the pure-Python packages its fabric drivers
-  import (:data:`LAYER_PACKAGES`: ``pyroute2``), copied from this process's ``sys.path``
-  into ``/opt/hybridnb`` (on ``PYTHONPATH``).  Copying is safe because they are pure Python
-  (no C extension: nothing depends on the ABI of this venv's interpreter); hybridnb's C
-  probe engine (``_fast*.so``) and ``__pycache__`` are left out, so the layer is the same
-  bytes whatever interpreter built the venv.  The agent uses nftables through
-  ``libnftables`` (ctypes, from the image's ``nftables`` package) and iptables' binary.
+  and its probe share import (:data:`LAYER_PACKAGES`: ``pyroute2``, ``dnslib``), copied
+  from this process's ``sys.path`` into ``/opt/hybridnb`` (on ``PYTHONPATH``).  Copying is
+  safe because they are pure Python (``*.so``, ``*.c`` and ``__pycache__`` are left out).
+  The one exception is hybridnb's C probe engine (``_fast*.so``, :func:`fast_extension`):
+  it is copied only when the image's Python loads it — its file suffix (the ABI tag, e.g.
+  ``.cpython-311-x86_64-linux-gnu.so``) is the one of the image's ``lib-dynload`` modules
+  and the image's C library is not older than this machine's.  Otherwise the share on the
+  remote host probes with the portable pure-Python engine (``auto`` picks it; the matrix
+  says which engine each host's share ran).  When the image's Python is this one's minor
+  version, the layer is byte-compiled before the import (:func:`compile_layer`).  The agent
+  uses nftables through ``libnftables`` (ctypes, from the image's ``nftables`` package) and
+  iptables' binary.
 * **The tag** ``hybridnb/agent:<rootfs build>-<layer key>`` names exactly one rootfs build
   and one layer (a content hash of the copied files), so a present tag is a hit: the image
   is imported into an engine (``docker import`` streamed through the Docker API) only when
@@ -40,8 +46,9 @@ LABEL = "hybridnb.agent"
 REPOSITORY = "hybridnb/agent"
 #: Debian packages of the agent's rootfs.
 PACKAGES = ("python3", "iproute2", "nftables", "iptables")
-#: Pure-Python packages the agent imports besides hybridnb, copied from ``sys.path``.
-LAYER_PACKAGES = ("pyroute2",)
+#: Pure-Python packages the agent (fabric drivers, probe share) imports besides hybridnb,
+#: copied from ``sys.path``.
+LAYER_PACKAGES = ("pyroute2", "dnslib")
 LAYER_DIR = "opt/hybridnb"
 _SKIP = ("__pycache__", "*.so", "*.c", "*.pyc")
 
@@ -62,17 +69,82 @@ def _package_dir(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def write_layer(root: Path) -> str:
-    """Copy hybridnb and :data:`LAYER_PACKAGES` under ``root/opt/hybridnb``; their content
+def _glibc(text: str) -> tuple[int, ...]:
+    """``(2, 36)`` from ``glibc 2.36`` or a Debian version ``2.36-9+deb12u14`` (() if none)."""
+    import re
+
+    found = re.search(r"(\d+)\.(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else ()
+
+
+def image_glibc(rootfs: Path) -> tuple[int, ...]:
+    """The C library version of a Debian rootfs (its ``libc6`` package), () if unknown."""
+    try:
+        status = (rootfs / "var/lib/dpkg/status").read_text(errors="replace")
+    except OSError:
+        return ()
+    for block in status.split("\n\n"):
+        if "\nPackage: libc6\n" in "\n" + block + "\n":
+            for line in block.splitlines():
+                if line.startswith("Version:"):
+                    return _glibc(line.partition(":")[2])
+    return ()
+
+
+def fast_extension(rootfs: Path | None) -> Path | None:
+    """This hybridnb's built C probe engine when the image's Python can load it: the file's
+    suffix (ABI tag) is one the image's ``lib-dynload`` modules carry, and the image's C
+    library is at least this machine's.  None otherwise (the portable engine runs there)."""
+    import os
+    import sysconfig
+
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ""
+    built = sorted((_package_dir("hybridnb") / "services" / "probe").glob(f"_fast{suffix}"))
+    if rootfs is None or not suffix or not built:
+        return None
+    if not any((rootfs / "usr" / "lib").glob(f"python3*/lib-dynload/*{suffix}")):
+        return None
+    try:
+        here = _glibc(os.confstr("CS_GNU_LIBC_VERSION") or "")
+    except (ValueError, OSError):
+        return None
+    there = image_glibc(rootfs)
+    return built[0] if here and there and there >= here else None
+
+
+def write_layer(root: Path, rootfs: Path | None = None) -> str:
+    """Copy hybridnb and :data:`LAYER_PACKAGES` under ``root/opt/hybridnb`` (and the C probe
+    engine when the image at ``rootfs`` can load it: :func:`fast_extension`); their content
     key (a hash over every copied path and its bytes)."""
     digest = hashlib.sha256()
     dest = root / LAYER_DIR
     for name in ("hybridnb", *LAYER_PACKAGES):
         src = _package_dir(name)
         shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns(*_SKIP))
+    fast = fast_extension(rootfs)
+    if fast is not None:
+        shutil.copy2(fast, dest / "hybridnb" / "services" / "probe" / fast.name)
     for path in sorted(p for p in dest.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def compile_layer(root: Path, rootfs: Path | None) -> bool:
+    """Byte-compile the layer under ``root`` for the image's Python when it is this
+    interpreter's minor version (the ``.pyc`` format is fixed within a minor release), so
+    each ``docker exec`` of the agent or a probe share imports without compiling (~50 ms
+    less a start).  Hash-checked ``.pyc`` files (no source times), made only when the image
+    is imported: the layer's key is its sources'.  True when compiled."""
+    import compileall
+    import py_compile
+    import sys
+
+    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    if rootfs is None or not (rootfs / "usr" / "lib" / minor).is_dir():
+        return False
+    return bool(compileall.compile_dir(
+        str(root / LAYER_DIR), ddir=f"/{LAYER_DIR}", quiet=1,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH))
 
 
 def changes(build_id: str, tag: str) -> list[str]:
@@ -94,7 +166,7 @@ def ensure_agent_image(client: Any, *, cache: Path | str | None = None,
 
     build = builder.ensure_build(AGENT_RECIPE, cache=cache)
     with tempfile.TemporaryDirectory(prefix="hnb-agent-layer-") as tmp:
-        key = write_layer(Path(tmp))
+        key = write_layer(Path(tmp), build.rootfs)
         tag = f"{REPOSITORY}:{build.recipe_key}-{build.versions_key}-{key}"
         try:
             client.inspect_image(tag)
@@ -104,6 +176,7 @@ def ensure_agent_image(client: Any, *, cache: Path | str | None = None,
         if progress:
             progress(f"importing the agent image {tag} ({build.size / 2**20:.0f} MiB)")
         t0, counter = time.monotonic(), [0]
+        compile_layer(Path(tmp), build.rootfs)
         repo, _, version = tag.rpartition(":")
         client.import_image_from_data(_tar_stream(build, Path(tmp), [LAYER_DIR], counter),
                                       repository=repo, tag=version,

@@ -178,13 +178,14 @@ class _ExecProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._reader.join(timeout)          # the stream ends when the process does
         while True:
             info = self.api.exec_inspect(self.exec_id)
             if not info.get("Running"):
                 return int(info.get("ExitCode") or 0)
             if deadline is not None and time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(f"exec {self.exec_id[:12]}", timeout or 0)
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     def kill(self) -> None:
         self._got_pid.wait(5)

@@ -15,8 +15,12 @@ Checked:
   on a and b reach each other by address and by name (``ping``/``nslookup`` run inside the
   containers through each host's Docker API); status sees b's share through the agent;
   the next plan is empty;
+* ``Lab.test()`` gives the full default matrix (icmp, tcp, udp, http, dns) green across
+  the hosts, both ways, by address and by name, b's share run by ``docker exec`` in b's
+  agent container (its process reports b's network namespace and the agent container's
+  mount namespace), a's in this process;
 * hybridnb never entered b's namespace itself: b's backend has no namespace, and no
-  namespace worker of this process was ever asked for b's namespace;
+  namespace worker of this process was ever asked for b's namespace or c2's;
 * destroy leaves b's (and a's) namespace snapshot as before and removes the agent
   container (the last lab on b is gone); the agent image stays cached in b's engine until
   :func:`hybridnb.remote.image.remove_images` removes it.
@@ -178,10 +182,13 @@ def test_host_given_only_by_its_docker_url(two) -> None:
             assert status.up and {e.name: e.state for e in status.endpoints} == {
                 "c1": "up", "c2": "up"}, status
             check_reach(two, again)
+            c2_ns = check_matrix(two, again)
+            check_down(two, again)
         finally:
             done = open_lab(two).destroy()
             print(f"destroy: {done.seconds:.2f}s")
     assert b_ns not in entered, "hybridnb entered b's namespace by itself"
+    assert c2_ns not in entered, "this process entered c2's namespace: b's share ran here"
     api_b = docker.APIClient(base_url=two["url"], version="auto")
     try:
         assert agentbox.agents(api_b) == [], "the agent container outlived the last lab on b"
@@ -214,8 +221,9 @@ def check_runner(api: Any) -> None:
     cid = agentbox.ensure_agent(api)
     info = api.inspect_container(cid)
     assert info["HostConfig"]["NetworkMode"] == "host" and not info["HostConfig"]["Privileged"]
-    assert sorted(info["HostConfig"]["CapAdd"]) == ["CAP_NET_ADMIN", "CAP_NET_RAW"] or \
-        sorted(info["HostConfig"]["CapAdd"]) == ["NET_ADMIN", "NET_RAW"], info["HostConfig"]
+    assert info["HostConfig"]["PidMode"] == "host", info["HostConfig"]
+    assert sorted(c.removeprefix("CAP_") for c in info["HostConfig"]["CapAdd"]) == [
+        "NET_ADMIN", "NET_RAW", "SYS_ADMIN"], info["HostConfig"]
     runner = DockerExecRunner(api, cid)
     proc = runner.run_module("json.tool", ["--compact"])
     proc.stdin.write(b'{"a": [1, 2]}')
@@ -227,6 +235,91 @@ def check_runner(api: Any) -> None:
     assert stuck.wait(10) != 0, "killed module reported success"
     print(f"runner: json.tool through docker exec ok; an idle module killed in "
           f"{time.monotonic() - t0:.2f}s")
+
+
+def check_matrix(two: dict[str, Any], lab: Lab) -> tuple[int, int]:
+    """``Lab.test()``: the full default matrix (icmp, tcp, udp, http, dns) green across the
+    hosts, both ways, by address and by name (dns: each name asked from each endpoint,
+    answered with its address), b's share run by ``docker exec`` in b's agent container
+    (its process reports b's network namespace and the agent container's mount namespace)
+    and a's in this process.  Returns c2's namespace key (this process must never enter
+    it)."""
+    import docker
+
+    from hybridnb.images import builder
+    from hybridnb.remote import agentbox, image
+
+    t0 = time.monotonic()
+    matrix = lab.test()
+    print(f"Lab.test(): {time.monotonic() - t0:.2f}s")
+    print(matrix.summary())
+    print("\n".join(matrix.host_lines()))
+    assert matrix.checks == ["icmp", "tcp", "udp", "http", "dns"], matrix.checks
+    assert set(matrix.sources) == set(matrix.targets) == {"c1", "c2", "gateway"}, matrix
+    bad = [r for r in matrix.results if not r.ok]
+    assert not bad, bad
+    addresses = {n: str(a) for n, a in lab.addresses().items()}
+    for check in matrix.checks:
+        for src, dst in (("c1", "c2"), ("c2", "c1"), ("c2", "gateway")):
+            r = matrix.get(check, src, dst)
+            assert r is not None and r.ok, (check, src, dst, r)
+            if check == "dns" and dst != "gateway":          # by name: the answer
+                assert addresses[dst] in r.detail, r
+    assert matrix.across_hosts()["a -> b"] and matrix.across_hosts()["b -> a"]
+    shares = matrix.shares
+    assert shares["a"]["where"] == "this process", shares
+    assert shares["b"]["where"] == "the agent container hnb-agent on host b", shares
+    api = docker.APIClient(base_url=two["url"], version="auto")
+    try:
+        agent = api.inspect_container(agentbox.NAME)["State"]["Pid"]
+        c2_pid = api.inspect_container("hnb-rml-c2")["State"]["Pid"]
+    finally:
+        api.close()
+    proc = shares["b"]["process"]
+    b_ns = nsutil._ns_key(nsutil.netns_path(two["boxes"]["b"].netns))
+    assert proc["netns"] == b_ns[1] != os.stat("/proc/self/ns/net").st_ino, proc
+    assert proc["mntns"] == os.stat(f"/proc/{agent}/ns/mnt").st_ino != \
+        os.stat("/proc/self/ns/mnt").st_ino, (proc, agent)
+    build = builder.ensure_build(image.AGENT_RECIPE)
+    want = "fast" if image.fast_extension(build.rootfs) is not None else "portable"
+    assert shares["b"]["engine"] == want, (shares, want)
+    print(f"b's share: pid {proc['pid']} in the agent container (mnt ns {proc['mntns']}), "
+          f"Python {proc['python']}, {shares['b']['engine']} engine")
+    # the portable engine, what b's share runs with when the image's Python cannot load
+    # the C engine: the same verdicts
+    eps, gateway = lab.probe_endpoints()
+    net = lab.spec.network
+    t0 = time.monotonic()
+    portable = multihost_apply.prober(lab)(eps + [gateway], matrix.checks, domain=net.domain,
+                                           dns_server=str(net.gateway), engine="portable")
+    print(f"portable engine on both hosts: {time.monotonic() - t0:.2f}s, {portable.summary()}")
+    assert {h: i["engine"] for h, i in portable.shares.items()} == {"a": "portable",
+                                                                   "b": "portable"}
+    assert [(r.check, r.source, r.target, r.ok) for r in portable.results] == [
+        (r.check, r.source, r.target, r.ok) for r in matrix.results]
+    return nsutil._ns_key(f"/proc/{c2_pid}/ns/net")
+
+
+def check_down(two: dict[str, Any], lab: Lab) -> None:
+    """c2 stopped on b (through b's Docker API): b's share has no source left, c2's rows
+    fail as not running and probes to it fail, everything else stays green."""
+    import docker
+
+    api = docker.APIClient(base_url=two["url"], version="auto")
+    try:
+        api.stop("hnb-rml-c2", timeout=1)
+        t0 = time.monotonic()
+        matrix = lab.test(("icmp", "tcp", "dns"))
+        print(f"c2 stopped: {time.monotonic() - t0:.2f}s, {matrix.summary()}")
+    finally:
+        api.start("hnb-rml-c2")
+        api.close()
+    for r in matrix.results:
+        if "c2" in (r.source, r.target) and not (r.check == "dns" and r.target == "c2"):
+            assert not r.ok, r                      # (a name resolves while c2 is down)
+        else:
+            assert r.ok, r
+    assert {r.reason for r in matrix.results if r.source == "c2"} == {"c2 is not running"}
 
 
 def check_reach(two: dict[str, Any], lab: Lab) -> None:

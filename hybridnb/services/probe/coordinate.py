@@ -109,7 +109,8 @@ def run_shares(request: ProbeRequest, placement: Mapping[str, str],
     return ConnectivityMatrix(results=results, sources=list(plan.sources),
                               targets=list(plan.targets), checks=[c.name for c in plan.checks],
                               duration=time.perf_counter() - t0, timeout=request.timeout,
-                              count=plan.count)
+                              count=plan.count,
+                              shares={h: dict(share.info) for h, share in shares.items()})
 
 
 def _merge(check_plans: Sequence[Any], sources: Sequence[str], placement: Mapping[str, str],
@@ -133,9 +134,13 @@ def _merge(check_plans: Sequence[Any], sources: Sequence[str], placement: Mappin
 
 
 class _Handle:
-    """One host's share as the coordinator drives it."""
+    """One host's share as the coordinator drives it; ``info``: where it ran (``where``:
+    the runner's words, ``engine``: the probe engine its sources ran with, ``process``:
+    what the share process said of itself — pid, Python, namespace inodes — when it runs
+    in a process of its own)."""
 
     host: str
+    info: dict[str, Any]
 
     def wait_ready(self, deadline: float, limit: float) -> None: ...
 
@@ -153,6 +158,7 @@ class _Local(_Handle):
                  progress: Progress | None) -> None:
         self.host = host
         self.share = Share(request, local, progress=progress).start()
+        self.info: dict[str, Any] = {"where": "this process"}
         self.out: list[ProbeResult] | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None
@@ -165,6 +171,7 @@ class _Local(_Handle):
         if not ready:
             raise EngineError(f"host {self.host}: the probe share (in this process) did not "
                               f"open its responders within {limit:g} s", engine="probe")
+        self.info["engine"] = self.share.engine
 
     def go(self) -> None:
         def run() -> None:
@@ -201,6 +208,7 @@ class _Remote(_Handle):
                  local: Sequence[str]) -> None:
         self.host = host
         self.where = getattr(runner, "where", type(runner).__name__)
+        self.info: dict[str, Any] = {"where": self.where}
         try:
             self.proc: ShareProcess = runner.run_module(MODULE, [])
         except HybridError as exc:
@@ -291,12 +299,16 @@ class _Remote(_Handle):
 
     def _tail(self) -> str | None:
         lines = [x for x in self.stderr if x.strip()]
+        tail = getattr(self.proc, "stderr_tail", None)      # a runner that keeps the tail
+        if callable(tail):
+            lines += [x for x in str(tail()).splitlines() if x.strip()]
         return "its error output: " + " | ".join(lines[-5:]) if lines else None
 
     # -- the phases ---------------------------------------------------------------------------
 
     def wait_ready(self, deadline: float, limit: float) -> None:
-        self._expect("ready", deadline, limit)
+        msg = self._expect("ready", deadline, limit)
+        self.info.update({k: msg[k] for k in ("engine", "process") if k in msg})
 
     def go(self) -> None:
         self._send({"op": "go"})

@@ -183,6 +183,12 @@ def _execute(plan: ProbePlan, timeout: float, fd_limit: int | None, note: Progre
     return results
 
 
+def engine_name(plan: ProbePlan, engine: str = "auto") -> str:
+    """The engine ``engine`` (``auto``, ``fast``, ``portable``) runs ``plan`` with here:
+    ``fast`` (the C extension is built and can run it) or ``portable``."""
+    return "fast" if _use_fast(plan, engine) else "portable"
+
+
 def _use_fast(plan: ProbePlan, engine: str) -> bool:
     choice = os.environ.get("HYBRIDNB_PROBE_ENGINE", "auto") if engine == "auto" else engine
     if choice not in ("auto", "fast", "portable"):

@@ -163,6 +163,11 @@ class ConnectivityMatrix:
     #: endpoint (and ``gateway``) → the host it runs on, for a lab with ``hosts:``
     #: (:func:`hybridnb.core.hostview.host_of`); empty for a one-machine lab
     hosts: dict[str, str] = field(default_factory=dict, compare=False)
+    #: host → where its share of the matrix ran, when the run was split into shares
+    #: (:mod:`hybridnb.services.probe.coordinate`): ``where`` (the runner's words or ``this
+    #: process``), ``engine`` (``fast``/``portable``), ``process`` (pid, Python, namespace
+    #: inodes of a share in a process of its own); empty for a one-process run
+    shares: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     _index: dict[tuple[str, str, str], ProbeResult] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -283,7 +288,12 @@ class ConnectivityMatrix:
                                        for h, n in sorted(by_host.items()))]
         for where, c in self.across_hosts().items():
             lines.append(f"{'  ' if '->' in where else ''}{where}: {self._counted(c)}")
-        return lines
+        return lines + self.share_lines()
+
+    def share_lines(self) -> list[str]:
+        """Where each host's share ran and with which engine ([] for a one-process run)."""
+        return [f"share of {h}: {info.get('where', '?')}, {info.get('engine', '?')} engine"
+                for h, info in sorted(self.shares.items())]
 
     def label(self, name: str) -> str:
         """An end's name as the grids and lines show it: ``web@a`` when the lab spans hosts
@@ -303,6 +313,9 @@ class ConnectivityMatrix:
         if self.hosts:
             doc["hosts"] = dict(sorted(self.hosts.items()))
             doc["across_hosts"] = self.across_hosts()
+        if self.shares:
+            doc["shares"] = {h: {k: v for k, v in sorted(info.items()) if k != "process"}
+                             for h, info in sorted(self.shares.items())}
         if self.judged:
             doc["policy"] = [{"check": c, "source": s, "target": t, "status": st, "rule": rule}
                              for (c, s, t), (st, rule) in sorted(self.judged.items())]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from hybridnb.errors import EngineError
 from hybridnb.services.probe import ProbeEndpoint, plan_probes, probe_matrix
 from hybridnb.services.probe.coordinate import probe_shares
+from hybridnb.services.probe.engine import engine_name
 from hybridnb.services.probe.plan import share_plans
 from hybridnb.services.probe.runner import LocalRunner, Runner
 from hybridnb.services.probe.share import (
@@ -121,7 +124,11 @@ def test_a_share_speaks_json_lines() -> None:
     said = [json.loads(x) for x in out.getvalue().splitlines()]
     assert code == 0, said
     assert [m["op"] for m in said] == ["ready", "results"]
-    assert said[0] == {"op": "ready", "host": "b", "responders": 0}
+    process = said[0].pop("process")
+    assert said[0] == {"op": "ready", "host": "b", "responders": 0,
+                       "engine": engine_name(share_plans(req.plan(), ["x2", "x3"]).probing)}
+    assert process["pid"] == os.getpid() and process["python"] == platform.python_version()
+    assert process["netns"] == os.stat("/proc/self/ns/net").st_ino
     rows = [result_from_wire(r) for r in said[1]["results"]]
     assert {r.source for r in rows} == {"x2", "x3"} and len(rows) == 2 * 2 * 2
     assert all(r.ok is None for r in rows)

@@ -28,7 +28,8 @@ coordinator → share (stdin)                           share → coordinator (s
 ====================================================  =========================================
 ``{"op": "share", "version": 1, "host": "b",``
 ``"local": ["c2", "v1"], "request": {...}}``          ``{"op": "ready", "host": "b",``
-                                                      ``"responders": 4}``
+                                                      ``"responders": 4, "engine":``
+                                                      ``"portable", "process": {...}}``
 ``{"op": "go"}``                                      ``{"op": "results", "host": "b",``
                                                       ``"results": [...], "seconds": 0.4}``
 ``{"op": "done"}`` (or end of input)                  (exits 0)
@@ -226,6 +227,13 @@ class Share:
     def responders(self) -> int:
         return len(self.plans.holding.responders)
 
+    @property
+    def engine(self) -> str:
+        """The probe engine this share's sources run with (``fast`` or ``portable``)."""
+        from hybridnb.services.probe.engine import engine_name
+
+        return engine_name(self.plans.probing, self.request.engine)
+
     def start(self) -> "Share":
         from hybridnb.services.probe.engine import hold_responders
 
@@ -332,7 +340,8 @@ def _serve(chan: _Channel, ready_timeout: float) -> int:
         if not share.wait_ready(ready_timeout):
             raise EngineError(f"the responders did not open within {ready_timeout:g} s",
                               engine="probe")
-        chan.send("ready", responders=share.responders)
+        chan.send("ready", responders=share.responders, engine=share.engine,
+                  process=process_facts())
         msg = chan.receive()
         if msg is None or msg.get("op") == "done":
             return 0
@@ -344,6 +353,22 @@ def _serve(chan: _Channel, ready_timeout: float) -> int:
                   seconds=round(time.perf_counter() - t0, 6))
         chan.receive()                     # done, or end of input: release the responders
     return 0
+
+
+def process_facts() -> dict[str, Any]:
+    """Where this share process runs, as its host sees it: pid, Python, and the inodes of
+    its network and mount namespaces (a share in a container shows that container's mount
+    namespace)."""
+    import os
+    import platform
+
+    facts: dict[str, Any] = {"pid": os.getpid(), "python": platform.python_version()}
+    for ns in ("net", "mnt"):
+        try:
+            facts[f"{ns}ns"] = os.stat(f"/proc/self/ns/{ns}").st_ino
+        except OSError:
+            facts[f"{ns}ns"] = None
+    return facts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,4 +389,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = ["MODULE", "WIRE_VERSION", "Elsewhere", "LibvirtGuest", "ProbeRequest", "Share",
            "endpoint_from_wire", "endpoint_to_wire", "executor_from_wire", "executor_to_wire",
-           "main", "result_from_wire", "result_to_wire", "serve"]
+           "main", "process_facts", "result_from_wire", "result_to_wire", "serve"]
