@@ -257,14 +257,40 @@ def _where(lab: Lab) -> tuple[tuple[str, str], ...]:
     return tuple((h.name, h.where) for h in _hosts(lab).hosts)
 
 
-def resources_by_host(lab: Lab, addresses: Mapping[str, Any]) -> dict[str, list[Resource]]:
-    """Each host's share of the lab (one compile, one IPAM over the whole spec)."""
+def resources_by_host(lab: Lab, addresses: Mapping[str, Any], mode: str = "resolve",
+                      progress: Progress | None = None,
+                      notes: list[str] | None = None) -> dict[str, list[Resource]]:
+    """Each host's share of the lab (one compile, one IPAM over the whole spec), the images
+    of the lab's recipes bound in for that host's engines (:mod:`hybridnb.images.binding`;
+    ``mode``: ``resolve``, ``plan`` — what apply makes first is added to ``notes``, each
+    naming its host — or ``build``: a recipe is built once into this machine's image cache
+    and imported into each host's engine that runs it, host after host, before anything of
+    the lab changes)."""
     compiled = compile_lab(lab.spec, addresses)
-    if lab._runs_recipes(compiled):
-        raise Unsupported(f"lab {lab.name}: image recipes in a lab spread over several hosts "
-                          "are not built per host yet", hint="use images the engines have",
-                          capability="hosts")
-    return {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+    shares = {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+    if not lab._runs_recipes(compiled):
+        return shares
+    from hybridnb.core.sections.images import lab_images
+    from hybridnb.images.binding import bind_images
+
+    images = lab_images(lab.spec.sections)
+    out = {}
+    for h, share in shares.items():
+        if not lab._runs_recipes(share):
+            out[h] = share
+            continue
+        target = host_backend(lab, h).target
+        try:
+            bound = bind_images(share, images, target, mode=mode, progress=progress)
+        except HybridError as exc:
+            if mode == "build":
+                raise _named(exc, lab, h) from None
+            # its engine unreachable: bound without asking it (its plan then says why)
+            bound = bind_images(share, images, target, mode="resolve")
+        out[h] = bound.resources
+        if notes is not None:
+            notes += [f"host {h}: {note}" for note in bound.notes]
+    return out
 
 
 def _usable(backend: Backend, resources: list[Resource]) -> list[Resource]:
@@ -305,7 +331,9 @@ def plan(lab: Lab) -> HostsPlan:
     """Every host's plan, made at the same time; nothing is changed."""
     check_clash(lab)
     state = lab._read_state()
-    wanted = resources_by_host(lab, lab._assign(state.get("addresses", {})))
+    notes: list[str] = []
+    wanted = resources_by_host(lab, lab._assign(state.get("addresses", {})), "plan",
+                               notes=notes)
 
     def one(host: str) -> Plan:
         backend = host_backend(lab, host)
@@ -314,7 +342,7 @@ def plan(lab: Lab) -> HostsPlan:
                     recorded, updatable=backend.updatable())
 
     plans = _each_host(lab, one)
-    return _merged(lab, plans, warnings=tuple(lab.warnings()))
+    return _merged(lab, plans, warnings=tuple(lab.warnings()), notes=tuple(notes))
 
 
 def _merged(lab: Lab, plans: Mapping[str, Plan], **kw: Any) -> HostsPlan:
@@ -379,7 +407,7 @@ def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> Ho
         lab._check_owner(st.data)
         check_clash(lab)
         addresses = lab._assign(st.addresses)
-        wanted = resources_by_host(lab, addresses)
+        wanted = resources_by_host(lab, addresses, "build", progress)
         st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
         st.data["kinds"] = {e.name: e.kind for e in lab.spec.endpoints}
         st.data["spec"] = lab_to_dict(lab.spec)
@@ -630,8 +658,8 @@ def observe_as_one(lab: Lab) -> dict[str, dict[str, Any]]:
     are left out; a host that cannot be reached raises, naming it."""
     state = lab._read_state()
     addresses = lab._assign(state.get("addresses", {}))
-    compiled = compile_lab(lab.spec, addresses)
-    shares = {h: host_resources(lab.spec, compiled, h) for h in _hosts(lab).names}
+    shares = resources_by_host(lab, addresses)
+    compiled = lab._bind(compile_lab(lab.spec, addresses)).resources
     observed = _each_host(lab, lambda h: observe_all(lab.name, host_backend(lab, h)))
     out: dict[str, dict[str, Any]] = {}
     for res in compiled:
