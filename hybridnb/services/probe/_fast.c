@@ -557,6 +557,10 @@ static void responder_open(Lane *L, Responder *r) {
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(r->port)};
     sa.sin_addr.s_addr = r->ip;
+    /* a stand-in stream listener hands over only connections that send something (a request,
+     * a FIN): a TCP probe's connect completes in the kernel (SYN, SYN-ACK, ACK) and its reset
+     * removes the embryonic connection, with no socket, accept or close on this side */
+    if (r->kind != K_UDP) setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         (r->kind != K_UDP && listen(fd, 4096) < 0)) {
         close(fd);
@@ -681,6 +685,13 @@ static void conn_read(Lane *L, Conn *c, int registered) {
             }
             memmove(c->buf, c->buf + end, c->len - end);
             c->len -= end;
+        }
+        if (n < room) {         /* all there was: epoll (level-triggered) tells when more comes */
+            if (!registered) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+                epoll_ctl(L->ep, EPOLL_CTL_ADD, c->fd, &ev);
+            }
+            return;
         }
     }
 }

@@ -3,8 +3,10 @@
 A :class:`~hybridnb.services.probe.plan.ResponderSpec` becomes a socket bound to the target's
 address inside the target's namespace, from the first probe towards it to the last:
 
-* a stream listener — for ``tcp`` it accepts and closes at once (the client's connect was the
-  probe); for ``http`` it reads each request and answers ``200 OK``, keeping the connection
+* a stream listener — for ``tcp`` the client's connect is the probe: the listener defers
+  accepting until a connection sends something (``TCP_DEFER_ACCEPT``), so a probe that connects
+  and resets is never accepted (one that sends a FIN, as ``nc`` does, is accepted and closed at
+  once); for ``http`` it reads each request and answers ``200 OK``, keeping the connection
   for the next request when the request asks for it (HTTP/1.1 without ``Connection: close``,
   or ``Connection: keep-alive``), as a web server does;
 * a UDP echo, which appends its kernel receive time and its send time to our own probes so the
@@ -46,6 +48,10 @@ def start_responder(loop: Loop, spec: ResponderSpec, sock: socket.socket | None
     try:
         sock.bind((spec.address, spec.port))
         if spec.kind == "stream":
+            # hand over only connections that send something (a request, a FIN): a ``tcp``
+            # probe's handshake completes in the kernel and its reset removes the embryonic
+            # connection — no socket, accept or close on this side (the client sees the same)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             sock.listen(4096)
     except OSError:
         sock.close()

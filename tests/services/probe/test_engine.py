@@ -383,3 +383,60 @@ def test_http_count_requests_go_on_one_keep_alive_connection(lab, keep):
     assert r.ok and r.sent == 3 and r.received == 3 and r.detail == "HTTP 200", r
     assert server.requests == 3
     assert server.connections == (1 if keep else 3)
+
+
+# ------------------------------------------------- stand-ins: only the client's side is needed
+
+def _tcp_counters(netns: str) -> dict[str, int]:
+    """The namespace's TCP counters (/proc/net/snmp ``Tcp:``, /proc/net/netstat ``TcpExt:``)."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/net/snmp",
+                          "/proc/net/netstat"], capture_output=True, text=True, check=True).stdout
+    counters: dict[str, int] = {}
+    lines = out.splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        prefix = names.split(":")[0]
+        if prefix in ("Tcp", "TcpExt"):
+            counters.update({f"{prefix}.{k}": int(v) for k, v in
+                             zip(names.split()[1:], values.split()[1:])})
+    return counters
+
+
+def test_a_stand_in_tcp_listener_never_accepts_a_probe_yet_each_connect_counts(lab):
+    """Issue 18: the stand-in defers accepting (TCP_DEFER_ACCEPT) — a ``tcp`` probe's handshake
+    completes in the kernel, its reset removes the embryonic connection, so the target's
+    namespace makes no socket for it (PassiveOpens stays put); the client sees the handshake
+    as before and each of its ``count`` connects counts.  A real service on a port the user
+    asserts still gets (and accepts) every connection."""
+    target = lab.netns(1)
+    before = _tcp_counters(target)
+    m = run(lab, checks=("tcp", "http"), count=3)
+    after = _tcp_counters(target)
+    assert m.failures() == [], m.to_text()
+    for src in ("h00", "h02", "h03"):
+        r = m.get("tcp", src, "h01")
+        assert (r.sent, r.received) == (3, 3) and 0 < r.rtt_min < 0.05, r
+        assert m.get("http", src, "h01").detail == "HTTP 200"
+    # 3 sources x 3 tcp connects: none made a socket there; 3 http connections did
+    assert after["Tcp.PassiveOpens"] - before["Tcp.PassiveOpens"] == 3, (before, after)
+    assert after["TcpExt.TCPDeferAcceptDrop"] - before["TcpExt.TCPDeferAcceptDrop"] >= 9
+
+    real = Listener(f"/run/netns/{target}", lab.address(1), 5432)
+    try:
+        before = _tcp_counters(target)
+        m = run(lab, checks=("tcp/5432",), count=3)
+        after = _tcp_counters(target)
+        accepted = 0
+        real.sock.setblocking(False)
+        while True:
+            try:
+                real.sock.accept()[0].close()
+            except BlockingIOError:
+                break
+            accepted += 1
+    finally:
+        real.close()
+    for src in ("h00", "h02", "h03"):
+        r = m.get("tcp/5432", src, "h01")
+        assert r.ok and (r.sent, r.received) == (3, 3), r
+    assert after["Tcp.PassiveOpens"] - before["Tcp.PassiveOpens"] == 9, (before, after)
+    assert accepted == 9
