@@ -75,6 +75,24 @@ def pools(uri: str) -> list[str]:
         conn.close()
 
 
+def scrub_pool(uri: str) -> None:
+    """Remove a ``hybridnb`` pool an earlier, failed run left in this test's sandbox (its
+    libvirt configuration persists between runs)."""
+    import libvirt
+
+    from hybridnb.drivers.vmpool import VolumePool
+
+    conn = libvirt.open(uri)
+    try:
+        pool = VolumePool(lambda: conn, "sandbox b")
+        if pool.lookup() is None:
+            return
+        pool.ensure()
+        pool.release("hnb", set(pool.volumes().values()), [])    # every hnb-* volume too
+    finally:
+        conn.close()
+
+
 def settled(boxes: dict[str, Sandbox], timeout: float = 10.0) -> None:
     """Wait until the underlay ends' link-local addresses passed duplicate address detection
     (their local routes appear only then; a snapshot taken before would miss them)."""
@@ -108,6 +126,7 @@ def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
         settled(boxes)
         target = boxes["b"].target()
         b = {"docker": target.docker_url, "libvirt": target.libvirt_uri}
+        scrub_pool(b["libvirt"])
         before = {h: hostsnap.snapshot(box.netns, netns_filter=ours)
                   for h, box in boxes.items()}
         yield {"boxes": boxes, "before": before, "b": b, "pools": pools(b["libvirt"]),
@@ -158,6 +177,8 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
         img = testvm.find(None)
         kernel = vm2.pool.upload(Path(img.kernel))           # there already: a lookup
         assert vm2.pool.uploaded == [] and kernel.startswith(vm2.pool.path + "/")
+        check_disk_volumes(vm2, next(r.spec for r in plan.desired if r.kind == "vm"),
+                           two["state"])
         status = again.status()
         print(status)
         assert {e.name: e.state for e in status.endpoints} == {"c1": "up", "v1": "up"}
@@ -203,6 +224,37 @@ def check_remote_files(two: dict[str, Any], lab: Lab, vm: Any) -> None:
     assert serial is not None and serial.get("type") == "pty", ET.tostring(serial)
     assert vm.probe_channel("rvl", "v1") is None
     assert "HYBRIDNB-READY" in vm.console("rvl", "v1"), vm.console("rvl", "v1")
+
+
+def check_disk_volumes(vm: Any, spec: dict[str, Any], tmp: Path) -> None:
+    """What a recipe or cloud VM needs beside its boot files, made on b without booting one:
+    a qcow2 overlay made on b on the uploaded base image, the seed ISO uploaded; released
+    again (with the base nobody else uses), the test VM's volumes untouched."""
+    import libvirt
+
+    from hybridnb.drivers.vmpool import backing_path
+
+    base = tmp / "base.img"
+    base.write_bytes(b"hybridnb" * 131072)                    # 1 MiB, raw
+    before = vm.pool.volumes()
+    vmdir = tmp / "hnb-rvl-x"                                  # only its name is used
+    disk = vm._overlay(base, vmdir)
+    seed = vm._seed("rvl", {**spec, "template": "base"}, vmdir)
+    vols = vm.pool.volumes()
+    base_path = vols[next(n for n in vm.pool.uploaded if n.endswith("-base.img"))]
+    assert {disk, seed, base_path} == set(vols.values()) - set(before.values()), vols
+    assert disk.endswith("/hnb-rvl-x-disk.qcow2") and seed.endswith("/hnb-rvl-x-seed.iso")
+    conn = libvirt.open(vm.uri)
+    try:
+        vol = conn.storageVolLookupByPath(disk)
+        assert backing_path(vol.XMLDesc(0)) == base_path
+        assert ET.fromstring(vol.XMLDesc(0)).find("./target/format").get("type") == "qcow2"
+    finally:
+        conn.close()
+    gone = vm.pool.release("hnb-rvl-x", {disk, base_path}, vm._other_xmls())
+    print(f"overlay and seed made on b, then released: {gone}")
+    assert sorted(gone) == sorted(n for n, p in vols.items() if p in {disk, seed, base_path})
+    assert vm.pool.volumes() == before
 
 
 def check_reach(lab: Lab) -> None:
