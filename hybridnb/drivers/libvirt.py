@@ -643,6 +643,15 @@ class LibvirtDriver:
         """Destroy + undefine domain ``dname`` if it is this lab's, then remove its files (on
         a remote libvirt: its volumes, and the boot files' volumes it used that no other
         domain uses — those stay with ``keep_keyed``, when it is made again at once)."""
+        if self.pool is None:
+            self._remove_domain(lab, dname, keep_keyed)
+            return
+        # one removal at a time: each sees every other domain either there or gone, so a
+        # boot file two VMs shared is released by whichever goes last
+        with self.pool.lock:
+            self._remove_domain(lab, dname, keep_keyed)
+
+    def _remove_domain(self, lab: str, dname: str, keep_keyed: bool) -> None:
         libvirt = _libvirt()
         dom = self._lookup(dname)
         used: set[str] = set()

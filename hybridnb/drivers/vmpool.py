@@ -113,7 +113,7 @@ class VolumePool:
         self.where = where
         self.name = name
         self.path = path
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         #: names of the volumes this object uploaded (for reports and tests)
         self.uploaded: list[str] = []
 
@@ -147,7 +147,7 @@ class VolumePool:
     def ensure(self) -> Any:
         """The pool, running (defined, built and started first when missing)."""
         libvirt = self._libvirt()
-        with self._lock:
+        with self.lock:
             pool = self.lookup()
             try:
                 if pool is None:
@@ -218,7 +218,7 @@ class VolumePool:
         keyed = name is None
         name = name or volume_name(local)
         size = local.stat().st_size
-        with self._lock:
+        with self.lock:
             pool = self.ensure()
             vol = self._volume(pool, name)
             if vol is not None and keyed:
@@ -241,7 +241,7 @@ class VolumePool:
         """A fresh qcow2 overlay ``name`` on the volume at ``backing`` (made on that host);
         its path."""
         libvirt = self._libvirt()
-        with self._lock:
+        with self.lock:
             pool = self.ensure()
             try:
                 self._delete(pool, name)
@@ -275,7 +275,7 @@ class VolumePool:
         of ``others`` (their XMLs) uses; remove the pool when it is left empty.  The
         names deleted."""
         libvirt = self._libvirt()
-        with self._lock:
+        with self.lock:
             pool = self.lookup()
             if pool is None:
                 return []

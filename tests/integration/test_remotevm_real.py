@@ -15,6 +15,7 @@ so a path under it is *not* a path of this process.  Checked:
   console is a pty, read through libvirt (the ready marker is in the local copy);
 * the VM answers pings and name lookups from the container on a across the VXLAN, and
   reaches the container (``lab.exec`` in the VM runs through the guest agent over libvirt);
+* a second VM on b boots from the same two volumes (uploaded once);
 * a second apply is a no-op and uploads nothing; an upload of the same kernel again is a
   lookup (content-keyed);
 * destroy removes the volumes and the pool it made (b's storage pools as before) and leaves
@@ -62,6 +63,8 @@ def lab_dict(b: dict[str, str]) -> dict[str, Any]:
                             "underlay": "192.168.249.2"}},
             "endpoints": {"c1": {"kind": "container"},
                           "v1": {"kind": "vm", "template": "test", "memory": 128,
+                                 "host": "b"},
+                          "v2": {"kind": "vm", "template": "test", "memory": 128,
                                  "host": "b"}}}
 
 
@@ -164,6 +167,7 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
               f"{time.monotonic() - t0:.2f}s")
         assert result.ok, result
         print(f"uploaded into b's pool: {vm.pool.uploaded}")
+        assert len(vm.pool.uploaded) == 2, "two VMs, one kernel and one initramfs uploaded"
         check_remote_files(two, lab, vm)
         check_reach(lab)
         # a second apply: nothing to do, nothing uploaded
@@ -181,7 +185,8 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
                            two["state"])
         status = again.status()
         print(status)
-        assert {e.name: e.state for e in status.endpoints} == {"c1": "up", "v1": "up"}
+        assert {e.name: e.state for e in status.endpoints} == {"c1": "up", "v1": "up",
+                                                               "v2": "up"}
     finally:
         t0 = time.monotonic()
         done = open_lab(two).destroy()
@@ -206,6 +211,7 @@ def check_remote_files(two: dict[str, Any], lab: Lab, vm: Any) -> None:
     conn = libvirt.open(two["b"]["libvirt"])
     try:
         root = ET.fromstring(conn.lookupByName("hnb-rvl-v1").XMLDesc(0))
+        other = ET.fromstring(conn.lookupByName("hnb-rvl-v2").XMLDesc(0))
         pool = conn.storagePoolLookupByName("hybridnb")
         vols = {v.name(): v.path() for v in pool.listAllVolumes(0)}
         pool_dir = ET.fromstring(pool.XMLDesc(0)).findtext("./target/path")
@@ -215,6 +221,7 @@ def check_remote_files(two: dict[str, Any], lab: Lab, vm: Any) -> None:
     kernel, initrd = root.findtext("./os/kernel"), root.findtext("./os/initrd")
     print(f"b's pool {pool_dir}: {sorted(vols)}; kernel {kernel}; initrd {initrd}")
     assert set(vols.values()) == {kernel, initrd}, (vols, kernel, initrd)
+    assert (other.findtext("./os/kernel"), other.findtext("./os/initrd")) == (kernel, initrd)
     lv = two["boxes"]["b"].daemon("libvirtd").pid
     for path, local in ((kernel, Path(img.kernel)), (initrd, Path(img.initrd))):
         assert path.startswith(pool_dir + "/") and path != str(local)
@@ -266,4 +273,5 @@ def check_reach(lab: Lab) -> None:
     lab.exec("c1", "ping -c1 -W2 v1.hybrid.local").check()
     lab.exec("v1", f"ping -c1 -W2 {addr['c1']}").check()
     lab.exec("v1", "ping -c1 -W2 c1.hybrid.local").check()
+    lab.exec("v2", f"ping -c1 -W2 {addr['v1']}").check()
     print(f"c1 ({addr['c1']}, a) <-> v1 ({addr['v1']}, b): by address and by name")
