@@ -36,6 +36,13 @@ live in ``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a
 through the agent (``guest-exec`` / ``guest-exec-status``), so a guest whose network is
 broken can still be diagnosed.  One libvirt connection is shared by all threads (libvirt's
 client is thread-safe), so creates of different VMs may run concurrently.
+
+**Remote mode** (``remote="host b"``, given by the backend of a host reached only through its
+engines' URLs): nothing in the domain XML is a path of this machine.  Boot files become
+content-keyed volumes of hybridnb's storage pool on that libvirt, the overlay is made there
+and the seed uploaded (:mod:`hybridnb.drivers.vmpool`); the serial console is a pty read
+through libvirt into the local ``console.log`` (:mod:`hybridnb.drivers.vmconsole`); no probe
+helper socket; memory is checked against that host's.
 """
 
 from __future__ import annotations
@@ -277,7 +284,8 @@ class LibvirtDriver:
         have = self._available_mib()
         if have is not None and want > have:
             raise EngineError(f"VM {endpoint} needs about {want} MiB ({spec.get('memory')} MiB "
-                              f"guest + QEMU) but the machine has {have} MiB available",
+                              f"guest + QEMU) but {self.remote or 'the machine'} has {have} MiB "
+                              "available",
                               engine="libvirt", hint="give it less memory, or stop something")
 
     def create(self, lab: str, resource: Resource, progress: Progress | None = None) -> None:
@@ -293,8 +301,11 @@ class LibvirtDriver:
         console = vmdir / "console.log"
         try:
             xml = self._domain_xml(lab, spec, resource.fingerprint, vmdir, console)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(vmdir, ignore_errors=True)
+            if self.remote and isinstance(exc, (EngineError, EngineUnavailable)) \
+                    and not exc.message.startswith(f"VM {endpoint}"):
+                exc.message = f"VM {endpoint}: {exc.message}"    # the pool's errors name no VM
             raise
         conn = self.connection()
         try:
@@ -576,8 +587,15 @@ class LibvirtDriver:
         old = self._consoles.pop(dname, None)
         if old is not None:
             old.stop()
-        self._consoles[dname] = ConsoleMirror(self.connection(), dom, console)
-        dom.resume()
+        try:
+            self._consoles[dname] = ConsoleMirror(self.connection(), dom, console)
+            dom.resume()
+        except libvirt.libvirtError:
+            try:
+                dom.destroy()                     # not left paused
+            except libvirt.libvirtError:
+                pass
+            raise
 
     def _available_mib(self) -> int | None:
         """MiB the VM host has available (this machine's ``MemAvailable``, or libvirt's

@@ -16,6 +16,7 @@ so a path under it is *not* a path of this process.  Checked:
 * the VM answers pings and name lookups from the container on a across the VXLAN, and
   reaches the container (``lab.exec`` in the VM runs through the guest agent over libvirt);
 * a second VM on b boots from the same two volumes (uploaded once);
+* a VM stopped and started again boots with its console read anew;
 * a second apply is a no-op and uploads nothing; an upload of the same kernel again is a
   lookup (content-keyed);
 * destroy removes the volumes and the pool it made (b's storage pools as before) and leaves
@@ -163,7 +164,7 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
     try:
         t0 = time.monotonic()
         result = lab.apply()
-        print(f"apply (imports the agent image, uploads the test VM's files, boots v1 on b): "
+        print(f"apply (imports the agent image, uploads the test VM's files, boots v1 and v2 on b): "
               f"{time.monotonic() - t0:.2f}s")
         assert result.ok, result
         print(f"uploaded into b's pool: {vm.pool.uploaded}")
@@ -183,6 +184,14 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
         assert vm2.pool.uploaded == [] and kernel.startswith(vm2.pool.path + "/")
         check_disk_volumes(vm2, next(r.spec for r in plan.desired if r.kind == "vm"),
                            two["state"])
+        # a VM stopped and started again: its console is opened anew (taken over from the
+        # first apply's copy, which ended with the domain) and appended to the same copy
+        t0 = time.monotonic()
+        vm2.stop("rvl", "v2")
+        vm2.start("rvl", "v2")
+        print(f"v2 stopped and started again: {time.monotonic() - t0:.2f}s")
+        assert vm2.console("rvl", "v2", lines=1000).count("HYBRIDNB-READY name=v2") == 2
+        again.exec("v2", f"ping -c1 -W2 {again.addresses()['c1']}").check()
         status = again.status()
         print(status)
         assert {e.name: e.state for e in status.endpoints} == {"c1": "up", "v1": "up",
