@@ -148,6 +148,7 @@ class LibvirtDriver:
         self.remote = remote
         self.pool: VolumePool | None = VolumePool(self.connection, remote) if remote else None
         self._consoles: dict[str, ConsoleMirror] = {}
+        self._placed: dict[str, set[str]] = {}     # domain → volumes placed, not yet named
 
     # ------------------------------------------------------------------ connection
 
@@ -299,10 +300,12 @@ class LibvirtDriver:
         vmdir = self.files_dir / dname
         vmdir.mkdir(parents=True, exist_ok=True)
         console = vmdir / "console.log"
+        self._placed[dname] = set()
         try:
             xml = self._domain_xml(lab, spec, resource.fingerprint, vmdir, console)
         except BaseException as exc:
             shutil.rmtree(vmdir, ignore_errors=True)
+            self._forget(dname)
             if self.remote and isinstance(exc, (EngineError, EngineUnavailable)) \
                     and not exc.message.startswith(f"VM {endpoint}"):
                 exc.message = f"VM {endpoint}: {exc.message}"    # the pool's errors name no VM
@@ -312,8 +315,10 @@ class LibvirtDriver:
             dom = conn.defineXML(xml)
         except libvirt.libvirtError as exc:
             shutil.rmtree(vmdir, ignore_errors=True)
+            self._forget(dname)
             raise EngineError(f"libvirt refused the domain of {endpoint}: "
                               f"{exc.get_error_message()}", engine="libvirt") from exc
+        self._placed.pop(dname, None)            # the domain names them now
         report("starting", 0.1)
         try:
             self._boot(dom, dname, console)
@@ -509,8 +514,9 @@ class LibvirtDriver:
                 img = testvm.find(self.image_dir)
                 kernel = kernel or str(img.kernel)
                 initrd = initrd or str(img.initrd)
-            return vmxml.domain_xml(lab, spec, kernel=self._file(kernel),
-                                    initrd=self._file(initrd), console_log=self._log(console),
+            return vmxml.domain_xml(lab, spec, kernel=self._file(kernel, vmdir),
+                                    initrd=self._file(initrd, vmdir),
+                                    console_log=self._log(console),
                                     fingerprint=fingerprint,
                                     probe_socket=None if self.remote else _probe_socket(vmdir))
         image = spec.get("image")
@@ -534,18 +540,35 @@ class LibvirtDriver:
                                                   "build LAB.yaml)")
         disk = self._overlay(Path(spec["disk"]), vmdir)
         seed = self._seed(lab, spec, vmdir) if spec.get("cloud_init") else None
-        return vmxml.domain_xml(lab, spec, kernel=self._file(spec["kernel"]),
-                                initrd=self._file(spec["initrd"]),
+        return vmxml.domain_xml(lab, spec, kernel=self._file(spec["kernel"], vmdir),
+                                initrd=self._file(spec["initrd"], vmdir),
                                 console_log=self._log(console), seed_iso=seed, disk=disk,
                                 fingerprint=fingerprint)
 
     # -- where a VM's files are: here, or in the storage pool of a remote libvirt ----------
 
-    def _file(self, path: str | Path) -> str:
+    def _file(self, path: str | Path, vmdir: Path) -> str:
         """A boot file as the libvirt host sees it (uploaded there when it is remote)."""
         if self.pool is None:
             return str(path)
-        return self.pool.upload(Path(path))
+        return self._place(vmdir, self.pool.upload(Path(path)))
+
+    def _place(self, vmdir: Path, path: str) -> str:
+        """``path`` (a volume) placed for domain ``vmdir.name``: forgotten again if its
+        create fails before the domain names it."""
+        self._placed.setdefault(vmdir.name, set()).add(path)
+        return path
+
+    def _forget(self, dname: str) -> None:
+        """A create failed before its domain was defined: the volumes it placed that no
+        domain uses go (best effort: the create's own error is the one to report)."""
+        placed = self._placed.pop(dname, set())
+        if self.pool is None:
+            return
+        try:
+            self.pool.release(dname, placed, self._other_xmls())
+        except (EngineError, OSError):
+            pass
 
     def _log(self, console: Path) -> str | None:
         """The serial console's file for the domain XML (None, a pty, when remote)."""
@@ -558,10 +581,10 @@ class LibvirtDriver:
             _make_overlay(base, disk)
             return str(disk)
         info = _image_info(base)
-        backing = self.pool.upload(base)
-        return self.pool.overlay(f"{vmdir.name}-disk.qcow2", backing,
-                                 info.get("format", "raw"),
-                                 int(info.get("virtual-size") or base.stat().st_size))
+        backing = self._place(vmdir, self.pool.upload(base))
+        return self._place(vmdir, self.pool.overlay(
+            f"{vmdir.name}-disk.qcow2", backing, info.get("format", "raw"),
+            int(info.get("virtual-size") or base.stat().st_size)))
 
     def _seed(self, lab: str, spec: dict[str, Any], vmdir: Path) -> str:
         """A VM's NoCloud seed ISO (built here, uploaded when the libvirt is remote)."""
@@ -574,7 +597,7 @@ class LibvirtDriver:
         with tempfile.TemporaryDirectory(prefix="hnb-seed-") as tmp:
             iso = Path(tmp) / "seed.iso"
             _make_seed_iso(files, iso)
-            return self.pool.upload(iso, name=f"{vmdir.name}-seed.iso")
+            return self._place(vmdir, self.pool.upload(iso, name=f"{vmdir.name}-seed.iso"))
 
     def _boot(self, dom: Any, dname: str, console: Path) -> None:
         """Start the domain; a remote one paused first, its console opened, then resumed

@@ -9,6 +9,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 
 from hybridnb.core import vmxml
 from hybridnb.drivers import vmpool
@@ -208,3 +209,44 @@ def test_a_remote_cloud_vm_gets_its_overlay_and_seed_made_there(tmp_path: Path) 
     assert vmpool.domain_paths(xml) == {f"/remote/pool/{dname}-disk.qcow2",
                                         f"/remote/pool/{dname}-seed.iso"}
     assert list(vmdir.iterdir()) == []                 # nothing of it kept here
+
+
+def test_a_failed_upload_names_the_vm_and_forgets_what_it_placed(tmp_path: Path) -> None:
+    import threading
+
+    from hybridnb.core.resource import Resource
+    from hybridnb.errors import EngineError
+
+    class _Failing(_Uploads):
+        lock = threading.RLock()
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.released: list[tuple] = []
+
+        def upload(self, local: Path, name: str | None = None, fmt: str = "raw") -> str:
+            if local.name == "i":
+                raise EngineError("uploading i as volume x in storage pool hybridnb of host "
+                                  "b: no space left", engine="libvirt")
+            return super().upload(local, name, fmt)
+
+        def release(self, prefix: str, used: set[str], others: list[str]) -> list[str]:
+            self.released.append((prefix, used))
+            return []
+
+    drv = _remote_driver(tmp_path)
+    drv.pool = pool = _Failing()                              # type: ignore[assignment]
+    drv._lookup = lambda name: None                           # type: ignore[method-assign]
+    drv._other_xmls = lambda: []                              # type: ignore[method-assign]
+    (tmp_path / "k").write_bytes(b"k")
+    (tmp_path / "i").write_bytes(b"i")
+    spec = {**vm_specs("seed")["vm1"], "kernel": str(tmp_path / "k"),
+            "initrd": str(tmp_path / "i")}
+    with pytest.raises(EngineError) as info:
+        drv.create("seed", Resource("vm", "vm1", spec))
+    assert str(info.value).startswith("VM vm1: uploading i as volume x"), info.value
+    dname = spec["domain_name"]
+    kernel = f"/remote/pool/{vmpool.volume_name(tmp_path / 'k')}"
+    # made again at once: its own volumes only; failed: the kernel it had uploaded too
+    assert pool.released == [(dname, set()), (dname, {kernel})]
+    assert not (tmp_path / "vms" / dname).exists()
