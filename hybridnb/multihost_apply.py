@@ -16,8 +16,9 @@ its own backend, from one description:
   simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
   (``docker: ssh://…``) is a *remote* host (:mod:`hybridnb.remote`): its containers through
   its Docker API, its bridge, VXLAN device, firewall rule and policy table by hybridnb's
-  agent container there, which also runs that host's share of the probe matrix; VMs on it
-  and watching it are refused, naming it.
+  agent container there, which also runs that host's share of the probe matrix; its VMs
+  through its ``libvirt:`` URI (boot files uploaded into a storage pool there,
+  :mod:`hybridnb.drivers.vmpool`); probes from its VMs and watching it are refused, naming it.
 * **State per host.** Each host keeps the journal of what was made there in a state store of
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
@@ -175,10 +176,10 @@ def _make_backend(lab: Lab, host: LabHost) -> Backend:
         # driver must never see another host's share as its own
         return resolve_backend("sandbox", state_dir=Path(lab.store.dir) / "hosts" / host.name,
                                sandbox=host.sandbox)
-    return _remote_backend(host)
+    return _remote_backend(host, Path(lab.store.dir) / "hosts" / host.name)
 
 
-def _remote_backend(host: LabHost) -> Backend:
+def _remote_backend(host: LabHost, state_dir: Path | None = None) -> Backend:
     """A host given by its engines' URLs: its Docker API, the agent container there for its
     bridge and VXLAN device (:mod:`hybridnb.remote`)."""
     if host.docker is None:
@@ -189,7 +190,8 @@ def _remote_backend(host: LabHost) -> Backend:
                           capability="hosts")
     from hybridnb.remote.backend import remote_backend
 
-    return remote_backend(host.name, host.docker.url, where=host.where)
+    return remote_backend(host.name, host.docker.url, where=host.where, state_dir=state_dir,
+                          libvirt_uri=host.libvirt.url if host.libvirt else None)
 
 
 def is_remote(backend: Backend) -> bool:
@@ -558,10 +560,11 @@ def _remote_ways_in(lab: Lab, host: str, backend: Backend,
     if other:
         what = ", ".join(f"{k} {n}" for k, n in other)
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
-                          f"its Docker API only: hybridnb cannot probe from {what} there "
+                          f"its engines' APIs only: hybridnb cannot probe from {what} there "
                           "(its probe share runs in the agent container, which enters "
                           "containers only)",
-                          hint="place VMs and hosts on a sandbox or engine: local host",
+                          hint="place VMs and hosts on a sandbox or engine: local host to "
+                               "test them",
                           capability="hosts", kind=other[0][0])
     if not resources:
         return {}
@@ -603,7 +606,7 @@ def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
     """Work that enters a host's namespaces cannot reach a remote host from here."""
     if is_remote(host_backend(lab, host)):
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
-                          f"its Docker API only: hybridnb cannot {doing} there yet (it "
+                          f"its engines' APIs only: hybridnb cannot {doing} there yet (it "
                           "would run in that host's namespaces)",
                           hint="its share is made and watched through `status`, and "
                                "`test` probes from its containers there (in its agent "

@@ -18,7 +18,8 @@ import pytest
 from hybridnb import multihost_apply
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.drivers.base import GuestExec, NamespaceSource
-from hybridnb.errors import ConflictError, EngineError, EngineUnavailable, Unsupported
+from hybridnb.errors import (ConflictError, EngineError, EngineUnavailable, Unsupported,
+                             ValidationError)
 from hybridnb.lab import Lab
 from hybridnb.remote import wire
 from hybridnb.remote.agentbox import PROXIES, AgentClient
@@ -126,11 +127,11 @@ def test_a_host_given_by_its_docker_url_gets_a_remote_backend_without_namespace(
     assert backend.name == "remote" and backend.target.netns is None
     assert backend.target.docker_url == "ssh://lab@b"
     assert sorted(backend.drivers) == ["bridge", "container", "firewall", "network",
-                                       "policy", "vxlan"]
+                                       "policy", "vm", "vxlan"]
     # nothing of it reaches into this machine's namespaces or processes; commands in its
     # containers run by docker exec, and one that times out is not killed by a local pid
-    assert not backend.having(NamespaceSource) and list(backend.having(GuestExec)) == [
-        "container"]
+    assert not backend.having(NamespaceSource) and sorted(backend.having(GuestExec)) == [
+        "container", "vm"]
     assert backend.drivers["container"]._d.local_processes is False
     assert multihost_apply.is_remote(backend)
 
@@ -162,16 +163,12 @@ class _NoEngine:
         return []
 
 
-def test_vms_on_a_remote_host_are_refused_naming_the_host(tmp_path):
-    data = spread("tcp://b.example:2376", libvirt="qemu+tls://b.example/system")
+def test_vms_on_a_remote_host_without_libvirt_are_refused_naming_the_host(tmp_path):
+    data = spread("tcp://b.example:2376")
     data["endpoints"]["v1"] = {"kind": "vm", "template": "test", "host": "b"}
-    lab = _only_b(Lab.from_dict(data, backend="sandbox", sandbox="rmnone",
-                                state_dir=tmp_path))
-    with pytest.raises(Unsupported) as info:
-        multihost_apply.plan(lab)
-    text = str(info.value)
-    assert text.startswith("host b (docker tcp://b.example:2376, libvirt "
-                           "qemu+tls://b.example/system): ") and "vm v1" in text, text
+    with pytest.raises(ValidationError) as info:       # the lab file says so already
+        Lab.from_dict(data, backend="sandbox", sandbox="rmnone", state_dir=tmp_path)
+    assert "endpoints.v1.host: host 'b' names no libvirt engine" in str(info.value)
 
 
 def test_a_url_host_without_docker_is_refused(tmp_path):

@@ -82,7 +82,7 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None,
-               initrd: str | None, console_log: str, seed_iso: str | None = None,
+               initrd: str | None, console_log: str | None, seed_iso: str | None = None,
                disk: str | None = None, fingerprint: str | None = None,
                probe_socket: str | None = None) -> str:
     """The domain XML of one lab VM.
@@ -92,6 +92,8 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
     VMs (``boot: disk``) need all three of kernel, initrd and disk (the seed when
     ``cloud_init``).  ``fingerprint`` defaults to the fingerprint of a ``vm`` resource with
     this spec.  ``probe_socket``: the host-side unix socket of a :data:`PROBE_CHANNEL` port.
+    ``console_log`` None: the serial console is a pty, read through libvirt's console stream
+    (``virDomainOpenConsole``) — for a libvirt on another host, where a file is out of reach.
     """
     spec = dict(resource_spec)
     endpoint = spec["endpoint"]
@@ -161,8 +163,9 @@ def domain_xml(lab: str, resource_spec: Mapping[str, Any], *, kernel: str | None
     _sub(nic, "model", type="virtio")
     if spec.get("mtu") and int(spec["mtu"]) != 1500:
         _sub(nic, "mtu", size=str(int(spec["mtu"])))
-    serial = _sub(dev, "serial", type="file")
-    _sub(serial, "source", path=console_log)
+    serial = _sub(dev, "serial", type="file" if console_log else "pty")
+    if console_log:
+        _sub(serial, "source", path=console_log)
     _sub(serial, "target", port="0")
     chan = _sub(dev, "channel", type="unix")
     _sub(chan, "target", type="virtio", name=AGENT_CHANNEL)

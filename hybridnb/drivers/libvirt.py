@@ -36,6 +36,13 @@ live in ``<files_dir>/<domain name>/``.  :meth:`LibvirtDriver.guest_exec` runs a
 through the agent (``guest-exec`` / ``guest-exec-status``), so a guest whose network is
 broken can still be diagnosed.  One libvirt connection is shared by all threads (libvirt's
 client is thread-safe), so creates of different VMs may run concurrently.
+
+**Remote mode** (``remote="host b"``, given by the backend of a host reached only through its
+engines' URLs): nothing in the domain XML is a path of this machine.  Boot files become
+content-keyed volumes of hybridnb's storage pool on that libvirt, the overlay is made there
+and the seed uploaded (:mod:`hybridnb.drivers.vmpool`); the serial console is a pty read
+through libvirt into the local ``console.log`` (:mod:`hybridnb.drivers.vmconsole`); no probe
+helper socket; memory is checked against that host's.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from hybridnb.core import cloudinit, naming, vmxml
 from hybridnb.core.resource import Observation, Resource
+from hybridnb.drivers.vmconsole import ConsoleMirror
+from hybridnb.drivers.vmpool import VolumePool
 from hybridnb.errors import (BootError, ConflictError, EngineError, EngineUnavailable,
                              NotFoundError)
 from hybridnb.target import Target
@@ -119,7 +128,7 @@ class LibvirtDriver:
     def __init__(self, target: Target, *, files_dir: Path | None = None,
                  image_dir: Path | None = None, boot_timeout: float = 60.0,
                  progress: Progress | None = None, ssh_keys: Sequence[str] | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, remote: str | None = None) -> None:
         files_dir = files_dir or state_dir          # ``state_dir``: the backends' spelling
         if not target.libvirt_uri:
             raise EngineUnavailable(f"target {target.name!r} has no libvirt URI",
@@ -133,6 +142,13 @@ class LibvirtDriver:
         self.ssh_keys = ssh_keys
         self._conn: Any = None
         self._lock = threading.Lock()
+        #: ``remote``: this libvirt is on another host (named so in errors, e.g. ``host b
+        #: (libvirt qemu+ssh://…)``): boot files go into its storage pool, the console is
+        #: read through libvirt (:mod:`hybridnb.drivers.vmpool`, :mod:`~.vmconsole`)
+        self.remote = remote
+        self.pool: VolumePool | None = VolumePool(self.connection, remote) if remote else None
+        self._consoles: dict[str, ConsoleMirror] = {}
+        self._placed: dict[str, set[str]] = {}     # domain → volumes placed, not yet named
 
     # ------------------------------------------------------------------ connection
 
@@ -266,10 +282,11 @@ class LibvirtDriver:
             raise ConflictError(f"domain {spec['domain_name']} exists and belongs to {owner}",
                                 hint="remove it, or rename the endpoint")
         want = int(spec.get("memory") or 0) + QEMU_OVERHEAD_MIB
-        have = _available_mib()
+        have = self._available_mib()
         if have is not None and want > have:
             raise EngineError(f"VM {endpoint} needs about {want} MiB ({spec.get('memory')} MiB "
-                              f"guest + QEMU) but the machine has {have} MiB available",
+                              f"guest + QEMU) but {self.remote or 'the machine'} has {have} MiB "
+                              "available",
                               engine="libvirt", hint="give it less memory, or stop something")
 
     def create(self, lab: str, resource: Resource, progress: Progress | None = None) -> None:
@@ -279,25 +296,32 @@ class LibvirtDriver:
         endpoint, dname = spec["endpoint"], spec["domain_name"]
         report = self._reporter(endpoint, progress)
         report("defining", 0.0)
-        self._remove(lab, dname)
+        self._remove(lab, dname, keep_keyed=True)
         vmdir = self.files_dir / dname
         vmdir.mkdir(parents=True, exist_ok=True)
         console = vmdir / "console.log"
+        self._placed[dname] = set()
         try:
             xml = self._domain_xml(lab, spec, resource.fingerprint, vmdir, console)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(vmdir, ignore_errors=True)
+            self._forget(dname)
+            if self.remote and isinstance(exc, (EngineError, EngineUnavailable)) \
+                    and not exc.message.startswith(f"VM {endpoint}"):
+                exc.message = f"VM {endpoint}: {exc.message}"    # the pool's errors name no VM
             raise
         conn = self.connection()
         try:
             dom = conn.defineXML(xml)
         except libvirt.libvirtError as exc:
             shutil.rmtree(vmdir, ignore_errors=True)
+            self._forget(dname)
             raise EngineError(f"libvirt refused the domain of {endpoint}: "
                               f"{exc.get_error_message()}", engine="libvirt") from exc
+        self._placed.pop(dname, None)            # the domain names them now
         report("starting", 0.1)
         try:
-            dom.create()
+            self._boot(dom, dname, console)
         except libvirt.libvirtError as exc:
             tail = _tail(console)
             self._remove(lab, dname)
@@ -353,6 +377,8 @@ class LibvirtDriver:
     def probe_channel(self, lab: str, endpoint: str) -> str | None:
         """The host side of the VM's probe helper port (a unix socket QEMU listens on; test
         VMs get one, see :func:`_probe_socket`), or None when it has none."""
+        if self.remote:
+            return None                      # a socket on another host: the agent only
         path = self.files_dir / naming.object_name(lab, endpoint) / PROBE_SOCKET
         return str(path) if path.is_socket() else None
 
@@ -404,7 +430,9 @@ class LibvirtDriver:
         dom = self._owned(lab, endpoint)
         with self._errors(f"starting {endpoint}"):
             if not dom.isActive():
-                dom.create()
+                console = self.console_path(lab, endpoint)
+                console.parent.mkdir(parents=True, exist_ok=True)
+                self._boot(dom, naming.object_name(lab, endpoint), console)
         self._wait_ready(dom, endpoint, self.console_path(lab, endpoint),
                          self._reporter(endpoint, None))
 
@@ -486,21 +514,21 @@ class LibvirtDriver:
                 img = testvm.find(self.image_dir)
                 kernel = kernel or str(img.kernel)
                 initrd = initrd or str(img.initrd)
-            return vmxml.domain_xml(lab, spec, kernel=str(kernel), initrd=str(initrd),
-                                    console_log=str(console), fingerprint=fingerprint,
-                                    probe_socket=_probe_socket(vmdir))
+            return vmxml.domain_xml(lab, spec, kernel=self._file(kernel, vmdir),
+                                    initrd=self._file(initrd, vmdir),
+                                    console_log=self._log(console),
+                                    fingerprint=fingerprint,
+                                    probe_socket=None if self.remote else _probe_socket(vmdir))
         image = spec.get("image")
         if not image or not Path(image).is_file():
             raise NotFoundError(f"cloud image {image!r} of VM {spec['endpoint']} not found",
                                 hint="set image: to a downloaded cloud image (qcow2), e.g. "
                                      "debian-12-genericcloud-amd64.qcow2")
-        disk = vmdir / "disk.qcow2"
-        _make_overlay(Path(image), disk)
-        seed = vmdir / "seed.iso"
-        keys = self.ssh_keys if self.ssh_keys is not None else _default_ssh_keys()
-        _make_seed_iso(cloudinit.seed_files(lab, spec, ssh_keys=keys), seed)
-        return vmxml.domain_xml(lab, spec, kernel=None, initrd=None, console_log=str(console),
-                                seed_iso=str(seed), disk=str(disk), fingerprint=fingerprint)
+        disk = self._overlay(Path(image), vmdir)
+        seed = self._seed(lab, spec, vmdir)
+        return vmxml.domain_xml(lab, spec, kernel=None, initrd=None,
+                                console_log=self._log(console), seed_iso=seed, disk=disk,
+                                fingerprint=fingerprint)
 
     def _recipe_xml(self, lab: str, spec: dict[str, Any], fingerprint: str, vmdir: Path,
                     console: Path) -> str:
@@ -510,17 +538,99 @@ class LibvirtDriver:
                 raise NotFoundError(f"{key} {spec.get(key)!r} of VM {spec['endpoint']} not "
                                     "found", hint="build the image first (hybridnb images "
                                                   "build LAB.yaml)")
-        disk = vmdir / "disk.qcow2"
-        _make_overlay(Path(spec["disk"]), disk)
-        seed = None
-        if spec.get("cloud_init"):
-            seed = vmdir / "seed.iso"
-            keys = self.ssh_keys if self.ssh_keys is not None else _default_ssh_keys()
-            _make_seed_iso(cloudinit.seed_files(lab, spec, ssh_keys=keys), seed)
-        return vmxml.domain_xml(lab, spec, kernel=str(spec["kernel"]),
-                                initrd=str(spec["initrd"]), console_log=str(console),
-                                seed_iso=str(seed) if seed else None, disk=str(disk),
+        disk = self._overlay(Path(spec["disk"]), vmdir)
+        seed = self._seed(lab, spec, vmdir) if spec.get("cloud_init") else None
+        return vmxml.domain_xml(lab, spec, kernel=self._file(spec["kernel"], vmdir),
+                                initrd=self._file(spec["initrd"], vmdir),
+                                console_log=self._log(console), seed_iso=seed, disk=disk,
                                 fingerprint=fingerprint)
+
+    # -- where a VM's files are: here, or in the storage pool of a remote libvirt ----------
+
+    def _file(self, path: str | Path, vmdir: Path) -> str:
+        """A boot file as the libvirt host sees it (uploaded there when it is remote)."""
+        if self.pool is None:
+            return str(path)
+        return self._place(vmdir, self.pool.upload(Path(path)))
+
+    def _place(self, vmdir: Path, path: str) -> str:
+        """``path`` (a volume) placed for domain ``vmdir.name``: forgotten again if its
+        create fails before the domain names it."""
+        self._placed.setdefault(vmdir.name, set()).add(path)
+        return path
+
+    def _forget(self, dname: str) -> None:
+        """A create failed before its domain was defined: the volumes it placed that no
+        domain uses go (best effort: the create's own error is the one to report)."""
+        placed = self._placed.pop(dname, set())
+        if self.pool is None:
+            return
+        try:
+            self.pool.release(dname, placed, self._other_xmls())
+        except (EngineError, OSError):
+            pass
+
+    def _log(self, console: Path) -> str | None:
+        """The serial console's file for the domain XML (None, a pty, when remote)."""
+        return None if self.remote else str(console)
+
+    def _overlay(self, base: Path, vmdir: Path) -> str:
+        """A VM's qcow2 overlay on ``base`` (made on the libvirt host when remote)."""
+        if self.pool is None:
+            disk = vmdir / "disk.qcow2"
+            _make_overlay(base, disk)
+            return str(disk)
+        info = _image_info(base)
+        backing = self._place(vmdir, self.pool.upload(base))
+        return self._place(vmdir, self.pool.overlay(
+            f"{vmdir.name}-disk.qcow2", backing, info.get("format", "raw"),
+            int(info.get("virtual-size") or base.stat().st_size)))
+
+    def _seed(self, lab: str, spec: dict[str, Any], vmdir: Path) -> str:
+        """A VM's NoCloud seed ISO (built here, uploaded when the libvirt is remote)."""
+        keys = self.ssh_keys if self.ssh_keys is not None else _default_ssh_keys()
+        files = cloudinit.seed_files(lab, spec, ssh_keys=keys)
+        if self.pool is None:
+            seed = vmdir / "seed.iso"
+            _make_seed_iso(files, seed)
+            return str(seed)
+        with tempfile.TemporaryDirectory(prefix="hnb-seed-") as tmp:
+            iso = Path(tmp) / "seed.iso"
+            _make_seed_iso(files, iso)
+            return self._place(vmdir, self.pool.upload(iso, name=f"{vmdir.name}-seed.iso"))
+
+    def _boot(self, dom: Any, dname: str, console: Path) -> None:
+        """Start the domain; a remote one paused first, its console opened, then resumed
+        (nothing it prints is lost)."""
+        if not self.remote:
+            dom.create()
+            return
+        libvirt = _libvirt()
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        old = self._consoles.pop(dname, None)
+        if old is not None:
+            old.stop()
+        try:
+            self._consoles[dname] = ConsoleMirror(self.connection(), dom, console)
+            dom.resume()
+        except libvirt.libvirtError:
+            try:
+                dom.destroy()                     # not left paused
+            except libvirt.libvirtError:
+                pass
+            raise
+
+    def _available_mib(self) -> int | None:
+        """MiB the VM host has available (this machine's ``MemAvailable``, or libvirt's
+        node memory stats — free + buffers + cached — of a remote one)."""
+        if not self.remote:
+            return _available_mib()
+        libvirt = _libvirt()
+        try:
+            stats = self.connection().getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
+        except libvirt.libvirtError:
+            return None
+        return sum(int(stats.get(k, 0)) for k in ("free", "buffers", "cached")) // 1024
 
     def _wait_ready(self, dom: Any, endpoint: str, console: Path,
                     report: Callable[[str, float], None], timeout: float | None = None
@@ -570,16 +680,31 @@ class LibvirtDriver:
                                 f"({what})", console=_tail(console))
             time.sleep(0.05)
 
-    def _remove(self, lab: str, dname: str) -> None:
-        """Destroy + undefine domain ``dname`` if it is this lab's, then remove its files."""
+    def _remove(self, lab: str, dname: str, *, keep_keyed: bool = False) -> None:
+        """Destroy + undefine domain ``dname`` if it is this lab's, then remove its files (on
+        a remote libvirt: its volumes, and the boot files' volumes it used that no other
+        domain uses — those stay with ``keep_keyed``, when it is made again at once)."""
+        if self.pool is None:
+            self._remove_domain(lab, dname, keep_keyed)
+            return
+        # one removal at a time: each sees every other domain either there or gone, so a
+        # boot file two VMs shared is released by whichever goes last
+        with self.pool.lock:
+            self._remove_domain(lab, dname, keep_keyed)
+
+    def _remove_domain(self, lab: str, dname: str, keep_keyed: bool) -> None:
         libvirt = _libvirt()
         dom = self._lookup(dname)
+        used: set[str] = set()
         if dom is not None:
             meta = self._metadata(dom)
             if not meta or meta["name"] != lab:
                 owner = f"lab {meta['name']!r}" if meta else "someone else"
                 raise ConflictError(f"domain {dname} exists and belongs to {owner}",
                                     hint="remove it, or rename the endpoint")
+            if self.pool is not None and not keep_keyed:
+                with self._errors(f"reading the domain XML of {dname}"):
+                    used = self.pool.in_use([dom.XMLDesc(0)])
             try:
                 if dom.isActive():
                     dom.destroy()
@@ -597,7 +722,25 @@ class LibvirtDriver:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise EngineError(f"undefining {dname}: {exc.get_error_message()}",
                                       engine="libvirt") from exc
+        mirror = self._consoles.pop(dname, None)
+        if mirror is not None:
+            mirror.stop()
+        if self.pool is not None:
+            self.pool.release(dname, used, self._other_xmls())
         shutil.rmtree(self.files_dir / dname, ignore_errors=True)
+
+    def _other_xmls(self) -> list[str]:
+        """The XML of every domain of this libvirt (whose files must stay)."""
+        libvirt = _libvirt()
+        out = []
+        with self._errors("listing domains"):
+            domains = self.connection().listAllDomains(0)
+        for dom in domains:
+            try:
+                out.append(dom.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue                           # vanished meanwhile
+        return out
 
 
 #: The name the backends use for this driver.
@@ -671,9 +814,14 @@ def _run(argv: list[str], what: str) -> str:
                           engine="libvirt") from exc
 
 
-def _make_overlay(image: Path, disk: Path) -> None:
-    info = json.loads(_run(["qemu-img", "info", "--output=json", str(image)],
+def _image_info(image: Path) -> dict[str, Any]:
+    """``qemu-img info`` of a disk image (its ``format``, ``virtual-size``)."""
+    return json.loads(_run(["qemu-img", "info", "--output=json", str(image)],
                            "reading the cloud image"))
+
+
+def _make_overlay(image: Path, disk: Path) -> None:
+    info = _image_info(image)
     _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", info.get("format", "qcow2"),
           "-b", str(image.absolute()), str(disk)], "creating the disk overlay")
 

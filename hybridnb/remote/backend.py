@@ -1,4 +1,4 @@
-"""The backend of a host reached only through its Docker API (and, later, its libvirt URI).
+"""The backend of a host reached only through its Docker API (and its libvirt URI, for VMs).
 
 :func:`remote_backend` bundles
 
@@ -12,9 +12,12 @@
   agent container.
 
 Its target has **no namespace and no path into one**: nothing of this backend opens a
-netlink socket, runs iptables or enters a namespace on this machine.  VMs (``libvirt:``) are
-not served yet: a VM's disk image would have to reach the remote host first — a lab that
-places a VM there is refused naming the host (:func:`refuse_unserved`).  The lab's DNS
+netlink socket, runs iptables or enters a namespace on this machine.  VMs, when the host has a
+``libvirt:`` URI, are the ordinary :class:`~hybridnb.drivers.libvirt.LibvirtDriver` in its
+remote mode: their boot files uploaded into a storage pool of that libvirt, their console
+read through libvirt (:mod:`hybridnb.drivers.vmpool`, :mod:`hybridnb.drivers.vmconsole`).
+Without a ``libvirt:`` URI a lab that places a VM there is refused naming the host
+(:func:`refuse_unserved`).  The lab's DNS
 server lives on the primary host, so a remote host needs none.
 
 Probes from the host's containers run **on that host**: their namespaces are named as seen
@@ -24,6 +27,7 @@ runs in the agent container (:func:`share_runner`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hybridnb.core.resource import Observation, Resource
@@ -108,13 +112,17 @@ class RemoteEndpoints(RemoteContainers):
 
 
 def remote_backend(host: str, docker_url: str, *, where: str = "",
-                   progress: Callable[[str], None] | None = None) -> Backend:
-    """The backend of ``host`` through the Docker engine at ``docker_url``."""
+                   progress: Callable[[str], None] | None = None,
+                   libvirt_uri: str | None = None, state_dir: Path | None = None) -> Backend:
+    """The backend of ``host`` through the Docker engine at ``docker_url`` (and its VMs
+    through the libvirt at ``libvirt_uri``, when given; ``state_dir``: where the VMs'
+    console copies are kept on this machine)."""
     from hybridnb.drivers.docker import ContainerDriver, NetworkDriver
     from hybridnb.remote.agentbox import PROXIES, AgentClient, AgentRunner, docker_runner
 
     where = where or f"docker {docker_url}"
-    target = Target(name=f"remote:{host}", netns=None, docker_url=docker_url)
+    target = Target(name=f"remote:{host}", netns=None, docker_url=docker_url,
+                    libvirt_uri=libvirt_uri)
     network = NetworkDriver(target)
     containers = ContainerDriver(target)
     runners = docker_runner(lambda: network.api, f"host {host}", progress)
@@ -122,6 +130,11 @@ def remote_backend(host: str, docker_url: str, *, where: str = "",
     drivers: dict[str, Any] = {kind: cls(kind, client) for kind, cls in PROXIES.items()}
     drivers["network"] = RemoteContainers(network)
     drivers["container"] = RemoteEndpoints(containers)
+    if libvirt_uri:
+        from hybridnb.drivers.libvirt import LibvirtDriver
+
+        drivers["vm"] = LibvirtDriver(target, remote=f"host {host}",
+                                      files_dir=Path(state_dir) / "vms" if state_dir else None)
     backend = Backend("remote", target, drivers,
                       extras={"agent": client, "docker": network, "where": where,
                               "runner": AgentRunner(runners, f"host {host}")},
@@ -149,7 +162,8 @@ def refuse_unserved(host: str, where: str, backend: Backend,
         hint = ("the first host (the primary) holds the gateway and the lab's DNS server: "
                 "make it a sandbox or engine: local host and list it first")
     elif "vm" in kinds:
-        hint = "place VMs on a sandbox or engine: local host (endpoint key host:)"
+        hint = (f"give host {host} a libvirt: URI too, or place VMs on another host "
+                "(endpoint key host:)")
     else:
         hint = "place these endpoints on a sandbox or engine: local host"
     raise Unsupported(
