@@ -211,6 +211,61 @@ def test_one_lab_over_two_sandboxes(two) -> None:
     print("after destroy: both sandboxes' snapshots identical to before")
 
 
+def test_a_recipe_runs_on_both_hosts_imported_into_each_engine(two) -> None:
+    """A lab spread over two hosts running one image recipe (the examples' ``web``, already
+    in the image cache after ``make images``) on both: the plan names each host the image
+    is still to be imported into, apply imports it into each host's own dockerd, and each
+    container serves its own templated page, fetched by name from the other host."""
+    import copy
+
+    import docker
+    import yaml
+
+    web = yaml.safe_load((Path(__file__).parents[2] / "examples" / "recipes.yaml")
+                         .read_text())["images"]["web"]
+    doc = copy.deepcopy(LAB)
+    doc.update(name="mhlr", images={"web": web}, endpoints={
+        "w1": {"kind": "container", "image": "web"},
+        "w2": {"kind": "container", "image": "web", "host": "b"}})
+    boxes, state = two["boxes"], two["state"]
+    lab = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"], state_dir=state)
+    for box in boxes.values():                  # the image is imported by this lab's apply
+        api = docker.APIClient(base_url=box.target().docker_url, version="auto")
+        for image in api.images(name="hybridnb/web"):
+            api.remove_image(image["Id"], force=True)
+        api.close()
+        assert web_tags(box) == []
+    start = snapshots(boxes)           # as this test finds them: exactly as before the lab
+    t0 = time.monotonic()              # (it runs before the dockerd restart below)
+    try:
+        plan = lab.plan()
+        print(plan.to_text())
+        assert {f"host {h}: image web: will be imported into the engine"
+                for h in ("a", "b")} <= set(plan.notes), plan.notes
+        result = lab.apply()
+        assert result.ok, result
+        print(f"apply with the image imported into both engines: {result.seconds:.2f}s "
+              f"(whole {time.monotonic() - t0:.1f}s)")
+        tags = {h: web_tags(box) for h, box in boxes.items()}
+        assert tags["a"] and tags["a"] == tags["b"], tags
+        again = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"], state_dir=state)
+        left = again.plan()
+        assert left.empty and not left.notes, left.to_text()
+        status = again.status()
+        assert status.up, status
+        for src, dst in (("w1", "w2"), ("w2", "w1")):
+            out = again.exec(src, f"curl -sf --max-time 5 http://{dst}.hybrid.local/").check()
+            print(f"{src} -> {dst}: {out.stdout.strip()}")
+            assert out.stdout.startswith(f"hello from {dst} at "), out.stdout
+    finally:
+        done = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"],
+                             state_dir=state).destroy()
+        assert done.ok, done
+    after = snapshots(boxes)
+    for h in ("a", "b"):
+        assert hostsnap.diff(start[h], after[h]) == [], h
+
+
 def test_dockerd_killed_mid_apply_names_the_host_and_one_apply_converges(two) -> None:
     """b's dockerd dies just before b's container is made: the apply fails naming host b,
     a's share stays made; once dockerd is back, one apply converges."""
@@ -245,60 +300,6 @@ def test_dockerd_killed_mid_apply_names_the_host_and_one_apply_converges(two) ->
     print(f"b after a dockerd restart: sections only reordered by dockerd: {sorted(noisy)}")
     assert [d for d in hostsnap.diff(two["before"]["b"], after["b"])
             if d.partition(":")[0] not in noisy] == []
-
-
-def test_a_recipe_runs_on_both_hosts_imported_into_each_engine(two) -> None:
-    """A lab spread over two hosts running one image recipe (the examples' ``web``, already
-    in the image cache after ``make images``) on both: the plan names each host the image
-    is still to be imported into, apply imports it into each host's own dockerd, and each
-    container serves its own templated page, fetched by name from the other host."""
-    import copy
-
-    import docker
-    import yaml
-
-    web = yaml.safe_load((Path(__file__).parents[2] / "examples" / "recipes.yaml")
-                         .read_text())["images"]["web"]
-    doc = copy.deepcopy(LAB)
-    doc.update(name="mhlr", images={"web": web}, endpoints={
-        "w1": {"kind": "container", "image": "web"},
-        "w2": {"kind": "container", "image": "web", "host": "b"}})
-    boxes, state = two["boxes"], two["state"]
-    lab = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"], state_dir=state)
-    for box in boxes.values():                  # the image is imported by this lab's apply
-        api = docker.APIClient(base_url=box.target().docker_url, version="auto")
-        for image in api.images(name="hybridnb/web"):
-            api.remove_image(image["Id"], force=True)
-        api.close()
-        assert web_tags(box) == []
-    t0 = time.monotonic()
-    try:
-        plan = lab.plan()
-        print(plan.to_text())
-        assert {f"host {h}: image web: will be imported into the engine"
-                for h in ("a", "b")} <= set(plan.notes), plan.notes
-        result = lab.apply()
-        assert result.ok, result
-        print(f"apply with the image imported into both engines: {result.seconds:.2f}s "
-              f"(whole {time.monotonic() - t0:.1f}s)")
-        tags = {h: web_tags(box) for h, box in boxes.items()}
-        assert tags["a"] and tags["a"] == tags["b"], tags
-        again = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"], state_dir=state)
-        left = again.plan()
-        assert left.empty and not left.notes, left.to_text()
-        status = again.status()
-        assert status.up, status
-        for src, dst in (("w1", "w2"), ("w2", "w1")):
-            out = again.exec(src, f"curl -sf --max-time 5 http://{dst}.hybrid.local/").check()
-            print(f"{src} -> {dst}: {out.stdout.strip()}")
-            assert out.stdout.startswith(f"hello from {dst} at "), out.stdout
-    finally:
-        done = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"],
-                             state_dir=state).destroy()
-        assert done.ok, done
-    after = snapshots(boxes)
-    for h in ("a", "b"):
-        assert hostsnap.diff(two["before"][h], after[h]) == [], h
 
 
 def web_tags(box: Sandbox) -> list[str]:
