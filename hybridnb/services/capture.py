@@ -301,13 +301,19 @@ class Capture:
             self._timer.cancel()
         if self._reader is not None:
             self._reader.join(2.0)
+        return self._counted()
+
+    def _counted(self) -> CaptureResult:
+        """The result, with the counts tcpdump's last words (``self._stderr``) give; those
+        lines and its "listening on" line are not kept as notes."""
         text = "\n".join(self._stderr)
         counts = {k: int(m.group(1)) if (m := rx.search(text)) else 0
                   for k, rx in _COUNTS.items()}
         self.result = CaptureResult(
             self.view.name, self.endpoint, self.interface, str(self.path), self.bpf,
             self._started, time.time(), counts["captured"], counts["dropped"], self.address,
-            tuple(line for line in self._stderr if line and "listening on" not in line))
+            tuple(line for line in self._stderr if line and "listening on" not in line
+                  and not any(rx.search(line) for rx in _COUNTS.values())))
         return self.result
 
     def __enter__(self) -> "Capture":
@@ -505,16 +511,7 @@ class RemoteCapture(Capture):
         except Exception:                 # it ended or cannot say: the pcap is complete
             pass
         self._stderr = [ln.strip() for ln in self._remote.stderr_tail().splitlines()]
-        text = "\n".join(self._stderr)
-        counts = {k: int(m.group(1)) if (m := rx.search(text)) else 0
-                  for k, rx in _COUNTS.items()}
-        self.result = CaptureResult(
-            self.view.name, self.endpoint, self.interface, str(self.path), self.bpf,
-            self._started, time.time(), counts["captured"], counts["dropped"], self.address,
-            tuple(ln for ln in self._stderr if ln and "listening on" not in ln
-                  and not ln.endswith("packets captured")
-                  and "received by filter" not in ln and "dropped by kernel" not in ln))
-        return self.result
+        return self._counted()
 
 
 def _one(view: LabView, endpoint: str, **kw: Any) -> Capture:
