@@ -65,6 +65,9 @@ class _RemoteContainers:
     def netns_paths_there(self, lab: str) -> dict[str, str]:
         return {"c2": C2_NS}
 
+    def version(self) -> dict[str, str]:
+        return {"version": "24.0", "api": "1.43"}
+
 
 def remote_view() -> LabView:
     bridge = Resource("bridge", "hybr0", {"bridge": "hybr0", "subnet": "10.0.1.0/24",
@@ -76,7 +79,8 @@ def remote_view() -> LabView:
     drivers = {"bridge": _RemoteBridge(), "container": _RemoteContainers(),
                "vxlan": SimpleNamespace(flood_list=lambda device: ["192.168.251.1"])}
     backend = SimpleNamespace(name="remote", drivers=drivers,
-                              target=SimpleNamespace(name="remote:b", netns=None))
+                              target=SimpleNamespace(name="remote:b", netns=None,
+                                                     docker_url="unix:///b.sock"))
     return LabView("rw", (bridge, vxlan, c2), backend, hosts={"c2": "b", "gateway": "a"},
                    host="b")
 
@@ -137,7 +141,10 @@ def test_the_doctor_on_a_remote_host_reads_there_and_names_what_it_did_not_check
     left = got["not-checked"]
     assert left.status == "warn" and left.found.startswith(
         "not checked on remote host b (docker unix:///b.sock): ")
+    assert got["docker"].status == "ok" and "unix:///b.sock" in got["docker"].found
     assert "leftovers" in left.data["checks"] and "bridge" not in left.data["checks"]
+    # only checks that would apply to b's share: no DNS server, no policy, no VM there
+    assert not {"dns-server", "policy-table", "libvirt", "docker"} & set(left.data["checks"])
     assert "endpoint-state" not in {f.check for f in report.findings}      # skipped by asking
 
 

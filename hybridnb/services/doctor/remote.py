@@ -12,8 +12,9 @@ run for it (they would look at *this* machine).  :func:`diagnose_there` runs ins
   one all-zeros FDB entry per other host's underlay address;
 * the checks that only use the host's drivers (:data:`THROUGH_DRIVERS`: endpoints through its
   Docker API) as they are;
-* every other chosen check becomes one ``not-checked`` warning naming the host and the
-  checks — never silently left out.
+* every other chosen check that would apply to the host's share (not, say, the DNS checks
+  on a host without the lab's DNS server) becomes one ``not-checked`` warning naming the
+  host and the checks — never silently left out.
 
 Read-only (``doctor --fix`` on a lab over several hosts is refused before this).
 """
@@ -27,8 +28,8 @@ from hybridnb.errors import HybridError
 from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext, DoctorReport,
                                            Finding, _run_one)
 
-#: checks that look only through the host's drivers (never at this machine)
-THROUGH_DRIVERS = ("endpoint-state",)
+#: checks that look only through the host's drivers — its Docker API — never at this machine
+THROUGH_DRIVERS = ("docker", "endpoint-state")
 #: checks done here from what the agent reads there
 READ_THERE = ("bridge", "mtu", "vxlan")
 IFF_UP = 0x1
@@ -161,7 +162,8 @@ def diagnose_there(view: Any, checks: Sequence[Check], where: str = "") -> Docto
         findings.append(Finding("bridge", "the lab bridge is up", FAIL,
                                 f"could not read host {view.host}'s links through its agent: "
                                 f"{exc.message}", exc.hint or "", "", False, "network"))
-    rest = [i for i in ids if i not in THROUGH_DRIVERS + READ_THERE]
+    rest = [c.id for c in checks                 # those that would apply to this share
+            if c.id not in THROUGH_DRIVERS + READ_THERE and c.applies(ctx)]
     if rest:
         findings.append(not_checked(str(view.host), where or view.backend.target.name, rest))
     return DoctorReport(view.name, where or view.backend.target.name, tuple(findings),
