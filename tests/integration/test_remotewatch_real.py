@@ -146,6 +146,15 @@ def check_monitor(lab: Lab, c2: str) -> None:
               f"rx {rows[name]['rx_bytes']} via {rows[name]['port']}")
         assert rows[name]["tx_bytes"] > 9000 and rows[name]["rx_bytes"] > 9000, rows[name]
     assert "Traffic" in report.to_text()
+    # what one sample costs on b: one link dump by the agent, over b's Docker API
+    bridge = multihost_apply.host_backend(lab, "b").drivers["bridge"]
+    times = []
+    for _ in range(9):
+        t1 = time.perf_counter()
+        links = bridge.links_there()                   # type: ignore[attr-defined]
+        times.append(time.perf_counter() - t1)
+    print(f"one link dump of b through its agent ({len(links)} links): median "
+          f"{sorted(times)[4] * 1000:.1f} ms, min {min(times) * 1000:.1f} ms (9 runs)")
 
 
 def check_capture(lab: Lab, c2: str) -> None:
