@@ -323,9 +323,11 @@ def _add_watch_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("capture", parents=[common],
                        help="capture packets on an endpoint's bridge port or the bridge",
                        description="tcpdump inside the lab host on ENDPOINT's port (a veth "
-                                   "or a VM's tap) or on the whole bridge, until --count "
-                                   "packets, --duration seconds or Ctrl-C; then the decoded "
-                                   "summary (time, source, destination, protocol, info).")
+                                   "or a VM's tap) or on the whole bridge (of every host, "
+                                   "merged; a remote host's captured by its agent), until "
+                                   "--count packets, --duration seconds or Ctrl-C; then the "
+                                   "decoded summary (time, source, destination, protocol, "
+                                   "info).")
     p.add_argument("endpoint", metavar="ENDPOINT|bridge", help="an endpoint, or bridge")
     p.add_argument("-f", "--filter", metavar="BPF", default="",
                    help="capture filter in tcpdump syntax, e.g. 'icmp or port 53'")

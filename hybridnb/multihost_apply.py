@@ -602,17 +602,6 @@ def share_runners(lab: Lab, given: Mapping[str, Any] | None = None) -> dict[str,
     return {h: r for h, r in out.items() if r is not None}
 
 
-def _refuse_remote(lab: Lab, host: str, doing: str) -> None:
-    """Work that enters a host's namespaces cannot reach a remote host from here."""
-    if is_remote(host_backend(lab, host)):
-        raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
-                          f"its engines' APIs only: hybridnb cannot {doing} there yet (it "
-                          "would run in that host's namespaces)",
-                          hint="its share is made and watched through `status`, and "
-                               "`test` probes from its containers there (in its agent "
-                               "container)", capability="hosts")
-
-
 def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """How to probe the spread ``lab`` as one matrix: with no runner (every host's
     namespaces can be entered from here, as two sandboxes on one machine), the ordinary
@@ -680,13 +669,13 @@ def host_views(lab: Lab) -> tuple[LabView, ...]:
     """One :class:`~hybridnb.services.labview.LabView` per host: its share of the lab's
     resources, its own backend and journal, so monitor/capture/logs look at each endpoint
     through the lab host of the host it lives on (its ``state_dir`` is that host's state
-    directory: the logs read its journal there)."""
+    directory: the logs read its journal there).  A remote host's view is read through its
+    agent (its bridge driver reads the links there,
+    :class:`~hybridnb.drivers.base.LinksThere`), never in a namespace of this machine."""
     from hybridnb.core.hostview import host_of
     from hybridnb.services.labview import LabView
 
     hosts = host_of(lab.spec)
-    for h in _hosts(lab).names:
-        _refuse_remote(lab, h, "watch its bridge and endpoints")
     shares = resources_by_host(lab, lab.addresses())
     return tuple(LabView(lab.name, tuple(shares[h]), host_backend(lab, h),
                          host_store(lab, h).read(lab.name), host_store(lab, h).dir, hosts,
@@ -697,11 +686,20 @@ def host_views(lab: Lab) -> tuple[LabView, ...]:
 def doctor(lab: Lab, view: LabView, checks: Any) -> Any:
     """The doctor of a lab over several hosts, read-only: each host's checks run on that
     host's share through its own backend and lab host (its leftovers judged against its own
-    journal); the findings are merged, each titled ``host X: ...`` and carrying ``host``."""
-    from hybridnb.services.doctor import DoctorContext, DoctorReport, diagnose
+    journal); the findings are merged, each titled ``host X: ...`` and carrying ``host``.
+    A remote host's share is diagnosed through its agent
+    (:func:`~hybridnb.services.doctor.remote.diagnose_there`): bridge, MTU and VXLAN read
+    there, endpoints through its Docker API, the rest one ``not-checked`` warning naming
+    the host."""
+    from hybridnb.services.doctor import DoctorContext, DoctorReport, all_checks, diagnose
 
     def one(part: LabView) -> Any:
         assert part.host is not None
+        if is_remote(part.backend):        # another machine: what its agent can read there
+            from hybridnb.services.doctor.remote import diagnose_there
+
+            return diagnose_there(part, checks if checks is not None else all_checks(),
+                                  where=_hosts(lab).get(part.host).where)
         owned = {name: host_store(lab, part.host).read(name)
                  for name in host_store(lab, part.host).labs()}
         return diagnose(DoctorContext.of(part, owned), checks)

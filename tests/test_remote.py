@@ -205,7 +205,7 @@ def test_docker_client_arguments_per_url_form(tmp_path, monkeypatch):
         assert ssh == {}
 
 
-def test_a_remote_primary_and_watching_a_remote_host_are_refused(tmp_path):
+def test_a_remote_primary_is_refused_and_a_remote_host_is_watched_through_its_agent(tmp_path):
     data = spread("ssh://lab@b")
     data["hosts"] = {"b": data["hosts"]["b"], "a": data["hosts"]["a"]}     # b first
     lab = Lab.from_dict(data, backend="sandbox", sandbox="rmnone", state_dir=tmp_path)
@@ -214,8 +214,13 @@ def test_a_remote_primary_and_watching_a_remote_host_are_refused(tmp_path):
         multihost_apply.plan(lab)
     assert str(info.value).startswith("host b (docker ssh://lab@b): ") and \
         "dns rmu" in str(info.value) and "primary" in (info.value.hint or ""), info.value
-    with pytest.raises(Unsupported, match="host b .* cannot watch its bridge"):
-        multihost_apply.host_views(lab)
+    # watching b goes through its agent: its part reads links there, never enters here
+    from hybridnb.drivers.base import LinksThere
+
+    part = {p.host: p for p in multihost_apply.host_views(lab)}["b"]
+    assert isinstance(part.driver("bridge"), LinksThere)
+    with pytest.raises(Unsupported, match="host b: its lab host is on another machine"):
+        part.lab_host("capture packets")
 
 
 def test_an_idle_agent_ends_and_the_client_asks_a_new_one():

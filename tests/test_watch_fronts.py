@@ -65,9 +65,9 @@ def test_the_lab_refuses_too_and_never_reaches_a_service(applied, monkeypatch):
     from hybridnb.errors import Unsupported
 
     lab, _, _ = applied
-    import hybridnb.services.monitor as monitor
+    import hybridnb.services.ports as ports       # the monitor's link dumper comes from here
 
-    monkeypatch.setattr(monitor, "LinkDumper", lambda *a: pytest.fail("looked at the host"))
+    monkeypatch.setattr(ports, "LinkDumper", lambda *a: pytest.fail("looked at the host"))
     for call in (lambda: lab.monitor(0.1, 0.2), lambda: lab.capture("web", duration=1),
                  lambda: lab.capturing("bridge"), lambda: lab.doctor(),
                  lambda: lab.view().netns):

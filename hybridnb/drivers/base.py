@@ -109,6 +109,15 @@ class NamespaceSource(Protocol):
 
 
 @runtime_checkable
+class LinksThere(Protocol):
+    """read the links of its lab host (with their counters) where that host is: a host of
+    another machine, asked through its agent (``netns``: a namespace path *as seen there*,
+    e.g. a container's ``/proc/PID/ns/net``; None: the lab host itself)"""
+
+    def links_there(self, netns: str | None = None) -> Mapping[int, Any]: ...
+
+
+@runtime_checkable
 class GuestExec(Protocol):
     """run commands inside its endpoints"""
 

@@ -16,7 +16,11 @@ this machine through its Docker API alone:
 * its share of a probe matrix — sockets opened inside its containers' network namespaces —
   by ``python3 -m hybridnb.services.probe.share`` in the same agent container
   (:func:`hybridnb.remote.backend.share_runner`), merged with the other hosts' shares by
-  :mod:`hybridnb.services.probe.coordinate`.
+  :mod:`hybridnb.services.probe.coordinate`;
+* watching it: its links and counters read by the agent (``links dump``: the bridge proxy's
+  ``links_there``, :class:`~hybridnb.drivers.base.LinksThere`) for monitor and doctor, and
+  packets captured there by ``python3 -m hybridnb.remote.sniff`` (:mod:`hybridnb.remote.sniff`,
+  a packet socket streaming a pcap back) for capture.
 
 :func:`hybridnb.remote.backend.remote_backend` bundles it into an ordinary
 :class:`~hybridnb.drivers.base.Backend`.  Nothing here enters a network namespace of this

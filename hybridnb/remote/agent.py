@@ -7,7 +7,9 @@ bridge, the VXLAN device, the DOCKER-USER rule, the nftables policy table), boun
 target *without a namespace*: they act on the network namespace the agent runs in — in the
 agent container (``network_mode=host``), the remote host's own.  The pseudo kind ``agent``
 answers ``hello`` (its version, kinds and network-namespace inode) so a caller can tell
-where it landed.
+where it landed; the pseudo kind ``links`` answers ``dump`` (every link of the host's lab
+host, or of one of its containers' namespaces, with the kernel's counters) for monitor and
+doctor there.
 
 ``--hold`` is the agent container's main process: it only waits for SIGTERM, so that
 ``docker exec`` has a running container to start the server in.  ``--exit-after SECONDS``
@@ -72,6 +74,8 @@ class Agent:
 
         if kind == "agent" and method in ("hello", "labs"):
             return self.hello() if method == "hello" else self.labs()
+        if kind == "links" and method == "dump":
+            return links(*args)
         if method not in METHODS:
             raise HybridError(f"the agent does not serve {method!r}",
                               hint=f"one of {', '.join(sorted(METHODS))}")
@@ -81,6 +85,17 @@ class Agent:
 
             raise Unsupported(f"the agent's {kind} driver has no {method!r}", kind=kind)
         return fn(*args)
+
+
+def links(netns: str | None = None) -> dict[str, Any]:
+    """Every link of the agent's namespace (or of ``netns``, a path such as a container's
+    ``/proc/PID/ns/net`` on this host) with its counters: ``{index: fields}``
+    (:func:`hybridnb.drivers.linkstats.dump_links`; what a monitor on that host reads)."""
+    import dataclasses
+
+    from hybridnb.drivers.linkstats import dump_links
+
+    return {str(i): dataclasses.asdict(link) for i, link in dump_links(netns).items()}
 
 
 def _lines(fd: int, timeout: float | None) -> Iterator[bytes | None]:

@@ -267,7 +267,21 @@ class _Checked(AgentDriver):
 
 
 class BridgeProxy(_Checked):
-    """The bridge: check, update (no ``netns_paths``: its namespace is not this machine's)."""
+    """The bridge: check, update (no ``netns_paths``: its namespace is not this machine's);
+    the links of its host read there (:class:`~hybridnb.drivers.base.LinksThere`)."""
+
+    def links_there(self, netns: str | None = None) -> dict[int, Any]:
+        """Every link of the host's namespace (or of ``netns``, a path as seen there), with
+        its counters, read by the agent."""
+        return links_from(self.client.call("links", "dump", netns))
+
+
+def links_from(raw: Mapping[str, Any]) -> dict[int, Any]:
+    """The agent's ``links dump`` answer as :class:`~hybridnb.drivers.linkstats.Link` objects."""
+    from hybridnb.drivers.linkstats import Counters, Link
+
+    return {int(i): Link(**{**fields, "counters": Counters(**fields.get("counters") or {})})
+            for i, fields in raw.items()}
 
 
 class VxlanProxy(AgentDriver):

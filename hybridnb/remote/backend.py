@@ -61,6 +61,10 @@ class RemoteContainers:
     def labs(self) -> set[str]:
         return set(self._d.labs())
 
+    def version(self) -> dict[str, str]:
+        """The engine's version (asked through its API: the doctor's ``docker`` check)."""
+        return dict(self._d.version())
+
     def close(self) -> None:
         self._d.close()
 

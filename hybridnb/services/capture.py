@@ -301,13 +301,19 @@ class Capture:
             self._timer.cancel()
         if self._reader is not None:
             self._reader.join(2.0)
+        return self._counted()
+
+    def _counted(self) -> CaptureResult:
+        """The result, with the counts tcpdump's last words (``self._stderr``) give; those
+        lines and its "listening on" line are not kept as notes."""
         text = "\n".join(self._stderr)
         counts = {k: int(m.group(1)) if (m := rx.search(text)) else 0
                   for k, rx in _COUNTS.items()}
         self.result = CaptureResult(
             self.view.name, self.endpoint, self.interface, str(self.path), self.bpf,
             self._started, time.time(), counts["captured"], counts["dropped"], self.address,
-            tuple(line for line in self._stderr if line and "listening on" not in line))
+            tuple(line for line in self._stderr if line and "listening on" not in line
+                  and not any(rx.search(line) for rx in _COUNTS.values())))
         return self.result
 
     def __enter__(self) -> "Capture":
@@ -331,7 +337,7 @@ class BridgesCapture(Capture):
                  path: str | os.PathLike[str] | None = None, **kw: Any) -> None:
         super().__init__(view, BRIDGE, bpf=bpf, count=count, duration=duration, path=path,
                          **kw)
-        self.parts = [(part.host or "", Capture(
+        self.parts = [(part.host or "", _one(
             part, BRIDGE, bpf=bpf, count=count, duration=duration,
             path=self.path.with_name(f"{self.path.stem}-{part.host}.pcap"), **kw))
             for part in view.parts]
@@ -387,6 +393,134 @@ class BridgesCapture(Capture):
         return self.result
 
 
+def compile_bpf(bpf: str, snaplen: int = 65535) -> list[list[int]]:
+    """A tcpdump filter as a classic BPF program (``tcpdump -ddd``, Ethernet), for a capture
+    made elsewhere (:class:`RemoteCapture`): ``[[code, jt, jf, k], ...]``."""
+    tcpdump = shutil.which("tcpdump", path=_PATH)
+    if tcpdump is None:
+        raise EngineUnavailable("tcpdump is not installed (it compiles the filter)",
+                                engine="tcpdump", hint="apt-get install tcpdump")
+    done = subprocess.run([tcpdump, "-ddd", "-y", "EN10MB", "-s", str(snaplen), bpf],
+                          capture_output=True, text=True, env={"PATH": _PATH, "LANG": "C"},
+                          timeout=10)
+    lines = done.stdout.split()
+    if done.returncode != 0 or not lines:
+        raise HybridError(f"cannot compile the filter {bpf!r}: "
+                          f"{done.stderr.strip() or 'no output'}",
+                          hint="check the BPF filter (tcpdump -d FILTER)")
+    words = [int(w) for w in lines[1:]]
+    return [words[i:i + 4] for i in range(0, len(words), 4)]
+
+
+class RemoteCapture(Capture):
+    """A capture on a host of another machine: the agent there (``python3 -m
+    hybridnb.remote.sniff`` in its container, run by the backend's ``runner``) captures on
+    the bridge or the endpoint's port and streams the pcap back into ``path``; the filter is
+    compiled here (:func:`compile_bpf`).  Stop closes the stream's stdin: the agent writes
+    what the kernel already holds and ends."""
+
+    _remote: Any = None                # the sniffer's ModuleProcess in the agent
+
+    def start(self) -> "Capture":
+        if self._started:
+            return self
+        runner = self.view.backend.extras.get("runner")
+        if runner is None:
+            raise HybridError(f"host {self.view.host}: its backend has no agent to capture with")
+        self.interface, self.address = _interface(self.view, self.endpoint)
+        args = [self.interface, "--snaplen", str(self.snaplen)]
+        if self.count:
+            args += ["--count", str(int(self.count))]
+        if self.bpf:
+            import json
+
+            args += ["--filter", json.dumps(compile_bpf(self.bpf, self.snaplen))]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._started = time.time()
+        self._remote = runner.run_module("hybridnb.remote.sniff", args)
+        self._reader = threading.Thread(target=self._copy, daemon=True,
+                                        name=f"capture:{self.view.host}:{self.interface}")
+        self._reader.start()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self._listening.wait(0.01):
+            if not self._reader.is_alive() or time.monotonic() > deadline:
+                self._remote.kill()
+                words = self._remote.stderr_tail().strip() or "no output"
+                raise EngineError(f"host {self.view.host}: the capture on {self.interface} "
+                                  f"did not start in {getattr(runner, 'where', 'its agent')}: "
+                                  f"{words}", engine="agent")
+        if self.duration:
+            self._timer = threading.Timer(self.duration, self._interrupt)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def _copy(self) -> None:
+        """The pcap stream into the file, chunk by chunk (listening once its header came)."""
+        got = 0
+        with open(self.path, "wb") as out:
+            for chunk in iter(lambda: self._remote.stdout.read1(65536), b""):
+                out.write(chunk)
+                out.flush()
+                got += len(chunk)
+                if got >= 24:
+                    self._listening.set()
+
+    def _interrupt(self) -> None:
+        try:
+            self._remote.stdin.close()
+        except OSError:
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
+    def wait(self, timeout: float | None = None,
+             stop: threading.Event | None = None) -> CaptureResult:
+        if not self._started:
+            raise HybridError("the capture was not started")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        assert self._reader is not None
+        while self._reader.is_alive():
+            if (deadline is not None and time.monotonic() >= deadline) or \
+                    (stop is not None and stop.is_set()):
+                return self.stop()
+            self._reader.join(0.05)
+        return self._finish()
+
+    def stop(self) -> CaptureResult:
+        if not self._started:
+            raise HybridError("the capture was not started")
+        if self.result is not None:
+            return self.result
+        self._interrupt()
+        assert self._reader is not None
+        self._reader.join(STOP_TIMEOUT)
+        if self._reader.is_alive():
+            self._remote.kill()
+        return self._finish()
+
+    def _finish(self) -> CaptureResult:
+        if self.result is not None:
+            return self.result
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            self._remote.wait(2.0)
+        except Exception:                 # it ended or cannot say: the pcap is complete
+            pass
+        self._stderr = [ln.strip() for ln in self._remote.stderr_tail().splitlines()]
+        return self._counted()
+
+
+def _one(view: LabView, endpoint: str, **kw: Any) -> Capture:
+    """A capture of one host's share: in its lab host here, or by its agent there."""
+    from hybridnb.services.ports import remote
+
+    return (RemoteCapture if remote(view) else Capture)(view, endpoint, **kw)
+
+
 def merge_pcaps(paths: list[str], into: str | os.PathLike[str], snaplen: int = 65535) -> int:
     """The frames of the pcap files ``paths`` (Ethernet, as tcpdump writes them) in one pcap
     ``into``, in time order (a stable sort: equal times keep the files' order); returns how
@@ -414,13 +548,14 @@ def merge_pcaps(paths: list[str], into: str | os.PathLike[str], snaplen: int = 6
 def capturing(view: LabView, endpoint: str = BRIDGE, **kw: Any) -> Capture:
     """A capture, not yet started, on ``endpoint``'s port or the whole bridge; for a lab
     over several hosts, in the lab host of the endpoint's host, and the whole bridge on
-    every host (:class:`BridgesCapture`).  The pcap goes beside the lab's own state unless
+    every host (:class:`BridgesCapture`) — on a host of another machine by its agent
+    (:class:`RemoteCapture`).  The pcap goes beside the lab's own state unless
     ``path`` says where."""
     if kw.get("path") is None:
         kw["path"] = default_path(view, endpoint)
     if view.parts and endpoint == BRIDGE:
         return BridgesCapture(view, **kw)
-    return Capture(view.part(endpoint) if view.parts else view, endpoint, **kw)
+    return _one(view.part(endpoint) if view.parts else view, endpoint, **kw)
 
 
 def capture(view: LabView, endpoint: str = BRIDGE, *, bpf: str = "", count: int | None = None,
@@ -435,5 +570,5 @@ def capture(view: LabView, endpoint: str = BRIDGE, *, bpf: str = "", count: int 
     return cap.wait(None if duration is None else duration + STOP_TIMEOUT)
 
 
-__all__ = ["BRIDGE", "BridgesCapture", "Capture", "CaptureResult", "capture", "capturing",
-           "default_path", "merge_pcaps"]
+__all__ = ["BRIDGE", "BridgesCapture", "Capture", "CaptureResult", "RemoteCapture", "capture",
+           "capturing", "compile_bpf", "default_path", "merge_pcaps"]

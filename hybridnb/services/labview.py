@@ -108,16 +108,26 @@ class LabView:
         """The lab host's namespace name, once the backend's bridge driver has declared
         where its lab hosts are (:class:`~hybridnb.drivers.base.NamespaceSource`).  A backend
         without that — the dry-run one: its labs are nowhere — is refused, because its
-        target's ``netns`` of ``None`` would otherwise mean *this machine's own network*."""
-        from hybridnb.drivers.base import NamespaceSource
+        target's ``netns`` of ``None`` would otherwise mean *this machine's own network*.  So is
+        the lab host of a host on another machine (its bridge driver reads it there,
+        :class:`~hybridnb.drivers.base.LinksThere`); a spread view checks its other parts —
+        the services read such a part through its agent."""
+        from hybridnb.drivers.base import LinksThere, NamespaceSource
         from hybridnb.errors import Unsupported
 
-        if self.parts:                             # every host's lab host must be there
-            hosts = {part.host: part.lab_host(doing) for part in self.parts}
-            return hosts.get(self.hosts.get("gateway"))
+        if self.parts:                 # every host's lab host must be there (a host of
+            hosts = {part.host: part.lab_host(doing) for part in self.parts   # another
+                     if not isinstance(part.driver("bridge"), LinksThere)}    # machine:
+            return hosts.get(self.hosts.get("gateway"))                       # its agent
+        where = f"host {self.host}: " if self.host else ""
+        if isinstance(self.driver("bridge"), LinksThere):
+            raise Unsupported(
+                f"{where}its lab host is on another machine, reached through its agent: "
+                f"hybridnb cannot {doing} there from this machine",
+                hint="monitor, doctor and status read it through the agent",
+                capability="NamespaceSource", kind="bridge")
         if not isinstance(self.driver("bridge"), NamespaceSource):
             name = getattr(self.backend, "name", "this")
-            where = f"host {self.host}: " if self.host else ""
             raise Unsupported(
                 f"{where}the {name} backend cannot {doing}: its lab has no bridge, ports or lab "
                 "host to look at (looking anyway would mean this machine's own network)",

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from hybridnb.drivers.linkstats import Counters, Link, LinkDumper
+from hybridnb.drivers.linkstats import Counters, Link
 from hybridnb.services.labview import LabView
-from hybridnb.services.ports import PortMap, resolve_ports
+from hybridnb.services.ports import PortMap, link_dumper, resolve_ports
 
 GATEWAY = "gateway"
 
@@ -286,7 +286,7 @@ class TrafficMonitor:
         self.view = view
         self.resolve_every = resolve_every
         self.clock = clock
-        self._dumper = LinkDumper(view.netns)
+        self._dumper = link_dumper(view)      # a host of another machine: its agent
         self._ports: PortMap | None = None
         self._resolved_at = 0.0
         self._last: _Reading | None = None

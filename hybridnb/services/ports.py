@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from hybridnb.drivers.base import NamespaceSource, PortInterfaces
-from hybridnb.drivers.linkstats import Link, dump_links
+from hybridnb.drivers.base import LinksThere, NamespaceSource, PortInterfaces
+from hybridnb.drivers.linkstats import Link, LinkDumper, dump_links
 from hybridnb.errors import HybridError
 from hybridnb.services.labview import LabView
 
@@ -64,18 +64,58 @@ class PortMap:
                 hint="is it running? (status)") from None
 
 
+class LinksOver:
+    """A :class:`~hybridnb.drivers.linkstats.LinkDumper` of a lab host on another machine:
+    each dump is one request to the bridge driver there
+    (:class:`~hybridnb.drivers.base.LinksThere`: the remote host's agent)."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.netns: str | None = None
+
+    def dump(self, wanted: Any = None) -> dict[int, Link]:
+        links = self.driver.links_there(None)
+        return {i: lk for i, lk in links.items() if wanted is None or i in wanted}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "LinksOver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def remote(view: LabView) -> bool:
+    """Whether ``view``'s lab host is read where it is (another machine, through its
+    agent), never in a namespace of this machine."""
+    return isinstance(view.driver("bridge"), LinksThere)
+
+
+def link_dumper(view: LabView) -> Any:
+    """What dumps ``view``'s lab host's links: a netlink socket in its namespace here, or —
+    a host of another machine — its agent there (:class:`LinksOver`)."""
+    if remote(view):
+        return LinksOver(view.driver("bridge"))
+    return LinkDumper(view.netns)
+
+
 def resolve_ports(view: LabView, links: Mapping[int, Link] | None = None) -> PortMap:
     """Find every endpoint's bridge port in ``view``'s lab host (one link dump, plus one per
-    container namespace and one domain XML per VM)."""
+    container namespace and one domain XML per VM) — on a remote host, each dump by its
+    agent, the containers' namespaces as seen there."""
     if links is None:
-        links = dump_links(view.netns)
+        with link_dumper(view) as dumper:
+            links = dumper.dump()
     by_name = {link.name: link for link in links.values()}
+    netns = None if remote(view) else view.netns
     bridge = by_name.get(view.bridge)
     bridge_index = bridge.index if bridge is not None else 0
     ports: dict[str, Port] = {}
     missing: dict[str, str] = {}
     if bridge is None:
-        return PortMap(view.name, view.netns, view.bridge, 0, {},
+        return PortMap(view.name, netns, view.bridge, 0, {},
                        {r.name: f"bridge {view.bridge} is missing" for r in view.endpoints()})
     resolvers = _Resolvers(view, links, by_name)
     for res in view.endpoints():
@@ -90,7 +130,7 @@ def resolve_ports(view: LabView, links: Mapping[int, Link] | None = None) -> Por
             missing[res.name] = f"{port.ifname} is not a port of {view.bridge}"
         else:
             ports[res.name] = port
-    return PortMap(view.name, view.netns, view.bridge, bridge_index, ports, missing)
+    return PortMap(view.name, netns, view.bridge, bridge_index, ports, missing)
 
 
 class _Resolvers:
@@ -109,20 +149,23 @@ class _Resolvers:
                 return f"veth {spec['veth']} is missing"
             return Port(res.name, res.kind, link.name, link.index, spec.get("mac"), "veth name")
         driver = self.view.driver(res.kind)
+        bridge = self.view.driver("bridge")
+        if isinstance(bridge, LinksThere) and hasattr(driver, "netns_paths_there"):
+            return self._peer_of_eth0(res, driver.netns_paths_there, bridge.links_there)
         if isinstance(driver, NamespaceSource):
-            return self._peer_of_eth0(res, driver)
+            return self._peer_of_eth0(res, driver.netns_paths, dump_links)
         if isinstance(driver, PortInterfaces):
             return self._tap(res, driver)
         return self._by_tap_mac(res, "no driver tells its port")
 
-    def _peer_of_eth0(self, res: Any, driver: Any) -> Port | str:
+    def _peer_of_eth0(self, res: Any, paths_of: Any, dump: Any) -> Port | str:
         paths = self._netns.get(res.kind)
         if paths is None:
-            paths = self._netns[res.kind] = dict(driver.netns_paths(self.view.name))
+            paths = self._netns[res.kind] = dict(paths_of(self.view.name))
         path = paths.get(res.name)
         if path is None:
             return f"{res.kind} {res.name} is not running"
-        inside = dump_links(path)
+        inside = dump(path)
         eth0 = next((link for link in inside.values() if link.name == "eth0"), None)
         if eth0 is None or not eth0.link:
             return f"{res.kind} {res.name} has no eth0 veth"

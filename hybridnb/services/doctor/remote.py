@@ -1,0 +1,174 @@
+"""The doctor on a host of another machine: what can be read there, and what is not checked.
+
+A *remote* host (:mod:`hybridnb.remote`: reached through its Docker API, its fabric made by
+the hybridnb agent container there) has no lab host this machine could enter, so the
+ordinary checks — which read this machine's netlink, sysctls, iptables, engines — must not
+run for it (they would look at *this* machine).  :func:`diagnose_there` runs instead:
+
+* ``bridge``, ``mtu`` and ``vxlan`` from one link dump **read there** by the agent
+  (:class:`~hybridnb.drivers.base.LinksThere`) and the VXLAN device's flood list (its FDB
+  entries) asked from the agent's VXLAN driver: the bridge exists and is up, bridge and ports
+  share the lab's MTU, the VXLAN device is a port of the bridge, up, with the lab's MTU and
+  one all-zeros FDB entry per other host's underlay address;
+* the checks that only use the host's drivers (:data:`THROUGH_DRIVERS`: endpoints through its
+  Docker API) as they are;
+* every other chosen check that would apply to the host's share (not, say, the DNS checks
+  on a host without the lab's DNS server) becomes one ``not-checked`` warning naming the
+  host and the checks — never silently left out.
+
+Read-only (``doctor --fix`` on a lab over several hosts is refused before this).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+from hybridnb.errors import HybridError
+from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext, DoctorReport,
+                                           Finding, _run_one)
+
+#: checks that look only through the host's drivers — its Docker API — never at this machine
+THROUGH_DRIVERS = ("docker", "endpoint-state")
+#: checks done here from what the agent reads there
+READ_THERE = ("bridge", "mtu", "vxlan")
+IFF_UP = 0x1
+
+
+def _finding(check: str, title: str, status: str, found: str, why: str,
+             data: Mapping[str, Any] | None = None) -> Finding:
+    return Finding(check, title, status, found, why, "", False, "network", dict(data or {}))
+
+
+def bridge_finding(host: str, bridge: str, links: Mapping[int, Any]) -> Finding:
+    """The bridge exists there, is a bridge and is up (a non-primary bridge carries no lab
+    address: the gateway is the primary's)."""
+    title, why = ("the lab bridge is up", "every endpoint of the host hangs off the bridge")
+    link = next((lk for lk in links.values() if lk.name == bridge), None)
+    if link is None:
+        return _finding("bridge", title, FAIL, f"bridge {bridge} does not exist on host {host}",
+                        why)
+    problems = []
+    if link.kind not in (None, "bridge"):
+        problems.append(f"it is a {link.kind} device, not a bridge")
+    if not link.flags & IFF_UP or link.operstate not in ("up", "unknown"):
+        problems.append(f"it is {link.operstate}")
+    if problems:
+        return _finding("bridge", title, FAIL, f"bridge {bridge} on host {host}: "
+                        + "; ".join(problems), why)
+    n = sum(1 for lk in links.values() if lk.master == link.index)
+    return _finding("bridge", title, OK, f"bridge {bridge} on host {host} is {link.operstate}, "
+                    f"{n} ports (read by its agent)", why)
+
+
+def mtu_finding(host: str, bridge: str, want: int, links: Mapping[int, Any]) -> Finding:
+    """Bridge and every port of it have the lab's MTU."""
+    title = "bridge and ports share one MTU"
+    why = "a port with a smaller MTU silently drops the big frames others send it"
+    link = next((lk for lk in links.values() if lk.name == bridge), None)
+    if link is None:
+        return _finding("mtu", title, WARN, f"not checked on host {host}: the bridge is missing",
+                        why)
+    bad = [f"bridge {bridge} has MTU {link.mtu}"] if link.mtu != want else []
+    bad += [f"port {lk.name} has MTU {lk.mtu}" for lk in sorted(links.values(),
+                                                                 key=lambda x: x.name)
+            if lk.master == link.index and lk.mtu != want]
+    if bad:
+        return _finding("mtu", title, FAIL, f"host {host}: " + "; ".join(bad)
+                        + f" (the lab wants {want})", why, {"want": want})
+    return _finding("mtu", title, OK, f"bridge {bridge} on host {host} and its ports all have "
+                    f"MTU {want}", why, {"want": want})
+
+
+def vxlan_finding(host: str, spec: Mapping[str, Any] | None, links: Mapping[int, Any],
+                  flood: Sequence[str] | None, remotes: Sequence[str]) -> Finding:
+    """The VXLAN device is a port of the bridge, up, with the lab's MTU, and its FDB sends
+    flooded frames to exactly every other host's underlay address (``remotes``)."""
+    title = "the VXLAN device joins this host's bridge to the others"
+    why = "frames between hosts cross it; a missing FDB entry cuts one host off"
+    if spec is None:
+        return _finding("vxlan", title, OK, f"host {host} has no VXLAN device in the lab", why)
+    device = str(spec["device"])
+    link = next((lk for lk in links.values() if lk.name == device), None)
+    if link is None:
+        return _finding("vxlan", title, FAIL, f"VXLAN device {device} does not exist on host "
+                        f"{host}", why)
+    bridge = next((lk for lk in links.values() if lk.name == spec.get("bridge")), None)
+    problems = []
+    if bridge is None or link.master != bridge.index:
+        problems.append(f"it is not a port of {spec.get('bridge')}")
+    if not link.flags & IFF_UP:
+        problems.append(f"it is {link.operstate}")
+    if spec.get("mtu") and link.mtu != int(spec["mtu"]):
+        problems.append(f"its MTU is {link.mtu}, not {spec['mtu']}")
+    have, want = sorted(set(flood or ())), sorted(set(remotes))
+    if have != want:
+        problems.append(f"its FDB floods to {', '.join(have) or 'nobody'}, not "
+                        f"{', '.join(want) or 'nobody'}")
+    data = {"device": device, "flood": have}
+    if problems:
+        return _finding("vxlan", title, FAIL, f"VXLAN device {device} on host {host}: "
+                        + "; ".join(problems), why, data)
+    return _finding("vxlan", title, OK, f"VXLAN device {device} on host {host} is up on "
+                    f"{spec.get('bridge')}, MTU {link.mtu}, flooding to "
+                    f"{', '.join(have) or 'nobody'}", why, data)
+
+
+def not_checked(host: str, where: str, ids: Sequence[str]) -> Finding:
+    return Finding("not-checked", "checks that cannot run on a host of another machine", WARN,
+                   f"not checked on remote host {host} ({where}): {', '.join(ids)}",
+                   "these checks read this machine's kernel, namespaces, firewall or engines "
+                   "directly; on a host reached through its Docker API hybridnb reads the "
+                   "bridge, VXLAN device and MTU through its agent and the endpoints through "
+                   "its Docker API only", "", False, "remote", {"checks": list(ids)})
+
+
+def _fabric(view: Any, chosen: set[str]) -> list[Finding]:
+    host = str(view.host)
+    links = view.driver("bridge").links_there(None)
+    out = []
+    if "bridge" in chosen:
+        out.append(bridge_finding(host, view.bridge, links))
+    if "mtu" in chosen:
+        out.append(mtu_finding(host, view.bridge, view.mtu, links))
+    if "vxlan" in chosen:
+        spec = next((r.spec for r in view.resources if r.kind == "vxlan"), None)
+        flood, remotes = None, []
+        if spec is not None:
+            from hybridnb.drivers.vxlan import resolve_underlay
+
+            remotes = [resolve_underlay(r) for r in spec.get("remotes") or ()]
+            flood = view.driver("vxlan").flood_list(str(spec["device"]))
+        out.append(vxlan_finding(host, spec, links, flood, remotes))
+    return out
+
+
+def diagnose_there(view: Any, checks: Sequence[Check], where: str = "") -> DoctorReport:
+    """The doctor of ``view`` — one host's share of a spread lab, that host on another
+    machine — read-only: see the module's docstring."""
+    started = time.perf_counter()
+    ids = [c.id for c in checks]
+    chosen = set(ids)
+    if chosen & {"bridge", "mtu"}:
+        chosen.add("vxlan")                # the network group, there: with the fabric device
+    ctx = DoctorContext(view.name, view.backend.target, dict(view.backend.drivers),
+                        tuple(view.resources), dict(view.state), {}, view.state_dir,
+                        view.backend.name)
+    findings = [_run_one(c, ctx) for c in checks
+                if c.id in THROUGH_DRIVERS and c.applies(ctx)]
+    try:
+        findings += _fabric(view, chosen)
+    except HybridError as exc:
+        findings.append(Finding("bridge", "the lab bridge is up", FAIL,
+                                f"could not read host {view.host}'s links through its agent: "
+                                f"{exc.message}", exc.hint or "", "", False, "network"))
+    rest = [c.id for c in checks                 # those that would apply to this share
+            if c.id not in THROUGH_DRIVERS + READ_THERE and c.applies(ctx)]
+    if rest:
+        findings.append(not_checked(str(view.host), where or view.backend.target.name, rest))
+    return DoctorReport(view.name, where or view.backend.target.name, tuple(findings),
+                        seconds=time.perf_counter() - started)
+
+
+__all__ = ["READ_THERE", "THROUGH_DRIVERS", "bridge_finding", "diagnose_there", "mtu_finding",
+           "not_checked", "vxlan_finding"]
