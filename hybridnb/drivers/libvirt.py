@@ -611,7 +611,7 @@ class LibvirtDriver:
         if old is not None:
             old.stop()
         try:
-            self._consoles[dname] = ConsoleMirror(self.connection(), dom, console)
+            self._consoles[dname] = ConsoleMirror(self.uri, dom.UUIDString(), console)
             dom.resume()
         except libvirt.libvirtError:
             try:

@@ -28,7 +28,6 @@ Every packet goes to an address this test made, inside those namespaces.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -38,13 +37,13 @@ from typing import Any, Iterator
 import pytest
 
 from hybridnb import multihost_apply
-from hybridnb.drivers.vxlan import link_underlay, unlink_underlay
 from hybridnb.errors import HybridError
 from hybridnb.lab import Lab
 from hybridnb.sandbox import Sandbox
 from tests.gating import require_real
 from tests.helpers import hostsnap
 from tests.helpers.privnet import icmp_ping
+from tests.helpers.twohosts import snapshots, two_sandboxes
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
@@ -70,59 +69,14 @@ def ours(name: str) -> bool:
     return name.startswith("hnb-mhl")
 
 
-def prime_docker(box: Sandbox) -> None:
-    """Let dockerd make its own iptables chains before the snapshot (they outlive labs)."""
-    import docker
-
-    api = docker.APIClient(base_url=box.target().docker_url, version="auto")
-    net = api.create_network("hnb-prime", driver="bridge",
-                             options={"com.docker.network.bridge.name": "hnbprime0"})
-    api.remove_network(net["Id"])
-    api.close()
-
-
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     """Both sandboxes up (libvirtd on b only: the VM lives there), joined by the underlay,
     then snapshotted (what every destroy must give back); taken down at the end."""
     require_real(tools=ENGINE_TOOLS)
-    boxes = {h: Sandbox(name) for h, name in BOXES.items()}
-    try:
-        for h, box in boxes.items():
-            box.down()
-            box.up(libvirt=(h == "b"))
-            prime_docker(box)
-        link_underlay(boxes["a"].netns, boxes["b"].netns, UNDERLAY, names=ULINK)
-        underlay_settled(boxes)
-        before = snapshots(boxes)
-        state = tmp_path_factory.mktemp("multihost-state")
-        yield {"boxes": boxes, "before": before, "state": state}
-    finally:
-        with contextlib.suppress(HybridError):
-            unlink_underlay(boxes["a"].netns, ULINK[0])
-        for box in boxes.values():
-            box.down()
-
-
-def underlay_settled(boxes: dict[str, Sandbox], timeout: float = 10.0) -> None:
-    """Wait until both underlay ends' IPv6 link-local addresses passed duplicate address
-    detection: the kernel adds their local routes only then, and a snapshot taken before
-    would miss them (and every later one show them)."""
-    from hybridnb.drivers import nsutil
-
-    deadline = time.monotonic() + timeout
-    for box, dev in zip(boxes.values(), ULINK):
-        while True:
-            with nsutil.iproute(box.netns) as ipr:
-                index = ipr.link_lookup(ifname=dev)[0]
-                local = [r for r in ipr.route("dump", family=10, table=255)
-                         if r.get("oif") == index and str(r.get("dst", "")).startswith("fe80")]
-                tentative = [a for a in ipr.get_addr(family=10, index=index)
-                             if a.get("IFA_FLAGS", a["flags"]) & 0x40]
-            if local and not tentative:
-                break
-            assert time.monotonic() < deadline, f"{dev}: link-local address never settled"
-            time.sleep(0.1)
+    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours, libvirt=("b",)) as (boxes, before):
+        yield {"boxes": boxes, "before": before,
+               "state": tmp_path_factory.mktemp("multihost-state")}
 
 
 def open_lab(state: Path) -> Lab:
@@ -142,10 +96,6 @@ def kill_dockerd(box: Sandbox) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"dockerd {pid} did not die")
-
-
-def snapshots(boxes: dict[str, Sandbox]) -> dict[str, hostsnap.HostSnapshot]:
-    return {h: hostsnap.snapshot(box.netns, netns_filter=ours) for h, box in boxes.items()}
 
 
 def destroyed(state: Path) -> None:
@@ -204,7 +154,7 @@ def test_one_lab_over_two_sandboxes(two) -> None:
         check_capture(lab)
     finally:
         destroyed(state)
-    after = snapshots(boxes)
+    after = snapshots(boxes, ours)
     for h in ("a", "b"):                    # exactly: order and multiplicity included
         assert hostsnap.diff(two["before"][h], after[h]) == [], h
         assert two["before"][h].sections == after[h].sections, h
@@ -235,7 +185,7 @@ def test_a_recipe_runs_on_both_hosts_imported_into_each_engine(two) -> None:
             api.remove_image(image["Id"], force=True)
         api.close()
         assert web_tags(box) == []
-    start = snapshots(boxes)           # as this test finds them: exactly as before the lab
+    start = snapshots(boxes, ours)     # as this test finds them: exactly as before the lab
     t0 = time.monotonic()              # (it runs before the dockerd restart below)
     try:
         plan = lab.plan()
@@ -261,7 +211,7 @@ def test_a_recipe_runs_on_both_hosts_imported_into_each_engine(two) -> None:
         done = Lab.from_dict(doc, backend="sandbox", sandbox=BOXES["a"],
                              state_dir=state).destroy()
         assert done.ok, done
-    after = snapshots(boxes)
+    after = snapshots(boxes, ours)
     for h in ("a", "b"):
         assert hostsnap.diff(start[h], after[h]) == [], h
 
@@ -291,7 +241,7 @@ def test_dockerd_killed_mid_apply_names_the_host_and_one_apply_converges(two) ->
             m.to_text()
     finally:
         destroyed(state)
-    after = snapshots(boxes)
+    after = snapshots(boxes, ours)
     assert hostsnap.diff(two["before"]["a"], after["a"]) == []
     # after a dockerd restart, dockerd's own rules may reorder: the restarted dockerd re-adds
     # its own jumps to its DOCKER chains (same rules, another order) — nothing of the lab.

@@ -40,12 +40,10 @@ import pytest
 from hybridnb import multihost_apply
 from hybridnb.drivers import nsutil
 from hybridnb.drivers.base import NamespaceSource
-from hybridnb.drivers.vxlan import link_underlay, unlink_underlay
-from hybridnb.errors import HybridError
 from hybridnb.lab import Lab
-from hybridnb.sandbox import Sandbox
 from tests.gating import require_real
 from tests.helpers import hostsnap
+from tests.helpers.twohosts import snapshots, two_sandboxes
 from tests.integration.test_multihost_real import apply_killing_dockerd, dockerd_restart_noise
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
@@ -71,25 +69,9 @@ def lab_dict(b_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     require_real(tools=ENGINE_TOOLS)
-    from tests.integration.test_multihost_real import prime_docker
-
-    boxes = {h: Sandbox(name) for h, name in BOXES.items()}
-    try:
-        for box in boxes.values():
-            box.down()
-            box.up(libvirt=False)
-            prime_docker(box)
-        before = {h: hostsnap.snapshot(box.netns, netns_filter=ours)
-                  for h, box in boxes.items()}
-        link_underlay(boxes["a"].netns, boxes["b"].netns, UNDERLAY, names=ULINK)
-        state = tmp_path_factory.mktemp("remote-state")
-        yield {"boxes": boxes, "before": before, "state": state,
+    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours) as (boxes, before):
+        yield {"boxes": boxes, "before": before, "state": tmp_path_factory.mktemp("remote-state"),
                "url": boxes["b"].target().docker_url}
-    finally:
-        with contextlib.suppress(HybridError):
-            unlink_underlay(boxes["a"].netns, ULINK[0])
-        for box in boxes.values():
-            box.down()
 
 
 def open_lab(two: dict[str, Any]) -> Lab:
@@ -192,9 +174,7 @@ def test_host_given_only_by_its_docker_url(two) -> None:
     api_b = docker.APIClient(base_url=two["url"], version="auto")
     try:
         assert agentbox.agents(api_b) == [], "the agent container outlived the last lab on b"
-        unlink_underlay(boxes["a"].netns, ULINK[0])
-        after = {h: hostsnap.snapshot(box.netns, netns_filter=ours)
-                 for h, box in boxes.items()}
+        after = snapshots(boxes, ours)
         assert hostsnap.diff(two["before"]["a"], after["a"]) == []
         # dockerd was killed and restarted on b: it re-adds its own DOCKER-chain jumps in
         # another order (see test_multihost_real) — nothing of the lab

@@ -27,7 +27,6 @@ Every packet goes to an address this test made, inside those namespaces.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 import xml.etree.ElementTree as ET
@@ -37,13 +36,10 @@ from typing import Any, Iterator
 import pytest
 
 from hybridnb import multihost_apply
-from hybridnb.drivers.vxlan import link_underlay, unlink_underlay
-from hybridnb.errors import HybridError
 from hybridnb.lab import Lab
-from hybridnb.sandbox import Sandbox
 from tests.gating import require_real
 from tests.helpers import hostsnap
-from tests.integration.test_multihost_real import prime_docker
+from tests.helpers.twohosts import snapshots, two_sandboxes
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]
@@ -97,49 +93,16 @@ def scrub_pool(uri: str) -> None:
         conn.close()
 
 
-def settled(boxes: dict[str, Sandbox], timeout: float = 10.0) -> None:
-    """Wait until the underlay ends' link-local addresses passed duplicate address detection
-    (their local routes appear only then; a snapshot taken before would miss them)."""
-    from hybridnb.drivers import nsutil
-
-    deadline = time.monotonic() + timeout
-    for box, dev in zip(boxes.values(), ULINK):
-        while True:
-            with nsutil.iproute(box.netns) as ipr:
-                index = ipr.link_lookup(ifname=dev)[0]
-                tentative = [a for a in ipr.get_addr(family=10, index=index)
-                             if a.get("IFA_FLAGS", a["flags"]) & 0x40]
-                local = [r for r in ipr.route("dump", family=10, table=255)
-                         if r.get("oif") == index]
-            if local and not tentative:
-                break
-            assert time.monotonic() < deadline, f"{dev}: link-local address never settled"
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     require_real(tools=ENGINE_TOOLS)
-    boxes = {h: Sandbox(name) for h, name in BOXES.items()}
-    try:
-        for h, box in boxes.items():
-            box.down()
-            box.up(libvirt=(h == "b"))
-            prime_docker(box)
-        link_underlay(boxes["a"].netns, boxes["b"].netns, UNDERLAY, names=ULINK)
-        settled(boxes)
+    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours, libvirt=("b",),
+                       prepare=lambda boxes: scrub_pool(boxes["b"].target().libvirt_uri)
+                       ) as (boxes, before):
         target = boxes["b"].target()
         b = {"docker": target.docker_url, "libvirt": target.libvirt_uri}
-        scrub_pool(b["libvirt"])
-        before = {h: hostsnap.snapshot(box.netns, netns_filter=ours)
-                  for h, box in boxes.items()}
         yield {"boxes": boxes, "before": before, "b": b, "pools": pools(b["libvirt"]),
                "state": tmp_path_factory.mktemp("remotevm-state")}
-    finally:
-        with contextlib.suppress(HybridError):
-            unlink_underlay(boxes["a"].netns, ULINK[0])
-        for box in boxes.values():
-            box.down()
 
 
 def open_lab(two: dict[str, Any]) -> Lab:
@@ -204,9 +167,9 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
     assert pools(uri) == two["pools"], "the storage pool outlived the lab"
     lv = boxes["b"].daemon("libvirtd").pid
     assert not Path(f"/proc/{lv}/root{vm.pool.path}").exists(), "the pool's directory stayed"
-    for h, box in boxes.items():          # the underlay was linked before the snapshots
-        after = hostsnap.snapshot(box.netns, netns_filter=ours)
-        assert hostsnap.diff(two["before"][h], after) == [], h
+    after = snapshots(boxes, ours)        # the underlay was linked before the snapshots
+    for h in boxes:
+        assert hostsnap.diff(two["before"][h], after[h]) == [], h
     print("after destroy: b's storage pools and both snapshots as before")
 
 

@@ -23,7 +23,6 @@ Every packet goes to an address this test made, inside those namespaces.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import Any, Iterator
@@ -32,12 +31,10 @@ import pytest
 
 from hybridnb import multihost_apply
 from hybridnb.drivers import nsutil
-from hybridnb.drivers.vxlan import link_underlay, unlink_underlay
-from hybridnb.errors import HybridError
 from hybridnb.lab import Lab
-from hybridnb.sandbox import Sandbox
 from tests.gating import require_real
 from tests.helpers import hostsnap
+from tests.helpers.twohosts import snapshots, two_sandboxes
 from tests.integration.test_remote_real import namespaces_entered
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
@@ -63,25 +60,10 @@ def lab_dict(b_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     require_real(tools=ENGINE_TOOLS)
-    from tests.integration.test_multihost_real import prime_docker
-
-    boxes = {h: Sandbox(name) for h, name in BOXES.items()}
-    try:
-        for box in boxes.values():
-            box.down()
-            box.up(libvirt=False)
-            prime_docker(box)
-        before = {h: hostsnap.snapshot(box.netns, netns_filter=ours)
-                  for h, box in boxes.items()}
-        link_underlay(boxes["a"].netns, boxes["b"].netns, UNDERLAY, names=ULINK)
-        state = tmp_path_factory.mktemp("remotewatch-state")
-        yield {"boxes": boxes, "before": before, "state": state,
+    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours) as (boxes, before):
+        yield {"boxes": boxes, "before": before,
+               "state": tmp_path_factory.mktemp("remotewatch-state"),
                "url": boxes["b"].target().docker_url}
-    finally:
-        with contextlib.suppress(HybridError):
-            unlink_underlay(boxes["a"].netns, ULINK[0])
-        for box in boxes.values():
-            box.down()
 
 
 def open_lab(two: dict[str, Any]) -> Lab:
@@ -114,10 +96,9 @@ def test_a_remote_host_is_monitored_captured_and_diagnosed(two) -> None:
             done = open_lab(two).destroy()
             print(f"destroy: {done.seconds:.2f}s")
     assert b_ns not in entered, "hybridnb entered b's namespace by itself"
-    unlink_underlay(boxes["a"].netns, ULINK[0])
-    for h, box in boxes.items():
-        after = hostsnap.snapshot(box.netns, netns_filter=ours)
-        assert hostsnap.diff(two["before"][h], after) == [], h
+    after = snapshots(boxes, ours)
+    for h in boxes:
+        assert hostsnap.diff(two["before"][h], after[h]) == [], h
 
 
 def check_monitor(lab: Lab, c2: str) -> None:
