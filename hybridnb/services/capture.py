@@ -214,10 +214,7 @@ class Capture:
                 raise EngineError(f"tcpdump on {self.interface} did not start: {words}",
                                   engine="tcpdump",
                                   hint="check the BPF filter (tcpdump -d FILTER)")
-        if self.duration:
-            self._timer = threading.Timer(self.duration, self._interrupt)
-            self._timer.daemon = True
-            self._timer.start()
+        self._arm_timer()
         return self
 
     def _read_stderr(self) -> None:
@@ -227,6 +224,13 @@ class Capture:
             self._stderr.append(line)
             if "listening on" in line:
                 self._listening.set()
+
+    def _arm_timer(self) -> None:
+        """With a ``duration``, stop the capture once it has passed."""
+        if self.duration:
+            self._timer = threading.Timer(self.duration, self._interrupt)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _interrupt(self) -> None:
         proc = self._proc
@@ -449,10 +453,7 @@ class RemoteCapture(Capture):
                 raise EngineError(f"host {self.view.host}: the capture on {self.interface} "
                                   f"did not start in {getattr(runner, 'where', 'its agent')}: "
                                   f"{words}", engine="agent")
-        if self.duration:
-            self._timer = threading.Timer(self.duration, self._interrupt)
-            self._timer.daemon = True
-            self._timer.start()
+        self._arm_timer()
         return self
 
     def _copy(self) -> None:
