@@ -642,6 +642,16 @@ def _stdout_gone() -> int:
     return EXIT_PIPE
 
 
+def _drop_half_built(unraisable: Any) -> None:
+    """``sys.unraisablehook`` after Ctrl-C.  The interrupt can land inside a constructor —
+    pyroute2 makes an asyncio loop for each netlink socket — and the half-built object's
+    ``__del__`` then fails with AttributeError when it is collected, printing a traceback
+    after our one line.  Only that is dropped; anything else is printed as before."""
+    finalizer = getattr(unraisable.object, "__name__", "") == "__del__"
+    if not (finalizer and unraisable.exc_type is AttributeError):
+        sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -655,6 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"hybridnb: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
+        sys.unraisablehook = _drop_half_built
         _say("hybridnb: interrupted; the next command finishes the record of what was in "
              "flight")
         return EXIT_INTERRUPTED

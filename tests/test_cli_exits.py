@@ -91,6 +91,43 @@ def test_output_cut_short_ends_quietly(tmp_path, state_dir):
     assert head.stdout.decode().startswith("{")
 
 
+HALF_BUILT = """
+import asyncio, sys
+import hybridnb.cli as cli
+
+def cut_short(args):
+    # what SIGINT inside asyncio's loop constructor leaves behind (CI, stop 21)
+    cut_short.loop = asyncio.SelectorEventLoop.__new__(asyncio.SelectorEventLoop)
+    raise KeyboardInterrupt
+
+class Other:
+    def __del__(self):
+        raise ValueError("a finalizer's own bug")
+
+cli.cmd_kinds = cut_short
+code = cli.main(["kinds"])
+if "--other" in sys.argv:
+    Other()
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("other", [False, True])
+def test_ctrl_c_inside_a_constructor_prints_one_line(state_dir, other):
+    """Regression: Ctrl-C landing in pyroute2's event-loop constructor printed the half-built
+    loop's ``__del__`` traceback after "interrupted"; other finalizer errors still show."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    got = subprocess.run([sys.executable, "-c", HALF_BUILT, *(["--other"] if other else [])],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 130
+    lines = got.stderr.splitlines()
+    assert lines[0].startswith("hybridnb: interrupted;")
+    if other:
+        assert "a finalizer's own bug" in got.stderr
+    else:
+        assert lines == lines[:1], got.stderr
+
+
 def test_the_sandbox_hints_name_the_sandbox(monkeypatch, tmp_path, state_dir):
     from hybridnb.drivers.docker import ContainerDriver
     from hybridnb.errors import EngineUnavailable
