@@ -224,7 +224,7 @@ def _state_of(res: Resource, seen: Observation | None, applied: bool,
 class Lab:
     """A hybrid lab: one bridge, one subnet, containers, VMs and hosts on it."""
 
-    #: host → :class:`~hybridnb.services.probe.runner.Runner` for a lab over several hosts:
+    #: host → :class:`~hybridnb.drivers.runner.Runner` for a lab over several hosts:
     #: that host's share of ``test()``'s matrix runs through it (a host this process cannot
     #: enter); None or a host left out: in this process — but a remote host (``docker:``
     #: URL) left out runs its share in its agent container (see docs/multihost.md)

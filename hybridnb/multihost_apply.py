@@ -607,7 +607,7 @@ def prober(lab: Lab, runners: Mapping[str, Any] | None = None) -> Callable[..., 
     namespaces can be entered from here, as two sandboxes on one machine), the ordinary
     :func:`~hybridnb.services.probe.probe_matrix`; else
     :func:`~hybridnb.services.probe.coordinate.probe_shares` with each host's share run
-    where it can (host → :class:`~hybridnb.services.probe.runner.Runner`: ``runners`` and
+    where it can (host → :class:`~hybridnb.drivers.runner.Runner`: ``runners`` and
     each remote host's agent, :func:`share_runners`; a host without one in this process),
     the endpoints placed on their hosts, the gateway on the primary."""
     import functools

@@ -1,7 +1,7 @@
 """Remote hosts (issue 17): the wire format, the runner, the agent, the remote backend's rules.
 
 Everything here runs without a Docker engine: the agent is started as a local subprocess
-(:class:`~hybridnb.remote.runner.LocalRunner`) — in a network namespace of its own
+(:class:`~hybridnb.drivers.runner.LocalRunner`) — in a network namespace of its own
 (``unshare --net``) where it makes anything — and the Docker URL forms are checked for the
 client arguments they give.  The agent in a real remote Docker engine is
 ``tests/integration/test_remote_real.py``.
@@ -23,7 +23,7 @@ from hybridnb.errors import (ConflictError, EngineError, EngineUnavailable, Unsu
 from hybridnb.lab import Lab
 from hybridnb.remote import wire
 from hybridnb.remote.agentbox import PROXIES, AgentClient
-from hybridnb.remote.runner import LocalRunner
+from hybridnb.drivers.runner import LocalRunner
 from tests.gating import require_real
 
 ROOT = str(Path(__file__).resolve().parents[1])

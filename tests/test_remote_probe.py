@@ -276,7 +276,7 @@ class _BytesRunner:
     ``docker exec`` into the agent gives it — here a local subprocess."""
 
     def __init__(self, module: str | None = None) -> None:
-        from hybridnb.remote.runner import LocalRunner
+        from hybridnb.drivers.runner import LocalRunner
 
         self.runner, self.module = LocalRunner(), module
         self.where = "a test agent"

@@ -11,7 +11,7 @@ this machine through its Docker API alone:
   ``NET_ADMIN``, ``NET_RAW`` and ``SYS_ADMIN``, in the host's network and PID namespaces
   (``network_mode=host``, ``pid_mode=host``), started through that Docker API from the
   **agent image** (:mod:`hybridnb.remote.image`), reached by Docker exec with stdio attached
-  (:mod:`hybridnb.remote.runner`) and spoken to in JSON lines (:mod:`hybridnb.remote.wire`,
+  (:mod:`hybridnb.drivers.runner`) and spoken to in JSON lines (:mod:`hybridnb.remote.wire`,
   the server :mod:`hybridnb.remote.agent`);
 * its share of a probe matrix — sockets opened inside its containers' network namespaces —
   by ``python3 -m hybridnb.services.probe.share`` in the same agent container

@@ -18,7 +18,7 @@ engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_im
   the host's Docker API gives (``State.Pid``, a pid of dockerd's PID namespace): the
   probe share finds it only in that PID namespace.  Its mount namespace stays private;
 * its main process idles (``python3 -m hybridnb.remote.agent --idle``); the server runs by
-  ``docker exec`` with stdio attached (:class:`~hybridnb.remote.runner.DockerExecRunner`).
+  ``docker exec`` with stdio attached (:class:`~hybridnb.drivers.runner.DockerExecRunner`).
 
 It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, Docker network
 or container on that engine's host (starting it costs an image inspect and a container
@@ -42,7 +42,7 @@ from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.remote import wire
 from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
-from hybridnb.remote.runner import DockerExecRunner, ModuleProcess, Runner
+from hybridnb.drivers.runner import DockerExecRunner, ModuleProcess, Runner
 
 NAME = "hnb-agent"
 #: what the agent may do beyond an ordinary container: configure the network (links,
@@ -206,7 +206,7 @@ def docker_runner(api_factory: Callable[[], Any], where: str,
 
 
 class AgentRunner:
-    """A :class:`~hybridnb.remote.runner.Runner` into a host's agent container, made on first
+    """A :class:`~hybridnb.drivers.runner.Runner` into a host's agent container, made on first
     use (the container started if needed) and kept; when the container is gone (a destroy
     released it) the next module starts it again."""
 

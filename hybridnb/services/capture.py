@@ -299,13 +299,18 @@ class Capture:
         return self._finish()
 
     def _finish(self) -> CaptureResult:
+        """The result, made once: the duration timer cancelled, the last words collected."""
         if self.result is not None:
             return self.result
         if self._timer is not None:
             self._timer.cancel()
+        self._collect()
+        return self._counted()
+
+    def _collect(self) -> None:
+        """Wait (briefly) for tcpdump's last words on stderr."""
         if self._reader is not None:
             self._reader.join(2.0)
-        return self._counted()
 
     def _counted(self) -> CaptureResult:
         """The result, with the counts tcpdump's last words (``self._stderr``) give; those
@@ -502,17 +507,13 @@ class RemoteCapture(Capture):
             self._remote.kill()
         return self._finish()
 
-    def _finish(self) -> CaptureResult:
-        if self.result is not None:
-            return self.result
-        if self._timer is not None:
-            self._timer.cancel()
+    def _collect(self) -> None:
+        """The sniffer's last words: its counts, from the tail of its error output."""
         try:
             self._remote.wait(2.0)
         except Exception:                 # it ended or cannot say: the pcap is complete
             pass
         self._stderr = [ln.strip() for ln in self._remote.stderr_tail().splitlines()]
-        return self._counted()
 
 
 def _one(view: LabView, endpoint: str, **kw: Any) -> Capture:

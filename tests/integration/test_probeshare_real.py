@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from hybridnb.lab import Lab
-from hybridnb.services.probe.runner import LocalRunner
+from hybridnb.drivers.runner import LocalRunner
 from tests.integration.test_multihost_real import BOXES, two  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.real, pytest.mark.vm]

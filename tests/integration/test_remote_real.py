@@ -196,7 +196,7 @@ def check_runner(api: Any) -> None:
     """The runner runs any module on the host with stdio attached (here ``json.tool`` in a
     fresh agent container) and kills one that does not end by itself."""
     from hybridnb.remote import agentbox
-    from hybridnb.remote.runner import DockerExecRunner
+    from hybridnb.drivers.runner import DockerExecRunner
 
     cid = agentbox.ensure_agent(api)
     info = api.inspect_container(cid)

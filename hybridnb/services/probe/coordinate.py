@@ -5,7 +5,7 @@ then for each host runs its share (:mod:`hybridnb.services.probe.share`):
 
 * **in this process** (:class:`~hybridnb.services.probe.share.Share`) for a host whose
   namespaces and guest agents this process can enter (this machine, a sandbox on it);
-* **through a runner** (:class:`~hybridnb.services.probe.runner.Runner`) for a host it cannot
+* **through a runner** (:class:`~hybridnb.drivers.runner.Runner`) for a host it cannot
   enter: ``python3 -m hybridnb.services.probe.share`` started there, spoken to in JSON lines.
 
 It waits until every share says *ready* (its responders listen), says *go* to all of them at
@@ -30,11 +30,11 @@ import time
 from collections import deque
 from typing import Any, Callable, Mapping, Sequence
 
+from hybridnb.drivers.runner import ModuleProcess, Runner
 from hybridnb.errors import EngineError, HybridError
 from hybridnb.services.probe.endpoint import ProbeEndpoint
 from hybridnb.services.probe.matrix import ConnectivityMatrix, ProbeResult
 from hybridnb.services.probe.plan import DEFAULT_CHECKS
-from hybridnb.services.probe.runner import Runner, ShareProcess
 from hybridnb.services.probe.share import (
     MODULE,
     WIRE_VERSION,
@@ -210,7 +210,7 @@ class _Remote(_Handle):
         self.where = getattr(runner, "where", type(runner).__name__)
         self.info: dict[str, Any] = {"where": self.where}
         try:
-            self.proc: ShareProcess = runner.run_module(MODULE, [])
+            self.proc: ModuleProcess = runner.run_module(MODULE, [])
         except HybridError as exc:
             raise _named(self.host, exc) from exc
         except OSError as exc:

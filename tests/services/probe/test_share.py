@@ -17,7 +17,7 @@ from hybridnb.services.probe import ProbeEndpoint, plan_probes, probe_matrix
 from hybridnb.services.probe.coordinate import probe_shares
 from hybridnb.services.probe.engine import engine_name
 from hybridnb.services.probe.plan import share_plans
-from hybridnb.services.probe.runner import LocalRunner, Runner
+from hybridnb.drivers.runner import LocalRunner, Runner
 from hybridnb.services.probe.share import (
     LibvirtGuest,
     ProbeRequest,

@@ -2,7 +2,7 @@
 
 A private bridge with four namespace hosts (:class:`NetLab`): h00 and h01 are "host a",
 h02, h03 and the gateway "host b".  The matrix run as shares — both in this process, or b's
-in a subprocess started by :class:`~hybridnb.services.probe.runner.LocalRunner` (a stand-in
+in a subprocess started by :class:`~hybridnb.drivers.runner.LocalRunner` (a stand-in
 for a remote host: nothing shared but the pipes) — gives the same pairs and the same verdicts
 as one :func:`probe_matrix`; a dead endpoint of b still costs one timeout.  Both engines.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from hybridnb.services.probe import probe_matrix
 from hybridnb.services.probe.coordinate import probe_shares
-from hybridnb.services.probe.runner import LocalRunner
+from hybridnb.drivers.runner import LocalRunner
 from tests.gating import require_real
 from tests.services.probe.netlab import NetLab, TinyDNS
 

@@ -21,7 +21,7 @@ plans, one holding responders and one probing.
 
 :class:`Share` runs a share in this process.  ``python3 -m hybridnb.services.probe.share``
 runs one in a process of its own, speaking JSON lines (:func:`main`), the contract a
-:class:`~hybridnb.services.probe.runner.Runner` carries to a remote host:
+:class:`~hybridnb.drivers.runner.Runner` carries to a remote host:
 
 ====================================================  =========================================
 coordinator → share (stdin)                           share → coordinator (stdout)

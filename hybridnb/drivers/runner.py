@@ -2,8 +2,10 @@
 
 A :class:`Runner` starts a Python module somewhere and hands back a :class:`ModuleProcess`
 (``stdin``/``stdout`` byte streams, ``wait``, ``kill``, ``stderr_tail``).  What is spoken on
-the streams is the module's business (the agent's JSON lines, :mod:`hybridnb.remote.wire`;
-any other module speaking on stdio — e.g. a probe share — runs the same way):
+the streams is the module's business.  Two users speak JSON lines over it: a remote host's
+agent (:mod:`hybridnb.remote.agentbox`, :mod:`hybridnb.remote.wire`) and a host's share of a
+probe matrix (:mod:`hybridnb.services.probe.coordinate`, which also takes any object of this
+shape — a ``subprocess.Popen`` with text pipes will do):
 
 * :class:`LocalRunner` — a subprocess of this machine (unit tests, and a module that must
   run here);
