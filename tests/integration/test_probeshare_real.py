@@ -75,7 +75,7 @@ def test_a_share_in_another_process_gives_the_same_matrix(two) -> None:  # noqa:
         shared = lab.test(CHECKS, timeout=1.0, count=2)
         took = time.monotonic() - t0
         # one share process for b, gone with exit code 0 once the matrix was merged
-        assert [p.args[1:3] for p in runner.started] == [["-m", "hybridnb.services.probe.share"]]
+        assert [p.proc.args[1:3] for p in runner.started] == [["-m", "hybridnb.services.probe.share"]]
         assert runner.started[0].wait(timeout=5) == 0
         print(f"(b) b's share in a subprocess, {took:.2f}s: {shared.summary()}")
         for m in (one, shared):

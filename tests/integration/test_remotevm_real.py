@@ -17,6 +17,9 @@ so a path under it is *not* a path of this process.  Checked:
   reaches the container (``lab.exec`` in the VM runs through the guest agent over libvirt);
 * a second VM on b boots from the same two volumes (uploaded once);
 * a VM stopped and started again boots with its console read anew;
+* watching the VM on b works as for a container there: the report's traffic section (a
+  ``monitor`` recording) has a row for v1 on host b with the pings' bytes, read from its tap
+  in the agent's link dump, and a capture on v1's port is made by b's agent;
 * a second apply is a no-op and uploads nothing; an upload of the same kernel again is a
   lookup (content-keyed);
 * destroy removes the volumes and the pool it made (b's storage pools as before) and leaves
@@ -134,6 +137,7 @@ def test_a_vm_on_a_host_given_only_by_its_engine_urls(two) -> None:
         assert len(vm.pool.uploaded) == 2, "two VMs, one kernel and one initramfs uploaded"
         check_remote_files(two, lab, vm)
         check_reach(lab)
+        check_watch(lab)
         # a second apply: nothing to do, nothing uploaded
         again = open_lab(two)
         t0 = time.monotonic()
@@ -234,6 +238,36 @@ def check_disk_volumes(vm: Any, spec: dict[str, Any], tmp: Path) -> None:
     print(f"overlay and seed made on b, then released: {gone}")
     assert sorted(gone) == sorted(n for n, p in vols.items() if p in {disk, seed, base_path})
     assert vm.pool.volumes() == before
+
+
+def check_watch(lab: Lab) -> None:
+    """v1's tap on b, named by b's libvirt, is monitored and captured through b's agent."""
+    import threading
+
+    v1 = str(lab.addresses()["v1"])
+    got: dict[str, Any] = {}
+    t0 = time.monotonic()
+    watcher = threading.Thread(target=lambda: got.update(
+        report=lab.report(probe=False, monitor=3.0, sections=["traffic"])))
+    watcher.start()
+    time.sleep(0.7)                                  # the first reading is taken
+    lab.exec("c1", f"ping -c 8 -i 0.2 -s 1000 -W 2 {v1}", timeout=30).check()
+    watcher.join(30)
+    traffic = got["report"].data.section("traffic").data
+    print(f"report with 3 s of monitor, 8 x 1000 B pings c1 -> v1: "
+          f"{time.monotonic() - t0:.2f}s; {traffic['headline']}")
+    assert traffic["not_watched"] == [], traffic["not_watched"]
+    row = {r["endpoint"]: r for r in traffic["endpoints"]}["v1"]
+    print(f"  v1@{row['host']}: tx {row['tx_bytes']} rx {row['rx_bytes']} via {row['port']}")
+    assert row["host"] == "b" and row["tx_bytes"] > 7000 and row["rx_bytes"] > 7000, row
+    t0 = time.monotonic()
+    with lab.capturing("v1", bpf="icmp", count=4) as cap:
+        lab.exec("c1", f"ping -c 2 -i 0.2 -W 2 {v1}", timeout=30).check()
+        cap.wait(10)
+    assert cap.result is not None
+    print(f"capture on v1's port (host b): {time.monotonic() - t0:.2f}s: "
+          f"{cap.result.headline()}")
+    assert cap.result.captured == 4 and cap.result.address == v1, cap.result
 
 
 def check_reach(lab: Lab) -> None:
