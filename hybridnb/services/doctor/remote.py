@@ -1,26 +1,39 @@
-"""The doctor on a host of another machine: what can be read there, and what is not checked.
+"""The doctor on a host of another machine: every check that can judge what its agent reads.
 
 A *remote* host (:mod:`hybridnb.remote`: reached through its Docker API, its fabric made by
-the hybridnb agent container there) has no lab host this machine could enter, so the
-ordinary checks — which read this machine's netlink, sysctls, iptables, engines — must not
-run for it (they would look at *this* machine).  :func:`diagnose_there` runs instead:
+the hybridnb agent container there) has no lab host this machine could enter, so nothing
+may read *this* machine's netlink, sysctls, iptables or namespaces for it.
+:func:`diagnose_there` runs instead:
 
 * ``bridge``, ``mtu`` and ``vxlan`` from one link dump **read there** by the agent
   (:class:`~hybridnb.drivers.base.LinksThere`) and the VXLAN device's flood list (its FDB
   entries) asked from the agent's VXLAN driver: the bridge exists and is up, bridge and ports
   share the lab's MTU, the VXLAN device is a port of the bridge, up, with the lab's MTU and
   one all-zeros FDB entry per other host's underlay address;
-* the checks that only use the host's drivers (:data:`THROUGH_DRIVERS`: endpoints through its
-  Docker API) as they are;
-* every other chosen check that would apply to the host's share (not, say, the DNS checks
-  on a host without the lab's DNS server) becomes one ``not-checked`` warning naming the
-  host and the checks — never silently left out.
+* the checks that only use the host's drivers (:data:`THROUGH_DRIVERS`: the engines through
+  its Docker API and libvirt URI, endpoints, the policy table and its counters through the
+  agent's policy driver) as they are;
+* the ordinary checks of :data:`READ_BY_AGENT` — the kernel's sysctls and the FORWARD chain,
+  route overlap, the ARP sweep (``duplicate-address``, ``endpoint-identity``), leftovers,
+  nftables' features — **the same check code** given a :class:`RemoteHost` reader
+  (:mod:`.host`), whose every read is one agent request answered there
+  (:class:`~hybridnb.drivers.base.HostThere`, :mod:`hybridnb.remote.hostread`): that host's
+  sysctls, ``iptables-save`` and routes as the agent sees them, the ARP sweep sent from that
+  host's lab bridge (only to the lab's own addresses, only on a bridge carrying the lab's
+  mark), the addresses inside its containers' namespaces as seen there, its hybridnb marks
+  judged against the host's own journal;
+* a chosen check that applies to the share but cannot be judged there (:data:`NOT_THERE`,
+  with the reason; or a check of a group registered later, which would read this machine)
+  becomes one ``not-checked`` warning naming the host, the checks and why — never silently
+  left out.
 
-Read-only (``doctor --fix`` on a lab over several hosts is refused before this).
+Read-only: the findings carry the command to run *on that host*, never ``fixable``
+(``doctor --fix`` on a lab over several hosts is refused before this).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Mapping, Sequence
 
@@ -28,10 +41,20 @@ from hybridnb.errors import HybridError
 from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext, DoctorReport,
                                            Finding, _run_one)
 
-#: checks that look only through the host's drivers — its Docker API — never at this machine
-THROUGH_DRIVERS = ("docker", "endpoint-state")
-#: checks done here from what the agent reads there
+#: checks that look only through the host's drivers (its Docker API, libvirt URI, agent)
+THROUGH_DRIVERS = ("docker", "libvirt", "endpoint-state", "policy-table", "policy-drops")
+#: remote-only findings made here from the links the agent reads there
 READ_THERE = ("bridge", "mtu", "vxlan")
+#: ordinary checks run with a :class:`RemoteHost` reader: each read answered by the agent
+READ_BY_AGENT = ("forward-drop", "br-netfilter", "ip-forward", "neighbour-cap",
+                 "route-overlap", "duplicate-address", "endpoint-identity", "leftovers",
+                 "policy-kernel", "virtualization")
+#: checks that cannot be judged there, and why
+NOT_THERE: dict[str, str] = {
+    "link-kernel": "it tries tc qdiscs in a throwaway namespace it makes on the machine it "
+                   "runs on; link impairments are not made on a host reached through its "
+                   "Docker API",
+}
 IFF_UP = 0x1
 
 
@@ -114,13 +137,64 @@ def vxlan_finding(host: str, spec: Mapping[str, Any] | None, links: Mapping[int,
                     f"{', '.join(have) or 'nobody'}", why, data)
 
 
-def not_checked(host: str, where: str, ids: Sequence[str]) -> Finding:
+def not_checked(host: str, where: str, ids: Sequence[str],
+                reasons: Mapping[str, str] | None = None) -> Finding:
+    why = "; ".join(f"{i}: {(reasons or {}).get(i) or OTHER}" for i in ids)
     return Finding("not-checked", "checks that cannot run on a host of another machine", WARN,
                    f"not checked on remote host {host} ({where}): {', '.join(ids)}",
-                   "these checks read this machine's kernel, namespaces, firewall or engines "
-                   "directly; on a host reached through its Docker API hybridnb reads the "
-                   "bridge, VXLAN device and MTU through its agent and the endpoints through "
-                   "its Docker API only", "", False, "remote", {"checks": list(ids)})
+                   why, "", False, "remote", {"checks": list(ids)})
+
+
+#: why a check not known to be safe there is not run on a remote host
+OTHER = ("its code reads the machine it runs on directly (not through a reader the agent "
+         "can answer)")
+
+
+class RemoteHost:
+    """The doctor's reader (:mod:`.host`) of a host on another machine: every read is one
+    request to its agent (``driver``: the host's bridge proxy,
+    :class:`~hybridnb.drivers.base.HostThere` and
+    :class:`~hybridnb.drivers.base.LinksThere`); nothing opens a socket, runs a command or
+    enters a namespace on this machine."""
+
+    remote = True
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    def command(self, argv: list[str]) -> tuple[int, str, str]:
+        got = self.driver.read_there("command", list(argv))
+        return int(got["rc"]), str(got["out"]), str(got["err"])
+
+    def links(self) -> dict[int, Any]:
+        return dict(self.driver.links_there(None))
+
+    def sysctl(self, key: str) -> str | None:
+        return self.driver.read_there("sysctls", [key]).get(key)
+
+    #: the agent lives in the host's own namespace: the lab host *is* the machine's there
+    machine_sysctl = sysctl
+
+    def arp_cache(self) -> tuple[int, int]:
+        entries, fulls = self.driver.read_there("arp_cache")
+        return int(entries), int(fulls)
+
+    def arp_sweep(self, lab: str | None, bridge: str, gateway: str, mac: str, subnet: str,
+                  targets: list[str]) -> dict[str, set[str]]:
+        got = self.driver.read_there("arp_sweep", lab, bridge, gateway, mac, str(subnet),
+                                     list(targets))
+        return {str(a): set(macs) for a, macs in dict(got).items()}
+
+    def addresses(self, netns: str, ifname: str) -> set[str]:
+        return set(self.driver.read_there("addresses", netns, ifname))
+
+    def nft_features(self) -> list[Any]:
+        from hybridnb.drivers.nftables import Feature
+
+        return [Feature(**f) for f in self.driver.read_there("nft_features")]
+
+    def kvm_device(self) -> bool | None:
+        return None                     # the agent container is given no devices
 
 
 def _fabric(view: Any, chosen: set[str]) -> list[Finding]:
@@ -143,19 +217,29 @@ def _fabric(view: Any, chosen: set[str]) -> list[Finding]:
     return out
 
 
-def diagnose_there(view: Any, checks: Sequence[Check], where: str = "") -> DoctorReport:
+def _there(finding: Finding, host: str) -> Finding:
+    """A finding of a remote host: its command is to be run on that host, never by --fix."""
+    fix = f"on host {host}: {finding.fix_command}" if finding.fix_command else ""
+    return dataclasses.replace(finding, fix_command=fix, fixable=False)
+
+
+def diagnose_there(view: Any, checks: Sequence[Check], where: str = "",
+                   owned: Mapping[str, Mapping[str, Any]] | None = None) -> DoctorReport:
     """The doctor of ``view`` — one host's share of a spread lab, that host on another
-    machine — read-only: see the module's docstring."""
+    machine — read-only (``owned``: every lab that host's journal knows, for leftovers):
+    see the module's docstring."""
     started = time.perf_counter()
     ids = [c.id for c in checks]
     chosen = set(ids)
     if chosen & {"bridge", "mtu"}:
         chosen.add("vxlan")                # the network group, there: with the fabric device
+    host = str(view.host)
     ctx = DoctorContext(view.name, view.backend.target, dict(view.backend.drivers),
-                        tuple(view.resources), dict(view.state), {}, view.state_dir,
-                        view.backend.name)
-    findings = [_run_one(c, ctx) for c in checks
-                if c.id in THROUGH_DRIVERS and c.applies(ctx)]
+                        tuple(view.resources), dict(view.state), dict(owned or {}),
+                        view.state_dir, view.backend.name,
+                        reader=RemoteHost(view.driver("bridge")))
+    findings = [_there(_run_one(c, ctx), host) for c in checks
+                if c.id in THROUGH_DRIVERS + READ_BY_AGENT and c.applies(ctx)]
     try:
         findings += _fabric(view, chosen)
     except HybridError as exc:
@@ -163,12 +247,12 @@ def diagnose_there(view: Any, checks: Sequence[Check], where: str = "") -> Docto
                                 f"could not read host {view.host}'s links through its agent: "
                                 f"{exc.message}", exc.hint or "", "", False, "network"))
     rest = [c.id for c in checks                 # those that would apply to this share
-            if c.id not in THROUGH_DRIVERS + READ_THERE and c.applies(ctx)]
+            if c.id not in THROUGH_DRIVERS + READ_THERE + READ_BY_AGENT and c.applies(ctx)]
     if rest:
-        findings.append(not_checked(str(view.host), where or view.backend.target.name, rest))
+        findings.append(not_checked(host, where or view.backend.target.name, rest, NOT_THERE))
     return DoctorReport(view.name, where or view.backend.target.name, tuple(findings),
                         seconds=time.perf_counter() - started)
 
 
-__all__ = ["READ_THERE", "THROUGH_DRIVERS", "bridge_finding", "diagnose_there", "mtu_finding",
-           "not_checked", "vxlan_finding"]
+__all__ = ["NOT_THERE", "READ_BY_AGENT", "READ_THERE", "THROUGH_DRIVERS", "RemoteHost",
+           "bridge_finding", "diagnose_there", "mtu_finding", "not_checked", "vxlan_finding"]
