@@ -35,7 +35,7 @@ from hybridnb.drivers import nsutil
 from hybridnb.lab import Lab
 from tests.gating import require_real
 from tests.helpers import hostsnap
-from tests.helpers.twohosts import snapshots, two_sandboxes
+from tests.helpers.twohosts import remote_pair, snapshots
 from tests.integration.test_remote_real import namespaces_entered
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
@@ -68,10 +68,9 @@ def lab_dict(b_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     require_real(tools=ENGINE_TOOLS)
-    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours) as (boxes, before):
-        yield {"boxes": boxes, "before": before,
-               "state": tmp_path_factory.mktemp("remotedoctor-state"),
-               "url": boxes["b"].target().docker_url}
+    with remote_pair(BOXES, UNDERLAY, ULINK, ours,
+                     tmp_path_factory.mktemp("remotedoctor-state")) as two:
+        yield two
 
 
 def open_lab(two: dict[str, Any]) -> Lab:
@@ -133,7 +132,12 @@ def check_healthy(lab: Lab) -> None:
         assert on_b[check].status == "ok", on_b[check]
         assert on_b[check].title.startswith("host b: "), on_b[check]
     assert "1 addresses answered ARP" in on_b["duplicate-address"].found
-    assert multihost_apply.is_remote(multihost_apply.host_backend(lab, "b"))
+    b = multihost_apply.host_backend(lab, "b")
+    assert multihost_apply.is_remote(b)
+    # endpoint-identity looked inside c2 there: the agent reads its eth0 in c2's namespace
+    c2_ns = b.drivers["container"].netns_paths_there("rdl")["c2"]      # type: ignore[attr-defined]
+    c2 = f"{lab.addresses()['c2']}/{SUBNET.split('/')[1]}"
+    assert b.drivers["bridge"].read_there("addresses", c2_ns, "eth0") == [c2]  # type: ignore
 
 
 def check_sysctl_fault(lab: Lab, b_ns: str) -> None:

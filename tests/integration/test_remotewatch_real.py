@@ -34,7 +34,7 @@ from hybridnb.drivers import nsutil
 from hybridnb.lab import Lab
 from tests.gating import require_real
 from tests.helpers import hostsnap
-from tests.helpers.twohosts import snapshots, two_sandboxes
+from tests.helpers.twohosts import remote_pair, snapshots
 from tests.integration.test_remote_real import namespaces_entered
 from tests.realengines import ENGINE_TOOLS, SANDBOX_NAME
 
@@ -60,10 +60,9 @@ def lab_dict(b_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def two(tmp_path_factory) -> Iterator[dict[str, Any]]:
     require_real(tools=ENGINE_TOOLS)
-    with two_sandboxes(BOXES, UNDERLAY, ULINK, ours) as (boxes, before):
-        yield {"boxes": boxes, "before": before,
-               "state": tmp_path_factory.mktemp("remotewatch-state"),
-               "url": boxes["b"].target().docker_url}
+    with remote_pair(BOXES, UNDERLAY, ULINK, ours,
+                     tmp_path_factory.mktemp("remotewatch-state")) as two:
+        yield two
 
 
 def open_lab(two: dict[str, Any]) -> Lab:
