@@ -230,16 +230,20 @@ def test_only_what_cannot_run_there_is_not_checked_and_says_why(nothing_here):
     assert {f.check: f.status for f in report.findings}["policy-kernel"] == OK
 
 
-def test_a_remote_hosts_findings_come_back_titled_with_it():
+def test_a_remote_hosts_commands_say_where_to_run_them():
     import dataclasses
 
     from hybridnb.services.doctor.base import Finding
     from hybridnb.services.doctor.remote import _there
 
     f = _there(Finding("ip-forward", "t", "warn", "x", fix_command="sysctl -w a=1",
-                       fixable=True), "b")
+                       fixable=True), "b", True)
     assert (f.fix_command, f.fixable) == ("on host b: sysctl -w a=1", False)
-    assert dataclasses.replace(f, fix_command="").fix_command == ""
+    apply = dataclasses.replace(f, fix_command="hybridnb apply rd", fixable=True)
+    assert _there(apply, "b", True).fix_command == "hybridnb apply rd"      # run from here
+    start = dataclasses.replace(f, fix_command="docker -H unix:///b.sock start c2")
+    assert _there(start, "b", False).fix_command == "docker -H unix:///b.sock start c2"
+    assert _there(dataclasses.replace(f, fix_command=""), "b", True).fix_command == ""
 
 
 # ------------------------------------------------------------------- the agent's own side

@@ -217,9 +217,13 @@ def _fabric(view: Any, chosen: set[str]) -> list[Finding]:
     return out
 
 
-def _there(finding: Finding, host: str) -> Finding:
-    """A finding of a remote host: its command is to be run on that host, never by --fix."""
-    fix = f"on host {host}: {finding.fix_command}" if finding.fix_command else ""
+def _there(finding: Finding, host: str, read_there: bool) -> Finding:
+    """A finding of a remote host, never fixed by --fix; a command of a check that read the
+    host through its agent is to be run on that host (``hybridnb …`` and the engines' own
+    commands, which name the host's URL, are run from here)."""
+    fix = finding.fix_command
+    if fix and read_there and not fix.startswith("hybridnb "):
+        fix = f"on host {host}: {fix}"
     return dataclasses.replace(finding, fix_command=fix, fixable=False)
 
 
@@ -238,7 +242,7 @@ def diagnose_there(view: Any, checks: Sequence[Check], where: str = "",
                         tuple(view.resources), dict(view.state), dict(owned or {}),
                         view.state_dir, view.backend.name,
                         reader=RemoteHost(view.driver("bridge")))
-    findings = [_there(_run_one(c, ctx), host) for c in checks
+    findings = [_there(_run_one(c, ctx), host, c.id in READ_BY_AGENT) for c in checks
                 if c.id in THROUGH_DRIVERS + READ_BY_AGENT and c.applies(ctx)]
     try:
         findings += _fabric(view, chosen)
