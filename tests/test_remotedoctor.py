@@ -189,14 +189,16 @@ def test_faults_on_the_remote_host_are_found_and_told_to_be_fixed_there(nothing_
                  '{"mac":"02:99:00:00:00:07","ifname":"rogue0","flags":[]}]' % C2_MAC)
     agent.routes = ROUTES[:-1] + ',{"dst":"10.0.1.128/25","dev":"ul1","table":"main"}]'
     agent.extra_links = {11: Link(11, "hybr7", None, 1500, kind="bridge",
-                                  alias="hybridnb:gone:fp9")}
+                                  alias="hybridnb:gone:fp9"),
+                         12: Link(12, "rogue0", None, 1500, master=5, operstate="up",
+                                  flags=1, kind="veth")}
     containers.others = {"gone": {"web": Observation("x", running=True)}}
     report = doctor(view)
     check_golden(GOLDEN / "remote-doctor.faults.txt", lines(report))
     status = {f.check: f.status for f in report.findings}
     assert status["ip-forward"] == "warn" and status["forward-drop"] == "fail"
     assert status["duplicate-address"] == "fail" and status["route-overlap"] == "fail"
-    assert status["leftovers"] == "warn"
+    assert status["leftovers"] == "warn" and status["mtu"] == "fail"
     dup = report.get("duplicate-address")
     assert dup is not None and "02:99:00:00:00:07 on port rogue0 (not a lab endpoint)" \
         in dup.found and dup.fix_command.startswith("on host b: ip link set dev rogue0")

@@ -14,9 +14,9 @@ Every read is read-only, and each is bounded:
 * ``arp_sweep lab bridge gateway mac subnet targets`` — the doctor's ARP sweep
   (:func:`hybridnb.services.doctor.arp.arp_sweep`), only on a bridge that carries *that*
   lab's hybridnb mark, and (as ever) only for addresses inside the lab's subnet;
-* ``addresses netns ifname`` — the IPv4 addresses of one interface in a lab container's
-  namespace *as seen there* (``/proc/PID/ns/net``: the agent shares the host's PID
-  namespace);
+* ``addresses netns ifname`` — the IPv4 addresses of one interface of the host (``netns``
+  None) or in a lab container's namespace *as seen there* (``/proc/PID/ns/net``: the agent
+  shares the host's PID namespace);
 * ``nft_features`` — what nftables offers there (kernel-validated dry runs, nothing made).
 """
 
@@ -92,10 +92,12 @@ def arp_sweep(lab: str, bridge: str, gateway: str, mac: str, subnet: str,
     return sweep(None, bridge, gateway, mac, subnet, list(targets))
 
 
-def addresses(netns: str, ifname: str) -> list[str]:
+def addresses(netns: str | None, ifname: str) -> list[str]:
+    """``ifname``'s IPv4 addresses in ``netns`` (None: the agent's own, the host's)."""
     from hybridnb.services.doctor.network import _addresses
 
-    if not _NETNS.fullmatch(str(netns)) or not _IFNAME.fullmatch(str(ifname)):
+    if (netns is not None and not _NETNS.fullmatch(str(netns))) or \
+            not _IFNAME.fullmatch(str(ifname)):
         raise HybridError(f"the agent reads addresses in /proc/PID/ns/net only, not {netns!r}")
     return sorted(_addresses(netns, ifname=ifname))
 

@@ -13,7 +13,8 @@ another.  The doctor of a host on another machine gives
 :class:`~hybridnb.services.doctor.remote.RemoteHost`, which asks that host's agent, so the
 same checks judge what is read *there*.  A reader has: ``remote``, ``command(argv)``,
 ``links()``, ``sysctl(key)``, ``machine_sysctl(key)``, ``arp_cache()``,
-``arp_sweep(lab, bridge, gateway, mac, subnet, targets)``, ``addresses(netns, ifname)``,
+``arp_sweep(lab, bridge, gateway, mac, subnet, targets)``, ``addresses(netns, ifname)``
+(inside an endpoint's namespace), ``link_addresses(ifname)`` (of the lab host's own link),
 ``nft_features()`` and ``kvm_device()``.
 """
 
@@ -80,6 +81,11 @@ class LocalHost:
         from hybridnb.services.doctor.network import _addresses
 
         return _addresses(netns, ifname=ifname)
+
+    def link_addresses(self, ifname: str) -> set[str]:
+        from hybridnb.services.doctor.network import _addresses
+
+        return _addresses(self.netns, ifname=ifname)
 
     def nft_features(self) -> list[Any]:
         from hybridnb.drivers.nftables import nft_features

@@ -70,10 +70,9 @@ class Bridge(Check):
         problems = []
         if link.operstate not in ("up", "unknown"):
             problems.append(f"it is {link.operstate}")
-        have = _addresses(ctx.netns, index=link.index)
         if address is None:                # a lab over hosts: the gateway is the primary's
             address = "no address (the gateway is on the primary host)"
-        elif address not in have:
+        elif address not in (have := host.reader(ctx).link_addresses(name)):
             problems.append(f"it lacks the gateway address {address} (has "
                             f"{', '.join(sorted(have)) or 'none'})")
         if problems:

@@ -5,17 +5,17 @@ the hybridnb agent container there) has no lab host this machine could enter, so
 may read *this* machine's netlink, sysctls, iptables or namespaces for it.
 :func:`diagnose_there` runs instead:
 
-* ``bridge``, ``mtu`` and ``vxlan`` from one link dump **read there** by the agent
+* ``vxlan`` (remote hosts only) from one link dump **read there** by the agent
   (:class:`~hybridnb.drivers.base.LinksThere`) and the VXLAN device's flood list (its FDB
-  entries) asked from the agent's VXLAN driver: the bridge exists and is up, bridge and ports
-  share the lab's MTU, the VXLAN device is a port of the bridge, up, with the lab's MTU and
-  one all-zeros FDB entry per other host's underlay address;
+  entries) asked from the agent's VXLAN driver: the VXLAN device is a port of the bridge,
+  up, with the lab's MTU and one all-zeros FDB entry per other host's underlay address;
 * the checks that only use the host's drivers (:data:`THROUGH_DRIVERS`: the engines through
   its Docker API and libvirt URI, endpoints, the policy table and its counters through the
   agent's policy driver) as they are;
-* the ordinary checks of :data:`READ_BY_AGENT` — the kernel's sysctls and the FORWARD chain,
-  route overlap, the ARP sweep (``duplicate-address``, ``endpoint-identity``), leftovers,
-  nftables' features — **the same check code** given a :class:`RemoteHost` reader
+* the ordinary checks of :data:`READ_BY_AGENT` — the bridge and its ports' MTUs, the
+  kernel's sysctls and the FORWARD chain, route overlap, the ARP sweep
+  (``duplicate-address``, ``endpoint-identity``), leftovers, nftables' features — **the
+  same check code** given a :class:`RemoteHost` reader
   (:mod:`.host`), whose every read is one agent request answered there
   (:class:`~hybridnb.drivers.base.HostThere`, :mod:`hybridnb.remote.hostread`): that host's
   sysctls, ``iptables-save`` and routes as the agent sees them, the ARP sweep sent from that
@@ -43,12 +43,12 @@ from hybridnb.services.doctor.base import (FAIL, OK, WARN, Check, DoctorContext,
 
 #: checks that look only through the host's drivers (its Docker API, libvirt URI, agent)
 THROUGH_DRIVERS = ("docker", "libvirt", "endpoint-state", "policy-table", "policy-drops")
-#: remote-only findings made here from the links the agent reads there
-READ_THERE = ("bridge", "mtu", "vxlan")
+#: remote-only findings made here from what the agent reads there
+READ_THERE = ("vxlan",)
 #: ordinary checks run with a :class:`RemoteHost` reader: each read answered by the agent
-READ_BY_AGENT = ("forward-drop", "br-netfilter", "ip-forward", "neighbour-cap",
-                 "route-overlap", "duplicate-address", "endpoint-identity", "leftovers",
-                 "policy-kernel", "virtualization")
+READ_BY_AGENT = ("bridge", "mtu", "forward-drop", "br-netfilter", "ip-forward",
+                 "neighbour-cap", "route-overlap", "duplicate-address", "endpoint-identity",
+                 "leftovers", "policy-kernel", "virtualization")
 #: checks that cannot be judged there, and why
 NOT_THERE: dict[str, str] = {
     "link-kernel": "it tries tc qdiscs in a throwaway namespace it makes on the machine it "
@@ -61,46 +61,6 @@ IFF_UP = 0x1
 def _finding(check: str, title: str, status: str, found: str, why: str,
              data: Mapping[str, Any] | None = None) -> Finding:
     return Finding(check, title, status, found, why, "", False, "network", dict(data or {}))
-
-
-def bridge_finding(host: str, bridge: str, links: Mapping[int, Any]) -> Finding:
-    """The bridge exists there, is a bridge and is up (a non-primary bridge carries no lab
-    address: the gateway is the primary's)."""
-    title, why = ("the lab bridge is up", "every endpoint of the host hangs off the bridge")
-    link = next((lk for lk in links.values() if lk.name == bridge), None)
-    if link is None:
-        return _finding("bridge", title, FAIL, f"bridge {bridge} does not exist on host {host}",
-                        why)
-    problems = []
-    if link.kind not in (None, "bridge"):
-        problems.append(f"it is a {link.kind} device, not a bridge")
-    if not link.flags & IFF_UP or link.operstate not in ("up", "unknown"):
-        problems.append(f"it is {link.operstate}")
-    if problems:
-        return _finding("bridge", title, FAIL, f"bridge {bridge} on host {host}: "
-                        + "; ".join(problems), why)
-    n = sum(1 for lk in links.values() if lk.master == link.index)
-    return _finding("bridge", title, OK, f"bridge {bridge} on host {host} is {link.operstate}, "
-                    f"{n} ports (read by its agent)", why)
-
-
-def mtu_finding(host: str, bridge: str, want: int, links: Mapping[int, Any]) -> Finding:
-    """Bridge and every port of it have the lab's MTU."""
-    title = "bridge and ports share one MTU"
-    why = "a port with a smaller MTU silently drops the big frames others send it"
-    link = next((lk for lk in links.values() if lk.name == bridge), None)
-    if link is None:
-        return _finding("mtu", title, WARN, f"not checked on host {host}: the bridge is missing",
-                        why)
-    bad = [f"bridge {bridge} has MTU {link.mtu}"] if link.mtu != want else []
-    bad += [f"port {lk.name} has MTU {lk.mtu}" for lk in sorted(links.values(),
-                                                                 key=lambda x: x.name)
-            if lk.master == link.index and lk.mtu != want]
-    if bad:
-        return _finding("mtu", title, FAIL, f"host {host}: " + "; ".join(bad)
-                        + f" (the lab wants {want})", why, {"want": want})
-    return _finding("mtu", title, OK, f"bridge {bridge} on host {host} and its ports all have "
-                    f"MTU {want}", why, {"want": want})
 
 
 def vxlan_finding(host: str, spec: Mapping[str, Any] | None, links: Mapping[int, Any],
@@ -188,6 +148,9 @@ class RemoteHost:
     def addresses(self, netns: str, ifname: str) -> set[str]:
         return set(self.driver.read_there("addresses", netns, ifname))
 
+    def link_addresses(self, ifname: str) -> set[str]:
+        return set(self.driver.read_there("addresses", None, ifname))
+
     def nft_features(self) -> list[Any]:
         from hybridnb.drivers.nftables import Feature
 
@@ -198,23 +161,17 @@ class RemoteHost:
 
 
 def _fabric(view: Any, chosen: set[str]) -> list[Finding]:
-    host = str(view.host)
+    if "vxlan" not in chosen:
+        return []
     links = view.driver("bridge").links_there(None)
-    out = []
-    if "bridge" in chosen:
-        out.append(bridge_finding(host, view.bridge, links))
-    if "mtu" in chosen:
-        out.append(mtu_finding(host, view.bridge, view.mtu, links))
-    if "vxlan" in chosen:
-        spec = next((r.spec for r in view.resources if r.kind == "vxlan"), None)
-        flood, remotes = None, []
-        if spec is not None:
-            from hybridnb.drivers.vxlan import resolve_underlay
+    spec = next((r.spec for r in view.resources if r.kind == "vxlan"), None)
+    flood, remotes = None, []
+    if spec is not None:
+        from hybridnb.drivers.vxlan import resolve_underlay
 
-            remotes = [resolve_underlay(r) for r in spec.get("remotes") or ()]
-            flood = view.driver("vxlan").flood_list(str(spec["device"]))
-        out.append(vxlan_finding(host, spec, links, flood, remotes))
-    return out
+        remotes = [resolve_underlay(r) for r in spec.get("remotes") or ()]
+        flood = view.driver("vxlan").flood_list(str(spec["device"]))
+    return [vxlan_finding(str(view.host), spec, links, flood, remotes)]
 
 
 def _there(finding: Finding, host: str, read_there: bool) -> Finding:
@@ -247,9 +204,10 @@ def diagnose_there(view: Any, checks: Sequence[Check], where: str = "",
     try:
         findings += _fabric(view, chosen)
     except HybridError as exc:
-        findings.append(Finding("bridge", "the lab bridge is up", FAIL,
-                                f"could not read host {view.host}'s links through its agent: "
-                                f"{exc.message}", exc.hint or "", "", False, "network"))
+        findings.append(Finding("vxlan", "the VXLAN device joins this host's bridge to the "
+                                "others", FAIL, f"could not read host {view.host}'s VXLAN "
+                                f"device through its agent: {exc.message}", exc.hint or "",
+                                "", False, "network"))
     rest = [c.id for c in checks                 # those that would apply to this share
             if c.id not in THROUGH_DRIVERS + READ_THERE + READ_BY_AGENT and c.applies(ctx)]
     if rest:
@@ -259,4 +217,4 @@ def diagnose_there(view: Any, checks: Sequence[Check], where: str = "",
 
 
 __all__ = ["NOT_THERE", "READ_BY_AGENT", "READ_THERE", "THROUGH_DRIVERS", "RemoteHost",
-           "bridge_finding", "diagnose_there", "mtu_finding", "not_checked", "vxlan_finding"]
+           "diagnose_there", "not_checked", "vxlan_finding"]
