@@ -290,3 +290,4 @@ def test_the_agent_refuses_reads_it_does_not_serve():
     back = wire.decode(json.loads(wire.answer(1, value))["value"])
     assert back["net.ipv4.ip_forward"] in ("0", "1") and back["net.nothing.here"] is None
     assert len(agent.call("host", "arp_cache", [])) == len(arp_cache_stats()) == 2
+    assert "127.0.0.1/8" in agent.call("host", "addresses", [None, "lo"])   # its own links
