@@ -688,20 +688,21 @@ def doctor(lab: Lab, view: LabView, checks: Any) -> Any:
     host's share through its own backend and lab host (its leftovers judged against its own
     journal); the findings are merged, each titled ``host X: ...`` and carrying ``host``.
     A remote host's share is diagnosed through its agent
-    (:func:`~hybridnb.services.doctor.remote.diagnose_there`): bridge, MTU and VXLAN read
-    there, endpoints through its Docker API, the rest one ``not-checked`` warning naming
-    the host."""
+    (:func:`~hybridnb.services.doctor.remote.diagnose_there`): the same checks, judging what
+    the agent reads there (sysctls, firewall, routes, the ARP sweep on that host's bridge,
+    leftovers against that host's journal), endpoints and engines through its APIs; only
+    what cannot be judged there is one ``not-checked`` warning naming the host and why."""
     from hybridnb.services.doctor import DoctorContext, DoctorReport, all_checks, diagnose
 
     def one(part: LabView) -> Any:
         assert part.host is not None
-        if is_remote(part.backend):        # another machine: what its agent can read there
+        owned = {name: host_store(lab, part.host).read(name)
+                 for name in host_store(lab, part.host).labs()}
+        if is_remote(part.backend):        # another machine: what its agent reads there
             from hybridnb.services.doctor.remote import diagnose_there
 
             return diagnose_there(part, checks if checks is not None else all_checks(),
-                                  where=_hosts(lab).get(part.host).where)
-        owned = {name: host_store(lab, part.host).read(name)
-                 for name in host_store(lab, part.host).labs()}
+                                  where=_hosts(lab).get(part.host).where, owned=owned)
         return diagnose(DoctorContext.of(part, owned), checks)
 
     reports = {part.host: one(part) for part in view.parts}

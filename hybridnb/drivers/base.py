@@ -118,6 +118,15 @@ class LinksThere(Protocol):
 
 
 @runtime_checkable
+class HostThere(Protocol):
+    """read its lab host's kernel settings, firewall, routes and neighbours where that host
+    is: a host of another machine, asked through its agent (``what``: one of the reads the
+    agent serves, :data:`hybridnb.remote.hostread.READS`)"""
+
+    def read_there(self, what: str, *args: Any) -> Any: ...
+
+
+@runtime_checkable
 class GuestExec(Protocol):
     """run commands inside its endpoints"""
 

@@ -20,7 +20,11 @@ this machine through its Docker API alone:
 * watching it: its links and counters read by the agent (``links dump``: the bridge proxy's
   ``links_there``, :class:`~hybridnb.drivers.base.LinksThere`) for monitor and doctor, and
   packets captured there by ``python3 -m hybridnb.remote.sniff`` (:mod:`hybridnb.remote.sniff`,
-  a packet socket streaming a pcap back) for capture.
+  a packet socket streaming a pcap back) for capture; and the doctor's read-only reads of
+  the host — sysctls, the iptables filter table, routes, a bridge's FDB, the ARP sweep on
+  the lab's own bridge, addresses inside its containers, nftables' features
+  (:mod:`hybridnb.remote.hostread`, the bridge proxy's ``read_there``,
+  :class:`~hybridnb.drivers.base.HostThere`) — so the ordinary checks judge that host.
 
 :func:`hybridnb.remote.backend.remote_backend` bundles it into an ordinary
 :class:`~hybridnb.drivers.base.Backend`.  Nothing here enters a network namespace of this

@@ -9,7 +9,9 @@ agent container (``network_mode=host``), the remote host's own.  The pseudo kind
 answers ``hello`` (its version, kinds and network-namespace inode) so a caller can tell
 where it landed; the pseudo kind ``links`` answers ``dump`` (every link of the host's lab
 host, or of one of its containers' namespaces, with the kernel's counters) for monitor and
-doctor there.
+doctor there; the pseudo kind ``host`` answers the doctor's read-only reads of the host —
+sysctls, the iptables filter table, routes, a bridge's FDB, the ARP sweep on the lab's own
+bridge, nftables' features (:mod:`hybridnb.remote.hostread`).
 
 ``--hold`` is the agent container's main process: it only waits for SIGTERM, so that
 ``docker exec`` has a running container to start the server in.  ``--exit-after SECONDS``
@@ -76,6 +78,10 @@ class Agent:
             return self.hello() if method == "hello" else self.labs()
         if kind == "links" and method == "dump":
             return links(*args)
+        if kind == "host":                      # the doctor's reads of this host
+            from hybridnb.remote.hostread import read
+
+            return read(method, args)
         if method not in METHODS:
             raise HybridError(f"the agent does not serve {method!r}",
                               hint=f"one of {', '.join(sorted(METHODS))}")

@@ -268,12 +268,18 @@ class _Checked(AgentDriver):
 
 class BridgeProxy(_Checked):
     """The bridge: check, update (no ``netns_paths``: its namespace is not this machine's);
-    the links of its host read there (:class:`~hybridnb.drivers.base.LinksThere`)."""
+    the links of its host read there (:class:`~hybridnb.drivers.base.LinksThere`), and the
+    doctor's other reads of that host (:class:`~hybridnb.drivers.base.HostThere`)."""
 
     def links_there(self, netns: str | None = None) -> dict[int, Any]:
         """Every link of the host's namespace (or of ``netns``, a path as seen there), with
         its counters, read by the agent."""
         return links_from(self.client.call("links", "dump", netns))
+
+    def read_there(self, what: str, *args: Any) -> Any:
+        """One of the doctor's read-only reads of the host, answered by the agent there
+        (:mod:`hybridnb.remote.hostread`; :class:`~hybridnb.drivers.base.HostThere`)."""
+        return self.client.call("host", what, *args)
 
 
 def links_from(raw: Mapping[str, Any]) -> dict[int, Any]:

@@ -9,7 +9,8 @@ image is built here, once, into the shared image cache (:mod:`hybridnb.images`):
   by recipe and package versions like every recipe, about 40 s cold.  Debian 12's ``python3``
   is 3.11, the Python hybridnb supports.
 * **The layer** is hybridnb's own package and the pure-Python packages its fabric drivers
-  and its probe share import (:data:`LAYER_PACKAGES`: ``pyroute2``, ``dnslib``), copied
+  and its probe share import (:data:`LAYER_PACKAGES`: ``pyroute2``, ``dnslib``, and
+  ``dpkt`` for the doctor's ARP sweep there), copied
   from this process's ``sys.path`` into ``/opt/hybridnb`` (on ``PYTHONPATH``).  Copying is
   safe because they are pure Python (``*.so``, ``*.c`` and ``__pycache__`` are left out).
   The one exception is hybridnb's C probe engine (``_fast*.so``, :func:`fast_extension`):
@@ -46,9 +47,9 @@ LABEL = "hybridnb.agent"
 REPOSITORY = "hybridnb/agent"
 #: Debian packages of the agent's rootfs.
 PACKAGES = ("python3", "iproute2", "nftables", "iptables")
-#: Pure-Python packages the agent (fabric drivers, probe share) imports besides hybridnb,
-#: copied from ``sys.path``.
-LAYER_PACKAGES = ("pyroute2", "dnslib")
+#: Pure-Python packages the agent (fabric drivers, probe share, the doctor's ARP sweep)
+#: imports besides hybridnb, copied from ``sys.path``.
+LAYER_PACKAGES = ("pyroute2", "dnslib", "dpkt")
 LAYER_DIR = "opt/hybridnb"
 _SKIP = ("__pycache__", "*.so", "*.c", "*.pyc")
 

@@ -85,3 +85,15 @@ def two_sandboxes(names: Mapping[str, str], underlay: str, ulink: tuple[str, str
             unlink_underlay(next(iter(boxes.values())).netns, ulink[0])
         for box in boxes.values():
             box.down()
+
+
+@contextlib.contextmanager
+def remote_pair(names: Mapping[str, str], underlay: str, ulink: tuple[str, str],
+                ours: Callable[[str], bool], state: object) -> Iterator[dict[str, object]]:
+    """:func:`two_sandboxes` for a lab whose second host is given only by the Docker socket
+    URL of its sandbox: ``{"boxes", "before" (snapshots), "state" (the lab's state
+    directory), "url" (the second sandbox's Docker URL)}``."""
+    with two_sandboxes(names, underlay, ulink, ours) as (boxes, before):
+        second = list(boxes.values())[1]
+        yield {"boxes": boxes, "before": before, "state": state,
+               "url": second.target().docker_url}

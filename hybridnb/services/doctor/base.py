@@ -67,6 +67,8 @@ class DoctorContext:
     state_dir: Path | None = None
     backend_name: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
+    #: what reads the lab host (:mod:`.host`); None: this machine, in ``target.netns``
+    reader: Any = None
 
     @classmethod
     def of(cls, view: Any, owned: Mapping[str, Mapping[str, Any]]) -> "DoctorContext":

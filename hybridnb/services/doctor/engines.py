@@ -8,7 +8,6 @@ hybridnb's domains are of type ``qemu`` (TCG), which works everywhere but boots 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from hybridnb.errors import HybridError
@@ -79,11 +78,13 @@ class Virtualization(Check):
             v = Libvirt()._versions(ctx)
         except HybridError as exc:
             return self.finding(WARN, f"not known: {exc.message}")
-        kvm = os.path.exists("/dev/kvm")
+        from hybridnb.services.doctor import host
+
+        kvm = host.reader(ctx).kvm_device()
         offered = v.get("domain_types", "") or "none"
+        seen = {True: "present", False: "absent"}.get(kvm, "not looked at (another machine)")
         return self.finding(OK, f"VMs run under TCG (hybridnb defines domains of type 'qemu');"
-                                f" libvirt offers: {offered}; /dev/kvm "
-                                f"{'present' if kvm else 'absent'}",
+                                f" libvirt offers: {offered}; /dev/kvm {seen}",
                             data={"accelerator": "tcg", "kvm_device": kvm,
                                   "domain_types": offered})
 

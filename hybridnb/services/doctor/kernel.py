@@ -194,13 +194,11 @@ class NeighbourCap(Check):
            "and past the cap new neighbours fail (probes pin entries, real traffic cannot)")
 
     def run(self, ctx: DoctorContext) -> Finding:
-        from hybridnb.drivers.nsutil import read_sysctl
-
-        cap = int(read_sysctl(None, "net.ipv4.neigh.default.gc_thresh3") or 1024)
+        cap = int(host.machine_sysctl(ctx, "net.ipv4.neigh.default.gc_thresh3") or 1024)
         eps = ctx.endpoints()
         learners = 1 + sum(1 for r in eps if r.kind != "vm")     # VMs have their own kernel
         need = learners * len(eps)
-        entries, fulls = _arp_cache_stats()
+        entries, fulls = host.reader(ctx).arp_cache()
         found = (f"the lab needs up to {need} entries ({learners} namespaces x {len(eps)} "
                  f"endpoints); gc_thresh3 is {cap}; {entries} in use machine-wide, "
                  f"{fulls} table-full events since boot")
@@ -214,7 +212,7 @@ class NeighbourCap(Check):
                             data=data)
 
 
-def _arp_cache_stats() -> tuple[int, int]:
+def arp_cache_stats() -> tuple[int, int]:
     """(entries, table_fulls) from /proc/net/stat/arp_cache (machine-wide numbers)."""
     try:
         with open("/proc/net/stat/arp_cache") as f:

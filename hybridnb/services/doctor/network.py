@@ -70,10 +70,9 @@ class Bridge(Check):
         problems = []
         if link.operstate not in ("up", "unknown"):
             problems.append(f"it is {link.operstate}")
-        have = _addresses(ctx.netns, index=link.index)
         if address is None:                # a lab over hosts: the gateway is the primary's
             address = "no address (the gateway is on the primary host)"
-        elif address not in have:
+        elif address not in (have := host.reader(ctx).link_addresses(name)):
             problems.append(f"it lacks the gateway address {address} (has "
                             f"{', '.join(sorted(have)) or 'none'})")
         if problems:
@@ -172,8 +171,6 @@ class RouteOverlap(Check):
 
 def sweep(ctx: DoctorContext) -> dict[str, set[str]]:
     """Who answers for each endpoint address (cached ARP sweep from the gateway)."""
-    from hybridnb.services.doctor.arp import arp_sweep
-
     def run() -> dict[str, set[str]]:
         spec = _bridge_spec(ctx)
         link = host.link_named(ctx, spec["bridge"])
@@ -183,7 +180,8 @@ def sweep(ctx: DoctorContext) -> dict[str, set[str]]:
         # probe does, from 0.0.0.0: endpoints still answer, to the bridge's MAC
         gateway = (spec["address"] or "0.0.0.0").split("/")[0]
         targets = [str(r.spec["address"]) for r in ctx.endpoints()]
-        return arp_sweep(ctx.netns, spec["bridge"], gateway, link.mac, spec["subnet"], targets)
+        return host.reader(ctx).arp_sweep(ctx.lab, spec["bridge"], gateway, link.mac,
+                                          str(spec["subnet"]), targets)
     return ctx.cached("arp", run)
 
 
@@ -304,19 +302,25 @@ def ctx_prefix(ctx: DoctorContext) -> int:
 
 
 def _inside_address(ctx: DoctorContext, res: Any) -> set[str] | None:
-    """eth0's addresses inside a host's or container's namespace (None: cannot look)."""
+    """eth0's addresses inside a host's or container's namespace (None: cannot look) — on a
+    host of another machine, in the container's namespace as seen there, read by its agent."""
     path: str | None = None
-    if res.spec.get("netns"):
-        path = str(res.spec["netns"])
-    else:
-        driver = ctx.drivers.get(res.kind)
-        if isinstance(driver, NamespaceSource):
-            paths = ctx.cached(f"netns:{res.kind}", lambda: dict(driver.netns_paths(ctx.lab)))
+    driver = ctx.drivers.get(res.kind)
+    look = host.reader(ctx)
+    if look.remote:
+        if hasattr(driver, "netns_paths_there"):
+            paths = ctx.cached(f"netns-there:{res.kind}",
+                               lambda: dict(driver.netns_paths_there(ctx.lab)))
             path = paths.get(res.name)
+    elif res.spec.get("netns"):
+        path = str(res.spec["netns"])
+    elif isinstance(driver, NamespaceSource):
+        paths = ctx.cached(f"netns:{res.kind}", lambda: dict(driver.netns_paths(ctx.lab)))
+        path = paths.get(res.name)
     if path is None:
         return None
     try:
-        return _addresses(path, ifname="eth0")
+        return set(look.addresses(path, "eth0"))
     except Exception:  # the namespace went away meanwhile
         return None
 

@@ -52,9 +52,9 @@ class PolicyKernel(_PolicyCheck):
            "the bridge family with numgen")
 
     def run(self, ctx: DoctorContext) -> Finding:
-        from hybridnb.drivers.nftables import nft_features
+        from hybridnb.services.doctor import host
 
-        features = ctx.cached("nft-features", lambda: nft_features(ctx.netns))
+        features = ctx.cached("nft-features", lambda: host.reader(ctx).nft_features())
         needed = {"libnftables"}
         if _has(ctx, "policy"):
             needed |= {"br_netfilter", "nft inet forward + conntrack"}
