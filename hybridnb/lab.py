@@ -1043,7 +1043,7 @@ class Lab:
         return doctor(self, view, chosen)
 
     def _owned(self) -> dict[str, Mapping[str, Any]]:
-        return _owned_labs(self.store)
+        return _owned_labs(self.store, self.backend.target)
 
     @engine_call
     def logs(self, *endpoints: str, since: float | str | None = None,
@@ -1070,18 +1070,12 @@ class Lab:
                            stop=stop)
 
 
-def _owned_labs(store: StateStore) -> dict[str, Mapping[str, Any]]:
-    """Every lab of a state directory, by name (what leftovers are compared with); a file
-    there that is no lab state (the dry-run engine's) owns nothing."""
-    from hybridnb.errors import StateError
+def _owned_labs(store: StateStore, target: Any) -> dict[str, Mapping[str, Any]]:
+    """Every lab of a state directory that may own objects on ``target``, by name (what
+    leftovers are compared with): :func:`hybridnb.state.owners`."""
+    from hybridnb.state import owners
 
-    out: dict[str, Mapping[str, Any]] = {}
-    for name in store.labs():
-        try:
-            out[name] = store.read(name)
-        except StateError:
-            continue
-    return out
+    return owners(store, target.to_dict())
 
 
 def _since(value: float | str | None) -> float | None:
@@ -1107,7 +1101,7 @@ def host_doctor(backend: str | Backend | None = None, *, fix: bool = False,
     real = backend if isinstance(backend, Backend) else resolve_backend(
         backend, state_dir=store.dir, sandbox=sandbox or default_sandbox())
     ctx = DoctorContext.of_backend(real, {}, store.dir)            # refused on dry-run
-    ctx.owned = _owned_labs(store)
+    ctx.owned = _owned_labs(store, real.target)
     return off_loop(lambda: diagnose(ctx, chosen, fix=fix))
 
 

@@ -57,7 +57,8 @@ from hybridnb.core.resource import Resource
 from hybridnb.core.spec import lab_to_dict
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource
 from hybridnb.errors import HybridError, Unsupported
-from hybridnb.state import StateStore, recorded_specs
+from hybridnb.state import StateStore, owners, recorded_specs
+from hybridnb.state import host_store as state_host_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.services.labview import LabView
@@ -155,7 +156,7 @@ def _hosts(lab: Lab) -> Hosts:
 
 def host_store(lab: Lab, host: str) -> StateStore:
     """Where ``host``'s share of the lab records what was made there."""
-    return StateStore(Path(lab.store.dir) / "hosts" / host)
+    return state_host_store(lab.store.dir, host)
 
 
 def _dry_run(lab: Lab) -> bool:
@@ -696,8 +697,7 @@ def doctor(lab: Lab, view: LabView, checks: Any) -> Any:
 
     def one(part: LabView) -> Any:
         assert part.host is not None
-        owned = {name: host_store(lab, part.host).read(name)
-                 for name in host_store(lab, part.host).labs()}
+        owned = owners(lab.store, part.backend.target.to_dict())
         if is_remote(part.backend):        # another machine: what its agent reads there
             from hybridnb.services.doctor.remote import diagnose_there
 

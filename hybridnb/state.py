@@ -23,6 +23,9 @@ or an unnamed lab file that is not the one the lab was applied from, is a
 :class:`~hybridnb.errors.ConflictError` — never a silent mix.  The dry-run backend keeps its
 labs in a directory of their own (``dry-run/`` inside the state directory; see
 :func:`hybridnb.backends.state_scope`), so a preview never reads or writes a real lab's state.
+A lab over several hosts keeps each host's record of what was made there in
+``hosts/<host>/`` (:func:`host_store`); :func:`owners` gathers, for one target, every lab's
+record of what it made there — what the doctor's leftovers are judged against.
 """
 
 from __future__ import annotations
@@ -129,6 +132,47 @@ def owner_conflict(data: Mapping[str, Any], lab: str, *, target: str, source: st
             "take over that lab",
             hint=f"add a name (name: another-name) to {source}, or destroy the other lab first")
     return None
+
+
+#: where a lab over several hosts records each host's share, inside the state directory
+HOSTS_DIR = "hosts"
+
+
+def host_store(state_dir: str | os.PathLike[str], host: str) -> "StateStore":
+    """The store of one host's share of the labs over several hosts of ``state_dir``."""
+    return StateStore(Path(state_dir) / HOSTS_DIR / host)
+
+
+def owners(store: "StateStore", target: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Every lab that may own objects on the engines of ``target`` (a target's ``to_dict()``),
+    by name: the labs of ``store``, and each lab over several hosts whose record of a host's
+    share names this very target, its resources joined into that lab's entry — so a one-host
+    lab's doctor never takes a spread lab's bridge or VXLAN device on the same machine for a
+    leftover, nor the other way round.  A record that cannot be read owns nothing."""
+    from hybridnb.errors import StateError
+
+    def read(st: StateStore, name: str) -> Mapping[str, Any] | None:
+        try:
+            return st.read(name)
+        except StateError:
+            return None
+
+    out: dict[str, Mapping[str, Any]] = {}
+    for name in store.labs():
+        if (data := read(store, name)) is not None:
+            out[name] = data
+    hosts = store.dir / HOSTS_DIR
+    for share in sorted(hosts.iterdir()) if hosts.is_dir() else ():
+        st = StateStore(share)
+        for name in st.labs():
+            data = read(st, name)
+            if data is None or data.get("target") != dict(target):
+                continue
+            mine = dict(out.get(name) or empty_state(name))
+            mine["resources"] = {**(mine.get("resources") or {}),
+                                 **(data.get("resources") or {})}
+            out[name] = mine
+    return out
 
 
 def empty_state(lab: str) -> dict[str, Any]:

@@ -101,3 +101,29 @@ def test_state_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("HYBRIDNB_STATE_DIR")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert StateStore().dir == tmp_path / "xdg" / "hybridnb"
+
+
+def test_owners_join_each_spread_labs_share_on_the_same_target(tmp_path):
+    """Leftovers are judged against every lab that may own objects on a target: the labs of
+    the state directory and each spread lab's record of its share on *that* target only."""
+    from hybridnb.state import StateStore, host_store, owners
+
+    here = {"name": "sandbox:x", "netns": "hnb-sbx-x", "docker_url": "unix:///x",
+            "libvirt_uri": None}
+    there = {**here, "name": "remote:b", "netns": None, "docker_url": "unix:///b"}
+    store = StateStore(tmp_path)
+    store.write("one", {"version": 1, "lab": "one", "resources": {"bridge/br1": {"status": "created"}}})
+    store.write("sp", {"version": 1, "lab": "sp", "hosts": {"a": "sandbox x", "b": "unix:///b"}})
+    host_store(tmp_path, "a").write("sp", {"version": 1, "lab": "sp", "target": here,
+                                           "resources": {"bridge/brsp": {}, "vxlan/vx": {}}})
+    host_store(tmp_path, "b").write("sp", {"version": 1, "lab": "sp", "target": there,
+                                           "resources": {"container/c2": {}}})
+    host_store(tmp_path, "a").write("gone", {"version": 1, "lab": "gone", "target": here,
+                                             "resources": {"bridge/brg": {}}})
+    (tmp_path / "hosts" / "a" / "bad.json").write_text("{not json")
+    got = owners(store, here)
+    assert sorted(got) == ["gone", "one", "sp"]
+    assert sorted(got["sp"]["resources"]) == ["bridge/brsp", "vxlan/vx"]
+    assert sorted(got["one"]["resources"]) == ["bridge/br1"]
+    assert sorted(owners(store, there)["sp"]["resources"]) == ["container/c2"]
+    assert "gone" not in owners(store, there)

@@ -152,6 +152,7 @@ def test_one_lab_over_two_sandboxes(two) -> None:
         check_the_lab(lab)
         check_watching(lab)
         check_capture(lab)
+        check_leftovers(state)
     finally:
         destroyed(state)
     after = snapshots(boxes, ours)
@@ -427,3 +428,30 @@ def check_capture(lab: Lab) -> None:
     lines = [ln.text for ln in lab.logs(kinds=["hybridnb"]).of("hybridnb")]
     for h, made in (("a", "container c1"), ("b", "container c2"), ("b", "vm v1")):
         assert any(t.startswith(f"host {h}: create {made} ") for t in lines), (h, made, lines)
+
+
+def check_leftovers(state: Path) -> None:
+    """The machine's doctor (no lab) on sandbox a judges leftovers against every lab of the
+    state directory, spread labs' shares on that sandbox included: none while the lab's
+    record of host a is there; its bridge, VXLAN device and container once it is not."""
+    from hybridnb.lab import host_doctor
+
+    def leftovers() -> Any:
+        report = host_doctor("sandbox", sandbox=BOXES["a"], state_dir=state,
+                             checks=["leftovers"])
+        return next(f for f in report.findings if f.check == "leftovers")
+
+    found = leftovers()
+    assert found.status == "ok", found
+    record = state / "hosts" / "a" / "mhl.json"
+    aside = record.with_name("_aside.json")
+    record.rename(aside)
+    try:
+        found = leftovers()
+    finally:
+        aside.rename(record)
+    print(f"leftovers with host a's record moved aside: {found.found}")
+    kinds = {(k, lab) for k, lab, _ in found.data["leftovers"]}
+    assert found.status == "warn" and {("bridge", "mhl"), ("vxlan", "mhl"),
+                                       ("container", "mhl")} <= kinds, found
+    assert "ip link del" in found.fix_command, found.fix_command

@@ -20,7 +20,7 @@ from hybridnb.services.doctor import host
 from hybridnb.services.doctor.base import OK, WARN, Check, DoctorContext, Finding
 
 #: Removal order: users before what they use.
-ORDER = ("vm", "container", "host", "network", "dns", "firewall", "bridge")
+ORDER = ("vm", "container", "host", "network", "dns", "firewall", "vxlan", "bridge")
 
 
 def _owned(ctx: DoctorContext, lab: str, kind: str, name: str) -> bool:
@@ -40,12 +40,15 @@ def _found(ctx: DoctorContext) -> list[tuple[str, str, str]]:
         for lab in sorted(driver.labs()):
             out.update((kind, lab, name) for name in driver.observe(lab))
     from hybridnb.drivers.bridge import BridgeMark
+    from hybridnb.drivers.vxlan import parse_vxlan_alias
 
-    if "bridge" in ctx.drivers:                 # (a host veth's alias has four fields)
-        for link in host.links(ctx).values():
-            mark = BridgeMark.parse(link.alias)
-            if mark is not None:
-                out.add(("bridge", mark.lab, link.name))
+    for link in host.links(ctx).values():       # (a host veth's alias has four fields)
+        mark = BridgeMark.parse(link.alias) if "bridge" in ctx.drivers else None
+        if mark is not None:
+            out.add(("bridge", mark.lab, link.name))
+        vx = parse_vxlan_alias(link.alias) if link.kind == "vxlan" else None
+        if vx is not None and "vxlan" in ctx.drivers:
+            out.add(("vxlan", vx[0], link.name))
     if "firewall" in ctx.drivers:
         out.update(("firewall", lab, bridge) for lab, bridge, _ in _rules(ctx))
     dns = ctx.drivers.get("dns")
@@ -88,7 +91,7 @@ def _command(ctx: DoctorContext, kind: str, lab: str, name: str) -> str:
     if kind == "host":
         return (ctx.in_lab_host(["ip", "link", "del", naming.veth_pair(lab, name)[0]])
                 + f" && ip netns del {obj}")
-    if kind == "bridge":
+    if kind in ("bridge", "vxlan"):
         return ctx.in_lab_host(["ip", "link", "del", name])
     if kind == "firewall":
         return " && ".join(ctx.in_lab_host(["iptables", "-t", "filter", *rule])
