@@ -159,8 +159,13 @@ class VxlanDriver(InTargetNamespace):
         have = set(flood_list(ipr, index))
         for dst in sorted(set(remotes) - have):
             ipr.fdb("append", ifindex=index, lladdr=ZERO_MAC, dst=dst)
-        for dst in sorted(have - set(remotes)):
-            ipr.fdb("del", ifindex=index, lladdr=ZERO_MAC, dst=dst)
+        gone = have - set(remotes)
+        # a host that left: its flood entry and every MAC learned behind it go (else frames
+        # to those MACs would still be sent there until the entries age out)
+        for entry in ipr.fdb("dump", ifindex=index):
+            dst = entry.get_attr("NDA_DST")
+            if entry.get("ifindex") == index and dst in gone:
+                ipr.fdb("del", ifindex=index, lladdr=entry.get_attr("NDA_LLADDR"), dst=dst)
 
     # -- delete ---------------------------------------------------------------------------
 

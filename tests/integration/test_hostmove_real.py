@@ -159,3 +159,39 @@ def test_moving_an_endpoint_to_the_other_host_and_back(two) -> None:
     after = snapshots(boxes, ours)
     for h in ("a", "b"):
         same_as(before[h], after[h], h)
+
+
+def test_a_host_dropped_from_the_flood_list_takes_the_macs_learned_behind_it(two) -> None:
+    """3 hosts → 2 without a third sandbox: the VXLAN driver's update to fewer remotes (what
+    the remaining hosts get when one is removed) drops the flood entry *and* every MAC
+    learned behind the removed host's underlay address, so no frame is sent there until
+    the entries would have aged out."""
+    from hybridnb.core.resource import Resource
+    from hybridnb.drivers.vxlan import VxlanDriver
+
+    boxes, before = two["boxes"], two["before"]
+    netns = boxes["a"].netns
+    left, gone = "192.168.254.2", "192.168.254.9"     # .9: a host that was never up
+
+    def device(remotes: list[str]) -> Resource:
+        spec = {"device": "hxhmvfdb0", "bridge": "hnbhmvbr0", "vni": 4245, "port": 4789,
+                "local": "192.168.254.1", "host": "a", "mtu": 1450, "remotes": remotes}
+        return Resource("vxlan", "hxhmvfdb0", spec, "test")
+
+    driver = VxlanDriver(boxes["a"].target())
+    with nsutil.iproute(netns) as ipr:
+        ipr.link("add", ifname="hnbhmvbr0", kind="bridge")
+    try:
+        driver.create("hmvf", device([left, gone]))
+        with nsutil.iproute(netns) as ipr:                 # as if learned behind .9
+            index = ipr.link_lookup(ifname="hxhmvfdb0")[0]
+            ipr.fdb("append", ifindex=index, lladdr="02:00:00:00:00:09", dst=gone)
+        assert len(fdb_towards(netns, gone)) == 2
+        driver.update("hmvf", device([left]))
+        assert fdb_towards(netns, gone) == []
+        assert driver.flood_list("hxhmvfdb0") == [left]
+    finally:
+        driver.delete("hmvf", "hxhmvfdb0")
+        with nsutil.iproute(netns) as ipr:
+            ipr.link("del", ifname="hnbhmvbr0")
+    same_as(before["a"], snapshots({"a": boxes["a"]}, ours)["a"], "a")
