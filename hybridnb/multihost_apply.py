@@ -52,7 +52,7 @@ from hybridnb.apply import (ApplyResult, Progress, ProgressEvent, converge, exec
                             observe_all, observe_settled, preflight, settle_journal)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.multihost import Hosts, LabHost, host_resources, placement
-from hybridnb.core.plan import Plan, destroy_plan, diff
+from hybridnb.core.plan import Plan, diff
 from hybridnb.core.resource import Resource
 from hybridnb.core.spec import lab_to_dict
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource
@@ -492,6 +492,10 @@ def _plan_removed(lab: Lab) -> tuple[dict[str, Plan], list[str]]:
             plans[host] = _guarded(lab, host, lambda h: _plan_gone(lab, h))
         except HybridError as exc:
             notes.append(_unreachable(exc))
+            continue
+        if is_remote(host_backend(lab, host)):
+            notes.append(f"host {host}: hybridnb's agent container there goes too, once no "
+                         "lab of hybridnb uses that engine any more")
     return plans, notes
 
 
@@ -642,7 +646,7 @@ def _remove_hosts(lab: Lab, gone: list[str], progress: Progress | None
                   ) -> tuple[dict[str, ApplyResult], list[HybridError]]:
     """Remove the lab's share on every host in ``gone`` (at once): (what each host that
     answered did, the error of each that did not — its share stays recorded)."""
-    return _run_each(lab, lambda h: _destroy_host(lab, h, progress), gone)
+    return _run_each(lab, lambda h: _destroy_host(lab, h, progress, REMOVED_REASON), gone)
 
 
 def _result(lab: Lab, results: Mapping[str, ApplyResult], t0: float) -> HostsApplyResult:
@@ -654,13 +658,16 @@ def _result(lab: Lab, results: Mapping[str, ApplyResult], t0: float) -> HostsApp
                             time.perf_counter() - t0, hosts=ordered)
 
 
-def _destroy_host(lab: Lab, host: str, progress: Progress | None) -> ApplyResult:
+def _destroy_host(lab: Lab, host: str, progress: Progress | None,
+                  reason: str = "destroy") -> ApplyResult:
+    """Remove the lab's share on ``host`` and its record there (``reason``: why, in each
+    action's line)."""
     backend = host_backend(lab, host)
     store = host_store(lab, host)
     with store.transaction(lab.name) as st:
         observed = observe_settled(lab.name, backend, st.resources)
         settle_journal(st, observed)
-        plan = destroy_plan(lab.name, observed, st.recorded())
+        plan = diff(lab.name, (), observed, st.recorded(), delete_reason=reason)
         result = execute(plan, backend, st, progress=_tagged(progress, host)) \
             if not plan.empty else ApplyResult(plan)
         store.forget(lab.name)
