@@ -447,6 +447,32 @@ def check_clash(lab: Lab) -> None:
                                 f"(lab {name} is applied)")
 
 
+def check_kernel_clash(lab: Lab, host: str, backend: Backend,
+                       resources: list[Resource]) -> None:
+    """Refuse ``host``'s share when a VXLAN device already in that host's kernel — another
+    lab's, of another state directory or another user, or not hybridnb's at all — uses the
+    VNI and UDP port of this lab's device (one segment would receive the other's frames; the
+    kernel also refuses a second device on the same VNI and port).  Read where the driver
+    reads this machine's or a sandbox's kernel; not on a remote host (its agent is not
+    asked)."""
+    from hybridnb.errors import ConflictError
+
+    mine = [r for r in resources if r.kind == "vxlan"]
+    drv = backend.driver("vxlan") if mine and backend.supports("vxlan") else None
+    segments = getattr(drv, "segments", None)
+    if segments is None:
+        return
+    vni, port = mine[0].spec["vni"], mine[0].spec["port"]
+    for device, other_vni, other_port, owner in segments():
+        if (other_vni, other_port) != (vni, port) or owner == lab.name or \
+                device == mine[0].name:         # ours, half made: its driver deals with it
+            continue
+        whose = f"lab {owner!r}'s" if owner else "a device hybridnb did not make"
+        raise ConflictError(f"VXLAN device {device} there ({whose}) already uses VNI {vni} "
+                            f"on UDP port {port}: lab {lab.name}'s segment would merge with "
+                            "it", hint="give this lab another network.vxlan.vni (or port)")
+
+
 def plan(lab: Lab) -> HostsPlan:
     """Every host's plan, made at the same time; nothing is changed.  A host the lab file
     no longer names but whose share is recorded (:func:`removed_hosts`) comes last, with
@@ -460,6 +486,7 @@ def plan(lab: Lab) -> HostsPlan:
 
     def one(host: str) -> Plan:
         backend = host_backend(lab, host)
+        check_kernel_clash(lab, host, backend, wanted[host])
         recorded = recorded_specs(host_store(lab, host).read(lab.name))
         return diff(lab.name, _usable(backend, wanted[host]), observe_all(lab.name, backend),
                     recorded, updatable=backend.updatable())
@@ -572,6 +599,8 @@ def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> Ho
         check_clash(lab)
         addresses = lab._assign(st.addresses)
         wanted = resources_by_host(lab, addresses, "build", progress)
+        # every host's kernel checked before any host changes
+        _each_host(lab, lambda h: check_kernel_clash(lab, h, host_backend(lab, h), wanted[h]))
         gone = removed_hosts(lab)
         before = dict(st.data.get("placement") or {})
         # how to reach them, kept before the new description replaces theirs

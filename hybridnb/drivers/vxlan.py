@@ -95,6 +95,21 @@ class VxlanDriver(InTargetNamespace):
                     mark[1], running=running, reason="" if running else "down or detached")
         return dict(sorted(out.items()))
 
+    def segments(self) -> list[tuple[str, int, int, str | None]]:
+        """Every VXLAN device of the namespace, whoever made it: ``(device, VNI, UDP port,
+        the hybridnb lab owning it or None)`` — what a lab's segment must not clash with."""
+        out = []
+        with netlink_errors(f"cannot list VXLAN devices in {self._where}"), \
+                nsutil.iproute(self.netns) as ipr:
+            for link in ipr.get_links():
+                if link_kind(link) != "vxlan":
+                    continue
+                data = link.get(("linkinfo", "data")) or {}
+                mark = parse_vxlan_alias(link_alias(link))
+                out.append((str(link.get_attr("IFLA_IFNAME")), int(data.get("vxlan_id") or 0),
+                            int(data.get("vxlan_port") or 0), mark[0] if mark else None))
+        return sorted(out)
+
     def flood_list(self, device: str) -> list[str]:
         """The underlay addresses ``device`` sends broadcasts to (its all-zero FDB entries)."""
         with netlink_errors(f"cannot read the FDB of {device} in {self._where}"), \

@@ -195,3 +195,44 @@ def test_a_host_dropped_from_the_flood_list_takes_the_macs_learned_behind_it(two
         with nsutil.iproute(netns) as ipr:
             ipr.link("del", ifname="hnbhmvbr0")
     same_as(before["a"], snapshots({"a": boxes["a"]}, ours)["a"], "a")
+
+
+def test_a_vxlan_device_on_the_labs_vni_not_of_this_lab_is_refused_at_plan_time(two) -> None:
+    """Another user's lab (another state directory) or a device hybridnb did not make, with
+    the lab's VNI and port, in a host's kernel: the plan is refused naming host and device."""
+    from hybridnb.errors import ConflictError
+
+    boxes, before = two["boxes"], two["before"]
+    state = two["tmp"].mktemp("hostmove-clash")
+    lab = Lab.from_dict({"name": "hmvc", "hosts": HOSTS, "network": {"vxlan": {"vni": 4246}},
+                         "endpoints": {"c1": {"kind": "container"}}},
+                        backend="sandbox", sandbox=BOXES["a"], state_dir=state)
+    with nsutil.iproute(boxes["a"].netns) as ipr:
+        ipr.link("add", ifname="hnbhmvfx0", kind="vxlan", vxlan_id=4246, vxlan_port=4789)
+    try:
+        with pytest.raises(ConflictError) as info:
+            lab.plan()
+        print(info.value)
+        assert str(info.value).startswith(
+            f"host a (sandbox {BOXES['a']}): VXLAN device hnbhmvfx0 there (a device hybridnb "
+            "did not make) already uses VNI 4246 on UDP port 4789: lab hmvc's segment would "
+            "merge with it"), info.value
+        with nsutil.iproute(boxes["a"].netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="hnbhmvfx0")[0],
+                     ifalias="hybridnb:hmvother:vxlan:0123abcd")
+        with pytest.raises(ConflictError) as info:
+            lab.apply()
+        assert "VXLAN device hnbhmvfx0 there (lab 'hmvother''s) already uses VNI 4246" in \
+            str(info.value), info.value
+        assert "network.vxlan.vni" in info.value.hint
+        # refused before any host changed: nothing made, nothing recorded, on b either
+        assert not multihost_apply.recorded_hosts(lab) and not lab.store.labs()
+    finally:
+        with nsutil.iproute(boxes["a"].netns) as ipr:
+            ipr.link("del", ifname="hnbhmvfx0")
+        if multihost_apply.recorded_hosts(lab):
+            lab.destroy()
+    assert not lab.plan().empty                          # the same lab plans again
+    after = snapshots(boxes, ours)
+    for h in ("a", "b"):
+        same_as(before[h], after[h], h)
