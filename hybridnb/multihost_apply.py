@@ -224,6 +224,42 @@ def _where_of(lab: Lab, name: str) -> str:
     return f"removed from hosts:, was {where}"
 
 
+def _machine(entry: Mapping[str, Any]) -> dict[str, str]:
+    """What names a host's machine in its ``hosts:`` entry (its underlay and MTU may change:
+    the VXLAN devices follow; its engines may not)."""
+    return {k: str(entry[k]) for k in ("engine", "sandbox", "docker", "libvirt")
+            if entry.get(k) is not None}
+
+
+def _check_same_machines(lab: Lab, hosts: Hosts, recorded: list[str],
+                         data: Mapping[str, Any]) -> None:
+    """Refuse a host name kept while its engines changed: its recorded share lives on the
+    engines it named before, which the per-host state of that name would then no longer
+    reach."""
+    from hybridnb.errors import ConflictError
+
+    before = (data.get("spec") or {}).get("hosts") or {}
+    for host in hosts.hosts:
+        old = before.get(host.name)
+        if host.name not in recorded or not isinstance(old, Mapping):
+            continue
+        was, now = _machine(old), _machine(host.to_dict())
+        if was.get("libvirt") is None or now.get("libvirt") is None:
+            was.pop("libvirt", None)         # a libvirt URL added or dropped: the same machine
+            now.pop("libvirt", None)
+        if was != now:
+            from hybridnb.core.multihost import parse_host
+            from hybridnb.core.problems import Collector
+
+            then = parse_host(Collector(), host.name, old)
+            gone = then.where if then is not None else ", ".join(was.values())
+            raise ConflictError(
+                f"host {host.name} now names other engines ({host.where}) than those "
+                f"holding its share of lab {lab.name} ({gone})",
+                hint=f"give the new machine another host name (the share of "
+                     f"{host.name!r} is then removed), or put {host.name!r} back as it was")
+
+
 def check_transition(lab: Lab) -> None:
     """Refuse the two changes of ``hosts:`` that would leave a share of the lab behind
     unrecorded: dropping ``hosts:`` from a lab whose shares are recorded per host (a
@@ -249,6 +285,7 @@ def check_transition(lab: Lab) -> None:
     if not (hosts.multi or recorded):
         return
     data = lab.store.read(lab.name)
+    _check_same_machines(lab, hosts, recorded, data)
     if data.get("resources"):
         from hybridnb.state import describe_target, recorded_target
 

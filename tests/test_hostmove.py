@@ -187,3 +187,23 @@ def test_spreading_a_lab_applied_on_one_host_is_refused_with_a_hint(tmp_path):
         assert "destroy it first" in info.value.hint
     assert multihost_apply.recorded_hosts(spread) == []
     assert lab(tmp_path, None, c2=None, h3=None).plan().empty
+
+
+def test_a_host_name_kept_with_other_engines_is_refused_and_a_new_name_converges(tmp_path):
+    assert lab(tmp_path).apply().ok
+    other = dict(THREE, b={"sandbox": "hmvz", "underlay": "192.168.250.2"})
+    with pytest.raises(ConflictError) as info:
+        lab(tmp_path, other).plan()
+    assert str(info.value).startswith(
+        "host b now names other engines (sandbox hmvz) than those holding its share of lab "
+        "hmvx (sandbox hmvb)")
+    assert "give the new machine another host name" in info.value.hint
+    # an underlay change is the same machine: the VXLAN devices follow
+    moved = dict(THREE, b={"sandbox": "hmvb", "underlay": "192.168.250.9"})
+    assert by_host(lab(tmp_path, moved).plan())["b"] == [("replace", "vxlan", VX)]
+    # the new machine under a new name: b's share removed, d's made
+    renamed = dict(without("b"), d={"sandbox": "hmvz", "underlay": "192.168.250.4"})
+    plan = lab(tmp_path, renamed, c2="d").plan()
+    assert plan.removed == ("b",) and ("create", "container", "c2") in by_host(plan)["d"]
+    assert lab(tmp_path, renamed, c2="d").apply().ok
+    assert multihost_apply.recorded_hosts(lab(tmp_path, renamed, c2="d")) == ["a", "c", "d"]
