@@ -11,7 +11,13 @@ underlay, 192.168.254.0/30, stand in for two machines.  Checked:
   address, b's record is gone, the container kept its address, and the next plan is empty;
 * **moving an endpoint a → b and back**: the plan holds only its deletion on one host and
   its creation on the other; after each apply it has its address, and its name resolves
-  and answers from the other host's container.
+  and answers from the other host's container (gratuitous ARP from its new place: without
+  it the ping from the other host was lost to the bridges' stale learned entries);
+* **removing a remote host** (given by its Docker URL): its share deleted through its agent,
+  which is then gone too;
+* the VXLAN update that drops a host's flood entry also drops the MACs learned behind it;
+* a VXLAN device with the lab's VNI and port already in a host's kernel, not this lab's,
+  refuses plan and apply before any host changes.
 
 Every packet goes to an address this test made, inside those namespaces.
 """
@@ -236,3 +242,46 @@ def test_a_vxlan_device_on_the_labs_vni_not_of_this_lab_is_refused_at_plan_time(
     after = snapshots(boxes, ours)
     for h in ("a", "b"):
         same_as(before[h], after[h], h)
+
+
+def test_removing_a_remote_host_takes_its_agent_container_too(two) -> None:
+    """Host b given only by its Docker URL (a remote host: its fabric made by hybridnb's
+    agent container there): removing it from ``hosts:`` deletes its share through the
+    agent, the plan says the agent goes too, and after apply no agent container is left on
+    b; b's namespace is exactly its clean snapshot."""
+    import docker
+
+    from hybridnb.remote import agentbox
+
+    boxes, before = two["boxes"], two["before"]
+    state = two["tmp"].mktemp("hostmove-remote")
+    url = boxes["b"].target().docker_url
+    hosts = {"a": HOSTS["a"], "b": {"docker": url, "underlay": "192.168.254.2"}}
+    eps = {"c1": {"kind": "container"}, "c2": {"kind": "container", "host": "b"}}
+    one = {"a": HOSTS["a"]}
+    gathered = {"c1": eps["c1"], "c2": {"kind": "container"}}
+    api_b = docker.APIClient(base_url=url, version="auto")
+    try:
+        t0 = time.monotonic()
+        assert open_lab(state, "hmvq", hosts, eps).apply().ok
+        print(f"apply with remote b (agent image imported): {time.monotonic() - t0:.2f}s")
+        assert agentbox.agents(api_b)
+        plan = open_lab(state, "hmvq", one, gathered).plan()
+        print(plan.to_text())
+        assert f"host b (removed from hosts:, was docker {url}): " in plan.to_text()
+        assert by_host(plan)["b"] == [
+            ("delete", "bridge", "hybr0"), ("delete", "container", "c2"),
+            ("delete", "firewall", "hybr0"), ("delete", "network", "hnb-hmvq"),
+            ("delete", "vxlan", naming.vxlan_device("hmvq"))]
+        assert "host b: hybridnb's agent container there goes too, once no lab of " \
+            "hybridnb uses that engine any more" in plan.notes
+        t0 = time.monotonic()
+        assert open_lab(state, "hmvq", one, gathered).apply().ok
+        print(f"apply removing remote b: {time.monotonic() - t0:.2f}s")
+        assert agentbox.agents(api_b) == []
+        same_as(before["b"], snapshots({"b": boxes["b"]}, ours)["b"], "b")
+        assert open_lab(state, "hmvq", one, gathered).plan().empty
+    finally:
+        assert open_lab(state, "hmvq", one, gathered).destroy().ok
+        api_b.close()
+    same_as(before["a"], snapshots({"a": boxes["a"]}, ours)["a"], "a")
