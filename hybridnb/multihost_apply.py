@@ -495,8 +495,7 @@ def check_kernel_clash(lab: Lab, host: str, backend: Backend,
     from hybridnb.errors import ConflictError
 
     mine = [r for r in resources if r.kind == "vxlan"]
-    drv = backend.driver("vxlan") if mine and backend.supports("vxlan") else None
-    segments = getattr(drv, "segments", None)
+    segments = getattr(backend.drivers.get("vxlan"), "segments", None) if mine else None
     if segments is None:
         return
     vni, port = mine[0].spec["vni"], mine[0].spec["port"]
