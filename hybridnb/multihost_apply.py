@@ -23,6 +23,15 @@ its own backend, from one description:
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
   are, and the next apply goes on from there on each host.
+* **Changes of ``hosts:`` converge.**  A host the file no longer names but whose share is
+  recorded (:func:`removed_hosts`) is planned last, named as removed with where it was, with
+  the deletion of everything the lab owns there; apply removes it first (then the others'
+  VXLAN devices stop flooding to it), and an unreachable one keeps its record, named in the
+  error.  An endpoint moved to another host keeps its address and announces its new place
+  (:func:`announce_moved`).  Dropping ``hosts:`` from a spread lab, spreading a one-host
+  lab, or re-pointing a host name at other engines is refused with a hint
+  (:func:`check_transition`); a VXLAN device in a host's kernel on the lab's VNI and port
+  that is not the lab's refuses it too (:func:`check_kernel_clash`).
 * **In parallel, named.** Hosts plan and apply at the same time (one thread per host, each
   running the ordinary staged apply :func:`~hybridnb.apply.converge`); an error says which
   host it came from (``host b (sandbox x): ...``), and when several hosts fail, all of them.
