@@ -409,6 +409,15 @@ class Lab:
         """Add a network-namespace host (fields: ``hybridnb kinds host``)."""
         return self.add("host", name, **fields)
 
+    def forget_host(self, host: str) -> list[str]:
+        """Drop the record of ``host``'s share of this spread lab without touching it: for
+        a host removed from ``hosts:`` that will never answer again (apply keeps naming it
+        until then).  Returns what its record listed (``kind/name``), no longer hybridnb's
+        to remove (:func:`hybridnb.multihost_apply.forget_host`)."""
+        from hybridnb import multihost_apply
+
+        return multihost_apply.forget_host(self, host)
+
     def remove(self, name: str) -> "Lab":
         if name not in {e.name for e in self._spec.endpoints}:
             raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",

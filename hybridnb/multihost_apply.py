@@ -572,8 +572,36 @@ def _plan_removed(lab: Lab) -> tuple[dict[str, Plan], list[str]]:
 
 
 def _unreachable(exc: HybridError) -> str:
+    host = getattr(exc, "host", "NAME")
     return (f"{exc.message}: its share of the lab stays recorded; apply removes it once the "
-            "host answers again")
+            f"host answers again (a host gone for good: Lab.forget_host({host!r}) drops the "
+            "record)")
+
+
+def forget_host(lab: Lab, host: str) -> list[str]:
+    """Drop the record of ``host``'s share of the lab without touching the host — for a
+    host removed from ``hosts:`` that will never answer again (a machine gone for good).
+    Refused for a host the file still names or one that holds no record.  What its record
+    listed (``kind/name``) is returned: it is no longer hybridnb's to remove."""
+    from hybridnb.errors import ConflictError, NotFoundError
+
+    hosts = lab.spec.sections.get("hosts")
+    if isinstance(hosts, Hosts) and host in hosts.names:
+        raise ConflictError(f"host {host} is still in lab {lab.name}'s hosts:",
+                            hint="remove it from hosts: and apply; forget it only if that "
+                                 "apply cannot reach it")
+    if host not in recorded_hosts(lab):
+        raise NotFoundError(f"lab {lab.name} holds no record of host {host}",
+                            hint=f"recorded hosts: {', '.join(recorded_hosts(lab)) or 'none'}")
+    with lab.store.transaction(lab.name) as st:
+        store = host_store(lab, host)
+        with store.transaction(lab.name) as hst:
+            listed = sorted(hst.resources)
+            store.forget(lab.name)
+        st.data["removed"] = {h: d for h, d in (st.data.get("removed") or {}).items()
+                              if h != host}
+        st.save()
+    return listed
 
 
 def _merged(lab: Lab, plans: Mapping[str, Plan], **kw: Any) -> HostsPlan:

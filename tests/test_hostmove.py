@@ -143,6 +143,7 @@ def test_an_unreachable_removed_host_is_named_and_keeps_its_record(tmp_path, mon
     assert multihost_apply.recorded_hosts(after) == ["a", "b", "c"]
     assert after.store.read("hmvx")["removed"]["b"] == {"sandbox": "hmvb",
                                                         "underlay": "192.168.250.2"}
+    assert "Lab.forget_host('b') drops the record" in str(info.value)
     # b answers again: the next apply finishes, from the record alone
     down.clear()
     monkeypatch.undo()
@@ -207,3 +208,20 @@ def test_a_host_name_kept_with_other_engines_is_refused_and_a_new_name_converges
     assert plan.removed == ("b",) and ("create", "container", "c2") in by_host(plan)["d"]
     assert lab(tmp_path, renamed, c2="d").apply().ok
     assert multihost_apply.recorded_hosts(lab(tmp_path, renamed, c2="d")) == ["a", "c", "d"]
+
+
+def test_a_host_gone_for_good_can_be_forgotten_explicitly_and_only_when_removed(tmp_path):
+    from hybridnb.errors import NotFoundError
+
+    assert lab(tmp_path).apply().ok
+    with pytest.raises(ConflictError) as info:
+        lab(tmp_path).forget_host("b")
+    assert "host b is still in lab hmvx's hosts:" in str(info.value)
+    after = lab(tmp_path, without("b"), c2="a")
+    with pytest.raises(NotFoundError):
+        after.forget_host("z")
+    assert after.forget_host("b") == ["bridge/hybr0", "container/c2", "firewall/hybr0",
+                                      "network/hnb-hmvx", f"vxlan/{VX}"]
+    assert multihost_apply.recorded_hosts(after) == ["a", "c"]
+    plan = lab(tmp_path, without("b"), c2="a").plan()
+    assert plan.removed == () and "b" not in dict(plan.hosts), plan
