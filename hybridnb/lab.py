@@ -409,6 +409,15 @@ class Lab:
         """Add a network-namespace host (fields: ``hybridnb kinds host``)."""
         return self.add("host", name, **fields)
 
+    def forget_host(self, host: str) -> list[str]:
+        """Drop the record of ``host``'s share of this spread lab without touching it: for
+        a host removed from ``hosts:`` that will never answer again (apply keeps naming it
+        until then).  Returns what its record listed (``kind/name``), no longer hybridnb's
+        to remove (:func:`hybridnb.multihost_apply.forget_host`)."""
+        from hybridnb import multihost_apply
+
+        return multihost_apply.forget_host(self, host)
+
     def remove(self, name: str) -> "Lab":
         if name not in {e.name for e in self._spec.endpoints}:
             raise NotFoundError(f"lab {self.name} has no endpoint {name!r}",
@@ -509,9 +518,10 @@ class Lab:
     def plan(self) -> Plan:
         """What ``apply()`` would do now (nothing is changed but the record of an interrupted
         run, which is finished first; the notes say which images apply will make first)."""
-        if self._spread():
-            from hybridnb import multihost_apply
+        from hybridnb import multihost_apply
 
+        multihost_apply.check_transition(self)     # a change of hosts: that cannot converge
+        if self._spread():
             return multihost_apply.plan(self)
         self._settle_if_idle()
         recorded = recorded_specs(self._read_state())
@@ -534,9 +544,10 @@ class Lab:
         preflight checks); a run that fails after changing existing resources puts them back
         and raises the error (``error.result`` has both runs).  ``workers`` bounds how many
         actions of one stage run at once (1: one at a time)."""
-        if self._spread():                 # one lab over several hosts: per host, in parallel
-            from hybridnb import multihost_apply
+        from hybridnb import multihost_apply
 
+        multihost_apply.check_transition(self)     # a change of hosts: that cannot converge
+        if self._spread():                 # one lab over several hosts: per host, in parallel
             return multihost_apply.apply(self, progress, workers=workers)
         with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
             self._check_owner(st.data)
@@ -572,9 +583,9 @@ class Lab:
     def destroy(self, progress: Progress | None = None) -> ApplyResult:
         """Remove everything this lab owns; its addresses are released, and its state and
         lock files removed."""
-        if self._spread():
-            from hybridnb import multihost_apply
+        from hybridnb import multihost_apply
 
+        if self._spread() or multihost_apply.recorded_hosts(self):  # every recorded host too
             return multihost_apply.destroy(self, progress)
         with self.store.transaction(self.name, on_wait=self._on_wait(progress)) as st:
             self._check_owner(st.data)
@@ -789,10 +800,15 @@ class Lab:
         return self._dns_backend().supports("dns")
 
     def _spread(self) -> bool:
-        """Whether the lab names two hosts or more: it is then planned, applied, destroyed
-        and probed host by host (:mod:`hybridnb.multihost_apply`)."""
+        """Whether the lab names two hosts or more (or one, with shares of it recorded per
+        host): it is then planned, applied, destroyed and probed host by host
+        (:mod:`hybridnb.multihost_apply`)."""
         hosts = self._spec.sections.get("hosts")
-        return hosts is not None and hosts.multi
+        if hosts is None or not hosts.hosts:
+            return False
+        from hybridnb import multihost_apply
+
+        return hosts.multi or bool(multihost_apply.recorded_hosts(self))
 
     def _policy(self) -> Policy | None:
         """The lab's policy over its endpoints' addresses (None without ``policies:``)."""

@@ -23,6 +23,15 @@ its own backend, from one description:
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
   are, and the next apply goes on from there on each host.
+* **Changes of ``hosts:`` converge.**  A host the file no longer names but whose share is
+  recorded (:func:`removed_hosts`) is planned last, named as removed with where it was, with
+  the deletion of everything the lab owns there; apply removes it first (then the others'
+  VXLAN devices stop flooding to it), and an unreachable one keeps its record, named in the
+  error.  An endpoint moved to another host keeps its address and announces its new place
+  (:func:`announce_moved`).  Dropping ``hosts:`` from a spread lab, spreading a one-host
+  lab, or re-pointing a host name at other engines is refused with a hint
+  (:func:`check_transition`); a VXLAN device in a host's kernel on the lab's VNI and port
+  that is not the lab's refuses it too (:func:`check_kernel_clash`).
 * **In parallel, named.** Hosts plan and apply at the same time (one thread per host, each
   running the ordinary staged apply :func:`~hybridnb.apply.converge`); an error says which
   host it came from (``host b (sandbox x): ...``), and when several hosts fail, all of them.
@@ -52,7 +61,7 @@ from hybridnb.apply import (ApplyResult, Progress, ProgressEvent, converge, exec
                             observe_all, observe_settled, preflight, settle_journal)
 from hybridnb.core.compile import compile_lab
 from hybridnb.core.multihost import Hosts, LabHost, host_resources, placement
-from hybridnb.core.plan import Plan, destroy_plan, diff
+from hybridnb.core.plan import Plan, diff
 from hybridnb.core.resource import Resource
 from hybridnb.core.spec import lab_to_dict
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource
@@ -78,11 +87,13 @@ class HostsPlan(Plan):
 
     hosts: tuple[tuple[str, Plan], ...] = ()
     where: tuple[tuple[str, str], ...] = ()        # host -> its engines in a few words
+    removed: tuple[str, ...] = ()                  # hosts no longer in the file (last)
 
     def headline(self) -> str:
-        head = super().headline().replace(f"lab {self.lab}:",
-                                          f"lab {self.lab} over {len(self.hosts)} hosts:")
-        return head
+        n = len(self.hosts) - len(self.removed)
+        gone = f", removing host {', '.join(self.removed)}" if self.removed else ""
+        over = f"over {n} host{'s' if n != 1 else ''}{gone}"
+        return super().headline().replace(f"lab {self.lab}:", f"lab {self.lab} {over}:")
 
     def _host_line(self, host: str, plan: Plan) -> str:
         where = dict(self.where).get(host, "")
@@ -124,12 +135,15 @@ class HostsApplyResult(ApplyResult):
     """What an apply or destroy did on every host (``hosts``: host -> its result)."""
 
     hosts: dict[str, ApplyResult] = field(default_factory=dict)
+    #: what apply did beyond the plan, or could not (an endpoint that moved, not announced)
+    notes: list[str] = field(default_factory=list)
 
     def to_text(self) -> str:
         lines = [f"{self.plan.headline()}; done in {self.seconds:.2f}s"]
         for host, result in self.hosts.items():
             lines.append(f"  host {host}:")
             lines += ["    " + line for line in result.to_text().splitlines()]
+        lines += ["  " + note for note in self.notes]
         return "\n".join(lines)
 
     __repr__ = to_text
@@ -143,15 +157,155 @@ class HostsApplyResult(ApplyResult):
 # ------------------------------------------------------------------------ hosts and backends
 
 def spread(lab: Lab) -> Hosts | None:
-    """The lab's hosts when it names two or more (else None: a one-machine lab)."""
+    """The lab's hosts when it is made host by host: it names two or more, or it names one
+    and shares of it are recorded per host (it was spread and is being gathered on one
+    host); else None: a one-machine lab."""
     hosts = lab.spec.sections.get("hosts")
-    return hosts if isinstance(hosts, Hosts) and hosts.multi else None
+    if not isinstance(hosts, Hosts) or not hosts.hosts:
+        return None
+    return hosts if hosts.multi or recorded_hosts(lab) else None
 
 
 def _hosts(lab: Lab) -> Hosts:
-    hosts = spread(lab)
-    assert hosts is not None
+    hosts = lab.spec.sections.get("hosts")
+    assert isinstance(hosts, Hosts)
     return hosts
+
+
+# ------------------------------------------------------------- hosts no longer in the file
+
+def recorded_hosts(lab: Lab) -> list[str]:
+    """The hosts that hold a share of the lab as recorded (a state of their own under
+    ``<state dir>/hosts/``), sorted."""
+    root = Path(lab.store.dir) / "hosts"
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and (d / f"{lab.name}.json").is_file())
+
+
+def removed_hosts(lab: Lab) -> list[str]:
+    """Recorded hosts the lab file no longer names (their shares are to be removed)."""
+    hosts = lab.spec.sections.get("hosts")
+    names = set(hosts.names) if isinstance(hosts, Hosts) else set()
+    return [h for h in recorded_hosts(lab) if h not in names]
+
+
+def _recorded_host(lab: Lab, name: str) -> LabHost:
+    """A host no longer in the lab file, as it was last applied: its entry in the recorded
+    description (``hosts:``), else what its own state says of its target."""
+    from hybridnb.core.multihost import parse_host
+    from hybridnb.core.problems import Collector
+
+    data = lab.store.read(lab.name)
+    raw = (data.get("removed") or {}).get(name) or \
+        ((data.get("spec") or {}).get("hosts") or {}).get(name)
+    if isinstance(raw, Mapping):
+        host = parse_host(Collector(), name, raw)
+        if host is not None:
+            return host
+    target = host_store(lab, name).read(lab.name).get("target") or {}
+    sandbox = str(target.get("name", "")).partition("sandbox:")[2] or None
+    if sandbox:
+        return LabHost(name, sandbox=sandbox)
+    if target.get("docker_url"):
+        from hybridnb.core.multihost import parse_docker_url, parse_libvirt_uri
+
+        uri = target.get("libvirt_uri")
+        return LabHost(name, docker=parse_docker_url(target["docker_url"]),
+                       libvirt=parse_libvirt_uri(uri) if uri else None)
+    return LabHost(name, engine="local")
+
+
+def lab_host(lab: Lab, name: str) -> LabHost:
+    """``name`` as the lab file gives it, else as it was recorded (a removed host)."""
+    hosts = lab.spec.sections.get("hosts")
+    if isinstance(hosts, Hosts) and name in hosts.names:
+        return hosts.get(name)
+    return _recorded_host(lab, name)
+
+
+def _where_of(lab: Lab, name: str) -> str:
+    """A host's engines in a few words; a removed host says so."""
+    where = lab_host(lab, name).where
+    hosts = lab.spec.sections.get("hosts")
+    if isinstance(hosts, Hosts) and name in hosts.names:
+        return where
+    return f"removed from hosts:, was {where}"
+
+
+def _machine(entry: Mapping[str, Any]) -> dict[str, str]:
+    """What names a host's machine in its ``hosts:`` entry (its underlay and MTU may change:
+    the VXLAN devices follow; its engines may not)."""
+    return {k: str(entry[k]) for k in ("engine", "sandbox", "docker", "libvirt")
+            if entry.get(k) is not None}
+
+
+def _check_same_machines(lab: Lab, hosts: Hosts, recorded: list[str],
+                         data: Mapping[str, Any]) -> None:
+    """Refuse a host name kept while its engines changed: its recorded share lives on the
+    engines it named before, which the per-host state of that name would then no longer
+    reach."""
+    from hybridnb.errors import ConflictError
+
+    before = (data.get("spec") or {}).get("hosts") or {}
+    for host in hosts.hosts:
+        old = before.get(host.name)
+        if host.name not in recorded or not isinstance(old, Mapping):
+            continue
+        was, now = _machine(old), _machine(host.to_dict())
+        if was.get("libvirt") is None or now.get("libvirt") is None:
+            was.pop("libvirt", None)         # a libvirt URL added or dropped: the same machine
+            now.pop("libvirt", None)
+        if was != now:
+            from hybridnb.core.multihost import parse_host
+            from hybridnb.core.problems import Collector
+
+            then = parse_host(Collector(), host.name, old)
+            gone = then.where if then is not None else ", ".join(was.values())
+            raise ConflictError(
+                f"host {host.name} now names other engines ({host.where}) than those "
+                f"holding its share of lab {lab.name} ({gone})",
+                hint=f"give the new machine another host name (the share of "
+                     f"{host.name!r} is then removed), or put {host.name!r} back as it was")
+
+
+def check_transition(lab: Lab) -> None:
+    """Refuse the two changes of ``hosts:`` that would leave a share of the lab behind
+    unrecorded: dropping ``hosts:`` from a lab whose shares are recorded per host (a
+    one-host lab keeps one journal, on the backend it is applied with — which may be none
+    of those hosts), and giving ``hosts:`` to a lab applied as a one-host lab (its journal
+    is the lab's own, on that backend).  Removing hosts while keeping ``hosts:`` (one host
+    is enough) converges."""
+    from hybridnb.errors import ConflictError
+
+    hosts = lab.spec.sections.get("hosts")
+    recorded = recorded_hosts(lab)
+    if not isinstance(hosts, Hosts) or not hosts.hosts:
+        if recorded:
+            raise ConflictError(
+                f"lab {lab.name} is applied over hosts {', '.join(recorded)} (each host's "
+                "share is recorded on its own): without hosts: it would be a one-host lab "
+                f"on {lab.target} and those shares would be left behind",
+                hint="keep a hosts: section naming the machines you want - one host is "
+                     "enough (hosts: {a: {sandbox: NAME}}): apply then gathers every "
+                     "endpoint there and removes the others' shares; or destroy the lab "
+                     "first")
+        return
+    if not (hosts.multi or recorded):
+        return
+    data = lab.store.read(lab.name)
+    _check_same_machines(lab, hosts, recorded, data)
+    if data.get("resources"):
+        from hybridnb.state import describe_target, recorded_target
+
+        where = describe_target(recorded_target(data) or lab.target)
+        raise ConflictError(
+            f"lab {lab.name} is applied as a one-host lab on {where}: spreading it over "
+            f"hosts {', '.join(hosts.names)} would make its endpoints again on each host "
+            "and leave what the one-host lab made behind, unrecorded",
+            hint=f"destroy it first (hybridnb destroy {lab.name}), then apply it with "
+                 "hosts:")
 
 
 def host_store(lab: Lab, host: str) -> StateStore:
@@ -205,7 +359,7 @@ def host_backend(lab: Lab, host: str) -> Backend:
     cache: dict[str, Backend] = lab.__dict__.setdefault("_host_backends", {})
     if host not in cache:
         try:
-            cache[host] = _make_backend(lab, _hosts(lab).get(host))
+            cache[host] = _make_backend(lab, lab_host(lab, host))
         except HybridError as exc:
             raise _named(exc, lab, host) from None
     return cache[host]
@@ -213,21 +367,37 @@ def host_backend(lab: Lab, host: str) -> Backend:
 
 def _named(exc: HybridError, lab: Lab, host: str) -> HybridError:
     """``exc`` with the host it happened on in front of its message (once)."""
-    where = _hosts(lab).get(host).where
-    head = f"host {host} ({where}): "
+    head = f"host {host} ({_where_of(lab, host)}): "
     if not exc.message.startswith(head):
         exc.message = head + exc.message
     exc.host = host  # type: ignore[attr-defined]
     return exc
 
 
-def _each_host(lab: Lab, work: Callable[[str], T]) -> dict[str, T]:
-    """``work(host)`` on every host at once; every host runs to its end, then the errors
-    (each naming its host) are raised as one — the first error, its message listing the
-    others — so one failing host never stops another half-way."""
-    names = _hosts(lab).names
+def _each_host(lab: Lab, work: Callable[[str], T],
+               names: tuple[str, ...] | list[str] | None = None) -> dict[str, T]:
+    """``work(host)`` on every host (``names``, default: the lab file's) at once; every host
+    runs to its end, then the errors (each naming its host) are raised as one — the first
+    error, its message listing the others — so one failing host never stops another
+    half-way."""
+    results, errors = _run_each(lab, work, _hosts(lab).names if names is None else names)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            first.message += "; also " + "; ".join(e.message for e in errors[1:])
+        first.results = results  # type: ignore[attr-defined]
+        raise first
+    return results
+
+
+def _run_each(lab: Lab, work: Callable[[str], T], names: tuple[str, ...] | list[str]
+              ) -> tuple[dict[str, T], list[HybridError]]:
+    """``work(host)`` on every host of ``names`` at once: (the results of those that
+    succeeded, the error of each that failed, naming its host), in the order of ``names``."""
     results: dict[str, T] = {}
     errors: list[HybridError] = []
+    if not names:
+        return results, errors
     with ThreadPoolExecutor(max_workers=len(names),
                             thread_name_prefix="hybridnb-host") as pool:
         futures = {h: pool.submit(_guarded, lab, h, work) for h in names}
@@ -236,13 +406,7 @@ def _each_host(lab: Lab, work: Callable[[str], T]) -> dict[str, T]:
                 results[h] = futures[h].result()
             except HybridError as exc:
                 errors.append(exc)
-    if errors:
-        first = errors[0]
-        if len(errors) > 1:
-            first.message += "; also " + "; ".join(e.message for e in errors[1:])
-        first.results = results  # type: ignore[attr-defined]
-        raise first
-    return results
+    return results, errors
 
 
 def _guarded(lab: Lab, host: str, work: Callable[[str], T]) -> T:
@@ -330,8 +494,36 @@ def check_clash(lab: Lab) -> None:
                                 f"(lab {name} is applied)")
 
 
+def check_kernel_clash(lab: Lab, host: str, backend: Backend,
+                       resources: list[Resource]) -> None:
+    """Refuse ``host``'s share when a VXLAN device already in that host's kernel — another
+    lab's, of another state directory or another user, or not hybridnb's at all — uses the
+    VNI and UDP port of this lab's device (one segment would receive the other's frames; the
+    kernel also refuses a second device on the same VNI and port).  Read where the driver
+    reads this machine's or a sandbox's kernel; not on a remote host (its agent is not
+    asked)."""
+    from hybridnb.errors import ConflictError
+
+    mine = [r for r in resources if r.kind == "vxlan"]
+    segments = getattr(backend.drivers.get("vxlan"), "segments", None) if mine else None
+    if segments is None:
+        return
+    vni, port = mine[0].spec["vni"], mine[0].spec["port"]
+    for device, other_vni, other_port, owner in segments():
+        if (other_vni, other_port) != (vni, port) or owner == lab.name or \
+                device == mine[0].name:         # ours, half made: its driver deals with it
+            continue
+        whose = f"lab {owner!r}'s" if owner else "a device hybridnb did not make"
+        raise ConflictError(f"VXLAN device {device} there ({whose}) already uses VNI {vni} "
+                            f"on UDP port {port}: lab {lab.name}'s segment would merge with "
+                            "it", hint="give this lab another network.vxlan.vni (or port)")
+
+
 def plan(lab: Lab) -> HostsPlan:
-    """Every host's plan, made at the same time; nothing is changed."""
+    """Every host's plan, made at the same time; nothing is changed.  A host the lab file
+    no longer names but whose share is recorded (:func:`removed_hosts`) comes last, with
+    the deletion of everything the lab owns there; one that cannot be reached is a note
+    naming it (its share stays recorded: apply removes it once it answers)."""
     check_clash(lab)
     state = lab._read_state()
     notes: list[str] = []
@@ -340,20 +532,88 @@ def plan(lab: Lab) -> HostsPlan:
 
     def one(host: str) -> Plan:
         backend = host_backend(lab, host)
+        check_kernel_clash(lab, host, backend, wanted[host])
         recorded = recorded_specs(host_store(lab, host).read(lab.name))
         return diff(lab.name, _usable(backend, wanted[host]), observe_all(lab.name, backend),
                     recorded, updatable=backend.updatable())
 
     plans = _each_host(lab, one)
-    return _merged(lab, plans, warnings=tuple(lab.warnings()), notes=tuple(notes))
+    gone, unreachable = _plan_removed(lab)
+    notes += unreachable
+    return _merged(lab, {**plans, **gone}, warnings=tuple(lab.warnings()), notes=tuple(notes))
+
+
+#: why a removed host's share is deleted (its plan's lines)
+REMOVED_REASON = "its host was removed from hosts:"
+
+
+def _plan_gone(lab: Lab, host: str) -> Plan:
+    """The deletion of everything of the lab on ``host`` (removed from the file)."""
+    backend = host_backend(lab, host)
+    recorded = recorded_specs(host_store(lab, host).read(lab.name))
+    return diff(lab.name, (), observe_all(lab.name, backend), recorded,
+                delete_reason=REMOVED_REASON)
+
+
+def _plan_removed(lab: Lab) -> tuple[dict[str, Plan], list[str]]:
+    """(each reachable removed host's deletions, a note per unreachable one)."""
+    gone = removed_hosts(lab)
+    plans: dict[str, Plan] = {}
+    notes: list[str] = []
+    for host in gone:
+        try:
+            plans[host] = _guarded(lab, host, lambda h: _plan_gone(lab, h))
+        except HybridError as exc:
+            notes.append(_unreachable(exc))
+            continue
+        if is_remote(host_backend(lab, host)):
+            notes.append(f"host {host}: hybridnb's agent container there goes too, once no "
+                         "lab of hybridnb uses that engine any more")
+    return plans, notes
+
+
+def _unreachable(exc: HybridError) -> str:
+    host = getattr(exc, "host", "NAME")
+    return (f"{exc.message}: its share of the lab stays recorded; apply removes it once the "
+            f"host answers again (a host gone for good: Lab.forget_host({host!r}) drops the "
+            "record)")
+
+
+def forget_host(lab: Lab, host: str) -> list[str]:
+    """Drop the record of ``host``'s share of the lab without touching the host — for a
+    host removed from ``hosts:`` that will never answer again (a machine gone for good).
+    Refused for a host the file still names or one that holds no record.  What its record
+    listed (``kind/name``) is returned: it is no longer hybridnb's to remove."""
+    from hybridnb.errors import ConflictError, NotFoundError
+
+    hosts = lab.spec.sections.get("hosts")
+    if isinstance(hosts, Hosts) and host in hosts.names:
+        raise ConflictError(f"host {host} is still in lab {lab.name}'s hosts:",
+                            hint="remove it from hosts: and apply; forget it only if that "
+                                 "apply cannot reach it")
+    if host not in recorded_hosts(lab):
+        raise NotFoundError(f"lab {lab.name} holds no record of host {host}",
+                            hint=f"recorded hosts: {', '.join(recorded_hosts(lab)) or 'none'}")
+    with lab.store.transaction(lab.name) as st:
+        store = host_store(lab, host)
+        with store.transaction(lab.name) as hst:
+            listed = sorted(hst.resources)
+            store.forget(lab.name)
+        st.data["removed"] = {h: d for h, d in (st.data.get("removed") or {}).items()
+                              if h != host}
+        st.save()
+    return listed
 
 
 def _merged(lab: Lab, plans: Mapping[str, Plan], **kw: Any) -> HostsPlan:
-    ordered = tuple((h, plans[h]) for h in _hosts(lab).names if h in plans)
+    names = list(_hosts(lab).names) if spread(lab) else []
+    removed = tuple(h for h in plans if h not in names)
+    ordered = tuple((h, plans[h]) for h in names + sorted(removed) if h in plans)
+    where = tuple((h, _where_of(lab, h)) for h, _ in ordered)
     return HostsPlan(lab.name, tuple(a for _, p in ordered for a in p.actions),
                      sum(p.unchanged for _, p in ordered),
                      tuple(r for _, p in ordered for r in p.desired), hosts=ordered,
-                     where=_where(lab), **kw)
+                     where=where, removed=removed, **kw)
 
 
 def _apply_host(lab: Lab, host: str, resources: list[Resource], progress: Progress | None,
@@ -400,9 +660,11 @@ def _tagged(progress: Progress | None, host: str) -> Progress | None:
 
 def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> HostsApplyResult:
     """Make every host's engines match its share of the lab, all hosts at once.  The lab's
-    description and addresses are recorded first; each host then runs the ordinary staged
-    apply under its own lock.  A host that fails raises (naming it) after the others
-    finished: they stay as made, and applying again goes on from there."""
+    description and addresses are recorded first; the shares of hosts the file no longer
+    names are removed first (an endpoint moved off such a host never runs twice), then each
+    host runs the ordinary staged apply under its own lock.  A host that fails raises
+    (naming it) after the others finished: they stay as made, and applying again goes on
+    from there — a removed host that cannot be reached keeps its record for that."""
     import time
 
     t0 = time.perf_counter()
@@ -411,6 +673,12 @@ def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> Ho
         check_clash(lab)
         addresses = lab._assign(st.addresses)
         wanted = resources_by_host(lab, addresses, "build", progress)
+        # every host's kernel checked before any host changes
+        _each_host(lab, lambda h: check_kernel_clash(lab, h, host_backend(lab, h), wanted[h]))
+        gone = removed_hosts(lab)
+        before = dict(st.data.get("placement") or {})
+        # how to reach them, kept before the new description replaces theirs
+        st.data["removed"] = {h: lab_host(lab, h).to_dict() for h in gone}
         st.data["addresses"] = {n: str(a) for n, a in addresses.items()}
         st.data["kinds"] = {e.name: e.kind for e in lab.spec.endpoints}
         st.data["spec"] = lab_to_dict(lab.spec)
@@ -420,32 +688,89 @@ def apply(lab: Lab, progress: Progress | None = None, *, workers: int = 8) -> Ho
         st.data["placement"] = placement(lab.spec)
         st.data["source"], st.data["named"] = lab._source_key, lab.named
         st.save()
+        removed, failed = _remove_hosts(lab, gone, progress)
+        st.data["removed"] = {h: d for h, d in st.data["removed"].items() if h not in removed}
+        st.save()
         try:
             results = _each_host(lab, lambda h: _apply_host(lab, h, wanted[h], progress,
                                                             workers))
         except HybridError as exc:
-            done = getattr(exc, "results", {})
+            done = {**removed, **getattr(exc, "results", {})}
+            if failed:
+                exc.message += "; also " + "; ".join(_unreachable(e) for e in failed)
             exc.result = _result(lab, done, t0)  # type: ignore[attr-defined]
             raise
-        return _result(lab, results, t0)
+        result = _result(lab, {**removed, **results}, t0)
+        result.notes = announce_moved(lab, before, addresses)
+        if failed:
+            first = failed[0]
+            first.message = "; ".join(_unreachable(e) for e in failed)
+            first.result = result  # type: ignore[attr-defined]
+            raise first
+        return result
+
+
+def moved(before: Mapping[str, str], lab: Lab) -> dict[str, str]:
+    """Endpoints now on another host than at the last apply: endpoint → its new host."""
+    now = placement(lab.spec)
+    return {ep: h for ep, h in sorted(now.items()) if before.get(ep) not in (None, h)}
+
+
+def announce_moved(lab: Lab, before: Mapping[str, str], addresses: Mapping[str, Any]
+                   ) -> list[str]:
+    """A gratuitous ARP from each endpoint that moved to another host, from where it now
+    runs (:func:`hybridnb.drivers.announce.announce`): the bridges, VXLAN devices and
+    neighbours of every host learn its new place at once, not when their entries age out.
+    Done where this process can enter the endpoint's namespace (containers and namespace
+    hosts of this machine or a sandbox); what could not be announced is returned as notes
+    (its peers find it again once their entries expire)."""
+    from hybridnb.drivers.announce import announce
+
+    notes: list[str] = []
+    for ep, host in moved(before, lab).items():
+        kind = lab.spec.endpoint(ep).kind
+        backend = host_backend(lab, host)
+        drv = backend.driver(kind) if backend.supports(kind) else None
+        if is_remote(backend) or not isinstance(drv, NamespaceSource):
+            notes.append(f"{kind} {ep} moved to host {host}: not announced (hybridnb does "
+                         "not enter it there); its peers find it once their entries expire")
+            continue
+        try:
+            netns = dict(drv.netns_paths(lab.name)).get(ep)
+            if netns is None:
+                raise HybridError(f"{kind} {ep} is not running")
+            announce(netns, str(addresses[ep]))
+        except (HybridError, OSError) as exc:
+            notes.append(f"{kind} {ep} moved to host {host}: not announced ({exc})")
+    return notes
+
+
+def _remove_hosts(lab: Lab, gone: list[str], progress: Progress | None
+                  ) -> tuple[dict[str, ApplyResult], list[HybridError]]:
+    """Remove the lab's share on every host in ``gone`` (at once): (what each host that
+    answered did, the error of each that did not — its share stays recorded)."""
+    return _run_each(lab, lambda h: _destroy_host(lab, h, progress, REMOVED_REASON), gone)
 
 
 def _result(lab: Lab, results: Mapping[str, ApplyResult], t0: float) -> HostsApplyResult:
     import time
 
-    ordered = {h: results[h] for h in _hosts(lab).names if h in results}
-    merged = _merged(lab, {h: r.plan for h, r in ordered.items()})
+    merged = _merged(lab, {h: r.plan for h, r in results.items()})
+    ordered = {h: results[h] for h, _ in merged.hosts}
     return HostsApplyResult(merged, [o for r in ordered.values() for o in r.outcomes],
                             time.perf_counter() - t0, hosts=ordered)
 
 
-def _destroy_host(lab: Lab, host: str, progress: Progress | None) -> ApplyResult:
+def _destroy_host(lab: Lab, host: str, progress: Progress | None,
+                  reason: str = "destroy") -> ApplyResult:
+    """Remove the lab's share on ``host`` and its record there (``reason``: why, in each
+    action's line)."""
     backend = host_backend(lab, host)
     store = host_store(lab, host)
     with store.transaction(lab.name) as st:
         observed = observe_settled(lab.name, backend, st.resources)
         settle_journal(st, observed)
-        plan = destroy_plan(lab.name, observed, st.recorded())
+        plan = diff(lab.name, (), observed, st.recorded(), delete_reason=reason)
         result = execute(plan, backend, st, progress=_tagged(progress, host)) \
             if not plan.empty else ApplyResult(plan)
         store.forget(lab.name)
@@ -457,7 +782,8 @@ def _destroy_host(lab: Lab, host: str, progress: Progress | None) -> ApplyResult
 
 
 def destroy(lab: Lab, progress: Progress | None = None) -> HostsApplyResult:
-    """Remove what the lab owns on every host, all at once; the lab's state is forgotten
+    """Remove what the lab owns on every host, all at once — the hosts of the lab file and
+    those it no longer names whose share is still recorded; the lab's state is forgotten
     only when every host is clean (a host that failed keeps its record and the lab's, so
     destroying again finishes the job)."""
     import time
@@ -465,8 +791,10 @@ def destroy(lab: Lab, progress: Progress | None = None) -> HostsApplyResult:
     t0 = time.perf_counter()
     with lab.store.transaction(lab.name, on_wait=lab._on_wait(progress)) as st:
         lab._check_owner(st.data)
+        current = list(_hosts(lab).names) if spread(lab) else []
+        every = current + [h for h in recorded_hosts(lab) if h not in current]
         try:
-            results = _each_host(lab, lambda h: _destroy_host(lab, h, progress))
+            results = _each_host(lab, lambda h: _destroy_host(lab, h, progress), every)
         except HybridError as exc:
             exc.result = _result(lab, getattr(exc, "results", {}), t0)  # type: ignore
             raise

@@ -95,6 +95,21 @@ class VxlanDriver(InTargetNamespace):
                     mark[1], running=running, reason="" if running else "down or detached")
         return dict(sorted(out.items()))
 
+    def segments(self) -> list[tuple[str, int, int, str | None]]:
+        """Every VXLAN device of the namespace, whoever made it: ``(device, VNI, UDP port,
+        the hybridnb lab owning it or None)`` — what a lab's segment must not clash with."""
+        out = []
+        with netlink_errors(f"cannot list VXLAN devices in {self._where}"), \
+                nsutil.iproute(self.netns) as ipr:
+            for link in ipr.get_links():
+                if link_kind(link) != "vxlan":
+                    continue
+                data = link.get(("linkinfo", "data")) or {}
+                mark = parse_vxlan_alias(link_alias(link))
+                out.append((str(link.get_attr("IFLA_IFNAME")), int(data.get("vxlan_id") or 0),
+                            int(data.get("vxlan_port") or 0), mark[0] if mark else None))
+        return sorted(out)
+
     def flood_list(self, device: str) -> list[str]:
         """The underlay addresses ``device`` sends broadcasts to (its all-zero FDB entries)."""
         with netlink_errors(f"cannot read the FDB of {device} in {self._where}"), \
@@ -159,8 +174,13 @@ class VxlanDriver(InTargetNamespace):
         have = set(flood_list(ipr, index))
         for dst in sorted(set(remotes) - have):
             ipr.fdb("append", ifindex=index, lladdr=ZERO_MAC, dst=dst)
-        for dst in sorted(have - set(remotes)):
-            ipr.fdb("del", ifindex=index, lladdr=ZERO_MAC, dst=dst)
+        gone = have - set(remotes)
+        # a host that left: its flood entry and every MAC learned behind it go (else frames
+        # to those MACs would still be sent there until the entries age out)
+        for entry in ipr.fdb("dump", ifindex=index):
+            dst = entry.get_attr("NDA_DST")
+            if entry.get("ifindex") == index and dst in gone:
+                ipr.fdb("del", ifindex=index, lladdr=entry.get_attr("NDA_LLADDR"), dst=dst)
 
     # -- delete ---------------------------------------------------------------------------
 
