@@ -66,7 +66,7 @@ from hybridnb.core.resource import Resource
 from hybridnb.core.spec import lab_to_dict
 from hybridnb.drivers.base import Backend, GuestExec, NamespaceSource
 from hybridnb.errors import HybridError, Unsupported
-from hybridnb.state import StateStore, owners, recorded_specs
+from hybridnb.state import HOSTS_DIR, StateStore, owners, recorded_specs
 from hybridnb.state import host_store as state_host_store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -177,7 +177,7 @@ def _hosts(lab: Lab) -> Hosts:
 def recorded_hosts(lab: Lab) -> list[str]:
     """The hosts that hold a share of the lab as recorded (a state of their own under
     ``<state dir>/hosts/``), sorted."""
-    root = Path(lab.store.dir) / "hosts"
+    root = Path(lab.store.dir) / HOSTS_DIR
     if not root.is_dir():
         return []
     return sorted(d.name for d in root.iterdir()
@@ -323,15 +323,15 @@ def _make_backend(lab: Lab, host: LabHost) -> Backend:
     if _dry_run(lab):
         from hybridnb.drivers.dryrun import dry_run_backend
 
-        return dry_run_backend(Path(lab.store.dir) / "hosts" / host.name / DRY_RUN_ENGINE)
+        return dry_run_backend(Path(lab.store.dir) / HOSTS_DIR / host.name / DRY_RUN_ENGINE)
     if host.engine == "local":
         return lab.backend
     if host.sandbox:
         # drivers that keep files (the DNS server's, the VMs') keep them per host: a host's
         # driver must never see another host's share as its own
-        return resolve_backend("sandbox", state_dir=Path(lab.store.dir) / "hosts" / host.name,
+        return resolve_backend("sandbox", state_dir=Path(lab.store.dir) / HOSTS_DIR / host.name,
                                sandbox=host.sandbox)
-    return _remote_backend(host, Path(lab.store.dir) / "hosts" / host.name)
+    return _remote_backend(host, Path(lab.store.dir) / HOSTS_DIR / host.name)
 
 
 def _remote_backend(host: LabHost, state_dir: Path | None = None) -> Backend:
