@@ -553,23 +553,23 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
 def _remote_ways_in(lab: Lab, host: str, backend: Backend,
                     resources: list[Resource]) -> dict[str, Any]:
     """The ways into a remote host's endpoints **as seen on that host**: its containers'
-    namespace paths from its Docker API (``/proc/<pid>/ns/net`` of dockerd's PID namespace),
-    for its probe share, which runs there (:func:`share_runners`).  Other kinds (VMs,
-    namespace hosts) are refused, naming the host."""
-    other = sorted({(r.kind, r.name) for r in resources if r.kind != "container"})
+    namespace paths from its Docker API (``/proc/<pid>/ns/net`` of dockerd's PID namespace)
+    and its namespace hosts' (``/run/netns/hnb-<lab>-<name>`` there, asked from its agent),
+    for its probe share, which runs there (:func:`share_runners`).  VMs are refused, naming
+    the host."""
+    served = ("container", "host")
+    other = sorted({(r.kind, r.name) for r in resources if r.kind not in served})
     if other:
         what = ", ".join(f"{k} {n}" for k, n in other)
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
                           f"its engines' APIs only: hybridnb cannot probe from {what} there "
                           "(its probe share runs in the agent container, which enters "
-                          "containers only)",
-                          hint="place VMs and hosts on a sandbox or engine: local host to "
-                               "test them",
+                          "containers' and namespace hosts' namespaces only)",
+                          hint="place VMs on a sandbox or engine: local host to test them",
                           capability="hosts", kind=other[0][0])
-    if not resources:
-        return {}
+    kinds = sorted({r.kind for r in resources})
     try:
-        return {"container": backend.driver("container").netns_paths_there(lab.name)}
+        return {kind: backend.driver(kind).netns_paths_there(lab.name) for kind in kinds}
     except HybridError as exc:
         raise _named(exc, lab, host) from None
 

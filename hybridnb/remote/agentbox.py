@@ -53,10 +53,23 @@ NAME = "hnb-agent"
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN")
 #: the agent shares the host's PID namespace (the lab containers' pids are dockerd's)
 PID_MODE = "host"
+#: the host's directory of named network namespaces, bind-mounted with **shared**
+#: propagation: a namespace host's namespace (``hnb-<lab>-<endpoint>``), made by the agent
+#: bind-mounting it on ``/run/netns/NAME``, is then a mount of the host's ``/run/netns`` —
+#: ``ip netns`` there lists it, and it outlives the agent container (a new agent sees it
+#: and deletes it).  A private bind leaves only an empty file on the host, no bind at all
+#: not even that; measured in notes 17-remotens.  ``/etc/netns`` (a namespace host's
+#: ``resolv.conf``, what ``ip netns exec`` shows) is a plain bind.
+BINDS = ("/run/netns:/run/netns:rshared", "/etc/netns:/etc/netns")
+#: Docker's read-only paths of an unprivileged container but ``/proc/sys``: a namespace
+#: host's namespace-local sysctl (``net.ipv4.ping_group_range``) is written from a thread
+#: inside that namespace (masked paths stay Docker's default)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger")
 #: the label saying how the agent container was made (an agent made with other
 #: capabilities — an older hybridnb's — is replaced)
 CONFIG_LABEL = "hybridnb.agent.config"
-CONFIG = f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host"
+CONFIG = (f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host;"
+          f"binds={','.join(BINDS)};readonly={','.join(READONLY_PATHS)}")
 MODULE = "hybridnb.remote.agent"
 #: an agent server nobody asked anything for this long ends (a Lab object dropped without
 #: ``close`` leaves no process on the host); the client starts a new one when it asks again
@@ -86,8 +99,7 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
                 api.start(found["Id"])
             return str(found["Id"])
         try:
-            host_config = api.create_host_config(cap_add=list(CAPABILITIES),
-                                                 network_mode="host", pid_mode=PID_MODE)
+            host_config = host_config_of(api)
             made = api.create_container(tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG},
                                         host_config=host_config, detach=True)
             api.start(made["Id"])
@@ -96,6 +108,15 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
             if exc.status_code != 409:                # 409: another process made it first
                 raise
     raise EngineError(f"cannot make the agent container {NAME}", engine="docker")
+
+
+def host_config_of(api: Any) -> dict[str, Any]:
+    """The agent container's host config (:data:`CAPABILITIES`, host network and PID
+    namespaces, :data:`BINDS`, :data:`READONLY_PATHS`)."""
+    config = dict(api.create_host_config(cap_add=list(CAPABILITIES), network_mode="host",
+                                         pid_mode=PID_MODE, binds=list(BINDS)))
+    config["ReadonlyPaths"] = list(READONLY_PATHS)
+    return config
 
 
 def agents(api: Any) -> list[dict[str, Any]]:
@@ -305,8 +326,84 @@ class PolicyProxy(_Checked):
         return self.client.call(self.kind, "ruleset", lab)
 
 
+class HostProxy(AgentDriver):
+    """Namespace hosts (kind ``host``), made by the agent's
+    :class:`~hybridnb.drivers.netns.NetnsHostDriver` on that host: their namespaces are
+    that host's ``/run/netns/hnb-<lab>-<endpoint>``.  No ``update`` (a changed host is made
+    anew, as locally) and no ``netns_paths`` (nothing here may open them)."""
+
+    def check(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "check", lab, resource)
+
+    def labs(self) -> set[str]:
+        return set(self.client.call(self.kind, "labs"))
+
+    def netns_paths_there(self, lab: str) -> dict[str, str]:
+        """Per whole namespace host of the lab: its namespace **as seen on that host** (for
+        its probe share there, which the agent container runs); never opened here."""
+        from hybridnb.core.naming import object_name
+
+        return {name: f"{NETNS_DIR}/{object_name(lab, name)}" for name in self.observe(lab)}
+
+
+#: where a host's named network namespaces are, there and in its agent container
+NETNS_DIR = "/run/netns"
+
+ContainerPaths = Callable[[str], Mapping[str, str]]
+
+
+class LinkProxy(_Checked):
+    """Link impairments (kind ``link``), applied by the agent's link driver on that host
+    (:class:`~hybridnb.remote.agent.ServedLinks`).  ``containers(lab)`` gives the lab's
+    containers' namespaces as seen there (from that host's Docker API), sent with each
+    request that looks for a container's bridge port.  A VM's ``mtu`` is refused: it is set
+    inside the guest, through libvirt, which the agent does not reach."""
+
+    def __init__(self, kind: str, client: AgentClient,
+                 containers: ContainerPaths | None = None) -> None:
+        super().__init__(kind, client)
+        self.containers = containers
+
+    def _paths(self, lab: str, spec: Mapping[str, Any] | None, *, strict: bool) -> dict:
+        if self.containers is None or (spec is not None and spec.get("kind") != "container"):
+            return {}
+        try:
+            return dict(self.containers(lab))
+        except EngineError:
+            if strict:
+                raise
+            return {}               # delete: restoring a container's MTU is best effort
+
+    def check(self, lab: str, resource: Resource) -> None:
+        spec = resource.spec
+        if spec.get("kind") == "vm" and spec.get("mtu") is not None:
+            from hybridnb.errors import Unsupported
+
+            raise Unsupported(f"cannot set the mtu of vm {spec['endpoint']!r} on "
+                              f"{self.client.where}: it is set inside the guest, which "
+                              "hybridnb's agent there does not reach",
+                              hint="place the VM on a sandbox or engine: local host, or "
+                                   "drop its mtu", capability="hosts", kind="link")
+        super().check(lab, resource)
+
+    def create(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "create", lab, resource,
+                         self._paths(lab, resource.spec, strict=True))
+
+    def update(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "update", lab, resource,
+                         self._paths(lab, resource.spec, strict=True))
+
+    def delete(self, lab: str, name: str) -> None:
+        self.client.call(self.kind, "delete", lab, name, self._paths(lab, None, strict=False))
+
+    def link_report(self, lab: str) -> dict[str, Any]:
+        return dict(self.client.call(self.kind, "link_report", lab))
+
+
 PROXIES: dict[str, type[AgentDriver]] = {"bridge": BridgeProxy, "vxlan": VxlanProxy,
-                                         "firewall": FirewallProxy, "policy": PolicyProxy}
+                                         "firewall": FirewallProxy, "policy": PolicyProxy,
+                                         "host": HostProxy, "link": LinkProxy}
 
 
 def agent_labs(client: AgentClient) -> set[str]:
