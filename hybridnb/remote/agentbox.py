@@ -17,11 +17,23 @@ engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_im
 * ``pid_mode=host`` — a lab container's namespace is ``/proc/<pid>/ns/net`` with the pid
   the host's Docker API gives (``State.Pid``, a pid of dockerd's PID namespace): the
   probe share finds it only in that PID namespace.  Its mount namespace stays private;
+* the host's ``/run/netns`` bind-mounted on its own with **shared** propagation
+  (:data:`BINDS`) — a namespace host's namespace, which the agent mounts on
+  ``/run/netns/NAME`` like ``ip netns add``, then appears in the host's ``/run/netns``
+  (its mount namespace is a peer) and outlives the agent container: a new agent sees it
+  and deletes it, and the unmount reaches the host too.  A private bind (Docker's default)
+  leaves an empty file on the host and the namespace inside the agent; no bind leaves
+  nothing on the host at all.  ``/etc/netns`` (a namespace host's ``resolv.conf``) is an
+  ordinary bind;
+* ``/proc/sys`` writable (:data:`READONLY_PATHS`: Docker's read-only paths but that one) —
+  a namespace host's ``net.ipv4.ping_group_range`` is written inside its namespace, and
+  Docker mounts ``/proc/sys`` read-only in an unprivileged container (``EROFS``).  This
+  also lets the agent write the host's other sysctls; Docker's masked paths stay masked;
 * its main process idles (``python3 -m hybridnb.remote.agent --idle``); the server runs by
   ``docker exec`` with stdio attached (:class:`~hybridnb.drivers.runner.DockerExecRunner`).
 
-It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, Docker network
-or container on that engine's host (starting it costs an image inspect and a container
+It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, namespace
+host, Docker network or container on that engine's host (starting it costs an image inspect and a container
 start, ~0.5 s), and removed by the destroy that leaves none (:func:`release_if_unused`);
 the image stays in the engine, like every image hybridnb imports — :func:`remove_agents`
 and :func:`hybridnb.remote.image.remove_images` remove both.  A container of an older

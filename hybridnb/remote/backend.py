@@ -179,7 +179,8 @@ def refuse_unserved(host: str, where: str, backend: Backend,
         hint = "place these endpoints on a sandbox or engine: local host"
     raise Unsupported(
         f"host {host} ({where}) is reached through its engines' URLs, where hybridnb makes "
-        f"containers and the fabric only, not {what}", hint=hint, capability="hosts",
+        "containers, namespace hosts, link impairments, the fabric and (given a libvirt: "
+        f"URI) VMs only, not {what}", hint=hint, capability="hosts",
         kind=missing[0][0])
 
 
