@@ -77,9 +77,48 @@ def test_an_agent_made_without_the_namespace_dir_is_replaced(monkeypatch) -> Non
 
 # --------------------------------------------------------------------------- the agent
 
-def test_the_agent_serves_namespace_hosts_and_links_with_the_local_drivers() -> None:
-    assert KINDS["host"] == ("hybridnb.drivers.netns", "NetnsHostDriver")
+def test_where_docker_refuses_the_shared_bind_the_agent_is_made_without_it(monkeypatch):
+    from tests.test_remote_probe import _Engine
+
+    class Unshared(_Engine):
+        def start(self, cid: str, **kw: Any) -> None:           # type: ignore[override]
+            tag, made = self.made[-1]
+            if any(b.endswith(":rshared") for b in made["host_config"]["Binds"]):
+                raise docker.errors.APIError("500 Server Error", explanation=(
+                    "path /run/netns is mounted on / but it is not a shared mount"))
+
+        def remove_container(self, cid: str, **kw: Any) -> None:  # type: ignore[override]
+            self.removed.append(cid)
+
+    monkeypatch.setattr(agentbox, "ensure_agent_image", lambda api, progress=None: "img:1")
+    api = Unshared([])
+    assert agentbox.ensure_agent(api) == "new" and api.removed == ["new"]
+    (_, first), (_, second) = api.made
+    assert first["environment"] == {"HYBRIDNB_AGENT_NETNS": "host"}
+    assert second["host_config"]["Binds"] == ["/etc/netns:/etc/netns"]
+    assert second["environment"] == {"HYBRIDNB_AGENT_NETNS": "alone"}
+    assert second["labels"][agentbox.CONFIG_LABEL] == agentbox.CONFIG_ALONE
+    kept = _Engine([{"Id": "alone", "State": "running", "Labels": second["labels"]}])
+    assert agentbox.ensure_agent(kept) == "alone" and kept.made == [] == kept.removed
+    other = docker.errors.APIError("500 Server Error", explanation="no space left on device")
+    assert not agentbox.not_shared(other)
+
+
+def test_the_agent_serves_namespace_hosts_and_links_with_the_local_drivers(monkeypatch):
+    from hybridnb.drivers.netns import NetnsHostDriver
+    from hybridnb.remote.agent import ServedHosts
+
+    assert KINDS["host"] == ("hybridnb.remote.agent", "ServedHosts")
     assert KINDS["link"] == ("hybridnb.remote.agent", "ServedLinks")
+    assert issubclass(ServedHosts, NetnsHostDriver)
+    served = ServedHosts(Target(name="agent", netns=None))
+    res = Resource("host", "h2", {"endpoint": "h2", "netns": "hnb-lab-h2", "veth": "hv1"})
+    monkeypatch.setenv("HYBRIDNB_AGENT_NETNS", "alone")    # an agent without b's /run/netns
+    for step in (served.check, served.create):
+        with pytest.raises(Unsupported, match="cannot make namespace host 'h2' there: "
+                                              "Docker refused to share") as info:
+            step("lab", res)
+        assert "ip netns add" in (info.value.hint or "")
 
 
 def test_served_links_take_the_containers_namespaces_with_each_request() -> None:

@@ -27,15 +27,46 @@ import signal
 import sys
 from typing import Any, BinaryIO, Callable, Iterator
 
+from hybridnb.drivers.netns import NetnsHostDriver
+
 #: kind -> (module, class) of the driver the agent serves
 KINDS: dict[str, tuple[str, str]] = {
     "bridge": ("hybridnb.drivers.bridge", "BridgeDriver"),
     "vxlan": ("hybridnb.drivers.vxlan", "VxlanDriver"),
     "firewall": ("hybridnb.drivers.firewall", "FirewallDriver"),
     "policy": ("hybridnb.drivers.nftables", "PolicyDriver"),
-    "host": ("hybridnb.drivers.netns", "NetnsHostDriver"),
+    "host": ("hybridnb.remote.agent", "ServedHosts"),
     "link": ("hybridnb.remote.agent", "ServedLinks"),
 }
+
+
+class ServedHosts(NetnsHostDriver):
+    """Namespace hosts as the agent serves them: the ordinary driver, refusing to make one
+    where the agent container does not share the host's ``/run/netns`` (Docker refused the
+    shared bind: :data:`hybridnb.remote.agentbox.CONFIG_ALONE`) — its namespace would live
+    and die inside the container."""
+
+    def check(self, lab: str, resource: Any) -> None:
+        _netns_dir_is_the_hosts(resource.spec["endpoint"])
+        super().check(lab, resource)
+
+    def create(self, lab: str, resource: Any) -> None:
+        _netns_dir_is_the_hosts(resource.spec["endpoint"])
+        super().create(lab, resource)
+
+
+def _netns_dir_is_the_hosts(endpoint: str) -> None:
+    from hybridnb.errors import Unsupported
+    from hybridnb.remote.wire import NETNS_ENV
+
+    if os.environ.get(NETNS_ENV) == "alone":
+        raise Unsupported(
+            f"cannot make namespace host {endpoint!r} there: Docker refused to share that "
+            "host's /run/netns with hybridnb's agent container (the mount holding it is not "
+            "a shared mount), so the namespace would live and die inside the container",
+            hint="make it a shared mount on that host once (`ip netns add hnb-tmp && ip "
+                 "netns delete hnb-tmp` does), then `hybridnb images prune --docker URL` "
+                 "so the next command makes the agent anew", kind="host")
 
 
 class ServedLinks:

@@ -23,8 +23,10 @@ engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_im
   (its mount namespace is a peer) and outlives the agent container: a new agent sees it
   and deletes it, and the unmount reaches the host too.  A private bind (Docker's default)
   leaves an empty file on the host and the namespace inside the agent; no bind leaves
-  nothing on the host at all.  ``/etc/netns`` (a namespace host's ``resolv.conf``) is an
-  ordinary bind;
+  nothing on the host at all.  Docker refuses the shared bind where the host's mount
+  holding ``/run/netns`` is not shared: the agent is then made without it
+  (:data:`CONFIG_ALONE`, environment ``HYBRIDNB_AGENT_NETNS=alone``) and refuses namespace
+  hosts.  ``/etc/netns`` (a namespace host's ``resolv.conf``) is an ordinary bind;
 * ``/proc/sys`` writable (:data:`READONLY_PATHS`: Docker's read-only paths but that one) —
   a namespace host's ``net.ipv4.ping_group_range`` is written inside its namespace, and
   Docker mounts ``/proc/sys`` read-only in an unprivileged container (``EROFS``).  This
@@ -53,6 +55,7 @@ from typing import Any, Callable, Mapping
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.remote import wire
+from hybridnb.remote.wire import NETNS_ENV
 from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
 from hybridnb.drivers.runner import DockerExecRunner, ModuleProcess, Runner
 
@@ -63,6 +66,8 @@ NAME = "hnb-agent"
 #: fails under a dockerd whose own bounding set lacks some, as on this project's CI
 #: machines)
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN")
+#: where a host's named network namespaces are, there and in its agent container
+NETNS_DIR = "/run/netns"
 #: the agent shares the host's PID namespace (the lab containers' pids are dockerd's)
 PID_MODE = "host"
 #: the host's directory of named network namespaces, bind-mounted with **shared**
@@ -82,6 +87,9 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger")
 CONFIG_LABEL = "hybridnb.agent.config"
 CONFIG = (f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host;"
           f"binds={','.join(BINDS)};readonly={','.join(READONLY_PATHS)}")
+#: the config of an agent made where Docker refused the shared bind of ``/run/netns``
+CONFIG_ALONE = CONFIG + ";netns=alone"
+
 MODULE = "hybridnb.remote.agent"
 #: an agent server nobody asked anything for this long ends (a Lab object dropped without
 #: ``close`` leaves no process on the host); the client starts a new one when it asks again
@@ -95,14 +103,19 @@ def _find(api: Any) -> dict[str, Any] | None:
 
 def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> str:
     """The id of the running agent container of the engine behind ``api``, made (and its
-    image imported) first when missing or stale."""
+    image imported) first when missing or stale.  Where Docker refuses the shared bind of
+    the host's ``/run/netns`` (that host's mount holding it is not shared), the agent is
+    made without it (:data:`CONFIG_ALONE`): the fabric works, namespace hosts are refused
+    there by the agent, naming the cause."""
     import docker.errors
 
     tag = ensure_agent_image(api, progress=progress)
-    for _attempt in range(3):
+    shared = True
+    for _attempt in range(4):
         found = _find(api)
         labels = (found or {}).get("Labels") or {}
-        if found is not None and (labels.get(LABEL) != tag or labels.get(CONFIG_LABEL) != CONFIG):
+        if found is not None and (labels.get(LABEL) != tag or
+                                  labels.get(CONFIG_LABEL) not in (CONFIG, CONFIG_ALONE)):
             api.remove_container(found["Id"], force=True)      # another hybridnb's agent
             drop_stale(api, tag)
             found = None
@@ -110,23 +123,40 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
             if found.get("State") != "running":
                 api.start(found["Id"])
             return str(found["Id"])
+        made = None
         try:
-            host_config = host_config_of(api)
-            made = api.create_container(tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG},
-                                        host_config=host_config, detach=True)
+            made = api.create_container(
+                tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG if shared
+                                        else CONFIG_ALONE},
+                environment={NETNS_ENV: "host" if shared else "alone"},
+                host_config=host_config_of(api, shared=shared), detach=True)
             api.start(made["Id"])
             return str(made["Id"])
         except docker.errors.APIError as exc:
+            if shared and made is not None and not_shared(exc):
+                api.remove_container(made["Id"], force=True)
+                shared = False                       # again, without b's /run/netns
+                continue
             if exc.status_code != 409:                # 409: another process made it first
                 raise
     raise EngineError(f"cannot make the agent container {NAME}", engine="docker")
 
 
-def host_config_of(api: Any) -> dict[str, Any]:
+def not_shared(exc: Exception) -> bool:
+    """Docker refused a bind with shared propagation: the host's mount holding its source
+    is not a shared mount (``path /run/netns is mounted on / but it is not a shared
+    mount``)."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    return "not a shared" in text
+
+
+def host_config_of(api: Any, *, shared: bool = True) -> dict[str, Any]:
     """The agent container's host config (:data:`CAPABILITIES`, host network and PID
-    namespaces, :data:`BINDS`, :data:`READONLY_PATHS`)."""
+    namespaces, :data:`BINDS` — ``shared=False``: without the host's ``/run/netns`` —
+    :data:`READONLY_PATHS`)."""
+    binds = [b for b in BINDS if shared or not b.startswith(f"{NETNS_DIR}:")]
     config = dict(api.create_host_config(cap_add=list(CAPABILITIES), network_mode="host",
-                                         pid_mode=PID_MODE, binds=list(BINDS)))
+                                         pid_mode=PID_MODE, binds=binds))
     config["ReadonlyPaths"] = list(READONLY_PATHS)
     return config
 
@@ -357,9 +387,6 @@ class HostProxy(AgentDriver):
 
         return {name: f"{NETNS_DIR}/{object_name(lab, name)}" for name in self.observe(lab)}
 
-
-#: where a host's named network namespaces are, there and in its agent container
-NETNS_DIR = "/run/netns"
 
 ContainerPaths = Callable[[str], Mapping[str, str]]
 

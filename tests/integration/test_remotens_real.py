@@ -210,6 +210,12 @@ def check_again(two: dict[str, Any], lab: Lab) -> None:
         print(f"plan with a new agent container: {time.monotonic() - t0:.2f}s")
         assert again.empty, again.to_text()
         assert [r["Names"] for r in agentbox.agents(api)] == [[f"/{agentbox.NAME}"]]
+        info = api.inspect_container(agentbox.NAME)
+        mounts = {m["Destination"]: m for m in info["Mounts"]}
+        assert mounts["/run/netns"]["Source"] == "/run/netns" and \
+            mounts["/run/netns"]["Propagation"] == "rshared", mounts
+        assert "HYBRIDNB_AGENT_NETNS=host" in info["Config"]["Env"], info["Config"]["Env"]
+        assert "/proc/sys" not in info["HostConfig"]["ReadonlyPaths"], info["HostConfig"]
     finally:
         api.close()
 
