@@ -329,7 +329,20 @@ def check_delay(two: dict[str, Any], lab: Lab) -> None:
 
 
 def check_capture(lab: Lab) -> None:
-    """A capture of h2's bridge port on b, by the agent: c1's pings to h2 cross it."""
+    """h2's and c3's bridge ports on b found as monitor finds them (b's links dumped by the
+    agent); a capture of h2's port on b, by the agent: c1's pings to h2 cross it."""
+    from hybridnb.services.ports import resolve_ports
+
+    view_b = next(v for v in multihost_apply.host_views(lab) if v.host == "b")
+    ports = resolve_ports(view_b)
+    print(f"ports on b: { {n: p.ifname for n, p in ports.ports.items()} }, "
+          f"missing {ports.missing}")
+    assert set(ports.ports) == {"h2", "c3"} and not ports.missing, ports
+    links = lab.links()                          # where: read on b by its agent
+    print(links)
+    rows = {r.endpoint: r for r in links.rows}
+    assert rows["c3"].state == rows["h2"].state == "up", rows
+    assert rows["c3"].where and rows["h2"].where, rows
     t0 = time.monotonic()
     h2 = str(lab.addresses()["h2"])
     with lab.capturing("h2", bpf="icmp", count=4) as one:
