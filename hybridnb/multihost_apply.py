@@ -15,10 +15,11 @@ its own backend, from one description:
   in for two machines), ``engine: local`` the backend the lab is applied with; a dry-run lab
   simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
   (``docker: ssh://…``) is a *remote* host (:mod:`hybridnb.remote`): its containers through
-  its Docker API, its bridge, VXLAN device, firewall rule and policy table by hybridnb's
-  agent container there, which also runs that host's share of the probe matrix; its VMs
-  through its ``libvirt:`` URI (boot files uploaded into a storage pool there,
-  :mod:`hybridnb.drivers.vmpool`); probes from its VMs and watching it are refused, naming it.
+  its Docker API, its bridge, VXLAN device, firewall rule, policy table, namespace hosts
+  and link impairments by hybridnb's agent container there, which also runs that host's
+  share of the probe matrix and watches it; its VMs through its ``libvirt:`` URI (boot
+  files uploaded into a storage pool there, :mod:`hybridnb.drivers.vmpool`); probes from
+  its VMs are refused, naming it.
 * **State per host.** Each host keeps the journal of what was made there in a state store of
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
@@ -32,8 +33,8 @@ its own backend, from one description:
   kernel, so one process enters every namespace; a host given a runner (:func:`prober`,
   ``Lab.probe_runners``) runs its share of the matrix there instead
   (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix — a remote host
-  always does, in its agent container (:func:`share_runners`), its containers' namespaces
-  named as seen on that host.
+  always does, in its agent container (:func:`share_runners`), its containers' and
+  namespace hosts' namespaces named as seen on that host.
 
 :class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
 an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their
