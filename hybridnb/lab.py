@@ -864,9 +864,12 @@ class Lab:
 
         wanted = {r.name: r for r in self.resources() if r.kind == "link"}
         seen = self._observe().get("link", {})
-        report: Mapping[str, Any] = {}
-        if wanted and self.backend.capable("link", LinkReport):
-            report = self.backend.require("link", LinkReport).link_report(self.name)
+        report: dict[str, Any] = {}
+        # each endpoint's impairments are recorded on its own host (over several hosts)
+        backends = {id(b): b for b in (self._backend_of(name) for name in sorted(wanted))}
+        for backend in backends.values():
+            if backend.capable("link", LinkReport):
+                report.update(backend.require("link", LinkReport).link_report(self.name))
         applied = bool(self.store.read(self.name).get("resources"))
         rows = []
         for name, imp in sorted(impairments_of(self._spec).items()):

@@ -15,10 +15,11 @@ its own backend, from one description:
   in for two machines), ``engine: local`` the backend the lab is applied with; a dry-run lab
   simulates every host with a dry-run engine of its own.  A host reached only by engine URLs
   (``docker: ssh://…``) is a *remote* host (:mod:`hybridnb.remote`): its containers through
-  its Docker API, its bridge, VXLAN device, firewall rule and policy table by hybridnb's
-  agent container there, which also runs that host's share of the probe matrix; its VMs
-  through its ``libvirt:`` URI (boot files uploaded into a storage pool there,
-  :mod:`hybridnb.drivers.vmpool`); probes from its VMs and watching it are refused, naming it.
+  its Docker API, its bridge, VXLAN device, firewall rule, policy table, namespace hosts
+  and link impairments by hybridnb's agent container there, which also runs that host's
+  share of the probe matrix and watches it; its VMs through its ``libvirt:`` URI (boot
+  files uploaded into a storage pool there, :mod:`hybridnb.drivers.vmpool`); probes from
+  its VMs are refused, naming it.
 * **State per host.** Each host keeps the journal of what was made there in a state store of
   its own (``<state dir>/hosts/<host>/<lab>.json``), under its own lock; the lab's state holds
   the description and the addresses.  So one host failing leaves the others recorded as they
@@ -41,8 +42,8 @@ its own backend, from one description:
   kernel, so one process enters every namespace; a host given a runner (:func:`prober`,
   ``Lab.probe_runners``) runs its share of the matrix there instead
   (:mod:`hybridnb.services.probe.coordinate`), merged into the same matrix — a remote host
-  always does, in its agent container (:func:`share_runners`), its containers' namespaces
-  named as seen on that host.
+  always does, in its agent container (:func:`share_runners`), its containers' and
+  namespace hosts' namespaces named as seen on that host.
 
 :class:`HostsPlan` and :class:`HostsApplyResult` are a :class:`~hybridnb.core.plan.Plan` and
 an :class:`~hybridnb.apply.ApplyResult` (every front shows them as before) that group their
@@ -882,23 +883,23 @@ def probe_endpoints(lab: Lab, bridges: Mapping[str, str | None]
 def _remote_ways_in(lab: Lab, host: str, backend: Backend,
                     resources: list[Resource]) -> dict[str, Any]:
     """The ways into a remote host's endpoints **as seen on that host**: its containers'
-    namespace paths from its Docker API (``/proc/<pid>/ns/net`` of dockerd's PID namespace),
-    for its probe share, which runs there (:func:`share_runners`).  Other kinds (VMs,
-    namespace hosts) are refused, naming the host."""
-    other = sorted({(r.kind, r.name) for r in resources if r.kind != "container"})
+    namespace paths from its Docker API (``/proc/<pid>/ns/net`` of dockerd's PID namespace)
+    and its namespace hosts' (``/run/netns/hnb-<lab>-<name>`` there, asked from its agent),
+    for its probe share, which runs there (:func:`share_runners`).  VMs are refused, naming
+    the host."""
+    served = ("container", "host")
+    other = sorted({(r.kind, r.name) for r in resources if r.kind not in served})
     if other:
         what = ", ".join(f"{k} {n}" for k, n in other)
         raise Unsupported(f"host {host} ({_hosts(lab).get(host).where}) is reached through "
                           f"its engines' APIs only: hybridnb cannot probe from {what} there "
                           "(its probe share runs in the agent container, which enters "
-                          "containers only)",
-                          hint="place VMs and hosts on a sandbox or engine: local host to "
-                               "test them",
+                          "containers' and namespace hosts' namespaces only)",
+                          hint="place VMs on a sandbox or engine: local host to test them",
                           capability="hosts", kind=other[0][0])
-    if not resources:
-        return {}
+    kinds = sorted({r.kind for r in resources})
     try:
-        return {"container": backend.driver("container").netns_paths_there(lab.name)}
+        return {kind: backend.driver(kind).netns_paths_there(lab.name) for kind in kinds}
     except HybridError as exc:
         raise _named(exc, lab, host) from None
 

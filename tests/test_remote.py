@@ -58,7 +58,7 @@ def test_agent_over_a_local_runner_answers_and_refuses():
     client = local_agent()
     try:
         hello = client.hello()
-        assert hello["kinds"] == ["bridge", "firewall", "policy", "vxlan"]
+        assert hello["kinds"] == ["bridge", "firewall", "host", "link", "policy", "vxlan"]
         assert hello["python"] == sys.version.split()[0]
         with pytest.raises(Unsupported, match="no 'dns' driver"):
             client.call("dns", "observe", "x")
@@ -126,8 +126,8 @@ def test_a_host_given_by_its_docker_url_gets_a_remote_backend_without_namespace(
     backend = multihost_apply.host_backend(lab, "b")      # contacts nothing yet
     assert backend.name == "remote" and backend.target.netns is None
     assert backend.target.docker_url == "ssh://lab@b"
-    assert sorted(backend.drivers) == ["bridge", "container", "firewall", "network",
-                                       "policy", "vm", "vxlan"]
+    assert sorted(backend.drivers) == ["bridge", "container", "firewall", "host", "link",
+                                       "network", "policy", "vm", "vxlan"]
     # nothing of it reaches into this machine's namespaces or processes; commands in its
     # containers run by docker exec, and one that times out is not killed by a local pid
     assert not backend.having(NamespaceSource) and sorted(backend.having(GuestExec)) == [

@@ -252,8 +252,8 @@ HOST_HELP: dict[str, tuple[str, str]] = {
     "docker": ("URL", "its Docker engine: unix://, tcp://HOST:2376 or https:// (TLS, "
                "certificates from $DOCKER_CERT_PATH), ssh://USER@HOST; given to the Docker SDK "
                "unchanged. A host with URLs only is remote: hybridnb's agent container "
-               "makes its bridge and VXLAN device, runs its share of the probes and watches "
-               "it through this engine"),
+               "makes its bridge, VXLAN device, namespace hosts and link impairments, runs "
+               "its share of the probes and watches it through this engine"),
     "libvirt": ("URI", "its libvirt: qemu:///system, qemu+ssh://USER@HOST/system, "
                 "qemu+tls://HOST/system; given to libvirt unchanged (on a remote host, VMs' "
                 "boot files are uploaded into a storage pool there)"),

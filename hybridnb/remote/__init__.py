@@ -5,15 +5,17 @@ this machine through its Docker API alone:
 
 * its containers and Docker networks by the ordinary Docker drivers, given the URL
   (``unix://``, ``tcp://`` with TLS, ``ssh://`` go to the docker SDK unchanged);
-* its bridge, VXLAN device, firewall rule and nftables table — netlink and nftables work that
-  must happen *on that machine* — by hybridnb's own fabric drivers running there in the
+* its bridge, VXLAN device, firewall rule, nftables table, namespace hosts (their
+  namespaces in that host's ``/run/netns``) and link impairments — netlink, tc and nftables
+  work that must happen *on that machine* — by hybridnb's own drivers running there in the
   **agent container** (:mod:`hybridnb.remote.agentbox`): not privileged but given
   ``NET_ADMIN``, ``NET_RAW`` and ``SYS_ADMIN``, in the host's network and PID namespaces
   (``network_mode=host``, ``pid_mode=host``), started through that Docker API from the
   **agent image** (:mod:`hybridnb.remote.image`), reached by Docker exec with stdio attached
   (:mod:`hybridnb.drivers.runner`) and spoken to in JSON lines (:mod:`hybridnb.remote.wire`,
   the server :mod:`hybridnb.remote.agent`);
-* its share of a probe matrix — sockets opened inside its containers' network namespaces —
+* its share of a probe matrix — sockets opened inside its containers' and namespace hosts'
+  network namespaces (not its VMs') —
   by ``python3 -m hybridnb.services.probe.share`` in the same agent container
   (:func:`hybridnb.remote.backend.share_runner`), merged with the other hosts' shares by
   :mod:`hybridnb.services.probe.coordinate`;

@@ -2,10 +2,14 @@
 
 ``python3 -m hybridnb.remote.agent`` reads one request per line on stdin and writes one
 answer per line on stdout (:mod:`hybridnb.remote.wire`) until stdin closes.  It holds the
-drivers of the ordinary sandbox/host backend for the fabric kinds (:data:`KINDS`: the
-bridge, the VXLAN device, the DOCKER-USER rule, the nftables policy table), bound to a
-target *without a namespace*: they act on the network namespace the agent runs in — in the
-agent container (``network_mode=host``), the remote host's own.  The pseudo kind ``agent``
+drivers of the ordinary sandbox/host backend for the kinds a host's kernel makes
+(:data:`KINDS`: the bridge, the VXLAN device, the DOCKER-USER rule, the nftables policy
+table, namespace hosts, link impairments), bound to a target *without a namespace*: they
+act on the network namespace the agent runs in — in the agent container
+(``network_mode=host``), the remote host's own.  A namespace host's namespace is mounted on
+``/run/netns/NAME``, which in the agent container is the host's own ``/run/netns`` (a
+shared bind: :data:`hybridnb.remote.agentbox.BINDS`), so it is the host's and outlives the
+agent.  The pseudo kind ``agent``
 answers ``hello`` (its version, kinds and network-namespace inode) so a caller can tell
 where it landed; the pseudo kind ``links`` answers ``dump`` (every link of the host's lab
 host, or of one of its containers' namespaces, with the kernel's counters) for monitor and
@@ -25,13 +29,92 @@ import signal
 import sys
 from typing import Any, BinaryIO, Callable, Iterator
 
+from hybridnb.drivers.netns import NetnsHostDriver
+
 #: kind -> (module, class) of the driver the agent serves
 KINDS: dict[str, tuple[str, str]] = {
     "bridge": ("hybridnb.drivers.bridge", "BridgeDriver"),
     "vxlan": ("hybridnb.drivers.vxlan", "VxlanDriver"),
     "firewall": ("hybridnb.drivers.firewall", "FirewallDriver"),
     "policy": ("hybridnb.drivers.nftables", "PolicyDriver"),
+    "host": ("hybridnb.remote.agent", "ServedHosts"),
+    "link": ("hybridnb.remote.agent", "ServedLinks"),
 }
+
+
+class ServedHosts(NetnsHostDriver):
+    """Namespace hosts as the agent serves them: the ordinary driver, refusing to make one
+    where the agent container does not share the host's ``/run/netns`` (Docker refused the
+    shared bind: :data:`hybridnb.remote.agentbox.CONFIG_ALONE`) — its namespace would live
+    and die inside the container."""
+
+    def check(self, lab: str, resource: Any) -> None:
+        _netns_dir_is_the_hosts(resource.spec["endpoint"])
+        super().check(lab, resource)
+
+    def create(self, lab: str, resource: Any) -> None:
+        _netns_dir_is_the_hosts(resource.spec["endpoint"])
+        super().create(lab, resource)
+
+
+def _netns_dir_is_the_hosts(endpoint: str) -> None:
+    from hybridnb.errors import Unsupported
+    from hybridnb.remote.wire import NETNS_ENV
+
+    if os.environ.get(NETNS_ENV) == "alone":
+        raise Unsupported(
+            f"cannot make namespace host {endpoint!r} there: Docker refused to share that "
+            "host's /run/netns with hybridnb's agent container (the mount holding it is not "
+            "a shared mount), so the namespace would live and die inside the container",
+            hint="make it a shared mount on that host once (`ip netns add hnb-tmp && ip "
+                 "netns delete hnb-tmp` does), then `hybridnb images prune --docker URL` "
+                 "so the next command makes the agent anew", kind="host")
+
+
+class ServedLinks:
+    """The link-impairment driver (:class:`~hybridnb.drivers.impairments.LinkDriver`) as the
+    agent serves it.  It finds a container's bridge port (and sets its ``eth0`` MTU) inside
+    the container's network namespace, which only that host's Docker API names: ``create``,
+    ``update`` and ``delete`` take the lab's containers' namespaces **as seen on this host**
+    (``{endpoint: /proc/PID/ns/net}``) as a last argument, sent by the caller with each
+    request — the agent keeps nothing between requests.  VMs' guest agents are not reached
+    from here (no libvirt in the agent): a VM's impairments go on its tap only."""
+
+    kind = "link"
+    concurrent = False
+
+    def __init__(self, target: Any) -> None:
+        from hybridnb.drivers.impairments import LinkDriver
+
+        self._containers: dict[str, dict[str, str]] = {}
+        self.driver = LinkDriver(target, container_netns=self._netns_of)
+
+    def _netns_of(self, lab: str) -> dict[str, str]:
+        return self._containers.get(lab, {})
+
+    def _given(self, lab: str, containers: Any) -> None:
+        self._containers = {lab: {str(k): str(v) for k, v in dict(containers or {}).items()}}
+
+    def observe(self, lab: str) -> Any:
+        return self.driver.observe(lab)
+
+    def check(self, lab: str, resource: Any) -> None:
+        self.driver.check(lab, resource)
+
+    def create(self, lab: str, resource: Any, containers: Any = None) -> None:
+        self._given(lab, containers)
+        self.driver.create(lab, resource)
+
+    def update(self, lab: str, resource: Any, containers: Any = None) -> None:
+        self._given(lab, containers)
+        self.driver.update(lab, resource)
+
+    def delete(self, lab: str, name: str, containers: Any = None) -> None:
+        self._given(lab, containers)
+        self.driver.delete(lab, name)
+
+    def link_report(self, lab: str) -> Any:
+        return self.driver.link_report(lab)
 
 
 class Agent:

@@ -17,11 +17,25 @@ engine's API from the agent image (:func:`~hybridnb.remote.image.ensure_agent_im
 * ``pid_mode=host`` — a lab container's namespace is ``/proc/<pid>/ns/net`` with the pid
   the host's Docker API gives (``State.Pid``, a pid of dockerd's PID namespace): the
   probe share finds it only in that PID namespace.  Its mount namespace stays private;
+* the host's ``/run/netns`` bind-mounted on its own with **shared** propagation
+  (:data:`BINDS`) — a namespace host's namespace, which the agent mounts on
+  ``/run/netns/NAME`` like ``ip netns add``, then appears in the host's ``/run/netns``
+  (its mount namespace is a peer) and outlives the agent container: a new agent sees it
+  and deletes it, and the unmount reaches the host too.  A private bind (Docker's default)
+  leaves an empty file on the host and the namespace inside the agent; no bind leaves
+  nothing on the host at all.  Docker refuses the shared bind where the host's mount
+  holding ``/run/netns`` is not shared: the agent is then made without it
+  (:data:`CONFIG_ALONE`, environment ``HYBRIDNB_AGENT_NETNS=alone``) and refuses namespace
+  hosts.  ``/etc/netns`` (a namespace host's ``resolv.conf``) is an ordinary bind;
+* ``/proc/sys`` writable (:data:`READONLY_PATHS`: Docker's read-only paths but that one) —
+  a namespace host's ``net.ipv4.ping_group_range`` is written inside its namespace, and
+  Docker mounts ``/proc/sys`` read-only in an unprivileged container (``EROFS``).  This
+  also lets the agent write the host's other sysctls; Docker's masked paths stay masked;
 * its main process idles (``python3 -m hybridnb.remote.agent --idle``); the server runs by
   ``docker exec`` with stdio attached (:class:`~hybridnb.drivers.runner.DockerExecRunner`).
 
-It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, Docker network
-or container on that engine's host (starting it costs an image inspect and a container
+It is **kept and reused** while any hybridnb lab owns a bridge, VXLAN device, namespace
+host, Docker network or container on that engine's host (starting it costs an image inspect and a container
 start, ~0.5 s), and removed by the destroy that leaves none (:func:`release_if_unused`);
 the image stays in the engine, like every image hybridnb imports — :func:`remove_agents`
 and :func:`hybridnb.remote.image.remove_images` remove both.  A container of an older
@@ -41,6 +55,7 @@ from typing import Any, Callable, Mapping
 from hybridnb.core.resource import Observation, Resource
 from hybridnb.errors import EngineError, EngineUnavailable
 from hybridnb.remote import wire
+from hybridnb.remote.wire import NETNS_ENV
 from hybridnb.remote.image import LABEL, drop_stale, ensure_agent_image
 from hybridnb.drivers.runner import DockerExecRunner, ModuleProcess, Runner
 
@@ -51,12 +66,30 @@ NAME = "hnb-agent"
 #: fails under a dockerd whose own bounding set lacks some, as on this project's CI
 #: machines)
 CAPABILITIES = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN")
+#: where a host's named network namespaces are, there and in its agent container
+NETNS_DIR = "/run/netns"
 #: the agent shares the host's PID namespace (the lab containers' pids are dockerd's)
 PID_MODE = "host"
+#: the host's directory of named network namespaces, bind-mounted with **shared**
+#: propagation: a namespace host's namespace (``hnb-<lab>-<endpoint>``), made by the agent
+#: bind-mounting it on ``/run/netns/NAME``, is then a mount of the host's ``/run/netns`` —
+#: ``ip netns`` there lists it, and it outlives the agent container (a new agent sees it
+#: and deletes it).  A private bind leaves only an empty file on the host, no bind at all
+#: not even that; measured in notes 17-remotens.  ``/etc/netns`` (a namespace host's
+#: ``resolv.conf``, what ``ip netns exec`` shows) is a plain bind.
+BINDS = ("/run/netns:/run/netns:rshared", "/etc/netns:/etc/netns")
+#: Docker's read-only paths of an unprivileged container but ``/proc/sys``: a namespace
+#: host's namespace-local sysctl (``net.ipv4.ping_group_range``) is written from a thread
+#: inside that namespace (masked paths stay Docker's default)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sysrq-trigger")
 #: the label saying how the agent container was made (an agent made with other
 #: capabilities — an older hybridnb's — is replaced)
 CONFIG_LABEL = "hybridnb.agent.config"
-CONFIG = f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host"
+CONFIG = (f"cap_add={','.join(CAPABILITIES)};pid={PID_MODE};network=host;"
+          f"binds={','.join(BINDS)};readonly={','.join(READONLY_PATHS)}")
+#: the config of an agent made where Docker refused the shared bind of ``/run/netns``
+CONFIG_ALONE = CONFIG + ";netns=alone"
+
 MODULE = "hybridnb.remote.agent"
 #: an agent server nobody asked anything for this long ends (a Lab object dropped without
 #: ``close`` leaves no process on the host); the client starts a new one when it asks again
@@ -70,14 +103,19 @@ def _find(api: Any) -> dict[str, Any] | None:
 
 def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> str:
     """The id of the running agent container of the engine behind ``api``, made (and its
-    image imported) first when missing or stale."""
+    image imported) first when missing or stale.  Where Docker refuses the shared bind of
+    the host's ``/run/netns`` (that host's mount holding it is not shared), the agent is
+    made without it (:data:`CONFIG_ALONE`): the fabric works, namespace hosts are refused
+    there by the agent, naming the cause."""
     import docker.errors
 
     tag = ensure_agent_image(api, progress=progress)
-    for _attempt in range(3):
+    shared = True
+    for _attempt in range(4):
         found = _find(api)
         labels = (found or {}).get("Labels") or {}
-        if found is not None and (labels.get(LABEL) != tag or labels.get(CONFIG_LABEL) != CONFIG):
+        if found is not None and (labels.get(LABEL) != tag or
+                                  labels.get(CONFIG_LABEL) not in (CONFIG, CONFIG_ALONE)):
             api.remove_container(found["Id"], force=True)      # another hybridnb's agent
             drop_stale(api, tag)
             found = None
@@ -85,17 +123,42 @@ def ensure_agent(api: Any, *, progress: Callable[[str], None] | None = None) -> 
             if found.get("State") != "running":
                 api.start(found["Id"])
             return str(found["Id"])
+        made = None
         try:
-            host_config = api.create_host_config(cap_add=list(CAPABILITIES),
-                                                 network_mode="host", pid_mode=PID_MODE)
-            made = api.create_container(tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG},
-                                        host_config=host_config, detach=True)
+            made = api.create_container(
+                tag, name=NAME, labels={LABEL: tag, CONFIG_LABEL: CONFIG if shared
+                                        else CONFIG_ALONE},
+                environment={NETNS_ENV: "host" if shared else "alone"},
+                host_config=host_config_of(api, shared=shared), detach=True)
             api.start(made["Id"])
             return str(made["Id"])
         except docker.errors.APIError as exc:
+            if shared and made is not None and not_shared(exc):
+                api.remove_container(made["Id"], force=True)
+                shared = False                       # again, without b's /run/netns
+                continue
             if exc.status_code != 409:                # 409: another process made it first
                 raise
     raise EngineError(f"cannot make the agent container {NAME}", engine="docker")
+
+
+def not_shared(exc: Exception) -> bool:
+    """Docker refused a bind with shared propagation: the host's mount holding its source
+    is not a shared mount (``path /run/netns is mounted on / but it is not a shared
+    mount``)."""
+    text = str(getattr(exc, "explanation", None) or exc)
+    return "not a shared" in text
+
+
+def host_config_of(api: Any, *, shared: bool = True) -> dict[str, Any]:
+    """The agent container's host config (:data:`CAPABILITIES`, host network and PID
+    namespaces, :data:`BINDS` — ``shared=False``: without the host's ``/run/netns`` —
+    :data:`READONLY_PATHS`)."""
+    binds = [b for b in BINDS if shared or not b.startswith(f"{NETNS_DIR}:")]
+    config = dict(api.create_host_config(cap_add=list(CAPABILITIES), network_mode="host",
+                                         pid_mode=PID_MODE, binds=binds))
+    config["ReadonlyPaths"] = list(READONLY_PATHS)
+    return config
 
 
 def agents(api: Any) -> list[dict[str, Any]]:
@@ -311,8 +374,81 @@ class PolicyProxy(_Checked):
         return self.client.call(self.kind, "ruleset", lab)
 
 
+class HostProxy(AgentDriver):
+    """Namespace hosts (kind ``host``), made by the agent's
+    :class:`~hybridnb.drivers.netns.NetnsHostDriver` on that host: their namespaces are
+    that host's ``/run/netns/hnb-<lab>-<endpoint>``.  No ``update`` (a changed host is made
+    anew, as locally) and no ``netns_paths`` (nothing here may open them)."""
+
+    def check(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "check", lab, resource)
+
+    def labs(self) -> set[str]:
+        return set(self.client.call(self.kind, "labs"))
+
+    def netns_paths_there(self, lab: str) -> dict[str, str]:
+        """Per whole namespace host of the lab: its namespace **as seen on that host** (for
+        its probe share there, which the agent container runs); never opened here."""
+        from hybridnb.core.naming import object_name
+
+        return {name: f"{NETNS_DIR}/{object_name(lab, name)}" for name in self.observe(lab)}
+
+
+ContainerPaths = Callable[[str], Mapping[str, str]]
+
+
+class LinkProxy(_Checked):
+    """Link impairments (kind ``link``), applied by the agent's link driver on that host
+    (:class:`~hybridnb.remote.agent.ServedLinks`).  ``containers(lab)`` gives the lab's
+    containers' namespaces as seen there (from that host's Docker API), sent with each
+    request that looks for a container's bridge port.  A VM's ``mtu`` is refused: it is set
+    inside the guest, through libvirt, which the agent does not reach."""
+
+    def __init__(self, kind: str, client: AgentClient,
+                 containers: ContainerPaths | None = None) -> None:
+        super().__init__(kind, client)
+        self.containers = containers
+
+    def _paths(self, lab: str, spec: Mapping[str, Any] | None, *, strict: bool) -> dict:
+        if self.containers is None or (spec is not None and spec.get("kind") != "container"):
+            return {}
+        try:
+            return dict(self.containers(lab))
+        except EngineError:
+            if strict:
+                raise
+            return {}               # delete: restoring a container's MTU is best effort
+
+    def check(self, lab: str, resource: Resource) -> None:
+        spec = resource.spec
+        if spec.get("kind") == "vm" and spec.get("mtu") is not None:
+            from hybridnb.errors import Unsupported
+
+            raise Unsupported(f"cannot set the mtu of vm {spec['endpoint']!r} on "
+                              f"{self.client.where}: it is set inside the guest, which "
+                              "hybridnb's agent there does not reach",
+                              hint="place the VM on a sandbox or engine: local host, or "
+                                   "drop its mtu", capability="hosts", kind="link")
+        super().check(lab, resource)
+
+    def create(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "create", lab, resource,
+                         self._paths(lab, resource.spec, strict=True))
+
+    def update(self, lab: str, resource: Resource) -> None:
+        self.client.call(self.kind, "update", lab, resource,
+                         self._paths(lab, resource.spec, strict=True))
+
+    def delete(self, lab: str, name: str) -> None:
+        self.client.call(self.kind, "delete", lab, name, self._paths(lab, None, strict=False))
+
+    def link_report(self, lab: str) -> dict[str, Any]:
+        return dict(self.client.call(self.kind, "link_report", lab))
+
+
 PROXIES: dict[str, type[AgentDriver]] = {"bridge": BridgeProxy, "vxlan": VxlanProxy,
-                                         "firewall": FirewallProxy, "policy": PolicyProxy}
+                                         "firewall": FirewallProxy, "policy": PolicyProxy,
+                                         "host": HostProxy, "link": LinkProxy}
 
 
 def agent_labs(client: AgentClient) -> set[str]:

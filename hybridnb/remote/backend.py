@@ -7,9 +7,12 @@
   (:func:`hybridnb.drivers.docker.client_kwargs`) — behind :class:`RemoteContainers`, which
   leaves out what would act on *this* machine (the containers' namespace paths, processes
   found under this machine's ``/proc``);
-* the fabric drivers (``bridge``, ``vxlan``, ``firewall``, ``policy``) as proxies of the
-  agent's (:mod:`hybridnb.remote.agentbox`): made, observed and deleted on that host by the
-  agent container.
+* the drivers of what that host's kernel holds — the fabric (``bridge``, ``vxlan``,
+  ``firewall``, ``policy``), namespace hosts (``host``) and link impairments (``link``) —
+  as proxies of the agent's (:mod:`hybridnb.remote.agentbox`): made, observed and deleted
+  on that host by the agent container.  A namespace host's namespace is that host's
+  ``/run/netns/hnb-<lab>-<endpoint>``; an impaired container's bridge port is found inside
+  its namespace as seen there (:meth:`RemoteEndpoints.netns_paths_there`, sent along).
 
 Its target has **no namespace and no path into one**: nothing of this backend opens a
 netlink socket, runs iptables or enters a namespace on this machine.  VMs, when the host has a
@@ -20,9 +23,11 @@ Without a ``libvirt:`` URI a lab that places a VM there is refused naming the ho
 (:func:`refuse_unserved`).  The lab's DNS
 server lives on the primary host, so a remote host needs none.
 
-Probes from the host's containers run **on that host**: their namespaces are named as seen
-there (:meth:`RemoteEndpoints.netns_paths_there`) and the host's share of the probe matrix
-runs in the agent container (:func:`share_runner`).
+Probes from the host's containers and namespace hosts run **on that host**: their
+namespaces are named as seen there (:meth:`RemoteEndpoints.netns_paths_there`,
+:meth:`~hybridnb.remote.agentbox.HostProxy.netns_paths_there`) and the host's share of the
+probe matrix runs in the agent container (:func:`share_runner`).  Probes from VMs there are
+not run (their guest agents are reached through libvirt, not from the agent).
 """
 
 from __future__ import annotations
@@ -134,6 +139,8 @@ def remote_backend(host: str, docker_url: str, *, where: str = "",
     drivers: dict[str, Any] = {kind: cls(kind, client) for kind, cls in PROXIES.items()}
     drivers["network"] = RemoteContainers(network)
     drivers["container"] = RemoteEndpoints(containers)
+    # a container's bridge port is found inside its namespace, which b's Docker API names
+    drivers["link"].containers = drivers["container"].netns_paths_there
     if libvirt_uri:
         from hybridnb.drivers.libvirt import LibvirtDriver
 
@@ -172,7 +179,8 @@ def refuse_unserved(host: str, where: str, backend: Backend,
         hint = "place these endpoints on a sandbox or engine: local host"
     raise Unsupported(
         f"host {host} ({where}) is reached through its engines' URLs, where hybridnb makes "
-        f"containers and the fabric only, not {what}", hint=hint, capability="hosts",
+        "containers, namespace hosts, link impairments, the fabric and (given a libvirt: "
+        f"URI) VMs only, not {what}", hint=hint, capability="hosts",
         kind=missing[0][0])
 
 

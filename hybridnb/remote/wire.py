@@ -66,6 +66,9 @@ def decode(value: Any) -> Any:
 
 #: the line an agent writes before it ends on its own (idle): not an answer
 BYE = '{"bye":"idle"}\n'
+#: the agent container's environment variable saying whose ``/run/netns`` it sees: ``host``
+#: (the host's, a shared bind) or ``alone`` (its own: namespace hosts are refused there)
+NETNS_ENV = "HYBRIDNB_AGENT_NETNS"
 
 
 def request(ident: int, kind: str, method: str, *args: Any) -> str:

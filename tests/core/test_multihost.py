@@ -190,12 +190,16 @@ def test_host_problems_are_all_reported_with_paths():
 
 def test_a_kind_on_a_host_without_its_engine():
     hosts = {"a": {"engine": "local", "underlay": "10.9.0.1"},
-             "b": {"docker": "ssh://lab@b", "underlay": "10.9.0.2"}}
+             "b": {"docker": "ssh://lab@b", "underlay": "10.9.0.2"},
+             "c": {"libvirt": "qemu+ssh://lab@c/system", "underlay": "10.9.0.3"}}
     got = problems({"hosts": hosts, "endpoints": {
         "v": {"kind": "vm", "host": "b"}, "h": {"kind": "host", "host": "b"},
-        "c": {"kind": "container", "host": "b"}}})
-    assert set(got) == {"endpoints.v.host", "endpoints.h.host"}
+        "c": {"kind": "container", "host": "b"}, "h2": {"kind": "host", "host": "c"}}})
+    # a namespace host on a remote host is made by its agent container: it needs docker:
+    assert set(got) == {"endpoints.v.host", "endpoints.h2.host"}
     assert got["endpoints.v.host"][0] == "host 'b' names no libvirt engine for a vm"
+    assert got["endpoints.h2.host"][0] == ("host 'c' names no docker engine for a host "
+                                           "(hybridnb's agent container there makes it)")
 
 
 def test_host_without_hosts_section():

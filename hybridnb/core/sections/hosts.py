@@ -28,9 +28,10 @@ from hybridnb.core.sections import Section
 if TYPE_CHECKING:  # pragma: no cover
     from hybridnb.core.spec import LabSpec
 
-#: the remote engine an endpoint kind needs on a host that is reached by URL
-#: (kinds not listed — namespace hosts — need netlink on the machine: local or sandbox only)
-_ENGINE_OF_KIND = {"container": "docker", "vm": "libvirt"}
+#: the remote engine an endpoint kind needs on a host that is reached by URL (a namespace
+#: host is made by hybridnb's agent container there, started through its Docker engine;
+#: kinds not listed need netlink on the machine: local or sandbox only)
+_ENGINE_OF_KIND = {"container": "docker", "vm": "libvirt", "host": "docker"}
 
 
 def _can_run(host: LabHost, kind: str) -> str | None:
@@ -42,7 +43,8 @@ def _can_run(host: LabHost, kind: str) -> str | None:
         return (f"a {kind} endpoint is made with netlink on the machine itself, and host "
                 f"{host.name!r} is reached only through its engines' URLs")
     if getattr(host, engine) is None:
-        return f"host {host.name!r} names no {engine} engine for a {kind}"
+        why = " (hybridnb's agent container there makes it)" if kind == "host" else ""
+        return f"host {host.name!r} names no {engine} engine for a {kind}{why}"
     return None
 
 
