@@ -267,18 +267,18 @@ def test_the_agent_refuses_reads_it_does_not_serve():
 
     agent = Agent()
     with pytest.raises(HybridError, match="no host read"):
-        agent.call("host", "write_sysctl", [])
+        agent.call("hostread", "write_sysctl", [])
     with pytest.raises(HybridError, match="does not run"):
-        agent.call("host", "command", [["iptables", "-F", "FORWARD"]])
+        agent.call("hostread", "command", [["iptables", "-F", "FORWARD"]])
     with pytest.raises(HybridError, match="net.\\* sysctls only"):
-        agent.call("host", "sysctls", [["kernel.hostname"]])
+        agent.call("hostread", "sysctls", [["kernel.hostname"]])
     with pytest.raises(HybridError, match="net.\\* sysctls only"):
-        agent.call("host", "sysctls", [["net/../../kernel/hostname"]])
+        agent.call("hostread", "sysctls", [["net/../../kernel/hostname"]])
     with pytest.raises(HybridError, match="/proc/PID/ns/net only"):
-        agent.call("host", "addresses", ["/run/netns/other", "eth0"])
+        agent.call("hostread", "addresses", ["/run/netns/other", "eth0"])
     # the sweep: never on a link without the lab's mark (no frame is sent: refused first)
     with pytest.raises(HybridError, match="refusing to ARP on lo: it is not lab rd's bridge"):
-        agent.call("host", "arp_sweep", ["rd", "lo", "0.0.0.0", "00:00:00:00:00:00",
+        agent.call("hostread", "arp_sweep", ["rd", "lo", "0.0.0.0", "00:00:00:00:00:00",
                                          "10.0.1.0/24", ["10.0.1.2"]])
     # reads it serves, answered from its own namespace and travelling as JSON
     import json
@@ -286,8 +286,8 @@ def test_the_agent_refuses_reads_it_does_not_serve():
     from hybridnb.remote import wire
     from hybridnb.services.doctor.kernel import arp_cache_stats
 
-    value = agent.call("host", "sysctls", [["net.ipv4.ip_forward", "net.nothing.here"]])
+    value = agent.call("hostread", "sysctls", [["net.ipv4.ip_forward", "net.nothing.here"]])
     back = wire.decode(json.loads(wire.answer(1, value))["value"])
     assert back["net.ipv4.ip_forward"] in ("0", "1") and back["net.nothing.here"] is None
-    assert len(agent.call("host", "arp_cache", [])) == len(arp_cache_stats()) == 2
-    assert "127.0.0.1/8" in agent.call("host", "addresses", [None, "lo"])   # its own links
+    assert len(agent.call("hostread", "arp_cache", [])) == len(arp_cache_stats()) == 2
+    assert "127.0.0.1/8" in agent.call("hostread", "addresses", [None, "lo"])   # its own links

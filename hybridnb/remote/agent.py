@@ -13,7 +13,7 @@ agent.  The pseudo kind ``agent``
 answers ``hello`` (its version, kinds and network-namespace inode) so a caller can tell
 where it landed; the pseudo kind ``links`` answers ``dump`` (every link of the host's lab
 host, or of one of its containers' namespaces, with the kernel's counters) for monitor and
-doctor there; the pseudo kind ``host`` answers the doctor's read-only reads of the host —
+doctor there; the pseudo kind ``hostread`` answers the doctor's read-only reads of the host —
 sysctls, the iptables filter table, routes, a bridge's FDB, the ARP sweep on the lab's own
 bridge, nftables' features (:mod:`hybridnb.remote.hostread`).
 
@@ -161,7 +161,7 @@ class Agent:
             return self.hello() if method == "hello" else self.labs()
         if kind == "links" and method == "dump":
             return links(*args)
-        if kind == "host":                      # the doctor's reads of this host
+        if kind == "hostread":                  # the doctor's reads of this host (not a driver)
             from hybridnb.remote.hostread import read
 
             return read(method, args)

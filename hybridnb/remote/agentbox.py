@@ -342,7 +342,7 @@ class BridgeProxy(_Checked):
     def read_there(self, what: str, *args: Any) -> Any:
         """One of the doctor's read-only reads of the host, answered by the agent there
         (:mod:`hybridnb.remote.hostread`; :class:`~hybridnb.drivers.base.HostThere`)."""
-        return self.client.call("host", what, *args)
+        return self.client.call("hostread", what, *args)
 
 
 def links_from(raw: Mapping[str, Any]) -> dict[int, Any]:

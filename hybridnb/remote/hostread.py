@@ -2,7 +2,7 @@
 
 The doctor's checks (:mod:`hybridnb.services.doctor`) read the lab host through one small
 reader (:mod:`hybridnb.services.doctor.host`); on a host of another machine that reader asks
-the agent (pseudo kind ``host``, :meth:`hybridnb.remote.agent.Agent.call`), which answers
+the agent (pseudo kind ``hostread``, :meth:`hybridnb.remote.agent.Agent.call`), which answers
 from *its* namespace — the remote host's — with the same functions the doctor uses here.
 Every read is read-only, and each is bounded:
 
@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from hybridnb.errors import HybridError
 
-#: the reads the agent serves under the pseudo kind ``host``
+#: the reads the agent serves under the pseudo kind ``hostread``
 READS = frozenset({"sysctls", "command", "arp_cache", "arp_sweep", "addresses",
                    "nft_features"})
 #: the only commands the agent runs for the doctor (read-only listings)
