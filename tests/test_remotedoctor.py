@@ -85,6 +85,10 @@ class AgentThere:
             return ["10.0.1.101/24"]
         if what == "nft_features":
             return [{"name": "libnftables", "ok": True, "detail": "libnftables.so.1"}]
+        if what == "tc_features":                 # b's kernel: tbf but no netem
+            return [{"name": "qdisc tbf", "ok": True, "detail": "kernel accepts it"},
+                    {"name": "qdisc netem", "ok": False, "detail": "no sch_netem"},
+                    {"name": "ifb + ingress redirect", "ok": True, "detail": "ifb"}]
         raise AssertionError(what)
 
 
@@ -210,7 +214,7 @@ def test_faults_on_the_remote_host_are_found_and_told_to_be_fixed_there(nothing_
 
 def test_only_what_cannot_run_there_is_not_checked_and_says_why(nothing_here):
     from hybridnb.services.doctor import select_checks
-    from hybridnb.services.doctor.base import OK, Check
+    from hybridnb.services.doctor.base import FAIL, OK, Check
     from hybridnb.services.doctor.remote import diagnose_there
 
     class ReadsHere(Check):                  # a check of a group registered later
@@ -219,17 +223,21 @@ def test_only_what_cannot_run_there_is_not_checked_and_says_why(nothing_here):
         def run(self, ctx: Any) -> Any:
             raise AssertionError("ran for a remote host")
 
-    view, _, _ = share()
-    link = Resource("link", "c2", {"endpoint": "c2", "kind": "container", "delay": 10})
+    view, agent, _ = share()
+    link = Resource("link", "c2", {"endpoint": "c2", "kind": "container", "delay_us": 10000})
     view = LabView(view.name, (*view.resources, link), view.backend, view.state,
                    hosts=view.hosts, host="b")
     report = diagnose_there(view, [*select_checks(only=["kernel", "policy"]), ReadsHere()],
                             where="docker unix:///b.sock")
     left = report.get("not-checked")
-    assert left is not None and left.data["checks"] == ["link-kernel", "reads-here"]
-    assert "link-kernel: it tries tc qdiscs" in left.why and "reads-here: its code reads" \
-        in left.why
-    assert {f.check: f.status for f in report.findings}["policy-kernel"] == OK
+    assert left is not None and left.data["checks"] == ["reads-here"]
+    assert "reads-here: its code reads" in left.why
+    status = {f.check: f.status for f in report.findings}
+    assert status["policy-kernel"] == OK
+    # the qdiscs are tried by b's agent on b's kernel, which has no netem: c2's delay fails
+    assert status["link-kernel"] == FAIL and ("tc_features", ()) in agent.asked
+    kernel = report.get("link-kernel")
+    assert kernel is not None and "qdisc netem: no" in kernel.found, kernel
 
 
 def test_a_remote_hosts_commands_say_where_to_run_them():

@@ -29,7 +29,7 @@ from hybridnb.errors import HybridError
 
 #: the reads the agent serves under the pseudo kind ``hostread``
 READS = frozenset({"sysctls", "command", "arp_cache", "arp_sweep", "addresses",
-                   "nft_features"})
+                   "nft_features", "tc_features"})
 #: the only commands the agent runs for the doctor (read-only listings)
 COMMANDS: tuple[tuple[str, ...], ...] = (
     ("iptables-save", "-t", "filter"),
@@ -116,13 +116,24 @@ def nft_features() -> list[dict[str, Any]]:
     return [dataclasses.asdict(f) for f in features(None)]
 
 
+def tc_features() -> list[dict[str, Any]]:
+    """The qdiscs this host's kernel takes, tried in a throwaway namespace made and removed
+    here (what the agent's link driver asks before it impairs a link)."""
+    import dataclasses
+
+    from hybridnb.drivers.impairments import tc_features as features
+
+    return [dataclasses.asdict(f) for f in features()]
+
+
 def read(what: str, args: Sequence[Any]) -> Any:
     """Answer one ``host`` request of the agent."""
     if what not in READS:
         raise HybridError(f"the agent has no host read {what!r}",
                           hint=f"one of {', '.join(sorted(READS))}")
     fn = {"sysctls": sysctls, "command": command, "arp_cache": arp_cache,
-          "arp_sweep": arp_sweep, "addresses": addresses, "nft_features": nft_features}[what]
+          "arp_sweep": arp_sweep, "addresses": addresses, "nft_features": nft_features,
+          "tc_features": tc_features}[what]
     return fn(*args)
 
 

@@ -132,6 +132,7 @@ def test_namespace_host_and_impaired_link_on_a_remote_host(two) -> None:
             check_rate(two, lab)
             check_delay(two, lab)
             check_capture(lab)
+            check_doctor(lab)
         finally:
             done = open_lab(two).destroy()
             print(f"destroy: {done.seconds:.2f}s")
@@ -326,6 +327,17 @@ def check_delay(two: dict[str, Any], lab: Lab) -> None:
     for pair in pairs[3:]:                                  # not through it
         assert rtt[pair] < delay / 2, (pair, rtt[pair])
     assert open_lab(two).apply().ok                         # back to the rate only
+
+
+def check_doctor(lab: Lab) -> None:
+    """The doctor reads b's namespace host and impaired container through b's agent too."""
+    report = lab.doctor()
+    print(report.headline())
+    bad = [f"{f.status} {f.title}: {f.found}" for f in report.findings if f.status != "ok"]
+    assert bad == [], bad
+    on_b = {f.check for f in report.findings if f.data.get("host") == "b"}
+    assert {"endpoint-state", "duplicate-address", "endpoint-identity", "mtu",
+            "link-kernel"} <= on_b, on_b
 
 
 def check_capture(lab: Lab) -> None:

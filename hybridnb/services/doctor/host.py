@@ -15,7 +15,8 @@ same checks judge what is read *there*.  A reader has: ``remote``, ``command(arg
 ``links()``, ``sysctl(key)``, ``machine_sysctl(key)``, ``arp_cache()``,
 ``arp_sweep(lab, bridge, gateway, mac, subnet, targets)``, ``addresses(netns, ifname)``
 (inside an endpoint's namespace), ``link_addresses(ifname)`` (of the lab host's own link),
-``nft_features()`` and ``kvm_device()``.
+``nft_features()``, ``tc_features()`` (the qdiscs the kernel takes, tried in a throwaway
+namespace) and ``kvm_device()``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class LocalHost:
         from hybridnb.drivers.nftables import nft_features
 
         return nft_features(self.netns)
+
+    def tc_features(self) -> list[Any]:
+        from hybridnb.drivers.impairments import tc_features
+
+        return tc_features()
 
     def kvm_device(self) -> bool | None:
         import os

@@ -86,6 +86,13 @@ class Bridge(Check):
         ctx.drivers["bridge"].create(ctx.lab, res)
 
 
+def declared_mtus(ctx: DoctorContext) -> dict[str, int]:
+    """Endpoint → the MTU its link declares (``links: {web: {mtu: 1400}}`` sets both ends of
+    that endpoint's link, its bridge port included)."""
+    return {r.name: int(r.spec["mtu"]) for r in ctx.resources
+            if r.kind == "link" and r.spec.get("mtu")}
+
+
 class Mtu(Check):
     id = "mtu"
     title = "bridge and ports share one MTU"
@@ -93,17 +100,22 @@ class Mtu(Check):
     why = ("a port with a smaller MTU silently drops the big frames others send it (or pulls "
            "the bridge's MTU down); VXLAN will need 50 bytes of headroom on its underlay")
 
-    def _mismatches(self, ctx: DoctorContext) -> tuple[Any, int, list[tuple[Any, str]]]:
+    def _mismatches(self, ctx: DoctorContext
+                    ) -> tuple[Any, int, list[tuple[Any, str, int]]]:
+        """The bridge, the lab's MTU, and each port off its MTU: (link, why, what it wants)."""
         spec = _bridge_spec(ctx)
         link = host.link_named(ctx, spec["bridge"])
         want = int(spec.get("mtu") or 1500)
         names = {p.ifindex: p.endpoint for p in ports(ctx).ports.values()}
+        declared = declared_mtus(ctx)
         bad = []
         for lk in sorted(host.links(ctx).values(), key=lambda x: x.name):
-            if link is not None and lk.master == link.index and lk.mtu != want:
-                who = names.get(lk.index)
+            who = names.get(lk.index)
+            wanted = declared.get(who or "", want)
+            if link is not None and lk.master == link.index and lk.mtu != wanted:
                 bad.append((lk, f"port {lk.name} ({who or 'not a lab endpoint'}) has MTU "
-                                f"{lk.mtu}"))
+                                f"{lk.mtu}" + (f", its link declares {wanted}"
+                                               if wanted != want else ""), wanted))
         return link, want, bad
 
     def run(self, ctx: DoctorContext) -> Finding:
@@ -111,16 +123,19 @@ class Mtu(Check):
         if link is None:
             return self.finding(WARN, "not checked: the bridge is missing")
         owned = not _bridge_spec(ctx).get("adopt")
-        msgs = [m for _, m in bad]
-        cmds = [ctx.in_lab_host(["ip", "link", "set", "dev", lk.name, "mtu", str(want)])
-                for lk, _ in bad]
+        msgs = [m for _, m, _ in bad]
+        cmds = [ctx.in_lab_host(["ip", "link", "set", "dev", lk.name, "mtu", str(mtu)])
+                for lk, _, mtu in bad]
         if link.mtu != want:
             msgs.insert(0, f"bridge {link.name} has MTU {link.mtu}, the lab wants {want}")
             if owned:
                 cmds.insert(0, ctx.in_lab_host(["ip", "link", "set", "dev", link.name, "mtu",
                                                 str(want)]))
         if not msgs:
-            return self.finding(OK, f"bridge {link.name} and its ports all have MTU {want}")
+            own = "".join(f"; {n}'s link {m}, as declared" for n, m in
+                          sorted(declared_mtus(ctx).items()))
+            return self.finding(OK, f"bridge {link.name} and its ports all have MTU {want}"
+                                + own)
         return self.finding(FAIL, "; ".join(msgs), fix_command=" && ".join(cmds),
                             fixable=bool(cmds), data={"want": want})
 
@@ -131,8 +146,8 @@ class Mtu(Check):
         with nsutil.iproute(ctx.netns) as ipr:
             if link is not None and link.mtu != want and not _bridge_spec(ctx).get("adopt"):
                 ipr.link("set", index=link.index, mtu=want)
-            for lk, _ in bad:
-                ipr.link("set", index=lk.index, mtu=want)
+            for lk, _, mtu in bad:
+                ipr.link("set", index=lk.index, mtu=mtu)
 
 
 class RouteOverlap(Check):

@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any, Mapping
 
 from hybridnb.core.resource import Resource
+from hybridnb.services.doctor import host
 from hybridnb.services.doctor.base import FAIL, OK, WARN, Check, DoctorContext, Finding
 
 BNF = "net.bridge.bridge-nf-call-iptables"
@@ -88,9 +89,9 @@ class LinkKernel(_PolicyCheck):
 
     def run(self, ctx: DoctorContext) -> Finding:
         from hybridnb.core.impairments import Impairment, placement
-        from hybridnb.drivers.impairments import capabilities_of, tc_features
+        from hybridnb.drivers.impairments import capabilities_of
 
-        features = ctx.cached("tc-features", tc_features)
+        features = ctx.cached("tc-features", host.reader(ctx).tc_features)
         caps = capabilities_of(features)
         listing = "; ".join(f"{f.name}: {'yes' if f.ok else 'no'}" for f in features)
         problems = []
